@@ -31,6 +31,8 @@ pub enum Error {
     WouldBlock,
     /// A timeout expired.
     Timeout(String),
+    /// A required pointer argument was NULL (C ABI only).
+    NullArg(&'static str),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -65,6 +67,7 @@ impl fmt::Display for Error {
             Error::Overrun(m) => write!(f, "overrun: {m}"),
             Error::WouldBlock => write!(f, "operation would block"),
             Error::Timeout(m) => write!(f, "timed out: {m}"),
+            Error::NullArg(name) => write!(f, "argument `{name}` is NULL"),
         }
     }
 }

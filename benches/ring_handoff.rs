@@ -1,0 +1,214 @@
+//! Cross-core hand-off cost of the shared-memory SPSC ring next to `std::sync::mpsc`,
+//! measured side by side in one run.
+//!
+//! - throughput: a producer on CPU 0 streams N u64s to a consumer on CPU 1;
+//!   ns per element and elements/s.
+//! - ping-pong: one element goes over and comes back through a second ring/channel;
+//!   half the round trip is the one-way hand-off latency.
+//!
+//! Both sides busy-poll (that is how the pipeline's stages run). Prints a table and
+//! writes `bench-results/ring_handoff.json`. Medians of RUNS runs.
+//! `cargo bench --bench ring_handoff`
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use pipeline::ring::ElemRing;
+use pipeline::shm::ShmDir;
+
+const N: u64 = 20_000_000;
+const PINGS: u64 = 200_000;
+const RUNS: usize = 5;
+const CAP: usize = 4096;
+
+fn pin(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity on the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % num_cpus(), &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn name(tag: &str) -> String {
+    static C: AtomicU32 = AtomicU32::new(0);
+    format!("bench{}_{tag}_{}", std::process::id(), C.fetch_add(1, Ordering::Relaxed))
+}
+
+fn ring_throughput() -> f64 {
+    let dir = ShmDir::create(&name("tp")).unwrap();
+    let ring = ElemRing::<u64>::create(&dir, "raw_inbox.shm", CAP).unwrap();
+    let r2 = ring.clone();
+    let t0 = Instant::now();
+    let prod = std::thread::spawn(move || {
+        pin(0);
+        let mut p = r2.producer();
+        let mut v = 0u64;
+        while v < N {
+            let mut k = 0;
+            while k < 64 && v < N && p.stage(v).is_ok() {
+                v += 1;
+                k += 1;
+            }
+            p.publish();
+            if k == 0 {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    pin(1);
+    let mut c = ring.consumer();
+    let mut expect = 0u64;
+    while expect < N {
+        let n = c.available();
+        for i in 0..n {
+            let v = *c.get(i).unwrap();
+            debug_assert_eq!(v, expect + i as u64);
+            std::hint::black_box(v);
+        }
+        expect += n as u64;
+        c.advance(n);
+        c.release();
+        if n == 0 {
+            std::hint::spin_loop();
+        }
+    }
+    prod.join().unwrap();
+    t0.elapsed().as_nanos() as f64 / N as f64
+}
+
+fn mpsc_throughput() -> f64 {
+    let (tx, rx) = mpsc::sync_channel::<u64>(CAP);
+    let t0 = Instant::now();
+    let prod = std::thread::spawn(move || {
+        pin(0);
+        for v in 0..N {
+            tx.send(v).unwrap();
+        }
+    });
+    pin(1);
+    let mut expect = 0u64;
+    while expect < N {
+        match rx.try_recv() {
+            Ok(v) => {
+                debug_assert_eq!(v, expect);
+                expect += 1;
+            }
+            Err(_) => std::hint::spin_loop(),
+        }
+    }
+    prod.join().unwrap();
+    t0.elapsed().as_nanos() as f64 / N as f64
+}
+
+fn ring_pingpong() -> f64 {
+    let dir = ShmDir::create(&name("pp")).unwrap();
+    let a = ElemRing::<u64>::create(&dir, "raw_inbox.shm", 64).unwrap();
+    let b = ElemRing::<u64>::create(&dir, "raw_outbox.shm", 64).unwrap();
+    let (a2, b2) = (a.clone(), b.clone());
+    let echo = std::thread::spawn(move || {
+        pin(0);
+        let mut c = a2.consumer();
+        let mut p = b2.producer();
+        let mut n = 0;
+        while n < PINGS {
+            if let Some(v) = c.pop() {
+                while p.push(v).is_err() {}
+                n += 1;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    pin(1);
+    let mut p = a.producer();
+    let mut c = b.consumer();
+    let t0 = Instant::now();
+    for v in 0..PINGS {
+        p.push(v).unwrap();
+        loop {
+            if let Some(r) = c.pop() {
+                assert_eq!(r, v);
+                break;
+            }
+            std::hint::spin_loop();
+        }
+    }
+    let ns = t0.elapsed().as_nanos() as f64 / PINGS as f64 / 2.0;
+    echo.join().unwrap();
+    ns
+}
+
+fn mpsc_pingpong() -> f64 {
+    let (tx_a, rx_a) = mpsc::sync_channel::<u64>(64);
+    let (tx_b, rx_b) = mpsc::sync_channel::<u64>(64);
+    let echo = std::thread::spawn(move || {
+        pin(0);
+        let mut n = 0;
+        while n < PINGS {
+            if let Ok(v) = rx_a.try_recv() {
+                tx_b.send(v).unwrap();
+                n += 1;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    pin(1);
+    let t0 = Instant::now();
+    for v in 0..PINGS {
+        tx_a.send(v).unwrap();
+        loop {
+            if let Ok(r) = rx_b.try_recv() {
+                assert_eq!(r, v);
+                break;
+            }
+            std::hint::spin_loop();
+        }
+    }
+    let ns = t0.elapsed().as_nanos() as f64 / PINGS as f64 / 2.0;
+    echo.join().unwrap();
+    ns
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` smoke mode: nothing to list or run
+    }
+    let mut rt = Vec::new();
+    let mut mt = Vec::new();
+    let mut rp = Vec::new();
+    let mut mp = Vec::new();
+    // Interleave the contenders run by run so drift on a shared machine hits both.
+    for _ in 0..RUNS {
+        rt.push(ring_throughput());
+        mt.push(mpsc_throughput());
+        rp.push(ring_pingpong());
+        mp.push(mpsc_pingpong());
+    }
+    let (rt, mt, rp, mp) = (median(rt), median(mt), median(rp), median(mp));
+    println!("cross-core hand-off, {} cpus, medians of {RUNS} runs", num_cpus());
+    println!("| contender | streaming ns/elem | elements/s | one-way latency ns (ping-pong/2) |");
+    println!("|---|---:|---:|---:|");
+    println!("| shm SPSC ring (batch 64) | {rt:.2} | {:.1} M | {rp:.0} |", 1e3 / rt);
+    println!("| std::sync::mpsc::sync_channel | {mt:.2} | {:.1} M | {mp:.0} |", 1e3 / mt);
+    println!("ratio mpsc/ring: streaming {:.1}x, latency {:.1}x", mt / rt, mp / rp);
+    std::fs::create_dir_all("bench-results").ok();
+    let json = format!(
+        "{{\"bench\":\"ring_handoff\",\"cpus\":{},\"runs\":{RUNS},\"elements\":{N},\
+         \"ring_ns_per_elem\":{rt:.3},\"mpsc_ns_per_elem\":{mt:.3},\
+         \"ring_oneway_ns\":{rp:.1},\"mpsc_oneway_ns\":{mp:.1}}}\n",
+        num_cpus()
+    );
+    std::fs::write("bench-results/ring_handoff.json", json).ok();
+}

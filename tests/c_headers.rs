@@ -1,0 +1,93 @@
+//! Every public header compiles on its own as C11 and as C++17, and a C program using
+//! `pipeline.h` links against `libpipeline.so` and gets sane answers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// target/<profile>/ next to this test binary (target/<profile>/deps/ctest-…).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn compile(compiler: &str, std: &str, lang: &str, header: &Path, out: &Path) {
+    let src = out.with_extension(if lang == "c" { "c" } else { "cpp" });
+    std::fs::write(&src, format!("#include \"{}\"\nint pl_header_probe;\n", header.display())).unwrap();
+    let o = Command::new(compiler)
+        .args([&format!("-std={std}"), "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", "-o"])
+        .arg(out)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("{compiler} not runnable: {e}"));
+    assert!(
+        o.status.success(),
+        "{} does not compile on its own as {std}:\n{}",
+        header.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn every_public_header_compiles_alone_as_c11_and_cpp17() {
+    let tmp = std::env::temp_dir().join(format!("plhdr{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut n = 0;
+    for entry in std::fs::read_dir(root().join("include")).unwrap() {
+        let h = entry.unwrap().path();
+        if h.extension().and_then(|e| e.to_str()) != Some("h") {
+            continue;
+        }
+        let stem = h.file_stem().unwrap().to_string_lossy().to_string();
+        compile("cc", "c11", "c", &h, &tmp.join(format!("{stem}_c.o")));
+        compile("c++", "c++17", "c++", &h, &tmp.join(format!("{stem}_cpp.o")));
+        n += 1;
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+    assert!(n >= 1, "no headers found in include/");
+}
+
+#[test]
+fn a_c_program_links_and_reads_errors() {
+    let tmp = std::env::temp_dir().join(format!("plhdrlink{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let src = tmp.join("main.c");
+    std::fs::write(
+        &src,
+        r#"#include "pipeline.h"
+#include <stdio.h>
+#include <string.h>
+int main(void) {
+    if (strlen(pl_version()) == 0) return 10;
+    if (strcmp(pl_result_name(PL_ERR_TLS), "PL_ERR_TLS") != 0) return 11;
+    char buf[8];
+    size_t n = pl_last_error(buf, sizeof buf);
+    if (n != 0 || buf[0] != 0) return 12; /* no failure yet on this thread */
+    if (pl_last_error(NULL, 0) != 0) return 13;
+    printf("ok %s\n", pl_version());
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = tmp.join("main");
+    let lib = lib_dir();
+    assert!(lib.join("libpipeline.so").exists(), "libpipeline.so not built in {}", lib.display());
+    let o = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg(format!("-I{}", root().join("include").display()))
+        .arg(format!("-L{}", lib.display()))
+        .args(["-lpipeline", &format!("-Wl,-rpath,{}", lib.display())])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "link failed: {}", String::from_utf8_lossy(&o.stderr));
+    let run = Command::new(&exe).output().unwrap();
+    std::fs::remove_dir_all(&tmp).ok();
+    assert!(run.status.success(), "C program failed: {:?} {}", run.status, String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).starts_with("ok "));
+}

@@ -204,6 +204,7 @@ pub struct XdpSocket {
     ifname: String,
     ifindex: u32,
     queue_id: u32,
+    tx_ring_size: u32,
     stats: XdpStats,
 }
 
@@ -373,6 +374,7 @@ impl XdpSocket {
             ifname: cfg.ifname.clone(),
             ifindex,
             queue_id: cfg.queue_id,
+            tx_ring_size: qsize(comp_size).get(),
             stats: XdpStats::default(),
         };
         // Hand every RX frame to the kernel.
@@ -485,26 +487,36 @@ impl XdpSocket {
     /// Put every queued frame that fits on the TX ring with one reserve/submit, then kick
     /// once if the kernel asked for a wakeup. Returns frames submitted.
     pub fn flush_tx(&mut self) -> usize {
-        if self.tx_pending.is_empty() {
-            return 0;
+        let mut n = 0;
+        if !self.tx_pending.is_empty() {
+            // SAFETY: every pending descriptor is an in-flight frame of this UMEM, not on
+            // any other ring.
+            n = unsafe { self.tx_q.produce(&self.tx_pending) };
+            if n < self.tx_pending.len() {
+                self.stats.tx_ring_full += 1;
+            }
+            for d in &self.tx_pending[..n] {
+                self.stats.tx_bytes += d.lengths().data() as u64;
+            }
+            self.stats.tx_packets += n as u64;
+            self.tx_pending.drain(..n);
         }
-        // SAFETY: every pending descriptor is an in-flight frame of this UMEM, not on
-        // any other ring.
-        let n = unsafe { self.tx_q.produce(&self.tx_pending) };
-        if n < self.tx_pending.len() {
-            self.stats.tx_ring_full += 1;
-        }
-        for d in &self.tx_pending[..n] {
-            self.stats.tx_bytes += d.lengths().data() as u64;
-        }
-        self.stats.tx_packets += n as u64;
-        self.tx_pending.drain(..n);
-        if self.tx_q.needs_wakeup() {
+        // One kick per call, only if the kernel asked for it and it still has
+        // descriptors to take. In copy mode the kernel sends at most 32 frames per
+        // `sendto`, so descriptors can stay on the ring after a kick: keep kicking on
+        // later calls until the ring is drained (the consumer index is read only while
+        // frames are in flight).
+        if (n > 0 || (self.ledger.in_flight() > self.tx_pending.len() && self.tx_ring_busy())) && self.tx_q.needs_wakeup() {
             self.stats.tx_kicks += 1;
             // ENOBUFS/EAGAIN/EBUSY/ENETDOWN are swallowed by xsk-rs (retry next loop).
             let _ = self.tx_q.wakeup();
         }
         n
+    }
+
+    /// Whether the kernel has not yet consumed everything we put on the TX ring.
+    fn tx_ring_busy(&mut self) -> bool {
+        self.tx_q.nb_free_exact() < self.tx_ring_size
     }
 
     /// Frames accepted by `send` but not yet on the TX ring.

@@ -147,6 +147,8 @@ pub struct FrameLedger {
     free: [Vec<u32>; 3],
     /// RX frames released by the consumer, waiting for the fill ring.
     refill: Vec<u32>,
+    /// TX frames in state `InFlight`.
+    in_flight: usize,
     stats: PoolStats,
 }
 
@@ -173,7 +175,7 @@ impl FrameLedger {
             v.extend((base..base + n).rev().map(|i| i as u32));
             v
         };
-        FrameLedger { state, free: [mk(TxKind::Ack), mk(TxKind::Pong), mk(TxKind::Msg)], refill, stats: PoolStats::default() }
+        FrameLedger { state, free: [mk(TxKind::Ack), mk(TxKind::Pong), mk(TxKind::Msg)], refill, in_flight: 0, stats: PoolStats::default() }
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -224,7 +226,13 @@ impl FrameLedger {
             return Err(LedgerError::WrongState(addr));
         }
         *s = State::InFlight;
+        self.in_flight += 1;
         Ok(())
+    }
+
+    /// TX frames submitted and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
     }
 
     /// Whether a TX frame is user-held (may be written / submitted).
@@ -260,6 +268,7 @@ impl FrameLedger {
             return Err(LedgerError::WrongState(addr));
         }
         self.state[i] = State::Free;
+        self.in_flight -= 1;
         self.free[k as usize].push(i as u32);
         self.stats.completed[k as usize] += 1;
         Ok(k)

@@ -82,6 +82,7 @@ pub struct FlowFilter {
 }
 
 const CAP_BPF_MAP: &str = "CAP_BPF (create BPF maps)";
+const CAP_XSKMAP: &str = "CAP_NET_ADMIN and CAP_BPF (create an XSKMAP)";
 const CAP_PROG: &str = "CAP_NET_ADMIN and CAP_BPF (load an XDP program)";
 const CAP_LINK: &str = "CAP_NET_ADMIN (attach an XDP program to an interface)";
 
@@ -171,7 +172,7 @@ impl FlowFilter {
         let flow_map = sys::map_create(sys::BPF_MAP_TYPE_ARRAY, 4, FLOW_VALUE_SIZE as u32, 1, "pl_flow")
             .map_err(|e| if sys::is_perm(&e) { sys::cap_error(CAP_BPF_MAP) } else { Error::io("BPF_MAP_CREATE (ARRAY pl_flow)", e) })?;
         let xsk_map = sys::map_create(sys::BPF_MAP_TYPE_XSKMAP, 4, 4, queues.max(1), "pl_xsks")
-            .map_err(|e| if sys::is_perm(&e) { sys::cap_error(CAP_BPF_MAP) } else { Error::io("BPF_MAP_CREATE (XSKMAP pl_xsks)", e) })?;
+            .map_err(|e| if sys::is_perm(&e) { sys::cap_error(CAP_XSKMAP) } else { Error::io("BPF_MAP_CREATE (XSKMAP pl_xsks)", e) })?;
         let insns = program(flow_map.as_raw_fd(), xsk_map.as_raw_fd());
         // Only non-GPL-only helpers are used (map_lookup_elem, get_prandom_u32,
         // redirect_map), so the crate's own license string is accepted.
@@ -248,7 +249,7 @@ impl FlowFilter {
     /// Put an AF_XDP socket in the XSKMAP slot for `queue`.
     pub fn insert_xsk(&self, queue: u32, xsk_fd: RawFd) -> Result<()> {
         sys::map_update(self.xsk_map.as_raw_fd(), &queue.to_ne_bytes(), &(xsk_fd as u32).to_ne_bytes())
-            .map_err(|e| if sys::is_perm(&e) { sys::cap_error(CAP_BPF_MAP) } else { Error::io(format!("insert AF_XDP socket into XSKMAP slot {queue}"), e) })
+            .map_err(|e| if sys::is_perm(&e) { sys::cap_error(CAP_XSKMAP) } else { Error::io(format!("insert AF_XDP socket into XSKMAP slot {queue}"), e) })
     }
 
     fn read_value(&self) -> Result<[u8; FLOW_VALUE_SIZE]> {

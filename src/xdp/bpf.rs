@@ -206,7 +206,9 @@ impl FlowFilter {
                 Error::io(
                     format!(
                         "attach XDP program to {ifname} ({mode:?} mode): another XDP program is already attached \
-                         (see `ip -d link show dev {ifname}`; remove it with `ip link set dev {ifname} xdp off`)"
+                         (see `ip -d link show dev {ifname}`; a program held by a bpf_link goes away with its \
+                         process, a stale one left by a crashed libxdp user is removed with \
+                         `ip link set dev {ifname} xdp off`)"
                     ),
                     e,
                 )

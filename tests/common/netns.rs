@@ -258,9 +258,10 @@ impl TestBed {
         if pct == 0 {
             return;
         }
+        let matcher = if pct >= 100 { String::new() } else { format!("numgen random mod 100 < {pct} ") };
         let rules = format!(
-            "table inet pl_loss {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  ip daddr {} numgen random mod 100 < {} drop\n }}\n}}\n",
-            self.client_ip, pct
+            "table inet pl_loss {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  ip daddr {} {matcher}drop\n }}\n}}\n",
+            self.client_ip
         );
         let path = std::env::temp_dir().join(format!("{}-loss.nft", self.server_ns));
         std::fs::write(&path, rules).expect("write nft rules");

@@ -209,8 +209,9 @@ impl RawSender {
         // SAFETY: fresh fd.
         RawSender { fd: unsafe { OwnedFd::from_raw_fd(fd) } }
     }
-    /// Send the IPv4 packet inside an Ethernet frame built by [`build_tcp`].
-    pub fn send_frame(&self, frame: &[u8], dst: Ipv4Addr) {
+    /// Send the IPv4 packet inside an Ethernet frame built by [`build_tcp`]. Returns
+    /// false when a local netfilter rule dropped it (EPERM).
+    pub fn send_frame(&self, frame: &[u8], dst: Ipv4Addr) -> bool {
         let ip = &frame[14..];
         let sa = sockaddr(SocketAddrV4::new(dst, 0));
         // SAFETY: ip is a valid buffer; sa a valid sockaddr_in.
@@ -224,7 +225,11 @@ impl RawSender {
                 std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
             )
         };
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+            return false;
+        }
         assert_eq!(r as usize, ip.len(), "raw sendto: {}", std::io::Error::last_os_error());
+        true
     }
 }
 

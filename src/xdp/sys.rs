@@ -321,3 +321,43 @@ impl Asm {
         self.insns
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings_match_the_kernel_macros() {
+        let mut a = Asm::new();
+        a.alu_reg(Alu::Mov, R6, R1) // BPF_MOV64_REG(R6, R1)
+            .ldx(Size::W, R2, R6, 4) // BPF_LDX_MEM(BPF_W, R2, R6, 4)
+            .jmp_imm(Cond::Ne, R4, 0x0008, "out") // BPF_JMP_IMM(BPF_JNE, R4, 8, +1)
+            .ld_map_fd(R1, 7) // BPF_LD_MAP_FD(R1, 7): two slots
+            .label("out")
+            .call(51)
+            .exit();
+        let p = a.finish();
+        assert_eq!(p[0], Insn { code: 0xbf, regs: 0x16, off: 0, imm: 0 });
+        assert_eq!(p[1], Insn { code: 0x61, regs: 0x62, off: 4, imm: 0 });
+        assert_eq!(p[2], Insn { code: 0x55, regs: 0x04, off: 2, imm: 8 });
+        assert_eq!(p[3], Insn { code: 0x18, regs: 0x11, off: 0, imm: 7 });
+        assert_eq!(p[4], Insn { code: 0, regs: 0, off: 0, imm: 0 });
+        assert_eq!(p[5], Insn { code: 0x85, regs: 0, off: 0, imm: 51 });
+        assert_eq!(p[6], Insn { code: 0x95, regs: 0, off: 0, imm: 0 });
+        assert_eq!(std::mem::size_of::<Insn>(), 8);
+    }
+
+    #[test]
+    fn filter_program_is_well_formed() {
+        let p = crate::xdp::bpf::program(3, 4);
+        assert!(p.len() < 100);
+        assert_eq!(p.last().unwrap().code, 0x95);
+        // Every jump lands inside the program.
+        for (i, ins) in p.iter().enumerate() {
+            if ins.code & 0x07 == 0x05 && ins.code != 0x85 && ins.code != 0x95 {
+                let t = i as i64 + 1 + ins.off as i64;
+                assert!(t > i as i64 && (t as usize) < p.len(), "jump at {i} to {t}");
+            }
+        }
+    }
+}

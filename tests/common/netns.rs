@@ -56,6 +56,8 @@ pub fn require_root(what: &str) -> bool {
     let euid = unsafe { libc::geteuid() };
     let reason = if euid != 0 {
         Some(format!("euid is {euid}"))
+    } else if let Some(missing) = missing_caps() {
+        Some(format!("missing {missing}"))
     } else if !std::path::Path::new("/proc/self/ns/net").exists() {
         Some("no network namespace support".to_string())
     } else if Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
@@ -72,6 +74,21 @@ pub fn require_root(what: &str) -> bool {
             eprintln!("skipped: needs root ({what}: {r})");
             false
         }
+    }
+}
+
+/// Effective capabilities the test bed and the AF_XDP path need, from
+/// `/proc/self/status`; `None` when all are present.
+fn missing_caps() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim().to_string();
+    let eff = u64::from_str_radix(&hex, 16).ok()?;
+    let need = [(12, "CAP_NET_ADMIN"), (13, "CAP_NET_RAW"), (14, "CAP_IPC_LOCK"), (21, "CAP_SYS_ADMIN"), (39, "CAP_BPF")];
+    let missing: Vec<&str> = need.iter().filter(|(bit, _)| eff & (1u64 << bit) == 0).map(|(_, n)| *n).collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(missing.join(", "))
     }
 }
 

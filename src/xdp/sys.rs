@@ -350,6 +350,7 @@ mod tests {
     #[test]
     fn filter_program_is_well_formed() {
         let p = crate::xdp::bpf::program(3, 4);
+        eprintln!("filter program: {} instructions", p.len());
         assert!(p.len() < 100);
         assert_eq!(p.last().unwrap().code, 0x95);
         // Every jump lands inside the program.

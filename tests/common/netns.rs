@@ -140,10 +140,12 @@ impl TestBed {
 
     /// Create the namespaces, the veth pair, addresses; links up; offloads off.
     pub fn new() -> TestBed {
+        static REAP: std::sync::Once = std::sync::Once::new();
+        REAP.call_once(reap_stale_namespaces);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let base = format!("pl{pid}_{n}");
-        assert!(base.len() + 1 <= 15, "interface name too long: {base}");
+        assert!(base.len() < 15, "interface name too long: {base}");
         let bed = TestBed {
             client_ns: format!("{base}c"),
             server_ns: format!("{base}s"),
@@ -296,6 +298,26 @@ impl TestBed {
     pub fn has_xdp(&self, side: Side) -> bool {
         let d = self.link_details(side);
         d.contains("prog/xdp") || d.contains(" xdp ") || d.contains("xdpgeneric") || d.contains("xdpdrv")
+    }
+}
+
+/// Delete test-bed namespaces (`pl<pid>_<n>c|s`) whose creating process is gone — left
+/// behind when a test process was SIGKILLed (e.g. by a timeout) before Drop ran.
+fn reap_stale_namespaces() {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else { return };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("pl") else { continue };
+        let Some((pid, tail)) = rest.split_once('_') else { continue };
+        let well_formed = !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && tail.len() >= 2
+            && tail[..tail.len() - 1].bytes().all(|b| b.is_ascii_digit())
+            && (tail.ends_with('c') || tail.ends_with('s'));
+        if well_formed && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("test bed: removing stale namespace {name} (pid {pid} is gone)");
+            let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        }
     }
 }
 

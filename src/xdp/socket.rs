@@ -349,7 +349,7 @@ impl XdpSocket {
         let fd = tx_q.fd().as_raw_fd();
         filter.insert_xsk(cfg.queue_id, fd)?;
 
-        let mut templates = descs.into_boxed_slice();
+        let templates = descs.into_boxed_slice();
         // SAFETY: templates[0] describes frame 0 of this UMEM; we only take its address.
         let base = unsafe {
             let mut d0 = templates[0];
@@ -367,7 +367,7 @@ impl XdpSocket {
             ledger: FrameLedger::new(),
             scratch: vec![t0; BATCH.max(RX_FRAMES.next_power_of_two())],
             tx_pending: Vec::with_capacity(TOTAL_UMEM_FRAMES - RX_FRAMES),
-            templates: std::mem::take(&mut templates),
+            templates,
             view: UmemView { base },
             fd,
             mode: XdpMode { zero_copy, attach, driver },

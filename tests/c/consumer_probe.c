@@ -1,0 +1,47 @@
+/* Test driver for include/pipeline_consumer.h: attach to pipeline argv[1], read
+ * argv[2] frames whose payloads are "msg <i>" and check them, printing one result
+ * line. Exit codes: 0 ok, 2 open failed (message on stdout), 3 content mismatch,
+ * 4 overrun noticed, 5 timeout. */
+#include "pipeline_consumer.h"
+#include <time.h>
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 64;
+    long n = atol(argv[2]);
+    plc_consumer c;
+    int r = plc_open(&c, argv[1]);
+    if (r != PLC_OK) {
+        printf("open failed: %d %s\n", r, c.error);
+        return 2;
+    }
+    long got = 0;
+    unsigned spins = 0;
+    time_t start = time(NULL);
+    while (got < n) {
+        plc_frame f;
+        r = plc_next(&c, &f);
+        if (r == PLC_EMPTY) {
+            if (++spins % 1024 == 0) {
+                usleep(50);
+                if (time(NULL) - start > 60) { printf("timeout after %ld frames\n", got); return 5; }
+            }
+            continue;
+        }
+        if (r == PLC_ERR_OVERRUN) {
+            printf("overrun noticed after %ld frames: %s\n", got, c.error);
+            plc_close(&c);
+            return 4;
+        }
+        char want[32];
+        int wl = snprintf(want, sizeof want, "msg %ld", got);
+        if (f.len != (uint32_t)wl || memcmp(f.payload, want, (size_t)wl) != 0 || f.opcode != PLC_OPCODE_TEXT || !f.is_final) {
+            printf("mismatch at frame %ld: len %u opcode %u\n", got, f.len, f.opcode);
+            return 3;
+        }
+        plc_release(&c, &f);
+        got++;
+    }
+    printf("ok %ld\n", got);
+    plc_close(&c);
+    return 0;
+}

@@ -10,7 +10,7 @@
 //! - handles are opaque pointers created and freed by the library.
 //!
 //! The header `include/pipeline.h` is generated from this module by cbindgen
-//! (`cbindgen --config cbindgen.toml --output include/pipeline.h`); CI fails when the
+//! (`tools/gen-header.sh`, which parses only `src/ffi`); CI fails when the
 //! committed header differs from a fresh one.
 
 mod boundary;

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, then runs every test suite.
+# Needs root for the AF_XDP / network-namespace tests; with CI set, a missing
+# capability fails those tests instead of skipping them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+bash tools/setup.sh
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "cargo test (unit, integration, C headers, C consumer, AF_XDP over veth)"
+cargo test --all-targets -- --test-threads=2
+
+step "loom model of the SPSC ring protocol"
+CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" cargo test --release --test loom_ring
+
+for t in tools/test.d/*.sh; do
+  [ -e "$t" ] || continue
+  step "$t"
+  bash "$t"
+done

@@ -25,3 +25,5 @@ pub mod ws;
 pub mod xdp;
 
 pub use error::{Error, Result};
+pub mod pipeline;
+pub mod stats;

@@ -1,0 +1,420 @@
+//! [`Pipeline`]: one WebSocket connection as a pipeline of stages over shared memory.
+//!
+//! ```no_run
+//! use pipeline::pipeline::{Config, Pipeline};
+//! let mut p = Pipeline::start_with_callback(Config::new("wss://example.com/feed"), Box::new(|payload, opcode, _fin| {
+//!     println!("{opcode}: {} bytes", payload.len());
+//! }))?;
+//! p.send_text("{\"op\":\"subscribe\"}")?;
+//! p.close(1000, "bye")?;
+//! p.wait_disconnected(std::time::Duration::from_secs(5));
+//! p.stop();
+//! # Ok::<(), pipeline::Error>(())
+//! ```
+
+mod config;
+
+pub use config::{Config, TransportKind, Url};
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::ring::{ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxWriter, PongFrame, WsFrameInfo};
+use crate::runner::{self, Layout, Placement, Running, WaitKind};
+use crate::shm::{names, ShmDir};
+use crate::stage::{
+    AppClientStage, FrameReader, OnMessage, RawFrame, Stage, SyntheticTransport, TransportStage, Upgrade,
+    WebSocketStage,
+};
+use crate::stats::{Counter, State, StatsRegion, COUNTERS};
+
+pub use crate::stats::State as PipelineState;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A received frame (or message) borrowed from MSG_INBOX. Dropping it (or
+/// [`Frame::release`]) gives its bytes back to the transport.
+pub struct Frame<'a> {
+    rx: &'a mut FrameReader,
+    raw: RawFrame,
+}
+
+impl Frame<'_> {
+    /// The payload, in place in MSG_INBOX (no copy).
+    pub fn payload(&self) -> &[u8] {
+        // SAFETY: the frame is released only when it is dropped, and it borrows the
+        // reader mutably, so no later frame can be taken (and released) meanwhile.
+        unsafe { self.rx.payload(&self.raw) }
+    }
+    /// 0x1 text, 0x2 binary, 0x0 continuation (Frames delivery only).
+    pub fn opcode(&self) -> u8 {
+        self.raw.opcode
+    }
+    pub fn is_final(&self) -> bool {
+        self.raw.fin
+    }
+    /// MSG_INBOX was overrun before this frame (overwrite policy): data was lost.
+    pub fn after_overrun(&self) -> bool {
+        self.raw.after_overrun
+    }
+    /// The payload as text (for text frames).
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(self.payload()).ok()
+    }
+    /// Give the bytes back now (same as dropping the frame).
+    pub fn release(self) {}
+}
+
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        self.rx.release(&self.raw);
+    }
+}
+
+/// Polling delivery, detached from the [`Pipeline`] so the pipeline can still send
+/// while a frame is borrowed. Get it with [`Pipeline::receiver`].
+pub struct Receiver {
+    reader: FrameReader,
+    stats: StatsRegion,
+    taken: u64,
+}
+
+impl Receiver {
+    /// The next frame, if one is ready (never blocks).
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        let raw = self.reader.next()?;
+        self.taken += 1;
+        if self.taken & 63 == 0 {
+            self.stats.set(Counter::PolledFrames, self.taken);
+        }
+        Some(Frame { rx: &mut self.reader, raw })
+    }
+
+    /// The next frame, waiting up to `timeout` (backoff: spin, yield, 50 µs sleeps).
+    pub fn next_frame_timeout(&mut self, timeout: Duration) -> Option<Frame<'_>> {
+        let deadline = Instant::now() + timeout;
+        let mut w = runner::Wait::new(WaitKind::Backoff);
+        loop {
+            if self.reader.backlog() > 0 {
+                return self.next_frame();
+            }
+            if Instant::now() >= deadline || self.stats.state_code() == 3 && self.reader.backlog() == 0 {
+                return None;
+            }
+            w.idle();
+        }
+    }
+
+    /// Raw access for the C API: the next frame as positions.
+    pub(crate) fn next_raw(&mut self) -> Option<RawFrame> {
+        let r = self.reader.next();
+        if r.is_some() {
+            self.taken += 1;
+            self.stats.set(Counter::PolledFrames, self.taken);
+        }
+        r
+    }
+
+    pub(crate) fn reader(&mut self) -> &mut FrameReader {
+        &mut self.reader
+    }
+}
+
+/// A snapshot of the stats counters.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    pub values: [u64; COUNTERS],
+}
+
+impl Stats {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.values[c as usize]
+    }
+    /// `(name, value)` of every counter.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Counter::ALL.iter().map(move |c| (c.name(), self.values[*c as usize]))
+    }
+}
+
+/// One connection: its shared memory, its stages and where they run.
+pub struct Pipeline {
+    name: String,
+    stats: StatsRegion,
+    inbox: MsgInbox,
+    outbox: Mutex<OutboxWriter>,
+    outbox_max: usize,
+    receiver: Option<Receiver>,
+    callback: bool,
+    running: Option<Running>,
+    layout: Layout,
+    wait: WaitKind,
+    // Last: removed when the pipeline goes.
+    dir: Option<ShmDir>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("name", &self.name).field("layout", &self.layout).field("wait", &self.wait).finish()
+    }
+}
+
+impl Pipeline {
+    /// Start with polling delivery ([`Pipeline::receiver`] / [`Pipeline::next_frame`]).
+    /// Returns once the WebSocket is open, or fails with the reason.
+    pub fn start(cfg: Config) -> Result<Pipeline> {
+        Self::start_inner(cfg, None)
+    }
+
+    /// Start with callback delivery: `cb(payload, opcode, fin)` runs on the AppClient
+    /// stage (its thread, its process, or the inline loop) with the payload in place.
+    pub fn start_with_callback(cfg: Config, cb: OnMessage) -> Result<Pipeline> {
+        Self::start_inner(cfg, Some(cb))
+    }
+
+    fn start_inner(cfg: Config, cb: Option<OnMessage>) -> Result<Pipeline> {
+        let url = Url::parse(&cfg.url)?;
+        let name = match &cfg.name {
+            Some(n) => n.clone(),
+            None => format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)),
+        };
+        if cfg.max_message == 0 || cfg.max_message > cfg.inbox_size {
+            return Err(Error::Config(format!(
+                "max_message {} must be between 1 and the MSG_INBOX size {}",
+                cfg.max_message, cfg.inbox_size
+            )));
+        }
+        if cfg.insecure {
+            eprintln!("pipeline {name}: WARNING: certificate and host name verification are OFF (--insecure)");
+        }
+        let dir = ShmDir::create(&name)?;
+        let stats = StatsRegion::create(&dir)?;
+        let inbox = MsgInbox::create(&dir, cfg.inbox_size, cfg.overrun)?;
+        let outbox = MsgOutbox::create(&dir, cfg.outbox_size)?;
+        let pongs: ElemRing<PongFrame> = ElemRing::create(&dir, names::PONGS, 256)?;
+        let frames: ElemRing<WsFrameInfo> = ElemRing::create(&dir, names::WS_FRAME_INFO, cfg.frame_ring)?;
+
+        let upgrade = Upgrade {
+            host: url.host_header(),
+            path: url.path.clone(),
+            headers: cfg.headers.clone(),
+            subprotocols: cfg.subprotocols.clone(),
+        };
+        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        match &cfg.transport {
+            TransportKind::Synthetic(script) => {
+                let t = SyntheticTransport::new(script.clone());
+                stages.push(Box::new(TransportStage::new(
+                    t,
+                    &upgrade,
+                    inbox.writer(),
+                    outbox.reader(),
+                    pongs.consumer(),
+                    stats.clone(),
+                    outbox.max_payload(),
+                )));
+            }
+            TransportKind::Kernel => {
+                return Err(Error::Config(
+                    "the kernel TLS transport is not in this build yet (src/transport pending); use the synthetic transport".into(),
+                ))
+            }
+            TransportKind::Xdp => {
+                return Err(Error::Config(
+                    "the XDP transport (our TCP + TLS) is not in this build yet (src/tcp pending)".into(),
+                ))
+            }
+        }
+        stages.push(Box::new(WebSocketStage::new(
+            inbox.clone(),
+            frames.producer(),
+            pongs.producer(),
+            stats.clone(),
+            cfg.delivery,
+            cfg.max_message,
+        )));
+        let callback = cb.is_some();
+        let mut receiver = None;
+        if let Some(cb) = cb {
+            let reader = FrameReader::new(frames.consumer(), inbox.clone());
+            stages.push(Box::new(AppClientStage::new(reader, cb, stats.clone())));
+        } else {
+            receiver = Some(Receiver { reader: FrameReader::new(frames.consumer(), inbox.clone()), stats: stats.clone(), taken: 0 });
+        }
+        let nstages = stages.len() + usize::from(!callback); // the caller polls: count it
+        let cores = runner::available_cores();
+        let (dl, dw) = runner::choose_defaults(nstages, cores);
+        let layout = cfg.layout.unwrap_or(dl);
+        let wait = cfg.wait.unwrap_or(dw);
+        stats.set(Counter::Layout, layout as u64);
+        stats.set(Counter::Wait, wait as u64);
+        stats.set(Counter::Stages, stages.len() as u64);
+        if !cfg.quiet {
+            eprintln!(
+                "pipeline {name}: layout {}, wait {} ({} stage(s){}, {cores} core(s){}; transport {})",
+                layout.name(),
+                wait.name(),
+                stages.len(),
+                if callback { "" } else { " + your polling thread" },
+                match (cfg.layout.is_some(), cfg.wait.is_some()) {
+                    (true, true) => ", as configured",
+                    (false, false) => ", chosen from the core count",
+                    _ => ", partly chosen from the core count",
+                },
+                cfg.transport.name()
+            );
+        }
+
+        // Set-up: the same stages, inline on this thread, until the WebSocket is open.
+        runner::run_setup(&mut stages, &stats, cfg.timeout)?;
+
+        let placement = Placement { layout, wait, cores: cfg.cores.clone(), name: name.clone() };
+        let running = runner::place(stages, &placement, &stats)?;
+        let outbox_max = outbox.max_payload();
+        Ok(Pipeline {
+            name,
+            stats,
+            inbox,
+            outbox: Mutex::new(outbox.writer()),
+            outbox_max,
+            receiver,
+            callback,
+            running: Some(running),
+            layout,
+            wait,
+            dir: Some(dir),
+        })
+    }
+
+    /// The shared-memory name (`/dev/shm/pipeline_<name>/`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    pub fn wait_kind(&self) -> WaitKind {
+        self.wait
+    }
+
+    /// The connection state (Disconnected carries the reason).
+    pub fn state(&self) -> State {
+        self.stats.state()
+    }
+
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> Stats {
+        let mut values = [0u64; COUNTERS];
+        for c in Counter::ALL {
+            values[*c as usize] = self.stats.get(*c);
+        }
+        Stats { values }
+    }
+
+    pub fn stats_region(&self) -> &StatsRegion {
+        &self.stats
+    }
+
+    /// MSG_INBOX (for checking where payloads live).
+    pub fn inbox(&self) -> &MsgInbox {
+        &self.inbox
+    }
+
+    fn push(&self, kind: OutboxKind, payload: &[u8]) -> Result<()> {
+        match self.stats.state() {
+            State::Disconnected { reason } => return Err(Error::Closed(reason)),
+            State::Closing if kind != OutboxKind::Close => return Err(Error::Closed("close in progress".into())),
+            _ => {}
+        }
+        if payload.len() > self.outbox_max {
+            return Err(Error::Config(format!("message of {} bytes exceeds the MSG_OUTBOX record limit {}", payload.len(), self.outbox_max)));
+        }
+        let mut w = self.outbox.lock().map_err(|_| Error::Closed("sender poisoned by a panic".into()))?;
+        w.push(kind, 0, payload)
+    }
+
+    /// Queue a text message. `Err(WouldBlock)` when MSG_OUTBOX is full.
+    pub fn send_text(&self, text: &str) -> Result<()> {
+        self.push(OutboxKind::Text, text.as_bytes())
+    }
+
+    /// Queue a binary message. `Err(WouldBlock)` when MSG_OUTBOX is full.
+    pub fn send_binary(&self, data: &[u8]) -> Result<()> {
+        self.push(OutboxKind::Binary, data)
+    }
+
+    /// Queue a PING (payload <= 125 bytes).
+    pub fn ping(&self, data: &[u8]) -> Result<()> {
+        if data.len() > 125 {
+            return Err(Error::Config("PING payload longer than 125 bytes".into()));
+        }
+        self.push(OutboxKind::Ping, data)
+    }
+
+    /// Start the close handshake with `code` (1000 normal) and a short reason.
+    /// The state goes Closing, then Disconnected when the server answers.
+    pub fn close(&self, code: u16, reason: &str) -> Result<()> {
+        if !(1000..5000).contains(&code) || matches!(code, 1004..=1006 | 1015) {
+            return Err(Error::Config(format!("close code {code} may not be sent")));
+        }
+        if reason.len() > 123 {
+            return Err(Error::Config("close reason longer than 123 bytes".into()));
+        }
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(reason.as_bytes());
+        self.push(OutboxKind::Close, &p)
+    }
+
+    /// Wait until the state is Disconnected (true) or `timeout` passes (false).
+    pub fn wait_disconnected(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stats.state_code() == 3 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.stats.state_code() == 3
+    }
+
+    /// The polling receiver (once; `None` with callback delivery or if taken).
+    pub fn receiver(&mut self) -> Option<Receiver> {
+        self.receiver.take()
+    }
+
+    /// Polling delivery on the pipeline itself: the next frame, if ready.
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        self.receiver.as_mut()?.next_frame()
+    }
+
+    pub(crate) fn receiver_mut(&mut self) -> Result<&mut Receiver> {
+        if self.callback {
+            return Err(Error::Config("this pipeline delivers by callback; polling is not available".into()));
+        }
+        self.receiver.as_mut().ok_or_else(|| Error::Config("the polling receiver was taken".into()))
+    }
+
+    /// Stop every stage, wait for them, and remove the shared memory. Idempotent.
+    /// (A close handshake first is [`Pipeline::close`] + [`Pipeline::wait_disconnected`].)
+    pub fn stop(&mut self) {
+        if let Some(mut r) = self.running.take() {
+            self.stats.advance_state(&State::Disconnected { reason: "stopped by the application".into() });
+            r.stop(&self.stats);
+        }
+        self.dir.take();
+    }
+
+    /// Have all stages ended (after a disconnect)?
+    pub fn finished(&self) -> bool {
+        self.running.as_ref().map(|r| r.finished()).unwrap_or(true)
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -407,6 +407,12 @@ impl Pipeline {
         self.dir.take();
     }
 
+    /// Stage process ids in the `processes` layout (stage order: transport, websocket,
+    /// app), empty otherwise.
+    pub fn child_pids(&self) -> Vec<i32> {
+        self.running.as_ref().map(|r| r.child_pids()).unwrap_or_default()
+    }
+
     /// Have all stages ended (after a disconnect)?
     pub fn finished(&self) -> bool {
         self.running.as_ref().map(|r| r.finished()).unwrap_or(true)

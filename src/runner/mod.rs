@@ -176,7 +176,8 @@ pub fn run_loop(stages: &mut [Box<dyn Stage>], stats: &StatsRegion, kind: WaitKi
 pub enum Running {
     Inline(Option<JoinHandle<()>>),
     Threads(Vec<JoinHandle<()>>),
-    Processes(Option<JoinHandle<()>>),
+    /// The supervisor thread and the children's pids (stage order).
+    Processes(Option<JoinHandle<()>>, Vec<i32>),
 }
 
 /// Where to put the stages.
@@ -231,13 +232,13 @@ pub fn place(stages: Vec<Box<dyn Stage>>, p: &Placement, stats: &StatsRegion) ->
         Layout::Processes => {
             let st = stats.clone();
             let placement = p.clone();
-            let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
+            let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<i32>>>();
             let h = std::thread::Builder::new()
                 .name(format!("pl-sup-{}", short(&p.name)))
                 .spawn(move || supervise(stages, placement, st, tx))
                 .map_err(|e| Error::io("spawn the supervisor thread", e))?;
             match rx.recv() {
-                Ok(Ok(())) => Ok(Running::Processes(Some(h))),
+                Ok(Ok(pids)) => Ok(Running::Processes(Some(h), pids)),
                 Ok(Err(e)) => {
                     let _ = h.join();
                     Err(e)
@@ -268,7 +269,7 @@ fn describe(status: i32) -> String {
 /// The supervisor thread of the `processes` layout: forks one child per stage, then
 /// watches them; at stop, waits for them (SIGKILL after 2 s) and only then drops the
 /// parent's copies of the stage objects (sockets, UMEM) — never under a live child.
-fn supervise(mut stages: Vec<Box<dyn Stage>>, p: Placement, stats: StatsRegion, started: std::sync::mpsc::Sender<Result<()>>) {
+fn supervise(mut stages: Vec<Box<dyn Stage>>, p: Placement, stats: StatsRegion, started: std::sync::mpsc::Sender<Result<Vec<i32>>>) {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     let mut children: Vec<(libc::pid_t, &'static str)> = Vec::new();
@@ -291,7 +292,7 @@ fn supervise(mut stages: Vec<Box<dyn Stage>>, p: Placement, stats: StatsRegion, 
         }
         children.push((pid, name));
     }
-    let _ = started.send(Ok(()));
+    let _ = started.send(Ok(children.iter().map(|c| c.0).collect()));
     // Watch.
     while stats.running() && !children.is_empty() {
         let mut status = 0;
@@ -366,7 +367,7 @@ impl Running {
     pub fn stop(&mut self, stats: &StatsRegion) {
         stats.stop_running();
         match self {
-            Running::Inline(h) | Running::Processes(h) => {
+            Running::Inline(h) | Running::Processes(h, _) => {
                 if let Some(h) = h.take() {
                     let _ = h.join();
                 }
@@ -379,10 +380,18 @@ impl Running {
         }
     }
 
-    /// Are all placement units still running?
+    /// Child pids (processes layout), in stage order.
+    pub fn child_pids(&self) -> Vec<i32> {
+        match self {
+            Running::Processes(_, p) => p.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Have all placement units ended?
     pub fn finished(&self) -> bool {
         match self {
-            Running::Inline(h) | Running::Processes(h) => h.as_ref().map(|h| h.is_finished()).unwrap_or(true),
+            Running::Inline(h) | Running::Processes(h, _) => h.as_ref().map(|h| h.is_finished()).unwrap_or(true),
             Running::Threads(hs) => hs.iter().all(|h| h.is_finished()),
         }
     }

@@ -103,6 +103,8 @@ enum Phase {
 const READ_CHUNK: usize = 16 * 1024 + 256;
 /// Reads per poll (bounded work).
 const READS_PER_POLL: usize = 8;
+/// How long after the end of the stream the stage waits for a CLOSE to be parsed.
+const EOF_GRACE_NS: u64 = 100_000_000;
 /// Records framed per poll.
 const WRITES_PER_POLL: usize = 32;
 
@@ -122,6 +124,8 @@ pub struct TransportStage<T: Transport> {
     finish_after_tx: Option<String>,
     close_sent: bool,
     sending_fragments: bool,
+    /// The stream ended at this time, for this reason; finish after a grace period.
+    eof: Option<(u64, String)>,
     rng: u64,
     polls: u64,
 }
@@ -153,6 +157,7 @@ impl<T: Transport> TransportStage<T> {
             finish_after_tx: None,
             close_sent: false,
             sending_fragments: false,
+            eof: None,
             rng: u64::from_le_bytes(seed) | 1,
             polls: 0,
         }
@@ -326,12 +331,9 @@ impl<T: Transport> TransportStage<T> {
                     moved = true;
                 }
                 Err(Error::Closed(why)) => {
-                    let reason = if self.close_sent {
-                        format!("closed: {why}")
-                    } else {
-                        format!("connection lost: {why} (no WebSocket close)")
-                    };
-                    self.finish(now, reason)?;
+                    // Give the WebSocket stage a moment to parse what came before the
+                    // end of the stream (a server CLOSE, our close's reply).
+                    self.eof = Some((now, why));
                     return Ok(true);
                 }
                 Err(e) => return Err(e),
@@ -365,6 +367,17 @@ impl<T: Transport> Stage for TransportStage<T> {
         moved |= self.tx_step(now)?;
         if matches!(self.phase, Phase::Done) {
             return Ok(Progress::Busy);
+        }
+        if let Some((at, why)) = &self.eof {
+            if now.saturating_sub(*at) > EOF_GRACE_NS {
+                let reason = if self.close_sent {
+                    format!("closed: {why} (after our close)")
+                } else {
+                    format!("connection lost: {why} (no WebSocket close)")
+                };
+                return self.finish(now, reason);
+            }
+            return Ok(Progress::from_bool(moved));
         }
         moved |= self.rx_step(now)?;
         self.polls += 1;

@@ -67,10 +67,6 @@ pub fn parse_header(b: &[u8]) -> Result<Option<Header>> {
     Ok(Some(Header { fin, opcode, len, hdr_len }))
 }
 
-/// Header length of a client (masked) frame with `len` payload bytes.
-pub fn client_header_len(len: usize) -> usize {
-    (if len < 126 { 2 } else if len < 65536 { 4 } else { 10 }) + 4
-}
 
 /// Write a masked client frame into `out` (must hold `client_header_len + payload`).
 pub fn build_client_frame(out: &mut [u8], opcode: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> usize {

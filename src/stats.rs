@@ -8,7 +8,7 @@
 //!   slot i (i < COUNTERS):  name[56] (NUL padded)   value: u64
 //!   text area at TEXT_OFF:  reason_len: u32, pad, reason[REASON_BYTES]
 //! ```
-//! Control area (header page): `running` (u32) at 0, `reason_claimed` (u32) at 4.
+//! Control area (header page): `running` (u32: 1 run, 0 drain and stop, 2 stop now) at 0, `reason_claimed` (u32) at 4.
 //!
 //! Writers: every counter has exactly one owner stage, which updates it with a Relaxed
 //! load + Relaxed store ([`StatsRegion::add`]): no read-modify-write instruction on the
@@ -264,12 +264,23 @@ impl StatsRegion {
     /// Should the stages keep running?
     #[inline]
     pub fn running(&self) -> bool {
-        self.ctl32(RUNNING_OFF).load(Ordering::Acquire) != 0
+        self.ctl32(RUNNING_OFF).load(Ordering::Acquire) == 1
     }
 
-    /// Ask every stage (threads, children, the inline loop) to stop.
+    /// Ask every stage (threads, children, the inline loop) to stop, after delivering
+    /// what is already in the rings (a disconnect: the last messages still arrive).
     pub fn stop_running(&self) {
-        self.ctl32(RUNNING_OFF).store(0, Ordering::Release);
+        let _ = self.ctl32(RUNNING_OFF).compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Ask every stage to stop at once, without draining (the application's stop).
+    pub fn stop_now(&self) {
+        self.ctl32(RUNNING_OFF).store(2, Ordering::Release);
+    }
+
+    /// Was [`StatsRegion::stop_now`] called?
+    pub fn stopping_now(&self) -> bool {
+        self.ctl32(RUNNING_OFF).load(Ordering::Acquire) == 2
     }
 
     pub fn state_code(&self) -> u64 {

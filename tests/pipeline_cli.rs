@@ -90,7 +90,7 @@ fn stat_reads_a_running_pipelines_counters() {
     let t = String::from_utf8_lossy(&o.stdout);
     assert!(t.contains("connected (layout threads, wait backoff)") && t.contains("messages"), "{t}");
     // Refreshing mode ends by itself when the pipeline goes away.
-    let mut child = bin().args(["stat", &name, "--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let child = bin().args(["stat", &name, "--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     p.stop();
     let out = child.wait_with_output().unwrap();

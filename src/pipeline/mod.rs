@@ -25,7 +25,7 @@ use crate::ring::{ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxWriter, PongF
 use crate::runner::{self, Layout, Placement, Running, WaitKind};
 use crate::shm::{names, ShmDir};
 use crate::stage::{
-    AppClientStage, FrameReader, OnMessage, RawFrame, Stage, SyntheticTransport, TransportStage, Upgrade,
+    AppClientStage, FrameReader, OnMessage, PlainTcpTransport, RawFrame, Stage, SyntheticTransport, TransportStage, Upgrade,
     WebSocketStage,
 };
 use crate::stats::{Counter, State, StatsRegion, COUNTERS};
@@ -84,7 +84,7 @@ pub struct Receiver {
 impl Receiver {
     /// The next frame, if one is ready (never blocks).
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
-        let raw = self.reader.next()?;
+        let raw = self.reader.take()?;
         self.taken += 1;
         if self.taken & 63 == 0 {
             self.stats.set(Counter::PolledFrames, self.taken);
@@ -109,7 +109,7 @@ impl Receiver {
 
     /// Raw access for the C API: the next frame as positions.
     pub(crate) fn next_raw(&mut self) -> Option<RawFrame> {
-        let r = self.reader.next();
+        let r = self.reader.take();
         if r.is_some() {
             self.taken += 1;
             self.stats.set(Counter::PolledFrames, self.taken);
@@ -215,9 +215,22 @@ impl Pipeline {
                     outbox.max_payload(),
                 )));
             }
+            TransportKind::Kernel if !url.secure => {
+                // Temporary plain-TCP path until the kernel TLS transport lands.
+                let t = PlainTcpTransport::connect(&url.host, url.port, cfg.timeout)?;
+                stages.push(Box::new(TransportStage::new(
+                    t,
+                    &upgrade,
+                    inbox.writer(),
+                    outbox.reader(),
+                    pongs.consumer(),
+                    stats.clone(),
+                    outbox.max_payload(),
+                )));
+            }
             TransportKind::Kernel => {
                 return Err(Error::Config(
-                    "the kernel TLS transport is not in this build yet (src/transport pending); use the synthetic transport".into(),
+                    "wss:// needs the kernel TLS transport, which is not in this build yet (src/transport pending); ws:// works".into(),
                 ))
             }
             TransportKind::Xdp => {

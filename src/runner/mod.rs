@@ -158,7 +158,7 @@ pub fn run_loop(stages: &mut [Box<dyn Stage>], stats: &StatsRegion, kind: WaitKi
     }
     let mut idle = 0;
     let mut budget = 100_000;
-    while ok && idle < 64 && budget > 0 {
+    while ok && idle < 64 && budget > 0 && !stats.stopping_now() {
         budget -= 1;
         match poll_all(stages, stats) {
             Ok(true) => idle = 0,
@@ -273,8 +273,8 @@ fn supervise(mut stages: Vec<Box<dyn Stage>>, p: Placement, stats: StatsRegion, 
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     let mut children: Vec<(libc::pid_t, &'static str)> = Vec::new();
-    for i in 0..stages.len() {
-        let name = stages[i].name();
+    for (i, stage) in stages.iter_mut().enumerate() {
+        let name = stage.name();
         let core = if p.cores.is_empty() { None } else { Some(p.cores[i % p.cores.len()]) };
         // SAFETY: fork in a multi-threaded process: the child only runs this thread's
         // code, touches memory it inherited (the stage, the shared rings) and leaves
@@ -288,7 +288,7 @@ fn supervise(mut stages: Vec<Box<dyn Stage>>, p: Placement, stats: StatsRegion, 
             return;
         }
         if pid == 0 {
-            child_main(&mut stages[i], &stats, p.wait, core, me);
+            child_main(stage, &stats, p.wait, core, me);
         }
         children.push((pid, name));
     }
@@ -365,7 +365,7 @@ fn child_main(stage: &mut Box<dyn Stage>, stats: &StatsRegion, wait: WaitKind, c
 impl Running {
     /// Stop every stage and wait for them.
     pub fn stop(&mut self, stats: &StatsRegion) {
-        stats.stop_running();
+        stats.stop_now();
         match self {
             Running::Inline(h) | Running::Processes(h, _) => {
                 if let Some(h) = h.take() {

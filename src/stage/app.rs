@@ -52,7 +52,7 @@ impl FrameReader {
     /// The next data frame, if any. The frame's bytes stay valid until
     /// [`FrameReader::release`] of it (or of a later frame).
     #[inline]
-    pub fn next(&mut self) -> Option<RawFrame> {
+    pub fn take(&mut self) -> Option<RawFrame> {
         loop {
             if self.frames.available() == 0 {
                 self.publish();
@@ -81,7 +81,7 @@ impl FrameReader {
         }
     }
 
-    /// The payload of a frame from [`FrameReader::next`].
+    /// The payload of a frame from [`FrameReader::take`].
     ///
     /// # Safety
     /// The frame must not have been released yet.
@@ -144,7 +144,7 @@ impl Stage for AppClientStage {
         let mut n = 0u64;
         let mut bytes = 0u64;
         while (n as usize) < DELIVER_PER_POLL {
-            let Some(f) = self.reader.next() else { break };
+            let Some(f) = self.reader.take() else { break };
             // SAFETY: `f` was just handed out and is released only below.
             let payload = unsafe { self.reader.payload(&f) };
             (self.cb)(payload, f.opcode, f.fin);

@@ -25,6 +25,9 @@ pub fn encode_server_frame(out: &mut Vec<u8>, opcode: u8, fin: bool, payload: &[
     out.extend_from_slice(payload);
 }
 
+/// Client frames seen by the synthetic server: `(opcode, fin, unmasked payload)`.
+pub type SyntheticCapture = Arc<Mutex<Vec<(u8, bool, Vec<u8>)>>>;
+
 /// What the synthetic server sends after the upgrade.
 #[derive(Clone, Default)]
 pub struct SyntheticScript {
@@ -38,7 +41,7 @@ pub struct SyntheticScript {
     pub eof_at_end: bool,
     /// If set, receives every frame the client sends after the upgrade, unmasked, as
     /// `(opcode, fin, payload)`. Only visible in the same process (inline, threads).
-    pub capture: Option<Arc<Mutex<Vec<(u8, bool, Vec<u8>)>>>>,
+    pub capture: Option<SyntheticCapture>,
 }
 
 /// The synthetic server as a [`Transport`].

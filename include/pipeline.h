@@ -140,6 +140,9 @@ typedef struct PlConfig {
   // Callback delivery when set; polling (`pl_poll`) when NULL.
   pl_on_message on_message;
   void *on_message_user;
+  // Leave the frames to another process using pipeline_consumer.h (no callback,
+  // no pl_poll).
+  bool external_consumer;
   // Do not print the chosen layout on stderr.
   bool quiet;
   // PL_TRANSPORT_SYNTHETIC: the server's bytes after the upgrade (copied at start).

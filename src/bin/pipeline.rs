@@ -24,6 +24,7 @@ usage:
       --stats-json PATH            write the final counters as JSON at exit
       --name NAME                  shared-memory name (/dev/shm/pipeline_NAME)
       --frames                     print frames as they arrive (no reassembly)
+      --external-consumer          leave the frames to another process (pipeline_consumer.h)
       --synthetic N                use the built-in synthetic server sending N messages
                                    (no network; for trying layouts and the stat tool)
   pipeline stat NAME [--once] [--json]

@@ -140,6 +140,9 @@ pub struct PlConfig {
     /// Callback delivery when set; polling (`pl_poll`) when NULL.
     pub on_message: pl_on_message,
     pub on_message_user: *mut c_void,
+    /// Leave the frames to another process using pipeline_consumer.h (no callback,
+    /// no pl_poll).
+    pub external_consumer: bool,
     /// Do not print the chosen layout on stderr.
     pub quiet: bool,
     /// PL_TRANSPORT_SYNTHETIC: the server's bytes after the upgrade (copied at start).
@@ -276,6 +279,7 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
             subprotocols_len: 0,
             on_message: None,
             on_message_user: std::ptr::null_mut(),
+            external_consumer: false,
             quiet: false,
             synthetic_data: std::ptr::null(),
             synthetic_len: 0,
@@ -349,6 +353,7 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
     }
     cfg.subprotocols = unsafe { str_list(c.subprotocols, c.subprotocols_len, "subprotocols")? };
     cfg.quiet = c.quiet;
+    cfg.external_consumer = c.external_consumer;
     Ok(cfg)
 }
 

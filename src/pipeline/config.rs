@@ -65,6 +65,9 @@ pub struct Config {
     /// Extra upgrade request headers.
     pub headers: Vec<(String, String)>,
     pub subprotocols: Vec<String>,
+    /// Leave WS_FRAME_INFO to another process (`include/pipeline_consumer.h`): no
+    /// built-in AppClient and no polling receiver compete for the ring.
+    pub external_consumer: bool,
     /// Do not print the layout line on stderr.
     pub quiet: bool,
 }
@@ -90,6 +93,7 @@ impl Config {
             delivery: Delivery::Messages,
             headers: Vec::new(),
             subprotocols: Vec::new(),
+            external_consumer: false,
             quiet: false,
         }
     }

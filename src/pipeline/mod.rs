@@ -252,10 +252,10 @@ impl Pipeline {
         if let Some(cb) = cb {
             let reader = FrameReader::new(frames.consumer(), inbox.clone());
             stages.push(Box::new(AppClientStage::new(reader, cb, stats.clone())));
-        } else {
+        } else if !cfg.external_consumer {
             receiver = Some(Receiver { reader: FrameReader::new(frames.consumer(), inbox.clone()), stats: stats.clone(), taken: 0 });
         }
-        let nstages = stages.len() + usize::from(!callback); // the caller polls: count it
+        let nstages = stages.len() + 1; // the AppClient: a stage, the caller's polling thread, or another process
         let cores = runner::available_cores();
         let (dl, dw) = runner::choose_defaults(nstages, cores);
         let layout = cfg.layout.unwrap_or(dl);
@@ -269,7 +269,13 @@ impl Pipeline {
                 layout.name(),
                 wait.name(),
                 stages.len(),
-                if callback { "" } else { " + your polling thread" },
+                if callback {
+                    ""
+                } else if cfg.external_consumer {
+                    " + an external consumer"
+                } else {
+                    " + your polling thread"
+                },
                 match (cfg.layout.is_some(), cfg.wait.is_some()) {
                     (true, true) => ", as configured",
                     (false, false) => ", chosen from the core count",
@@ -407,7 +413,9 @@ impl Pipeline {
         if self.callback {
             return Err(Error::Config("this pipeline delivers by callback; polling is not available".into()));
         }
-        self.receiver.as_mut().ok_or_else(|| Error::Config("the polling receiver was taken".into()))
+        self.receiver
+            .as_mut()
+            .ok_or_else(|| Error::Config("no polling receiver (external consumer, or taken with receiver())".into()))
     }
 
     /// Stop every stage, wait for them, and remove the shared memory. Idempotent.

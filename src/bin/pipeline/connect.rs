@@ -66,6 +66,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--stats-json" => o.stats_json = Some(val("--stats-json")?),
             "--name" => cfg.name = Some(val("--name")?),
             "--frames" => cfg.delivery = Delivery::Frames,
+            "--external-consumer" => cfg.external_consumer = true,
             "--synthetic" => synthetic = Some(val("--synthetic")?.parse().map_err(|_| "--synthetic needs a number".to_string())?),
             s if s.starts_with('-') => return Err(format!("unknown option {s:?}")),
             s => {
@@ -140,7 +141,25 @@ pub fn main(args: &[String]) -> ExitCode {
     let mut rx = match p.receiver() {
         Some(r) => r,
         None => {
-            eprintln!("pipeline: no receiver");
+            // --external-consumer: another process reads the frames; wait for the end.
+            eprintln!("pipeline {}: frames are left to an external consumer (pipeline_consumer.h)", p.name());
+            while !p.wait_disconnected(Duration::from_millis(100)) {
+                if INTERRUPTED.load(Ordering::Relaxed) {
+                    let _ = p.close(1001, "interrupted");
+                    p.wait_disconnected(Duration::from_secs(5));
+                    break;
+                }
+            }
+            let reason = match p.state() {
+                PipelineState::Disconnected { reason } => reason,
+                _ => String::new(),
+            };
+            write_stats(&p, &o.stats_json);
+            p.stop();
+            if clean(&reason) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("pipeline: {reason}");
             return ExitCode::from(1);
         }
     };

@@ -322,3 +322,43 @@ fn setup_timeout_is_a_clear_error() {
     }
     assert!(!ShmDir::path_for(&name).exists());
 }
+
+#[test]
+fn overwrite_policy_loses_old_frames_but_never_delivers_garbage() {
+    let (name, _g) = unique("overwrite");
+    let n = 30_000;
+    let data = text_frames(n);
+    // About one second of stream: the reader sleeps through the first 300 ms.
+    let s = SyntheticScript { bytes_per_sec: data.len() as u64, ..script(data, 0) };
+    let mut c = config(&name, s, Layout::Inline);
+    c.overrun = OverrunPolicy::Overwrite;
+    c.inbox_size = 64 * 1024;
+    c.max_message = 16 * 1024;
+    c.frame_ring = 1024;
+    let mut p = Pipeline::start(c).unwrap();
+    let mut rx = p.receiver().unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // fall far behind
+    let (mut delivered, mut flagged, mut last) = (0usize, 0usize, None::<usize>);
+    while let Some(f) = rx.next_frame_timeout(Duration::from_millis(300)) {
+        let text = f.text().map(str::to_string);
+        let intact = f.intact();
+        if f.after_overrun() {
+            flagged += 1;
+        }
+        drop(f);
+        if !intact {
+            continue;
+        }
+        let t = text.expect("utf-8");
+        let i: usize = t[1..8].parse().unwrap_or_else(|_| panic!("garbage delivered: {t:?}"));
+        assert_eq!(t, msg(i), "damaged message delivered");
+        assert!(last.is_none_or(|l| i > l), "out of order");
+        last = Some(i);
+        delivered += 1;
+    }
+    assert!(delivered > 0 && delivered < n, "delivered {delivered} of {n}, flagged {flagged}, {:?} {:?}", p.state(), p.stats().iter().filter(|c| c.1 > 0).collect::<Vec<_>>());
+    assert!(flagged > 0, "the loss is flagged");
+    assert!(p.stats().get(Counter::Overruns) > 0 || p.stats().get(Counter::FrameRingFull) > 0);
+    assert!(matches!(p.state(), PipelineState::Connected), "{:?}", p.state());
+    p.stop();
+}

@@ -59,6 +59,11 @@ impl Frame<'_> {
     pub fn after_overrun(&self) -> bool {
         self.raw.after_overrun
     }
+    /// Overwrite policy: is the payload still intact (not overwritten by the transport
+    /// while you held it)? Check after reading it. Always true with backpressure.
+    pub fn intact(&self) -> bool {
+        self.rx.intact(&self.raw)
+    }
     /// The payload as text (for text frames).
     pub fn text(&self) -> Option<&str> {
         std::str::from_utf8(self.payload()).ok()
@@ -84,35 +89,39 @@ pub struct Receiver {
 impl Receiver {
     /// The next frame, if one is ready (never blocks).
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
-        let raw = self.reader.take()?;
-        self.taken += 1;
-        if self.taken & 63 == 0 {
-            self.stats.set(Counter::PolledFrames, self.taken);
-        }
+        let raw = self.next_raw()?;
         Some(Frame { rx: &mut self.reader, raw })
     }
 
     /// The next frame, waiting up to `timeout` (backoff: spin, yield, 50 µs sleeps).
+    /// Returns early with `None` once the pipeline is disconnected and drained.
     pub fn next_frame_timeout(&mut self, timeout: Duration) -> Option<Frame<'_>> {
         let deadline = Instant::now() + timeout;
         let mut w = runner::Wait::new(WaitKind::Backoff);
         loop {
-            if self.reader.backlog() > 0 {
-                return self.next_frame();
+            if let Some(raw) = self.next_raw() {
+                return Some(Frame { rx: &mut self.reader, raw });
             }
-            if Instant::now() >= deadline || self.stats.state_code() == 3 && self.reader.backlog() == 0 {
+            if Instant::now() >= deadline || (self.stats.state_code() == 3 && self.reader.backlog() == 0) {
                 return None;
             }
             w.idle();
         }
     }
 
-    /// Raw access for the C API: the next frame as positions.
+    /// Frames skipped because the transport overwrote them (overwrite policy).
+    pub fn skipped(&self) -> u64 {
+        self.reader.skipped()
+    }
+
+    /// The next frame as positions (also the C API's `pl_poll`).
     pub(crate) fn next_raw(&mut self) -> Option<RawFrame> {
         let r = self.reader.take();
         if r.is_some() {
             self.taken += 1;
-            self.stats.set(Counter::PolledFrames, self.taken);
+            if self.taken & 63 == 0 {
+                self.stats.set(Counter::PolledFrames, self.taken);
+            }
         }
         r
     }

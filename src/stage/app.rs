@@ -37,12 +37,17 @@ pub struct FrameReader {
     overrun: bool,
     /// Entries consumed locally but not yet released on the ring.
     unreleased: u32,
+    /// Overwrite policy: check every frame against the writer's position.
+    overwrite: bool,
+    /// Frames skipped because their bytes were overwritten.
+    skipped: u64,
 }
 
 impl FrameReader {
     pub fn new(frames: Consumer<WsFrameInfo>, inbox: MsgInbox) -> Self {
         let r = inbox.read_pos();
-        FrameReader { frames, inbox, done: r, released: r, overrun: false, unreleased: 0 }
+        let overwrite = inbox.policy() == crate::ring::OverrunPolicy::Overwrite;
+        FrameReader { frames, inbox, done: r, released: r, overrun: false, unreleased: 0, overwrite, skipped: 0 }
     }
 
     pub fn inbox(&self) -> &MsgInbox {
@@ -68,6 +73,12 @@ impl FrameReader {
                 continue;
             }
             match info.opcode() {
+                ws::OP_TEXT | ws::OP_BINARY | ws::OP_CONT if self.overwrite && self.inbox.overrun_since(pos) => {
+                    // Its bytes were overwritten before we got to it: lost.
+                    self.skipped += 1;
+                    self.overrun = true;
+                    self.done = self.done.max(pos + info.payload_len as u64);
+                }
                 ws::OP_TEXT | ws::OP_BINARY | ws::OP_CONT => {
                     let f = RawFrame { pos, len: info.payload_len, opcode: info.opcode(), fin: info.is_final(), after_overrun: self.overrun };
                     self.overrun = false;
@@ -111,6 +122,17 @@ impl FrameReader {
             self.inbox.release_to(self.done);
             self.released = self.done;
         }
+    }
+
+    /// Frames skipped because the transport overwrote them (overwrite policy).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Overwrite policy, after reading a payload: was it intact the whole time?
+    #[inline]
+    pub fn intact(&self, f: &RawFrame) -> bool {
+        !self.overwrite || !self.inbox.overrun_since(f.pos)
     }
 
     /// Entries waiting in WS_FRAME_INFO (a snapshot).

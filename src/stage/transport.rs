@@ -317,8 +317,20 @@ impl<T: Transport> TransportStage<T> {
 
     fn rx_step(&mut self, now: u64) -> Result<bool> {
         let mut moved = false;
+        let inbox = self.inbox.inbox();
+        let overwrite = inbox.policy() == crate::ring::OverrunPolicy::Overwrite;
         for _ in 0..READS_PER_POLL {
-            let buf = self.inbox.buf(READ_CHUNK);
+            let mut want = READ_CHUNK;
+            if overwrite {
+                // Overwrite may clobber bytes the AppClient has not released, never bytes
+                // the WebSocket stage has not parsed (that would lose the framing).
+                let unparsed = self.inbox.position() - inbox.parsed_pos();
+                want = want.min((inbox.capacity() as u64).saturating_sub(unparsed) as usize);
+                if want == 0 {
+                    break;
+                }
+            }
+            let buf = self.inbox.buf(want);
             if buf.is_empty() {
                 self.stats.add(Counter::InboxFull, 1);
                 break;
@@ -340,7 +352,6 @@ impl<T: Transport> TransportStage<T> {
             }
         }
         if moved {
-            let inbox = self.inbox.inbox();
             self.stats.max(Counter::InboxHighWater, self.inbox.position() - inbox.read_pos());
         }
         Ok(moved)

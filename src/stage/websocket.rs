@@ -48,6 +48,10 @@ pub struct WebSocketStage {
     /// Frames mode: a fragmented message is being delivered.
     in_fragments: bool,
     closed: bool,
+    /// Overwrite policy: never stall on a full WS_FRAME_INFO ring (drop and flag).
+    overwrite: bool,
+    /// The next published entry carries FLAG_OVERRUN (entries were dropped before it).
+    lost: bool,
 }
 
 impl WebSocketStage {
@@ -61,7 +65,21 @@ impl WebSocketStage {
     ) -> Self {
         let pos = inbox.parsed_pos().max(inbox.read_pos());
         let max_message = (max_message as u64).min(inbox.capacity() as u64);
-        WebSocketStage { inbox, frames, pongs, stats, delivery, max_message, pos, partial: None, in_fragments: false, closed: false }
+        let overwrite = inbox.policy() == crate::ring::OverrunPolicy::Overwrite;
+        WebSocketStage {
+            inbox,
+            frames,
+            pongs,
+            stats,
+            delivery,
+            max_message,
+            pos,
+            partial: None,
+            in_fragments: false,
+            closed: false,
+            overwrite,
+            lost: false,
+        }
     }
 
     fn fail(&mut self, code: u16, reason: &str) {
@@ -73,10 +91,18 @@ impl WebSocketStage {
         self.stats.advance_state(&State::Closing);
     }
 
-    fn info(&mut self, pos: u64, len: u64, opcode: u8, fin: bool, flags: u8, now: u64) {
+    fn info(&mut self, pos: u64, len: u64, opcode: u8, fin: bool, mut flags: u8, now: u64) {
+        if self.lost {
+            flags |= WsFrameInfo::FLAG_OVERRUN;
+        }
         let i = WsFrameInfo::new(pos, len as u32, now, opcode, fin, flags);
-        // Space was checked before the frame was taken.
-        let _ = self.frames.stage(i);
+        // Space was checked before the frame was taken (or, overwriting, we drop).
+        if self.frames.stage(i).is_err() {
+            self.lost = true;
+            self.stats.add(Counter::FrameRingFull, 1);
+        } else {
+            self.lost = false;
+        }
     }
 
     fn step(&mut self, h: Header, now: u64) -> Result<()> {
@@ -221,15 +247,16 @@ impl Stage for WebSocketStage {
         if self.closed {
             return Ok(Progress::Idle);
         }
-        if self.inbox.check_and_clear_dirty() {
-            // Overwrite policy: the transport overran unreleased bytes. Resynchronise at
-            // the writer's position and tell the AppClient data was lost.
+        if self.overwrite && self.inbox.check_and_clear_dirty() {
+            // Overwrite policy: the transport wrote over bytes the AppClient had not
+            // released. Frames already published may be damaged (the reader checks each
+            // against the writer's position); if the overrun reached bytes this stage had
+            // not parsed yet, the frame boundaries are gone: close (1008) rather than
+            // parse garbage.
             self.stats.add(Counter::Overruns, 1);
-            self.partial = None;
-            self.in_fragments = false;
-            self.pos = self.inbox.write_pos();
-            if self.frames.free() > 0 {
-                self.info(self.pos, 0, 0, true, WsFrameInfo::FLAG_OVERRUN, now);
+            if self.inbox.overrun_since(self.pos) {
+                self.fail(1008, "MSG_INBOX overrun reached unparsed data (the WebSocket stage fell a whole inbox behind)");
+                return Ok(Progress::Busy);
             }
         }
         let cap = self.inbox.capacity() as u64;
@@ -258,7 +285,7 @@ impl Stage for WebSocketStage {
             if avail < total {
                 break;
             }
-            if self.frames.free() == 0 || self.pongs.free() == 0 {
+            if (self.frames.free() == 0 && !self.overwrite) || self.pongs.free() == 0 {
                 self.stats.add(Counter::FrameRingFull, 1);
                 break;
             }

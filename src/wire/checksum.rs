@@ -164,7 +164,7 @@ mod tests {
         }
         let c0 = checksum(&d);
         let old = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
-        let new = 0xdead_beef;
+        let new: u32 = 0xdead_beef;
         d[4..8].copy_from_slice(&new.to_be_bytes());
         assert_eq!(update32(c0, old, new), checksum(&d));
     }

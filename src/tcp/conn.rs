@@ -696,6 +696,7 @@ impl Connection {
         }
 
         // Text.
+        let owed_before = self.dup_acks_owed;
         let accepts_data = matches!(self.state, State::Established | State::FinWait1 | State::FinWait2);
         if accepts_data && !payload.is_empty() {
             self.process_data(now, seq, payload, deliver);
@@ -708,7 +709,9 @@ impl Connection {
                 self.accept_fin(now);
             } else if gt(fin_seq, self.rcv_nxt) {
                 self.peer_fin = Some(fin_seq);
-                self.dup_acks_owed += 1;
+                if self.dup_acks_owed == owed_before {
+                    self.dup_acks_owed += 1;
+                }
             }
         }
     }
@@ -1306,7 +1309,9 @@ impl Connection {
 
     fn update_persist(&mut self, now: u64) {
         let can_send = matches!(self.state, State::Established | State::CloseWait) && !self.fin_sent;
-        if can_send && self.snd_wnd == 0 && self.snd_una == self.snd_nxt {
+        // Window closed or too small for a full segment, nothing in flight to elicit an
+        // ACK: probe so a lost window update cannot deadlock us.
+        if can_send && self.snd_wnd < self.eff_mss && self.snd_una == self.snd_nxt {
             if self.persist_deadline.is_none() {
                 self.persist_backoff = 0;
                 self.persist_deadline = Some(now + self.persist_interval());

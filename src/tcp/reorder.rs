@@ -100,6 +100,9 @@ impl ReorderBuffer {
         }
         let cap = self.arena.len();
         self.base = (self.base + n % cap) % cap;
+        if self.ranges.is_empty() {
+            return;
+        }
         let n = n.min(u32::MAX as usize) as u32;
         self.ranges.retain_mut(|r| {
             r.0 = r.0.saturating_sub(n);

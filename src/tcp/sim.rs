@@ -7,6 +7,8 @@
 use super::conn::{Connection, Event, RxVerdict, TcpConfig, Transmit};
 use super::seq::{dist, gt, le, lt};
 use crate::wire::{emit_tcp_frame, flags, parse_tcp_frame, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::SocketAddrV4;
 
 /// SplitMix64: tiny, seeded, deterministic.
@@ -66,7 +68,7 @@ pub struct LinkStats {
 pub struct Link {
     pub faults: Faults,
     rng: Rng,
-    queue: Vec<(u64, u64, Vec<u8>)>,
+    queue: BinaryHeap<Reverse<(u64, u64, Vec<u8>)>>,
     order: u64,
     pub stats: LinkStats,
     /// Drop the next `n` frames unconditionally (scripted loss).
@@ -75,7 +77,7 @@ pub struct Link {
 
 impl Link {
     pub fn new(faults: Faults, seed: u64) -> Self {
-        Link { faults, rng: Rng::new(seed), queue: Vec::new(), order: 0, stats: LinkStats::default(), drop_next: 0 }
+        Link { faults, rng: Rng::new(seed), queue: BinaryHeap::new(), order: 0, stats: LinkStats::default(), drop_next: 0 }
     }
     pub fn push(&mut self, now: u64, frame: &[u8]) {
         self.stats.sent += 1;
@@ -101,23 +103,18 @@ impl Link {
                 at += self.faults.reorder_delay_us;
             }
             self.order += 1;
-            self.queue.push((at, self.order, frame.to_vec()));
+            self.queue.push(Reverse((at, self.order, frame.to_vec())));
         }
     }
     pub fn next_time(&self) -> Option<u64> {
-        self.queue.iter().map(|q| q.0).min()
+        self.queue.peek().map(|q| q.0 .0)
     }
     pub fn pop_due(&mut self, now: u64) -> Option<Vec<u8>> {
-        let mut best: Option<usize> = None;
-        for (i, q) in self.queue.iter().enumerate() {
-            if q.0 <= now {
-                match best {
-                    Some(b) if (self.queue[b].0, self.queue[b].1) <= (q.0, q.1) => {}
-                    _ => best = Some(i),
-                }
-            }
+        if self.queue.peek()?.0 .0 <= now {
+            self.queue.pop().map(|q| q.0 .2)
+        } else {
+            None
         }
-        best.map(|i| self.queue.swap_remove(i).2)
     }
     pub fn in_flight(&self) -> usize {
         self.queue.len()

@@ -486,9 +486,15 @@ fn send_respects_window_and_frame_budget() {
     let mut frames = vec![vec![0u8; 2048]; 5];
     send_segments(&mut h, &mut frames, 4, 100);
     assert_eq!(h.client.send_capacity(), 0, "frame budget exhausted");
-    let off = h.client.payload_offset();
-    let _ = off;
     assert!(matches!(h.client.send_data(h.now, &mut frames[4], 100, 4), Err(pipeline::Error::WouldBlock)));
+    // Acknowledged frames count against the budget until the caller collects them.
+    let (r, a) = (h.client.rcv_nxt(), h.client.snd_nxt());
+    inject(&mut h, r, a, flags::ACK, &[]);
+    assert_eq!(h.client.frames_in_flight(), 0);
+    assert_eq!(h.client.send_capacity(), 0);
+    let freed: Vec<u32> = std::iter::from_fn(|| h.client.pop_acked()).collect();
+    assert_eq!(freed, vec![0, 1, 2, 3]);
+    assert!(h.client.send_capacity() > 0);
     let too_big = h.client.max_segment_payload() + 1;
     assert!(h.client.send_data(h.now, &mut frames[4], too_big, 4).is_err());
 }

@@ -987,7 +987,9 @@ impl Connection {
         if !matches!(self.state, State::Established | State::CloseWait) || self.fin_queued {
             return 0;
         }
-        if self.rtx.len() >= self.cfg.max_in_flight_segments {
+        // Frames acknowledged but not yet collected with `pop_acked` still count: the
+        // budget is the caller's frames, and this keeps both queues allocation-free.
+        if self.rtx.len() + self.acked_handles.len() >= self.cfg.max_in_flight_segments {
             return 0;
         }
         self.snd_wnd.saturating_sub(self.bytes_in_flight()) as usize

@@ -45,7 +45,8 @@ pub struct TcpConfig {
     pub max_retransmits: u32,
     /// Duplicate ACKs that trigger a fast retransmit. Default 3.
     pub dupack_threshold: u32,
-    /// Out-of-order store: bytes (arena allocated once). Default 256 KiB.
+    /// Out-of-order store: bytes (arena allocated once). Default 1 MiB; data beyond it
+    /// is dropped (and still duplicate-ACKed).
     pub reorder_bytes: usize,
     /// Out-of-order store: disjoint holes tracked. Default 64.
     pub reorder_segments: usize,
@@ -79,7 +80,7 @@ impl TcpConfig {
             syn_retries: 6,
             max_retransmits: 10,
             dupack_threshold: 3,
-            reorder_bytes: 256 << 10,
+            reorder_bytes: 1 << 20,
             reorder_segments: 64,
             max_in_flight_segments: config::MSG_FRAMES,
             time_wait_us: 0,

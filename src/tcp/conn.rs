@@ -810,7 +810,7 @@ impl Connection {
         } else {
             self.rtx_pending = false;
         }
-        self.rto_deadline = if self.snd_una == self.snd_nxt { None } else { Some(now + self.rto) };
+        self.rto_deadline = if self.snd_una == self.snd_nxt { None } else { Some(now.saturating_add(self.rto)) };
 
         if self.fin_sent && gt(ack, self.fin_seq) {
             match self.state {
@@ -864,7 +864,7 @@ impl Connection {
             } else {
                 self.unacked_segs += 1;
                 if self.unacked_segs == 1 {
-                    self.ack_deadline = Some(now + self.cfg.ack_delay_us);
+                    self.ack_deadline = Some(now.saturating_add(self.cfg.ack_delay_us));
                 }
                 if self.unacked_segs >= self.cfg.ack_every_segments {
                     self.ack_now = true;
@@ -1021,7 +1021,7 @@ impl Connection {
             self.rtt_probe = Some((self.snd_nxt, now));
         }
         if self.rto_deadline.is_none() {
-            self.rto_deadline = Some(now + self.rto);
+            self.rto_deadline = Some(now.saturating_add(self.rto));
         }
         self.persist_deadline = None;
         Ok(n)
@@ -1122,7 +1122,7 @@ impl Connection {
                     self.stats.rto_expirations += 1;
                     self.rto = (self.rto.saturating_mul(2)).min(self.cfg.rto_max_us);
                     self.stats.rto_us = self.rto;
-                    self.rto_deadline = Some(now + self.rto);
+                    self.rto_deadline = Some(now.saturating_add(self.rto));
                     self.in_recovery = true;
                     self.recover = self.snd_nxt;
                     self.rtx_pending = true;
@@ -1136,7 +1136,7 @@ impl Connection {
             if now >= d {
                 self.probe_pending = true;
                 self.persist_backoff = (self.persist_backoff + 1).min(30);
-                self.persist_deadline = Some(now + self.persist_interval());
+                self.persist_deadline = Some(now.saturating_add(self.persist_interval()));
             }
         }
         if self.unacked_segs > 0 {
@@ -1166,8 +1166,8 @@ impl Connection {
                     }
                     self.syn_sent_at = now;
                     let base = self.cfg.rto_initial_us.clamp(self.cfg.rto_min_us, self.cfg.rto_max_us);
-                    let t = base.saturating_mul(1u64 << (self.syn_tries - 1).min(20)).min(self.cfg.rto_max_us);
-                    self.syn_deadline = Some(now + t);
+                    let t = base.saturating_mul(1u64 << self.syn_tries.saturating_sub(1).min(20)).min(self.cfg.rto_max_us);
+                    self.syn_deadline = Some(now.saturating_add(t));
                     self.stats.segs_out += 1;
                     return Some(Transmit::Control(self.syn_repr()));
                 }
@@ -1185,7 +1185,7 @@ impl Connection {
                     self.rtx_is_fast = false;
                 }
                 if self.rto_deadline.is_none() {
-                    self.rto_deadline = Some(now + self.rto);
+                    self.rto_deadline = Some(now.saturating_add(self.rto));
                 }
                 return Some(Transmit::Retransmit { handle: e.handle, seq: e.seq, len: e.len });
             }
@@ -1200,7 +1200,7 @@ impl Connection {
             self.snd_nxt = self.snd_nxt.wrapping_add(1);
             self.state = if self.state == State::Established { State::FinWait1 } else { State::LastAck };
             if self.rto_deadline.is_none() {
-                self.rto_deadline = Some(now + self.rto);
+                self.rto_deadline = Some(now.saturating_add(self.rto));
             }
             self.persist_deadline = None;
             return Some(self.control(self.fin_seq, flags::FIN | flags::ACK));
@@ -1317,7 +1317,7 @@ impl Connection {
         if can_send && self.snd_wnd < self.eff_mss && self.snd_una == self.snd_nxt {
             if self.persist_deadline.is_none() {
                 self.persist_backoff = 0;
-                self.persist_deadline = Some(now + self.persist_interval());
+                self.persist_deadline = Some(now.saturating_add(self.persist_interval()));
             }
         } else {
             self.persist_deadline = None;
@@ -1326,7 +1326,8 @@ impl Connection {
     }
 
     fn rtt_sample(&mut self, r: u64) {
-        let r = r.max(1);
+        // Clamp: a caller's clock jump must not overflow the estimator.
+        let r = r.clamp(1, self.cfg.rto_max_us.max(1));
         match self.srtt {
             None => {
                 self.srtt = Some(r);
@@ -1394,7 +1395,7 @@ impl Connection {
         self.ack_now = ack_now;
         self.release_all_frames();
         self.state = State::TimeWait;
-        self.time_wait_deadline = Some(now + self.cfg.time_wait_us);
+        self.time_wait_deadline = Some(now.saturating_add(self.cfg.time_wait_us));
         if self.close_reason.is_none() {
             let r = CloseReason::Normal { by_peer, remote: self.cfg.remote };
             self.close_reason = Some(r);

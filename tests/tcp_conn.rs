@@ -62,7 +62,7 @@ fn syn_options_and_isn_randomness() {
         assert_eq!(syn.seq, c.iss());
         assert_eq!(syn.options.mss, Some(pipeline::config::TCP_MSS as u16));
         assert_eq!(syn.options.window_scale, Some(7), "4 MiB buffer -> scale 7");
-        assert!(!syn.options.sack_permitted, "we do not implement SACK blocks, so we do not offer SACK");
+        assert!(syn.options.sack_permitted, "SACK offered (we send blocks; we ignore the peer's)");
         let mut buf = [0u8; 128];
         let n = c.emit_control(&syn, &mut buf).unwrap();
         let f = parse_tcp_frame(&buf[..n], true).unwrap();
@@ -250,7 +250,14 @@ fn ooo_buffered_stitched_with_dup_ack_each() {
     assert_eq!(acks(&drain(&mut h)), vec![base]);
     assert!(inject(&mut h, base.wrapping_add(1500), ack, flags::ACK, &data[1500..3000]).is_empty());
     assert!(inject(&mut h, base.wrapping_add(3000), ack, flags::ACK, &data[3000..4000]).is_empty());
-    assert_eq!(acks(&drain(&mut h)), vec![base, base], "a dup ACK for every OOO segment");
+    let out = drain(&mut h);
+    assert_eq!(acks(&out), vec![base, base], "a dup ACK for every OOO segment");
+    // SACK blocks: the most recent range first, then the others.
+    assert!(h.client.sack_enabled());
+    let Transmit::Control(last) = out[1].0 else { panic!() };
+    assert_eq!(last.options.sack.as_slice(), &[(base.wrapping_add(1000), base.wrapping_add(4000))]);
+    let f = parse_tcp_frame(&out[1].1, true).unwrap();
+    assert_eq!(TcpOptionsRepr::parse(f.tcp.options()).unwrap().sack, last.options.sack);
     // Duplicate of an OOO segment: still a dup ACK.
     inject(&mut h, base.wrapping_add(3000), ack, flags::ACK, &data[3000..4000]);
     assert_eq!(acks(&drain(&mut h)), vec![base]);
@@ -520,4 +527,36 @@ fn foreign_frames_are_not_ours() {
         .unwrap();
     assert_eq!(c.on_frame(0, &buf[..n], |_| {}), pipeline::tcp::RxVerdict::NotOurs);
     assert!(matches!(c.on_frame(0, &buf[..10], |_| {}), pipeline::tcp::RxVerdict::Malformed(_)));
+}
+
+#[test]
+fn sack_blocks_most_recent_first_and_not_without_negotiation() {
+    let mut h = established(PeerConfig::default(), |_| {});
+    drain(&mut h);
+    let base = h.client.rcv_nxt();
+    let ack = h.client.snd_nxt();
+    inject(&mut h, base.wrapping_add(100), ack, flags::ACK, &[1; 100]);
+    inject(&mut h, base.wrapping_add(500), ack, flags::ACK, &[1; 100]);
+    inject(&mut h, base.wrapping_add(300), ack, flags::ACK, &[1; 100]);
+    let out = drain(&mut h);
+    let Transmit::Control(last) = out.last().unwrap().0 else { panic!() };
+    let b = |s: u32, e: u32| (base.wrapping_add(s), base.wrapping_add(e));
+    assert_eq!(last.options.sack.as_slice(), &[b(300, 400), b(100, 200), b(500, 600)]);
+    // Filling the first hole: the ACK moves and blocks shrink.
+    inject(&mut h, base, ack, flags::ACK, &[1; 100]);
+    let out = drain(&mut h);
+    let Transmit::Control(a) = out.last().unwrap().0 else { panic!() };
+    assert_eq!(a.ack, base.wrapping_add(200));
+    assert_eq!(a.options.sack.as_slice(), &[b(300, 400), b(500, 600)]);
+
+    // Peer without SACK-permitted: no blocks.
+    let mut h = established(PeerConfig { sack: false, ..PeerConfig::default() }, |_| {});
+    drain(&mut h);
+    assert!(!h.client.sack_enabled());
+    let base = h.client.rcv_nxt();
+    let ack = h.client.snd_nxt();
+    inject(&mut h, base.wrapping_add(100), ack, flags::ACK, &[1; 100]);
+    let out = drain(&mut h);
+    let Transmit::Control(a) = out[0].0 else { panic!() };
+    assert!(a.options.sack.is_empty());
 }

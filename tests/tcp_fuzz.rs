@@ -24,6 +24,7 @@ fn random_frame(rng: &mut Rng, near_seq: u32, near_ack: u32) -> Vec<u8> {
         window_scale: if rng.chance(0.2) { Some(rng.next_u64() as u8) } else { None },
         sack_permitted: rng.chance(0.1),
         timestamps: if rng.chance(0.2) { Some((rng.next_u64() as u32, 0)) } else { None },
+        ..Default::default()
     };
     let len = match rng.below(3) {
         0 => 0,

@@ -55,7 +55,7 @@ fn no_allocation_on_the_hot_path() {
     c.connect_with_isn(0, 1000, 0).unwrap();
     while c.poll_transmit(0).is_some() {}
     let peer = 5000u32;
-    let o = TcpOptionsRepr { mss: Some(1460), window_scale: Some(7), timestamps: None, sack_permitted: false };
+    let o = TcpOptionsRepr { mss: Some(1460), window_scale: Some(7), sack_permitted: true, ..Default::default() };
     c.on_frame(1, &frame(peer, 1001, flags::SYN | flags::ACK, &[], o), |_| {});
     // Pre-build every input outside the measured region.
     let data = vec![7u8; 1000];
@@ -103,6 +103,7 @@ fn no_allocation_on_the_hot_path() {
     assert_eq!(delivered, 4000);
     assert_eq!(c.stats().ooo_segments_buffered, 2);
     assert_eq!(c.stats().challenge_acks, 1);
+    assert!(c.sack_enabled(), "the SACK-block path was exercised");
     assert_eq!(c.stats().rto_expirations, 1);
     assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "allocations on the hot path");
 }

@@ -39,6 +39,7 @@ fn run_transfer(seed: u64, faults: Faults, bytes: usize, isn: u32, peer_isn: u32
     assert_eq!(h.peer.stats.window_violations, 0, "client sent beyond the advertised window");
     assert_eq!(h.peer.stats.bad_frames, 0, "client emitted a frame the peer could not parse/verify");
     assert_eq!(h.rx_verdict_malformed, 0);
+    assert_eq!(h.peer.stats.sack_blocks_invalid, 0, "every SACK block describes data really held");
     h
 }
 
@@ -66,6 +67,7 @@ fn lossy_reordering_duplicating_10mb_each_way() {
     assert!(s.rto_expirations > 0, "RTO path");
     assert!(s.dup_acks_received > 0);
     assert!(s.retransmits >= s.fast_retransmits);
+    assert!(h.peer.stats.sack_blocks_seen > 1000, "SACK blocks sent: {}", h.peer.stats.sack_blocks_seen);
     assert_eq!(h.free_frames(), h.client.config().max_in_flight_segments);
 }
 

@@ -70,7 +70,13 @@ fn known_tcp_syn_checksum() {
     let o = TcpOptionsRepr::parse(t.options()).unwrap();
     assert_eq!(
         o,
-        TcpOptionsRepr { mss: Some(1460), window_scale: Some(7), sack_permitted: true, timestamps: Some((123456, 0)) }
+        TcpOptionsRepr {
+            mss: Some(1460),
+            window_scale: Some(7),
+            sack_permitted: true,
+            timestamps: Some((123456, 0)),
+            ..Default::default()
+        }
     );
     // Our emitter produces exactly these bytes.
     let repr = TcpRepr { src_port: 40000, dst_port: 80, seq: 1000, ack: 0, flags: flags::SYN, window: 64240, options: o };
@@ -274,7 +280,7 @@ fn tcp_options_emit_roundtrip_all_combinations() {
         for ws in [None, Some(0u8), Some(14)] {
             for sp in [false, true] {
                 for ts in [None, Some((0xdead_beef, 0x0102_0304))] {
-                    let o = TcpOptionsRepr { mss, window_scale: ws, sack_permitted: sp, timestamps: ts };
+                    let o = TcpOptionsRepr { mss, window_scale: ws, sack_permitted: sp, timestamps: ts, ..Default::default() };
                     let mut b = [0u8; 40];
                     let n = o.emit(&mut b).unwrap();
                     assert_eq!(n, o.len());
@@ -320,4 +326,31 @@ fn arp_roundtrip_and_rejects() {
     assert_eq!("02:00:00:00:00:01".parse::<MacAddr>().unwrap(), MacAddr([2, 0, 0, 0, 0, 1]));
     assert!("02:00:00:00:00".parse::<MacAddr>().is_err());
     assert_eq!(MacAddr([2, 0, 0, 0, 0, 0xab]).to_string(), "02:00:00:00:00:ab");
+}
+
+#[test]
+fn sack_blocks_emit_parse_and_fit() {
+    let mut o = TcpOptionsRepr::default();
+    for i in 0..4u32 {
+        assert!(o.sack.push(1000 * i, 1000 * i + 500));
+    }
+    assert!(!o.sack.push(1, 2));
+    // Without timestamps all four fit (4 + 32 = 36 bytes).
+    let mut b = [0u8; 40];
+    let n = o.emit(&mut b).unwrap();
+    assert_eq!(n, 36);
+    assert_eq!(opts(&b[..n]).unwrap().sack, o.sack);
+    // With timestamps only three fit (12 + 4 + 24 = 40).
+    o.timestamps = Some((5, 6));
+    let n = o.emit(&mut b).unwrap();
+    assert_eq!(n, 40);
+    let p = opts(&b[..n]).unwrap();
+    assert_eq!(p.sack.as_slice(), &o.sack.as_slice()[..3]);
+    assert_eq!(p.timestamps, Some((5, 6)));
+    // With MSS, WS and timestamps (a SYN would never carry SACK blocks) two fit.
+    o.mss = Some(1460);
+    o.window_scale = Some(7);
+    assert!(o.len() <= 40);
+    let n = o.emit(&mut b).unwrap();
+    assert_eq!(opts(&b[..n]).unwrap().sack.len, 2);
 }

@@ -29,6 +29,9 @@ pub struct TcpConfig {
     pub window_scale: bool,
     /// Offer RFC 7323 timestamps (default false: 12 bytes per segment, no PAWS here).
     pub timestamps: bool,
+    /// Offer SACK (RFC 2018, default true): our pure ACKs then carry SACK blocks
+    /// describing the out-of-order store. SACK blocks the peer sends are ignored.
+    pub sack: bool,
     /// ACK after this many in-order segments (design §5.2: 8).
     pub ack_every_segments: u32,
     /// ... or this long after the first unacknowledged one (design §5.2: 100 µs).
@@ -72,6 +75,7 @@ impl TcpConfig {
             rcv_buf_max: 4 << 20,
             window_scale: true,
             timestamps: false,
+            sack: true,
             ack_every_segments: 8,
             ack_delay_us: 100,
             rto_min_us: 200_000,
@@ -270,6 +274,7 @@ pub struct Connection {
 
     // Options.
     ts_enabled: bool,
+    sack_enabled: bool,
     ts_recent: u32,
     ts_offset: u32,
 
@@ -355,6 +360,7 @@ impl Connection {
             peer_fin: None,
             reorder,
             ts_enabled: false,
+            sack_enabled: false,
             ts_recent: 0,
             ts_offset: 0,
             unacked_segs: 0,
@@ -457,6 +463,10 @@ impl Connection {
     }
     pub fn timestamps_enabled(&self) -> bool {
         self.ts_enabled
+    }
+    /// SACK negotiated (we then send SACK blocks on pure ACKs).
+    pub fn sack_enabled(&self) -> bool {
+        self.sack_enabled
     }
     pub fn iss(&self) -> u32 {
         self.iss
@@ -593,6 +603,7 @@ impl Connection {
             }
         }
         self.ts_enabled = self.cfg.timestamps && opts.timestamps.is_some();
+        self.sack_enabled = self.cfg.sack && opts.sack_permitted;
         if let Some((v, _)) = opts.timestamps {
             self.ts_recent = v;
         }
@@ -1233,7 +1244,12 @@ impl Connection {
     }
 
     fn control(&mut self, seq: u32, fl: u8) -> Transmit {
-        let opts = self.data_options(self.now);
+        let mut opts = self.data_options(self.now);
+        if self.sack_enabled && fl == flags::ACK && !self.reorder.is_empty() {
+            let nxt = self.rcv_nxt;
+            let sack = &mut opts.sack;
+            self.reorder.sack_order(|s, e| sack.push(nxt.wrapping_add(s), nxt.wrapping_add(e)));
+        }
         let r = self.make_repr(seq, fl, opts);
         self.stats.segs_out += 1;
         if fl & flags::ACK != 0 {
@@ -1255,8 +1271,9 @@ impl Connection {
         let options = TcpOptionsRepr {
             mss: Some(self.cfg.mss),
             window_scale: if self.cfg.window_scale { Some(self.rcv_scale) } else { None },
-            sack_permitted: false,
+            sack_permitted: self.cfg.sack,
             timestamps: if self.cfg.timestamps { Some((self.tsval(self.now), 0)) } else { None },
+            ..TcpOptionsRepr::default()
         };
         TcpRepr {
             src_port: self.cfg.local.port(),

@@ -20,6 +20,8 @@ pub struct ReorderBuffer {
     /// Disjoint, non-adjacent, sorted `[start, end)` offsets from `rcv_nxt`.
     ranges: Vec<(u32, u32)>,
     max_ranges: usize,
+    /// Offset of the most recently stored segment (for the first SACK block).
+    last: Option<u32>,
 }
 
 impl ReorderBuffer {
@@ -30,6 +32,7 @@ impl ReorderBuffer {
             base: 0,
             ranges: Vec::with_capacity(max_ranges.max(1)),
             max_ranges: max_ranges.max(1),
+            last: None,
         }
     }
     pub fn capacity(&self) -> usize {
@@ -49,6 +52,24 @@ impl ReorderBuffer {
     pub fn clear(&mut self) {
         self.ranges.clear();
         self.base = 0;
+        self.last = None;
+    }
+
+    /// The range holding the most recently stored segment first, then the others in
+    /// sequence order (RFC 2018 block order), as offsets from `rcv_nxt`.
+    pub fn sack_order<F: FnMut(u32, u32) -> bool>(&self, mut f: F) {
+        let recent = self.last.and_then(|l| self.ranges.iter().position(|&(s, e)| s <= l && l < e));
+        if let Some(i) = recent {
+            let (s, e) = self.ranges[i];
+            if !f(s, e) {
+                return;
+            }
+        }
+        for (i, &(s, e)) in self.ranges.iter().enumerate() {
+            if Some(i) != recent && !f(s, e) {
+                return;
+            }
+        }
     }
 
     /// Store `data` at `offset` bytes after `rcv_nxt`. Data past the arena is trimmed.
@@ -90,6 +111,7 @@ impl ReorderBuffer {
             // Capacity reserved up front: this never reallocates.
             self.ranges.insert(first, (ns, ne));
         }
+        self.last = Some(s);
         Ok(self.buffered_bytes() - before)
     }
 
@@ -101,9 +123,11 @@ impl ReorderBuffer {
         let cap = self.arena.len();
         self.base = (self.base + n % cap) % cap;
         if self.ranges.is_empty() {
+            self.last = None;
             return;
         }
         let n = n.min(u32::MAX as usize) as u32;
+        self.last = self.last.and_then(|l| l.checked_sub(n));
         self.ranges.retain_mut(|r| {
             r.0 = r.0.saturating_sub(n);
             r.1 = r.1.saturating_sub(n);

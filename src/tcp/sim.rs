@@ -146,6 +146,8 @@ pub struct PeerConfig {
     pub app_reads: bool,
     /// Buffer and ACK out-of-order segments instead of dropping them.
     pub ooo_buffer: bool,
+    /// Answer SACK-permitted (the peer checks received SACK blocks but does not use them).
+    pub sack: bool,
 }
 
 impl Default for PeerConfig {
@@ -161,6 +163,7 @@ impl Default for PeerConfig {
             send_bytes: 0,
             app_reads: true,
             ooo_buffer: false,
+            sack: true,
         }
     }
 }
@@ -182,6 +185,9 @@ pub struct PeerStats {
     pub fin_in: u64,
     pub segs_out: u64,
     pub max_client_flight: u64,
+    pub sack_blocks_seen: u64,
+    /// SACK blocks not inside the data sent beyond the cumulative ACK: must stay 0.
+    pub sack_blocks_invalid: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -416,6 +422,7 @@ impl SimPeer {
                 if self.ts {
                     o.timestamps = Some(((now / 1000) as u32, self.ts_recent));
                 }
+                o.sack_permitted = self.cfg.sack && opts.sack_permitted;
                 let repr = TcpFrameRepr {
                     src_mac: self.mac,
                     dst_mac: self.client_mac,
@@ -450,6 +457,12 @@ impl SimPeer {
                     }
                     self.state = PeerState::Established;
                     self.snd_una = seg.ack();
+                }
+                for &(l, r) in opts.sack.as_slice() {
+                    self.stats.sack_blocks_seen += 1;
+                    if !(gt(l, seg.ack()) && lt(l, r) && le(r, self.snd_max)) {
+                        self.stats.sack_blocks_invalid += 1;
+                    }
                 }
                 self.on_established(now, &seg);
             }

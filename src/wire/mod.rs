@@ -24,7 +24,7 @@ pub use frame::{
 };
 pub use ipv4::{Ipv4Packet, Ipv4Repr, IPPROTO_TCP};
 pub use std::net::Ipv4Addr;
-pub use tcp::{flags, TcpOption, TcpOptionIter, TcpOptionsRepr, TcpRepr, TcpSegment};
+pub use tcp::{flags, SackBlocks, TcpOption, TcpOptionIter, TcpOptionsRepr, TcpRepr, TcpSegment};
 
 use std::fmt;
 

@@ -233,6 +233,31 @@ impl<'a> Iterator for TcpOptionIter<'a> {
     }
 }
 
+/// Up to four SACK blocks (RFC 2018), `[left, right)` sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SackBlocks {
+    pub len: u8,
+    pub blocks: [(u32, u32); 4],
+}
+
+impl SackBlocks {
+    pub fn as_slice(&self) -> &[(u32, u32)] {
+        &self.blocks[..(self.len as usize).min(4)]
+    }
+    /// Append a block; false when full.
+    pub fn push(&mut self, left: u32, right: u32) -> bool {
+        if self.len as usize >= 4 {
+            return false;
+        }
+        self.blocks[self.len as usize] = (left, right);
+        self.len += 1;
+        true
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// The options we understand, parsed or to be emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TcpOptionsRepr {
@@ -240,6 +265,9 @@ pub struct TcpOptionsRepr {
     pub window_scale: Option<u8>,
     pub sack_permitted: bool,
     pub timestamps: Option<(u32, u32)>,
+    /// SACK blocks. When emitting, at most 3 fit with timestamps (4 without); extra
+    /// blocks are left out.
+    pub sack: SackBlocks,
 }
 
 impl TcpOptionsRepr {
@@ -253,35 +281,52 @@ impl TcpOptionsRepr {
                 TcpOption::WindowScale(s) => r.window_scale = Some(s),
                 TcpOption::SackPermitted => r.sack_permitted = true,
                 TcpOption::Timestamps { tsval, tsecr } => r.timestamps = Some((tsval, tsecr)),
+                TcpOption::Sack(b) => {
+                    r.sack = SackBlocks::default();
+                    for blk in b.chunks_exact(8).take(4) {
+                        r.sack.push(be32(blk, 0), be32(blk, 4));
+                    }
+                }
                 _ => {}
             }
         }
         Ok(r)
     }
 
-    /// Bytes `emit` will write (always a multiple of 4).
-    pub fn len(&self) -> usize {
+    /// SACK blocks that fit next to the other options (40-byte option space).
+    fn sack_fit(&self) -> usize {
+        let used = self.len_without_sack();
+        let room = (40usize.saturating_sub(used + 4)) / 8;
+        (self.sack.len as usize).min(4).min(room)
+    }
+
+    fn len_without_sack(&self) -> usize {
         let mut n = 0;
         if self.mss.is_some() {
             n += 4;
         }
-        if self.timestamps.is_some() || self.sack_permitted {
-            n += 12 * self.timestamps.is_some() as usize;
-            if self.timestamps.is_none() {
-                n += 4;
-            }
+        if self.timestamps.is_some() {
+            n += 12;
+        } else if self.sack_permitted {
+            n += 4;
         }
         if self.window_scale.is_some() {
             n += 4;
         }
         n
     }
+
+    /// Bytes `emit` will write (always a multiple of 4, at most 40).
+    pub fn len(&self) -> usize {
+        let k = self.sack_fit();
+        self.len_without_sack() + if k > 0 { 4 + 8 * k } else { 0 }
+    }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Emit in Linux's order: MSS, SACK-permitted+timestamps (or NOP,NOP,TS /
-    /// NOP,NOP,SACKP), NOP+window scale. Returns bytes written.
+    /// NOP,NOP,SACKP), NOP+window scale, then NOP,NOP,SACK blocks. Returns bytes written.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         let n = self.len();
         if buf.len() < n {
@@ -324,6 +369,19 @@ impl TcpOptionsRepr {
             buf[i + 2] = 3;
             buf[i + 3] = s;
             i += 4;
+        }
+        let k = self.sack_fit();
+        if k > 0 {
+            buf[i] = kind::NOP;
+            buf[i + 1] = kind::NOP;
+            buf[i + 2] = kind::SACK;
+            buf[i + 3] = (2 + 8 * k) as u8;
+            i += 4;
+            for &(l, r) in &self.sack.blocks[..k] {
+                put32(buf, i, l);
+                put32(buf, i + 4, r);
+                i += 8;
+            }
         }
         debug_assert_eq!(i, n);
         Ok(i)

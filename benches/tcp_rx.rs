@@ -5,7 +5,9 @@
 //! bench-results/tcp_rx.json.
 
 use pipeline::tcp::{Connection, TcpConfig, Transmit};
-use pipeline::wire::{checksum, emit_tcp_frame, flags, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr};
+use pipeline::wire::{
+    checksum, emit_tcp_frame, flags, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr,
+};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
@@ -35,7 +37,15 @@ fn peer_frame(seq: u32, ack: u32, fl: u8, payload: &[u8], opts: TcpOptionsRepr) 
         dst_ip: Ipv4Addr::new(10, 0, 0, 2),
         ip_ident: 1,
         ttl: 64,
-        tcp: TcpRepr { src_port: 443, dst_port: 40000, seq, ack, flags: fl, window: 65535, options: opts },
+        tcp: TcpRepr {
+            src_port: 443,
+            dst_port: 40000,
+            seq,
+            ack,
+            flags: fl,
+            window: 65535,
+            options: opts,
+        },
     };
     let mut b = vec![0u8; 2048];
     let n = emit_tcp_frame(&mut b, &r, payload).unwrap();
@@ -52,7 +62,11 @@ fn established(verify: bool) -> Connection {
         1001,
         flags::SYN | flags::ACK,
         &[],
-        TcpOptionsRepr { mss: Some(1460), window_scale: Some(7), ..Default::default() },
+        TcpOptionsRepr {
+            mss: Some(1460),
+            window_scale: Some(7),
+            ..Default::default()
+        },
     );
     c.on_frame(10, &synack, |_| {});
     c.set_rx_space(1 << 30);
@@ -130,7 +144,11 @@ fn rx_hot_run(ring: &mut [Vec<u8>], total: usize, verify: bool) -> f64 {
         }
     }
     let ns = t.elapsed().as_nanos() as f64 / total as f64;
-    assert_eq!(delivered, total * SEG, "all segments accepted (checksums still valid)");
+    assert_eq!(
+        delivered,
+        total * SEG,
+        "all segments accepted (checksums still valid)"
+    );
     ns
 }
 
@@ -167,7 +185,13 @@ fn tx_run() -> f64 {
         total += t.elapsed().as_nanos() as f64;
         sent += k as usize;
         ack = ack.wrapping_add((k as usize * SEG) as u32);
-        let a = peer_frame(PEER_ISN.wrapping_add(1), ack, flags::ACK, &[], TcpOptionsRepr::default());
+        let a = peer_frame(
+            PEER_ISN.wrapping_add(1),
+            ack,
+            flags::ACK,
+            &[],
+            TcpOptionsRepr::default(),
+        );
         c.on_frame(40, &a, |_| {});
         while c.pop_acked().is_some() {}
     }
@@ -177,14 +201,30 @@ fn tx_run() -> f64 {
 fn main() {
     let payload = vec![0x5au8; SEG];
     let frames: Vec<Vec<u8>> = (0..FRAMES)
-        .map(|i| peer_frame(PEER_ISN.wrapping_add(1 + (i * SEG) as u32), 1001, flags::ACK | flags::PSH, &payload, TcpOptionsRepr::default()))
+        .map(|i| {
+            peer_frame(
+                PEER_ISN.wrapping_add(1 + (i * SEG) as u32),
+                1001,
+                flags::ACK | flags::PSH,
+                &payload,
+                TcpOptionsRepr::default(),
+            )
+        })
         .collect();
     // Warm up.
     rx_run(&frames, true);
     let rx_verify = median((0..RUNS).map(|_| rx_run(&frames, true)).collect());
     let mut ring: Vec<Vec<u8>> = frames[..256].to_vec();
-    let rx_hot = median((0..RUNS).map(|_| rx_hot_run(&mut ring, 4 * FRAMES, true)).collect());
-    let rx_hot_nv = median((0..RUNS).map(|_| rx_hot_run(&mut ring, 4 * FRAMES, false)).collect());
+    let rx_hot = median(
+        (0..RUNS)
+            .map(|_| rx_hot_run(&mut ring, 4 * FRAMES, true))
+            .collect(),
+    );
+    let rx_hot_nv = median(
+        (0..RUNS)
+            .map(|_| rx_hot_run(&mut ring, 4 * FRAMES, false))
+            .collect(),
+    );
     let rx_noverify = median((0..RUNS).map(|_| rx_run(&frames, false)).collect());
     let cs_1448 = median((0..RUNS).map(|_| checksum_gbps(1448)).collect());
     let cs_64k = median((0..RUNS).map(|_| checksum_gbps(65536)).collect());
@@ -196,11 +236,23 @@ fn main() {
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
     println!("| measurement | ns/segment | Msegments/s | payload Gbit/s |");
     println!("| --- | ---: | ---: | ---: |");
-    println!("| RX in-order, checksums verified, cache-hot frames | {rx_hot:.1} | {:.2} | {:.1} |", mseg(rx_hot), gbit(rx_hot));
+    println!(
+        "| RX in-order, checksums verified, cache-hot frames | {rx_hot:.1} | {:.2} | {:.1} |",
+        mseg(rx_hot),
+        gbit(rx_hot)
+    );
     println!("| RX in-order, checksums not verified, cache-hot frames | {rx_hot_nv:.1} | {:.2} | {:.1} |", mseg(rx_hot_nv), gbit(rx_hot_nv));
     println!("| RX in-order, checksums verified, cold 12 MB of frames | {rx_verify:.1} | {:.2} | {:.1} |", mseg(rx_verify), gbit(rx_verify));
-    println!("| RX in-order, checksums not verified, cold frames | {rx_noverify:.1} | {:.2} | {:.1} |", mseg(rx_noverify), gbit(rx_noverify));
-    println!("| TX send_data (headers + checksum) | {tx:.1} | {:.2} | {:.1} |", mseg(tx), gbit(tx));
+    println!(
+        "| RX in-order, checksums not verified, cold frames | {rx_noverify:.1} | {:.2} | {:.1} |",
+        mseg(rx_noverify),
+        gbit(rx_noverify)
+    );
+    println!(
+        "| TX send_data (headers + checksum) | {tx:.1} | {:.2} | {:.1} |",
+        mseg(tx),
+        gbit(tx)
+    );
     println!("| checksum | GB/s |");
     println!("| --- | ---: |");
     println!("| 1448 B | {cs_1448:.2} |");

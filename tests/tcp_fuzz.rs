@@ -10,7 +10,9 @@ fn random_frame(rng: &mut Rng, near_seq: u32, near_ack: u32) -> Vec<u8> {
     let pick = |rng: &mut Rng, near: u32| match rng.below(4) {
         0 => rng.next_u64() as u32,
         1 => near,
-        _ => near.wrapping_add(rng.below(200_000) as u32).wrapping_sub(100_000),
+        _ => near
+            .wrapping_add(rng.below(200_000) as u32)
+            .wrapping_sub(100_000),
     };
     let fl = match rng.below(6) {
         0 => rng.next_u64() as u8,
@@ -20,10 +22,22 @@ fn random_frame(rng: &mut Rng, near_seq: u32, near_ack: u32) -> Vec<u8> {
         _ => flags::ACK | flags::PSH,
     };
     let options = TcpOptionsRepr {
-        mss: if rng.chance(0.2) { Some(rng.next_u64() as u16) } else { None },
-        window_scale: if rng.chance(0.2) { Some(rng.next_u64() as u8) } else { None },
+        mss: if rng.chance(0.2) {
+            Some(rng.next_u64() as u16)
+        } else {
+            None
+        },
+        window_scale: if rng.chance(0.2) {
+            Some(rng.next_u64() as u8)
+        } else {
+            None
+        },
         sack_permitted: rng.chance(0.1),
-        timestamps: if rng.chance(0.2) { Some((rng.next_u64() as u32, 0)) } else { None },
+        timestamps: if rng.chance(0.2) {
+            Some((rng.next_u64() as u32, 0))
+        } else {
+            None
+        },
         ..Default::default()
     };
     let len = match rng.below(3) {
@@ -79,7 +93,13 @@ fn hostile_segments_never_panic() {
     for round in 0..100 {
         let mut cc = Harness::default_config();
         cc.verify_checksums = rng.chance(0.5);
-        let mut h = Harness::new(cc, PeerConfig::default(), Faults::default(), Faults::default(), round);
+        let mut h = Harness::new(
+            cc,
+            PeerConfig::default(),
+            Faults::default(),
+            Faults::default(),
+            round,
+        );
         h.connect(rng.next_u64() as u32);
         if round % 3 != 0 {
             assert!(h.run_until(5_000_000, |h| h.client.is_established()));
@@ -105,6 +125,9 @@ fn hostile_segments_never_panic() {
         // Whatever happened, delivered bytes match the receive sequence advance
         // (minus SYN/FIN sequence numbers, at most 2).
         let adv = h.client.rcv_nxt().wrapping_sub(start_rcv) as u64;
-        assert!(adv >= delivered && adv <= delivered + 2, "round {round}: adv {adv} delivered {delivered}");
+        assert!(
+            adv >= delivered && adv <= delivered + 2,
+            "round {round}: adv {adv} delivered {delivered}"
+        );
     }
 }

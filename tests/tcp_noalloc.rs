@@ -35,7 +35,15 @@ fn frame(seq: u32, ack: u32, fl: u8, payload: &[u8], opts: TcpOptionsRepr) -> Ve
         dst_ip: Ipv4Addr::new(10, 0, 0, 2),
         ip_ident: 1,
         ttl: 64,
-        tcp: TcpRepr { src_port: 443, dst_port: 40000, seq, ack, flags: fl, window: 65535, options: opts },
+        tcp: TcpRepr {
+            src_port: 443,
+            dst_port: 40000,
+            seq,
+            ack,
+            flags: fl,
+            window: 65535,
+            options: opts,
+        },
     };
     let mut b = vec![0u8; 2048];
     let n = emit_tcp_frame(&mut b, &r, payload).unwrap();
@@ -55,18 +63,57 @@ fn no_allocation_on_the_hot_path() {
     c.connect_with_isn(0, 1000, 0).unwrap();
     while c.poll_transmit(0).is_some() {}
     let peer = 5000u32;
-    let o = TcpOptionsRepr { mss: Some(1460), window_scale: Some(7), sack_permitted: true, ..Default::default() };
-    c.on_frame(1, &frame(peer, 1001, flags::SYN | flags::ACK, &[], o), |_| {});
+    let o = TcpOptionsRepr {
+        mss: Some(1460),
+        window_scale: Some(7),
+        sack_permitted: true,
+        ..Default::default()
+    };
+    c.on_frame(
+        1,
+        &frame(peer, 1001, flags::SYN | flags::ACK, &[], o),
+        |_| {},
+    );
     // Pre-build every input outside the measured region.
     let data = vec![7u8; 1000];
     let inputs: Vec<Vec<u8>> = vec![
         frame(peer + 1, 1001, flags::ACK, &data, TcpOptionsRepr::default()), // in order
-        frame(peer + 3001, 1001, flags::ACK, &data, TcpOptionsRepr::default()), // OOO
-        frame(peer + 2001, 1001, flags::ACK, &data, TcpOptionsRepr::default()), // OOO
+        frame(
+            peer + 3001,
+            1001,
+            flags::ACK,
+            &data,
+            TcpOptionsRepr::default(),
+        ), // OOO
+        frame(
+            peer + 2001,
+            1001,
+            flags::ACK,
+            &data,
+            TcpOptionsRepr::default(),
+        ), // OOO
         frame(peer + 1, 1001, flags::ACK, &data, TcpOptionsRepr::default()), // duplicate
-        frame(peer + 1001, 1001, flags::ACK, &data, TcpOptionsRepr::default()), // fills the gap
-        frame(peer + 4001 + 100, 0, flags::RST, &[], TcpOptionsRepr::default()), // challenge
-        frame(peer + 4001, 1001 + 3000, flags::ACK, &[], TcpOptionsRepr::default()), // acks our data
+        frame(
+            peer + 1001,
+            1001,
+            flags::ACK,
+            &data,
+            TcpOptionsRepr::default(),
+        ), // fills the gap
+        frame(
+            peer + 4001 + 100,
+            0,
+            flags::RST,
+            &[],
+            TcpOptionsRepr::default(),
+        ), // challenge
+        frame(
+            peer + 4001,
+            1001 + 3000,
+            flags::ACK,
+            &[],
+            TcpOptionsRepr::default(),
+        ), // acks our data
     ];
     let mut frames = vec![vec![0u8; 2048]; 4];
     let mut ackbuf = vec![0u8; 256];
@@ -87,7 +134,8 @@ fn no_allocation_on_the_hot_path() {
                     c.emit_control(&seg, &mut ackbuf).unwrap();
                 }
                 Transmit::Retransmit { handle, seq, len } => {
-                    c.refresh_data_frame(&mut frames[handle as usize], seq, len).unwrap();
+                    c.refresh_data_frame(&mut frames[handle as usize], seq, len)
+                        .unwrap();
                 }
             }
         }
@@ -105,5 +153,9 @@ fn no_allocation_on_the_hot_path() {
     assert_eq!(c.stats().challenge_acks, 1);
     assert!(c.sack_enabled(), "the SACK-block path was exercised");
     assert_eq!(c.stats().rto_expirations, 1);
-    assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "allocations on the hot path");
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst),
+        0,
+        "allocations on the hot path"
+    );
 }

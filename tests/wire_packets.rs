@@ -3,9 +3,9 @@
 
 use pipeline::wire::checksum;
 use pipeline::wire::{
-    emit_tcp_frame, emit_tcp_frame_in_place, flags, parse_tcp_frame, tcp_frame_header_len, ArpOp, ArpPacket, ArpRepr,
-    EtherType, EthernetFrame, Ipv4Addr, Ipv4Packet, MacAddr, TcpFrameRepr, TcpOption, TcpOptionIter, TcpOptionsRepr,
-    TcpRepr, TcpSegment, WireError,
+    emit_tcp_frame, emit_tcp_frame_in_place, flags, parse_tcp_frame, tcp_frame_header_len, ArpOp,
+    ArpPacket, ArpRepr, EtherType, EthernetFrame, Ipv4Addr, Ipv4Packet, MacAddr, TcpFrameRepr,
+    TcpOption, TcpOptionIter, TcpOptionsRepr, TcpRepr, TcpSegment, WireError,
 };
 
 /// The most literal RFC 1071 sum: 16-bit big-endian words into a u64, then fold.
@@ -17,7 +17,10 @@ fn reference_sum(parts: &[&[u8]]) -> u16 {
     if all.len() % 2 == 1 {
         all.push(0);
     }
-    let mut s: u64 = all.chunks(2).map(|w| ((w[0] as u64) << 8) | w[1] as u64).sum();
+    let mut s: u64 = all
+        .chunks(2)
+        .map(|w| ((w[0] as u64) << 8) | w[1] as u64)
+        .sum();
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
@@ -26,7 +29,10 @@ fn reference_sum(parts: &[&[u8]]) -> u16 {
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]
@@ -60,13 +66,22 @@ fn known_tcp_syn_checksum() {
         "9c 40 00 50  00 00 03 e8  00 00 00 00  a0 02 fa f0  00 00 00 00
          02 04 05 b4  04 02 08 0a  00 01 e2 40  00 00 00 00  01 03 03 07",
     );
-    let ph = [&src.octets()[..], &dst.octets()[..], &[0, 6], &(seg.len() as u16).to_be_bytes()].concat();
+    let ph = [
+        &src.octets()[..],
+        &dst.octets()[..],
+        &[0, 6],
+        &(seg.len() as u16).to_be_bytes(),
+    ]
+    .concat();
     let c = !reference_sum(&[&ph, &seg]);
     seg[16..18].copy_from_slice(&c.to_be_bytes());
     let t = TcpSegment::new_checked(&seg[..]).unwrap();
     assert!(t.verify_checksum(src, dst));
     assert!(!t.verify_checksum(src, Ipv4Addr::new(10, 0, 0, 3)));
-    assert_eq!((t.src_port(), t.dst_port(), t.seq(), t.flags(), t.window()), (40000, 80, 1000, flags::SYN, 64240));
+    assert_eq!(
+        (t.src_port(), t.dst_port(), t.seq(), t.flags(), t.window()),
+        (40000, 80, 1000, flags::SYN, 64240)
+    );
     let o = TcpOptionsRepr::parse(t.options()).unwrap();
     assert_eq!(
         o,
@@ -79,7 +94,15 @@ fn known_tcp_syn_checksum() {
         }
     );
     // Our emitter produces exactly these bytes.
-    let repr = TcpRepr { src_port: 40000, dst_port: 80, seq: 1000, ack: 0, flags: flags::SYN, window: 64240, options: o };
+    let repr = TcpRepr {
+        src_port: 40000,
+        dst_port: 80,
+        seq: 1000,
+        ack: 0,
+        flags: flags::SYN,
+        window: 64240,
+        options: o,
+    };
     let mut out = [0u8; 60];
     let n = repr.emit_header(&mut out).unwrap();
     let cs = checksum::tcp_checksum(src, dst, &out[..n]);
@@ -99,7 +122,11 @@ fn checksum_matches_reference_for_random_buffers() {
             })
             .collect();
         for start in 0..3.min(len) {
-            assert_eq!(checksum::sum(&buf[start..]), reference_sum(&[&buf[start..]]), "len {len} start {start}");
+            assert_eq!(
+                checksum::sum(&buf[start..]),
+                reference_sum(&[&buf[start..]]),
+                "len {len} start {start}"
+            );
         }
     }
 }
@@ -119,7 +146,10 @@ fn sample_frame(payload: &[u8], ts: bool) -> (Vec<u8>, TcpFrameRepr) {
             ack: 12345,
             flags: flags::ACK | flags::PSH,
             window: 1000,
-            options: TcpOptionsRepr { timestamps: if ts { Some((1, 2)) } else { None }, ..Default::default() },
+            options: TcpOptionsRepr {
+                timestamps: if ts { Some((1, 2)) } else { None },
+                ..Default::default()
+            },
         },
     };
     let mut buf = vec![0u8; 2048];
@@ -150,7 +180,10 @@ fn frame_roundtrip_and_in_place() {
         let n = emit_tcp_frame_in_place(&mut g, &r, payload.len()).unwrap();
         assert_eq!(&g[..n], &f[..]);
         // Too-small output buffers are refused, never written past.
-        assert_eq!(emit_tcp_frame(&mut g[..off + 10], &r, &payload), Err(WireError::BufferTooSmall));
+        assert_eq!(
+            emit_tcp_frame(&mut g[..off + 10], &r, &payload),
+            Err(WireError::BufferTooSmall)
+        );
     }
 }
 
@@ -158,7 +191,10 @@ fn frame_roundtrip_and_in_place() {
 fn every_truncation_rejected() {
     let (f, _) = sample_frame(&[7u8; 100], true);
     for len in 0..f.len() {
-        assert!(parse_tcp_frame(&f[..len], false).is_err(), "truncated to {len} accepted");
+        assert!(
+            parse_tcp_frame(&f[..len], false).is_err(),
+            "truncated to {len} accepted"
+        );
     }
     assert!(parse_tcp_frame(&f, true).is_ok());
     let seg = &f[34..];
@@ -197,19 +233,31 @@ fn malformed_ipv4() {
     let ip = f[14..].to_vec();
     let mut v = ip.clone();
     v[0] = 0x65;
-    assert_eq!(Ipv4Packet::new_checked(&v[..]).unwrap_err(), WireError::BadVersion);
+    assert_eq!(
+        Ipv4Packet::new_checked(&v[..]).unwrap_err(),
+        WireError::BadVersion
+    );
     v = ip.clone();
     v[0] = 0x44;
-    assert_eq!(Ipv4Packet::new_checked(&v[..]).unwrap_err(), WireError::BadHeaderLen);
+    assert_eq!(
+        Ipv4Packet::new_checked(&v[..]).unwrap_err(),
+        WireError::BadHeaderLen
+    );
     v = ip.clone();
     v[0] = 0x4f; // 60-byte header in a 43-byte packet
     assert!(Ipv4Packet::new_checked(&v[..]).is_err());
     v = ip.clone();
     v[2..4].copy_from_slice(&19u16.to_be_bytes());
-    assert_eq!(Ipv4Packet::new_checked(&v[..]).unwrap_err(), WireError::BadTotalLen);
+    assert_eq!(
+        Ipv4Packet::new_checked(&v[..]).unwrap_err(),
+        WireError::BadTotalLen
+    );
     v = ip.clone();
     v[2..4].copy_from_slice(&2000u16.to_be_bytes());
-    assert_eq!(Ipv4Packet::new_checked(&v[..]).unwrap_err(), WireError::Truncated);
+    assert_eq!(
+        Ipv4Packet::new_checked(&v[..]).unwrap_err(),
+        WireError::Truncated
+    );
     // Fragments are flagged and refused by the frame parser.
     for (b6, b7) in [(0x20u8, 0u8), (0x00, 0x10), (0x40 | 0x20, 0x01)] {
         let mut g = f.clone();
@@ -221,11 +269,17 @@ fn malformed_ipv4() {
     }
     let mut g = f.clone();
     g[23] = 17;
-    assert_eq!(parse_tcp_frame(&g, false).unwrap_err(), WireError::WrongProtocol);
+    assert_eq!(
+        parse_tcp_frame(&g, false).unwrap_err(),
+        WireError::WrongProtocol
+    );
     let mut g = f.clone();
     g[12] = 0x86;
     g[13] = 0xdd;
-    assert_eq!(parse_tcp_frame(&g, false).unwrap_err(), WireError::WrongEtherType);
+    assert_eq!(
+        parse_tcp_frame(&g, false).unwrap_err(),
+        WireError::WrongEtherType
+    );
 }
 
 #[test]
@@ -234,9 +288,15 @@ fn malformed_tcp_header() {
     let seg = f[34..].to_vec();
     let mut v = seg.clone();
     v[12] = 0x40; // data offset 4
-    assert_eq!(TcpSegment::new_checked(&v[..]).unwrap_err(), WireError::BadHeaderLen);
+    assert_eq!(
+        TcpSegment::new_checked(&v[..]).unwrap_err(),
+        WireError::BadHeaderLen
+    );
     v[12] = 0x70; // 28-byte header in a 23-byte segment
-    assert_eq!(TcpSegment::new_checked(&v[..]).unwrap_err(), WireError::Truncated);
+    assert_eq!(
+        TcpSegment::new_checked(&v[..]).unwrap_err(),
+        WireError::Truncated
+    );
 }
 
 fn opts(bytes: &[u8]) -> Result<TcpOptionsRepr, WireError> {
@@ -246,7 +306,10 @@ fn opts(bytes: &[u8]) -> Result<TcpOptionsRepr, WireError> {
 #[test]
 fn tcp_options_parse_and_reject() {
     // Unknown option (kind 30, len 4) skipped; EOL stops parsing (garbage after it ignored).
-    assert_eq!(opts(&[30, 4, 1, 2, 2, 4, 5, 0xb4, 0, 99, 99]).unwrap().mss, Some(1460));
+    assert_eq!(
+        opts(&[30, 4, 1, 2, 2, 4, 5, 0xb4, 0, 99, 99]).unwrap().mss,
+        Some(1460)
+    );
     assert_eq!(opts(&[1, 1, 1, 0, 2, 4, 5, 0xb4]).unwrap().mss, None);
     // SACK blocks are skipped.
     let mut s = vec![5, 10];
@@ -254,16 +317,16 @@ fn tcp_options_parse_and_reject() {
     assert!(opts(&s).is_ok());
     // Malformed lengths.
     for bad in [
-        &[2u8][..],              // kind without length
-        &[2, 0],                 // length 0
-        &[2, 1],                 // length 1
-        &[2, 4, 5],              // length beyond the option area
-        &[2, 3, 5],              // MSS with length 3
-        &[3, 4, 7, 0],           // window scale with length 4
-        &[4, 3, 0],              // SACK-permitted with length 3
-        &[8, 8, 0, 0, 0, 0, 0, 0], // timestamps with length 8
+        &[2u8][..],                   // kind without length
+        &[2, 0],                      // length 0
+        &[2, 1],                      // length 1
+        &[2, 4, 5],                   // length beyond the option area
+        &[2, 3, 5],                   // MSS with length 3
+        &[3, 4, 7, 0],                // window scale with length 4
+        &[4, 3, 0],                   // SACK-permitted with length 3
+        &[8, 8, 0, 0, 0, 0, 0, 0],    // timestamps with length 8
         &[5, 9, 0, 0, 0, 0, 0, 0, 0], // SACK with a partial block
-        &[30, 10, 1, 2],         // unknown with length past the end
+        &[30, 10, 1, 2],              // unknown with length past the end
     ] {
         assert_eq!(opts(bad).unwrap_err(), WireError::BadOption, "{bad:?}");
     }
@@ -280,7 +343,13 @@ fn tcp_options_emit_roundtrip_all_combinations() {
         for ws in [None, Some(0u8), Some(14)] {
             for sp in [false, true] {
                 for ts in [None, Some((0xdead_beef, 0x0102_0304))] {
-                    let o = TcpOptionsRepr { mss, window_scale: ws, sack_permitted: sp, timestamps: ts, ..Default::default() };
+                    let o = TcpOptionsRepr {
+                        mss,
+                        window_scale: ws,
+                        sack_permitted: sp,
+                        timestamps: ts,
+                        ..Default::default()
+                    };
                     let mut b = [0u8; 40];
                     let n = o.emit(&mut b).unwrap();
                     assert_eq!(n, o.len());
@@ -307,7 +376,11 @@ fn incremental_checksum_update() {
 
 #[test]
 fn arp_roundtrip_and_rejects() {
-    let req = ArpRepr::request(MacAddr([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1));
+    let req = ArpRepr::request(
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        Ipv4Addr::new(10, 0, 0, 2),
+        Ipv4Addr::new(10, 0, 0, 1),
+    );
     let mut buf = [0u8; 64];
     let n = req.emit_frame(&mut buf).unwrap();
     assert_eq!(n, 60);
@@ -318,14 +391,26 @@ fn arp_roundtrip_and_rejects() {
     assert_eq!(a.operation(), ArpOp::Request);
     assert_eq!(ArpRepr::parse(&a), req);
     for len in 0..28 {
-        assert_eq!(ArpPacket::new_checked(&eth.payload()[..len]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            ArpPacket::new_checked(&eth.payload()[..len]).unwrap_err(),
+            WireError::Truncated
+        );
     }
     let mut p = eth.payload().to_vec();
     p[1] = 6; // htype 6 (IEEE 802)
-    assert_eq!(ArpPacket::new_checked(&p[..]).unwrap_err(), WireError::Unsupported);
-    assert_eq!("02:00:00:00:00:01".parse::<MacAddr>().unwrap(), MacAddr([2, 0, 0, 0, 0, 1]));
+    assert_eq!(
+        ArpPacket::new_checked(&p[..]).unwrap_err(),
+        WireError::Unsupported
+    );
+    assert_eq!(
+        "02:00:00:00:00:01".parse::<MacAddr>().unwrap(),
+        MacAddr([2, 0, 0, 0, 0, 1])
+    );
     assert!("02:00:00:00:00".parse::<MacAddr>().is_err());
-    assert_eq!(MacAddr([2, 0, 0, 0, 0, 0xab]).to_string(), "02:00:00:00:00:ab");
+    assert_eq!(
+        MacAddr([2, 0, 0, 0, 0, 0xab]).to_string(),
+        "02:00:00:00:00:ab"
+    );
 }
 
 #[test]

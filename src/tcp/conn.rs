@@ -5,8 +5,8 @@ use super::seq::{dist, ge, gt, in_window, le, lt};
 use crate::config;
 use crate::error::Error;
 use crate::wire::{
-    emit_tcp_frame_in_place, flags, frame, parse_tcp_frame, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr,
-    TcpSegment, WireError,
+    emit_tcp_frame_in_place, flags, frame, parse_tcp_frame, MacAddr, TcpFrameRepr, TcpOptionsRepr,
+    TcpRepr, TcpSegment, WireError,
 };
 use std::collections::VecDeque;
 use std::fmt;
@@ -65,7 +65,12 @@ pub struct TcpConfig {
 }
 
 impl TcpConfig {
-    pub fn new(local_mac: MacAddr, remote_mac: MacAddr, local: SocketAddrV4, remote: SocketAddrV4) -> Self {
+    pub fn new(
+        local_mac: MacAddr,
+        remote_mac: MacAddr,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Self {
         TcpConfig {
             local_mac,
             remote_mac,
@@ -113,11 +118,24 @@ pub enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// Both FINs exchanged; `by_peer` when the peer closed first.
-    Normal { by_peer: bool, remote: SocketAddrV4 },
-    ResetByPeer { remote: SocketAddrV4 },
-    Refused { remote: SocketAddrV4 },
-    SynTimeout { remote: SocketAddrV4, tries: u32 },
-    RetransmitTimeout { remote: SocketAddrV4, tries: u32 },
+    Normal {
+        by_peer: bool,
+        remote: SocketAddrV4,
+    },
+    ResetByPeer {
+        remote: SocketAddrV4,
+    },
+    Refused {
+        remote: SocketAddrV4,
+    },
+    SynTimeout {
+        remote: SocketAddrV4,
+        tries: u32,
+    },
+    RetransmitTimeout {
+        remote: SocketAddrV4,
+        tries: u32,
+    },
     /// `abort()` was called.
     Aborted,
 }
@@ -321,8 +339,13 @@ impl Connection {
         if cfg.mss < 64 {
             return Err(Error::Config(format!("TCP MSS {} is too small", cfg.mss)));
         }
-        if cfg.max_in_flight_segments == 0 || cfg.ack_every_segments == 0 || cfg.dupack_threshold == 0 {
-            return Err(Error::Config("TCP: in-flight segments, ACK batch and dup-ACK threshold must be > 0".into()));
+        if cfg.max_in_flight_segments == 0
+            || cfg.ack_every_segments == 0
+            || cfg.dupack_threshold == 0
+        {
+            return Err(Error::Config(
+                "TCP: in-flight segments, ACK batch and dup-ACK threshold must be > 0".into(),
+            ));
         }
         let rcv_buf_max = cfg.rcv_buf_max.clamp(1024, 1 << 30);
         let mut rcv_scale = 0u8;
@@ -390,7 +413,10 @@ impl Connection {
             ip_ident: 0,
             events: VecDeque::with_capacity(EVENT_CAP),
             close_reason: None,
-            stats: TcpStats { rto_us: rto, ..TcpStats::default() },
+            stats: TcpStats {
+                rto_us: rto,
+                ..TcpStats::default()
+            },
             cfg: TcpConfig { rcv_buf_max, ..cfg },
         })
     }
@@ -406,7 +432,9 @@ impl Connection {
     /// Active open with a chosen ISN and timestamp offset (deterministic tests).
     pub fn connect_with_isn(&mut self, now: u64, isn: u32, ts_offset: u32) -> crate::Result<()> {
         if self.state != State::Closed || self.close_reason.is_some() {
-            return Err(Error::Net("connect() on a connection that was already used".into()));
+            return Err(Error::Net(
+                "connect() on a connection that was already used".into(),
+            ));
         }
         self.now = now;
         self.iss = isn;
@@ -498,7 +526,10 @@ impl Connection {
     }
     /// Where a data segment's payload starts in its frame (Ethernet + IPv4 + TCP headers).
     pub fn payload_offset(&self) -> usize {
-        frame::tcp_frame_header_len(&TcpRepr { options: self.data_options(0), ..TcpRepr::default() })
+        frame::tcp_frame_header_len(&TcpRepr {
+            options: self.data_options(0),
+            ..TcpRepr::default()
+        })
     }
 
     // ----------------------------------------------------------------- receive
@@ -581,7 +612,9 @@ impl Connection {
         }
         if seg.rst() {
             if ack_ok {
-                self.enter_closed(CloseReason::Refused { remote: self.cfg.remote });
+                self.enter_closed(CloseReason::Refused {
+                    remote: self.cfg.remote,
+                });
             } else {
                 self.stats.rst_ignored += 1;
             }
@@ -648,7 +681,9 @@ impl Connection {
                     self.state = State::Closed;
                     self.time_wait_deadline = None;
                 } else {
-                    self.enter_closed(CloseReason::ResetByPeer { remote: self.cfg.remote });
+                    self.enter_closed(CloseReason::ResetByPeer {
+                        remote: self.cfg.remote,
+                    });
                 }
             } else if in_window(seq, self.rcv_nxt, rcv_wnd.max(1)) {
                 self.challenge_ack();
@@ -709,7 +744,10 @@ impl Connection {
 
         // Text.
         let owed_before = self.dup_acks_owed;
-        let accepts_data = matches!(self.state, State::Established | State::FinWait1 | State::FinWait2);
+        let accepts_data = matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::FinWait2
+        );
         if accepts_data && !payload.is_empty() {
             self.process_data(now, seq, payload, deliver);
         }
@@ -821,19 +859,32 @@ impl Connection {
         } else {
             self.rtx_pending = false;
         }
-        self.rto_deadline = if self.snd_una == self.snd_nxt { None } else { Some(now.saturating_add(self.rto)) };
+        self.rto_deadline = if self.snd_una == self.snd_nxt {
+            None
+        } else {
+            Some(now.saturating_add(self.rto))
+        };
 
         if self.fin_sent && gt(ack, self.fin_seq) {
             match self.state {
                 State::FinWait1 => self.state = State::FinWait2,
                 State::Closing => self.enter_time_wait(now, false),
-                State::LastAck => self.enter_closed(CloseReason::Normal { by_peer: true, remote: self.cfg.remote }),
+                State::LastAck => self.enter_closed(CloseReason::Normal {
+                    by_peer: true,
+                    remote: self.cfg.remote,
+                }),
                 _ => {}
             }
         }
     }
 
-    fn process_data<F: FnMut(&[u8])>(&mut self, now: u64, seq: u32, payload: &[u8], deliver: &mut F) {
+    fn process_data<F: FnMut(&[u8])>(
+        &mut self,
+        now: u64,
+        seq: u32,
+        payload: &[u8],
+        deliver: &mut F,
+    ) {
         let mut seq = seq;
         let mut data = payload;
         if lt(seq, self.rcv_nxt) {
@@ -1012,7 +1063,13 @@ impl Connection {
     /// records `(seq, len, handle)` for retransmission, and returns the frame length.
     /// `handle` comes back from [`pop_acked`](Self::pop_acked) once the data is
     /// acknowledged (in any order relative to other pools' frames).
-    pub fn send_data(&mut self, now: u64, frame: &mut [u8], payload_len: usize, handle: u32) -> crate::Result<usize> {
+    pub fn send_data(
+        &mut self,
+        now: u64,
+        frame: &mut [u8],
+        payload_len: usize,
+        handle: u32,
+    ) -> crate::Result<usize> {
         self.now = now;
         if payload_len == 0 || payload_len > self.eff_mss as usize {
             return Err(Error::Config(format!(
@@ -1026,7 +1083,11 @@ impl Connection {
         let seq = self.snd_nxt;
         let n = self.write_data_frame(frame, seq, payload_len)?;
         self.snd_nxt = seq.wrapping_add(payload_len as u32);
-        self.rtx.push_back(TxEntry { seq, len: payload_len as u32, handle });
+        self.rtx.push_back(TxEntry {
+            seq,
+            len: payload_len as u32,
+            handle,
+        });
         self.stats.bytes_out += payload_len as u64;
         if self.rtt_probe.is_none() && !self.in_recovery {
             self.rtt_probe = Some((self.snd_nxt, now));
@@ -1041,11 +1102,21 @@ impl Connection {
     /// Rewrite the headers of a data frame being retransmitted (current ACK, window and
     /// timestamps; checksums). The payload must still be in place. Returns the frame
     /// length.
-    pub fn refresh_data_frame(&mut self, frame: &mut [u8], seq: u32, len: u32) -> crate::Result<usize> {
+    pub fn refresh_data_frame(
+        &mut self,
+        frame: &mut [u8],
+        seq: u32,
+        len: u32,
+    ) -> crate::Result<usize> {
         Ok(self.write_data_frame(frame, seq, len as usize)?)
     }
 
-    fn write_data_frame(&mut self, frame: &mut [u8], seq: u32, len: usize) -> Result<usize, WireError> {
+    fn write_data_frame(
+        &mut self,
+        frame: &mut [u8],
+        seq: u32,
+        len: usize,
+    ) -> Result<usize, WireError> {
         let repr = self.make_repr(seq, flags::ACK | flags::PSH, self.data_options(self.now));
         let fr = self.frame_repr(repr);
         let n = emit_tcp_frame_in_place(frame, &fr, len)?;
@@ -1085,7 +1156,11 @@ impl Connection {
     pub fn abort(&mut self, now: u64) {
         self.now = now;
         if self.is_synchronized() && self.state != State::TimeWait {
-            self.rst_pending = Some(self.make_repr(self.snd_nxt, flags::RST | flags::ACK, TcpOptionsRepr::default()));
+            self.rst_pending = Some(self.make_repr(
+                self.snd_nxt,
+                flags::RST | flags::ACK,
+                TcpOptionsRepr::default(),
+            ));
         }
         if self.close_reason.is_none() {
             self.enter_closed(CloseReason::Aborted);
@@ -1098,11 +1173,21 @@ impl Connection {
 
     /// The earliest time (µs) at which `poll_transmit` has timer work to do.
     pub fn next_deadline(&self) -> Option<u64> {
-        let ack = if self.unacked_segs > 0 { self.ack_deadline } else { None };
-        [self.syn_deadline, self.rto_deadline, self.persist_deadline, ack, self.time_wait_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        let ack = if self.unacked_segs > 0 {
+            self.ack_deadline
+        } else {
+            None
+        };
+        [
+            self.syn_deadline,
+            self.rto_deadline,
+            self.persist_deadline,
+            ack,
+            self.time_wait_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Run expired timers (also done by `poll_transmit`).
@@ -1111,7 +1196,10 @@ impl Connection {
         if let Some(d) = self.syn_deadline {
             if now >= d && self.state == State::SynSent {
                 if self.syn_tries > self.cfg.syn_retries {
-                    self.enter_closed(CloseReason::SynTimeout { remote: self.cfg.remote, tries: self.syn_tries });
+                    self.enter_closed(CloseReason::SynTimeout {
+                        remote: self.cfg.remote,
+                        tries: self.syn_tries,
+                    });
                     return;
                 }
                 self.syn_pending = true;
@@ -1124,9 +1212,15 @@ impl Connection {
                     self.rto_deadline = None;
                 } else if self.retries >= self.cfg.max_retransmits {
                     let tries = self.retries;
-                    self.rst_pending =
-                        Some(self.make_repr(self.snd_nxt, flags::RST | flags::ACK, TcpOptionsRepr::default()));
-                    self.enter_closed(CloseReason::RetransmitTimeout { remote: self.cfg.remote, tries });
+                    self.rst_pending = Some(self.make_repr(
+                        self.snd_nxt,
+                        flags::RST | flags::ACK,
+                        TcpOptionsRepr::default(),
+                    ));
+                    self.enter_closed(CloseReason::RetransmitTimeout {
+                        remote: self.cfg.remote,
+                        tries,
+                    });
                     return;
                 } else {
                     self.retries += 1;
@@ -1176,8 +1270,13 @@ impl Connection {
                         self.stats.syn_retransmits += 1;
                     }
                     self.syn_sent_at = now;
-                    let base = self.cfg.rto_initial_us.clamp(self.cfg.rto_min_us, self.cfg.rto_max_us);
-                    let t = base.saturating_mul(1u64 << self.syn_tries.saturating_sub(1).min(20)).min(self.cfg.rto_max_us);
+                    let base = self
+                        .cfg
+                        .rto_initial_us
+                        .clamp(self.cfg.rto_min_us, self.cfg.rto_max_us);
+                    let t = base
+                        .saturating_mul(1u64 << self.syn_tries.saturating_sub(1).min(20))
+                        .min(self.cfg.rto_max_us);
                     self.syn_deadline = Some(now.saturating_add(t));
                     self.stats.segs_out += 1;
                     return Some(Transmit::Control(self.syn_repr()));
@@ -1198,18 +1297,29 @@ impl Connection {
                 if self.rto_deadline.is_none() {
                     self.rto_deadline = Some(now.saturating_add(self.rto));
                 }
-                return Some(Transmit::Retransmit { handle: e.handle, seq: e.seq, len: e.len });
+                return Some(Transmit::Retransmit {
+                    handle: e.handle,
+                    seq: e.seq,
+                    len: e.len,
+                });
             }
             if self.fin_sent && self.snd_una == self.fin_seq {
                 self.stats.retransmits += 1;
                 return Some(self.control(self.fin_seq, flags::FIN | flags::ACK));
             }
         }
-        if self.fin_queued && !self.fin_sent && matches!(self.state, State::Established | State::CloseWait) {
+        if self.fin_queued
+            && !self.fin_sent
+            && matches!(self.state, State::Established | State::CloseWait)
+        {
             self.fin_sent = true;
             self.fin_seq = self.snd_nxt;
             self.snd_nxt = self.snd_nxt.wrapping_add(1);
-            self.state = if self.state == State::Established { State::FinWait1 } else { State::LastAck };
+            self.state = if self.state == State::Established {
+                State::FinWait1
+            } else {
+                State::LastAck
+            };
             if self.rto_deadline.is_none() {
                 self.rto_deadline = Some(now.saturating_add(self.rto));
             }
@@ -1248,7 +1358,8 @@ impl Connection {
         if self.sack_enabled && fl == flags::ACK && !self.reorder.is_empty() {
             let nxt = self.rcv_nxt;
             let sack = &mut opts.sack;
-            self.reorder.sack_order(|s, e| sack.push(nxt.wrapping_add(s), nxt.wrapping_add(e)));
+            self.reorder
+                .sack_order(|s, e| sack.push(nxt.wrapping_add(s), nxt.wrapping_add(e)));
         }
         let r = self.make_repr(seq, fl, opts);
         self.stats.segs_out += 1;
@@ -1270,9 +1381,17 @@ impl Connection {
     fn syn_repr(&mut self) -> TcpRepr {
         let options = TcpOptionsRepr {
             mss: Some(self.cfg.mss),
-            window_scale: if self.cfg.window_scale { Some(self.rcv_scale) } else { None },
+            window_scale: if self.cfg.window_scale {
+                Some(self.rcv_scale)
+            } else {
+                None
+            },
             sack_permitted: self.cfg.sack,
-            timestamps: if self.cfg.timestamps { Some((self.tsval(self.now), 0)) } else { None },
+            timestamps: if self.cfg.timestamps {
+                Some((self.tsval(self.now), 0))
+            } else {
+                None
+            },
             ..TcpOptionsRepr::default()
         };
         TcpRepr {
@@ -1288,7 +1407,11 @@ impl Connection {
 
     fn data_options(&self, now: u64) -> TcpOptionsRepr {
         TcpOptionsRepr {
-            timestamps: if self.ts_enabled { Some((self.tsval(now), self.ts_recent)) } else { None },
+            timestamps: if self.ts_enabled {
+                Some((self.tsval(now), self.ts_recent))
+            } else {
+                None
+            },
             ..TcpOptionsRepr::default()
         }
     }
@@ -1298,12 +1421,20 @@ impl Connection {
     }
 
     fn make_repr(&mut self, seq: u32, fl: u8, options: TcpOptionsRepr) -> TcpRepr {
-        let window = if fl & flags::RST != 0 { 0 } else { self.window_field() };
+        let window = if fl & flags::RST != 0 {
+            0
+        } else {
+            self.window_field()
+        };
         TcpRepr {
             src_port: self.cfg.local.port(),
             dst_port: self.cfg.remote.port(),
             seq,
-            ack: if fl & flags::ACK != 0 { self.rcv_nxt } else { 0 },
+            ack: if fl & flags::ACK != 0 {
+                self.rcv_nxt
+            } else {
+                0
+            },
             flags: fl,
             window,
             options,
@@ -1324,11 +1455,14 @@ impl Connection {
     }
 
     fn persist_interval(&self) -> u64 {
-        self.rto.saturating_mul(1u64 << self.persist_backoff.min(30)).min(self.cfg.rto_max_us)
+        self.rto
+            .saturating_mul(1u64 << self.persist_backoff.min(30))
+            .min(self.cfg.rto_max_us)
     }
 
     fn update_persist(&mut self, now: u64) {
-        let can_send = matches!(self.state, State::Established | State::CloseWait) && !self.fin_sent;
+        let can_send =
+            matches!(self.state, State::Established | State::CloseWait) && !self.fin_sent;
         // Window closed or too small for a full segment, nothing in flight to elicit an
         // ACK: probe so a lost window update cannot deadlock us.
         if can_send && self.snd_wnd < self.eff_mss && self.snd_una == self.snd_nxt {
@@ -1414,7 +1548,10 @@ impl Connection {
         self.state = State::TimeWait;
         self.time_wait_deadline = Some(now.saturating_add(self.cfg.time_wait_us));
         if self.close_reason.is_none() {
-            let r = CloseReason::Normal { by_peer, remote: self.cfg.remote };
+            let r = CloseReason::Normal {
+                by_peer,
+                remote: self.cfg.remote,
+            };
             self.close_reason = Some(r);
             self.push_event(Event::Closed(r));
         }

@@ -41,7 +41,10 @@ pub fn random_u32() -> crate::Result<u32> {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(crate::Error::io("getrandom for the TCP initial sequence number", e));
+            return Err(crate::Error::io(
+                "getrandom for the TCP initial sequence number",
+                e,
+            ));
         }
         got += r as usize;
     }

@@ -58,7 +58,9 @@ impl ReorderBuffer {
     /// The range holding the most recently stored segment first, then the others in
     /// sequence order (RFC 2018 block order), as offsets from `rcv_nxt`.
     pub fn sack_order<F: FnMut(u32, u32) -> bool>(&self, mut f: F) {
-        let recent = self.last.and_then(|l| self.ranges.iter().position(|&(s, e)| s <= l && l < e));
+        let recent = self
+            .last
+            .and_then(|l| self.ranges.iter().position(|&(s, e)| s <= l && l < e));
         if let Some(i) = recent {
             let (s, e) = self.ranges[i];
             if !f(s, e) {
@@ -83,7 +85,11 @@ impl ReorderBuffer {
         let data = &data[..end - offset];
         let (s, e) = (offset as u32, end as u32);
         // Ranges touching [s, e] (overlapping or adjacent) merge into one.
-        let first = self.ranges.iter().position(|&(_, re)| re >= s).unwrap_or(self.ranges.len());
+        let first = self
+            .ranges
+            .iter()
+            .position(|&(_, re)| re >= s)
+            .unwrap_or(self.ranges.len());
         let mut last = first;
         while last < self.ranges.len() && self.ranges[last].0 <= e {
             last += 1;

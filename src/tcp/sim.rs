@@ -6,7 +6,9 @@
 
 use super::conn::{Connection, Event, RxVerdict, TcpConfig, Transmit};
 use super::seq::{dist, gt, le, lt};
-use crate::wire::{emit_tcp_frame, flags, parse_tcp_frame, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr};
+use crate::wire::{
+    emit_tcp_frame, flags, parse_tcp_frame, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr,
+};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddrV4;
@@ -52,7 +54,14 @@ pub struct Faults {
 
 impl Default for Faults {
     fn default() -> Self {
-        Faults { loss: 0.0, duplicate: 0.0, reorder: 0.0, reorder_delay_us: 300, delay_us: 50, jitter_us: 0 }
+        Faults {
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay_us: 300,
+            delay_us: 50,
+            jitter_us: 0,
+        }
     }
 }
 
@@ -77,7 +86,14 @@ pub struct Link {
 
 impl Link {
     pub fn new(faults: Faults, seed: u64) -> Self {
-        Link { faults, rng: Rng::new(seed), queue: BinaryHeap::new(), order: 0, stats: LinkStats::default(), drop_next: 0 }
+        Link {
+            faults,
+            rng: Rng::new(seed),
+            queue: BinaryHeap::new(),
+            order: 0,
+            stats: LinkStats::default(),
+            drop_next: 0,
+        }
     }
     pub fn push(&mut self, now: u64, frame: &[u8]) {
         self.stats.sent += 1;
@@ -313,7 +329,11 @@ impl SimPeer {
 
     /// Build a segment (also usable by tests to inject crafted segments).
     pub fn craft(&mut self, seq: u32, ack: u32, fl: u8, payload: &[u8], now: u64) -> Vec<u8> {
-        let window = if fl & flags::SYN != 0 { self.cfg.rcv_buf.min(65535) as u16 } else { self.window() };
+        let window = if fl & flags::SYN != 0 {
+            self.cfg.rcv_buf.min(65535) as u16
+        } else {
+            self.window()
+        };
         let mut options = TcpOptionsRepr::default();
         if self.ts {
             options.timestamps = Some(((now / 1000) as u32, self.ts_recent));
@@ -391,7 +411,13 @@ impl SimPeer {
                         return;
                     }
                     SynBehaviour::Refuse => {
-                        let f = self.craft(0, seg.seq().wrapping_add(1), flags::RST | flags::ACK, &[], now);
+                        let f = self.craft(
+                            0,
+                            seg.seq().wrapping_add(1),
+                            flags::RST | flags::ACK,
+                            &[],
+                            now,
+                        );
                         self.out(f);
                         return;
                     }
@@ -415,7 +441,10 @@ impl SimPeer {
                 self.snd_nxt = self.iss.wrapping_add(1);
                 self.snd_max = self.snd_nxt;
                 self.snd_una = self.iss;
-                let mut o = TcpOptionsRepr { mss: self.cfg.mss, ..Default::default() };
+                let mut o = TcpOptionsRepr {
+                    mss: self.cfg.mss,
+                    ..Default::default()
+                };
                 if let Some((_, m)) = ws {
                     o.window_scale = Some(m);
                 }
@@ -480,7 +509,11 @@ impl SimPeer {
                 self.snd_nxt = ack;
             }
             self.dupacks = 0;
-            self.rto_deadline = if self.snd_una == self.snd_max { None } else { Some(now + self.cfg.rto_us) };
+            self.rto_deadline = if self.snd_una == self.snd_max {
+                None
+            } else {
+                Some(now + self.cfg.rto_us)
+            };
         } else if ack == self.snd_una && payload.is_empty() && !seg.fin() && flight > 0 {
             self.dupacks += 1;
             self.stats.dup_acks_in += 1;
@@ -488,12 +521,21 @@ impl SimPeer {
                 // Fast retransmit one segment.
                 self.stats.retransmits += 1;
                 let len = (self.client_mss as u64 - if self.ts { 12 } else { 0 })
-                    .min(self.cfg.send_bytes as u64 - self.data_off(self.snd_una).min(self.cfg.send_bytes as u64))
+                    .min(
+                        self.cfg.send_bytes as u64
+                            - self.data_off(self.snd_una).min(self.cfg.send_bytes as u64),
+                    )
                     .min(flight as u64) as usize;
                 if len > 0 {
                     let off = self.data_off(self.snd_una);
                     let data: Vec<u8> = (off..off + len as u64).map(s2c_byte).collect();
-                    let f = self.craft(self.snd_una, self.rcv_nxt, flags::ACK | flags::PSH, &data, now);
+                    let f = self.craft(
+                        self.snd_una,
+                        self.rcv_nxt,
+                        flags::ACK | flags::PSH,
+                        &data,
+                        now,
+                    );
                     self.out(f);
                 }
             }
@@ -583,7 +625,10 @@ impl SimPeer {
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
-        [self.rto_deadline, self.persist_deadline].into_iter().flatten().min()
+        [self.rto_deadline, self.persist_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Send what the window allows; run timers.
@@ -597,8 +642,17 @@ impl SimPeer {
                 self.stats.retransmits += 1;
                 self.snd_nxt = self.snd_una;
                 self.rto_deadline = Some(now + self.cfg.rto_us);
-                if self.fin_sent && self.snd_una == self.snd_max.wrapping_sub(1) && self.data_done(self.snd_una) {
-                    let f = self.craft(self.snd_una, self.rcv_nxt, flags::FIN | flags::ACK, &[], now);
+                if self.fin_sent
+                    && self.snd_una == self.snd_max.wrapping_sub(1)
+                    && self.data_done(self.snd_una)
+                {
+                    let f = self.craft(
+                        self.snd_una,
+                        self.rcv_nxt,
+                        flags::FIN | flags::ACK,
+                        &[],
+                        now,
+                    );
                     self.out(f);
                     self.snd_nxt = self.snd_max;
                     return;
@@ -622,7 +676,13 @@ impl SimPeer {
                 self.stats.retransmits += 1;
             }
             let data: Vec<u8> = (off..off + len as u64).map(s2c_byte).collect();
-            let f = self.craft(self.snd_nxt, self.rcv_nxt, flags::ACK | flags::PSH, &data, now);
+            let f = self.craft(
+                self.snd_nxt,
+                self.rcv_nxt,
+                flags::ACK | flags::PSH,
+                &data,
+                now,
+            );
             self.out(f);
             self.snd_nxt = self.snd_nxt.wrapping_add(len as u32);
             if gt(self.snd_nxt, self.snd_max) {
@@ -638,7 +698,13 @@ impl SimPeer {
             match self.persist_deadline {
                 None => self.persist_deadline = Some(now + self.cfg.rto_us),
                 Some(d) if now >= d => {
-                    let f = self.craft(self.snd_una.wrapping_sub(1), self.rcv_nxt, flags::ACK, &[], now);
+                    let f = self.craft(
+                        self.snd_una.wrapping_sub(1),
+                        self.rcv_nxt,
+                        flags::ACK,
+                        &[],
+                        now,
+                    );
                     self.out(f);
                     self.persist_deadline = Some(now + self.cfg.rto_us);
                 }
@@ -648,9 +714,19 @@ impl SimPeer {
             self.persist_deadline = None;
         }
         // Close once everything is acknowledged.
-        if self.close_when_done && !self.fin_sent && self.data_done(self.snd_una) && self.snd_una == self.snd_max {
+        if self.close_when_done
+            && !self.fin_sent
+            && self.data_done(self.snd_una)
+            && self.snd_una == self.snd_max
+        {
             self.fin_sent = true;
-            let f = self.craft(self.snd_nxt, self.rcv_nxt, flags::FIN | flags::ACK, &[], now);
+            let f = self.craft(
+                self.snd_nxt,
+                self.rcv_nxt,
+                flags::FIN | flags::ACK,
+                &[],
+                now,
+            );
             self.out(f);
             self.snd_nxt = self.snd_nxt.wrapping_add(1);
             self.snd_max = self.snd_nxt;
@@ -694,7 +770,13 @@ pub const CLIENT: &str = "10.0.0.2:40000";
 pub const SERVER: &str = "10.0.0.1:443";
 
 impl Harness {
-    pub fn new(mut ccfg: TcpConfig, pcfg: PeerConfig, faults_c2s: Faults, faults_s2c: Faults, seed: u64) -> Self {
+    pub fn new(
+        mut ccfg: TcpConfig,
+        pcfg: PeerConfig,
+        faults_c2s: Faults,
+        faults_s2c: Faults,
+        seed: u64,
+    ) -> Self {
         let client_addr: SocketAddrV4 = ccfg.local;
         let server_addr: SocketAddrV4 = ccfg.remote;
         ccfg.local_mac = MacAddr([2, 0, 0, 0, 0, 1]);
@@ -725,11 +807,18 @@ impl Harness {
     }
 
     pub fn default_config() -> TcpConfig {
-        TcpConfig::new(MacAddr::ZERO, MacAddr::ZERO, CLIENT.parse().unwrap(), SERVER.parse().unwrap())
+        TcpConfig::new(
+            MacAddr::ZERO,
+            MacAddr::ZERO,
+            CLIENT.parse().unwrap(),
+            SERVER.parse().unwrap(),
+        )
     }
 
     pub fn connect(&mut self, isn: u32) {
-        self.client.connect_with_isn(self.now, isn, 7).expect("connect");
+        self.client
+            .connect_with_isn(self.now, isn, 7)
+            .expect("connect");
     }
 
     /// Frames the client application has not consumed yet.
@@ -761,7 +850,8 @@ impl Harness {
         if !self.client_stalled {
             self.client_unread = 0;
         }
-        self.client.set_rx_space(self.client_buf.saturating_sub(self.client_unread));
+        self.client
+            .set_rx_space(self.client_buf.saturating_sub(self.client_unread));
 
         // New data from the client application.
         let mss = self.client.max_segment_payload();
@@ -789,12 +879,18 @@ impl Harness {
             moved = true;
             match t {
                 Transmit::Control(seg) => {
-                    let n = self.client.emit_control(&seg, &mut self.scratch).expect("emit");
+                    let n = self
+                        .client
+                        .emit_control(&seg, &mut self.scratch)
+                        .expect("emit");
                     self.c2s.push(now, &self.scratch[..n]);
                 }
                 Transmit::Retransmit { handle, seq, len } => {
                     let fr = &mut self.frames[handle as usize];
-                    let n = self.client.refresh_data_frame(fr, seq, len).expect("refresh");
+                    let n = self
+                        .client
+                        .refresh_data_frame(fr, seq, len)
+                        .expect("refresh");
                     self.c2s.push(now, &self.frames[handle as usize][..n]);
                 }
             }
@@ -815,10 +911,15 @@ impl Harness {
 
     /// Advance virtual time to the next thing that can happen.
     pub fn advance(&mut self) -> bool {
-        let next = [self.c2s.next_time(), self.s2c.next_time(), self.client.next_deadline(), self.peer.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            self.c2s.next_time(),
+            self.s2c.next_time(),
+            self.client.next_deadline(),
+            self.peer.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match next {
             Some(t) => {
                 self.now = t.max(self.now + 1);

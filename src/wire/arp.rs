@@ -89,7 +89,13 @@ impl ArpRepr {
 
     /// A who-has request for `target_ip`.
     pub fn request(our_mac: MacAddr, our_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Self {
-        ArpRepr { op: ArpOp::Request, sender_mac: our_mac, sender_ip: our_ip, target_mac: MacAddr::ZERO, target_ip }
+        ArpRepr {
+            op: ArpOp::Request,
+            sender_mac: our_mac,
+            sender_ip: our_ip,
+            target_mac: MacAddr::ZERO,
+            target_ip,
+        }
     }
 
     /// Write the 28-byte ARP body.
@@ -120,7 +126,12 @@ impl ArpRepr {
             ArpOp::Request => MacAddr::BROADCAST,
             _ => self.target_mac,
         };
-        let h = EthernetRepr { src: self.sender_mac, dst, ethertype: EtherType::ARP }.emit(buf)?;
+        let h = EthernetRepr {
+            src: self.sender_mac,
+            dst,
+            ethertype: EtherType::ARP,
+        }
+        .emit(buf)?;
         let n = self.emit(&mut buf[h..])?;
         buf[h + n..MIN].fill(0);
         debug_assert_eq!(h, ethernet::HEADER_LEN);

@@ -27,7 +27,11 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = &self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -122,7 +126,11 @@ pub struct EthernetRepr {
 
 impl EthernetRepr {
     pub fn parse<T: AsRef<[u8]>>(f: &EthernetFrame<T>) -> Self {
-        EthernetRepr { src: f.src(), dst: f.dst(), ethertype: f.ethertype() }
+        EthernetRepr {
+            src: f.src(),
+            dst: f.dst(),
+            ethertype: f.ethertype(),
+        }
     }
     /// Write the 14-byte header at the start of `buf`.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {

@@ -27,14 +27,23 @@ pub fn tcp_frame_header_len(tcp: &TcpRepr) -> usize {
 /// `buf[tcp_frame_header_len(..)..][..payload_len]` (e.g. TLS wrote its ciphertext
 /// straight into the UMEM frame). Writes all headers and both checksums; returns the
 /// frame length. No allocation.
-pub fn emit_tcp_frame_in_place(buf: &mut [u8], r: &TcpFrameRepr, payload_len: usize) -> Result<usize, WireError> {
+pub fn emit_tcp_frame_in_place(
+    buf: &mut [u8],
+    r: &TcpFrameRepr,
+    payload_len: usize,
+) -> Result<usize, WireError> {
     let hl = tcp_frame_header_len(&r.tcp);
     let total = hl + payload_len;
     if buf.len() < total {
         return Err(WireError::BufferTooSmall);
     }
     let tcp_len = r.tcp.header_len() + payload_len;
-    EthernetRepr { src: r.src_mac, dst: r.dst_mac, ethertype: EtherType::IPV4 }.emit(buf)?;
+    EthernetRepr {
+        src: r.src_mac,
+        dst: r.dst_mac,
+        ethertype: EtherType::IPV4,
+    }
+    .emit(buf)?;
     Ipv4Repr {
         src: r.src_ip,
         dst: r.dst_ip,
@@ -53,7 +62,11 @@ pub fn emit_tcp_frame_in_place(buf: &mut [u8], r: &TcpFrameRepr, payload_len: us
 }
 
 /// Build a frame, copying `payload` after the headers. Returns the frame length.
-pub fn emit_tcp_frame(buf: &mut [u8], r: &TcpFrameRepr, payload: &[u8]) -> Result<usize, WireError> {
+pub fn emit_tcp_frame(
+    buf: &mut [u8],
+    r: &TcpFrameRepr,
+    payload: &[u8],
+) -> Result<usize, WireError> {
     let hl = tcp_frame_header_len(&r.tcp);
     if buf.len() < hl + payload.len() {
         return Err(WireError::BufferTooSmall);
@@ -92,5 +105,10 @@ pub fn parse_tcp_frame(frame: &[u8], verify_checksums: bool) -> Result<TcpFrame<
     if verify_checksums && (!ip.verify_checksum() || !tcp.verify_checksum(ip.src(), ip.dst())) {
         return Err(WireError::BadChecksum);
     }
-    Ok(TcpFrame { src_mac: eth.src(), dst_mac: eth.dst(), ip, tcp })
+    Ok(TcpFrame {
+        src_mac: eth.src(),
+        dst_mac: eth.dst(),
+        ip,
+        tcp,
+    })
 }

@@ -159,8 +159,14 @@ pub enum TcpOption<'a> {
     SackPermitted,
     /// SACK blocks, raw (a multiple of 8 bytes: pairs of left/right edges).
     Sack(&'a [u8]),
-    Timestamps { tsval: u32, tsecr: u32 },
-    Unknown { kind: u8, data: &'a [u8] },
+    Timestamps {
+        tsval: u32,
+        tsecr: u32,
+    },
+    Unknown {
+        kind: u8,
+        data: &'a [u8],
+    },
 }
 
 pub mod kind {
@@ -183,7 +189,10 @@ pub struct TcpOptionIter<'a> {
 
 impl<'a> TcpOptionIter<'a> {
     pub fn new(opts: &'a [u8]) -> Self {
-        TcpOptionIter { rest: opts, done: false }
+        TcpOptionIter {
+            rest: opts,
+            done: false,
+        }
     }
 }
 
@@ -222,10 +231,14 @@ impl<'a> Iterator for TcpOptionIter<'a> {
             (kind::WSCALE, 3) => TcpOption::WindowScale(data[0]),
             (kind::SACK_PERMITTED, 2) => TcpOption::SackPermitted,
             (kind::SACK, l) if l >= 10 && (l - 2) % 8 == 0 => TcpOption::Sack(data),
-            (kind::TIMESTAMPS, 10) => TcpOption::Timestamps { tsval: be32(data, 0), tsecr: be32(data, 4) },
-            (kind::MSS | kind::WSCALE | kind::SACK_PERMITTED | kind::SACK | kind::TIMESTAMPS, _) => {
-                return bad(self)
-            }
+            (kind::TIMESTAMPS, 10) => TcpOption::Timestamps {
+                tsval: be32(data, 0),
+                tsecr: be32(data, 4),
+            },
+            (
+                kind::MSS | kind::WSCALE | kind::SACK_PERMITTED | kind::SACK | kind::TIMESTAMPS,
+                _,
+            ) => return bad(self),
             _ => TcpOption::Unknown { kind: k, data },
         };
         self.rest = &self.rest[len..];

@@ -341,3 +341,16 @@ fn peer_close_is_reported() {
     s.close();
     assert!(!s.is_open());
 }
+
+#[test]
+fn resumption_survives_abrupt_drop() {
+    for (v, tls) in [(TlsVersion::Tls12, "1.2"), (TlsVersion::Tls13, "1.3")] {
+        let srv = server("server", tls);
+        let ctx = TlsContext::new(&cfg(Some(v))).unwrap();
+        let mut s1 = connect(&ctx, "localhost", srv.port).unwrap();
+        echo_roundtrip(&mut s1, b"first");
+        drop(s1); // no close_notify: like a reset connection
+        let s2 = connect(&ctx, "localhost", srv.port).unwrap();
+        assert!(s2.session().session_reused(), "{v:?}: not resumed after an abrupt drop");
+    }
+}

@@ -321,7 +321,9 @@ impl TlsContext {
     /// Whether a session is saved for `host` (will be offered on the next connection).
     pub fn has_saved_session(&self, host: &str) -> bool {
         let slot = self.inner.saved.lock().unwrap_or_else(|p| p.into_inner());
-        slot.as_ref().is_some_and(|s| s.host == host)
+        // SAFETY (in the closure): s.sess is a live session we hold a reference to.
+        slot.as_ref()
+            .is_some_and(|s| s.host == host && unsafe { ffi::SSL_SESSION_is_resumable(s.sess) } == 1)
     }
 
     /// Forget the saved session (e.g. after the server rejected it).
@@ -334,7 +336,8 @@ impl TlsContext {
     pub(crate) fn saved_session_for(&self, host: &str) -> Option<*mut sys::SSL_SESSION> {
         let slot = self.inner.saved.lock().unwrap_or_else(|p| p.into_inner());
         let s = slot.as_ref()?;
-        if s.host != host {
+        // SAFETY: s.sess is a live session we hold a reference to.
+        if s.host != host || unsafe { ffi::SSL_SESSION_is_resumable(s.sess) } != 1 {
             return None;
         }
         // SAFETY: s.sess is a live session we hold a reference to; up_ref takes another.

@@ -418,30 +418,36 @@ impl TlsSession {
         unsafe { ffi::SSL_has_pending(self.ssl) == 1 }
     }
 
-    /// Encrypt `data` into records of at most `max_send_fragment` bytes. Returns the bytes
-    /// consumed (records are then in [`Self::pending_ciphertext`]). With memory BIOs the
-    /// write BIO never refuses, so all of `data` is normally consumed; if OpenSSL ever
-    /// reports WANT_WRITE/WANT_READ this returns `Err(WouldBlock)` and the caller must
-    /// retry with the same bytes (they may live at a different address:
-    /// ACCEPT_MOVING_WRITE_BUFFER).
+    /// Encrypt `data` into records of at most `max_send_fragment` bytes each. Returns the
+    /// bytes consumed; the records are then in [`Self::pending_ciphertext`].
+    ///
+    /// With SSL_MODE_ENABLE_PARTIAL_WRITE, OpenSSL's `SSL_write` returns after every
+    /// record; we loop, so with memory BIOs (which never refuse) all of `data` is consumed.
+    /// If OpenSSL reports WANT_WRITE/WANT_READ after some records we return the count so
+    /// far; if before any, `Err(WouldBlock)` — the caller then retries with the same
+    /// bytes, which may live at a different address (ACCEPT_MOVING_WRITE_BUFFER).
     pub fn write_plaintext(&mut self, data: &[u8]) -> Result<usize> {
-        if data.is_empty() {
-            return Ok(0);
+        let mut done = 0;
+        while done < data.len() {
+            clear_error_queue();
+            let rest = &data[done..];
+            let mut n: usize = 0;
+            // SAFETY: ssl valid; rest.len() readable bytes; n valid out pointer.
+            let r = unsafe { sys::SSL_write_ex(self.ssl, rest.as_ptr() as *const c_void, rest.len(), &mut n) };
+            if r == 1 {
+                done += n;
+                continue;
+            }
+            // SAFETY: ssl valid; r from the last SSL call on this thread.
+            let e = unsafe { sys::SSL_get_error(self.ssl, r) };
+            return match e {
+                sys::SSL_ERROR_WANT_READ | sys::SSL_ERROR_WANT_WRITE if done > 0 => Ok(done),
+                sys::SSL_ERROR_WANT_READ | sys::SSL_ERROR_WANT_WRITE => Err(Error::WouldBlock),
+                sys::SSL_ERROR_ZERO_RETURN => Err(Error::Closed("peer sent TLS close_notify".into())),
+                _ => Err(self.failure("write", e)),
+            };
         }
-        clear_error_queue();
-        let mut n: usize = 0;
-        // SAFETY: ssl valid; data.len() readable bytes; n valid out pointer.
-        let r = unsafe { sys::SSL_write_ex(self.ssl, data.as_ptr() as *const c_void, data.len(), &mut n) };
-        if r == 1 {
-            return Ok(n);
-        }
-        // SAFETY: ssl valid; r from the last SSL call on this thread.
-        let e = unsafe { sys::SSL_get_error(self.ssl, r) };
-        match e {
-            sys::SSL_ERROR_WANT_READ | sys::SSL_ERROR_WANT_WRITE => Err(Error::WouldBlock),
-            sys::SSL_ERROR_ZERO_RETURN => Err(Error::Closed("peer sent TLS close_notify".into())),
-            _ => Err(self.failure("write", e)),
-        }
+        Ok(done)
     }
 
     /// Queue our close_notify (then send [`Self::pending_ciphertext`]).
@@ -584,6 +590,15 @@ impl Drop for TlsSession {
         // freed after, so no callback can see it dangling.
         unsafe {
             sys::SSL_set_ex_data(self.ssl, ex_index(), std::ptr::null_mut());
+            // A connection dropped without close_notify (TCP reset, reconnect after a
+            // stall) would make SSL_free mark a TLS 1.2 session unresumable
+            // (ssl_clear_bad_session). Since TLS 1.1 that is not required (RFC 5246
+            // §7.2.1), and reconnecting after a drop is exactly when resumption pays, so
+            // mark the shutdown as done. Fatal alerts still discard the session: OpenSSL
+            // removes it when the alert is sent or received, before we get here.
+            if self.done {
+                sys::SSL_set_shutdown(self.ssl, sys::SSL_SENT_SHUTDOWN | sys::SSL_RECEIVED_SHUTDOWN);
+            }
             sys::SSL_free(self.ssl);
             drop(Box::from_raw(self.state));
         }

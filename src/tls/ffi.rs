@@ -5,7 +5,7 @@
 #![allow(non_camel_case_types)]
 
 use libc::{c_char, c_int, c_long, c_ulong, c_void, size_t};
-use openssl_sys::{BIO, SSL, SSL_CTX, SSL_SESSION};
+use openssl_sys::{BIO, SSL, SSL_SESSION};
 
 /// `SSL_set_msg_callback`'s callback: `(write_p, version, content_type, buf, len, ssl, arg)`.
 pub type MsgCallback =
@@ -20,11 +20,13 @@ extern "C" {
     pub fn SSL_set_info_callback(ssl: *mut SSL, cb: Option<InfoCallback>);
     pub fn SSL_set_msg_callback(ssl: *mut SSL, cb: Option<MsgCallback>);
     pub fn SSL_SESSION_is_resumable(s: *const SSL_SESSION) -> c_int;
-    pub fn SSL_CTX_set_default_read_buffer_len(ctx: *mut SSL_CTX, len: size_t);
     pub fn ERR_error_string_n(e: c_ulong, buf: *mut c_char, len: size_t);
     pub fn BIO_ctrl_pending(b: *mut BIO) -> size_t;
+    pub fn BIO_get_new_index() -> c_int;
 }
 
+/// `BIO_TYPE_SOURCE_SINK` (bio.h).
+pub const BIO_TYPE_SOURCE_SINK: c_int = 0x0400;
 /// `SSL_CTRL_SET_MAX_SEND_FRAGMENT` (ssl.h).
 pub const SSL_CTRL_SET_MAX_SEND_FRAGMENT: c_int = 52;
 /// `SSL_CB_READ` / `SSL_CB_WRITE` / `SSL_CB_ALERT` (ssl.h).

@@ -10,6 +10,7 @@
 //!
 //! Verification (chain + host name) is on by default; see `docs/tls.md`.
 
+mod bio;
 mod error;
 mod ffi;
 mod session;
@@ -57,8 +58,10 @@ pub struct TlsConfig {
     pub max_send_fragment: usize,
     /// Keep the last session (ticket) per context and offer it on the next connection.
     pub resumption: bool,
-    /// OpenSSL read-ahead: pull every buffered ciphertext byte from the BIO in one go
-    /// instead of two BIO reads (header, body) per record. Default on.
+    /// OpenSSL read-ahead: pull as much buffered ciphertext as fits OpenSSL's record
+    /// buffer per BIO read instead of two reads (header, body) per record. Default OFF:
+    /// our BIO reads are cheap memcpys, while OpenSSL 3.0 with read-ahead memmoves the
+    /// rest of its buffer for every record (measured 1.5-2.5x slower; docs/tls.md).
     pub read_ahead: bool,
     /// TLS 1.3 ciphersuites (`SSL_CTX_set_ciphersuites` syntax); `None` = OpenSSL's default.
     pub ciphersuites: Option<String>,
@@ -76,7 +79,7 @@ impl Default for TlsConfig {
             alpn: vec!["http/1.1".to_string()],
             max_send_fragment: crate::config::MAX_TLS_PLAINTEXT,
             resumption: true,
-            read_ahead: true,
+            read_ahead: false,
             ciphersuites: None,
             cipher_list: None,
         }
@@ -271,7 +274,7 @@ impl TlsContext {
             server: true,
             verify: false,
             max_send_fragment: 16384,
-            read_ahead: true,
+            read_ahead: false,
             resumption: true,
             alpn_wire: Vec::new(),
             saved: Mutex::new(None),
@@ -389,8 +392,6 @@ fn set_common_options(ctx: *mut sys::SSL_CTX) {
             ctx,
             sys::SSL_MODE_ENABLE_PARTIAL_WRITE | sys::SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER,
         );
-        // One read buffer big enough for many records when read-ahead is on.
-        ffi::SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024);
     }
 }
 

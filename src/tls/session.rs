@@ -1,5 +1,6 @@
 //! One TLS connection (`SSL*`) over two memory BIOs, driven by bytes.
 
+use super::bio::{new_in_bio, InBuf};
 use super::error::{clear_error_queue, drain_error_queue};
 use super::{ffi, ContextInner, TlsContext};
 use crate::error::{Error, Result};
@@ -151,8 +152,8 @@ fn verify_reason(code: libc::c_long) -> String {
 /// Not `Sync`: one thread drives it at a time. `Send`: it may move to the stage's thread.
 pub struct TlsSession {
     ssl: *mut sys::SSL,
-    /// Network -> OpenSSL (owned by `ssl`).
-    rbio: *mut sys::BIO,
+    /// Network -> OpenSSL: our custom BIO's state (the BIO itself is owned by `ssl`).
+    inbuf: *mut InBuf,
     /// OpenSSL -> network (owned by `ssl`).
     wbio: *mut sys::BIO,
     state: *mut SessState,
@@ -174,8 +175,10 @@ impl TlsSession {
         if ssl.is_null() {
             return Err(Error::Tls(format!("SSL_new failed: {}", drain_error_queue())));
         }
+        let inbuf = Box::into_raw(Box::new(InBuf::new()));
+        let rbio = new_in_bio(inbuf);
         // SAFETY: BIO_s_mem returns a static method table.
-        let (rbio, wbio) = unsafe { (sys::BIO_new(sys::BIO_s_mem()), sys::BIO_new(sys::BIO_s_mem())) };
+        let wbio = unsafe { sys::BIO_new(sys::BIO_s_mem()) };
         let state = Box::into_raw(Box::new(SessState {
             ctx: ctx.inner.clone(),
             host: host.to_string(),
@@ -183,10 +186,10 @@ impl TlsSession {
             alert_sent: None,
             stats: RecordStats::default(),
         }));
-        let s = TlsSession { ssl, rbio, wbio, state, ctx, done: false, peer_closed: false };
+        let s = TlsSession { ssl, inbuf, wbio, state, ctx, done: false, peer_closed: false };
         if rbio.is_null() || wbio.is_null() {
             // SAFETY: free whichever BIO was made; SSL not yet owning them. `s`'s Drop
-            // frees ssl and state.
+            // frees ssl, inbuf and state.
             unsafe {
                 if !rbio.is_null() {
                     sys::BIO_free_all(rbio);
@@ -197,9 +200,9 @@ impl TlsSession {
             }
             return Err(Error::Tls(format!("BIO_new failed: {}", drain_error_queue())));
         }
-        // SAFETY: ssl, rbio, wbio valid; SSL_set_bio takes ownership of both BIOs. The
-        // mem BIOs' default EOF behaviour (-1 = "retry") is what a sans-IO engine needs:
-        // an empty rbio means WANT_READ, not end of stream.
+        // SAFETY: ssl, rbio, wbio valid; SSL_set_bio takes ownership of both BIOs. Both
+        // report an empty buffer as "retry" (WANT_READ), never as end of stream, which is
+        // what a sans-IO engine needs.
         unsafe {
             sys::SSL_set_bio(ssl, rbio, wbio);
             sys::SSL_set_ex_data(ssl, ex_index(), state as *mut c_void);
@@ -293,25 +296,24 @@ impl TlsSession {
 
     // ---- network side ----
 
-    /// Hand ciphertext received from the network to OpenSSL (copied into the read BIO).
+    fn inbuf(&mut self) -> &mut InBuf {
+        // SAFETY: inbuf is a live Box freed only in Drop; we are not inside an SSL call,
+        // so the BIO callbacks are not using it.
+        unsafe { &mut *self.inbuf }
+    }
+
+    /// Hand ciphertext received from the network to OpenSSL (copied into our read
+    /// backlog; consumed before any slice lent by [`Self::read_plaintext_from`]).
     pub fn feed_ciphertext(&mut self, data: &[u8]) -> Result<()> {
-        let mut rest = data;
-        while !rest.is_empty() {
-            let chunk = rest.len().min(1 << 30);
-            // SAFETY: rbio valid; `chunk` readable bytes at rest.as_ptr().
-            let n = unsafe { sys::BIO_write(self.rbio, rest.as_ptr() as *const c_void, chunk as c_int) };
-            if n <= 0 {
-                return Err(Error::Tls(format!("BIO_write to the read BIO failed: {}", drain_error_queue())));
-            }
-            rest = &rest[n as usize..];
-        }
+        self.inbuf().push(data);
         Ok(())
     }
 
-    /// Ciphertext fed but not yet consumed by OpenSSL (its own read-ahead buffer excluded).
+    /// Ciphertext fed but not yet pulled by OpenSSL (a partial record OpenSSL already
+    /// pulled sits in its own record buffer and is not counted).
     pub fn buffered_ciphertext(&self) -> usize {
-        // SAFETY: rbio valid.
-        unsafe { ffi::BIO_ctrl_pending(self.rbio) }
+        // SAFETY: see inbuf(); shared read only.
+        unsafe { (*self.inbuf).pending() }
     }
 
     /// Bytes OpenSSL produced for the network that nobody took yet.
@@ -409,6 +411,20 @@ impl TlsSession {
             }
             _ => Err(self.failure("read", e)),
         }
+    }
+
+    /// Zero-copy receive: decrypt from `ciphertext` (e.g. a TCP payload in place)
+    /// straight into `out`. Returns `(consumed, produced)`. Any backlog from
+    /// [`Self::feed_ciphertext`] is used first. OpenSSL pulls only what it needs for one
+    /// record (a partial record is kept inside OpenSSL, so consumed bytes are gone);
+    /// bytes not consumed must be offered again or fed. `(0, 0)` on a non-empty slice
+    /// means `out` is empty or output must be flushed first.
+    #[inline]
+    pub fn read_plaintext_from(&mut self, ciphertext: &[u8], out: &mut [u8]) -> Result<(usize, usize)> {
+        self.inbuf().lend(ciphertext);
+        let r = self.read_plaintext(out);
+        let used = self.inbuf().unlend();
+        r.map(|n| (used, n))
     }
 
     /// Plaintext already decrypted or decryptable from what was fed (`SSL_has_pending`).
@@ -586,8 +602,8 @@ impl TlsSession {
 impl Drop for TlsSession {
     fn drop(&mut self) {
         // SAFETY: ssl came from SSL_new and is freed once here (this also frees both BIOs
-        // and drops the SSL's references to its session and context). The state Box is
-        // freed after, so no callback can see it dangling.
+        // and drops the SSL's references to its session and context). The inbuf and
+        // state Boxes are freed after, so no callback can see them dangling.
         unsafe {
             sys::SSL_set_ex_data(self.ssl, ex_index(), std::ptr::null_mut());
             // A connection dropped without close_notify (TCP reset, reconnect after a
@@ -600,6 +616,7 @@ impl Drop for TlsSession {
                 sys::SSL_set_shutdown(self.ssl, sys::SSL_SENT_SHUTDOWN | sys::SSL_RECEIVED_SHUTDOWN);
             }
             sys::SSL_free(self.ssl);
+            drop(Box::from_raw(self.inbuf));
             drop(Box::from_raw(self.state));
         }
     }

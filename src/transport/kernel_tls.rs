@@ -2,10 +2,11 @@
 //! handshake for set-up, non-blocking [`TlsStream::poll_read`] / [`TlsStream::write`] for
 //! the steady state.
 //!
-//! Receive path: one `recv` of up to [`RECV_CHUNK`] bytes of ciphertext, fed to the
-//! memory BIO in one `BIO_write`, then as many `SSL_read`s as there are complete records
-//! and room in the caller's buffer. At most one `recv` per `poll_read`, and none while
-//! already-received records can still be decrypted.
+//! Receive path: one `recv` of up to [`RECV_CHUNK`] bytes of ciphertext, then as many
+//! `SSL_read`s as there are complete records and room in the caller's buffer, OpenSSL
+//! pulling the ciphertext straight from the recv buffer (custom BIO, no memory-BIO
+//! copy). At most one `recv` per `poll_read`, and none while already-received records
+//! can still be decrypted.
 
 use super::kernel::{KernelSocket, KernelSocketOptions};
 use super::ByteTransport;
@@ -146,43 +147,59 @@ impl<T: ByteTransport> TlsStream<T> {
 
     /// Decrypt whatever is available into `out` without blocking. `Ok(0)`: nothing now.
     /// `Err(Closed)`: the peer closed (TLS close_notify, or TCP without one).
+    ///
+    /// At most one `recv` per call, and only when nothing already received can be
+    /// decrypted. Ciphertext is decrypted straight from the recv buffer
+    /// ([`TlsSession::read_plaintext_from`]); only bytes left over when `out` fills up
+    /// are copied into the session's backlog.
     pub fn poll_read(&mut self, out: &mut [u8]) -> Result<usize> {
         if self.tx_off != self.tx.len() {
             self.flush()?;
         }
+        // 1. What is already inside (backlog, or a record OpenSSL holds).
         let mut filled = 0;
-        let mut received = false;
         while filled < out.len() {
             match self.tls.read_plaintext(&mut out[filled..]) {
-                Ok(0) => {}
-                Ok(n) => {
-                    filled += n;
-                    continue;
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(Error::Closed(r)) if filled == 0 => return Err(Error::Closed(r)),
+                Err(Error::Closed(_)) => return Ok(filled),
+                Err(e) => return Err(e),
+            }
+        }
+        if self.tls.pending_ciphertext() > 0 {
+            self.flush()?; // post-handshake replies (key update)
+        }
+        if filled > 0 || out.is_empty() {
+            return Ok(filled);
+        }
+        // 2. One recv, decrypted in place.
+        let n = match self.io.recv_into(&mut self.rx) {
+            Ok(n) => n,
+            Err(Error::WouldBlock) => return Ok(0),
+            Err(Error::Closed(r)) => return Err(Error::Closed(format!("{r} without a TLS close_notify"))),
+            Err(e) => return Err(e),
+        };
+        self.stats.recv_calls += 1;
+        self.stats.recv_bytes += n as u64;
+        let mut pos = 0;
+        while pos < n && filled < out.len() {
+            match self.tls.read_plaintext_from(&self.rx[pos..n], &mut out[filled..]) {
+                Ok((0, 0)) => break,
+                Ok((c, p)) => {
+                    pos += c;
+                    filled += p;
                 }
                 Err(Error::Closed(r)) if filled == 0 => return Err(Error::Closed(r)),
-                Err(Error::Closed(_)) => break,
+                Err(Error::Closed(_)) => return Ok(filled),
                 Err(e) => return Err(e),
             }
-            // Out of complete records. Post-handshake messages may have produced output.
-            if self.tls.pending_ciphertext() > 0 {
-                self.flush()?;
-            }
-            if received || filled > 0 {
-                break;
-            }
-            match self.io.recv_into(&mut self.rx) {
-                Ok(n) => {
-                    self.stats.recv_calls += 1;
-                    self.stats.recv_bytes += n as u64;
-                    self.tls.feed_ciphertext(&self.rx[..n])?;
-                    received = true;
-                }
-                Err(Error::WouldBlock) => break,
-                Err(Error::Closed(r)) => {
-                    return Err(Error::Closed(format!("{r} without a TLS close_notify")));
-                }
-                Err(e) => return Err(e),
-            }
+        }
+        if pos < n {
+            self.tls.feed_ciphertext(&self.rx[pos..n])?;
+        }
+        if self.tls.pending_ciphertext() > 0 {
+            self.flush()?;
         }
         Ok(filled)
     }

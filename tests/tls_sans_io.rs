@@ -6,7 +6,7 @@ mod certs;
 
 use certs::certs;
 use pipeline::error::Error;
-use pipeline::tls::{HandshakeStatus, TlsConfig, TlsContext, TlsSession, TlsVersion};
+use pipeline::tls::{HandshakeStatus, ReadBio, TlsConfig, TlsContext, TlsSession, TlsVersion};
 
 /// xorshift64*: deterministic, seed printed on failure.
 struct Rng(u64);
@@ -23,7 +23,11 @@ impl Rng {
 }
 
 fn client_ctx(v: Option<TlsVersion>) -> TlsContext {
-    let mut c = TlsConfig { ca_file: Some(certs().ca()), ..TlsConfig::default() };
+    client_ctx_with(v, ReadBio::Slice, false)
+}
+
+fn client_ctx_with(v: Option<TlsVersion>, read_bio: ReadBio, read_ahead: bool) -> TlsContext {
+    let mut c = TlsConfig { ca_file: Some(certs().ca()), read_bio, read_ahead, ..TlsConfig::default() };
     if let Some(v) = v {
         c.min_version = v;
         c.max_version = v;
@@ -98,8 +102,12 @@ fn records(wire: &[u8]) -> Vec<(u8, usize)> {
 }
 
 fn transfer(v: TlsVersion, seed: u64, overhead: usize) {
+    transfer_with(v, seed, overhead, ReadBio::Slice, false)
+}
+
+fn transfer_with(v: TlsVersion, seed: u64, overhead: usize, rb: ReadBio, ra: bool) {
     let mut rng = Rng(seed);
-    let cctx = client_ctx(Some(v));
+    let cctx = client_ctx_with(Some(v), rb, ra);
     let sctx = server_ctx("server");
     let mut c = cctx.client_session("localhost").unwrap();
     let mut s = sctx.server_session().unwrap();
@@ -151,6 +159,14 @@ fn random_splits_tls13() {
 fn random_splits_tls12() {
     for seed in [3u64, 0xfeed, 99] {
         transfer(TlsVersion::Tls12, seed, 24);
+    }
+}
+
+#[test]
+fn memory_bio_and_read_ahead_variants() {
+    for (rb, ra) in [(ReadBio::Memory, false), (ReadBio::Memory, true), (ReadBio::Slice, true)] {
+        transfer_with(TlsVersion::Tls13, 77, 17, rb, ra);
+        transfer_with(TlsVersion::Tls12, 78, 24, rb, ra);
     }
 }
 

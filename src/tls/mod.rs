@@ -41,6 +41,17 @@ impl TlsVersion {
     }
 }
 
+/// Where OpenSSL reads ciphertext from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBio {
+    /// Our custom BIO: a backlog for `feed_ciphertext` plus slices lent by
+    /// `read_plaintext_from` (zero-copy). The default.
+    Slice,
+    /// OpenSSL's `BIO_s_mem`: every byte copied into the BIO first. Kept for comparison
+    /// (benchmarks) and as a fallback; `read_plaintext_from` then feeds the whole slice.
+    Memory,
+}
+
 /// Client TLS settings. `TlsConfig::default()` is the safe production setting.
 #[derive(Clone, Debug)]
 pub struct TlsConfig {
@@ -63,6 +74,8 @@ pub struct TlsConfig {
     /// our BIO reads are cheap memcpys, while OpenSSL 3.0 with read-ahead memmoves the
     /// rest of its buffer for every record (measured 1.5-2.5x slower; docs/tls.md).
     pub read_ahead: bool,
+    /// Read-side BIO. Default [`ReadBio::Slice`].
+    pub read_bio: ReadBio,
     /// TLS 1.3 ciphersuites (`SSL_CTX_set_ciphersuites` syntax); `None` = OpenSSL's default.
     pub ciphersuites: Option<String>,
     /// TLS 1.2 cipher list (`SSL_CTX_set_cipher_list` syntax); `None` = OpenSSL's default.
@@ -80,6 +93,7 @@ impl Default for TlsConfig {
             max_send_fragment: crate::config::MAX_TLS_PLAINTEXT,
             resumption: true,
             read_ahead: false,
+            read_bio: ReadBio::Slice,
             ciphersuites: None,
             cipher_list: None,
         }
@@ -109,6 +123,7 @@ pub(crate) struct ContextInner {
     pub(crate) verify: bool,
     pub(crate) max_send_fragment: usize,
     pub(crate) read_ahead: bool,
+    pub(crate) read_bio: ReadBio,
     pub(crate) resumption: bool,
     /// ALPN in wire format (length-prefixed), empty = none.
     pub(crate) alpn_wire: Vec<u8>,
@@ -203,6 +218,7 @@ impl TlsContext {
             verify: !cfg.insecure_skip_verify,
             max_send_fragment: cfg.max_send_fragment,
             read_ahead: cfg.read_ahead,
+            read_bio: cfg.read_bio,
             resumption: cfg.resumption,
             alpn_wire,
             saved: Mutex::new(None),
@@ -275,6 +291,7 @@ impl TlsContext {
             verify: false,
             max_send_fragment: 16384,
             read_ahead: false,
+            read_bio: ReadBio::Slice,
             resumption: true,
             alpn_wire: Vec::new(),
             saved: Mutex::new(None),

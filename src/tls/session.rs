@@ -2,7 +2,7 @@
 
 use super::bio::{new_in_bio, InBuf};
 use super::error::{clear_error_queue, drain_error_queue};
-use super::{ffi, ContextInner, TlsContext};
+use super::{ffi, ContextInner, ReadBio, TlsContext};
 use crate::error::{Error, Result};
 use libc::{c_int, c_void, size_t};
 use openssl_sys as sys;
@@ -154,6 +154,8 @@ pub struct TlsSession {
     ssl: *mut sys::SSL,
     /// Network -> OpenSSL: our custom BIO's state (the BIO itself is owned by `ssl`).
     inbuf: *mut InBuf,
+    /// With [`ReadBio::Memory`]: the `BIO_s_mem` read BIO (owned by `ssl`); else null.
+    rbio_mem: *mut sys::BIO,
     /// OpenSSL -> network (owned by `ssl`).
     wbio: *mut sys::BIO,
     state: *mut SessState,
@@ -176,7 +178,13 @@ impl TlsSession {
             return Err(Error::Tls(format!("SSL_new failed: {}", drain_error_queue())));
         }
         let inbuf = Box::into_raw(Box::new(InBuf::new()));
-        let rbio = new_in_bio(inbuf);
+        let mem = ctx.inner.read_bio == ReadBio::Memory;
+        let rbio = if mem {
+            // SAFETY: BIO_s_mem returns a static method table.
+            unsafe { sys::BIO_new(sys::BIO_s_mem()) }
+        } else {
+            new_in_bio(inbuf)
+        };
         // SAFETY: BIO_s_mem returns a static method table.
         let wbio = unsafe { sys::BIO_new(sys::BIO_s_mem()) };
         let state = Box::into_raw(Box::new(SessState {
@@ -186,7 +194,8 @@ impl TlsSession {
             alert_sent: None,
             stats: RecordStats::default(),
         }));
-        let s = TlsSession { ssl, inbuf, wbio, state, ctx, done: false, peer_closed: false };
+        let rbio_mem = if mem { rbio } else { std::ptr::null_mut() };
+        let s = TlsSession { ssl, inbuf, rbio_mem, wbio, state, ctx, done: false, peer_closed: false };
         if rbio.is_null() || wbio.is_null() {
             // SAFETY: free whichever BIO was made; SSL not yet owning them. `s`'s Drop
             // frees ssl, inbuf and state.
@@ -305,13 +314,30 @@ impl TlsSession {
     /// Hand ciphertext received from the network to OpenSSL (copied into our read
     /// backlog; consumed before any slice lent by [`Self::read_plaintext_from`]).
     pub fn feed_ciphertext(&mut self, data: &[u8]) -> Result<()> {
-        self.inbuf().push(data);
+        if self.rbio_mem.is_null() {
+            self.inbuf().push(data);
+            return Ok(());
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            let chunk = rest.len().min(1 << 30);
+            // SAFETY: rbio_mem valid (owned by ssl); `chunk` readable bytes at rest.
+            let n = unsafe { sys::BIO_write(self.rbio_mem, rest.as_ptr() as *const c_void, chunk as c_int) };
+            if n <= 0 {
+                return Err(Error::Tls(format!("BIO_write to the read BIO failed: {}", drain_error_queue())));
+            }
+            rest = &rest[n as usize..];
+        }
         Ok(())
     }
 
     /// Ciphertext fed but not yet pulled by OpenSSL (a partial record OpenSSL already
     /// pulled sits in its own record buffer and is not counted).
     pub fn buffered_ciphertext(&self) -> usize {
+        if !self.rbio_mem.is_null() {
+            // SAFETY: rbio_mem valid.
+            return unsafe { ffi::BIO_ctrl_pending(self.rbio_mem) };
+        }
         // SAFETY: see inbuf(); shared read only.
         unsafe { (*self.inbuf).pending() }
     }
@@ -421,6 +447,10 @@ impl TlsSession {
     /// means `out` is empty or output must be flushed first.
     #[inline]
     pub fn read_plaintext_from(&mut self, ciphertext: &[u8], out: &mut [u8]) -> Result<(usize, usize)> {
+        if !self.rbio_mem.is_null() {
+            self.feed_ciphertext(ciphertext)?;
+            return self.read_plaintext(out).map(|n| (ciphertext.len(), n));
+        }
         self.inbuf().lend(ciphertext);
         let r = self.read_plaintext(out);
         let used = self.inbuf().unlend();

@@ -1,7 +1,10 @@
 //! In-memory TLS 1.3 (AES-128-GCM) decrypt throughput of the client `TlsSession`:
 //! a server session encrypts N records of a given size into a buffer (not timed), the
-//! client is then timed feeding that ciphertext in 64 KiB chunks and decrypting it into
-//! a 64 KiB buffer. Medians of RUNS runs. Prints a table and writes
+//! client is then timed taking that ciphertext in 64 KiB chunks (as one `recv` would
+//! deliver it) and decrypting it into a 64 KiB buffer. Paths compared: OpenSSL's memory
+//! BIO, our slice BIO fed by copy, our slice BIO lent the chunk (zero-copy), each with
+//! read-ahead off/on. Medians of RUNS runs, wall clock and this thread's CPU time (the
+//! dev box is shared; CPU time is the steadier number). Prints a table and writes
 //! `bench-results/tls_throughput.json`.
 //!
 //! `cargo bench --bench tls_throughput` (harness = false).
@@ -9,7 +12,7 @@
 #[path = "../tests/common/certs.rs"]
 mod certs;
 
-use pipeline::tls::{TlsConfig, TlsContext, TlsSession, TlsVersion};
+use pipeline::tls::{ReadBio, TlsConfig, TlsContext, TlsSession, TlsVersion};
 use std::time::Instant;
 
 const RUNS: usize = 7;
@@ -18,14 +21,27 @@ const CHUNK: usize = 64 * 1024;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Path {
-    /// feed_ciphertext (copy into the memory BIO) then read_plaintext.
-    MemBio,
+    /// feed_ciphertext (a copy into the BIO) then read_plaintext until empty.
+    Feed,
+    /// read_plaintext_from(chunk) until the chunk is consumed (zero-copy with ReadBio::Slice).
+    Lend,
+    /// Like Lend but `out` holds exactly one record: one call (and one error-queue
+    /// clear) per record, to show what batching saves.
+    LendOnePerCall,
 }
 
 struct Variant {
     name: &'static str,
+    read_bio: ReadBio,
     read_ahead: bool,
     path: Path,
+}
+
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn pump(a: &mut TlsSession, b: &mut TlsSession) {
@@ -57,8 +73,8 @@ fn pair(cctx: &TlsContext, sctx: &TlsContext) -> (TlsSession, TlsSession) {
     (c, s)
 }
 
-/// One timed run: returns seconds.
-fn run(v: &Variant, size: usize, records: usize, cctx: &TlsContext, sctx: &TlsContext, out: &mut [u8]) -> f64 {
+/// One timed run: returns (wall seconds, thread CPU seconds).
+fn run(v: &Variant, size: usize, records: usize, cctx: &TlsContext, sctx: &TlsContext, out: &mut [u8]) -> (f64, f64) {
     let (mut c, mut s) = pair(cctx, sctx);
     s.set_max_send_fragment(size.max(512)).unwrap();
     let msg = vec![0x5au8; size];
@@ -68,10 +84,11 @@ fn run(v: &Variant, size: usize, records: usize, cctx: &TlsContext, sctx: &TlsCo
         s.drain_ciphertext_into(&mut cipher);
     }
     assert_eq!(cipher.len(), records * (size + 22), "one record per message");
+    let c0 = thread_cpu();
     let t0 = Instant::now();
     let mut total = 0usize;
     match v.path {
-        Path::MemBio => {
+        Path::Feed => {
             for chunk in cipher.chunks(CHUNK) {
                 c.feed_ciphertext(chunk).unwrap();
                 loop {
@@ -83,11 +100,30 @@ fn run(v: &Variant, size: usize, records: usize, cctx: &TlsContext, sctx: &TlsCo
                 }
             }
         }
+        Path::Lend | Path::LendOnePerCall => {
+            let out = if v.path == Path::Lend { &mut out[..] } else { &mut out[..size] };
+            for chunk in cipher.chunks(CHUNK) {
+                let mut pos = 0;
+                while pos < chunk.len() {
+                    let (used, n) = c.read_plaintext_from(&chunk[pos..], out).unwrap();
+                    pos += used;
+                    total += n;
+                }
+                loop {
+                    let n = c.read_plaintext(out).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    total += n;
+                }
+            }
+        }
     }
     let dt = t0.elapsed().as_secs_f64();
+    let dc = thread_cpu() - c0;
     assert_eq!(total, records * size);
     std::hint::black_box(&out[..]);
-    dt
+    (dt, dc)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -100,39 +136,55 @@ fn main() {
     let (cert, key) = certs.leaf("server");
     let sctx = TlsContext::new_server(&cert, &key, TlsVersion::Tls13, TlsVersion::Tls13).unwrap();
     let variants = [
-        Variant { name: "mem BIO, read-ahead on", read_ahead: true, path: Path::MemBio },
-        Variant { name: "mem BIO, read-ahead off", read_ahead: false, path: Path::MemBio },
+        Variant { name: "mem BIO", read_bio: ReadBio::Memory, read_ahead: false, path: Path::Feed },
+        Variant { name: "mem BIO + read-ahead", read_bio: ReadBio::Memory, read_ahead: true, path: Path::Feed },
+        Variant { name: "slice BIO, fed (copy)", read_bio: ReadBio::Slice, read_ahead: false, path: Path::Feed },
+        Variant { name: "slice BIO, lent (0-copy)", read_bio: ReadBio::Slice, read_ahead: false, path: Path::Lend },
+        Variant { name: "slice BIO, lent, 1 rec/call", read_bio: ReadBio::Slice, read_ahead: false, path: Path::LendOnePerCall },
+        Variant { name: "slice BIO, lent + read-ahead", read_bio: ReadBio::Slice, read_ahead: true, path: Path::Lend },
     ];
     let mut out = vec![0u8; CHUNK];
     let mut rows = Vec::new();
     println!("TLS 1.3 AES-128-GCM client decrypt, in memory, median of {RUNS} runs");
-    println!("{:<28} {:>8} {:>9} {:>10} {:>12}", "path", "record", "records", "MB/s", "ns/record");
-    for v in &variants {
+    println!(
+        "{:<30} {:>7} {:>8} {:>9} {:>10} {:>10} {:>10}",
+        "path", "record", "records", "MB/s", "ns/rec", "cpu MB/s", "cpu ns/rec"
+    );
+    // Optional filters for profiling: TLS_BENCH_ONLY=<substring of path>, TLS_BENCH_SIZE=<bytes>.
+    let only = std::env::var("TLS_BENCH_ONLY").ok();
+    let only_size: Option<usize> = std::env::var("TLS_BENCH_SIZE").ok().and_then(|s| s.parse().ok());
+    for v in variants.iter().filter(|v| only.as_deref().map_or(true, |o| v.name.contains(o))) {
         let cctx = TlsContext::new(&TlsConfig {
             ca_file: Some(certs.ca()),
             min_version: TlsVersion::Tls13,
             ciphersuites: Some("TLS_AES_128_GCM_SHA256".into()),
             read_ahead: v.read_ahead,
+            read_bio: v.read_bio,
             resumption: false,
             ..TlsConfig::default()
         })
         .unwrap();
-        for &size in &SIZES {
+        for &size in SIZES.iter().filter(|&&s| only_size.map_or(true, |o| o == s)) {
             let records = (16 * 1024 * 1024 / size).min(200_000);
             let _ = run(v, size, records.min(2000), &cctx, &sctx, &mut out); // warm-up
-            let times: Vec<f64> = (0..RUNS).map(|_| run(v, size, records, &cctx, &sctx, &mut out)).collect();
-            let t = median(times);
-            let mbps = (records * size) as f64 / t / 1e6;
-            let ns = t * 1e9 / records as f64;
-            println!("{:<28} {:>8} {:>9} {:>10.1} {:>12.1}", v.name, size, records, mbps, ns);
+            let times: Vec<(f64, f64)> = (0..RUNS).map(|_| run(v, size, records, &cctx, &sctx, &mut out)).collect();
+            let t = median(times.iter().map(|x| x.0).collect());
+            let tc = median(times.iter().map(|x| x.1).collect());
+            let bytes = (records * size) as f64;
+            let (mbps, ns) = (bytes / t / 1e6, t * 1e9 / records as f64);
+            let (cmbps, cns) = (bytes / tc / 1e6, tc * 1e9 / records as f64);
+            println!(
+                "{:<30} {:>7} {:>8} {:>9.1} {:>10.1} {:>10.1} {:>10.1}",
+                v.name, size, records, mbps, ns, cmbps, cns
+            );
             rows.push(format!(
-                "    {{\"path\": \"{}\", \"record_bytes\": {size}, \"records\": {records}, \"mb_per_s\": {mbps:.1}, \"ns_per_record\": {ns:.1}}}",
+                "    {{\"path\": \"{}\", \"record_bytes\": {size}, \"records\": {records}, \"mb_per_s\": {mbps:.1}, \"ns_per_record\": {ns:.1}, \"cpu_mb_per_s\": {cmbps:.1}, \"cpu_ns_per_record\": {cns:.1}}}",
                 v.name
             ));
         }
     }
     // Cost of the per-operation error-queue clear.
-    let n = 5_000_000;
+    let n = if only.is_some() { 1 } else { 5_000_000 };
     let t0 = Instant::now();
     for _ in 0..n {
         // SAFETY: touches only this thread's error queue.

@@ -455,3 +455,27 @@ fn backlog_then_slice_keeps_order() {
     let want: String = (0..200u32).map(|i| format!("msg{i:04};")).collect();
     assert_eq!(String::from_utf8(got).unwrap(), want);
 }
+
+/// Good records then a corrupt one: the good plaintext comes first, the error next call.
+#[test]
+fn error_after_data_is_deferred() {
+    let mut rng = Rng(41);
+    let cctx = client_ctx(None);
+    let sctx = server_ctx("server");
+    let mut c = cctx.client_session("localhost").unwrap();
+    let mut s = sctx.server_session().unwrap();
+    handshake(&mut c, &mut s, &mut rng);
+    for _ in 0..3 {
+        s.write_plaintext(b"good").unwrap();
+    }
+    let mut w = Vec::new();
+    s.drain_ciphertext_into(&mut w);
+    w.extend_from_slice(&[23, 3, 3, 0, 30]);
+    w.extend_from_slice(&[0x55; 30]);
+    let mut out = [0u8; 1024];
+    let (used, n) = c.read_plaintext_from(&w, &mut out).unwrap();
+    assert_eq!(&out[..n], b"goodgoodgood");
+    assert_eq!(used, w.len());
+    let e = c.read_plaintext(&mut out).unwrap_err().to_string();
+    assert!(e.contains("read failed"), "{e}");
+}

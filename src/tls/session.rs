@@ -162,6 +162,8 @@ pub struct TlsSession {
     ctx: TlsContext,
     done: bool,
     peer_closed: bool,
+    /// A fatal read error met after some plaintext was returned; reported next call.
+    pending_err: Option<Error>,
 }
 
 // SAFETY: an SSL object may be used from any thread as long as one thread at a time does
@@ -195,7 +197,7 @@ impl TlsSession {
             stats: RecordStats::default(),
         }));
         let rbio_mem = if mem { rbio } else { std::ptr::null_mut() };
-        let s = TlsSession { ssl, inbuf, rbio_mem, wbio, state, ctx, done: false, peer_closed: false };
+        let s = TlsSession { ssl, inbuf, rbio_mem, wbio, state, ctx, done: false, peer_closed: false, pending_err: None };
         if rbio.is_null() || wbio.is_null() {
             // SAFETY: free whichever BIO was made; SSL not yet owning them. `s`'s Drop
             // frees ssl, inbuf and state.
@@ -400,51 +402,70 @@ impl TlsSession {
 
     // ---- application data ----
 
-    /// Decrypt into `out` (e.g. the free space of the MSG_INBOX ring): no intermediate
-    /// buffer. Returns the bytes written; `Ok(0)` = feed more ciphertext (or send pending
-    /// output first). One call returns at most one record's plaintext.
-    /// `Err(Closed)` after the peer's close_notify.
+    /// Decrypt into `out` (e.g. the linear free space of the MSG_INBOX ring) with no
+    /// intermediate buffer, as many complete records as fit: one call can return many
+    /// records, and the error queue is cleared once per call, not per record. Returns the
+    /// bytes written; `Ok(0)` = feed more ciphertext (or send pending output first).
+    /// `Err(Closed)` after the peer's close_notify (any plaintext before it is returned
+    /// first). A fatal error after some records were decrypted is returned by the next
+    /// call, after that plaintext.
     #[inline]
     pub fn read_plaintext(&mut self, out: &mut [u8]) -> Result<usize> {
-        if out.is_empty() {
-            return Ok(0);
+        if let Some(e) = self.pending_err.take() {
+            return Err(e);
         }
         if self.peer_closed {
             return Err(Error::Closed("peer sent TLS close_notify".into()));
         }
         clear_error_queue();
-        let mut n: usize = 0;
-        // SAFETY: ssl valid; `out.len()` writable bytes at out; n is a valid out pointer.
-        let r = unsafe { sys::SSL_read_ex(self.ssl, out.as_mut_ptr() as *mut c_void, out.len(), &mut n) };
-        if r == 1 {
-            return Ok(n);
-        }
-        // SAFETY: ssl valid; r from the last SSL call on this thread.
-        let e = unsafe { sys::SSL_get_error(self.ssl, r) };
-        match e {
-            sys::SSL_ERROR_WANT_READ | sys::SSL_ERROR_WANT_WRITE => {
-                if !self.done {
-                    // SAFETY: ssl valid.
-                    if unsafe { sys::SSL_is_init_finished(self.ssl) } == 1 {
-                        self.done = true;
+        let mut filled = 0;
+        while filled < out.len() {
+            let rest = &mut out[filled..];
+            let mut n: usize = 0;
+            // SAFETY: ssl valid; `rest.len()` writable bytes at rest; n a valid out pointer.
+            let r = unsafe { sys::SSL_read_ex(self.ssl, rest.as_mut_ptr() as *mut c_void, rest.len(), &mut n) };
+            if r == 1 {
+                filled += n;
+                continue;
+            }
+            // SAFETY: ssl valid; r from the last SSL call on this thread (queue was clean
+            // before the loop and every failure below ends the loop).
+            let e = unsafe { sys::SSL_get_error(self.ssl, r) };
+            match e {
+                sys::SSL_ERROR_WANT_READ | sys::SSL_ERROR_WANT_WRITE => {
+                    if !self.done {
+                        // SAFETY: ssl valid.
+                        if unsafe { sys::SSL_is_init_finished(self.ssl) } == 1 {
+                            self.done = true;
+                        }
                     }
+                    break;
                 }
-                Ok(0)
+                sys::SSL_ERROR_ZERO_RETURN => {
+                    self.peer_closed = true;
+                    if filled == 0 {
+                        return Err(Error::Closed("peer sent TLS close_notify".into()));
+                    }
+                    break;
+                }
+                _ => {
+                    let err = self.failure("read", e);
+                    if filled == 0 {
+                        return Err(err);
+                    }
+                    self.pending_err = Some(err);
+                    break;
+                }
             }
-            sys::SSL_ERROR_ZERO_RETURN => {
-                self.peer_closed = true;
-                Err(Error::Closed("peer sent TLS close_notify".into()))
-            }
-            _ => Err(self.failure("read", e)),
         }
+        Ok(filled)
     }
 
     /// Zero-copy receive: decrypt from `ciphertext` (e.g. a TCP payload in place)
-    /// straight into `out`. Returns `(consumed, produced)`. Any backlog from
-    /// [`Self::feed_ciphertext`] is used first. OpenSSL pulls only what it needs for one
-    /// record (a partial record is kept inside OpenSSL, so consumed bytes are gone);
-    /// bytes not consumed must be offered again or fed. `(0, 0)` on a non-empty slice
-    /// means `out` is empty or output must be flushed first.
+    /// straight into `out`, as many records as fit. Returns `(consumed, produced)`. Any
+    /// backlog from [`Self::feed_ciphertext`] is used first. OpenSSL pulls only what each
+    /// record needs (a partial record is kept inside OpenSSL, so consumed bytes are
+    /// gone); bytes not consumed (because `out` filled up) must be offered again or fed.
     #[inline]
     pub fn read_plaintext_from(&mut self, ciphertext: &[u8], out: &mut [u8]) -> Result<(usize, usize)> {
         if !self.rbio_mem.is_null() {

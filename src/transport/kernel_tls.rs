@@ -157,16 +157,7 @@ impl<T: ByteTransport> TlsStream<T> {
             self.flush()?;
         }
         // 1. What is already inside (backlog, or a record OpenSSL holds).
-        let mut filled = 0;
-        while filled < out.len() {
-            match self.tls.read_plaintext(&mut out[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(Error::Closed(r)) if filled == 0 => return Err(Error::Closed(r)),
-                Err(Error::Closed(_)) => return Ok(filled),
-                Err(e) => return Err(e),
-            }
-        }
+        let mut filled = self.tls.read_plaintext(out)?;
         if self.tls.pending_ciphertext() > 0 {
             self.flush()?; // post-handshake replies (key update)
         }
@@ -182,19 +173,8 @@ impl<T: ByteTransport> TlsStream<T> {
         };
         self.stats.recv_calls += 1;
         self.stats.recv_bytes += n as u64;
-        let mut pos = 0;
-        while pos < n && filled < out.len() {
-            match self.tls.read_plaintext_from(&self.rx[pos..n], &mut out[filled..]) {
-                Ok((0, 0)) => break,
-                Ok((c, p)) => {
-                    pos += c;
-                    filled += p;
-                }
-                Err(Error::Closed(r)) if filled == 0 => return Err(Error::Closed(r)),
-                Err(Error::Closed(_)) => return Ok(filled),
-                Err(e) => return Err(e),
-            }
-        }
+        let (pos, p) = self.tls.read_plaintext_from(&self.rx[..n], &mut out[filled..])?;
+        filled += p;
         if pos < n {
             self.tls.feed_ciphertext(&self.rx[pos..n])?;
         }

@@ -206,14 +206,12 @@ impl<T: ByteTransport> TlsStream<T> {
                 Err(Error::WouldBlock) => {}
                 Err(e) => return Err(e),
             }
-            if !data.is_empty() || self.unsent() > 0 {
-                if !self.flush()? {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(Error::Timeout(format!("writing to {}", self.tls.host())));
-                    }
-                    self.io.wait(true, left.min(Duration::from_millis(50)))?;
+            if (!data.is_empty() || self.unsent() > 0) && !self.flush()? {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout(format!("writing to {}", self.tls.host())));
                 }
+                self.io.wait(true, left.min(Duration::from_millis(50)))?;
             }
         }
         self.flush_until(deadline)

@@ -7,7 +7,7 @@ mod tls_server;
 
 use certs::certs;
 use pipeline::error::Error;
-use pipeline::tls::{TlsConfig, TlsContext, TlsVersion};
+use pipeline::tls::{ReadBio, TlsConfig, TlsContext, TlsVersion};
 use pipeline::transport::kernel::{KernelSocket, KernelSocketOptions};
 use pipeline::transport::kernel_tls::TlsStream;
 use pipeline::transport::ByteTransport;
@@ -88,8 +88,12 @@ fn sni_name_differs_from_connect_address() {
 /// Several MB each way, concurrently, non-blocking; every record we send carries at
 /// most `max_send_fragment` bytes of plaintext.
 fn big_transfer(v: TlsVersion, overhead: usize) {
+    big_transfer_with(v, overhead, ReadBio::Slice)
+}
+
+fn big_transfer_with(v: TlsVersion, overhead: usize, read_bio: ReadBio) {
     let srv = server("server", if v == TlsVersion::Tls12 { "1.2" } else { "1.3" });
-    let c = cfg(Some(v));
+    let c = TlsConfig { read_bio, ..cfg(Some(v)) };
     let limit = c.max_send_fragment;
     let ctx = TlsContext::new(&c).unwrap();
     let mut s = connect(&ctx, "localhost", srv.port).unwrap();
@@ -141,6 +145,20 @@ fn big_transfer_tls13_record_limit() {
 fn big_transfer_tls12_record_limit() {
     // TLS 1.2 AES-GCM: 8 explicit nonce + 16 tag (CHACHA20: 16).
     big_transfer(TlsVersion::Tls12, 24);
+}
+
+#[test]
+fn big_transfer_memory_bio() {
+    big_transfer_with(TlsVersion::Tls13, 17, ReadBio::Memory);
+}
+
+#[test]
+fn version_mismatch_names_the_alert() {
+    let srv = server("server", "1.3");
+    let ctx = TlsContext::new(&cfg(Some(TlsVersion::Tls12))).unwrap();
+    let m = connect(&ctx, "localhost", srv.port).err().expect("must fail").to_string();
+    eprintln!("version mismatch: {m}");
+    assert!(m.contains("peer sent alert \"protocol version\""), "{m}");
 }
 
 fn expect_refusal(leaf: &str, host: &str, needles: &[&str]) {

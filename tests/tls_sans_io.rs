@@ -477,5 +477,6 @@ fn error_after_data_is_deferred() {
     assert_eq!(&out[..n], b"goodgoodgood");
     assert_eq!(used, w.len());
     let e = c.read_plaintext(&mut out).unwrap_err().to_string();
+    eprintln!("corrupt record: {e}");
     assert!(e.contains("read failed"), "{e}");
 }

@@ -72,7 +72,7 @@ pub struct TlsConfig {
     /// OpenSSL read-ahead: pull as much buffered ciphertext as fits OpenSSL's record
     /// buffer per BIO read instead of two reads (header, body) per record. Default OFF:
     /// our BIO reads are cheap memcpys, while OpenSSL 3.0 with read-ahead memmoves the
-    /// rest of its buffer for every record (measured 1.5-2.5x slower; docs/tls.md).
+    /// rest of its buffer for every record (1.3-2.4x slower with a 64 KiB buffer; docs/tls.md).
     pub read_ahead: bool,
     /// Read-side BIO. Default [`ReadBio::Slice`].
     pub read_bio: ReadBio,

@@ -361,16 +361,22 @@ impl TlsSession {
         n.max(0) as usize
     }
 
-    /// Append all outgoing ciphertext to `out`; returns the count.
+    /// Append all outgoing ciphertext to `out`; returns the count. Reuses `out`'s
+    /// capacity (no zero-fill, no allocation once it is large enough).
     pub fn drain_ciphertext_into(&mut self, out: &mut Vec<u8>) -> usize {
         let p = self.pending_ciphertext();
         if p == 0 {
             return 0;
         }
-        let old = out.len();
-        out.resize(old + p, 0);
-        let n = self.take_ciphertext(&mut out[old..]);
-        out.truncate(old + n);
+        out.reserve(p);
+        let spare = out.spare_capacity_mut();
+        let len = spare.len().min(p).min(i32::MAX as usize) as c_int;
+        // SAFETY: wbio valid; `spare` has at least `len` writable (uninitialised) bytes,
+        // and BIO_read only writes into them.
+        let n = unsafe { sys::BIO_read(self.wbio, spare.as_mut_ptr() as *mut c_void, len) };
+        let n = n.max(0) as usize;
+        // SAFETY: BIO_read initialised exactly `n` bytes after the old length.
+        unsafe { out.set_len(out.len() + n) };
         n
     }
 

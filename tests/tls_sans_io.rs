@@ -480,3 +480,28 @@ fn error_after_data_is_deferred() {
     eprintln!("corrupt record: {e}");
     assert!(e.contains("read failed"), "{e}");
 }
+
+/// A destination smaller than a record (ring space before the wrap point): the record is
+/// split across calls, nothing lost, `has_pending_plaintext` says more is waiting.
+#[test]
+fn record_split_across_small_destinations() {
+    let mut rng = Rng(51);
+    let cctx = client_ctx(None);
+    let sctx = server_ctx("server");
+    let mut c = cctx.client_session("localhost").unwrap();
+    let mut s = sctx.server_session().unwrap();
+    handshake(&mut c, &mut s, &mut rng);
+    let msg: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    s.write_plaintext(&msg).unwrap();
+    let mut w = Vec::new();
+    s.drain_ciphertext_into(&mut w);
+    let mut tail = [0u8; 300];
+    let (used, n) = c.read_plaintext_from(&w, &mut tail).unwrap();
+    assert_eq!((used, n), (w.len(), 300));
+    assert!(c.has_pending_plaintext());
+    let mut head = [0u8; 4096];
+    let m = c.read_plaintext(&mut head).unwrap();
+    assert_eq!(m, 700);
+    assert!(!c.has_pending_plaintext());
+    assert_eq!([&tail[..], &head[..m]].concat(), msg);
+}

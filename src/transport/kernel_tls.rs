@@ -233,7 +233,20 @@ impl<T: ByteTransport> TlsStream<T> {
         }
     }
 
-    /// Send close_notify (best effort, non-blocking) and close the transport.
+    /// Send close_notify, wait up to `timeout` for it (and anything unsent) to go out,
+    /// then close the transport. Returns an error if the flush failed or timed out (the
+    /// transport is closed either way).
+    pub fn close_graceful(&mut self, timeout: Duration) -> Result<()> {
+        if !self.io.is_open() {
+            return Ok(());
+        }
+        let r = self.tls.close_notify().and_then(|_| self.flush_until(Instant::now() + timeout));
+        self.io.close();
+        r
+    }
+
+    /// Send close_notify (best effort, non-blocking: a full socket drops it) and close the
+    /// transport.
     pub fn close(&mut self) {
         if self.io.is_open() {
             let _ = self.tls.close_notify();

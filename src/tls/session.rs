@@ -320,6 +320,7 @@ impl TlsSession {
             self.inbuf().push(data);
             return Ok(());
         }
+        clear_error_queue();
         let mut rest = data;
         while !rest.is_empty() {
             let chunk = rest.len().min(1 << 30);

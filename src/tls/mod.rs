@@ -16,7 +16,7 @@ mod ffi;
 mod session;
 
 pub use error::drain_error_queue;
-pub use session::{HandshakeStatus, TlsSession};
+pub use session::{HandshakeStatus, RecordStats, TlsSession};
 
 use crate::error::{Error, Result};
 use libc::c_int;

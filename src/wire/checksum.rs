@@ -1,0 +1,174 @@
+//! The Internet checksum (RFC 1071): one's-complement sum of 16-bit big-endian words.
+//!
+//! The sum is byte-order independent (RFC 1071 §2(B)), so the bulk loop adds the
+//! buffer as native little-endian `u32`s into four `u64` accumulators (no carries can
+//! be lost below 2^32 words) and swaps the folded result once at the end. Partial sums
+//! of pieces can be combined with [`combine`] as long as every piece except the last
+//! has even length.
+
+use std::net::Ipv4Addr;
+
+/// Fold a wide accumulator to 16 bits with end-around carry.
+#[inline(always)]
+pub fn fold(mut s: u64) -> u16 {
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
+/// One's-complement sum of `data` as big-endian 16-bit words (an odd last byte is
+/// padded with zero), folded to 16 bits but not complemented.
+#[inline]
+pub fn sum(data: &[u8]) -> u16 {
+    let mut a0: u64 = 0;
+    let mut a1: u64 = 0;
+    let mut a2: u64 = 0;
+    let mut a3: u64 = 0;
+    let mut chunks = data.chunks_exact(32);
+    for c in &mut chunks {
+        a0 += u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64
+            + u32::from_le_bytes([c[4], c[5], c[6], c[7]]) as u64;
+        a1 += u32::from_le_bytes([c[8], c[9], c[10], c[11]]) as u64
+            + u32::from_le_bytes([c[12], c[13], c[14], c[15]]) as u64;
+        a2 += u32::from_le_bytes([c[16], c[17], c[18], c[19]]) as u64
+            + u32::from_le_bytes([c[20], c[21], c[22], c[23]]) as u64;
+        a3 += u32::from_le_bytes([c[24], c[25], c[26], c[27]]) as u64
+            + u32::from_le_bytes([c[28], c[29], c[30], c[31]]) as u64;
+    }
+    let mut rest = chunks.remainder();
+    while rest.len() >= 4 {
+        a0 += u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
+        rest = &rest[4..];
+    }
+    let mut tail = [0u8; 4];
+    tail[..rest.len()].copy_from_slice(rest);
+    a1 += u32::from_le_bytes(tail) as u64;
+    // Each accumulator holds < 2^32 * 2^33 only for absurd sizes; fold each first.
+    let s = fold(a0) as u64 + fold(a1) as u64 + fold(a2) as u64 + fold(a3) as u64;
+    fold(s).swap_bytes()
+}
+
+/// Add two folded sums (one's complement addition).
+#[inline(always)]
+pub fn combine(a: u16, b: u16) -> u16 {
+    fold(a as u64 + b as u64)
+}
+
+/// The Internet checksum of `data`: the complement of [`sum`].
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    !sum(data)
+}
+
+/// Sum of the TCP/UDP IPv4 pseudo-header (RFC 793 §3.1): src, dst, zero+protocol, length.
+#[inline]
+pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) -> u16 {
+    let s = src.octets();
+    let d = dst.octets();
+    let acc = u16::from_be_bytes([s[0], s[1]]) as u64
+        + u16::from_be_bytes([s[2], s[3]]) as u64
+        + u16::from_be_bytes([d[0], d[1]]) as u64
+        + u16::from_be_bytes([d[2], d[3]]) as u64
+        + protocol as u64
+        + len as u64;
+    fold(acc)
+}
+
+/// TCP checksum over pseudo-header + `segment` (whose checksum field must be zero when
+/// computing, or hold the value when verifying with [`verify_tcp`]).
+#[inline]
+pub fn tcp_checksum(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> u16 {
+    let ph = pseudo_header_sum(src, dst, super::IPPROTO_TCP, segment.len() as u16);
+    !combine(ph, sum(segment))
+}
+
+/// True when the TCP checksum of `segment` (checksum field included) verifies.
+#[inline]
+pub fn verify_tcp(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> bool {
+    if segment.len() > u16::MAX as usize {
+        return false;
+    }
+    let ph = pseudo_header_sum(src, dst, super::IPPROTO_TCP, segment.len() as u16);
+    combine(ph, sum(segment)) == 0xffff
+}
+
+/// Incremental update (RFC 1624 eqn. 3): the new checksum after one 16-bit word of the
+/// covered data changed from `old` to `new`.
+#[inline]
+pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
+    !fold(!csum as u64 + !old as u64 + new as u64)
+}
+
+/// Incremental update for a 32-bit field (two 16-bit words).
+#[inline]
+pub fn update32(csum: u16, old: u32, new: u32) -> u16 {
+    let c = update16(csum, (old >> 16) as u16, (new >> 16) as u16);
+    update16(c, old as u16, new as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(data: &[u8]) -> u16 {
+        let mut s: u32 = 0;
+        let mut i = 0;
+        while i + 1 < data.len() {
+            s += u16::from_be_bytes([data[i], data[i + 1]]) as u32;
+            i += 2;
+        }
+        if i < data.len() {
+            s += (data[i] as u32) << 8;
+        }
+        while s >> 16 != 0 {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    }
+
+    #[test]
+    fn matches_reference_all_lengths() {
+        let mut x: u32 = 12345;
+        let data: Vec<u8> = (0..2000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for len in 0..300 {
+            assert_eq!(sum(&data[..len]), reference(&data[..len]), "len {len}");
+        }
+        for len in [1447, 1448, 1460, 2000] {
+            assert_eq!(sum(&data[..len]), reference(&data[..len]));
+        }
+        // All 0xff: sum folds to 0xffff.
+        assert_eq!(sum(&[0xff; 1500]), 0xffff);
+    }
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 §3 example: 00 01 f2 03 f4 f5 f6 f7 -> sum 0xddf2.
+        assert_eq!(
+            sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0xddf2
+        );
+    }
+
+    #[test]
+    fn incremental_matches_full() {
+        let mut d = [0u8; 40];
+        for (i, b) in d.iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        let c0 = checksum(&d);
+        let old = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+        let new: u32 = 0xdead_beef;
+        d[4..8].copy_from_slice(&new.to_be_bytes());
+        assert_eq!(update32(c0, old, new), checksum(&d));
+    }
+}

@@ -1,0 +1,56 @@
+//! Test certificates from `tools/testcerts.sh`, generated once per build directory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub struct Certs {
+    pub dir: PathBuf,
+}
+
+impl Certs {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    pub fn ca(&self) -> PathBuf {
+        self.path("ca.pem")
+    }
+    /// (cert, key) of a named leaf: "server", "expired", "wronghost", "untrusted".
+    pub fn leaf(&self, name: &str) -> (PathBuf, PathBuf) {
+        (self.path(&format!("{name}.pem")), self.path(&format!("{name}.key")))
+    }
+}
+
+fn complete(dir: &Path) -> bool {
+    ["ca.pem", "server.pem", "expired.pem", "wronghost.pem", "untrusted.pem", "untrusted.key"]
+        .iter()
+        .all(|f| dir.join(f).exists())
+}
+
+/// The certificate directory (created on first use; shared by all test binaries).
+pub fn certs() -> &'static Certs {
+    static CERTS: OnceLock<Certs> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = base.join("tls-certs");
+        if !complete(&dir) {
+            let tmp = base.join(format!("tls-certs.tmp.{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/testcerts.sh");
+            let out = Command::new("sh").arg(&script).arg(&tmp).output().expect("run tools/testcerts.sh");
+            assert!(
+                out.status.success(),
+                "testcerts.sh failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Atomic publish; if another test binary won the race, use theirs.
+            if std::fs::rename(&tmp, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            assert!(complete(&dir), "certificates missing in {}", dir.display());
+        }
+        Certs { dir }
+    })
+}

@@ -1,0 +1,161 @@
+//! The hot path allocates nothing after construction: counted with a global allocator.
+
+use pipeline::tcp::{Connection, TcpConfig, Transmit};
+use pipeline::wire::{emit_tcp_frame, flags, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if ARMED.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarding the caller's layout to the system allocator.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: `p` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn frame(seq: u32, ack: u32, fl: u8, payload: &[u8], opts: TcpOptionsRepr) -> Vec<u8> {
+    let r = TcpFrameRepr {
+        src_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+        dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        src_ip: Ipv4Addr::new(10, 0, 0, 1),
+        dst_ip: Ipv4Addr::new(10, 0, 0, 2),
+        ip_ident: 1,
+        ttl: 64,
+        tcp: TcpRepr {
+            src_port: 443,
+            dst_port: 40000,
+            seq,
+            ack,
+            flags: fl,
+            window: 65535,
+            options: opts,
+        },
+    };
+    let mut b = vec![0u8; 2048];
+    let n = emit_tcp_frame(&mut b, &r, payload).unwrap();
+    b.truncate(n);
+    b
+}
+
+#[test]
+fn no_allocation_on_the_hot_path() {
+    let cfg = TcpConfig::new(
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        MacAddr([2, 0, 0, 0, 0, 2]),
+        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 40000),
+        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 443),
+    );
+    let mut c = Connection::new(cfg).unwrap();
+    c.connect_with_isn(0, 1000, 0).unwrap();
+    while c.poll_transmit(0).is_some() {}
+    let peer = 5000u32;
+    let o = TcpOptionsRepr {
+        mss: Some(1460),
+        window_scale: Some(7),
+        sack_permitted: true,
+        ..Default::default()
+    };
+    c.on_frame(
+        1,
+        &frame(peer, 1001, flags::SYN | flags::ACK, &[], o),
+        |_| {},
+    );
+    // Pre-build every input outside the measured region.
+    let data = vec![7u8; 1000];
+    let inputs: Vec<Vec<u8>> = vec![
+        frame(peer + 1, 1001, flags::ACK, &data, TcpOptionsRepr::default()), // in order
+        frame(
+            peer + 3001,
+            1001,
+            flags::ACK,
+            &data,
+            TcpOptionsRepr::default(),
+        ), // OOO
+        frame(
+            peer + 2001,
+            1001,
+            flags::ACK,
+            &data,
+            TcpOptionsRepr::default(),
+        ), // OOO
+        frame(peer + 1, 1001, flags::ACK, &data, TcpOptionsRepr::default()), // duplicate
+        frame(
+            peer + 1001,
+            1001,
+            flags::ACK,
+            &data,
+            TcpOptionsRepr::default(),
+        ), // fills the gap
+        frame(
+            peer + 4001 + 100,
+            0,
+            flags::RST,
+            &[],
+            TcpOptionsRepr::default(),
+        ), // challenge
+        frame(
+            peer + 4001,
+            1001 + 3000,
+            flags::ACK,
+            &[],
+            TcpOptionsRepr::default(),
+        ), // acks our data
+    ];
+    let mut frames = vec![vec![0u8; 2048]; 4];
+    let mut ackbuf = vec![0u8; 256];
+    let off = c.payload_offset();
+
+    ARMED.store(true, Ordering::SeqCst);
+    let mut delivered = 0usize;
+    for (k, f) in frames.iter_mut().enumerate().take(3) {
+        f[off..off + 1000].fill(k as u8);
+        c.send_data(2, f, 1000, k as u32).unwrap();
+    }
+    for (i, f) in inputs.iter().enumerate() {
+        c.on_frame(10 + i as u64, f, |d| delivered += d.len());
+        c.set_rx_space(1 << 20);
+        while let Some(t) = c.poll_transmit(10 + i as u64) {
+            match t {
+                Transmit::Control(seg) => {
+                    c.emit_control(&seg, &mut ackbuf).unwrap();
+                }
+                Transmit::Retransmit { handle, seq, len } => {
+                    c.refresh_data_frame(&mut frames[handle as usize], seq, len)
+                        .unwrap();
+                }
+            }
+        }
+        while c.pop_acked().is_some() {}
+        while c.poll_event().is_some() {}
+    }
+    // Timers: RTO, delayed ACK.
+    c.send_data(20, &mut frames[3], 1000, 3).unwrap();
+    let d = c.next_deadline().unwrap();
+    while c.poll_transmit(d).is_some() {}
+    ARMED.store(false, Ordering::SeqCst);
+
+    assert_eq!(delivered, 4000);
+    assert_eq!(c.stats().ooo_segments_buffered, 2);
+    assert_eq!(c.stats().challenge_acks, 1);
+    assert!(c.sack_enabled(), "the SACK-block path was exercised");
+    assert_eq!(c.stats().rto_expirations, 1);
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst),
+        0,
+        "allocations on the hot path"
+    );
+}

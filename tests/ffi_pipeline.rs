@@ -68,7 +68,7 @@ fn null_arguments_are_refused_and_out_params_untouched() {
 }
 
 #[test]
-fn kernel_transport_not_yet_built_is_a_clear_error() {
+fn refused_connection_is_a_net_error() {
     // SAFETY: valid config, strings outlive the call.
     unsafe {
         let url = CString::new("wss://127.0.0.1:1/").unwrap();
@@ -79,7 +79,7 @@ fn kernel_transport_not_yet_built_is_a_clear_error() {
         cfg.transport = PlTransport::PL_TRANSPORT_KERNEL;
         let mut out: *mut pl_pipeline = std::ptr::null_mut();
         let r = pl_start(&cfg, &mut out);
-        assert_ne!(r, PlResult::PL_OK);
+        assert_eq!(r, PlResult::PL_ERR_NET, "{}", last_error());
         assert!(out.is_null());
         assert!(!last_error().is_empty());
     }

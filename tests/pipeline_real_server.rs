@@ -14,8 +14,12 @@ use pipeline::stats::Counter;
 use pipeline_support::*;
 
 const SERVER: &str = r#"
-import asyncio, sys, websockets
+import asyncio, sys, ssl, websockets
 N = int(sys.argv[1])
+ctx = None
+if len(sys.argv) > 3:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
 async def handler(ws):
     for i in range(N):
         await ws.send(f"srv {i}")
@@ -23,7 +27,7 @@ async def handler(ws):
     async for m in ws:
         await ws.send(("echo " + m) if isinstance(m, str) else m)
 async def main():
-    async with websockets.serve(handler, "127.0.0.1", 0, max_size=2**20, compression=None) as server:
+    async with websockets.serve(handler, "127.0.0.1", 0, max_size=2**20, compression=None, ssl=ctx) as server:
         print(server.sockets[0].getsockname()[1], flush=True)
         await asyncio.Future()
 asyncio.run(main())
@@ -38,11 +42,15 @@ impl Drop for Server {
 }
 
 fn server(n: usize) -> Option<(Server, u16)> {
+    server_with(n, &[])
+}
+
+fn server_with(n: usize, extra: &[&str]) -> Option<(Server, u16)> {
     if Command::new("python3").args(["-c", "import websockets"]).output().map(|o| !o.status.success()).unwrap_or(true) {
         eprintln!("SKIP: python3 with websockets not available");
         return None;
     }
-    let mut c = Command::new("python3").args(["-c", SERVER, &n.to_string()]).stdout(Stdio::piped()).spawn().ok()?;
+    let mut c = Command::new("python3").args(["-c", SERVER, &n.to_string()]).args(extra).stdout(Stdio::piped()).spawn().ok()?;
     let mut line = String::new();
     BufReader::new(c.stdout.take()?).read_line(&mut line).ok()?;
     let port = line.trim().parse().ok()?;
@@ -94,4 +102,59 @@ fn real_server_messages_echo_ping_and_close() {
         }
         p.stop();
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 / localhost in a temp dir: (dir, cert, key).
+fn cert() -> (std::path::PathBuf, String, String) {
+    let dir = std::env::temp_dir().join(format!("plcert{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let o = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+        .arg(&k)
+        .arg("-out")
+        .arg(&c)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (dir, c.to_string_lossy().into_owned(), k.to_string_lossy().into_owned())
+}
+
+#[test]
+fn wss_through_the_kernel_tls_transport() {
+    let (dir, c, k) = cert();
+    let n = 10_000;
+    let Some((_srv, port)) = server_with(n, &[&c, &k]) else { return };
+    // Not trusted: a clear TLS error.
+    let (name, _g) = unique("wss_untrusted");
+    let mut cfg = Config::new(&format!("wss://127.0.0.1:{port}/"));
+    cfg.name = Some(name);
+    cfg.quiet = true;
+    let e = Pipeline::start(cfg.clone()).expect_err("self-signed certificate must be refused");
+    assert!(matches!(e, pipeline::Error::Tls(_)), "{e}");
+    // Trusted through ca_file: works, in two layouts.
+    for layout in [Layout::Inline, Layout::Threads] {
+        let (name, _g) = unique(&format!("wss_{}", layout.name()));
+        let Some((_srv, port)) = server_with(n, &[&c, &k]) else { return };
+        let mut cfg = Config::new(&format!("wss://127.0.0.1:{port}/"));
+        cfg.name = Some(name);
+        cfg.ca_file = Some(c.clone().into());
+        cfg.layout = Some(layout);
+        cfg.wait = Some(WaitKind::Backoff);
+        cfg.quiet = true;
+        let mut p = Pipeline::start(cfg).expect("wss start");
+        let mut rx = p.receiver().unwrap();
+        for i in 0..n {
+            let f = rx.next_frame_timeout(Duration::from_secs(10)).unwrap_or_else(|| panic!("message {i}"));
+            assert_eq!(f.text().unwrap(), format!("srv {i}"));
+        }
+        assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).expect("binary").payload(), &[0, 1, 255]);
+        p.send_text("over tls").unwrap();
+        assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).expect("echo").text(), Some("echo over tls"));
+        p.close(1000, "bye").unwrap();
+        assert!(p.wait_disconnected(Duration::from_secs(10)));
+        p.stop();
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

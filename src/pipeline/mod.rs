@@ -25,7 +25,7 @@ use crate::ring::{ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxWriter, PongF
 use crate::runner::{self, Layout, Placement, Running, WaitKind};
 use crate::shm::{names, ShmDir};
 use crate::stage::{
-    AppClientStage, FrameReader, OnMessage, PlainTcpTransport, RawFrame, Stage, SyntheticTransport, TransportStage, Upgrade,
+    AppClientStage, FrameReader, OnMessage, RawFrame, Stage, StreamTransport, SyntheticTransport, TlsTransport, TransportStage, Upgrade,
     WebSocketStage,
 };
 use crate::stats::{Counter, State, StatsRegion, COUNTERS};
@@ -211,40 +211,33 @@ impl Pipeline {
             subprotocols: cfg.subprotocols.clone(),
         };
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
-        match &cfg.transport {
-            TransportKind::Synthetic(script) => {
-                let t = SyntheticTransport::new(script.clone());
-                stages.push(Box::new(TransportStage::new(
-                    t,
+        // Monomorphised per transport: no dynamic dispatch on the hot path.
+        let ts = |t: &mut Vec<Box<dyn Stage>>, stage: Box<dyn Stage>| t.push(stage);
+        macro_rules! transport_stage {
+            ($t:expr) => {
+                Box::new(TransportStage::new(
+                    $t,
                     &upgrade,
                     inbox.writer(),
                     outbox.reader(),
                     pongs.consumer(),
                     stats.clone(),
                     outbox.max_payload(),
-                )));
-            }
-            TransportKind::Kernel if !url.secure => {
-                // Temporary plain-TCP path until the kernel TLS transport lands.
-                let t = PlainTcpTransport::connect(&url.host, url.port, cfg.timeout)?;
-                stages.push(Box::new(TransportStage::new(
-                    t,
-                    &upgrade,
-                    inbox.writer(),
-                    outbox.reader(),
-                    pongs.consumer(),
-                    stats.clone(),
-                    outbox.max_payload(),
-                )));
-            }
-            TransportKind::Kernel => {
-                return Err(Error::Config(
-                    "wss:// needs the kernel TLS transport, which is not in this build yet (src/transport pending); ws:// works".into(),
                 ))
+            };
+        }
+        match &cfg.transport {
+            TransportKind::Synthetic(script) => ts(&mut stages, transport_stage!(SyntheticTransport::new(script.clone()))),
+            TransportKind::Kernel if url.secure => ts(
+                &mut stages,
+                transport_stage!(TlsTransport::connect(&url.host, url.port, cfg.ca_file.clone(), cfg.insecure, cfg.timeout)?),
+            ),
+            TransportKind::Kernel => {
+                ts(&mut stages, transport_stage!(StreamTransport::connect(&url.host, url.port, cfg.timeout)?))
             }
             TransportKind::Xdp => {
                 return Err(Error::Config(
-                    "the XDP transport (our TCP + TLS) is not in this build yet (src/tcp pending)".into(),
+                    "the XDP transport (our TCP + TLS over AF_XDP) is not wired in yet; use --transport kernel".into(),
                 ))
             }
         }

@@ -13,14 +13,14 @@
 //! | [`AppClientStage`] | 5.4 | WS_FRAME_INFO, MSG_INBOX (in place) | MSG_INBOX release |
 
 mod app;
-mod plain_tcp;
+mod kernel;
 mod synthetic;
 pub(crate) mod tmp_ws;
 mod transport;
 mod websocket;
 mod xdp_poll;
 
-pub use plain_tcp::PlainTcpTransport;
+pub use kernel::{StreamTransport, TlsTransport};
 pub use app::{AppClientStage, FrameReader, OnMessage, RawFrame};
 pub use synthetic::{encode_server_frame, SyntheticCapture, SyntheticScript, SyntheticTransport};
 pub use transport::{Transport, TransportCounters, TransportStage, Upgrade};

@@ -97,3 +97,56 @@ fn stat_reads_a_running_pipelines_counters() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"messages\":777"));
 }
+
+fn children_of(pid: u32) -> Vec<i32> {
+    let mut v = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                v.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn stage_processes_die_with_their_parent_and_the_next_start_reclaims() {
+    let (name, _g) = unique("cli_pdeath");
+    // The synthetic server keeps the connection open after its messages.
+    let mut child = bin()
+        .args(["connect", "wss://synthetic.test/", "--synthetic", "100000", "--layout", "processes", "--wait", "backoff"])
+        .args(["--name", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut kids = Vec::new();
+    while kids.len() < 2 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+        kids = children_of(child.id());
+    }
+    assert_eq!(kids.len(), 2, "two stage processes (transport, websocket)");
+    child.kill().unwrap(); // SIGKILL the parent: no destructor runs
+    child.wait().unwrap();
+    let t = std::time::Instant::now();
+    for k in &kids {
+        // SAFETY: signal 0 only checks existence (the children are reparented, then reaped by init).
+        while unsafe { libc::kill(*k, 0) } == 0 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let gone = unsafe { libc::kill(*k, 0) } != 0
+            || std::fs::read_to_string(format!("/proc/{k}/stat")).map(|s| s.contains(") Z")).unwrap_or(true);
+        assert!(gone, "stage process {k} outlived its parent (PR_SET_PDEATHSIG)");
+    }
+    // The directory was left behind by the SIGKILL; the next start reclaims it.
+    assert!(pipeline::shm::ShmDir::path_for(&name).exists());
+    let o = bin()
+        .args(["connect", "wss://synthetic.test/", "--synthetic", "10", "--count", "10", "--layout", "inline", "--name", &name])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("reclaimed"));
+    assert!(!pipeline::shm::ShmDir::path_for(&name).exists());
+}

@@ -111,3 +111,50 @@ fn threads_callback() {
 fn processes_callback() {
     callback(Layout::Processes, "proc_cb");
 }
+
+fn thread_affinity(name: &str) -> Option<String> {
+    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let st = std::fs::read_to_string(t.path().join("status")).ok()?;
+            return st.lines().find(|l| l.starts_with("Cpus_allowed_list:")).map(|l| l.split_whitespace().last().unwrap_or("").to_string());
+        }
+    }
+    None
+}
+
+#[test]
+fn threads_are_pinned_to_the_cores_asked_for() {
+    let ncpu = pipeline::runner::available_cores();
+    let (name, _g) = unique("pinned");
+    let mut c = config(&name, script(text_frames(10), 0), Layout::Threads);
+    c.cores = vec![0, ncpu.saturating_sub(1)];
+    let mut p = Pipeline::start(c).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(thread_affinity("pl-transport").as_deref(), Some("0"));
+    assert_eq!(thread_affinity("pl-websocket"), Some((ncpu - 1).to_string()));
+    p.stop();
+}
+
+#[test]
+fn defaults_follow_the_core_count() {
+    use pipeline::runner::{choose_defaults, WaitKind};
+    assert_eq!(choose_defaults(4, 2), (Layout::Inline, WaitKind::Backoff));
+    assert_eq!(choose_defaults(4, 4), (Layout::Inline, WaitKind::Backoff));
+    assert_eq!(choose_defaults(4, 8), (Layout::Threads, WaitKind::Spin));
+    // What this box gets when nothing is asked for, and that it is recorded (not on a
+    // big box, where the default would be spinning threads).
+    if choose_defaults(3, pipeline::runner::available_cores()).1 == WaitKind::Spin {
+        return;
+    }
+    let (name, _g) = unique("defaults");
+    let mut c = config(&name, script(text_frames(10), 0), Layout::Inline);
+    c.layout = None;
+    c.wait = None;
+    let mut p = Pipeline::start(c).unwrap();
+    let (l, w) = choose_defaults(3, pipeline::runner::available_cores());
+    assert_eq!((p.layout(), p.wait_kind()), (l, w));
+    assert_eq!(p.stats().get(Counter::Layout), l as u64);
+    assert_eq!(p.stats().get(Counter::Wait), w as u64);
+    p.stop();
+}

@@ -168,14 +168,22 @@ pub struct StatsRegion {
 }
 
 fn spec() -> RegionSpec {
-    RegionSpec { kind: RegionKind::Stats, elem_size: SLOT as u32, capacity: COUNTERS as u64, payload_bytes: PAYLOAD, mirrored: false }
+    RegionSpec {
+        kind: RegionKind::Stats,
+        elem_size: SLOT as u32,
+        capacity: COUNTERS as u64,
+        payload_bytes: PAYLOAD,
+        mirrored: false,
+    }
 }
 
 impl StatsRegion {
     /// Create `stats.shm` in an owned directory, names filled in, `running` set.
     pub fn create(dir: &ShmDir) -> Result<StatsRegion> {
         let region = dir.create_region(names::STATS, spec())?;
-        let s = StatsRegion { region: Arc::new(region) };
+        let s = StatsRegion {
+            region: Arc::new(region),
+        };
         for c in Counter::ALL {
             let name = c.name().as_bytes();
             // SAFETY: slot `c` lies inside the payload (PAYLOAD >= COUNTERS * SLOT); the
@@ -196,9 +204,14 @@ impl StatsRegion {
         sp.capacity = 0;
         let region = dir.attach_region(names::STATS, sp)?;
         if region.payload_len() < TEXT_OFF + 64 + REASON_BYTES {
-            return Err(Error::Shm(format!("{}: stats region too small", region.path().display())));
+            return Err(Error::Shm(format!(
+                "{}: stats region too small",
+                region.path().display()
+            )));
         }
-        Ok(StatsRegion { region: Arc::new(region) })
+        Ok(StatsRegion {
+            region: Arc::new(region),
+        })
     }
 
     /// Counter slots recorded in the file (an older writer may have fewer).
@@ -252,9 +265,14 @@ impl StatsRegion {
         (0..self.slots())
             .map(|i| {
                 // SAFETY: slot i is inside the payload; names are written once at create.
-                let name = unsafe { std::slice::from_raw_parts(self.region.payload_ptr().add(i * SLOT), NAME_BYTES) };
+                let name = unsafe {
+                    std::slice::from_raw_parts(self.region.payload_ptr().add(i * SLOT), NAME_BYTES)
+                };
                 let end = name.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
-                (String::from_utf8_lossy(&name[..end]).into_owned(), self.slot(i).load(Ordering::Relaxed))
+                (
+                    String::from_utf8_lossy(&name[..end]).into_owned(),
+                    self.slot(i).load(Ordering::Relaxed),
+                )
             })
             .collect()
     }
@@ -270,7 +288,9 @@ impl StatsRegion {
     /// Ask every stage (threads, children, the inline loop) to stop, after delivering
     /// what is already in the rings (a disconnect: the last messages still arrive).
     pub fn stop_running(&self) {
-        let _ = self.ctl32(RUNNING_OFF).compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self
+            .ctl32(RUNNING_OFF)
+            .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Ask every stage to stop at once, without draining (the application's stop).
@@ -293,7 +313,9 @@ impl StatsRegion {
             0 => State::Connecting,
             1 => State::Connected,
             2 => State::Closing,
-            _ => State::Disconnected { reason: self.reason() },
+            _ => State::Disconnected {
+                reason: self.reason(),
+            },
         }
     }
 
@@ -302,12 +324,15 @@ impl StatsRegion {
         if let State::Disconnected { reason } = s {
             self.note_reason(reason);
         }
-        self.slot(Counter::State as usize).fetch_max(s.code(), Ordering::AcqRel);
+        self.slot(Counter::State as usize)
+            .fetch_max(s.code(), Ordering::AcqRel);
     }
 
     /// Disconnect with `reason` (the first reason wins) and stop every stage.
     pub fn disconnect(&self, reason: &str) {
-        self.advance_state(&State::Disconnected { reason: reason.to_string() });
+        self.advance_state(&State::Disconnected {
+            reason: reason.to_string(),
+        });
         self.stop_running();
     }
 
@@ -334,7 +359,8 @@ impl StatsRegion {
         // SAFETY: see `set_reason`: the length is published after the bytes.
         unsafe {
             let base = self.region.payload_ptr().add(TEXT_OFF);
-            let n = ((*(base as *const AtomicU32)).load(Ordering::Acquire) as usize).min(REASON_BYTES);
+            let n =
+                ((*(base as *const AtomicU32)).load(Ordering::Acquire) as usize).min(REASON_BYTES);
             let s = std::slice::from_raw_parts(base.add(64), n);
             String::from_utf8_lossy(s).into_owned()
         }

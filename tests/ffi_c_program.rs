@@ -5,7 +5,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn lib_dir() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 const PROGRAM: &str = r#"
@@ -135,11 +141,16 @@ fn a_c_program_drives_a_pipeline() {
         .args(["-lpipeline", &format!("-Wl,-rpath,{}", lib.display())])
         .output()
         .unwrap();
-    assert!(o.status.success(), "compile failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "compile failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let name = format!("c{}", std::process::id());
     let run = Command::new(&exe).arg(&name).output().unwrap();
     for suffix in ["_poll", "_cb"] {
-        let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&format!("{name}{suffix}")));
+        let _ =
+            std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&format!("{name}{suffix}")));
     }
     std::fs::remove_dir_all(&tmp).ok();
     assert!(

@@ -47,13 +47,23 @@ unsafe fn base_config(cfg: &mut PlConfig, url: &CString, name: &CString, data: &
 fn null_arguments_are_refused_and_out_params_untouched() {
     // SAFETY: exercising the null checks.
     unsafe {
-        assert_eq!(pl_config_init(std::ptr::null_mut()), PlResult::PL_ERR_NULL_ARG);
+        assert_eq!(
+            pl_config_init(std::ptr::null_mut()),
+            PlResult::PL_ERR_NULL_ARG
+        );
         let mut out: *mut pl_pipeline = 0x1 as *mut _;
-        assert_eq!(pl_start(std::ptr::null(), &mut out), PlResult::PL_ERR_NULL_ARG);
+        assert_eq!(
+            pl_start(std::ptr::null(), &mut out),
+            PlResult::PL_ERR_NULL_ARG
+        );
         assert_eq!(out as usize, 1, "out param written on failure");
         let mut cfg = std::mem::zeroed::<PlConfig>();
         pl_config_init(&mut cfg);
-        assert_eq!(pl_start(&cfg, &mut out), PlResult::PL_ERR_NULL_ARG, "url NULL");
+        assert_eq!(
+            pl_start(&cfg, &mut out),
+            PlResult::PL_ERR_NULL_ARG,
+            "url NULL"
+        );
         assert!(last_error().contains("cfg->url"));
         assert_eq!(out as usize, 1);
         let bad = CString::new("http://nope").unwrap();
@@ -61,8 +71,14 @@ fn null_arguments_are_refused_and_out_params_untouched() {
         assert_eq!(pl_start(&cfg, &mut out), PlResult::PL_ERR_CONFIG);
         assert!(last_error().contains("wss://"), "{}", last_error());
         let mut f = std::mem::zeroed::<PlFrame>();
-        assert_eq!(pl_poll(std::ptr::null_mut(), &mut f), PlResult::PL_ERR_NULL_ARG);
-        assert_eq!(pl_send_text(std::ptr::null_mut(), std::ptr::null(), 0), PlResult::PL_ERR_NULL_ARG);
+        assert_eq!(
+            pl_poll(std::ptr::null_mut(), &mut f),
+            PlResult::PL_ERR_NULL_ARG
+        );
+        assert_eq!(
+            pl_send_text(std::ptr::null_mut(), std::ptr::null(), 0),
+            PlResult::PL_ERR_NULL_ARG
+        );
         pl_free(std::ptr::null_mut());
     }
 }
@@ -99,7 +115,10 @@ fn poll_release_send_close_state_stats() {
         let mut p: *mut pl_pipeline = std::ptr::null_mut();
         assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());
         let mut st = PlState::PL_STATE_CONNECTING;
-        assert_eq!(pl_get_state(p, &mut st, std::ptr::null_mut(), 0), PlResult::PL_OK);
+        assert_eq!(
+            pl_get_state(p, &mut st, std::ptr::null_mut(), 0),
+            PlResult::PL_OK
+        );
         assert_eq!(st, PlState::PL_STATE_CONNECTED);
         let mut got = 0;
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -121,7 +140,10 @@ fn poll_release_send_close_state_stats() {
             }
         }
         let hello = "hello";
-        assert_eq!(pl_send_text(p, hello.as_ptr() as *const _, hello.len()), PlResult::PL_OK);
+        assert_eq!(
+            pl_send_text(p, hello.as_ptr() as *const _, hello.len()),
+            PlResult::PL_OK
+        );
         assert_eq!(pl_send_binary(p, [1u8, 2].as_ptr(), 2), PlResult::PL_OK);
         let mut s = PlStats::default();
         assert_eq!(pl_get_stats(p, &mut s), PlResult::PL_OK);
@@ -130,17 +152,27 @@ fn poll_release_send_close_state_stats() {
         assert_eq!(s.layout, 2, "inline");
         assert_eq!(s.wait, 2, "backoff");
         let bye = CString::new("bye").unwrap();
-        assert_eq!(pl_close(p, 999, bye.as_ptr()), PlResult::PL_ERR_CONFIG, "invalid close code");
+        assert_eq!(
+            pl_close(p, 999, bye.as_ptr()),
+            PlResult::PL_ERR_CONFIG,
+            "invalid close code"
+        );
         assert_eq!(pl_close(p, 1000, bye.as_ptr()), PlResult::PL_OK);
         assert_eq!(pl_wait_disconnected(p, 10_000), PlResult::PL_OK);
         let mut reason = [0 as std::ffi::c_char; 128];
-        assert_eq!(pl_get_state(p, &mut st, reason.as_mut_ptr(), reason.len()), PlResult::PL_OK);
+        assert_eq!(
+            pl_get_state(p, &mut st, reason.as_mut_ptr(), reason.len()),
+            PlResult::PL_OK
+        );
         assert_eq!(st, PlState::PL_STATE_DISCONNECTED);
         let r = std::ffi::CStr::from_ptr(reason.as_ptr()).to_string_lossy();
         assert!(r.contains("close handshake completed"), "{r}");
         let mut f = std::mem::zeroed::<PlFrame>();
         assert_eq!(pl_poll(p, &mut f), PlResult::PL_ERR_CLOSED);
-        assert_eq!(pl_send_text(p, hello.as_ptr() as *const _, hello.len()), PlResult::PL_ERR_CLOSED);
+        assert_eq!(
+            pl_send_text(p, hello.as_ptr() as *const _, hello.len()),
+            PlResult::PL_ERR_CLOSED
+        );
         assert_eq!(pl_get_stats(p, &mut s), PlResult::PL_OK);
         assert_eq!(s.sent_messages, 2);
         let mut nb = [0 as std::ffi::c_char; 64];
@@ -189,11 +221,18 @@ fn callback_delivery_and_poll_refused() {
         }
         assert_eq!(BAD.load(Ordering::Relaxed), 0);
         let mut f = std::mem::zeroed::<PlFrame>();
-        assert_eq!(pl_poll(p, &mut f), PlResult::PL_ERR_CONFIG, "no polling with a callback");
+        assert_eq!(
+            pl_poll(p, &mut f),
+            PlResult::PL_ERR_CONFIG,
+            "no polling with a callback"
+        );
         let mut s = PlStats::default();
         pl_get_stats(p, &mut s);
         assert_eq!(s.app_frames, n as u64);
         pl_free(p);
-        assert!(!pipeline::shm::ShmDir::path_for(name.to_str().unwrap()).exists(), "pl_free stops and cleans up");
+        assert!(
+            !pipeline::shm::ShmDir::path_for(name.to_str().unwrap()).exists(),
+            "pl_free stops and cleans up"
+        );
     }
 }

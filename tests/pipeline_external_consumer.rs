@@ -70,10 +70,21 @@ fn a_c_process_consumes_a_running_pipeline() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let run = Command::new(tmp.join("main")).args([&name, &n.to_string()]).output().unwrap();
+    let run = Command::new(tmp.join("main"))
+        .args([&name, &n.to_string()])
+        .output()
+        .unwrap();
     std::fs::remove_dir_all(&tmp).ok();
-    assert!(run.status.success(), "{:?} {}", run.status, String::from_utf8_lossy(&run.stderr));
-    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), format!("ok {n}"));
+    assert!(
+        run.status.success(),
+        "{:?} {}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        format!("ok {n}")
+    );
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(p.stats().get(pipeline::stats::Counter::PongsSent), 20);
     p.stop();

@@ -16,13 +16,17 @@ const N: usize = 100_000;
 
 fn polled(layout: Layout, tag: &str) {
     let (name, _g) = unique(tag);
-    let mut p = Pipeline::start(config(&name, script(text_frames(N), 1500), layout)).expect("start");
+    let mut p =
+        Pipeline::start(config(&name, script(text_frames(N), 1500), layout)).expect("start");
     assert_eq!(p.layout(), layout);
     let mut rx = p.receiver().expect("receiver");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut i = 0;
     while i < N {
-        assert!(Instant::now() < deadline, "only {i} of {N} messages after 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "only {i} of {N} messages after 60 s"
+        );
         if let Some(f) = rx.next_frame_timeout(Duration::from_millis(100)) {
             assert_eq!(f.opcode(), 1);
             assert!(f.is_final());
@@ -45,7 +49,14 @@ impl Shared {
     fn new(n: usize) -> Shared {
         // SAFETY: anonymous shared mapping, zeroed, never unmapped during the test.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), 8 * n, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                8 * n,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         assert_ne!(p, libc::MAP_FAILED);
         Shared(p as *mut AtomicU64)
@@ -70,13 +81,23 @@ fn callback(layout: Layout, tag: &str) {
         expect += 1;
         s2.at(0).store(expect as u64, Ordering::Release);
     });
-    let mut p = Pipeline::start_with_callback(config(&name, script(text_frames(N), 4000), layout), cb).expect("start");
+    let mut p =
+        Pipeline::start_with_callback(config(&name, script(text_frames(N), 4000), layout), cb)
+            .expect("start");
     let deadline = Instant::now() + Duration::from_secs(60);
     while shared.at(0).load(Ordering::Acquire) < N as u64 {
-        assert!(Instant::now() < deadline, "only {} of {N} after 60 s", shared.at(0).load(Ordering::Acquire));
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {N} after 60 s",
+            shared.at(0).load(Ordering::Acquire)
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(shared.at(1).load(Ordering::Relaxed), 0, "first out-of-order message (1-based)");
+    assert_eq!(
+        shared.at(1).load(Ordering::Relaxed),
+        0,
+        "first out-of-order message (1-based)"
+    );
     assert_eq!(shared.at(0).load(Ordering::Relaxed), N as u64);
     assert_eq!(p.stats().get(Counter::AppFrames), N as u64);
     p.stop();
@@ -117,7 +138,10 @@ fn thread_affinity(name: &str) -> Option<String> {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
         if comm.trim() == name {
             let st = std::fs::read_to_string(t.path().join("status")).ok()?;
-            return st.lines().find(|l| l.starts_with("Cpus_allowed_list:")).map(|l| l.split_whitespace().last().unwrap_or("").to_string());
+            return st
+                .lines()
+                .find(|l| l.starts_with("Cpus_allowed_list:"))
+                .map(|l| l.split_whitespace().last().unwrap_or("").to_string());
         }
     }
     None
@@ -132,7 +156,10 @@ fn threads_are_pinned_to_the_cores_asked_for() {
     let mut p = Pipeline::start(c).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(thread_affinity("pl-transport").as_deref(), Some("0"));
-    assert_eq!(thread_affinity("pl-websocket"), Some((ncpu - 1).to_string()));
+    assert_eq!(
+        thread_affinity("pl-websocket"),
+        Some((ncpu - 1).to_string())
+    );
     p.stop();
 }
 

@@ -40,14 +40,24 @@ fn reason(p: &Pipeline) -> String {
 #[test]
 fn polled_payloads_point_into_msg_inbox() {
     let (name, _g) = unique("inplace");
-    let mut p = Pipeline::start(config(&name, script(text_frames(2000), 700), Layout::Inline)).unwrap();
+    let mut p = Pipeline::start(config(
+        &name,
+        script(text_frames(2000), 700),
+        Layout::Inline,
+    ))
+    .unwrap();
     let base = p.inbox().ring().ptr_at(0) as usize;
     let end = base + 2 * p.inbox().capacity();
     let mut rx = p.receiver().unwrap();
     for i in 0..2000 {
-        let f = rx.next_frame_timeout(Duration::from_secs(10)).expect("frame");
+        let f = rx
+            .next_frame_timeout(Duration::from_secs(10))
+            .expect("frame");
         let a = f.payload().as_ptr() as usize;
-        assert!(a >= base && a + f.payload().len() <= end, "payload {i} at {a:#x} is not inside MSG_INBOX");
+        assert!(
+            a >= base && a + f.payload().len() <= end,
+            "payload {i} at {a:#x} is not inside MSG_INBOX"
+        );
         assert_eq!(f.text().unwrap(), msg(i));
     }
     p.stop();
@@ -94,24 +104,46 @@ fn fragmented_messages_are_reassembled_in_place() {
     for chunk in [1usize, 7, 0] {
         let (name, _g) = unique(&format!("frag{chunk}"));
         let cap: Capture = Arc::default();
-        let s = SyntheticScript { capture: Some(cap.clone()), ..script(fragmented(), chunk) };
+        let s = SyntheticScript {
+            capture: Some(cap.clone()),
+            ..script(fragmented(), chunk)
+        };
         let mut p = Pipeline::start(config(&name, s, Layout::Inline)).unwrap();
         let base = p.inbox().ring().ptr_at(0) as usize;
         let mut rx = p.receiver().unwrap();
-        let f = rx.next_frame_timeout(Duration::from_secs(10)).expect("message 1");
-        assert_eq!((f.opcode(), f.is_final(), f.text()), (1, true, Some("Hello, wörld")));
+        let f = rx
+            .next_frame_timeout(Duration::from_secs(10))
+            .expect("message 1");
+        assert_eq!(
+            (f.opcode(), f.is_final(), f.text()),
+            (1, true, Some("Hello, wörld"))
+        );
         let a = f.payload().as_ptr() as usize;
-        assert!(a >= base && a < base + 2 * (1 << 20), "reassembled message must live in MSG_INBOX");
+        assert!(
+            a >= base && a < base + 2 * (1 << 20),
+            "reassembled message must live in MSG_INBOX"
+        );
         drop(f);
-        let f = rx.next_frame_timeout(Duration::from_secs(10)).expect("message 2");
+        let f = rx
+            .next_frame_timeout(Duration::from_secs(10))
+            .expect("message 2");
         assert_eq!((f.opcode(), f.payload()), (2, &[0u8, 1, 2, 255][..]));
         drop(f);
-        let f = rx.next_frame_timeout(Duration::from_secs(10)).expect("message 3");
+        let f = rx
+            .next_frame_timeout(Duration::from_secs(10))
+            .expect("message 3");
         assert_eq!(f.payload().len(), 70_000);
-        assert!(f.payload().iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        assert!(f
+            .payload()
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i % 251) as u8));
         drop(f);
         // The ping in the middle of the fragmented message was answered.
-        assert_eq!(captured(&cap, 0xA, Duration::from_secs(5)).as_deref(), Some(&b"mid-ping"[..]));
+        assert_eq!(
+            captured(&cap, 0xA, Duration::from_secs(5)).as_deref(),
+            Some(&b"mid-ping"[..])
+        );
         assert_eq!(p.stats().get(Counter::Reassembled), 2);
         p.stop();
     }
@@ -126,10 +158,23 @@ fn frames_delivery_hands_out_each_fragment() {
     let mut rx = p.receiver().unwrap();
     let mut got = Vec::new();
     while got.len() < 7 {
-        let f = rx.next_frame_timeout(Duration::from_secs(10)).expect("frame");
+        let f = rx
+            .next_frame_timeout(Duration::from_secs(10))
+            .expect("frame");
         got.push((f.opcode(), f.is_final(), f.payload().len()));
     }
-    assert_eq!(got, vec![(1, false, 3), (0, false, 4), (0, false, 0), (0, true, 6), (2, true, 4), (2, false, 30_000), (0, true, 40_000)]);
+    assert_eq!(
+        got,
+        vec![
+            (1, false, 3),
+            (0, false, 4),
+            (0, false, 0),
+            (0, true, 6),
+            (2, true, 4),
+            (2, false, 30_000),
+            (0, true, 40_000)
+        ]
+    );
     p.stop();
 }
 
@@ -142,7 +187,14 @@ fn websocket_stage_answers_ping_and_close_on_the_pongs_ring() {
     let inbox = MsgInbox::create(&dir, 1 << 16, OverrunPolicy::Backpressure).unwrap();
     let pongs: ElemRing<PongFrame> = ElemRing::create(&dir, names::PONGS, 16).unwrap();
     let frames: ElemRing<WsFrameInfo> = ElemRing::create(&dir, names::WS_FRAME_INFO, 16).unwrap();
-    let mut ws = WebSocketStage::new(inbox.clone(), frames.producer(), pongs.producer(), stats.clone(), Delivery::Messages, 1 << 15);
+    let mut ws = WebSocketStage::new(
+        inbox.clone(),
+        frames.producer(),
+        pongs.producer(),
+        stats.clone(),
+        Delivery::Messages,
+        1 << 15,
+    );
     let mut w = inbox.writer();
     let mut v = Vec::new();
     encode_server_frame(&mut v, 0x9, true, b"are you there");
@@ -161,7 +213,11 @@ fn websocket_stage_answers_ping_and_close_on_the_pongs_ring() {
     let close = pc.pop().expect("close reply on the PONGS ring");
     assert_eq!((close.opcode, close.bytes()), (0x08, &[0x03, 0xe9][..]));
     assert_eq!(stats.state_code(), 2, "closing");
-    assert!(stats.reason().contains("code 1001 going away"), "{}", stats.reason());
+    assert!(
+        stats.reason().contains("code 1001 going away"),
+        "{}",
+        stats.reason()
+    );
     // Control frames leave release markers, not deliverable frames.
     let mut fc = frames.consumer();
     assert_eq!(fc.pop().unwrap().opcode(), 0x9);
@@ -176,16 +232,36 @@ fn ping_is_answered_and_server_close_is_echoed() {
         let mut v = text_frames(10);
         encode_server_frame(&mut v, 0x9, true, b"hb-1");
         encode_server_frame(&mut v, 0x8, true, b"\x03\xe9going away");
-        let s = SyntheticScript { capture: Some(cap.clone()), ..script(v, 0) };
+        let s = SyntheticScript {
+            capture: Some(cap.clone()),
+            ..script(v, 0)
+        };
         let mut p = Pipeline::start(config(&name, s, layout)).unwrap();
         assert!(p.wait_disconnected(Duration::from_secs(10)));
-        assert_eq!(captured(&cap, 0xA, Duration::ZERO).as_deref(), Some(&b"hb-1"[..]));
-        assert_eq!(captured(&cap, 0x8, Duration::ZERO).as_deref(), Some(&[0x03, 0xe9][..]), "close reply echoes the code");
-        assert!(reason(&p).contains("closed by server: code 1001 going away"), "{}", reason(&p));
+        assert_eq!(
+            captured(&cap, 0xA, Duration::ZERO).as_deref(),
+            Some(&b"hb-1"[..])
+        );
+        assert_eq!(
+            captured(&cap, 0x8, Duration::ZERO).as_deref(),
+            Some(&[0x03, 0xe9][..]),
+            "close reply echoes the code"
+        );
+        assert!(
+            reason(&p).contains("closed by server: code 1001 going away"),
+            "{}",
+            reason(&p)
+        );
         // The ten messages before the close are still delivered.
         let mut rx = p.receiver().unwrap();
         for i in 0..10 {
-            assert_eq!(rx.next_frame_timeout(Duration::from_secs(2)).expect("msg").text().unwrap(), msg(i));
+            assert_eq!(
+                rx.next_frame_timeout(Duration::from_secs(2))
+                    .expect("msg")
+                    .text()
+                    .unwrap(),
+                msg(i)
+            );
         }
         assert!(p.send_text("late").is_err(), "send after disconnect fails");
         p.stop();
@@ -196,13 +272,20 @@ fn ping_is_answered_and_server_close_is_echoed() {
 fn client_close_completes_the_handshake() {
     let (name, _g) = unique("cclose");
     let cap: Capture = Arc::default();
-    let s = SyntheticScript { capture: Some(cap.clone()), ..script(text_frames(3), 0) };
+    let s = SyntheticScript {
+        capture: Some(cap.clone()),
+        ..script(text_frames(3), 0)
+    };
     let mut p = Pipeline::start(config(&name, s, Layout::Inline)).unwrap();
     p.send_text("hello").unwrap();
     p.send_binary(&[1, 2, 3]).unwrap();
     p.close(1000, "bye").unwrap();
     assert!(p.wait_disconnected(Duration::from_secs(10)));
-    assert!(reason(&p).contains("close handshake completed"), "{}", reason(&p));
+    assert!(
+        reason(&p).contains("close handshake completed"),
+        "{}",
+        reason(&p)
+    );
     let c = cap.lock().unwrap().clone();
     assert_eq!(c[0], (1, true, b"hello".to_vec()));
     assert_eq!(c[1], (2, true, vec![1, 2, 3]));
@@ -216,18 +299,27 @@ fn masked_server_frame_is_a_protocol_error() {
     let (name, _g) = unique("masked");
     let cap: Capture = Arc::default();
     let v = vec![0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
-    let s = SyntheticScript { capture: Some(cap.clone()), ..script(v, 0) };
+    let s = SyntheticScript {
+        capture: Some(cap.clone()),
+        ..script(v, 0)
+    };
     let mut p = Pipeline::start(config(&name, s, Layout::Inline)).unwrap();
     assert!(p.wait_disconnected(Duration::from_secs(10)));
     assert!(reason(&p).contains("masked"), "{}", reason(&p));
-    assert_eq!(captured(&cap, 0x8, Duration::ZERO).as_deref(), Some(&1002u16.to_be_bytes()[..]));
+    assert_eq!(
+        captured(&cap, 0x8, Duration::ZERO).as_deref(),
+        Some(&1002u16.to_be_bytes()[..])
+    );
     p.stop();
 }
 
 #[test]
 fn dropped_connection_is_reported() {
     let (name, _g) = unique("eof");
-    let s = SyntheticScript { eof_at_end: true, ..script(text_frames(5), 0) };
+    let s = SyntheticScript {
+        eof_at_end: true,
+        ..script(text_frames(5), 0)
+    };
     let mut p = Pipeline::start(config(&name, s, Layout::Threads)).unwrap();
     assert!(p.wait_disconnected(Duration::from_secs(10)));
     assert!(reason(&p).contains("connection lost"), "{}", reason(&p));
@@ -237,20 +329,36 @@ fn dropped_connection_is_reported() {
 #[test]
 fn a_killed_stage_process_is_noticed_and_reported() {
     let (name, _g) = unique("sigkill");
-    let s = SyntheticScript { bytes_per_sec: 200_000, ..script(text_frames(100_000), 0) };
+    let s = SyntheticScript {
+        bytes_per_sec: 200_000,
+        ..script(text_frames(100_000), 0)
+    };
     let mut p = Pipeline::start(config(&name, s, Layout::Processes)).unwrap();
     let pids = p.child_pids();
-    assert_eq!(pids.len(), 2, "transport and websocket children (polling: no app child)");
+    assert_eq!(
+        pids.len(),
+        2,
+        "transport and websocket children (polling: no app child)"
+    );
     // SAFETY: killing our own child.
     unsafe { libc::kill(pids[1], libc::SIGKILL) };
-    assert!(p.wait_disconnected(Duration::from_secs(10)), "the supervisor must notice");
+    assert!(
+        p.wait_disconnected(Duration::from_secs(10)),
+        "the supervisor must notice"
+    );
     let r = reason(&p);
-    assert!(r.contains("websocket") && r.contains(&pids[1].to_string()) && r.contains("signal 9"), "{r}");
+    assert!(
+        r.contains("websocket") && r.contains(&pids[1].to_string()) && r.contains("signal 9"),
+        "{r}"
+    );
     p.stop();
     // Every child is gone.
     for pid in pids {
         // SAFETY: signal 0 only checks existence.
-        assert!(unsafe { libc::kill(pid, 0) } != 0, "child {pid} still alive");
+        assert!(
+            unsafe { libc::kill(pid, 0) } != 0,
+            "child {pid} still alive"
+        );
     }
     assert!(!ShmDir::path_for(&name).exists());
 }
@@ -267,15 +375,33 @@ fn two_pipelines_side_by_side() {
     }
     let mut pa = Pipeline::start(config(&a, script(va, 999), Layout::Inline)).unwrap();
     let mut pb = Pipeline::start(config(&b, script(vb, 0), Layout::Threads)).unwrap();
-    assert!(ShmDir::path_for(&a).join(names::MSG_INBOX).exists() && ShmDir::path_for(&b).join(names::MSG_INBOX).exists());
+    assert!(
+        ShmDir::path_for(&a).join(names::MSG_INBOX).exists()
+            && ShmDir::path_for(&b).join(names::MSG_INBOX).exists()
+    );
     let (mut ra, mut rb) = (pa.receiver().unwrap(), pb.receiver().unwrap());
     for i in 0..5000 {
-        assert_eq!(ra.next_frame_timeout(Duration::from_secs(10)).unwrap().text().unwrap(), format!("A{i}"));
-        assert_eq!(rb.next_frame_timeout(Duration::from_secs(10)).unwrap().text().unwrap(), format!("B{i}"));
+        assert_eq!(
+            ra.next_frame_timeout(Duration::from_secs(10))
+                .unwrap()
+                .text()
+                .unwrap(),
+            format!("A{i}")
+        );
+        assert_eq!(
+            rb.next_frame_timeout(Duration::from_secs(10))
+                .unwrap()
+                .text()
+                .unwrap(),
+            format!("B{i}")
+        );
     }
     pa.stop();
     assert!(!ShmDir::path_for(&a).exists());
-    assert!(ShmDir::path_for(&b).exists(), "stopping one pipeline leaves the other alone");
+    assert!(
+        ShmDir::path_for(&b).exists(),
+        "stopping one pipeline leaves the other alone"
+    );
     assert!(matches!(pb.state(), PipelineState::Connected));
     pb.stop();
     assert!(!ShmDir::path_for(&b).exists());
@@ -288,7 +414,11 @@ fn stop_removes_the_shm_directory_in_every_layout() {
         let mut p = Pipeline::start(config(&name, script(text_frames(10), 0), layout)).unwrap();
         assert!(ShmDir::path_for(&name).join(names::STATS).exists());
         p.stop();
-        assert!(!ShmDir::path_for(&name).exists(), "{} left its directory", layout.name());
+        assert!(
+            !ShmDir::path_for(&name).exists(),
+            "{} left its directory",
+            layout.name()
+        );
         assert!(reason(&p).contains("stopped by the application"));
     }
 }
@@ -329,7 +459,10 @@ fn overwrite_policy_loses_old_frames_but_never_delivers_garbage() {
     let n = 30_000;
     let data = text_frames(n);
     // About one second of stream: the reader sleeps through the first 300 ms.
-    let s = SyntheticScript { bytes_per_sec: data.len() as u64, ..script(data, 0) };
+    let s = SyntheticScript {
+        bytes_per_sec: data.len() as u64,
+        ..script(data, 0)
+    };
     let mut c = config(&name, s, Layout::Inline);
     c.overrun = OverrunPolicy::Overwrite;
     c.inbox_size = 64 * 1024;
@@ -350,15 +483,26 @@ fn overwrite_policy_loses_old_frames_but_never_delivers_garbage() {
             continue;
         }
         let t = text.expect("utf-8");
-        let i: usize = t[1..8].parse().unwrap_or_else(|_| panic!("garbage delivered: {t:?}"));
+        let i: usize = t[1..8]
+            .parse()
+            .unwrap_or_else(|_| panic!("garbage delivered: {t:?}"));
         assert_eq!(t, msg(i), "damaged message delivered");
         assert!(last.is_none_or(|l| i > l), "out of order");
         last = Some(i);
         delivered += 1;
     }
-    assert!(delivered > 0 && delivered < n, "delivered {delivered} of {n}, flagged {flagged}, {:?} {:?}", p.state(), p.stats().iter().filter(|c| c.1 > 0).collect::<Vec<_>>());
+    assert!(
+        delivered > 0 && delivered < n,
+        "delivered {delivered} of {n}, flagged {flagged}, {:?} {:?}",
+        p.state(),
+        p.stats().iter().filter(|c| c.1 > 0).collect::<Vec<_>>()
+    );
     assert!(flagged > 0, "the loss is flagged");
     assert!(p.stats().get(Counter::Overruns) > 0 || p.stats().get(Counter::FrameRingFull) > 0);
-    assert!(matches!(p.state(), PipelineState::Connected), "{:?}", p.state());
+    assert!(
+        matches!(p.state(), PipelineState::Connected),
+        "{:?}",
+        p.state()
+    );
     p.stop();
 }

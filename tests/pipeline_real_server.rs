@@ -46,11 +46,21 @@ fn server(n: usize) -> Option<(Server, u16)> {
 }
 
 fn server_with(n: usize, extra: &[&str]) -> Option<(Server, u16)> {
-    if Command::new("python3").args(["-c", "import websockets"]).output().map(|o| !o.status.success()).unwrap_or(true) {
+    if Command::new("python3")
+        .args(["-c", "import websockets"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
         eprintln!("SKIP: python3 with websockets not available");
         return None;
     }
-    let mut c = Command::new("python3").args(["-c", SERVER, &n.to_string()]).args(extra).stdout(Stdio::piped()).spawn().ok()?;
+    let mut c = Command::new("python3")
+        .args(["-c", SERVER, &n.to_string()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
     let mut line = String::new();
     BufReader::new(c.stdout.take()?).read_line(&mut line).ok()?;
     let port = line.trim().parse().ok()?;
@@ -61,7 +71,9 @@ fn server_with(n: usize, extra: &[&str]) -> Option<(Server, u16)> {
 fn real_server_messages_echo_ping_and_close() {
     for layout in [Layout::Inline, Layout::Threads, Layout::Processes] {
         let n = 20_000;
-        let Some((_srv, port)) = server(n) else { return };
+        let Some((_srv, port)) = server(n) else {
+            return;
+        };
         let (name, _g) = unique(&format!("real{}", layout.name()));
         let mut cfg = Config::new(&format!("ws://127.0.0.1:{port}/feed"));
         cfg.name = Some(name.clone());
@@ -75,10 +87,14 @@ fn real_server_messages_echo_ping_and_close() {
         let deadline = Instant::now() + Duration::from_secs(60);
         for i in 0..n {
             assert!(Instant::now() < deadline);
-            let f = rx.next_frame_timeout(Duration::from_secs(10)).unwrap_or_else(|| panic!("{}: message {i} missing", layout.name()));
+            let f = rx
+                .next_frame_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("{}: message {i} missing", layout.name()));
             assert_eq!(f.text().unwrap(), format!("srv {i}"));
         }
-        let f = rx.next_frame_timeout(Duration::from_secs(10)).expect("binary");
+        let f = rx
+            .next_frame_timeout(Duration::from_secs(10))
+            .expect("binary");
         assert_eq!((f.opcode(), f.payload()), (2, &[0u8, 1, 255][..]));
         drop(f);
         p.send_text("hi").unwrap();
@@ -86,18 +102,39 @@ fn real_server_messages_echo_ping_and_close() {
         p.send_text(&big).unwrap();
         p.send_binary(&[9, 8, 7]).unwrap();
         p.ping(b"are you there").unwrap();
-        assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).expect("echo").text(), Some("echo hi"));
-        assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).expect("big echo").payload().len(), 100_005);
-        assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).expect("bin echo").payload(), &[9, 8, 7]);
+        assert_eq!(
+            rx.next_frame_timeout(Duration::from_secs(10))
+                .expect("echo")
+                .text(),
+            Some("echo hi")
+        );
+        assert_eq!(
+            rx.next_frame_timeout(Duration::from_secs(10))
+                .expect("big echo")
+                .payload()
+                .len(),
+            100_005
+        );
+        assert_eq!(
+            rx.next_frame_timeout(Duration::from_secs(10))
+                .expect("bin echo")
+                .payload(),
+            &[9, 8, 7]
+        );
         let t = Instant::now();
         while p.stats().get(Counter::PongsReceived) == 0 {
-            assert!(t.elapsed() < Duration::from_secs(10), "no PONG for our PING");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no PONG for our PING"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         p.close(1000, "done").unwrap();
         assert!(p.wait_disconnected(Duration::from_secs(10)));
         match p.state() {
-            PipelineState::Disconnected { reason } => assert!(reason.contains("close handshake completed"), "{reason}"),
+            PipelineState::Disconnected { reason } => {
+                assert!(reason.contains("close handshake completed"), "{reason}")
+            }
             s => panic!("{s:?}"),
         }
         p.stop();
@@ -110,22 +147,42 @@ fn cert() -> (std::path::PathBuf, String, String) {
     std::fs::create_dir_all(&dir).unwrap();
     let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
     let o = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+        ])
         .arg(&k)
         .arg("-out")
         .arg(&c)
         .output()
         .expect("openssl");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    (dir, c.to_string_lossy().into_owned(), k.to_string_lossy().into_owned())
+    (
+        dir,
+        c.to_string_lossy().into_owned(),
+        k.to_string_lossy().into_owned(),
+    )
 }
 
 #[test]
 fn wss_through_the_kernel_tls_transport() {
     let (dir, c, k) = cert();
     let n = 10_000;
-    let Some((_srv, port)) = server_with(n, &[&c, &k]) else { return };
+    let Some((_srv, port)) = server_with(n, &[&c, &k]) else {
+        return;
+    };
     // Not trusted: a clear TLS error.
     let (name, _g) = unique("wss_untrusted");
     let mut cfg = Config::new(&format!("wss://127.0.0.1:{port}/"));
@@ -136,7 +193,9 @@ fn wss_through_the_kernel_tls_transport() {
     // Trusted through ca_file: works, in two layouts.
     for layout in [Layout::Inline, Layout::Threads] {
         let (name, _g) = unique(&format!("wss_{}", layout.name()));
-        let Some((_srv, port)) = server_with(n, &[&c, &k]) else { return };
+        let Some((_srv, port)) = server_with(n, &[&c, &k]) else {
+            return;
+        };
         let mut cfg = Config::new(&format!("wss://127.0.0.1:{port}/"));
         cfg.name = Some(name);
         cfg.ca_file = Some(c.clone().into());
@@ -146,12 +205,24 @@ fn wss_through_the_kernel_tls_transport() {
         let mut p = Pipeline::start(cfg).expect("wss start");
         let mut rx = p.receiver().unwrap();
         for i in 0..n {
-            let f = rx.next_frame_timeout(Duration::from_secs(10)).unwrap_or_else(|| panic!("message {i}"));
+            let f = rx
+                .next_frame_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("message {i}"));
             assert_eq!(f.text().unwrap(), format!("srv {i}"));
         }
-        assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).expect("binary").payload(), &[0, 1, 255]);
+        assert_eq!(
+            rx.next_frame_timeout(Duration::from_secs(10))
+                .expect("binary")
+                .payload(),
+            &[0, 1, 255]
+        );
         p.send_text("over tls").unwrap();
-        assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).expect("echo").text(), Some("echo over tls"));
+        assert_eq!(
+            rx.next_frame_timeout(Duration::from_secs(10))
+                .expect("echo")
+                .text(),
+            Some("echo over tls")
+        );
         p.close(1000, "bye").unwrap();
         assert!(p.wait_disconnected(Duration::from_secs(10)));
         p.stop();

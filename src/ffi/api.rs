@@ -100,7 +100,8 @@ pub const PL_OPCODE_MORE: u32 = PlOpcodeFlags::PL_OPCODE_MORE as u32;
 /// and is valid only during the call. `opcode`: 1 text, 2 binary, 0 continuation, with
 /// `PL_OPCODE_MORE` set on non-final frames. Must not unwind (C++ exceptions).
 #[allow(non_camel_case_types)]
-pub type pl_on_message = Option<unsafe extern "C" fn(user: *mut c_void, payload: *const u8, len: usize, opcode: u32)>;
+pub type pl_on_message =
+    Option<unsafe extern "C" fn(user: *mut c_void, payload: *const u8, len: usize, opcode: u32)>;
 
 /// Start-up options. Fill with `pl_config_init`, then set what you need.
 #[repr(C)]
@@ -230,7 +231,9 @@ unsafe fn opt_str(p: *const c_char, what: &str) -> Result<Option<String>> {
     }
     // SAFETY: the caller passes a NUL-terminated string.
     let s = unsafe { CStr::from_ptr(p) };
-    s.to_str().map(|s| Some(s.to_string())).map_err(|_| Error::Config(format!("{what} is not valid UTF-8")))
+    s.to_str()
+        .map(|s| Some(s.to_string()))
+        .map_err(|_| Error::Config(format!("{what} is not valid UTF-8")))
 }
 
 unsafe fn str_list(p: *const *const c_char, n: usize, what: &str) -> Result<Vec<String>> {
@@ -308,7 +311,11 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
             } else {
                 unsafe { std::slice::from_raw_parts(c.synthetic_data, c.synthetic_len) }.to_vec()
             };
-            TransportKind::Synthetic(SyntheticScript { data: Arc::new(data), chunk: c.synthetic_chunk, ..Default::default() })
+            TransportKind::Synthetic(SyntheticScript {
+                data: Arc::new(data),
+                chunk: c.synthetic_chunk,
+                ..Default::default()
+            })
         }
     };
     cfg.layout = match c.layout {
@@ -324,7 +331,10 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
         PlWait::PL_WAIT_BACKOFF => Some(WaitKind::Backoff),
     };
     if !c.cores.is_null() && c.cores_len > 0 {
-        cfg.cores = unsafe { std::slice::from_raw_parts(c.cores, c.cores_len) }.iter().map(|&x| x as usize).collect();
+        cfg.cores = unsafe { std::slice::from_raw_parts(c.cores, c.cores_len) }
+            .iter()
+            .map(|&x| x as usize)
+            .collect();
     }
     cfg.insecure = c.insecure;
     if c.timeout_ms > 0 {
@@ -348,8 +358,11 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
         PlOverrun::PL_OVERRUN_OVERWRITE => OverrunPolicy::Overwrite,
     };
     for h in unsafe { str_list(c.headers, c.headers_len, "headers")? } {
-        let (n, v) = h.split_once(':').ok_or_else(|| Error::Config(format!("header {h:?} is not \"Name: value\"")))?;
-        cfg.headers.push((n.trim().to_string(), v.trim().to_string()));
+        let (n, v) = h
+            .split_once(':')
+            .ok_or_else(|| Error::Config(format!("header {h:?} is not \"Name: value\"")))?;
+        cfg.headers
+            .push((n.trim().to_string(), v.trim().to_string()));
     }
     cfg.subprotocols = unsafe { str_list(c.subprotocols, c.subprotocols_len, "subprotocols")? };
     cfg.quiet = c.quiet;
@@ -365,7 +378,10 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
 /// `cfg` must point to an initialised `PlConfig` whose pointers are valid; `out` to a
 /// writable `pl_pipeline*`.
 #[no_mangle]
-pub unsafe extern "C" fn pl_start(cfg: *const PlConfig, out: *mut *mut pl_pipeline) -> super::PlResult {
+pub unsafe extern "C" fn pl_start(
+    cfg: *const PlConfig,
+    out: *mut *mut pl_pipeline,
+) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(cfg, out);
         // SAFETY: non-null, initialised per the contract.
@@ -373,7 +389,10 @@ pub unsafe extern "C" fn pl_start(cfg: *const PlConfig, out: *mut *mut pl_pipeli
         let config = unsafe { to_config(c)? };
         let p = match c.on_message {
             Some(f) => {
-                let cb = CCallback { f, user: c.on_message_user };
+                let cb = CCallback {
+                    f,
+                    user: c.on_message_user,
+                };
                 Pipeline::start_with_callback(
                     config,
                     Box::new(move |payload: &[u8], opcode: u8, fin: bool| {
@@ -419,7 +438,15 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
                 let payload = unsafe { rx.reader().payload(&f) }.as_ptr();
                 let op = f.opcode as u32 | if f.fin { 0 } else { PL_OPCODE_MORE };
                 // SAFETY: out is non-null and writable.
-                unsafe { *out = PlFrame { payload, len: f.len as usize, opcode: op, after_overrun: f.after_overrun, pos: f.pos } };
+                unsafe {
+                    *out = PlFrame {
+                        payload,
+                        len: f.len as usize,
+                        opcode: op,
+                        after_overrun: f.after_overrun,
+                        pos: f.pos,
+                    }
+                };
                 Ok(())
             }
             None if disconnected => Err(Error::Closed(match pp.p.state() {
@@ -443,7 +470,13 @@ pub unsafe extern "C" fn pl_release(p: *mut pl_pipeline, frame: *const PlFrame) 
         // SAFETY: non-null per the check, readable per the contract.
         let f = unsafe { &*frame };
         let rx = pipe(p).p.receiver_mut()?;
-        let raw = crate::stage::RawFrame { pos: f.pos, len: f.len as u32, opcode: 0, fin: true, after_overrun: false };
+        let raw = crate::stage::RawFrame {
+            pos: f.pos,
+            len: f.len as u32,
+            opcode: 0,
+            fin: true,
+            after_overrun: false,
+        };
         rx.reader().release(&raw);
         rx.reader().publish();
         Ok(())
@@ -466,12 +499,17 @@ unsafe fn bytes<'a>(data: *const u8, len: usize) -> &'a [u8] {
 /// # Safety
 /// `p` from `pl_start`; `text` has `len` readable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn pl_send_text(p: *mut pl_pipeline, text: *const c_char, len: usize) -> super::PlResult {
+pub unsafe extern "C" fn pl_send_text(
+    p: *mut pl_pipeline,
+    text: *const c_char,
+    len: usize,
+) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, text);
         // SAFETY: per the contract.
         let b = unsafe { bytes(text as *const u8, len) };
-        let s = std::str::from_utf8(b).map_err(|_| Error::Config("text message is not valid UTF-8".into()))?;
+        let s = std::str::from_utf8(b)
+            .map_err(|_| Error::Config("text message is not valid UTF-8".into()))?;
         pipe(p).p.send_text(s)
     })
 }
@@ -481,7 +519,11 @@ pub unsafe extern "C" fn pl_send_text(p: *mut pl_pipeline, text: *const c_char, 
 /// # Safety
 /// `p` from `pl_start`; `data` has `len` readable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn pl_send_binary(p: *mut pl_pipeline, data: *const u8, len: usize) -> super::PlResult {
+pub unsafe extern "C" fn pl_send_binary(
+    p: *mut pl_pipeline,
+    data: *const u8,
+    len: usize,
+) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, data);
         // SAFETY: per the contract.
@@ -495,7 +537,11 @@ pub unsafe extern "C" fn pl_send_binary(p: *mut pl_pipeline, data: *const u8, le
 /// # Safety
 /// `p` from `pl_start`; `reason` NULL or NUL-terminated.
 #[no_mangle]
-pub unsafe extern "C" fn pl_close(p: *mut pl_pipeline, code: u16, reason: *const c_char) -> super::PlResult {
+pub unsafe extern "C" fn pl_close(
+    p: *mut pl_pipeline,
+    code: u16,
+    reason: *const c_char,
+) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p);
         // SAFETY: per the contract.
@@ -510,13 +556,21 @@ pub unsafe extern "C" fn pl_close(p: *mut pl_pipeline, code: u16, reason: *const
 /// # Safety
 /// `p` from `pl_start`.
 #[no_mangle]
-pub unsafe extern "C" fn pl_wait_disconnected(p: *mut pl_pipeline, timeout_ms: u32) -> super::PlResult {
+pub unsafe extern "C" fn pl_wait_disconnected(
+    p: *mut pl_pipeline,
+    timeout_ms: u32,
+) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p);
-        if pipe(p).p.wait_disconnected(Duration::from_millis(timeout_ms as u64)) {
+        if pipe(p)
+            .p
+            .wait_disconnected(Duration::from_millis(timeout_ms as u64))
+        {
             Ok(())
         } else {
-            Err(Error::Timeout(format!("still connected after {timeout_ms} ms")))
+            Err(Error::Timeout(format!(
+                "still connected after {timeout_ms} ms"
+            )))
         }
     })
 }
@@ -527,7 +581,12 @@ pub unsafe extern "C" fn pl_wait_disconnected(p: *mut pl_pipeline, timeout_ms: u
 /// # Safety
 /// `p` from `pl_start`; `out` writable; `reason` NULL or `len` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn pl_get_state(p: *mut pl_pipeline, out: *mut PlState, reason: *mut c_char, len: usize) -> super::PlResult {
+pub unsafe extern "C" fn pl_get_state(
+    p: *mut pl_pipeline,
+    out: *mut PlState,
+    reason: *mut c_char,
+    len: usize,
+) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, out);
         let st = pipe(p).p.state();
@@ -562,7 +621,13 @@ pub unsafe extern "C" fn pl_get_stats(p: *mut pl_pipeline, out: *mut PlStats) ->
         let s = pipe(p).p.stats();
         let mut o = PlStats::default();
         // SAFETY: PlStats is COUNTERS u64 fields in Counter order (asserted size, repr(C)).
-        unsafe { std::ptr::copy_nonoverlapping(s.values.as_ptr(), &mut o as *mut PlStats as *mut u64, COUNTERS) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                s.values.as_ptr(),
+                &mut o as *mut PlStats as *mut u64,
+                COUNTERS,
+            )
+        };
         // SAFETY: out is non-null and writable.
         unsafe { *out = o };
         Ok(())

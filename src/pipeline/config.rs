@@ -128,7 +128,9 @@ impl Url {
             return Err(bad("user info is not supported"));
         }
         let (host, port) = if let Some(h) = authority.strip_prefix('[') {
-            let (h, p) = h.split_once(']').ok_or_else(|| bad("unclosed IPv6 bracket"))?;
+            let (h, p) = h
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed IPv6 bracket"))?;
             (h.to_string(), p.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -149,13 +151,22 @@ impl Url {
                 }
             }
         };
-        Ok(Url { secure, host, port, path })
+        Ok(Url {
+            secure,
+            host,
+            port,
+            path,
+        })
     }
 
     /// The `Host:` header value.
     pub fn host_header(&self) -> String {
         let default = if self.secure { 443 } else { 80 };
-        let h = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let h = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if self.port == default {
             h
         } else {
@@ -170,9 +181,15 @@ mod tests {
     #[test]
     fn urls() {
         let u = Url::parse("wss://example.com/ws?a=1").unwrap();
-        assert_eq!((u.secure, u.host.as_str(), u.port, u.path.as_str()), (true, "example.com", 443, "/ws?a=1"));
+        assert_eq!(
+            (u.secure, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "example.com", 443, "/ws?a=1")
+        );
         let u = Url::parse("ws://10.0.0.1:9001").unwrap();
-        assert_eq!((u.secure, u.port, u.path.as_str(), u.host_header()), (false, 9001, "/", "10.0.0.1:9001".to_string()));
+        assert_eq!(
+            (u.secure, u.port, u.path.as_str(), u.host_header()),
+            (false, 9001, "/", "10.0.0.1:9001".to_string())
+        );
         assert!(Url::parse("http://x").is_err());
         assert!(Url::parse("wss://:1/").is_err());
     }

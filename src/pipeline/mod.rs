@@ -21,18 +21,141 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::ring::{ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxWriter, PongFrame, WsFrameInfo};
+use crate::ring::{
+    ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxWriter, PongFrame, WsFrameInfo,
+};
 use crate::runner::{self, Layout, Placement, Running, WaitKind};
 use crate::shm::{names, ShmDir};
 use crate::stage::{
-    AppClientStage, FrameReader, OnMessage, RawFrame, Stage, StreamTransport, SyntheticTransport, TlsTransport, TransportStage, Upgrade,
-    WebSocketStage,
+    AppClientStage, FrameReader, OnMessage, RawFrame, Stage, StreamTransport, SyntheticTransport,
+    TlsTransport, TransportStage, Upgrade, WebSocketStage, XdpPollStage, XdpRings, XdpTransport,
 };
 use crate::stats::{Counter, State, StatsRegion, COUNTERS};
 
 pub use crate::stats::State as PipelineState;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The next hop's MAC: from the neighbour table, asking the kernel to resolve it (a
+/// UDP datagram to the discard port makes it ARP) when it is not there yet.
+fn next_hop_mac(hop: std::net::Ipv4Addr, ifname: &str, timeout: Duration) -> Result<[u8; 6]> {
+    let deadline = Instant::now() + timeout;
+    let mut poked = false;
+    loop {
+        if let Some(m) = crate::xdp::addr::neighbor_mac(hop, ifname)? {
+            return Ok(m);
+        }
+        if !poked {
+            poked = true;
+            if let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") {
+                let _ = s.send_to(&[0], (hop, 9));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Net(format!(
+                "no ARP answer from {hop} on {ifname} within {timeout:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+type XdpSetup = fn(
+    &Config,
+    &Url,
+    &ShmDir,
+    &StatsRegion,
+    &Upgrade,
+    &MsgInbox,
+    &MsgOutbox,
+    &ElemRing<PongFrame>,
+) -> Result<(Box<dyn Stage>, Box<dyn Stage>)>;
+
+static XDP_SETUP: std::sync::OnceLock<XdpSetup> = std::sync::OnceLock::new();
+
+/// Make `TransportKind::Xdp` available in this program.
+///
+/// The XDP path pulls in libxdp, whose static objects are not position-independent, so
+/// it cannot be linked into `libpipeline.so`. Keeping it behind this registration keeps
+/// it out of the shared library (nothing exported to C reaches it) while Rust programs
+/// (the `pipeline` CLI, tests) opt in with one call.
+pub fn enable_xdp() {
+    let _ = XDP_SETUP.set(xdp_stages);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn xdp_stages(
+    cfg: &Config,
+    url: &Url,
+    dir: &ShmDir,
+    stats: &StatsRegion,
+    upgrade: &Upgrade,
+    inbox: &MsgInbox,
+    outbox: &MsgOutbox,
+    pongs: &ElemRing<PongFrame>,
+) -> Result<(Box<dyn Stage>, Box<dyn Stage>)> {
+    let (xdp, t) = xdp_setup(cfg, url, dir, stats)?;
+    let ts = TransportStage::new(
+        t,
+        upgrade,
+        inbox.writer(),
+        outbox.reader(),
+        pongs.consumer(),
+        stats.clone(),
+        outbox.max_payload(),
+    );
+    Ok((Box::new(xdp), Box::new(ts)))
+}
+
+/// Set up the XDP path: route, MACs, port reservation, AF_XDP socket + flow filter,
+/// rings, TCP connection (SYN queued) and TLS session.
+fn xdp_setup(
+    cfg: &Config,
+    url: &Url,
+    dir: &ShmDir,
+    stats: &StatsRegion,
+) -> Result<(XdpPollStage, XdpTransport)> {
+    use crate::xdp::{addr, Flow, PortReservation, XdpConfig, XdpSocket};
+    if !url.secure {
+        return Err(Error::Config(
+            "the XDP transport speaks TLS only: use a wss:// URL".into(),
+        ));
+    }
+    let server_ip = crate::stage::resolve_v4(&url.host, url.port)?;
+    let route = addr::route_to(server_ip)?;
+    let ifname = cfg.iface.clone().unwrap_or_else(|| route.ifname.clone());
+    let local_ip = addr::ipv4_of(&ifname)?;
+    let our_mac = addr::mac_of(&ifname)?;
+    let hop_mac = next_hop_mac(route.next_hop(server_ip), &ifname, cfg.timeout)?;
+    let port = PortReservation::new(local_ip, 0)?;
+    let xsk = XdpSocket::open(&XdpConfig::new(&ifname))?;
+    if !cfg.quiet {
+        eprintln!("pipeline: AF_XDP on {ifname}: {}", xsk.mode());
+    }
+    xsk.set_flow(Some(Flow {
+        server_ip,
+        server_port: url.port,
+        local_port: port.port(),
+    }))?;
+    let rings = XdpRings::create(dir)?;
+    let xdp = XdpPollStage::new(xsk, &rings, stats.clone());
+    let tcfg = crate::tcp::TcpConfig::new(
+        crate::wire::MacAddr(our_mac),
+        crate::wire::MacAddr(hop_mac),
+        port.addr(),
+        std::net::SocketAddrV4::new(server_ip, url.port),
+    );
+    let mut conn = crate::tcp::Connection::new(tcfg)?;
+    conn.connect(crate::stage::now_ns() / 1000)?;
+    let ctx = crate::tls::TlsContext::new(&crate::tls::TlsConfig {
+        ca_file: cfg.ca_file.clone(),
+        insecure_skip_verify: cfg.insecure,
+        ..Default::default()
+    })?;
+    let tls = ctx.client_session(&url.host)?;
+    let t = XdpTransport::new(conn, tls, &rings, xdp.umem_view(), port);
+    Ok((xdp, t))
+}
 
 /// A received frame (or message) borrowed from MSG_INBOX. Dropping it (or
 /// [`Frame::release`]) gives its bytes back to the transport.
@@ -90,7 +213,10 @@ impl Receiver {
     /// The next frame, if one is ready (never blocks).
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         let raw = self.next_raw()?;
-        Some(Frame { rx: &mut self.reader, raw })
+        Some(Frame {
+            rx: &mut self.reader,
+            raw,
+        })
     }
 
     /// The next frame, waiting up to `timeout` (backoff: spin, yield, 50 µs sleeps).
@@ -100,9 +226,14 @@ impl Receiver {
         let mut w = runner::Wait::new(WaitKind::Backoff);
         loop {
             if let Some(raw) = self.next_raw() {
-                return Some(Frame { rx: &mut self.reader, raw });
+                return Some(Frame {
+                    rx: &mut self.reader,
+                    raw,
+                });
             }
-            if Instant::now() >= deadline || (self.stats.state_code() == 3 && self.reader.backlog() == 0) {
+            if Instant::now() >= deadline
+                || (self.stats.state_code() == 3 && self.reader.backlog() == 0)
+            {
                 return None;
             }
             w.idle();
@@ -143,7 +274,9 @@ impl Stats {
     }
     /// `(name, value)` of every counter.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Counter::ALL.iter().map(move |c| (c.name(), self.values[*c as usize]))
+        Counter::ALL
+            .iter()
+            .map(move |c| (c.name(), self.values[*c as usize]))
     }
 }
 
@@ -165,7 +298,11 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("name", &self.name).field("layout", &self.layout).field("wait", &self.wait).finish()
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field("layout", &self.layout)
+            .field("wait", &self.wait)
+            .finish()
     }
 }
 
@@ -186,7 +323,11 @@ impl Pipeline {
         let url = Url::parse(&cfg.url)?;
         let name = match &cfg.name {
             Some(n) => n.clone(),
-            None => format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)),
+            None => format!(
+                "{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ),
         };
         if cfg.max_message == 0 || cfg.max_message > cfg.inbox_size {
             return Err(Error::Config(format!(
@@ -202,7 +343,8 @@ impl Pipeline {
         let inbox = MsgInbox::create(&dir, cfg.inbox_size, cfg.overrun)?;
         let outbox = MsgOutbox::create(&dir, cfg.outbox_size)?;
         let pongs: ElemRing<PongFrame> = ElemRing::create(&dir, names::PONGS, 256)?;
-        let frames: ElemRing<WsFrameInfo> = ElemRing::create(&dir, names::WS_FRAME_INFO, cfg.frame_ring)?;
+        let frames: ElemRing<WsFrameInfo> =
+            ElemRing::create(&dir, names::WS_FRAME_INFO, cfg.frame_ring)?;
 
         let upgrade = Upgrade {
             host: url.host_header(),
@@ -227,18 +369,36 @@ impl Pipeline {
             };
         }
         match &cfg.transport {
-            TransportKind::Synthetic(script) => ts(&mut stages, transport_stage!(SyntheticTransport::new(script.clone()))),
+            TransportKind::Synthetic(script) => ts(
+                &mut stages,
+                transport_stage!(SyntheticTransport::new(script.clone())),
+            ),
             TransportKind::Kernel if url.secure => ts(
                 &mut stages,
-                transport_stage!(TlsTransport::connect(&url.host, url.port, cfg.ca_file.clone(), cfg.insecure, cfg.timeout)?),
+                transport_stage!(TlsTransport::connect(
+                    &url.host,
+                    url.port,
+                    cfg.ca_file.clone(),
+                    cfg.insecure,
+                    cfg.timeout
+                )?),
             ),
-            TransportKind::Kernel => {
-                ts(&mut stages, transport_stage!(StreamTransport::connect(&url.host, url.port, cfg.timeout)?))
-            }
+            TransportKind::Kernel => ts(
+                &mut stages,
+                transport_stage!(StreamTransport::connect(&url.host, url.port, cfg.timeout)?),
+            ),
             TransportKind::Xdp => {
-                return Err(Error::Config(
-                    "the XDP transport (our TCP + TLS over AF_XDP) is not wired in yet; use --transport kernel".into(),
-                ))
+                let setup = XDP_SETUP.get().ok_or_else(|| {
+                    Error::Config(
+                        "the XDP transport is not enabled in this program: Rust programs call \
+                         pipeline::pipeline::enable_xdp() first; the C library cannot carry it yet \
+                         (libxdp is not built position-independent)"
+                            .into(),
+                    )
+                })?;
+                let (xdp, t) = setup(&cfg, &url, &dir, &stats, &upgrade, &inbox, &outbox, &pongs)?;
+                ts(&mut stages, xdp);
+                ts(&mut stages, t);
             }
         }
         stages.push(Box::new(WebSocketStage::new(
@@ -255,7 +415,11 @@ impl Pipeline {
             let reader = FrameReader::new(frames.consumer(), inbox.clone());
             stages.push(Box::new(AppClientStage::new(reader, cb, stats.clone())));
         } else if !cfg.external_consumer {
-            receiver = Some(Receiver { reader: FrameReader::new(frames.consumer(), inbox.clone()), stats: stats.clone(), taken: 0 });
+            receiver = Some(Receiver {
+                reader: FrameReader::new(frames.consumer(), inbox.clone()),
+                stats: stats.clone(),
+                taken: 0,
+            });
         }
         let nstages = stages.len() + 1; // the AppClient: a stage, the caller's polling thread, or another process
         let cores = runner::available_cores();
@@ -290,7 +454,12 @@ impl Pipeline {
         // Set-up: the same stages, inline on this thread, until the WebSocket is open.
         runner::run_setup(&mut stages, &stats, cfg.timeout)?;
 
-        let placement = Placement { layout, wait, cores: cfg.cores.clone(), name: name.clone() };
+        let placement = Placement {
+            layout,
+            wait,
+            cores: cfg.cores.clone(),
+            name: name.clone(),
+        };
         let running = runner::place(stages, &placement, &stats)?;
         let outbox_max = outbox.max_payload();
         Ok(Pipeline {
@@ -347,13 +516,22 @@ impl Pipeline {
     fn push(&self, kind: OutboxKind, payload: &[u8]) -> Result<()> {
         match self.stats.state() {
             State::Disconnected { reason } => return Err(Error::Closed(reason)),
-            State::Closing if kind != OutboxKind::Close => return Err(Error::Closed("close in progress".into())),
+            State::Closing if kind != OutboxKind::Close => {
+                return Err(Error::Closed("close in progress".into()))
+            }
             _ => {}
         }
         if payload.len() > self.outbox_max {
-            return Err(Error::Config(format!("message of {} bytes exceeds the MSG_OUTBOX record limit {}", payload.len(), self.outbox_max)));
+            return Err(Error::Config(format!(
+                "message of {} bytes exceeds the MSG_OUTBOX record limit {}",
+                payload.len(),
+                self.outbox_max
+            )));
         }
-        let mut w = self.outbox.lock().map_err(|_| Error::Closed("sender poisoned by a panic".into()))?;
+        let mut w = self
+            .outbox
+            .lock()
+            .map_err(|_| Error::Closed("sender poisoned by a panic".into()))?;
         w.push(kind, 0, payload)
     }
 
@@ -413,18 +591,24 @@ impl Pipeline {
 
     pub(crate) fn receiver_mut(&mut self) -> Result<&mut Receiver> {
         if self.callback {
-            return Err(Error::Config("this pipeline delivers by callback; polling is not available".into()));
+            return Err(Error::Config(
+                "this pipeline delivers by callback; polling is not available".into(),
+            ));
         }
-        self.receiver
-            .as_mut()
-            .ok_or_else(|| Error::Config("no polling receiver (external consumer, or taken with receiver())".into()))
+        self.receiver.as_mut().ok_or_else(|| {
+            Error::Config(
+                "no polling receiver (external consumer, or taken with receiver())".into(),
+            )
+        })
     }
 
     /// Stop every stage, wait for them, and remove the shared memory. Idempotent.
     /// (A close handshake first is [`Pipeline::close`] + [`Pipeline::wait_disconnected`].)
     pub fn stop(&mut self) {
         if let Some(mut r) = self.running.take() {
-            self.stats.advance_state(&State::Disconnected { reason: "stopped by the application".into() });
+            self.stats.advance_state(&State::Disconnected {
+                reason: "stopped by the application".into(),
+            });
             r.stop(&self.stats);
         }
         self.dir.take();
@@ -433,7 +617,10 @@ impl Pipeline {
     /// Stage process ids in the `processes` layout (stage order: transport, websocket,
     /// app), empty otherwise.
     pub fn child_pids(&self) -> Vec<i32> {
-        self.running.as_ref().map(|r| r.child_pids()).unwrap_or_default()
+        self.running
+            .as_ref()
+            .map(|r| r.child_pids())
+            .unwrap_or_default()
     }
 
     /// Have all stages ended (after a disconnect)?

@@ -49,7 +49,11 @@ impl Layout {
             "processes" => Layout::Processes,
             "threads" => Layout::Threads,
             "inline" => Layout::Inline,
-            _ => return Err(Error::Config(format!("layout {s:?}: expected processes, threads or inline"))),
+            _ => {
+                return Err(Error::Config(format!(
+                    "layout {s:?}: expected processes, threads or inline"
+                )))
+            }
         })
     }
     pub fn from_code(c: u64) -> &'static str {
@@ -73,7 +77,9 @@ pub fn available_cores() -> usize {
             }
         }
     }
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Defaults from the number of cores: a core per stage and spinning only when there
@@ -94,13 +100,18 @@ pub fn pin_to(core: usize) -> Result<()> {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(core, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(Error::last_os(format!("pin to core {core} (sched_setaffinity)")));
+            return Err(Error::last_os(format!(
+                "pin to core {core} (sched_setaffinity)"
+            )));
         }
     }
     Ok(())
 }
 
-fn poll_all(stages: &mut [Box<dyn Stage>], stats: &StatsRegion) -> std::result::Result<bool, Error> {
+fn poll_all(
+    stages: &mut [Box<dyn Stage>],
+    stats: &StatsRegion,
+) -> std::result::Result<bool, Error> {
     let now = now_ns();
     let mut moved = false;
     for s in stages.iter_mut() {
@@ -117,7 +128,11 @@ fn poll_all(stages: &mut [Box<dyn Stage>], stats: &StatsRegion) -> std::result::
 
 /// Set-up: poll every stage in turn on the caller's thread until the WebSocket is open
 /// (state Connected), a stage fails, or `timeout` passes.
-pub fn run_setup(stages: &mut [Box<dyn Stage>], stats: &StatsRegion, timeout: Duration) -> Result<()> {
+pub fn run_setup(
+    stages: &mut [Box<dyn Stage>],
+    stats: &StatsRegion,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut wait = Wait::new(WaitKind::Backoff);
     loop {
@@ -128,7 +143,10 @@ pub fn run_setup(stages: &mut [Box<dyn Stage>], stats: &StatsRegion, timeout: Du
             _ => return Ok(()),
         }
         if Instant::now() >= deadline {
-            let msg = format!("handshake not finished after {:.1} s", timeout.as_secs_f64());
+            let msg = format!(
+                "handshake not finished after {:.1} s",
+                timeout.as_secs_f64()
+            );
             stats.disconnect(&msg);
             return Err(Error::Timeout(msg));
         }
@@ -269,13 +287,22 @@ fn describe(status: i32) -> String {
 /// The supervisor thread of the `processes` layout: forks one child per stage, then
 /// watches them; at stop, waits for them (SIGKILL after 2 s) and only then drops the
 /// parent's copies of the stage objects (sockets, UMEM) — never under a live child.
-fn supervise(mut stages: Vec<Box<dyn Stage>>, p: Placement, stats: StatsRegion, started: std::sync::mpsc::Sender<Result<Vec<i32>>>) {
+fn supervise(
+    mut stages: Vec<Box<dyn Stage>>,
+    p: Placement,
+    stats: StatsRegion,
+    started: std::sync::mpsc::Sender<Result<Vec<i32>>>,
+) {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     let mut children: Vec<(libc::pid_t, &'static str)> = Vec::new();
     for (i, stage) in stages.iter_mut().enumerate() {
         let name = stage.name();
-        let core = if p.cores.is_empty() { None } else { Some(p.cores[i % p.cores.len()]) };
+        let core = if p.cores.is_empty() {
+            None
+        } else {
+            Some(p.cores[i % p.cores.len()])
+        };
         // SAFETY: fork in a multi-threaded process: the child only runs this thread's
         // code, touches memory it inherited (the stage, the shared rings) and leaves
         // with _exit; glibc keeps malloc usable in the child.
@@ -336,10 +363,22 @@ fn reap(children: &mut Vec<(libc::pid_t, &'static str)>, stats: &StatsRegion, gr
     }
 }
 
-fn child_main(stage: &mut Box<dyn Stage>, stats: &StatsRegion, wait: WaitKind, core: Option<usize>, parent: libc::pid_t) -> ! {
+fn child_main(
+    stage: &mut Box<dyn Stage>,
+    stats: &StatsRegion,
+    wait: WaitKind,
+    core: Option<usize>,
+    parent: libc::pid_t,
+) -> ! {
     // SAFETY: prctl/getppid/_exit have no memory-safety preconditions.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         if libc::getppid() != parent {
             libc::_exit(0);
         }
@@ -349,7 +388,9 @@ fn child_main(stage: &mut Box<dyn Stage>, stats: &StatsRegion, wait: WaitKind, c
             eprintln!("pipeline: {} stage: {e}", stage.name());
         }
     }
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_loop(std::slice::from_mut(stage), stats, wait)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_loop(std::slice::from_mut(stage), stats, wait)
+    }));
     let code = match r {
         Ok(true) => 0,
         Ok(false) => 1,
@@ -391,7 +432,9 @@ impl Running {
     /// Have all placement units ended?
     pub fn finished(&self) -> bool {
         match self {
-            Running::Inline(h) | Running::Processes(h, _) => h.as_ref().map(|h| h.is_finished()).unwrap_or(true),
+            Running::Inline(h) | Running::Processes(h, _) => {
+                h.as_ref().map(|h| h.is_finished()).unwrap_or(true)
+            }
             Running::Threads(hs) => hs.iter().all(|h| h.is_finished()),
         }
     }

@@ -28,7 +28,11 @@ impl WaitKind {
             "spin" => WaitKind::Spin,
             "yield" => WaitKind::Yield,
             "backoff" => WaitKind::Backoff,
-            _ => return Err(Error::Config(format!("wait {s:?}: expected spin, yield or backoff"))),
+            _ => {
+                return Err(Error::Config(format!(
+                    "wait {s:?}: expected spin, yield or backoff"
+                )))
+            }
         })
     }
     pub fn from_code(c: u64) -> &'static str {

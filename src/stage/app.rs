@@ -47,7 +47,16 @@ impl FrameReader {
     pub fn new(frames: Consumer<WsFrameInfo>, inbox: MsgInbox) -> Self {
         let r = inbox.read_pos();
         let overwrite = inbox.policy() == crate::ring::OverrunPolicy::Overwrite;
-        FrameReader { frames, inbox, done: r, released: r, overrun: false, unreleased: 0, overwrite, skipped: 0 }
+        FrameReader {
+            frames,
+            inbox,
+            done: r,
+            released: r,
+            overrun: false,
+            unreleased: 0,
+            overwrite,
+            skipped: 0,
+        }
     }
 
     pub fn inbox(&self) -> &MsgInbox {
@@ -73,14 +82,22 @@ impl FrameReader {
                 continue;
             }
             match info.opcode() {
-                ws::OP_TEXT | ws::OP_BINARY | ws::OP_CONT if self.overwrite && self.inbox.overrun_since(pos) => {
+                ws::OP_TEXT | ws::OP_BINARY | ws::OP_CONT
+                    if self.overwrite && self.inbox.overrun_since(pos) =>
+                {
                     // Its bytes were overwritten before we got to it: lost.
                     self.skipped += 1;
                     self.overrun = true;
                     self.done = self.done.max(pos + info.payload_len as u64);
                 }
                 ws::OP_TEXT | ws::OP_BINARY | ws::OP_CONT => {
-                    let f = RawFrame { pos, len: info.payload_len, opcode: info.opcode(), fin: info.is_final(), after_overrun: self.overrun };
+                    let f = RawFrame {
+                        pos,
+                        len: info.payload_len,
+                        opcode: info.opcode(),
+                        fin: info.is_final(),
+                        after_overrun: self.overrun,
+                    };
                     self.overrun = false;
                     return Some(f);
                 }

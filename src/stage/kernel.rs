@@ -21,14 +21,23 @@ pub struct StreamTransport<T: ByteTransport + Send = KernelSocket> {
 impl StreamTransport<KernelSocket> {
     /// Connect a kernel TCP socket (non-blocking afterwards, TCP_NODELAY).
     pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self> {
-        let opts = KernelSocketOptions { connect_timeout: timeout, ..Default::default() };
-        Ok(StreamTransport { io: KernelSocket::connect(host, port, &opts)?, counters: TransportCounters::default() })
+        let opts = KernelSocketOptions {
+            connect_timeout: timeout,
+            ..Default::default()
+        };
+        Ok(StreamTransport {
+            io: KernelSocket::connect(host, port, &opts)?,
+            counters: TransportCounters::default(),
+        })
     }
 }
 
 impl<T: ByteTransport + Send> StreamTransport<T> {
     pub fn new(io: T) -> Self {
-        StreamTransport { io, counters: TransportCounters::default() }
+        StreamTransport {
+            io,
+            counters: TransportCounters::default(),
+        }
     }
 }
 
@@ -79,10 +88,25 @@ pub struct TlsTransport<T: ByteTransport + Send = KernelSocket> {
 impl TlsTransport<KernelSocket> {
     /// Connect and complete the TLS handshake (certificate and host name verified unless
     /// `insecure`), each step within `timeout`.
-    pub fn connect(host: &str, port: u16, ca_file: Option<std::path::PathBuf>, insecure: bool, timeout: Duration) -> Result<Self> {
-        let ctx = TlsContext::new(&TlsConfig { ca_file, insecure_skip_verify: insecure, ..Default::default() })?;
-        let opts = KernelSocketOptions { connect_timeout: timeout, ..Default::default() };
-        Ok(TlsTransport { s: TlsStream::connect(host, port, &ctx, &opts, timeout)? })
+    pub fn connect(
+        host: &str,
+        port: u16,
+        ca_file: Option<std::path::PathBuf>,
+        insecure: bool,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let ctx = TlsContext::new(&TlsConfig {
+            ca_file,
+            insecure_skip_verify: insecure,
+            ..Default::default()
+        })?;
+        let opts = KernelSocketOptions {
+            connect_timeout: timeout,
+            ..Default::default()
+        };
+        Ok(TlsTransport {
+            s: TlsStream::connect(host, port, &ctx, &opts, timeout)?,
+        })
     }
 }
 
@@ -126,6 +150,12 @@ impl<T: ByteTransport + Send> Transport for TlsTransport<T> {
     }
     fn counters(&self) -> TransportCounters {
         let st = self.s.stats();
-        TransportCounters { rx_packets: st.recv_calls, rx_bytes: st.recv_bytes, tx_packets: st.send_calls, tx_bytes: st.send_bytes, ..Default::default() }
+        TransportCounters {
+            rx_packets: st.recv_calls,
+            rx_bytes: st.recv_bytes,
+            tx_packets: st.send_calls,
+            tx_bytes: st.send_bytes,
+            ..Default::default()
+        }
     }
 }

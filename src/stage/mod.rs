@@ -19,13 +19,15 @@ pub(crate) mod tmp_ws;
 mod transport;
 mod websocket;
 mod xdp_poll;
+mod xdp_transport;
 
-pub use kernel::{StreamTransport, TlsTransport};
 pub use app::{AppClientStage, FrameReader, OnMessage, RawFrame};
+pub use kernel::{StreamTransport, TlsTransport};
 pub use synthetic::{encode_server_frame, SyntheticCapture, SyntheticScript, SyntheticTransport};
 pub use transport::{Transport, TransportCounters, TransportStage, Upgrade};
 pub use websocket::{Delivery, WebSocketStage};
 pub use xdp_poll::{XdpPollStage, XdpRings};
+pub use xdp_transport::{resolve_v4, XdpTransport};
 
 use crate::error::Result;
 
@@ -71,7 +73,10 @@ pub trait Stage: Send {
 /// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall).
 #[inline]
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -102,11 +102,20 @@ impl SyntheticTransport {
                 return;
             }
             let (op, fin) = (b[0] & 0x0f, b[0] & 0x80 != 0);
-            let payload: Vec<u8> = b[h..h + len].iter().enumerate().map(|(i, x)| x ^ mask[i & 3]).collect();
+            let payload: Vec<u8> = b[h..h + len]
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x ^ mask[i & 3])
+                .collect();
             self.client.drain(..h + len);
             if op == ws::OP_CLOSE && !self.eof {
                 let mut reply = Vec::new();
-                encode_server_frame(&mut reply, ws::OP_CLOSE, true, &payload[..payload.len().min(2)]);
+                encode_server_frame(
+                    &mut reply,
+                    ws::OP_CLOSE,
+                    true,
+                    &payload[..payload.len().min(2)],
+                );
                 self.priority.extend_from_slice(&reply);
                 self.eof = true; // stream ends after the reply
             }
@@ -181,7 +190,10 @@ impl Transport for SyntheticTransport {
                     .filter_map(|l| l.split_once(':'))
                     .find(|(n, _)| n.trim().eq_ignore_ascii_case("sec-websocket-key"))
                     .map(|(_, v)| v.trim().to_string())
-                    .ok_or_else(|| Error::WebSocket { close_code: 0, reason: "synthetic: no Sec-WebSocket-Key".into() })?;
+                    .ok_or_else(|| Error::WebSocket {
+                        close_code: 0,
+                        reason: "synthetic: no Sec-WebSocket-Key".into(),
+                    })?;
                 let resp = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
                     ws::accept_for(&key)

@@ -22,7 +22,10 @@ pub struct Header {
 }
 
 fn proto(code: u16, reason: &str) -> Error {
-    Error::WebSocket { close_code: code, reason: reason.into() }
+    Error::WebSocket {
+        close_code: code,
+        reason: reason.into(),
+    }
 }
 
 /// Parse a server frame header from `b`; `Ok(None)` if more bytes are needed.
@@ -59,17 +62,30 @@ pub fn parse_header(b: &[u8]) -> Result<Option<Header>> {
         OP_CONT | OP_TEXT | OP_BINARY => {}
         OP_CLOSE | OP_PING | OP_PONG => {
             if !fin || len > 125 {
-                return Err(proto(1002, "control frame fragmented or longer than 125 bytes"));
+                return Err(proto(
+                    1002,
+                    "control frame fragmented or longer than 125 bytes",
+                ));
             }
         }
         _ => return Err(proto(1002, "unknown opcode")),
     }
-    Ok(Some(Header { fin, opcode, len, hdr_len }))
+    Ok(Some(Header {
+        fin,
+        opcode,
+        len,
+        hdr_len,
+    }))
 }
 
-
 /// Write a masked client frame into `out` (must hold `client_header_len + payload`).
-pub fn build_client_frame(out: &mut [u8], opcode: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> usize {
+pub fn build_client_frame(
+    out: &mut [u8],
+    opcode: u8,
+    fin: bool,
+    payload: &[u8],
+    mask: [u8; 4],
+) -> usize {
     let len = payload.len();
     out[0] = (fin as u8) << 7 | (opcode & 0x0f);
     let mut h = if len < 126 {
@@ -97,11 +113,21 @@ pub fn base64(b: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         s.push(T[(n >> 18) as usize & 63] as char);
         s.push(T[(n >> 12) as usize & 63] as char);
-        s.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        s.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        s.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        s.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     s
 }
@@ -130,7 +156,12 @@ pub fn random(b: &mut [u8]) {
 }
 
 /// The upgrade request and its key.
-pub fn request(host: &str, path: &str, headers: &[(String, String)], protocols: &[String]) -> (Vec<u8>, String) {
+pub fn request(
+    host: &str,
+    path: &str,
+    headers: &[(String, String)],
+    protocols: &[String],
+) -> (Vec<u8>, String) {
     let mut k = [0u8; 16];
     random(&mut k);
     let key = base64(&k);
@@ -139,7 +170,10 @@ pub fn request(host: &str, path: &str, headers: &[(String, String)], protocols: 
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
     );
     if !protocols.is_empty() {
-        r.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", protocols.join(", ")));
+        r.push_str(&format!(
+            "Sec-WebSocket-Protocol: {}\r\n",
+            protocols.join(", ")
+        ));
     }
     for (n, v) in headers {
         r.push_str(&format!("{n}: {v}\r\n"));
@@ -153,7 +187,9 @@ pub fn request(host: &str, path: &str, headers: &[(String, String)], protocols: 
 pub fn check_response(b: &[u8], key: &str) -> Result<Option<usize>> {
     let end = match b.windows(4).position(|w| w == b"\r\n\r\n") {
         Some(p) => p + 4,
-        None if b.len() > 16384 => return Err(proto(0, "upgrade response headers longer than 16 KiB")),
+        None if b.len() > 16384 => {
+            return Err(proto(0, "upgrade response headers longer than 16 KiB"))
+        }
         None => return Ok(None),
     };
     let text = String::from_utf8_lossy(&b[..end]);
@@ -170,14 +206,21 @@ pub fn check_response(b: &[u8], key: &str) -> Result<Option<usize>> {
             let (n, v) = (n.trim().to_ascii_lowercase(), v.trim());
             match n.as_str() {
                 "upgrade" => upgrade = v.eq_ignore_ascii_case("websocket"),
-                "connection" => connection = v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")),
+                "connection" => {
+                    connection = v
+                        .split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                }
                 "sec-websocket-accept" => accept = Some(v.to_string()),
                 _ => {}
             }
         }
     }
     if !upgrade || !connection {
-        return Err(proto(0, "upgrade response lacks Upgrade: websocket / Connection: Upgrade"));
+        return Err(proto(
+            0,
+            "upgrade response lacks Upgrade: websocket / Connection: Upgrade",
+        ));
     }
     if accept.as_deref() != Some(accept_for(key).as_str()) {
         return Err(proto(0, "Sec-WebSocket-Accept does not match our key"));
@@ -190,6 +233,9 @@ mod tests {
     use super::*;
     #[test]
     fn rfc_accept_example() {
-        assert_eq!(accept_for("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_for("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 }

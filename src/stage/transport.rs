@@ -51,6 +51,9 @@ pub trait Transport: Send {
     fn write(&mut self, data: &[u8], now_ns: u64) -> Result<usize>;
     /// Orderly end after the WebSocket close handshake (close_notify, FIN). Idempotent.
     fn shutdown(&mut self, now_ns: u64) -> Result<()>;
+    /// Free bytes in MSG_INBOX (called every poll): a transport that owns its TCP
+    /// advertises this as its receive window. Default: ignored (kernel sockets).
+    fn rx_space(&mut self, _free: usize) {}
     /// Counters for the stats region.
     fn counters(&self) -> TransportCounters {
         TransportCounters::default()
@@ -76,6 +79,9 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     fn shutdown(&mut self, now_ns: u64) -> Result<()> {
         (**self).shutdown(now_ns)
     }
+    fn rx_space(&mut self, free: usize) {
+        (**self).rx_space(free)
+    }
     fn counters(&self) -> TransportCounters {
         (**self).counters()
     }
@@ -94,7 +100,12 @@ pub struct Upgrade {
 
 enum Phase {
     /// Waiting for the transport; then sending the request and reading the response.
-    Upgrading { request: Vec<u8>, sent: usize, key: String, response: Vec<u8> },
+    Upgrading {
+        request: Vec<u8>,
+        sent: usize,
+        key: String,
+        response: Vec<u8>,
+    },
     Open,
     Done,
 }
@@ -141,7 +152,12 @@ impl<T: Transport> TransportStage<T> {
         stats: StatsRegion,
         max_frame: usize,
     ) -> Self {
-        let (request, key) = ws::request(&upgrade.host, &upgrade.path, &upgrade.headers, &upgrade.subprotocols);
+        let (request, key) = ws::request(
+            &upgrade.host,
+            &upgrade.path,
+            &upgrade.headers,
+            &upgrade.subprotocols,
+        );
         let mut seed = [0u8; 8];
         ws::random(&mut seed);
         TransportStage {
@@ -150,7 +166,12 @@ impl<T: Transport> TransportStage<T> {
             inbox,
             outbox,
             pongs,
-            phase: Phase::Upgrading { request, sent: 0, key, response: Vec::with_capacity(1024) },
+            phase: Phase::Upgrading {
+                request,
+                sent: 0,
+                key,
+                response: Vec::with_capacity(1024),
+            },
             tx: vec![0; max_frame + 14],
             tx_off: 0,
             tx_len: 0,
@@ -203,7 +224,15 @@ impl<T: Transport> TransportStage<T> {
     }
 
     fn upgrade(&mut self, now: u64) -> Result<bool> {
-        let Phase::Upgrading { request, sent, key, response } = &mut self.phase else { return Ok(false) };
+        let Phase::Upgrading {
+            request,
+            sent,
+            key,
+            response,
+        } = &mut self.phase
+        else {
+            return Ok(false);
+        };
         let mut moved = false;
         while *sent < request.len() {
             let n = self.t.write(&request[*sent..], now)?;
@@ -217,7 +246,10 @@ impl<T: Transport> TransportStage<T> {
         let n = match self.t.read(&mut buf, now) {
             Ok(n) => n,
             Err(Error::Closed(why)) => {
-                return Err(Error::WebSocket { close_code: 0, reason: format!("connection closed during the upgrade: {why}") })
+                return Err(Error::WebSocket {
+                    close_code: 0,
+                    reason: format!("connection closed during the upgrade: {why}"),
+                })
             }
             Err(e) => return Err(e),
         };
@@ -228,7 +260,9 @@ impl<T: Transport> TransportStage<T> {
         if let Some(end) = ws::check_response(response, key)? {
             let rest = response.split_off(end);
             if !rest.is_empty() && self.inbox.write(&rest) < rest.len() {
-                return Err(Error::Overrun("MSG_INBOX too small for the bytes that followed the upgrade".into()));
+                return Err(Error::Overrun(
+                    "MSG_INBOX too small for the bytes that followed the upgrade".into(),
+                ));
             }
             self.stats.add(Counter::InboxBytes, rest.len() as u64);
             self.phase = Phase::Open;
@@ -252,16 +286,29 @@ impl<T: Transport> TransportStage<T> {
             if let Some(p) = self.pongs.pop() {
                 moved = true;
                 if p.opcode == ws::OP_CLOSE {
-                    let code = if p.payload_len >= 2 { u16::from_be_bytes([p.payload[0], p.payload[1]]) } else { 1005 };
-                    let why = String::from_utf8_lossy(p.bytes().get(2..).unwrap_or(&[])).into_owned();
+                    let code = if p.payload_len >= 2 {
+                        u16::from_be_bytes([p.payload[0], p.payload[1]])
+                    } else {
+                        1005
+                    };
+                    let why =
+                        String::from_utf8_lossy(p.bytes().get(2..).unwrap_or(&[])).into_owned();
                     let reason = if self.close_sent {
                         format!("closed: close handshake completed (server replied {code})")
                     } else {
-                        format!("closed by server: code {code}{}{}", if why.is_empty() { "" } else { " " }, why)
+                        format!(
+                            "closed by server: code {code}{}{}",
+                            if why.is_empty() { "" } else { " " },
+                            why
+                        )
                     };
                     if !self.close_sent {
                         self.close_sent = true;
-                        self.frame(ws::OP_CLOSE, true, &p.payload[..(p.payload_len as usize).min(2)]);
+                        self.frame(
+                            ws::OP_CLOSE,
+                            true,
+                            &p.payload[..(p.payload_len as usize).min(2)],
+                        );
                     }
                     self.finish_after_tx = Some(reason);
                 } else {
@@ -284,10 +331,18 @@ impl<T: Transport> TransportStage<T> {
                         Some(OutboxKind::Binary) => (ws::OP_BINARY, Counter::SentMessages),
                         Some(OutboxKind::Close) => (ws::OP_CLOSE, Counter::SentMessages),
                         Some(OutboxKind::Ping) => (ws::OP_PING, Counter::PingsSent),
-                        None => return Err(Error::Shm(format!("MSG_OUTBOX record of unknown kind {}", rec.raw_kind))),
+                        None => {
+                            return Err(Error::Shm(format!(
+                                "MSG_OUTBOX record of unknown kind {}",
+                                rec.raw_kind
+                            )))
+                        }
                     };
                     if rec.payload.len() + 14 > self.tx.len() {
-                        return Err(Error::Config(format!("outgoing message of {} bytes is too large", rec.payload.len())));
+                        return Err(Error::Config(format!(
+                            "outgoing message of {} bytes is too large",
+                            rec.payload.len()
+                        )));
                     }
                     let data = op == ws::OP_TEXT || op == ws::OP_BINARY;
                     // Later fragments of a message sent in parts go out as continuations.
@@ -352,7 +407,10 @@ impl<T: Transport> TransportStage<T> {
             }
         }
         if moved {
-            self.stats.max(Counter::InboxHighWater, self.inbox.position() - inbox.read_pos());
+            self.stats.max(
+                Counter::InboxHighWater,
+                self.inbox.position() - inbox.read_pos(),
+            );
         }
         Ok(moved)
     }
@@ -367,6 +425,7 @@ impl<T: Transport> Stage for TransportStage<T> {
         if matches!(self.phase, Phase::Done) {
             return Ok(Progress::Idle);
         }
+        self.t.rx_space(self.inbox.free(READ_CHUNK));
         let mut moved = self.t.drive(now)?;
         if !self.t.is_established() {
             return Ok(Progress::from_bool(moved));

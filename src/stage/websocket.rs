@@ -83,7 +83,9 @@ impl WebSocketStage {
     }
 
     fn fail(&mut self, code: u16, reason: &str) {
-        self.stats.note_reason(&format!("websocket protocol error: {reason} (we closed with {code})"));
+        self.stats.note_reason(&format!(
+            "websocket protocol error: {reason} (we closed with {code})"
+        ));
         self.closed = true;
         if let Some(p) = PongFrame::new(ws::OP_CLOSE, &code.to_be_bytes()) {
             let _ = self.pongs.push(p);
@@ -111,7 +113,10 @@ impl WebSocketStage {
         match h.opcode {
             ws::OP_TEXT | ws::OP_BINARY => {
                 if self.partial.is_some() || self.in_fragments {
-                    return Err(proto(1002, "new data frame while a fragmented message is unfinished"));
+                    return Err(proto(
+                        1002,
+                        "new data frame while a fragmented message is unfinished",
+                    ));
                 }
                 self.stats.add(Counter::PayloadBytes, len);
                 if self.delivery == Delivery::Frames {
@@ -130,14 +135,21 @@ impl WebSocketStage {
                     self.info(p, len, h.opcode, true, WsFrameInfo::FLAG_MESSAGE, now);
                     self.stats.add(Counter::Messages, 1);
                 } else {
-                    self.partial = Some(Partial { start: p, len, opcode: h.opcode });
+                    self.partial = Some(Partial {
+                        start: p,
+                        len,
+                        opcode: h.opcode,
+                    });
                 }
             }
             ws::OP_CONT => {
                 self.stats.add(Counter::PayloadBytes, len);
                 if self.delivery == Delivery::Frames {
                     if !self.in_fragments {
-                        return Err(proto(1002, "continuation frame without a message to continue"));
+                        return Err(proto(
+                            1002,
+                            "continuation frame without a message to continue",
+                        ));
                     }
                     self.in_fragments = !h.fin;
                     self.info(p, len, ws::OP_CONT, h.fin, 0, now);
@@ -147,7 +159,10 @@ impl WebSocketStage {
                     return Ok(());
                 }
                 let Some(m) = self.partial.as_mut() else {
-                    return Err(proto(1002, "continuation frame without a message to continue"));
+                    return Err(proto(
+                        1002,
+                        "continuation frame without a message to continue",
+                    ));
                 };
                 let dst = m.start + m.len;
                 if m.len + len > self.max_message {
@@ -164,7 +179,11 @@ impl WebSocketStage {
                 }
                 m.len += len;
                 if h.fin {
-                    let Partial { start, len, opcode } = self.partial.take().unwrap_or(Partial { start: 0, len: 0, opcode: 0 });
+                    let Partial { start, len, opcode } = self.partial.take().unwrap_or(Partial {
+                        start: 0,
+                        len: 0,
+                        opcode: 0,
+                    });
                     if opcode == ws::OP_TEXT {
                         self.check_utf8(start, len)?;
                     }
@@ -192,7 +211,11 @@ impl WebSocketStage {
                 if payload.len() == 1 {
                     return Err(proto(1002, "close frame with a 1-byte payload"));
                 }
-                let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
+                let code = if payload.len() >= 2 {
+                    u16::from_be_bytes([payload[0], payload[1]])
+                } else {
+                    1005
+                };
                 let why = String::from_utf8_lossy(&payload[payload.len().min(2)..]).into_owned();
                 let we_closed = self.stats.state_code() >= State::Closing.code();
                 if !we_closed {
@@ -202,7 +225,11 @@ impl WebSocketStage {
                         why
                     ));
                 }
-                let reply = if payload.len() >= 2 { &payload[..2] } else { &[][..] };
+                let reply = if payload.len() >= 2 {
+                    &payload[..2]
+                } else {
+                    &[][..]
+                };
                 if let Some(pf) = PongFrame::new(ws::OP_CLOSE, reply) {
                     let _ = self.pongs.push(pf);
                 }
@@ -235,7 +262,10 @@ impl WebSocketStage {
 }
 
 fn proto(code: u16, reason: &str) -> Error {
-    Error::WebSocket { close_code: code, reason: reason.into() }
+    Error::WebSocket {
+        close_code: code,
+        reason: reason.into(),
+    }
 }
 
 impl Stage for WebSocketStage {
@@ -279,7 +309,13 @@ impl Stage for WebSocketStage {
             };
             let total = h.hdr_len as u64 + h.len;
             if h.len > self.max_message || total > cap {
-                self.fail(1009, &format!("frame of {} bytes exceeds max_message {}", h.len, self.max_message));
+                self.fail(
+                    1009,
+                    &format!(
+                        "frame of {} bytes exceeds max_message {}",
+                        h.len, self.max_message
+                    ),
+                );
                 break;
             }
             if avail < total {
@@ -308,7 +344,10 @@ impl Stage for WebSocketStage {
             self.frames.publish();
             self.inbox.set_parsed_pos(self.pos);
             let ring = self.frames.ring();
-            self.stats.max(Counter::FrameRingHighWater, self.frames.position() - ring.tail());
+            self.stats.max(
+                Counter::FrameRingHighWater,
+                self.frames.position() - ring.tail(),
+            );
         }
         Ok(Progress::from_bool(n > 0))
     }

@@ -73,8 +73,16 @@ impl XdpPollStage {
         XdpPollStage {
             xsk,
             raw_inbox,
-            outboxes: [rings.raw_outbox.consumer(), rings.ack_outbox.consumer(), rings.pong_outbox.consumer()],
-            tx_free: [rings.tx_free[0].producer(), rings.tx_free[1].producer(), rings.tx_free[2].producer()],
+            outboxes: [
+                rings.raw_outbox.consumer(),
+                rings.ack_outbox.consumer(),
+                rings.pong_outbox.consumer(),
+            ],
+            tx_free: [
+                rings.tx_free[0].producer(),
+                rings.tx_free[1].producer(),
+                rings.tx_free[2].producer(),
+            ],
             released,
             rx: [RxDesc::default(); BATCH],
             stats,
@@ -94,7 +102,9 @@ impl XdpPollStage {
         let mut n = 0;
         for q in 0..3 {
             while n < BATCH {
-                let Some(d) = self.outboxes[q].pop() else { break };
+                let Some(d) = self.outboxes[q].pop() else {
+                    break;
+                };
                 if self.xsk.send(d.umem_addr, d.frame_len as usize).is_err() {
                     // Rejected: the frame is already back in its pool (counted by the socket).
                     self.stats.add(Counter::TxDrops, 1);
@@ -113,7 +123,11 @@ impl XdpPollStage {
         }
         let k = self.xsk.rx_burst(&mut self.rx[..room]);
         for d in &self.rx[..k] {
-            let mut desc = UmemFrameDescriptor { umem_addr: d.addr, frame_len: d.len as u16, ..Default::default() };
+            let mut desc = UmemFrameDescriptor {
+                umem_addr: d.addr,
+                frame_len: d.len as u16,
+                ..Default::default()
+            };
             desc.set_meta(now, 0, FrameType::Rx);
             // Cannot fail: at most `free()` descriptors are staged.
             let _ = self.raw_inbox.stage(desc);
@@ -142,7 +156,9 @@ impl XdpPollStage {
         for (i, kind) in TxKind::ALL.iter().enumerate() {
             let mut room = self.tx_free[i].free();
             while room > 0 {
-                let Some(a) = self.xsk.alloc_tx(*kind) else { break };
+                let Some(a) = self.xsk.alloc_tx(*kind) else {
+                    break;
+                };
                 let _ = self.tx_free[i].stage(a);
                 room -= 1;
                 n += 1;

@@ -39,7 +39,11 @@ pub fn text_frames(n: usize) -> Vec<u8> {
 }
 
 pub fn script(data: Vec<u8>, chunk: usize) -> SyntheticScript {
-    SyntheticScript { data: Arc::new(data), chunk, ..Default::default() }
+    SyntheticScript {
+        data: Arc::new(data),
+        chunk,
+        ..Default::default()
+    }
 }
 
 /// A config for the synthetic transport with the given placement.

@@ -30,10 +30,19 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut it = args.iter();
     let mut url = None;
     let mut cfg = Config::new("");
-    let mut o = Opts { cfg: Config::new(""), sends: Vec::new(), count: None, stats_json: None };
+    let mut o = Opts {
+        cfg: Config::new(""),
+        sends: Vec::new(),
+        count: None,
+        stats_json: None,
+    };
     let mut synthetic: Option<usize> = None;
     while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        let mut val = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
         match a.as_str() {
             "--transport" => {
                 cfg.transport = match val("--transport")?.as_str() {
@@ -43,21 +52,37 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 }
             }
             "--iface" => cfg.iface = Some(val("--iface")?),
-            "--layout" => cfg.layout = Some(Layout::parse(&val("--layout")?).map_err(|e| e.to_string())?),
-            "--wait" => cfg.wait = Some(WaitKind::parse(&val("--wait")?).map_err(|e| e.to_string())?),
+            "--layout" => {
+                cfg.layout = Some(Layout::parse(&val("--layout")?).map_err(|e| e.to_string())?)
+            }
+            "--wait" => {
+                cfg.wait = Some(WaitKind::parse(&val("--wait")?).map_err(|e| e.to_string())?)
+            }
             "--cores" => {
                 let v = val("--cores")?;
                 cfg.cores = v
                     .split(',')
-                    .map(|c| c.trim().parse::<usize>().map_err(|_| format!("--cores {v:?}: expected a list like 2,3,4")))
+                    .map(|c| {
+                        c.trim()
+                            .parse::<usize>()
+                            .map_err(|_| format!("--cores {v:?}: expected a list like 2,3,4"))
+                    })
                     .collect::<Result<_, _>>()?;
             }
             "--ca-file" => cfg.ca_file = Some(val("--ca-file")?.into()),
             "--insecure" => cfg.insecure = true,
             "--send" => o.sends.push(val("--send")?),
-            "--count" => o.count = Some(val("--count")?.parse().map_err(|_| "--count needs a number".to_string())?),
+            "--count" => {
+                o.count = Some(
+                    val("--count")?
+                        .parse()
+                        .map_err(|_| "--count needs a number".to_string())?,
+                )
+            }
             "--timeout" => {
-                let s: f64 = val("--timeout")?.parse().map_err(|_| "--timeout needs seconds".to_string())?;
+                let s: f64 = val("--timeout")?
+                    .parse()
+                    .map_err(|_| "--timeout needs seconds".to_string())?;
                 if !(s > 0.0 && s < 86_400.0) {
                     return Err("--timeout must be between 0 and 86400 seconds".into());
                 }
@@ -67,7 +92,13 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--name" => cfg.name = Some(val("--name")?),
             "--frames" => cfg.delivery = Delivery::Frames,
             "--external-consumer" => cfg.external_consumer = true,
-            "--synthetic" => synthetic = Some(val("--synthetic")?.parse().map_err(|_| "--synthetic needs a number".to_string())?),
+            "--synthetic" => {
+                synthetic = Some(
+                    val("--synthetic")?
+                        .parse()
+                        .map_err(|_| "--synthetic needs a number".to_string())?,
+                )
+            }
             s if s.starts_with('-') => return Err(format!("unknown option {s:?}")),
             s => {
                 if url.replace(s.to_string()).is_some() {
@@ -80,9 +111,18 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     if let Some(n) = synthetic {
         let mut data = Vec::new();
         for i in 0..n {
-            encode_server_frame(&mut data, 1, true, format!("synthetic message {i}").as_bytes());
+            encode_server_frame(
+                &mut data,
+                1,
+                true,
+                format!("synthetic message {i}").as_bytes(),
+            );
         }
-        cfg.transport = TransportKind::Synthetic(SyntheticScript { data: Arc::new(data), chunk: 1400, ..Default::default() });
+        cfg.transport = TransportKind::Synthetic(SyntheticScript {
+            data: Arc::new(data),
+            chunk: 1400,
+            ..Default::default()
+        });
     }
     o.cfg = cfg;
     Ok(o)
@@ -98,7 +138,8 @@ fn hex(b: &[u8]) -> String {
 
 fn write_stats(p: &Pipeline, path: &Option<String>) {
     if let Some(path) = path {
-        let counters: Vec<(String, u64)> = p.stats().iter().map(|(n, v)| (n.to_string(), v)).collect();
+        let counters: Vec<(String, u64)> =
+            p.stats().iter().map(|(n, v)| (n.to_string(), v)).collect();
         let reason = match p.state() {
             PipelineState::Disconnected { reason } => reason,
             _ => String::new(),
@@ -125,6 +166,7 @@ pub fn main(args: &[String]) -> ExitCode {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+    pipeline::pipeline::enable_xdp();
     let mut p = match Pipeline::start(o.cfg) {
         Ok(p) => p,
         Err(e) => {
@@ -142,7 +184,10 @@ pub fn main(args: &[String]) -> ExitCode {
         Some(r) => r,
         None => {
             // --external-consumer: another process reads the frames; wait for the end.
-            eprintln!("pipeline {}: frames are left to an external consumer (pipeline_consumer.h)", p.name());
+            eprintln!(
+                "pipeline {}: frames are left to an external consumer (pipeline_consumer.h)",
+                p.name()
+            );
             while !p.wait_disconnected(Duration::from_millis(100)) {
                 if INTERRUPTED.load(Ordering::Relaxed) {
                     let _ = p.close(1001, "interrupted");

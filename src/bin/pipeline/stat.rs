@@ -24,7 +24,11 @@ fn esc(s: &str) -> String {
 }
 
 fn value(counters: &[(String, u64)], name: &str) -> u64 {
-    counters.iter().find(|c| c.0 == name).map(|c| c.1).unwrap_or(0)
+    counters
+        .iter()
+        .find(|c| c.0 == name)
+        .map(|c| c.1)
+        .unwrap_or(0)
 }
 
 /// One JSON object: name, state, layout, wait, reason, counters.
@@ -80,7 +84,9 @@ pub fn main(args: &[String]) -> ExitCode {
             }
         }
     }
-    let Some(name) = name else { return usage_error("stat needs a pipeline NAME") };
+    let Some(name) = name else {
+        return usage_error("stat needs a pipeline NAME");
+    };
     let stats = match ShmDir::open(&name).and_then(|d| StatsRegion::attach(&d)) {
         Ok(s) => s,
         Err(e) => {
@@ -91,8 +97,16 @@ pub fn main(args: &[String]) -> ExitCode {
     let tty = std::io::stdout().is_terminal();
     loop {
         let counters = stats.snapshot();
-        let reason = if stats.state_code() >= 3 { stats.reason() } else { String::new() };
-        let text = if as_json { json(&name, &counters, &reason) } else { table(&name, &counters, &reason) };
+        let reason = if stats.state_code() >= 3 {
+            stats.reason()
+        } else {
+            String::new()
+        };
+        let text = if as_json {
+            json(&name, &counters, &reason)
+        } else {
+            table(&name, &counters, &reason)
+        };
         let mut out = std::io::stdout().lock();
         if tty && !once && !as_json {
             let _ = write!(out, "\x1b[H\x1b[2J");

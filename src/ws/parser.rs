@@ -360,13 +360,18 @@ impl Parser {
                     }
                     _ => match parse_close_payload(payload) {
                         Ok(f) => {
+                            // An unfinished message never completes now.
                             self.state = State::Closed;
+                            self.msg = None;
+                            self.asm = None;
                             Event::Close(f)
                         }
                         Err((code, reason)) => return self.fail(code, reason),
                     },
                 };
-                if !(messages && self.asm.is_some()) {
+                // Inside a message being reassembled, its bytes stay; otherwise (or
+                // once closed, when nothing more will be read) everything up to here goes.
+                if !(messages && self.asm.is_some()) || self.state == State::Closed {
                     self.keep = self.pos;
                 }
                 return Ok(Some(Step::Event(ev)));

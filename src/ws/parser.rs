@@ -286,7 +286,8 @@ impl Parser {
         Ok((opcode, fin, h.len as usize))
     }
 
-    #[inline]
+    // Inlined into both entry points so events are built in the caller's return slot.
+    #[inline(always)]
     fn step(&mut self, buf: &[u8]) -> Result<Option<Step>> {
         match self.state {
             State::Open => {}

@@ -69,7 +69,7 @@ fn null_arguments_are_refused_and_out_params_untouched() {
         let bad = CString::new("http://nope").unwrap();
         cfg.url = bad.as_ptr();
         assert_eq!(pl_start(&cfg, &mut out), PlResult::PL_ERR_CONFIG);
-        assert!(last_error().contains("wss://"), "{}", last_error());
+        assert!(last_error().contains("not ws or wss"), "{}", last_error());
         let mut f = std::mem::zeroed::<PlFrame>();
         assert_eq!(
             pl_poll(std::ptr::null_mut(), &mut f),

@@ -86,7 +86,7 @@ fn failures_exit_non_zero_with_one_line() {
     );
     let o = bin().args(["connect", "http://x"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("wss://"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not ws or wss"));
     let o = bin()
         .args(["connect", "wss://x/", "--layout", "sideways"])
         .output()

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
 use crate::ring::OverrunPolicy;
 use crate::runner::{Layout, WaitKind};
 use crate::stage::{Delivery, SyntheticScript};
@@ -96,101 +95,5 @@ impl Config {
             external_consumer: false,
             quiet: false,
         }
-    }
-}
-
-/// A parsed `ws://` / `wss://` URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Url {
-    pub secure: bool,
-    pub host: String,
-    pub port: u16,
-    /// Path and query, at least "/".
-    pub path: String,
-}
-
-impl Url {
-    pub fn parse(url: &str) -> Result<Url> {
-        let bad = |why: &str| Error::Config(format!("URL {url:?}: {why}"));
-        let (secure, rest) = if let Some(r) = url.strip_prefix("wss://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("ws://") {
-            (false, r)
-        } else {
-            return Err(bad("must start with wss:// or ws://"));
-        };
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
-            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-            None => (rest, "/".to_string()),
-        };
-        if authority.contains('@') {
-            return Err(bad("user info is not supported"));
-        }
-        let (host, port) = if let Some(h) = authority.strip_prefix('[') {
-            let (h, p) = h
-                .split_once(']')
-                .ok_or_else(|| bad("unclosed IPv6 bracket"))?;
-            (h.to_string(), p.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (authority.to_string(), None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-            None => {
-                if secure {
-                    443
-                } else {
-                    80
-                }
-            }
-        };
-        Ok(Url {
-            secure,
-            host,
-            port,
-            path,
-        })
-    }
-
-    /// The `Host:` header value.
-    pub fn host_header(&self) -> String {
-        let default = if self.secure { 443 } else { 80 };
-        let h = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == default {
-            h
-        } else {
-            format!("{h}:{}", self.port)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn urls() {
-        let u = Url::parse("wss://example.com/ws?a=1").unwrap();
-        assert_eq!(
-            (u.secure, u.host.as_str(), u.port, u.path.as_str()),
-            (true, "example.com", 443, "/ws?a=1")
-        );
-        let u = Url::parse("ws://10.0.0.1:9001").unwrap();
-        assert_eq!(
-            (u.secure, u.port, u.path.as_str(), u.host_header()),
-            (false, 9001, "/", "10.0.0.1:9001".to_string())
-        );
-        assert!(Url::parse("http://x").is_err());
-        assert!(Url::parse("wss://:1/").is_err());
     }
 }

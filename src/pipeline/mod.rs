@@ -14,7 +14,8 @@
 
 mod config;
 
-pub use config::{Config, TransportKind, Url};
+pub use crate::ws::WsUrl as Url;
+pub use config::{Config, TransportKind};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -28,9 +29,10 @@ use crate::runner::{self, Layout, Placement, Running, WaitKind};
 use crate::shm::{names, ShmDir};
 use crate::stage::{
     AppClientStage, FrameReader, OnMessage, RawFrame, Stage, StreamTransport, SyntheticTransport,
-    TlsTransport, TransportStage, Upgrade, WebSocketStage, XdpPollStage, XdpRings, XdpTransport,
+    TlsTransport, TransportStage, WebSocketStage, XdpPollStage, XdpRings, XdpTransport,
 };
 use crate::stats::{Counter, State, StatsRegion, COUNTERS};
+use crate::ws::{ClientHandshake, HandshakeConfig};
 
 pub use crate::stats::State as PipelineState;
 
@@ -65,7 +67,7 @@ type XdpSetup = fn(
     &Url,
     &ShmDir,
     &StatsRegion,
-    &Upgrade,
+    &ClientHandshake,
     &MsgInbox,
     &MsgOutbox,
     &ElemRing<PongFrame>,
@@ -89,7 +91,7 @@ fn xdp_stages(
     url: &Url,
     dir: &ShmDir,
     stats: &StatsRegion,
-    upgrade: &Upgrade,
+    handshake: &ClientHandshake,
     inbox: &MsgInbox,
     outbox: &MsgOutbox,
     pongs: &ElemRing<PongFrame>,
@@ -97,13 +99,13 @@ fn xdp_stages(
     let (xdp, t) = xdp_setup(cfg, url, dir, stats)?;
     let ts = TransportStage::new(
         t,
-        upgrade,
+        handshake.clone(),
         inbox.writer(),
         outbox.reader(),
         pongs.consumer(),
         stats.clone(),
         outbox.max_payload(),
-    );
+    )?;
     Ok((Box::new(xdp), Box::new(ts)))
 }
 
@@ -346,12 +348,14 @@ impl Pipeline {
         let frames: ElemRing<WsFrameInfo> =
             ElemRing::create(&dir, names::WS_FRAME_INFO, cfg.frame_ring)?;
 
-        let upgrade = Upgrade {
-            host: url.host_header(),
-            path: url.path.clone(),
-            headers: cfg.headers.clone(),
-            subprotocols: cfg.subprotocols.clone(),
-        };
+        let handshake = ClientHandshake::new(
+            &url,
+            &HandshakeConfig {
+                protocols: cfg.subprotocols.clone(),
+                headers: cfg.headers.clone(),
+                ..Default::default()
+            },
+        )?;
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
         // Monomorphised per transport: no dynamic dispatch on the hot path.
         let ts = |t: &mut Vec<Box<dyn Stage>>, stage: Box<dyn Stage>| t.push(stage);
@@ -359,13 +363,13 @@ impl Pipeline {
             ($t:expr) => {
                 Box::new(TransportStage::new(
                     $t,
-                    &upgrade,
+                    handshake.clone(),
                     inbox.writer(),
                     outbox.reader(),
                     pongs.consumer(),
                     stats.clone(),
                     outbox.max_payload(),
-                ))
+                )?)
             };
         }
         match &cfg.transport {
@@ -396,7 +400,9 @@ impl Pipeline {
                             .into(),
                     )
                 })?;
-                let (xdp, t) = setup(&cfg, &url, &dir, &stats, &upgrade, &inbox, &outbox, &pongs)?;
+                let (xdp, t) = setup(
+                    &cfg, &url, &dir, &stats, &handshake, &inbox, &outbox, &pongs,
+                )?;
                 ts(&mut stages, xdp);
                 ts(&mut stages, t);
             }

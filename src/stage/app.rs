@@ -2,7 +2,7 @@
 //! pointer INTO MSG_INBOX (never a copy) -> release of the bytes. [`FrameReader`] is
 //! the same logic for polling delivery (`Pipeline::next_frame`, `pl_poll`).
 
-use super::tmp_ws as ws;
+use super::websocket::op;
 use super::{Progress, Stage};
 use crate::error::Result;
 use crate::ring::{Consumer, MsgInbox, WsFrameInfo};
@@ -82,7 +82,7 @@ impl FrameReader {
                 continue;
             }
             match info.opcode() {
-                ws::OP_TEXT | ws::OP_BINARY | ws::OP_CONT
+                op::TEXT | op::BINARY | op::CONT
                     if self.overwrite && self.inbox.overrun_since(pos) =>
                 {
                     // Its bytes were overwritten before we got to it: lost.
@@ -90,7 +90,7 @@ impl FrameReader {
                     self.overrun = true;
                     self.done = self.done.max(pos + info.payload_len as u64);
                 }
-                ws::OP_TEXT | ws::OP_BINARY | ws::OP_CONT => {
+                op::TEXT | op::BINARY | op::CONT => {
                     let f = RawFrame {
                         pos,
                         len: info.payload_len,

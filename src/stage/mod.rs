@@ -15,7 +15,6 @@
 mod app;
 mod kernel;
 mod synthetic;
-pub(crate) mod tmp_ws;
 mod transport;
 mod websocket;
 mod xdp_poll;
@@ -24,7 +23,7 @@ mod xdp_transport;
 pub use app::{AppClientStage, FrameReader, OnMessage, RawFrame};
 pub use kernel::{StreamTransport, TlsTransport};
 pub use synthetic::{encode_server_frame, SyntheticCapture, SyntheticScript, SyntheticTransport};
-pub use transport::{Transport, TransportCounters, TransportStage, Upgrade};
+pub use transport::{Transport, TransportCounters, TransportStage};
 pub use websocket::{Delivery, WebSocketStage};
 pub use xdp_poll::{XdpPollStage, XdpRings};
 pub use xdp_transport::{resolve_v4, XdpTransport};

@@ -5,8 +5,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::tmp_ws as ws;
 use super::transport::{Transport, TransportCounters};
+use super::websocket::op;
 use crate::error::{Error, Result};
 
 /// Encode one unmasked server frame (what a server sends): `0x80|op, len, payload`.
@@ -108,11 +108,11 @@ impl SyntheticTransport {
                 .map(|(i, x)| x ^ mask[i & 3])
                 .collect();
             self.client.drain(..h + len);
-            if op == ws::OP_CLOSE && !self.eof {
+            if op == op::CLOSE && !self.eof {
                 let mut reply = Vec::new();
                 encode_server_frame(
                     &mut reply,
-                    ws::OP_CLOSE,
+                    op::CLOSE,
                     true,
                     &payload[..payload.len().min(2)],
                 );
@@ -196,7 +196,7 @@ impl Transport for SyntheticTransport {
                     })?;
                 let resp = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                    ws::accept_for(&key)
+                    crate::ws::handshake::accept_key(&key)
                 );
                 self.priority.extend_from_slice(resp.as_bytes());
                 let rest = self.request.split_off(end + 4);

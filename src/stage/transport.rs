@@ -8,11 +8,12 @@
 //! MSG_OUTBOX records, PONG and CLOSE replies from the PONGS ring, the close
 //! handshake's end.
 
-use super::tmp_ws as ws;
+use super::websocket::op;
 use super::{Progress, Stage};
 use crate::error::{Error, Result};
 use crate::ring::{Consumer, InboxWriter, OutboxKind, OutboxReader, PongFrame, FLAG_MORE};
 use crate::stats::{Counter, State, StatsRegion};
+use crate::ws::{ClientHandshake, FrameBuilder, HandshakeStatus, OpCode};
 
 /// Counters a transport keeps (copied into the stats region by the stage).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -87,24 +88,11 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
 }
 
-/// What the upgrade request says.
-#[derive(Clone, Debug, Default)]
-pub struct Upgrade {
-    /// `Host:` value (with `:port` when not the default).
-    pub host: String,
-    /// Request target, e.g. `/ws?x=1`.
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub subprotocols: Vec<String>,
-}
-
 enum Phase {
     /// Waiting for the transport; then sending the request and reading the response.
     Upgrading {
-        request: Vec<u8>,
+        hs: Box<ClientHandshake>,
         sent: usize,
-        key: String,
-        response: Vec<u8>,
     },
     Open,
     Done,
@@ -135,72 +123,54 @@ pub struct TransportStage<T: Transport> {
     finish_after_tx: Option<String>,
     close_sent: bool,
     sending_fragments: bool,
+    builder: FrameBuilder,
     /// The stream ended at this time, for this reason; finish after a grace period.
     eof: Option<(u64, String)>,
-    rng: u64,
     polls: u64,
 }
 
 impl<T: Transport> TransportStage<T> {
-    /// `max_frame` is the largest payload the stage will frame (MSG_OUTBOX's record limit).
+    /// `max_frame` is the largest payload the stage will frame (MSG_OUTBOX's record
+    /// limit); `handshake` holds the upgrade request to send and validates the answer.
     pub fn new(
         t: T,
-        upgrade: &Upgrade,
+        handshake: ClientHandshake,
         inbox: InboxWriter,
         outbox: OutboxReader,
         pongs: Consumer<PongFrame>,
         stats: StatsRegion,
         max_frame: usize,
-    ) -> Self {
-        let (request, key) = ws::request(
-            &upgrade.host,
-            &upgrade.path,
-            &upgrade.headers,
-            &upgrade.subprotocols,
-        );
-        let mut seed = [0u8; 8];
-        ws::random(&mut seed);
-        TransportStage {
+    ) -> Result<Self> {
+        Ok(TransportStage {
             t,
             stats,
             inbox,
             outbox,
             pongs,
             phase: Phase::Upgrading {
-                request,
+                hs: Box::new(handshake),
                 sent: 0,
-                key,
-                response: Vec::with_capacity(1024),
             },
-            tx: vec![0; max_frame + 14],
+            tx: vec![0; max_frame + crate::ws::frame::MAX_HEADER_LEN],
             tx_off: 0,
             tx_len: 0,
             finish_after_tx: None,
             close_sent: false,
             sending_fragments: false,
+            builder: FrameBuilder::new()?,
             eof: None,
-            rng: u64::from_le_bytes(seed) | 1,
             polls: 0,
-        }
+        })
     }
 
     pub fn transport(&self) -> &T {
         &self.t
     }
 
-    fn mask(&mut self) -> [u8; 4] {
-        // xorshift64*: a fresh, non-zero 32-bit key per frame without a syscall.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let v = (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32;
-        (if v == 0 { 0x5a5a_5a5a } else { v }).to_ne_bytes()
-    }
-
-    fn frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
-        let m = self.mask();
-        self.tx_len = ws::build_client_frame(&mut self.tx, opcode, fin, payload, m);
+    fn frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) -> Result<()> {
+        self.tx_len = self.builder.encode(opcode, fin, payload, &mut self.tx)?;
         self.tx_off = 0;
+        Ok(())
     }
 
     /// Write what is left of the current frame. Returns whether it is all out.
@@ -224,18 +194,12 @@ impl<T: Transport> TransportStage<T> {
     }
 
     fn upgrade(&mut self, now: u64) -> Result<bool> {
-        let Phase::Upgrading {
-            request,
-            sent,
-            key,
-            response,
-        } = &mut self.phase
-        else {
+        let Phase::Upgrading { hs, sent } = &mut self.phase else {
             return Ok(false);
         };
         let mut moved = false;
-        while *sent < request.len() {
-            let n = self.t.write(&request[*sent..], now)?;
+        while *sent < hs.request().len() {
+            let n = self.t.write(&hs.request()[*sent..], now)?;
             if n == 0 {
                 return Ok(moved);
             }
@@ -256,10 +220,9 @@ impl<T: Transport> TransportStage<T> {
         if n == 0 {
             return Ok(moved);
         }
-        response.extend_from_slice(&buf[..n]);
-        if let Some(end) = ws::check_response(response, key)? {
-            let rest = response.split_off(end);
-            if !rest.is_empty() && self.inbox.write(&rest) < rest.len() {
+        if let HandshakeStatus::Done { consumed, .. } = hs.feed(&buf[..n])? {
+            let rest = &buf[consumed..n];
+            if !rest.is_empty() && self.inbox.write(rest) < rest.len() {
                 return Err(Error::Overrun(
                     "MSG_INBOX too small for the bytes that followed the upgrade".into(),
                 ));
@@ -285,7 +248,7 @@ impl<T: Transport> TransportStage<T> {
             // Control replies first (PONG, CLOSE reply), then the user's records.
             if let Some(p) = self.pongs.pop() {
                 moved = true;
-                if p.opcode == ws::OP_CLOSE {
+                if p.opcode == op::CLOSE {
                     let code = if p.payload_len >= 2 {
                         u16::from_be_bytes([p.payload[0], p.payload[1]])
                     } else {
@@ -305,14 +268,14 @@ impl<T: Transport> TransportStage<T> {
                     if !self.close_sent {
                         self.close_sent = true;
                         self.frame(
-                            ws::OP_CLOSE,
+                            OpCode::Close,
                             true,
                             &p.payload[..(p.payload_len as usize).min(2)],
-                        );
+                        )?;
                     }
                     self.finish_after_tx = Some(reason);
                 } else {
-                    self.frame(ws::OP_PONG, true, p.bytes());
+                    self.frame(OpCode::Pong, true, p.bytes())?;
                     self.stats.add(Counter::PongsSent, 1);
                 }
                 continue;
@@ -320,17 +283,16 @@ impl<T: Transport> TransportStage<T> {
             if self.close_sent {
                 return Ok(moved);
             }
-            let m = self.mask();
             let cont = self.sending_fragments;
             let (opcode, fin, counter) = match self.outbox.peek()? {
                 None => return Ok(moved),
                 Some(rec) => {
                     let fin = rec.flags & FLAG_MORE == 0;
-                    let (mut op, c) = match rec.kind {
-                        Some(OutboxKind::Text) => (ws::OP_TEXT, Counter::SentMessages),
-                        Some(OutboxKind::Binary) => (ws::OP_BINARY, Counter::SentMessages),
-                        Some(OutboxKind::Close) => (ws::OP_CLOSE, Counter::SentMessages),
-                        Some(OutboxKind::Ping) => (ws::OP_PING, Counter::PingsSent),
+                    let (mut opc, c) = match rec.kind {
+                        Some(OutboxKind::Text) => (OpCode::Text, Counter::SentMessages),
+                        Some(OutboxKind::Binary) => (OpCode::Binary, Counter::SentMessages),
+                        Some(OutboxKind::Close) => (OpCode::Close, Counter::SentMessages),
+                        Some(OutboxKind::Ping) => (OpCode::Ping, Counter::PingsSent),
                         None => {
                             return Err(Error::Shm(format!(
                                 "MSG_OUTBOX record of unknown kind {}",
@@ -338,29 +300,23 @@ impl<T: Transport> TransportStage<T> {
                             )))
                         }
                     };
-                    if rec.payload.len() + 14 > self.tx.len() {
-                        return Err(Error::Config(format!(
-                            "outgoing message of {} bytes is too large",
-                            rec.payload.len()
-                        )));
-                    }
-                    let data = op == ws::OP_TEXT || op == ws::OP_BINARY;
+                    let data = !opc.is_control();
                     // Later fragments of a message sent in parts go out as continuations.
                     if data && cont {
-                        op = ws::OP_CONT;
+                        opc = OpCode::Continuation;
                     }
                     let fin = fin || !data;
-                    self.tx_len = ws::build_client_frame(&mut self.tx, op, fin, rec.payload, m);
+                    self.tx_len = self.builder.encode(opc, fin, rec.payload, &mut self.tx)?;
                     self.tx_off = 0;
-                    (op, fin, c)
+                    (opc, fin, c)
                 }
             };
-            if opcode != ws::OP_PING && opcode != ws::OP_CLOSE {
+            if !opcode.is_control() {
                 self.sending_fragments = !fin;
             }
             self.outbox.consume();
             moved = true;
-            if opcode == ws::OP_CLOSE {
+            if opcode == OpCode::Close {
                 self.close_sent = true;
                 self.stats.advance_state(&State::Closing);
             } else {

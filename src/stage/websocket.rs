@@ -9,11 +9,21 @@
 //! each continuation's payload is moved back over the headers between it and the
 //! message's start, so the message is one contiguous slice of MSG_INBOX.
 
-use super::tmp_ws::{self as ws, Header};
 use super::{Progress, Stage};
 use crate::error::{Error, Result};
 use crate::ring::{MsgInbox, PongFrame, Producer, WsFrameInfo};
 use crate::stats::{Counter, State, StatsRegion};
+use crate::ws::{self, Event, Parser, ParserConfig};
+
+/// Opcodes as carried in `WsFrameInfo`.
+pub(crate) mod op {
+    pub const CONT: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+}
 
 /// What the AppClient receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -25,28 +35,19 @@ pub enum Delivery {
     Frames,
 }
 
-struct Partial {
-    /// Stream position of the first fragment's payload (the message starts here).
-    start: u64,
-    len: u64,
-    opcode: u8,
-}
+/// Events per poll (bounded work).
+const EVENTS_PER_POLL: usize = 256;
 
-/// Frames per poll (bounded work).
-const FRAMES_PER_POLL: usize = 256;
-
-/// MSG_INBOX -> WS_FRAME_INFO (+ PONGS).
+/// MSG_INBOX -> WS_FRAME_INFO (+ PONGS), over the `crate::ws` parser.
 pub struct WebSocketStage {
     inbox: MsgInbox,
     frames: Producer<WsFrameInfo>,
     pongs: Producer<PongFrame>,
     stats: StatsRegion,
     delivery: Delivery,
-    max_message: u64,
+    parser: Parser,
+    /// Stream position of the parser's slice start (its first unreleased byte).
     pos: u64,
-    partial: Option<Partial>,
-    /// Frames mode: a fragmented message is being delivered.
-    in_fragments: bool,
     closed: bool,
     /// Overwrite policy: never stall on a full WS_FRAME_INFO ring (drop and flag).
     overwrite: bool,
@@ -64,18 +65,23 @@ impl WebSocketStage {
         max_message: usize,
     ) -> Self {
         let pos = inbox.parsed_pos().max(inbox.read_pos());
-        let max_message = (max_message as u64).min(inbox.capacity() as u64);
+        let max_message = max_message.min(inbox.capacity());
         let overwrite = inbox.policy() == crate::ring::OverrunPolicy::Overwrite;
+        let d = match delivery {
+            Delivery::Messages => ws::Delivery::Messages,
+            Delivery::Frames => ws::Delivery::Frames,
+        };
         WebSocketStage {
             inbox,
             frames,
             pongs,
             stats,
             delivery,
-            max_message,
+            parser: Parser::new(ParserConfig {
+                delivery: d,
+                max_message,
+            }),
             pos,
-            partial: None,
-            in_fragments: false,
             closed: false,
             overwrite,
             lost: false,
@@ -87,7 +93,7 @@ impl WebSocketStage {
             "websocket protocol error: {reason} (we closed with {code})"
         ));
         self.closed = true;
-        if let Some(p) = PongFrame::new(ws::OP_CLOSE, &code.to_be_bytes()) {
+        if let Some(p) = PongFrame::new(op::CLOSE, &code.to_be_bytes()) {
             let _ = self.pongs.push(p);
         }
         self.stats.advance_state(&State::Closing);
@@ -98,7 +104,7 @@ impl WebSocketStage {
             flags |= WsFrameInfo::FLAG_OVERRUN;
         }
         let i = WsFrameInfo::new(pos, len as u32, now, opcode, fin, flags);
-        // Space was checked before the frame was taken (or, overwriting, we drop).
+        // Space was checked before the event was taken (or, overwriting, we drop).
         if self.frames.stage(i).is_err() {
             self.lost = true;
             self.stats.add(Counter::FrameRingFull, 1);
@@ -107,165 +113,96 @@ impl WebSocketStage {
         }
     }
 
-    fn step(&mut self, h: Header, now: u64) -> Result<()> {
-        let p = self.pos + h.hdr_len as u64;
-        let len = h.len;
-        match h.opcode {
-            ws::OP_TEXT | ws::OP_BINARY => {
-                if self.partial.is_some() || self.in_fragments {
-                    return Err(proto(
-                        1002,
-                        "new data frame while a fragmented message is unfinished",
-                    ));
+    /// A release-only entry after a control frame: everything the parser no longer
+    /// needs may go back to the transport once the AppClient gets here (in order, so
+    /// after every data frame before it). While a message is being reassembled the
+    /// parser keeps its start, so this never releases a message's first fragments.
+    fn marker(&mut self, opcode: u8, now: u64) {
+        let p = self.pos + self.parser.releasable() as u64;
+        self.info(p, 0, opcode, true, 0, now);
+    }
+
+    fn event(&mut self, ev: Event, slice: &[u8], now: u64) {
+        match ev {
+            Event::Data(d) => {
+                let p = self.pos + d.offset as u64;
+                let kind = d.kind as u8;
+                self.stats.add(Counter::PayloadBytes, d.len as u64);
+                match self.delivery {
+                    Delivery::Frames => {
+                        let opcode = if d.first { kind } else { op::CONT };
+                        self.info(p, d.len as u64, opcode, d.last, 0, now);
+                    }
+                    Delivery::Messages => {
+                        self.info(p, d.len as u64, kind, true, WsFrameInfo::FLAG_MESSAGE, now);
+                        if !single_frame(slice, d.offset, d.len) {
+                            self.stats.add(Counter::Reassembled, 1);
+                        }
+                    }
                 }
-                self.stats.add(Counter::PayloadBytes, len);
-                if self.delivery == Delivery::Frames {
-                    if h.opcode == ws::OP_TEXT && h.fin {
-                        self.check_utf8(p, len)?;
-                    }
-                    self.in_fragments = !h.fin;
-                    self.info(p, len, h.opcode, h.fin, 0, now);
-                    if h.fin {
-                        self.stats.add(Counter::Messages, 1);
-                    }
-                } else if h.fin {
-                    if h.opcode == ws::OP_TEXT {
-                        self.check_utf8(p, len)?;
-                    }
-                    self.info(p, len, h.opcode, true, WsFrameInfo::FLAG_MESSAGE, now);
+                if d.last {
                     self.stats.add(Counter::Messages, 1);
-                } else {
-                    self.partial = Some(Partial {
-                        start: p,
-                        len,
-                        opcode: h.opcode,
-                    });
                 }
             }
-            ws::OP_CONT => {
-                self.stats.add(Counter::PayloadBytes, len);
-                if self.delivery == Delivery::Frames {
-                    if !self.in_fragments {
-                        return Err(proto(
-                            1002,
-                            "continuation frame without a message to continue",
-                        ));
-                    }
-                    self.in_fragments = !h.fin;
-                    self.info(p, len, ws::OP_CONT, h.fin, 0, now);
-                    if h.fin {
-                        self.stats.add(Counter::Messages, 1);
-                    }
-                    return Ok(());
-                }
-                let Some(m) = self.partial.as_mut() else {
-                    return Err(proto(
-                        1002,
-                        "continuation frame without a message to continue",
-                    ));
-                };
-                let dst = m.start + m.len;
-                if m.len + len > self.max_message {
-                    return Err(proto(1009, "message larger than max_message"));
-                }
-                if len > 0 && dst != p {
-                    let span = (p + len - dst) as usize;
-                    // SAFETY: [dst, p + len) is parsed-but-unpublished stream this stage
-                    // owns (the AppClient only reads ranges published in WsFrameInfo),
-                    // written by the transport (p + len <= write_pos) and at most the
-                    // capacity long (checked against max_message <= capacity).
-                    let s = unsafe { self.inbox.slice_mut(dst, span) };
-                    s.copy_within(span - len as usize.., 0);
-                }
-                m.len += len;
-                if h.fin {
-                    let Partial { start, len, opcode } = self.partial.take().unwrap_or(Partial {
-                        start: 0,
-                        len: 0,
-                        opcode: 0,
-                    });
-                    if opcode == ws::OP_TEXT {
-                        self.check_utf8(start, len)?;
-                    }
-                    self.info(start, len, opcode, true, WsFrameInfo::FLAG_MESSAGE, now);
-                    self.stats.add(Counter::Messages, 1);
-                    self.stats.add(Counter::Reassembled, 1);
-                }
-            }
-            ws::OP_PING => {
+            Event::Ping(pl) => {
                 self.stats.add(Counter::PingsReceived, 1);
-                // SAFETY: [p, p + len) is written and not released (we have not published it).
-                let payload = unsafe { self.inbox.slice(p, len as usize) };
-                if let Some(pf) = PongFrame::new(ws::OP_PONG, payload) {
+                if let Some(pf) = PongFrame::new(op::PONG, pl.as_bytes()) {
                     let _ = self.pongs.push(pf);
                 }
-                self.marker(p, len, ws::OP_PING, now);
+                self.marker(op::PING, now);
             }
-            ws::OP_PONG => {
+            Event::Pong(_) => {
                 self.stats.add(Counter::PongsReceived, 1);
-                self.marker(p, len, ws::OP_PONG, now);
+                self.marker(op::PONG, now);
             }
-            ws::OP_CLOSE => {
-                // SAFETY: as for PING.
-                let payload = unsafe { self.inbox.slice(p, len as usize) };
-                if payload.len() == 1 {
-                    return Err(proto(1002, "close frame with a 1-byte payload"));
-                }
-                let code = if payload.len() >= 2 {
-                    u16::from_be_bytes([payload[0], payload[1]])
-                } else {
-                    1005
-                };
-                let why = String::from_utf8_lossy(&payload[payload.len().min(2)..]).into_owned();
+            Event::Close(c) => {
+                let why = c.reason_str().to_string();
                 let we_closed = self.stats.state_code() >= State::Closing.code();
                 if !we_closed {
                     self.stats.note_reason(&format!(
-                        "closed by server: code {code}{}{}",
+                        "closed by server: code {}{}{}",
+                        c.code,
                         if why.is_empty() { "" } else { " " },
                         why
                     ));
                 }
-                let reply = if payload.len() >= 2 {
-                    &payload[..2]
+                let code = c.code.to_be_bytes();
+                let reply: &[u8] = if c.code == ws::close_code::NO_STATUS {
+                    &[]
                 } else {
-                    &[][..]
+                    &code
                 };
-                if let Some(pf) = PongFrame::new(ws::OP_CLOSE, reply) {
+                if let Some(pf) = PongFrame::new(op::CLOSE, reply) {
                     let _ = self.pongs.push(pf);
                 }
                 self.stats.advance_state(&State::Closing);
-                self.marker(p, len, ws::OP_CLOSE, now);
+                self.marker(op::CLOSE, now);
                 self.closed = true;
             }
-            _ => return Err(proto(1002, "unknown opcode")),
         }
-        Ok(())
-    }
-
-    /// A release-only entry for a control frame (not while a message is being
-    /// compacted: its bytes are about to be overwritten, and releasing them would
-    /// release the message's first fragments too).
-    fn marker(&mut self, p: u64, len: u64, opcode: u8, now: u64) {
-        if self.partial.is_none() {
-            self.info(p, len, opcode, true, 0, now);
-        }
-    }
-
-    fn check_utf8(&self, p: u64, len: u64) -> Result<()> {
-        // SAFETY: the range is written and unpublished.
-        let s = unsafe { self.inbox.slice(p, len as usize) };
-        if std::str::from_utf8(s).is_err() {
-            return Err(proto(1007, "text message is not valid UTF-8"));
-        }
-        Ok(())
     }
 }
 
-fn proto(code: u16, reason: &str) -> Error {
-    Error::WebSocket {
-        close_code: code,
-        reason: reason.into(),
-    }
+/// Is the message at `slice[off..off + len]` a single unfragmented frame? (Its header
+/// sits right before it, and its length form follows from `len`.)
+fn single_frame(slice: &[u8], off: usize, len: usize) -> bool {
+    let hl = if len < 126 {
+        2
+    } else if len < 65536 {
+        4
+    } else {
+        10
+    };
+    let Some(h) = off.checked_sub(hl).and_then(|s| slice.get(s..off)) else {
+        return false;
+    };
+    let l7 = (h[1] & 0x7f) as usize;
+    h[0] & 0x80 != 0
+        && match hl {
+            2 => l7 == len,
+            4 => l7 == 126 && u16::from_be_bytes([h[2], h[3]]) as usize == len,
+            _ => l7 == 127,
+        }
 }
 
 impl Stage for WebSocketStage {
@@ -289,57 +226,43 @@ impl Stage for WebSocketStage {
                 return Ok(Progress::Busy);
             }
         }
-        let cap = self.inbox.capacity() as u64;
+        let avail = self.inbox.readable_from(self.pos);
+        if avail == 0 {
+            return Ok(Progress::Idle);
+        }
+        // SAFETY: [pos, pos + avail) is written (below write_pos) and not released: the
+        // AppClient releases only up to positions this stage published, which are below
+        // `pos` or inside ranges the parser has already handed out (never moved again).
+        // This stage is the only one that writes inside it (in-place reassembly).
+        // (A raw slice, not tied to `self`: the mapping outlives this call, and no other
+        // reference into this range exists while the parser works on it.)
+        let slice =
+            unsafe { std::slice::from_raw_parts_mut(self.inbox.ring().ptr_at(self.pos), avail) };
         let mut n = 0;
-        while n < FRAMES_PER_POLL {
-            let avail = self.inbox.readable_from(self.pos) as u64;
-            if avail < 2 {
-                break;
-            }
-            // SAFETY: [pos, pos + min(avail, 14)) is written and not released.
-            let head = unsafe { self.inbox.slice(self.pos, avail.min(14) as usize) };
-            let h = match ws::parse_header(head) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(Error::WebSocket { close_code, reason }) => {
-                    self.fail(close_code, &reason);
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            let total = h.hdr_len as u64 + h.len;
-            if h.len > self.max_message || total > cap {
-                self.fail(
-                    1009,
-                    &format!(
-                        "frame of {} bytes exceeds max_message {}",
-                        h.len, self.max_message
-                    ),
-                );
-                break;
-            }
-            if avail < total {
-                break;
-            }
+        while n < EVENTS_PER_POLL {
             if (self.frames.free() == 0 && !self.overwrite) || self.pongs.free() == 0 {
                 self.stats.add(Counter::FrameRingFull, 1);
                 break;
             }
-            match self.step(h, now) {
-                Ok(()) => {}
+            match self.parser.next_in_place(slice) {
+                Ok(Some(ev)) => {
+                    self.event(ev, slice, now);
+                    self.stats.add(Counter::Frames, 1);
+                    n += 1;
+                    if self.closed {
+                        break;
+                    }
+                }
+                Ok(None) => break,
                 Err(Error::WebSocket { close_code, reason }) => {
                     self.fail(close_code, &reason);
+                    n += 1;
                     break;
                 }
                 Err(e) => return Err(e),
             }
-            self.pos += total;
-            self.stats.add(Counter::Frames, 1);
-            n += 1;
-            if self.closed {
-                break;
-            }
         }
+        self.pos += self.parser.release() as u64;
         if n > 0 {
             self.frames.publish();
             self.inbox.set_parsed_pos(self.pos);

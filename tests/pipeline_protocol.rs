@@ -506,3 +506,29 @@ fn overwrite_policy_loses_old_frames_but_never_delivers_garbage() {
     );
     p.stop();
 }
+
+#[test]
+fn a_panicking_callback_disconnects_with_the_message() {
+    for layout in [Layout::Inline, Layout::Threads, Layout::Processes] {
+        let (name, _g) = unique(&format!("panic{}", layout.name()));
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let mut n = 0;
+        let mut p = Pipeline::start_with_callback(
+            config(&name, script(text_frames(100), 0), layout),
+            Box::new(move |_, _, _| {
+                n += 1;
+                if n == 50 {
+                    panic!("callback bug at message {n}");
+                }
+            }),
+        )
+        .unwrap();
+        let ok = p.wait_disconnected(Duration::from_secs(10));
+        std::panic::set_hook(prev);
+        assert!(ok, "{}: not disconnected", layout.name());
+        let r = reason(&p);
+        assert!(r.contains("app stage panicked") && r.contains("callback bug at message 50"), "{}: {r}", layout.name());
+        p.stop();
+    }
+}

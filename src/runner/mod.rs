@@ -190,6 +190,22 @@ pub fn run_loop(stages: &mut [Box<dyn Stage>], stats: &StatsRegion, kind: WaitKi
     ok
 }
 
+/// [`run_loop`] with a panic boundary: a panicking stage (a bug, or a panicking user
+/// callback) disconnects the pipeline with the panic message instead of silently
+/// ending its thread.
+fn guarded_loop(stages: &mut [Box<dyn Stage>], stats: &StatsRegion, kind: WaitKind) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_loop(stages, stats, kind)));
+    if let Err(p) = r {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
+        stats.disconnect(&format!("{} stage panicked: {what}", names.join("+")));
+    }
+}
+
 /// What a placement did, for the pipeline to stop and join.
 pub enum Running {
     Inline(Option<JoinHandle<()>>),
@@ -222,7 +238,7 @@ pub fn place(stages: Vec<Box<dyn Stage>>, p: &Placement, stats: &StatsRegion) ->
                     if let Some(c) = core {
                         let _ = pin_to(c);
                     }
-                    run_loop(&mut stages, &st, wait);
+                    guarded_loop(&mut stages, &st, wait);
                 })
                 .map_err(|e| Error::io("spawn the inline stage thread", e))?;
             Ok(Running::Inline(Some(h)))
@@ -240,7 +256,7 @@ pub fn place(stages: Vec<Box<dyn Stage>>, p: &Placement, stats: &StatsRegion) ->
                             let _ = pin_to(c);
                         }
                         let mut one = vec![s];
-                        run_loop(&mut one, &st, wait);
+                        guarded_loop(&mut one, &st, wait);
                     })
                     .map_err(|e| Error::io("spawn a stage thread", e))?;
                 hs.push(h);
@@ -394,8 +410,13 @@ fn child_main(
     let code = match r {
         Ok(true) => 0,
         Ok(false) => 1,
-        Err(_) => {
-            stats.disconnect(&format!("{} stage panicked", stage.name()));
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            stats.disconnect(&format!("{} stage panicked: {what}", stage.name()));
             101
         }
     };

@@ -31,7 +31,9 @@ fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
 
 /// JSON-ish ASCII resembling a trade message, `n` bytes.
 fn ascii_payload(n: usize, seed: usize) -> Vec<u8> {
-    let base = format!(r#"{{"e":"trade","E":{seed},"s":"BTCUSDT","t":12345,"p":"0.001","q":"100","b":88,"a":50,"T":123456785,"m":true,"M":true}}"#);
+    let base = format!(
+        r#"{{"e":"trade","E":{seed},"s":"BTCUSDT","t":12345,"p":"0.001","q":"100","b":88,"a":50,"T":123456785,"m":true,"M":true}}"#
+    );
     base.bytes().cycle().take(n).collect()
 }
 
@@ -82,7 +84,10 @@ struct Row {
 }
 
 fn parse_all(buf: &[u8]) -> usize {
-    let mut p = Parser::new(ParserConfig { delivery: Delivery::Frames, max_message: 1 << 20 });
+    let mut p = Parser::new(ParserConfig {
+        delivery: Delivery::Frames,
+        max_message: 1 << 20,
+    });
     let mut n = 0;
     let mut sum = 0usize;
     while let Some(ev) = p.next(buf).expect("valid stream") {
@@ -122,6 +127,9 @@ fn main() {
     for i in 0..640 {
         large_bin.extend(frame(0x82, &ascii_payload(16 * 1024, i)));
     }
+    // `cargo bench --bench ws_parse -- <substring>` runs only the parse rows whose
+    // name contains it (for profiling one case).
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     for (name, buf, frames) in [
         ("parse text 100 B frames, 200 KB warm", &warm, 2000),
         ("parse binary 100 B frames, 200 KB warm", &warm_bin, 2000),
@@ -131,11 +139,31 @@ fn main() {
         ("parse text 16 KiB frames (mixed UTF-8)", &large_mixed, 640),
         ("parse binary 16 KiB frames (no UTF-8)", &large_bin, 640),
     ] {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         assert_eq!(parse_all(buf), frames);
         let (secs, best) = time((3 * 100_000 / frames).clamp(3, 150), || {
             black_box(parse_all(black_box(buf)));
         });
-        rows.push(Row { name: name.into(), bytes: buf.len(), secs, best, per_item: Some((frames, "frame")) });
+        rows.push(Row {
+            name: name.into(),
+            bytes: buf.len(),
+            secs,
+            best,
+            per_item: Some((frames, "frame")),
+        });
+    }
+
+    if only.is_some() {
+        for r in &rows {
+            println!(
+                "{:<46} {:.1} ns/frame (best)",
+                r.name,
+                r.best * 1e9 / r.per_item.map_or(1, |x| x.0) as f64
+            );
+        }
+        return;
     }
 
     // UTF-8: ours vs std, same buffers.
@@ -156,11 +184,23 @@ fn main() {
         let (secs, best) = time(iters, || {
             black_box(validate(black_box(buf)));
         });
-        rows.push(Row { name: format!("utf8 ours {label}"), bytes: buf.len(), secs, best, per_item: None });
+        rows.push(Row {
+            name: format!("utf8 ours {label}"),
+            bytes: buf.len(),
+            secs,
+            best,
+            per_item: None,
+        });
         let (secs, best) = time(iters, || {
             black_box(std::str::from_utf8(black_box(buf)).is_ok());
         });
-        rows.push(Row { name: format!("utf8 std::str::from_utf8 {label}"), bytes: buf.len(), secs, best, per_item: None });
+        rows.push(Row {
+            name: format!("utf8 std::str::from_utf8 {label}"),
+            bytes: buf.len(),
+            secs,
+            best,
+            per_item: None,
+        });
     }
 
     // Masking: ours vs naive.
@@ -171,11 +211,23 @@ fn main() {
         let (secs, best) = time(iters, || {
             apply_mask(black_box(&mut buf), key, 0);
         });
-        rows.push(Row { name: format!("mask {size} B (u64)"), bytes: size, secs, best, per_item: None });
+        rows.push(Row {
+            name: format!("mask {size} B (u64)"),
+            bytes: size,
+            secs,
+            best,
+            per_item: None,
+        });
         let (secs, best) = time(iters, || {
             apply_mask_naive(black_box(&mut buf), key, 0);
         });
-        rows.push(Row { name: format!("mask {size} B naive byte loop"), bytes: size, secs, best, per_item: None });
+        rows.push(Row {
+            name: format!("mask {size} B naive byte loop"),
+            bytes: size,
+            secs,
+            best,
+            per_item: None,
+        });
     }
 
     println!(
@@ -186,9 +238,16 @@ fn main() {
     for (i, r) in rows.iter().enumerate() {
         let gbs = r.bytes as f64 / r.secs / 1e9;
         let best_gbs = r.bytes as f64 / r.best / 1e9;
-        let per = r.per_item.map(|(n, _)| (r.secs * 1e9 / n as f64, r.best * 1e9 / n as f64));
-        let (pm, pb) = per.map_or((String::new(), String::new()), |(m, b)| (format!("{m:.1}"), format!("{b:.1}")));
-        println!("{:<46} {:>12.2} {:>12.2} {:>10} {:>10}", r.name, gbs, best_gbs, pm, pb);
+        let per = r
+            .per_item
+            .map(|(n, _)| (r.secs * 1e9 / n as f64, r.best * 1e9 / n as f64));
+        let (pm, pb) = per.map_or((String::new(), String::new()), |(m, b)| {
+            (format!("{m:.1}"), format!("{b:.1}"))
+        });
+        println!(
+            "{:<46} {:>12.2} {:>12.2} {:>10} {:>10}",
+            r.name, gbs, best_gbs, pm, pb
+        );
         json.push_str(&format!(
             "    {{\"name\": \"{}\", \"bytes\": {}, \"median_seconds\": {:.9}, \"median_gb_per_s\": {:.3}, \"best_gb_per_s\": {:.3}{}}}{}\n",
             r.name,
@@ -205,7 +264,9 @@ fn main() {
     }
     json.push_str("  ]\n}\n");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join("ws_parse.json"), json)) {
+    if let Err(e) =
+        std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join("ws_parse.json"), json))
+    {
         eprintln!("could not write bench-results/ws_parse.json: {e}");
     }
 }

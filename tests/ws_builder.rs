@@ -15,9 +15,15 @@ fn payload(n: usize) -> Vec<u8> {
 #[test]
 fn round_trip_all_length_forms() {
     let mut b = FrameBuilder::with_seed(42);
-    for n in [0usize, 1, 7, 8, 9, 125, 126, 127, 1000, 65_535, 65_536, 100_000] {
+    for n in [
+        0usize, 1, 7, 8, 9, 125, 126, 127, 1000, 65_535, 65_536, 100_000,
+    ] {
         for op in [OpCode::Text, OpCode::Binary] {
-            let p = if op == OpCode::Text { vec![b'x'; n] } else { payload(n) };
+            let p = if op == OpCode::Text {
+                vec![b'x'; n]
+            } else {
+                payload(n)
+            };
             let mut out = vec![0u8; frame_len(n)];
             let w = b.encode(op, true, &p, &mut out).unwrap();
             assert_eq!(w, frame_len(n));
@@ -73,19 +79,26 @@ fn keys_are_random_per_frame_and_zero_only_when_asked() {
     let mut keys = Vec::new();
     let mut out = [0u8; 64];
     for _ in 0..1000 {
-        b.encode(OpCode::Binary, true, b"same payload", &mut out).unwrap();
+        b.encode(OpCode::Binary, true, b"same payload", &mut out)
+            .unwrap();
         keys.push(decode_client_frame(&out).2);
     }
     let mut uniq = keys.clone();
     uniq.sort_unstable();
     uniq.dedup();
-    assert!(uniq.len() >= 999, "only {} distinct keys in 1000 frames", uniq.len());
+    assert!(
+        uniq.len() >= 999,
+        "only {} distinct keys in 1000 frames",
+        uniq.len()
+    );
     assert!(!keys.contains(&[0, 0, 0, 0]));
     // Two builders seeded from the OS do not produce the same key sequence.
     let mut b2 = FrameBuilder::new().unwrap();
     let mut out2 = [0u8; 64];
-    b2.encode(OpCode::Binary, true, b"same payload", &mut out2).unwrap();
-    b.encode(OpCode::Binary, true, b"same payload", &mut out).unwrap();
+    b2.encode(OpCode::Binary, true, b"same payload", &mut out2)
+        .unwrap();
+    b.encode(OpCode::Binary, true, b"same payload", &mut out)
+        .unwrap();
     assert_ne!(decode_client_frame(&out).2, decode_client_frame(&out2).2);
 
     assert_eq!(MaskMode::default(), MaskMode::Random);
@@ -104,21 +117,36 @@ fn in_place_matches_copying_encoder() {
         a.encode(OpCode::Binary, true, &p, &mut copied).unwrap();
         let mut buf = vec![0xAAu8; MAX_HEADER_LEN + n];
         buf[MAX_HEADER_LEN..].copy_from_slice(&p);
-        let start = b.encode_in_place(OpCode::Binary, true, &mut buf, MAX_HEADER_LEN).unwrap();
+        let start = b
+            .encode_in_place(OpCode::Binary, true, &mut buf, MAX_HEADER_LEN)
+            .unwrap();
         assert_eq!(&buf[start..], &copied[..], "n={n}");
     }
     let mut b = FrameBuilder::with_seed(1);
     let mut buf = vec![0u8; 5 + 200];
-    assert!(b.encode_in_place(OpCode::Binary, true, &mut buf, 5).is_err(), "not enough headroom");
+    assert!(
+        b.encode_in_place(OpCode::Binary, true, &mut buf, 5)
+            .is_err(),
+        "not enough headroom"
+    );
 }
 
 #[test]
 fn refusals() {
     let mut b = FrameBuilder::with_seed(3);
     let mut out = vec![0u8; 300];
-    assert!(matches!(b.encode(OpCode::Ping, true, &[0; 126], &mut out), Err(pipeline::Error::Config(_))));
-    assert!(matches!(b.encode(OpCode::Ping, false, b"", &mut out), Err(pipeline::Error::Config(_))));
-    assert!(matches!(b.encode(OpCode::Binary, true, &[0; 200], &mut out[..100]), Err(pipeline::Error::Overrun(_))));
+    assert!(matches!(
+        b.encode(OpCode::Ping, true, &[0; 126], &mut out),
+        Err(pipeline::Error::Config(_))
+    ));
+    assert!(matches!(
+        b.encode(OpCode::Ping, false, b"", &mut out),
+        Err(pipeline::Error::Config(_))
+    ));
+    assert!(matches!(
+        b.encode(OpCode::Binary, true, &[0; 200], &mut out[..100]),
+        Err(pipeline::Error::Overrun(_))
+    ));
     for bad in [999u16, 1004, 1005, 1006, 1015, 2000, 5000] {
         assert!(b.close(Some(bad), "", &mut out).is_err(), "{bad}");
     }

@@ -5,12 +5,17 @@ mod ws_common;
 
 use std::time::{Duration, Instant};
 
-use pipeline::ws::{CloseState, Connection, ConnectionConfig, Delivery, Event, FrameBuilder, OpCode, ParserConfig};
+use pipeline::ws::{
+    CloseState, Connection, ConnectionConfig, Delivery, Event, FrameBuilder, OpCode, ParserConfig,
+};
 use ws_common::*;
 
 fn conn() -> Connection {
     let cfg = ConnectionConfig {
-        parser: ParserConfig { delivery: Delivery::Messages, max_message: 1 << 16 },
+        parser: ParserConfig {
+            delivery: Delivery::Messages,
+            max_message: 1 << 16,
+        },
         close_timeout: Duration::from_millis(100),
         ..Default::default()
     };
@@ -50,7 +55,10 @@ fn ping_is_answered_with_same_payload() {
     let (evs, err) = drain(&mut c, &mut buf);
     assert!(err.is_none());
     assert_eq!(evs.len(), 2);
-    assert_eq!(sent(c.pending_output()), vec![(PONG, true, b"hb-42".to_vec())]);
+    assert_eq!(
+        sent(c.pending_output()),
+        vec![(PONG, true, b"hb-42".to_vec())]
+    );
     let n = c.pending_output().len();
     c.consume_output(n);
     assert!(c.pending_output().is_empty());
@@ -62,7 +70,10 @@ fn server_initiated_close_is_echoed_then_transport_closes() {
     let mut buf = close_frame(1001, b"restart");
     let (evs, _) = drain(&mut c, &mut buf);
     assert!(matches!(evs[..], [Event::Close(f)] if f.code == 1001 && f.reason_str() == "restart"));
-    assert_eq!(sent(c.pending_output()), vec![(CLOSE, true, 1001u16.to_be_bytes().to_vec())]);
+    assert_eq!(
+        sent(c.pending_output()),
+        vec![(CLOSE, true, 1001u16.to_be_bytes().to_vec())]
+    );
     assert!(c.should_close_transport());
     assert!(c.send_text("late").is_err());
     // A close without a code is answered with an empty close (1005 is never sent).
@@ -81,7 +92,13 @@ fn client_initiated_close_completes_or_times_out() {
     c.close(1000, "again", t0).unwrap(); // only one close frame
     let mut want_close = 1000u16.to_be_bytes().to_vec();
     want_close.extend_from_slice(b"done");
-    assert_eq!(sent(c.pending_output()), vec![(TEXT, true, b"bye soon".to_vec()), (CLOSE, true, want_close)]);
+    assert_eq!(
+        sent(c.pending_output()),
+        vec![
+            (TEXT, true, b"bye soon".to_vec()),
+            (CLOSE, true, want_close)
+        ]
+    );
     assert!(matches!(c.close_state(), CloseState::Sent { .. }));
     assert!(c.send_binary(b"x").is_err(), "no data after our close");
     // Data still arriving before the server's close is delivered.
@@ -89,7 +106,11 @@ fn client_initiated_close_completes_or_times_out() {
     let (evs, _) = drain(&mut c, &mut buf);
     assert_eq!(evs.len(), 2);
     assert!(c.should_close_transport());
-    assert_eq!(sent(c.pending_output()).len(), 2, "the server's close is not echoed back");
+    assert_eq!(
+        sent(c.pending_output()).len(),
+        2,
+        "the server's close is not echoed back"
+    );
 
     let mut c = conn();
     c.close(1001, "", t0).unwrap();
@@ -109,7 +130,9 @@ fn protocol_errors_send_the_right_close_code_then_fail() {
         let mut c = conn();
         let mut buf = stream;
         let (_, err) = drain(&mut c, &mut buf);
-        assert!(matches!(err, Some(pipeline::Error::WebSocket { close_code, .. }) if close_code == code));
+        assert!(
+            matches!(err, Some(pipeline::Error::WebSocket { close_code, .. }) if close_code == code)
+        );
         let out = sent(c.pending_output());
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, CLOSE);
@@ -139,5 +162,8 @@ fn fragmented_sends_and_refusals() {
         }
         v
     };
-    assert_eq!(run(&server, &[], cfg(Delivery::Messages)).0, vec![Ev::Msg(1, b"parts".to_vec())]);
+    assert_eq!(
+        run(&server, &[], cfg(Delivery::Messages)).0,
+        vec![Ev::Msg(1, b"parts".to_vec())]
+    );
 }

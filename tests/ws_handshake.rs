@@ -14,7 +14,12 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 fn hs(cfg: &HandshakeConfig) -> ClientHandshake {
-    ClientHandshake::with_key(&WsUrl::parse("wss://feed.example.com:8443/ws?x=1").unwrap(), cfg, NONCE).unwrap()
+    ClientHandshake::with_key(
+        &WsUrl::parse("wss://feed.example.com:8443/ws?x=1").unwrap(),
+        cfg,
+        NONCE,
+    )
+    .unwrap()
 }
 
 fn ok_response(extra: &str) -> String {
@@ -36,7 +41,10 @@ fn err_of(resp: &str, cfg: &HandshakeConfig) -> String {
 fn request_contents() {
     let cfg = HandshakeConfig {
         protocols: vec!["chat".into(), "v2.feed".into()],
-        headers: vec![("Authorization".into(), "Bearer abc".into()), ("Origin".into(), "https://x".into())],
+        headers: vec![
+            ("Authorization".into(), "Bearer abc".into()),
+            ("Origin".into(), "https://x".into()),
+        ],
         ..Default::default()
     };
     let h = hs(&cfg);
@@ -54,7 +62,9 @@ fn request_contents() {
     let b = ClientHandshake::new(&u, &HandshakeConfig::default()).unwrap();
     assert_ne!(a.key(), b.key(), "keys come from the OS");
     assert_eq!(a.key().len(), 24);
-    assert!(std::str::from_utf8(a.request()).unwrap().contains("\r\nHost: h\r\n"));
+    assert!(std::str::from_utf8(a.request())
+        .unwrap()
+        .contains("\r\nHost: h\r\n"));
 }
 
 #[test]
@@ -74,18 +84,33 @@ fn header_injection_and_own_headers_refused() {
         ("Connection", "close"),
     ];
     for (n, v) in bad_headers {
-        let cfg = HandshakeConfig { headers: vec![(n.into(), v.into())], ..Default::default() };
-        assert!(matches!(ClientHandshake::with_key(&u, &cfg, NONCE), Err(pipeline::Error::Config(_))), "{n:?}: {v:?}");
+        let cfg = HandshakeConfig {
+            headers: vec![(n.into(), v.into())],
+            ..Default::default()
+        };
+        assert!(
+            matches!(
+                ClientHandshake::with_key(&u, &cfg, NONCE),
+                Err(pipeline::Error::Config(_))
+            ),
+            "{n:?}: {v:?}"
+        );
     }
     for p in ["", "a b", "a,b", "x\r\n"] {
-        let cfg = HandshakeConfig { protocols: vec![p.into()], ..Default::default() };
+        let cfg = HandshakeConfig {
+            protocols: vec![p.into()],
+            ..Default::default()
+        };
         assert!(ClientHandshake::with_key(&u, &cfg, NONCE).is_err(), "{p:?}");
     }
 }
 
 #[test]
 fn good_response_whole_and_split_everywhere_with_early_frames() {
-    let cfg = HandshakeConfig { protocols: vec!["chat".into(), "v2".into()], ..Default::default() };
+    let cfg = HandshakeConfig {
+        protocols: vec!["chat".into(), "v2".into()],
+        ..Default::default()
+    };
     let head = ok_response("Sec-WebSocket-Protocol: v2\r\nServer: test\r\n");
     let early = [frame(FIN | TEXT, b"first!"), frame(FIN | PING, b"p")].concat();
     let wire = [head.as_bytes(), &early].concat();
@@ -102,10 +127,20 @@ fn good_response_whole_and_split_everywhere_with_early_frames() {
                 }
             }
         }
-        assert_eq!(done, Some((head.len(), Some("v2".to_string()))), "cut {cut}");
+        assert_eq!(
+            done,
+            Some((head.len(), Some("v2".to_string()))),
+            "cut {cut}"
+        );
         // The bytes after the header are the server's first frames.
         let r = run(&wire[head.len()..], &[], cfg_frames());
-        assert_eq!(r.0, vec![Ev::Frame(1, b"first!".to_vec(), true, true), Ev::Ping(b"p".to_vec())]);
+        assert_eq!(
+            r.0,
+            vec![
+                Ev::Frame(1, b"first!".to_vec(), true, true),
+                Ev::Ping(b"p".to_vec())
+            ]
+        );
     }
     // One byte at a time.
     let mut h = hs(&cfg);
@@ -130,21 +165,44 @@ fn tolerant_where_rfc_allows() {
     let resp = format!(
         "HTTP/1.1 101 OK\r\nupgrade:WebSocket\r\nCONNECTION: keep-alive, Upgrade\r\nsec-websocket-accept:   {ACCEPT}  \r\n\r\n"
     );
-    assert_eq!(feed_all(&mut hs(&d), resp.as_bytes()).unwrap(), HandshakeStatus::Done { consumed: resp.len(), protocol: None });
+    assert_eq!(
+        feed_all(&mut hs(&d), resp.as_bytes()).unwrap(),
+        HandshakeStatus::Done {
+            consumed: resp.len(),
+            protocol: None
+        }
+    );
     // A protocol offered but not chosen is the server's right.
-    let cfg = HandshakeConfig { protocols: vec!["chat".into()], ..Default::default() };
-    assert!(matches!(hs(&cfg).feed(ok_response("").as_bytes()).unwrap(), HandshakeStatus::Done { protocol: None, .. }));
+    let cfg = HandshakeConfig {
+        protocols: vec!["chat".into()],
+        ..Default::default()
+    };
+    assert!(matches!(
+        hs(&cfg).feed(ok_response("").as_bytes()).unwrap(),
+        HandshakeStatus::Done { protocol: None, .. }
+    ));
     // An empty extensions header selects nothing.
-    assert!(hs(&d).feed(ok_response("Sec-WebSocket-Extensions: \r\n").as_bytes()).is_ok());
+    assert!(hs(&d)
+        .feed(ok_response("Sec-WebSocket-Extensions: \r\n").as_bytes())
+        .is_ok());
 }
 
 #[test]
 fn rejections() {
     let d = HandshakeConfig::default();
     let e = err_of("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", &d);
-    assert!(e.contains(r#"server answered "HTTP/1.1 403 Forbidden""#), "{e}");
+    assert!(
+        e.contains(r#"server answered "HTTP/1.1 403 Forbidden""#),
+        "{e}"
+    );
     // The C++ project's bug: "101" anywhere was taken for success.
-    for status in ["HTTP/1.1 200 OK 101", "HTTP/1.1 1010 Weird", "HTTP/1.0 101 Switching Protocols", "HTTP/1.1 101", "HTTP/1.1 10 1"] {
+    for status in [
+        "HTTP/1.1 200 OK 101",
+        "HTTP/1.1 1010 Weird",
+        "HTTP/1.0 101 Switching Protocols",
+        "HTTP/1.1 101",
+        "HTTP/1.1 10 1",
+    ] {
         let resp = format!("{status}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n");
         let r = hs(&d).feed(resp.as_bytes());
         // "HTTP/1.1 101" without reason phrase is valid HTTP; everything else must fail.
@@ -154,28 +212,67 @@ fn rejections() {
     let wrong = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n";
     assert!(err_of(wrong, &d).contains("does not match"));
     let lower = ok_response("").replace(ACCEPT, &ACCEPT.to_lowercase());
-    assert!(err_of(&lower, &d).contains("does not match"), "accept compared exactly");
-    assert!(err_of(&ok_response("").replace("Upgrade: websocket\r\n", ""), &d).contains("Upgrade: websocket"));
-    assert!(err_of(&ok_response("").replace("Upgrade: websocket", "Upgrade: h2c"), &d).contains("Upgrade: websocket"));
-    assert!(err_of(&ok_response("").replace("Connection: Upgrade\r\n", ""), &d).contains("Connection: Upgrade"));
-    assert!(err_of(&ok_response("").replace(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n"), ""), &d).contains("lacks Sec-WebSocket-Accept"));
-    assert!(err_of(&ok_response(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")), &d).contains("duplicate"));
-    assert!(err_of(&ok_response("Sec-WebSocket-Extensions: permessage-deflate\r\n"), &d).contains("did not offer"));
+    assert!(
+        err_of(&lower, &d).contains("does not match"),
+        "accept compared exactly"
+    );
+    assert!(
+        err_of(&ok_response("").replace("Upgrade: websocket\r\n", ""), &d)
+            .contains("Upgrade: websocket")
+    );
+    assert!(err_of(
+        &ok_response("").replace("Upgrade: websocket", "Upgrade: h2c"),
+        &d
+    )
+    .contains("Upgrade: websocket"));
+    assert!(
+        err_of(&ok_response("").replace("Connection: Upgrade\r\n", ""), &d)
+            .contains("Connection: Upgrade")
+    );
+    assert!(err_of(
+        &ok_response("").replace(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n"), ""),
+        &d
+    )
+    .contains("lacks Sec-WebSocket-Accept"));
+    assert!(err_of(
+        &ok_response(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")),
+        &d
+    )
+    .contains("duplicate"));
+    assert!(err_of(
+        &ok_response("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+        &d
+    )
+    .contains("did not offer"));
     assert!(err_of(&ok_response("Sec-WebSocket-Protocol: chat\r\n"), &d).contains("did not offer"));
-    let cfg = HandshakeConfig { protocols: vec!["chat".into()], ..Default::default() };
-    assert!(err_of(&ok_response("Sec-WebSocket-Protocol: Chat\r\n"), &cfg).contains("did not offer"));
-    assert!(err_of(&ok_response("Sec-WebSocket-Protocol: chat, v2\r\n"), &cfg).contains("did not offer"));
+    let cfg = HandshakeConfig {
+        protocols: vec!["chat".into()],
+        ..Default::default()
+    };
+    assert!(
+        err_of(&ok_response("Sec-WebSocket-Protocol: Chat\r\n"), &cfg).contains("did not offer")
+    );
+    assert!(
+        err_of(&ok_response("Sec-WebSocket-Protocol: chat, v2\r\n"), &cfg)
+            .contains("did not offer")
+    );
     assert!(err_of(&ok_response("X-Folded: a\r\n b\r\n"), &d).contains("folding"));
     assert!(err_of(&ok_response("X-Bare: a\nb\r\n"), &d).contains("bare LF"));
     assert!(err_of(&ok_response("Bad Header: x\r\n"), &d).contains("malformed"));
     assert!(err_of(&ok_response("NoColon\r\n"), &d).contains("malformed"));
     // Errors are close_code 0: nothing to send, the upgrade never happened.
-    assert!(matches!(hs(&d).feed(b"HTTP/1.1 500 x\r\n\r\n"), Err(pipeline::Error::WebSocket { close_code: 0, .. })));
+    assert!(matches!(
+        hs(&d).feed(b"HTTP/1.1 500 x\r\n\r\n"),
+        Err(pipeline::Error::WebSocket { close_code: 0, .. })
+    ));
 }
 
 #[test]
 fn size_limit() {
-    let cfg = HandshakeConfig { max_response: 256, ..Default::default() };
+    let cfg = HandshakeConfig {
+        max_response: 256,
+        ..Default::default()
+    };
     let big = ok_response(&format!("X-Pad: {}\r\n", "a".repeat(300)));
     let mut h = hs(&cfg);
     let mut failed = false;
@@ -194,6 +291,9 @@ fn size_limit() {
     assert!(h.feed(b"more").is_err(), "a failed handshake stays failed");
     // Exactly at the limit is fine.
     let resp = ok_response("");
-    let cfg = HandshakeConfig { max_response: resp.len(), ..Default::default() };
+    let cfg = HandshakeConfig {
+        max_response: resp.len(),
+        ..Default::default()
+    };
     assert!(hs(&cfg).feed(resp.as_bytes()).is_ok());
 }

@@ -7,13 +7,19 @@ use pipeline::ws::{ClientHandshake, HandshakeConfig, HandshakeStatus, WsUrl};
 
 fn verdict(resp: &[u8], cut: usize) -> Result<(usize, Option<String>), String> {
     let url = WsUrl::parse("wss://example.com/ws").expect("static URL");
-    let cfg = HandshakeConfig { protocols: vec!["chat".into(), "v2".into()], max_response: 512, ..Default::default() };
+    let cfg = HandshakeConfig {
+        protocols: vec!["chat".into(), "v2".into()],
+        max_response: 512,
+        ..Default::default()
+    };
     let mut h = ClientHandshake::with_key(&url, &cfg, *b"0123456789abcdef").expect("static config");
     let mut offset = 0;
     for part in [&resp[..cut], &resp[cut..]] {
         match h.feed(part) {
             Ok(HandshakeStatus::NeedMore) => offset += part.len(),
-            Ok(HandshakeStatus::Done { consumed, protocol }) => return Ok((offset + consumed, protocol)),
+            Ok(HandshakeStatus::Done { consumed, protocol }) => {
+                return Ok((offset + consumed, protocol))
+            }
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -29,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
     let mut resp = Vec::new();
     if data[0] & 1 == 1 {
         resp.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
-        resp.extend_from_slice(pipeline::ws::handshake::accept_key("MDEyMzQ1Njc4OWFiY2RlZg==").as_bytes());
+        resp.extend_from_slice(
+            pipeline::ws::handshake::accept_key("MDEyMzQ1Njc4OWFiY2RlZg==").as_bytes(),
+        );
         resp.extend_from_slice(b"\r\n");
     }
     resp.extend_from_slice(&data[1..]);

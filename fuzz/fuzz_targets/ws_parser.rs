@@ -42,7 +42,9 @@ fn run(stream: &[u8], cuts: &[usize], cfg: ParserConfig) -> (Vec<Ev>, End) {
                 Ok(Some(Event::Data(d))) => {
                     let bytes = buf[d.range()].to_vec();
                     match cfg.delivery {
-                        Delivery::Frames => evs.push(Ev::Frame(d.kind as u8, bytes, d.first, d.last)),
+                        Delivery::Frames => {
+                            evs.push(Ev::Frame(d.kind as u8, bytes, d.first, d.last))
+                        }
                         Delivery::FramePieces => {
                             pieces.extend_from_slice(&bytes);
                             if d.last {
@@ -57,16 +59,30 @@ fn run(stream: &[u8], cuts: &[usize], cfg: ParserConfig) -> (Vec<Ev>, End) {
                 }
                 Ok(Some(Event::Ping(c))) => evs.push(Ev::Ping(c.as_bytes().to_vec())),
                 Ok(Some(Event::Pong(c))) => evs.push(Ev::Pong(c.as_bytes().to_vec())),
-                Ok(Some(Event::Close(c))) => evs.push(Ev::Close(c.code, c.reason.as_bytes().to_vec())),
+                Ok(Some(Event::Close(c))) => {
+                    evs.push(Ev::Close(c.code, c.reason.as_bytes().to_vec()))
+                }
                 Ok(None) => break,
-                Err(_) => return (evs, End::Failed(p.failure().expect("error without failure code"))),
+                Err(_) => {
+                    return (
+                        evs,
+                        End::Failed(p.failure().expect("error without failure code")),
+                    )
+                }
             }
         }
         let n = p.release();
         assert!(n <= buf.len());
         buf.drain(..n);
     }
-    (evs, if p.is_closed() { End::Closed } else { End::Open })
+    (
+        evs,
+        if p.is_closed() {
+            End::Closed
+        } else {
+            End::Open
+        },
+    )
 }
 
 /// Frames -> messages, to compare modes.
@@ -103,16 +119,24 @@ fuzz_target!(|data: &[u8]| {
     let ncuts = (data[1] % 16) as usize;
     let rest = &data[2..];
     let (cut_bytes, stream) = rest.split_at((ncuts * 2).min(rest.len()));
-    let mut cuts: Vec<usize> =
-        cut_bytes.chunks(2).map(|c| (c[0] as usize | (*c.get(1).unwrap_or(&0) as usize) << 8) % (stream.len() + 1)).collect();
+    let mut cuts: Vec<usize> = cut_bytes
+        .chunks(2)
+        .map(|c| (c[0] as usize | (*c.get(1).unwrap_or(&0) as usize) << 8) % (stream.len() + 1))
+        .collect();
     cuts.sort_unstable();
     let mut by_mode = Vec::new();
     for delivery in [Delivery::Frames, Delivery::FramePieces, Delivery::Messages] {
-        let cfg = ParserConfig { delivery, max_message };
+        let cfg = ParserConfig {
+            delivery,
+            max_message,
+        };
         let whole = run(stream, &[], cfg);
         let split = run(stream, &cuts, cfg);
         if delivery != Delivery::FramePieces {
-            assert_eq!(whole, split, "split changed the result ({delivery:?}, cuts {cuts:?})");
+            assert_eq!(
+                whole, split,
+                "split changed the result ({delivery:?}, cuts {cuts:?})"
+            );
         } else {
             // Pieces differ with the split by design; the messages they add up to must not.
             assert_eq!(whole.1, split.1);

@@ -75,12 +75,18 @@ pub struct FrameBuilder {
 impl FrameBuilder {
     /// Random masking, PRNG seeded from `getrandom(2)`.
     pub fn new() -> Result<Self> {
-        Ok(FrameBuilder { rng: WyRand::from_os()?, mode: MaskMode::Random })
+        Ok(FrameBuilder {
+            rng: WyRand::from_os()?,
+            mode: MaskMode::Random,
+        })
     }
 
     /// Reproducible keys, for tests and benchmarks.
     pub fn with_seed(seed: u64) -> Self {
-        FrameBuilder { rng: WyRand::from_seed(seed), mode: MaskMode::Random }
+        FrameBuilder {
+            rng: WyRand::from_seed(seed),
+            mode: MaskMode::Random,
+        }
     }
 
     pub fn mask_mode(mut self, mode: MaskMode) -> Self {
@@ -109,11 +115,20 @@ impl FrameBuilder {
     /// written. `fin = false` and [`OpCode::Continuation`] build fragmented messages.
     /// Text payloads are not re-validated: the caller promises UTF-8 across the message.
     #[inline]
-    pub fn encode(&mut self, opcode: OpCode, fin: bool, payload: &[u8], out: &mut [u8]) -> Result<usize> {
+    pub fn encode(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize> {
         Self::check(opcode, fin, payload.len())?;
         let total = frame_len(payload.len());
         if out.len() < total {
-            return Err(Error::Overrun(format!("frame needs {total} bytes, buffer has {}", out.len())));
+            return Err(Error::Overrun(format!(
+                "frame needs {total} bytes, buffer has {}",
+                out.len()
+            )));
         }
         let key = self.next_key();
         let h = write_header(out, opcode, fin, payload.len(), key);
@@ -125,14 +140,25 @@ impl FrameBuilder {
     /// the headroom just before it and mask in place. Returns the frame's start; the
     /// frame is `buf[start..]`. Needs `payload_start >= header_len(payload len)`
     /// (reserving [`MAX_HEADER_LEN`] always suffices).
-    pub fn encode_in_place(&mut self, opcode: OpCode, fin: bool, buf: &mut [u8], payload_start: usize) -> Result<usize> {
+    pub fn encode_in_place(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        buf: &mut [u8],
+        payload_start: usize,
+    ) -> Result<usize> {
         let Some(len) = buf.len().checked_sub(payload_start) else {
-            return Err(Error::Config(format!("payload start {payload_start} beyond buffer of {}", buf.len())));
+            return Err(Error::Config(format!(
+                "payload start {payload_start} beyond buffer of {}",
+                buf.len()
+            )));
         };
         Self::check(opcode, fin, len)?;
         let h = header_len(len);
         let Some(start) = payload_start.checked_sub(h) else {
-            return Err(Error::Config(format!("{h} bytes of headroom needed before the payload, have {payload_start}")));
+            return Err(Error::Config(format!(
+                "{h} bytes of headroom needed before the payload, have {payload_start}"
+            )));
         };
         let key = self.next_key();
         write_header(&mut buf[start..payload_start], opcode, fin, len, key);
@@ -151,7 +177,10 @@ impl FrameBuilder {
             }
             Some(c) => {
                 if reason.len() > MAX_CONTROL_PAYLOAD - 2 {
-                    return Err(Error::Config(format!("close reason is {} bytes, at most 123 allowed", reason.len())));
+                    return Err(Error::Config(format!(
+                        "close reason is {} bytes, at most 123 allowed",
+                        reason.len()
+                    )));
                 }
                 p[..2].copy_from_slice(&c.to_be_bytes());
                 p[2..2 + reason.len()].copy_from_slice(reason.as_bytes());

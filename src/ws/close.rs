@@ -12,17 +12,27 @@ use super::utf8;
 /// UTF-8 reason. Errors carry the close code we must answer with.
 pub fn parse_close_payload(p: &[u8]) -> Result<CloseFrame, (u16, &'static str)> {
     match p.len() {
-        0 => Ok(CloseFrame { code: close_code::NO_STATUS, reason: ControlPayload::EMPTY }),
-        1 => Err((close_code::PROTOCOL_ERROR, "close frame with a 1-byte payload")),
+        0 => Ok(CloseFrame {
+            code: close_code::NO_STATUS,
+            reason: ControlPayload::EMPTY,
+        }),
+        1 => Err((
+            close_code::PROTOCOL_ERROR,
+            "close frame with a 1-byte payload",
+        )),
         _ => {
             let code = u16::from_be_bytes([p[0], p[1]]);
             if !is_valid_close_code(code) {
                 return Err((close_code::PROTOCOL_ERROR, "invalid close code"));
             }
             if !utf8::validate(&p[2..]) {
-                return Err((close_code::INVALID_PAYLOAD, "close reason is not valid UTF-8"));
+                return Err((
+                    close_code::INVALID_PAYLOAD,
+                    "close reason is not valid UTF-8",
+                ));
             }
-            let reason = ControlPayload::new(&p[2..]).ok_or((close_code::PROTOCOL_ERROR, "close frame too long"))?;
+            let reason = ControlPayload::new(&p[2..])
+                .ok_or((close_code::PROTOCOL_ERROR, "close frame too long"))?;
             Ok(CloseFrame { code, reason })
         }
     }
@@ -33,7 +43,9 @@ pub fn parse_close_payload(p: &[u8]) -> Result<CloseFrame, (u16, &'static str)> 
 pub enum CloseState {
     Open,
     /// We sent a close and wait for the server's until `deadline`.
-    Sent { deadline: Instant },
+    Sent {
+        deadline: Instant,
+    },
     /// Both close frames have crossed (or we failed the connection): close the
     /// transport. The client side may close TCP at once; RFC 6455 §7.1.1 prefers the
     /// server to close first, so a caller that can afford it waits briefly for FIN.
@@ -46,7 +58,10 @@ pub enum CloseAction {
     Nothing,
     /// Send a close frame with this code (`None`: empty payload); then, if
     /// `then_close_transport`, close the transport once it is flushed.
-    SendClose { code: Option<u16>, then_close_transport: bool },
+    SendClose {
+        code: Option<u16>,
+        then_close_transport: bool,
+    },
     /// Close the transport now.
     CloseTransport,
 }
@@ -63,7 +78,11 @@ pub struct CloseHandshake {
 impl CloseHandshake {
     /// `timeout`: how long to wait for the server's close after sending ours.
     pub fn new(timeout: Duration) -> Self {
-        CloseHandshake { state: CloseState::Open, timeout, code: None }
+        CloseHandshake {
+            state: CloseState::Open,
+            timeout,
+            code: None,
+        }
     }
 
     pub fn state(&self) -> CloseState {
@@ -85,9 +104,14 @@ impl CloseHandshake {
         if self.state != CloseState::Open {
             return CloseAction::Nothing;
         }
-        self.state = CloseState::Sent { deadline: now + self.timeout };
+        self.state = CloseState::Sent {
+            deadline: now + self.timeout,
+        };
         self.code = Some(code);
-        CloseAction::SendClose { code: Some(code), then_close_transport: false }
+        CloseAction::SendClose {
+            code: Some(code),
+            then_close_transport: false,
+        }
     }
 
     /// The server's close frame arrived. If it started the handshake we echo its code
@@ -98,8 +122,15 @@ impl CloseHandshake {
             CloseState::Open => {
                 self.state = CloseState::Done;
                 self.code = Some(frame.code);
-                let code = if frame.code == close_code::NO_STATUS { None } else { Some(frame.code) };
-                CloseAction::SendClose { code, then_close_transport: true }
+                let code = if frame.code == close_code::NO_STATUS {
+                    None
+                } else {
+                    Some(frame.code)
+                };
+                CloseAction::SendClose {
+                    code,
+                    then_close_transport: true,
+                }
             }
             CloseState::Sent { .. } => {
                 self.state = CloseState::Done;
@@ -120,7 +151,10 @@ impl CloseHandshake {
         if already_sent {
             CloseAction::CloseTransport
         } else {
-            CloseAction::SendClose { code: Some(code), then_close_transport: true }
+            CloseAction::SendClose {
+                code: Some(code),
+                then_close_transport: true,
+            }
         }
     }
 
@@ -149,7 +183,10 @@ mod tests {
     use super::*;
 
     fn cf(code: u16) -> CloseFrame {
-        CloseFrame { code, reason: ControlPayload::new(b"").unwrap() }
+        CloseFrame {
+            code,
+            reason: ControlPayload::new(b"").unwrap(),
+        }
     }
 
     #[test]
@@ -157,12 +194,24 @@ mod tests {
         assert_eq!(parse_close_payload(b"").unwrap().code, 1005);
         assert_eq!(parse_close_payload(b"\x03").unwrap_err().0, 1002);
         assert_eq!(parse_close_payload(b"\x03\xe8").unwrap().code, 1000);
-        assert_eq!(parse_close_payload(b"\x03\xe8bye").unwrap().reason_str(), "bye");
+        assert_eq!(
+            parse_close_payload(b"\x03\xe8bye").unwrap().reason_str(),
+            "bye"
+        );
         assert_eq!(parse_close_payload(b"\x03\xe8\xff").unwrap_err().0, 1007);
-        for bad in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
-            assert_eq!(parse_close_payload(&bad.to_be_bytes()).unwrap_err().0, 1002, "{bad}");
+        for bad in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            assert_eq!(
+                parse_close_payload(&bad.to_be_bytes()).unwrap_err().0,
+                1002,
+                "{bad}"
+            );
         }
-        for good in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
+        for good in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
+        ] {
             assert_eq!(parse_close_payload(&good.to_be_bytes()).unwrap().code, good);
         }
     }
@@ -172,22 +221,43 @@ mod tests {
         let mut h = CloseHandshake::new(Duration::from_secs(1));
         assert_eq!(
             h.remote_close(&cf(1001)),
-            CloseAction::SendClose { code: Some(1001), then_close_transport: true }
+            CloseAction::SendClose {
+                code: Some(1001),
+                then_close_transport: true
+            }
         );
         assert_eq!(h.state(), CloseState::Done);
         let mut h = CloseHandshake::new(Duration::from_secs(1));
-        assert_eq!(h.remote_close(&cf(1005)), CloseAction::SendClose { code: None, then_close_transport: true });
+        assert_eq!(
+            h.remote_close(&cf(1005)),
+            CloseAction::SendClose {
+                code: None,
+                then_close_transport: true
+            }
+        );
     }
 
     #[test]
     fn client_initiated_waits_then_times_out() {
         let t0 = Instant::now();
         let mut h = CloseHandshake::new(Duration::from_millis(500));
-        assert!(matches!(h.local_close(1000, t0), CloseAction::SendClose { code: Some(1000), .. }));
+        assert!(matches!(
+            h.local_close(1000, t0),
+            CloseAction::SendClose {
+                code: Some(1000),
+                ..
+            }
+        ));
         assert_eq!(h.local_close(1000, t0), CloseAction::Nothing);
         assert!(!h.can_send_data());
-        assert_eq!(h.poll_timeout(t0 + Duration::from_millis(499)), CloseAction::Nothing);
-        assert_eq!(h.poll_timeout(t0 + Duration::from_millis(500)), CloseAction::CloseTransport);
+        assert_eq!(
+            h.poll_timeout(t0 + Duration::from_millis(499)),
+            CloseAction::Nothing
+        );
+        assert_eq!(
+            h.poll_timeout(t0 + Duration::from_millis(500)),
+            CloseAction::CloseTransport
+        );
         let mut h = CloseHandshake::new(Duration::from_millis(500));
         h.local_close(1000, t0);
         assert_eq!(h.remote_close(&cf(1000)), CloseAction::CloseTransport);
@@ -199,7 +269,10 @@ mod tests {
         let mut h = CloseHandshake::new(Duration::from_secs(1));
         assert_eq!(
             h.protocol_error(1007),
-            CloseAction::SendClose { code: Some(1007), then_close_transport: true }
+            CloseAction::SendClose {
+                code: Some(1007),
+                then_close_transport: true
+            }
         );
         let mut h = CloseHandshake::new(Duration::from_secs(1));
         h.local_close(1000, Instant::now());

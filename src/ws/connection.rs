@@ -57,7 +57,10 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 
 impl Connection {
     pub fn new(cfg: ConnectionConfig) -> Result<Self> {
-        Ok(Self::with_builder(cfg, FrameBuilder::new()?.mask_mode(cfg.mask)))
+        Ok(Self::with_builder(
+            cfg,
+            FrameBuilder::new()?.mask_mode(cfg.mask),
+        ))
     }
 
     /// With a given builder (e.g. a seeded one, for reproducible output in tests).
@@ -94,7 +97,9 @@ impl Connection {
             Err(e) => {
                 if let Error::WebSocket { close_code, reason } = &e {
                     if *close_code != 0 {
-                        if let CloseAction::SendClose { code, .. } = self.close.protocol_error(*close_code) {
+                        if let CloseAction::SendClose { code, .. } =
+                            self.close.protocol_error(*close_code)
+                        {
                             let reason = reason.clone();
                             self.queue_close(code, &reason)?;
                         }
@@ -113,7 +118,9 @@ impl Connection {
     fn queue(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) -> Result<()> {
         let start = self.out.len();
         self.out.resize(start + frame_len(payload.len()), 0);
-        let n = self.builder.encode(opcode, fin, payload, &mut self.out[start..]);
+        let n = self
+            .builder
+            .encode(opcode, fin, payload, &mut self.out[start..]);
         self.out.truncate(start + *n.as_ref().unwrap_or(&0));
         n.map(|_| ())
     }
@@ -121,7 +128,11 @@ impl Connection {
     fn queue_close(&mut self, code: Option<u16>, reason: &str) -> Result<()> {
         let start = self.out.len();
         self.out.resize(start + frame_len(125), 0);
-        let reason = if code.is_some() { truncate_utf8(reason, 123) } else { "" };
+        let reason = if code.is_some() {
+            truncate_utf8(reason, 123)
+        } else {
+            ""
+        };
         let n = self.builder.close(code, reason, &mut self.out[start..]);
         self.out.truncate(start + *n.as_ref().unwrap_or(&0));
         n.map(|_| ())
@@ -130,10 +141,14 @@ impl Connection {
     /// Queue a data or control frame. Data is refused once a close has been sent.
     pub fn send(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) -> Result<()> {
         if !self.close.can_send_data() {
-            return Err(Error::Closed("the WebSocket closing handshake has started".into()));
+            return Err(Error::Closed(
+                "the WebSocket closing handshake has started".into(),
+            ));
         }
         if opcode == OpCode::Close {
-            return Err(Error::Config("use Connection::close to send a close frame".into()));
+            return Err(Error::Config(
+                "use Connection::close to send a close frame".into(),
+            ));
         }
         self.queue(opcode, fin, payload)
     }

@@ -93,7 +93,10 @@ pub struct ControlPayload {
 }
 
 impl ControlPayload {
-    pub const EMPTY: ControlPayload = ControlPayload { len: 0, data: [0; MAX_CONTROL_PAYLOAD] };
+    pub const EMPTY: ControlPayload = ControlPayload {
+        len: 0,
+        data: [0; MAX_CONTROL_PAYLOAD],
+    };
 
     /// `None` if `b` is longer than 125 bytes.
     pub fn new(b: &[u8]) -> Option<Self> {
@@ -102,7 +105,10 @@ impl ControlPayload {
         }
         let mut data = [0u8; MAX_CONTROL_PAYLOAD];
         data[..b.len()].copy_from_slice(b);
-        Some(ControlPayload { len: b.len() as u8, data })
+        Some(ControlPayload {
+            len: b.len() as u8,
+            data,
+        })
     }
 
     #[inline]

@@ -40,7 +40,11 @@ pub struct HandshakeConfig {
 
 impl Default for HandshakeConfig {
     fn default() -> Self {
-        HandshakeConfig { protocols: Vec::new(), headers: Vec::new(), max_response: DEFAULT_MAX_RESPONSE }
+        HandshakeConfig {
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            max_response: DEFAULT_MAX_RESPONSE,
+        }
     }
 }
 
@@ -50,7 +54,10 @@ pub enum HandshakeStatus {
     NeedMore,
     /// Upgrade accepted. `consumed` bytes of the last input were the header's end;
     /// `protocol` is the subprotocol the server chose, if any.
-    Done { consumed: usize, protocol: Option<String> },
+    Done {
+        consumed: usize,
+        protocol: Option<String>,
+    },
 }
 
 /// RFC 7230 `tchar`.
@@ -65,12 +72,22 @@ fn is_token(s: &[u8]) -> bool {
 /// Headers the handshake itself writes; letting a caller set them would produce a
 /// request with two conflicting values.
 const OWN_HEADERS: &[&str] = &[
-    "host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
-    "sec-websocket-protocol", "sec-websocket-extensions", "content-length", "transfer-encoding",
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "content-length",
+    "transfer-encoding",
 ];
 
 fn ws_err(reason: String) -> Error {
-    Error::WebSocket { close_code: 0, reason }
+    Error::WebSocket {
+        close_code: 0,
+        reason,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -96,31 +113,50 @@ impl ClientHandshake {
     pub fn with_key(url: &WsUrl, cfg: &HandshakeConfig, nonce: [u8; 16]) -> Result<Self> {
         for p in &cfg.protocols {
             if !is_token(p.as_bytes()) {
-                return Err(Error::Config(format!("subprotocol {p:?} is not an HTTP token")));
+                return Err(Error::Config(format!(
+                    "subprotocol {p:?} is not an HTTP token"
+                )));
             }
         }
         for (name, value) in &cfg.headers {
             if !is_token(name.as_bytes()) {
-                return Err(Error::Config(format!("header name {name:?} is not an HTTP token")));
+                return Err(Error::Config(format!(
+                    "header name {name:?} is not an HTTP token"
+                )));
             }
-            if value.bytes().any(|b| (b.is_ascii_control() && b != b'\t') || b == 0x7f) {
-                return Err(Error::Config(format!("header {name}: value contains a control character (CR/LF injection?)")));
+            if value
+                .bytes()
+                .any(|b| (b.is_ascii_control() && b != b'\t') || b == 0x7f)
+            {
+                return Err(Error::Config(format!(
+                    "header {name}: value contains a control character (CR/LF injection?)"
+                )));
             }
             if OWN_HEADERS.iter().any(|o| o.eq_ignore_ascii_case(name)) {
-                return Err(Error::Config(format!("header {name} is set by the WebSocket handshake itself")));
+                return Err(Error::Config(format!(
+                    "header {name} is set by the WebSocket handshake itself"
+                )));
             }
         }
         if url.resource.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(Error::Config(format!("resource {:?} contains spaces or control characters", url.resource)));
+            return Err(Error::Config(format!(
+                "resource {:?} contains spaces or control characters",
+                url.resource
+            )));
         }
         let key = base64(&nonce);
         let mut r = String::with_capacity(256);
         r.push_str(&format!("GET {} HTTP/1.1\r\n", url.resource));
         r.push_str(&format!("Host: {}\r\n", url.host_header()));
         r.push_str("Upgrade: websocket\r\nConnection: Upgrade\r\n");
-        r.push_str(&format!("Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"));
+        r.push_str(&format!(
+            "Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        ));
         if !cfg.protocols.is_empty() {
-            r.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", cfg.protocols.join(", ")));
+            r.push_str(&format!(
+                "Sec-WebSocket-Protocol: {}\r\n",
+                cfg.protocols.join(", ")
+            ));
         }
         for (n, v) in &cfg.headers {
             r.push_str(&format!("{n}: {}\r\n", v.trim_matches([' ', '\t'])));
@@ -150,7 +186,9 @@ impl ClientHandshake {
     /// Feed the next bytes of the server's response.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<HandshakeStatus> {
         if self.finished {
-            return Err(Error::Config("handshake response already complete (or failed)".into()));
+            return Err(Error::Config(
+                "handshake response already complete (or failed)".into(),
+            ));
         }
         let old = self.buf.len();
         let take = bytes.len().min(self.max - old);
@@ -160,7 +198,10 @@ impl ClientHandshake {
         let Some(i) = self.buf[from..].windows(4).position(|w| w == b"\r\n\r\n") else {
             if self.buf.len() >= self.max {
                 self.finished = true;
-                return Err(ws_err(format!("upgrade response header exceeds {} bytes", self.max)));
+                return Err(ws_err(format!(
+                    "upgrade response header exceeds {} bytes",
+                    self.max
+                )));
             }
             return Ok(HandshakeStatus::NeedMore);
         };
@@ -169,7 +210,10 @@ impl ClientHandshake {
         self.finished = true;
         let protocol = self.validate()?;
         self.buf = Vec::new();
-        Ok(HandshakeStatus::Done { consumed: end - old, protocol })
+        Ok(HandshakeStatus::Done {
+            consumed: end - old,
+            protocol,
+        })
     }
 
     fn validate(&self) -> Result<Option<String>> {
@@ -190,10 +234,14 @@ impl ClientHandshake {
         let version = parts.next().unwrap_or(b"");
         let code = parts.next().unwrap_or(b"");
         if !version.starts_with(b"HTTP/1.") {
-            return Err(ws_err(format!("server answered {shown:?}, which is not an HTTP response")));
+            return Err(ws_err(format!(
+                "server answered {shown:?}, which is not an HTTP response"
+            )));
         }
         if code != b"101" || version != b"HTTP/1.1" {
-            return Err(ws_err(format!("server answered {shown:?} (expected \"HTTP/1.1 101 Switching Protocols\")")));
+            return Err(ws_err(format!(
+                "server answered {shown:?} (expected \"HTTP/1.1 101 Switching Protocols\")"
+            )));
         }
         let (mut upgrade, mut connection) = (false, false);
         let mut accept: Option<&[u8]> = None;
@@ -203,14 +251,22 @@ impl ClientHandshake {
                 return Err(ws_err("malformed upgrade response (bare CR)".into()));
             }
             if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-                return Err(ws_err("upgrade response uses obsolete header folding".into()));
+                return Err(ws_err(
+                    "upgrade response uses obsolete header folding".into(),
+                ));
             }
             let Some(colon) = line.iter().position(|&b| b == b':') else {
-                return Err(ws_err(format!("malformed header line {:?}", String::from_utf8_lossy(line))));
+                return Err(ws_err(format!(
+                    "malformed header line {:?}",
+                    String::from_utf8_lossy(line)
+                )));
             };
             let name = &line[..colon];
             if !is_token(name) {
-                return Err(ws_err(format!("malformed header name {:?}", String::from_utf8_lossy(name))));
+                return Err(ws_err(format!(
+                    "malformed header name {:?}",
+                    String::from_utf8_lossy(name)
+                )));
             }
             let value = line[colon + 1..].trim_ascii();
             let tokens = || value.split(|&b| b == b',').map(|t| t.trim_ascii());
@@ -229,15 +285,21 @@ impl ClientHandshake {
                         String::from_utf8_lossy(value)
                     )));
                 }
-            } else if name.eq_ignore_ascii_case(b"sec-websocket-protocol") && protocol.replace(value).is_some() {
+            } else if name.eq_ignore_ascii_case(b"sec-websocket-protocol")
+                && protocol.replace(value).is_some()
+            {
                 return Err(ws_err("duplicate Sec-WebSocket-Protocol".into()));
             }
         }
         if !upgrade {
-            return Err(ws_err("upgrade response lacks \"Upgrade: websocket\"".into()));
+            return Err(ws_err(
+                "upgrade response lacks \"Upgrade: websocket\"".into(),
+            ));
         }
         if !connection {
-            return Err(ws_err("upgrade response lacks \"Connection: Upgrade\"".into()));
+            return Err(ws_err(
+                "upgrade response lacks \"Connection: Upgrade\"".into(),
+            ));
         }
         match accept {
             None => return Err(ws_err("upgrade response lacks Sec-WebSocket-Accept".into())),
@@ -254,7 +316,10 @@ impl ClientHandshake {
             None => Ok(None),
             Some(p) => match self.offered.iter().find(|o| o.as_bytes() == p) {
                 Some(o) => Ok(Some(o.clone())),
-                None => Err(ws_err(format!("server selected subprotocol {:?} that we did not offer", String::from_utf8_lossy(p)))),
+                None => Err(ws_err(format!(
+                    "server selected subprotocol {:?} that we did not offer",
+                    String::from_utf8_lossy(p)
+                ))),
             },
         }
     }
@@ -267,6 +332,9 @@ mod tests {
     #[test]
     fn rfc_example_accept() {
         // RFC 6455 §1.3.
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 }

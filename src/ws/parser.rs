@@ -55,7 +55,9 @@
 use crate::error::{Error, Result};
 
 use super::close::parse_close_payload;
-use super::frame::{close_code, ControlPayload, Data, Event, MessageKind, OpCode, MAX_CONTROL_PAYLOAD};
+use super::frame::{
+    close_code, ControlPayload, Data, Event, MessageKind, OpCode, MAX_CONTROL_PAYLOAD,
+};
 use super::utf8::Utf8Validator;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +76,10 @@ pub struct ParserConfig {
 
 impl Default for ParserConfig {
     fn default() -> Self {
-        ParserConfig { delivery: Delivery::Frames, max_message: 16 << 20 }
+        ParserConfig {
+            delivery: Delivery::Frames,
+            max_message: 16 << 20,
+        }
     }
 }
 
@@ -112,7 +117,12 @@ fn decode_header(b: &[u8]) -> Option<Header> {
     if b.len() < len_bytes {
         return None;
     }
-    Some(Header { b0, masked, len, len_bytes })
+    Some(Header {
+        b0,
+        masked,
+        len,
+        len_bytes,
+    })
 }
 
 /// The frame whose header has been decoded; its payload starts at `Parser::pos`.
@@ -152,7 +162,12 @@ enum State {
 enum Step {
     Event(Event),
     /// Move `from..from+len` to `to` (to < from), then report `then` if any.
-    Compact { from: usize, to: usize, len: usize, then: Option<Event> },
+    Compact {
+        from: usize,
+        to: usize,
+        len: usize,
+        then: Option<Event>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -171,7 +186,16 @@ pub struct Parser {
 
 impl Parser {
     pub fn new(cfg: ParserConfig) -> Self {
-        Parser { cfg, pos: 0, keep: 0, cur: None, msg: None, asm: None, utf8: Utf8Validator::new(), state: State::Open }
+        Parser {
+            cfg,
+            pos: 0,
+            keep: 0,
+            cur: None,
+            msg: None,
+            asm: None,
+            utf8: Utf8Validator::new(),
+            state: State::Open,
+        }
     }
 
     pub fn config(&self) -> &ParserConfig {
@@ -214,12 +238,16 @@ impl Parser {
     #[inline]
     pub fn next(&mut self, buf: &[u8]) -> Result<Option<Event>> {
         if self.cfg.delivery == Delivery::Messages {
-            return Err(Error::Config("message delivery reassembles in place: use Parser::next_in_place".into()));
+            return Err(Error::Config(
+                "message delivery reassembles in place: use Parser::next_in_place".into(),
+            ));
         }
         match self.step(buf)? {
             None => Ok(None),
             Some(Step::Event(e)) => Ok(Some(e)),
-            Some(Step::Compact { .. }) => self.fail(close_code::INTERNAL_ERROR, "parser compacted in frame mode"),
+            Some(Step::Compact { .. }) => {
+                self.fail(close_code::INTERNAL_ERROR, "parser compacted in frame mode")
+            }
         }
     }
 
@@ -231,7 +259,12 @@ impl Parser {
             match self.step(buf)? {
                 None => return Ok(None),
                 Some(Step::Event(e)) => return Ok(Some(e)),
-                Some(Step::Compact { from, to, len, then }) => {
+                Some(Step::Compact {
+                    from,
+                    to,
+                    len,
+                    then,
+                }) => {
                     buf.copy_within(from..from + len, to);
                     if let Some(e) = then {
                         return Ok(Some(e));
@@ -243,7 +276,10 @@ impl Parser {
 
     fn fail<T>(&mut self, code: u16, reason: &'static str) -> Result<T> {
         self.state = State::Failed { code, reason };
-        Err(Error::WebSocket { close_code: code, reason: reason.into() })
+        Err(Error::WebSocket {
+            close_code: code,
+            reason: reason.into(),
+        })
     }
 
     /// Validate a new frame's header against the protocol and the message state.
@@ -252,7 +288,10 @@ impl Parser {
         use close_code::{MESSAGE_TOO_BIG, PROTOCOL_ERROR};
         let fin = h.b0 & 0x80 != 0;
         if h.b0 & 0x70 != 0 {
-            return self.fail(PROTOCOL_ERROR, "reserved bits set without a negotiated extension");
+            return self.fail(
+                PROTOCOL_ERROR,
+                "reserved bits set without a negotiated extension",
+            );
         }
         let Some(opcode) = OpCode::from_u8(h.b0 & 0x0f) else {
             return self.fail(PROTOCOL_ERROR, "reserved opcode");
@@ -275,9 +314,14 @@ impl Parser {
         let so_far = match (opcode, self.msg) {
             (OpCode::Continuation, Some(m)) => m.total,
             (OpCode::Continuation, None) => {
-                return self.fail(PROTOCOL_ERROR, "continuation frame without a message in progress")
+                return self.fail(
+                    PROTOCOL_ERROR,
+                    "continuation frame without a message in progress",
+                )
             }
-            (_, Some(_)) => return self.fail(PROTOCOL_ERROR, "new data frame inside a fragmented message"),
+            (_, Some(_)) => {
+                return self.fail(PROTOCOL_ERROR, "new data frame inside a fragmented message")
+            }
             (_, None) => 0,
         };
         if h.len > (self.cfg.max_message - so_far) as u64 {
@@ -293,7 +337,10 @@ impl Parser {
             State::Open => {}
             State::Closed => return Ok(None),
             State::Failed { code, reason } => {
-                return Err(Error::WebSocket { close_code: code, reason: reason.into() })
+                return Err(Error::WebSocket {
+                    close_code: code,
+                    reason: reason.into(),
+                })
             }
         }
         if buf.len() < self.pos {
@@ -308,7 +355,9 @@ impl Parser {
             let mut c = match self.cur {
                 Some(c) => c,
                 None => {
-                    let Some(h) = decode_header(&buf[self.pos..]) else { return Ok(None) };
+                    let Some(h) = decode_header(&buf[self.pos..]) else {
+                        return Ok(None);
+                    };
                     let (opcode, fin, len) = self.check_header(&h)?;
                     self.pos += h.len_bytes;
                     if !opcode.is_control() {
@@ -317,7 +366,10 @@ impl Parser {
                             _ => {
                                 self.utf8.reset();
                                 if messages {
-                                    self.asm = Some(Asm { dst: self.pos, len: 0 });
+                                    self.asm = Some(Asm {
+                                        dst: self.pos,
+                                        len: 0,
+                                    });
                                 }
                                 0
                             }
@@ -326,15 +378,26 @@ impl Parser {
                             (OpCode::Text, _) => MessageKind::Text,
                             (OpCode::Binary, _) => MessageKind::Binary,
                             (_, Some(m)) => m.kind,
-                            (_, None) => return self.fail(close_code::INTERNAL_ERROR, "parser state"),
+                            (_, None) => {
+                                return self.fail(close_code::INTERNAL_ERROR, "parser state")
+                            }
                         };
                         let first_pending = self.msg.map_or(true, |m| m.first_pending);
-                        self.msg = Some(Msg { kind, total: total + len, first_pending });
+                        self.msg = Some(Msg {
+                            kind,
+                            total: total + len,
+                            first_pending,
+                        });
                         if self.cfg.delivery == Delivery::FramePieces {
                             self.keep = self.pos;
                         }
                     }
-                    Cur { opcode, fin, left: len, checked: 0 }
+                    Cur {
+                        opcode,
+                        fin,
+                        left: len,
+                        checked: 0,
+                    }
                 }
             };
             let pos = self.pos;
@@ -383,7 +446,10 @@ impl Parser {
             };
             if m.kind == MessageKind::Text && avail > c.checked {
                 if self.utf8.feed(&buf[pos + c.checked..pos + avail]).is_err() {
-                    return self.fail(close_code::INVALID_PAYLOAD, "invalid UTF-8 in a text message");
+                    return self.fail(
+                        close_code::INVALID_PAYLOAD,
+                        "invalid UTF-8 in a text message",
+                    );
                 }
                 c.checked = avail;
             }
@@ -396,9 +462,18 @@ impl Parser {
                 let frame_done = avail == c.left;
                 let last = c.fin && frame_done;
                 if last && m.kind == MessageKind::Text && !self.utf8.is_complete() {
-                    return self.fail(close_code::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence");
+                    return self.fail(
+                        close_code::INVALID_PAYLOAD,
+                        "text message ends inside a UTF-8 sequence",
+                    );
                 }
-                let ev = Data { kind: m.kind, offset: pos, len: avail, first: m.first_pending, last };
+                let ev = Data {
+                    kind: m.kind,
+                    offset: pos,
+                    len: avail,
+                    first: m.first_pending,
+                    last,
+                };
                 m.first_pending = false;
                 self.pos += avail;
                 self.keep = self.pos;
@@ -406,7 +481,11 @@ impl Parser {
                 self.cur = if frame_done {
                     None
                 } else {
-                    Some(Cur { left: c.left - avail, checked: 0, ..c })
+                    Some(Cur {
+                        left: c.left - avail,
+                        checked: 0,
+                        ..c
+                    })
                 };
                 return Ok(Some(Step::Event(Event::Data(ev))));
             }
@@ -419,10 +498,19 @@ impl Parser {
             self.pos += len;
             self.cur = None;
             if c.fin && m.kind == MessageKind::Text && !self.utf8.is_complete() {
-                return self.fail(close_code::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence");
+                return self.fail(
+                    close_code::INVALID_PAYLOAD,
+                    "text message ends inside a UTF-8 sequence",
+                );
             }
             if !messages {
-                let ev = Data { kind: m.kind, offset: pos, len, first: m.first_pending, last: c.fin };
+                let ev = Data {
+                    kind: m.kind,
+                    offset: pos,
+                    len,
+                    first: m.first_pending,
+                    last: c.fin,
+                };
                 m.first_pending = false;
                 self.msg = if c.fin { None } else { Some(m) };
                 self.keep = self.pos;
@@ -437,14 +525,25 @@ impl Parser {
                 self.asm = None;
                 self.msg = None;
                 self.keep = self.pos;
-                Some(Event::Data(Data { kind: m.kind, offset: a.dst, len: a.len, first: true, last: true }))
+                Some(Event::Data(Data {
+                    kind: m.kind,
+                    offset: a.dst,
+                    len: a.len,
+                    first: true,
+                    last: true,
+                }))
             } else {
                 self.asm = Some(a);
                 self.msg = Some(m);
                 None
             };
             if to != pos && len > 0 {
-                return Ok(Some(Step::Compact { from: pos, to, len, then }));
+                return Ok(Some(Step::Compact {
+                    from: pos,
+                    to,
+                    len,
+                    then,
+                }));
             }
             if let Some(e) = then {
                 return Ok(Some(Step::Event(e)));

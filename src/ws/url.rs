@@ -28,16 +28,25 @@ impl WsUrl {
             Some((s, _)) => return Err(bad(url, &format!("scheme {s:?} is not ws or wss"))),
             None => return Err(bad(url, "expected ws://host[:port]/path or wss://...")),
         };
-        if let Some(c) = url.chars().find(|c| c.is_ascii_control() || *c == ' ' || !c.is_ascii()) {
+        if let Some(c) = url
+            .chars()
+            .find(|c| c.is_ascii_control() || *c == ' ' || !c.is_ascii())
+        {
             return Err(bad(url, &format!("contains {c:?}; percent-encode it")));
         }
         if url.contains('#') {
-            return Err(bad(url, "fragments (#...) are not allowed in WebSocket URLs (RFC 6455 §3)"));
+            return Err(bad(
+                url,
+                "fragments (#...) are not allowed in WebSocket URLs (RFC 6455 §3)",
+            ));
         }
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, resource) = rest.split_at(split);
         if authority.contains('@') {
-            return Err(bad(url, "user info in the URL is not supported; send an Authorization header"));
+            return Err(bad(
+                url,
+                "user info in the URL is not supported; send an Authorization header",
+            ));
         }
         let default_port = if secure { 443 } else { 80 };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
@@ -64,7 +73,11 @@ impl WsUrl {
         if host.is_empty() {
             return Err(bad(url, "no host"));
         }
-        if !authority.starts_with('[') && !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') {
+        if !authority.starts_with('[')
+            && !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        {
             return Err(bad(url, &format!("{host:?} is not a valid host name")));
         }
         let port = match port {
@@ -81,7 +94,12 @@ impl WsUrl {
         } else {
             resource.to_string()
         };
-        Ok(WsUrl { secure, host: host.to_string(), port, resource })
+        Ok(WsUrl {
+            secure,
+            host: host.to_string(),
+            port,
+            resource,
+        })
     }
 
     pub fn default_port(&self) -> u16 {
@@ -99,7 +117,11 @@ impl WsUrl {
 
     /// Value of the `Host` header: brackets for IPv6, port only when not the default.
     pub fn host_header(&self) -> String {
-        let h = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let h = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if self.port == self.default_port() {
             h
         } else {
@@ -119,14 +141,20 @@ mod tests {
     #[test]
     fn good() {
         let u = p("wss://stream.example.com/ws?streams=btcusdt@trade");
-        assert_eq!((u.secure, u.host.as_str(), u.port, u.resource.as_str()), (true, "stream.example.com", 443, "/ws?streams=btcusdt@trade"));
+        assert_eq!(
+            (u.secure, u.host.as_str(), u.port, u.resource.as_str()),
+            (true, "stream.example.com", 443, "/ws?streams=btcusdt@trade")
+        );
         assert_eq!(u.host_header(), "stream.example.com");
         let u = p("ws://127.0.0.1:9001");
         assert_eq!((u.secure, u.port, u.resource.as_str()), (false, 9001, "/"));
         assert_eq!(u.host_header(), "127.0.0.1:9001");
         assert!(u.host_is_ip());
         let u = p("WSS://[::1]:8443?x=1");
-        assert_eq!((u.host.as_str(), u.port, u.resource.as_str()), ("::1", 8443, "/?x=1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.resource.as_str()),
+            ("::1", 8443, "/?x=1")
+        );
         assert_eq!(u.host_header(), "[::1]:8443");
         assert_eq!(p("ws://[fe80::1]").host_header(), "[fe80::1]");
         assert_eq!(p("ws://h:80/").host_header(), "h");
@@ -135,9 +163,23 @@ mod tests {
     #[test]
     fn bad_urls() {
         for s in [
-            "http://x/", "x", "ws://", "ws:///path", "ws://h:0/", "ws://h:65536/", "ws://h:/", "ws://h:+1/",
-            "ws://[::1/", "ws://[zz]/", "ws://[::1]x/", "ws://u:p@h/", "ws://h/a b", "ws://h/#frag",
-            "ws://h/\r\nX: y", "ws://ho st/", "ws://h\u{e9}/",
+            "http://x/",
+            "x",
+            "ws://",
+            "ws:///path",
+            "ws://h:0/",
+            "ws://h:65536/",
+            "ws://h:/",
+            "ws://h:+1/",
+            "ws://[::1/",
+            "ws://[zz]/",
+            "ws://[::1]x/",
+            "ws://u:p@h/",
+            "ws://h/a b",
+            "ws://h/#frag",
+            "ws://h/\r\nX: y",
+            "ws://ho st/",
+            "ws://h\u{e9}/",
         ] {
             assert!(matches!(WsUrl::parse(s), Err(Error::Config(_))), "{s:?}");
         }

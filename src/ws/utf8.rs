@@ -53,7 +53,11 @@ fn lead(b: u8) -> Option<(u8, u8, u8)> {
 
 impl Utf8Validator {
     pub const fn new() -> Self {
-        Utf8Validator { need: 0, lo: 0x80, hi: 0xBF }
+        Utf8Validator {
+            need: 0,
+            lo: 0x80,
+            hi: 0xBF,
+        }
     }
 
     /// True when everything fed so far ends on a code point boundary: a text message
@@ -75,7 +79,9 @@ impl Utf8Validator {
         let mut i = 0;
         // Finish a code point left open by the previous call.
         while self.need > 0 {
-            let Some(&c) = bytes.get(i) else { return Ok(()) };
+            let Some(&c) = bytes.get(i) else {
+                return Ok(());
+            };
             if c < self.lo || c > self.hi {
                 return Err(Utf8Error { at: i });
             }
@@ -104,7 +110,9 @@ impl Utf8Validator {
                 }
                 i += 8;
             }
-            let Some(&b) = bytes.get(i) else { return Ok(()) };
+            let Some(&b) = bytes.get(i) else {
+                return Ok(());
+            };
             i += 1;
             if b < 0x80 {
                 continue;
@@ -182,7 +190,10 @@ mod tests {
             for b in 0..=255u8 {
                 check(&[a, b]);
                 if a >= 0xC0 {
-                    for c in (0..=255u8).step_by(7).chain([0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0]) {
+                    for c in (0..=255u8)
+                        .step_by(7)
+                        .chain([0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0])
+                    {
                         check(&[a, b, c]);
                         if a >= 0xF0 {
                             check(&[a, b, c, 0x80]);
@@ -200,7 +211,10 @@ mod tests {
         let s = b"0123456789abcdefghij\xED\xA0\x80";
         assert_eq!(v.feed(s), Err(Utf8Error { at: 21 }));
         let mut v = Utf8Validator::new();
-        assert_eq!(v.feed(b"0123456789abcdefXYZ\xC0"), Err(Utf8Error { at: 19 }));
+        assert_eq!(
+            v.feed(b"0123456789abcdefXYZ\xC0"),
+            Err(Utf8Error { at: 19 })
+        );
     }
 
     #[test]

@@ -7,7 +7,13 @@ use pipeline::ws::{Delivery, Event, Parser, ParserConfig};
 
 /// A server (unmasked) frame with the minimal length encoding.
 pub fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
-    let form = if payload.len() < 126 { 0 } else if payload.len() <= 0xFFFF { 2 } else { 8 };
+    let form = if payload.len() < 126 {
+        0
+    } else if payload.len() <= 0xFFFF {
+        2
+    } else {
+        8
+    };
     frame_form(b0, payload, form)
 }
 
@@ -81,7 +87,9 @@ pub fn run(stream: &[u8], cuts: &[usize], cfg: ParserConfig) -> (Vec<Ev>, End) {
                 Ok(Some(Event::Data(d))) => {
                     let bytes = buf[d.range()].to_vec();
                     match cfg.delivery {
-                        Delivery::Frames => evs.push(Ev::Frame(d.kind as u8, bytes, d.first, d.last)),
+                        Delivery::Frames => {
+                            evs.push(Ev::Frame(d.kind as u8, bytes, d.first, d.last))
+                        }
                         Delivery::FramePieces => {
                             pieces.extend_from_slice(&bytes);
                             if d.last {
@@ -96,12 +104,16 @@ pub fn run(stream: &[u8], cuts: &[usize], cfg: ParserConfig) -> (Vec<Ev>, End) {
                 }
                 Ok(Some(Event::Ping(c))) => evs.push(Ev::Ping(c.as_bytes().to_vec())),
                 Ok(Some(Event::Pong(c))) => evs.push(Ev::Pong(c.as_bytes().to_vec())),
-                Ok(Some(Event::Close(c))) => evs.push(Ev::Close(c.code, c.reason.as_bytes().to_vec())),
+                Ok(Some(Event::Close(c))) => {
+                    evs.push(Ev::Close(c.code, c.reason.as_bytes().to_vec()))
+                }
                 Ok(None) => break,
                 Err(e) => {
                     let code = p.failure().expect("error without a failure code");
                     match e {
-                        pipeline::Error::WebSocket { close_code, .. } => assert_eq!(close_code, code),
+                        pipeline::Error::WebSocket { close_code, .. } => {
+                            assert_eq!(close_code, code)
+                        }
                         other => panic!("unexpected error {other}"),
                     }
                     return (evs, End::Failed(code));
@@ -111,11 +123,21 @@ pub fn run(stream: &[u8], cuts: &[usize], cfg: ParserConfig) -> (Vec<Ev>, End) {
         let n = p.release();
         buf.drain(..n);
     }
-    (evs, if p.is_closed() { End::Closed } else { End::Open })
+    (
+        evs,
+        if p.is_closed() {
+            End::Closed
+        } else {
+            End::Open
+        },
+    )
 }
 
 pub fn cfg(delivery: Delivery) -> ParserConfig {
-    ParserConfig { delivery, ..ParserConfig::default() }
+    ParserConfig {
+        delivery,
+        ..ParserConfig::default()
+    }
 }
 
 pub const MODES: [Delivery; 3] = [Delivery::Frames, Delivery::FramePieces, Delivery::Messages];
@@ -126,7 +148,10 @@ pub const MODES: [Delivery; 3] = [Delivery::Frames, Delivery::FramePieces, Deliv
 pub fn run_all_splits(stream: &[u8], max_message: usize) -> Vec<(Vec<Ev>, End)> {
     let mut out = Vec::new();
     for mode in MODES {
-        let c = ParserConfig { delivery: mode, max_message };
+        let c = ParserConfig {
+            delivery: mode,
+            max_message,
+        };
         let whole = run(stream, &[], c);
         for cut in 0..=stream.len() {
             assert_eq!(run(stream, &[cut], c), whole, "{mode:?}: split at {cut}");
@@ -147,7 +172,10 @@ pub fn decode_client_frame(b: &[u8]) -> (bool, u8, [u8; 4], Vec<u8>, usize) {
     assert!(b[1] & 0x80 != 0, "client frame not masked");
     let (len, mut i) = match b[1] & 0x7f {
         126 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-        127 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+        127 => (
+            u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
         n => (n as usize, 2),
     };
     // Minimal length encoding, as RFC 6455 §5.2 requires of senders.
@@ -158,7 +186,11 @@ pub fn decode_client_frame(b: &[u8]) -> (bool, u8, [u8; 4], Vec<u8>, usize) {
     }
     let key = [b[i], b[i + 1], b[i + 2], b[i + 3]];
     i += 4;
-    let payload: Vec<u8> = b[i..i + len].iter().enumerate().map(|(j, x)| x ^ key[j % 4]).collect();
+    let payload: Vec<u8> = b[i..i + len]
+        .iter()
+        .enumerate()
+        .map(|(j, x)| x ^ key[j % 4])
+        .collect();
     (fin, op, key, payload, i + len)
 }
 

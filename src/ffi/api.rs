@@ -644,16 +644,19 @@ pub unsafe extern "C" fn pl_get_name(p: *mut pl_pipeline, buf: *mut c_char, len:
     if p.is_null() {
         return 0;
     }
-    let name = pipe(p).p.name().to_string();
-    if !buf.is_null() && len > 0 {
-        let n = name.len().min(len - 1);
-        // SAFETY: `len` writable bytes at buf.
-        unsafe {
-            std::ptr::copy_nonoverlapping(name.as_ptr(), buf as *mut u8, n);
-            *buf.add(n) = 0;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let name = pipe(p).p.name();
+        if !buf.is_null() && len > 0 {
+            let n = name.len().min(len - 1);
+            // SAFETY: `len` writable bytes at buf; n + 1 <= len.
+            unsafe {
+                std::ptr::copy_nonoverlapping(name.as_ptr(), buf as *mut u8, n);
+                *buf.add(n) = 0;
+            }
         }
-    }
-    name.len()
+        name.len()
+    }))
+    .unwrap_or(0)
 }
 
 /// Stop every stage (no close handshake: use `pl_close` + `pl_wait_disconnected`

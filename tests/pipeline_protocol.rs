@@ -532,3 +532,48 @@ fn a_panicking_callback_disconnects_with_the_message() {
         p.stop();
     }
 }
+
+#[test]
+fn sends_from_several_threads_are_serialised() {
+    let (name, _g) = unique("mtsend");
+    let cap: Capture = Arc::default();
+    let s = SyntheticScript { capture: Some(cap.clone()), ..script(vec![], 0) };
+    let mut c = config(&name, s, Layout::Threads);
+    c.outbox_size = 1 << 16;
+    let p = Arc::new(Pipeline::start(c).unwrap());
+    let hs: Vec<_> = (0..2)
+        .map(|t| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                for i in 0..2000 {
+                    let m = format!("t{t} {i}");
+                    loop {
+                        match p.send_text(&m) {
+                            Ok(()) => break,
+                            Err(pipeline::Error::WouldBlock) => std::thread::yield_now(),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cap.lock().unwrap().len() < 4000 {
+        assert!(Instant::now() < deadline, "{} of 4000 sent", cap.lock().unwrap().len());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let c = cap.lock().unwrap();
+    for t in 0..2 {
+        let mine: Vec<String> = c
+            .iter()
+            .map(|f| String::from_utf8(f.2.clone()).unwrap())
+            .filter(|m| m.starts_with(&format!("t{t} ")))
+            .collect();
+        assert_eq!(mine.len(), 2000);
+        assert!(mine.iter().enumerate().all(|(i, m)| *m == format!("t{t} {i}")), "thread {t}'s messages out of order");
+    }
+}

@@ -411,6 +411,20 @@ pub unsafe extern "C" fn pl_start(
     })
 }
 
+/// Shared access for the thread-safe calls (send, close, state, stats, wait).
+fn pipe_ref<'a>(p: *mut pl_pipeline) -> &'a pl_pipeline {
+    // SAFETY: callers null-check first; the handle came from pl_start and is not freed
+    // while in use (C contract). `Pipeline` is Sync (asserted below): these calls only
+    // take `&self`, with a mutex around the single MSG_OUTBOX producer.
+    unsafe { &*p }
+}
+
+#[allow(dead_code)]
+fn _pipeline_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Pipeline>();
+}
+
 fn pipe<'a>(p: *mut pl_pipeline) -> &'a mut pl_pipeline {
     // SAFETY: callers null-check first; the handle came from pl_start and the C
     // contract says it is not used after pl_free nor from two threads at once (except
@@ -510,7 +524,7 @@ pub unsafe extern "C" fn pl_send_text(
         let b = unsafe { bytes(text as *const u8, len) };
         let s = std::str::from_utf8(b)
             .map_err(|_| Error::Config("text message is not valid UTF-8".into()))?;
-        pipe(p).p.send_text(s)
+        pipe_ref(p).p.send_text(s)
     })
 }
 
@@ -527,7 +541,7 @@ pub unsafe extern "C" fn pl_send_binary(
     boundary(|| {
         ffi_nonnull!(p, data);
         // SAFETY: per the contract.
-        pipe(p).p.send_binary(unsafe { bytes(data, len) })
+        pipe_ref(p).p.send_binary(unsafe { bytes(data, len) })
     })
 }
 
@@ -546,7 +560,7 @@ pub unsafe extern "C" fn pl_close(
         ffi_nonnull!(p);
         // SAFETY: per the contract.
         let r = unsafe { opt_str(reason, "reason")? }.unwrap_or_default();
-        pipe(p).p.close(code, &r)
+        pipe_ref(p).p.close(code, &r)
     })
 }
 
@@ -562,7 +576,7 @@ pub unsafe extern "C" fn pl_wait_disconnected(
 ) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p);
-        if pipe(p)
+        if pipe_ref(p)
             .p
             .wait_disconnected(Duration::from_millis(timeout_ms as u64))
         {
@@ -589,7 +603,7 @@ pub unsafe extern "C" fn pl_get_state(
 ) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, out);
-        let st = pipe(p).p.state();
+        let st = pipe_ref(p).p.state();
         let (code, text) = match &st {
             State::Connecting => (PlState::PL_STATE_CONNECTING, ""),
             State::Connected => (PlState::PL_STATE_CONNECTED, ""),
@@ -618,7 +632,7 @@ pub unsafe extern "C" fn pl_get_state(
 pub unsafe extern "C" fn pl_get_stats(p: *mut pl_pipeline, out: *mut PlStats) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, out);
-        let s = pipe(p).p.stats();
+        let s = pipe_ref(p).p.stats();
         let mut o = PlStats::default();
         // SAFETY: PlStats is COUNTERS u64 fields in Counter order (asserted size, repr(C)).
         unsafe {
@@ -645,7 +659,7 @@ pub unsafe extern "C" fn pl_get_name(p: *mut pl_pipeline, buf: *mut c_char, len:
         return 0;
     }
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let name = pipe(p).p.name();
+        let name = pipe_ref(p).p.name();
         if !buf.is_null() && len > 0 {
             let n = name.len().min(len - 1);
             // SAFETY: `len` writable bytes at buf; n + 1 <= len.

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::netns::TestBed;
-use pipeline::pipeline::{enable_xdp, Config, Pipeline, PipelineState, TransportKind};
+use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stats::Counter;
 use pipeline_support::*;
@@ -90,7 +90,6 @@ fn wss_over_af_xdp_through_every_stage() {
         let url = format!("wss://{}:9443/", bed.server_ip);
         let cert = cert.clone();
         r = bed.in_client(move || -> Result<(), String> {
-            enable_xdp();
             let mut cfg = Config::new(&url);
             cfg.name = Some(name);
             cfg.transport = TransportKind::Xdp;

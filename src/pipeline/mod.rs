@@ -62,29 +62,6 @@ fn next_hop_mac(hop: std::net::Ipv4Addr, ifname: &str, timeout: Duration) -> Res
     }
 }
 
-type XdpSetup = fn(
-    &Config,
-    &Url,
-    &ShmDir,
-    &StatsRegion,
-    &ClientHandshake,
-    &MsgInbox,
-    &MsgOutbox,
-    &ElemRing<PongFrame>,
-) -> Result<(Box<dyn Stage>, Box<dyn Stage>)>;
-
-static XDP_SETUP: std::sync::OnceLock<XdpSetup> = std::sync::OnceLock::new();
-
-/// Make `TransportKind::Xdp` available in this program.
-///
-/// The XDP path pulls in libxdp, whose static objects are not position-independent, so
-/// it cannot be linked into `libpipeline.so`. Keeping it behind this registration keeps
-/// it out of the shared library (nothing exported to C reaches it) while Rust programs
-/// (the `pipeline` CLI, tests) opt in with one call.
-pub fn enable_xdp() {
-    let _ = XDP_SETUP.set(xdp_stages);
-}
-
 #[allow(clippy::too_many_arguments)]
 fn xdp_stages(
     cfg: &Config,
@@ -392,15 +369,7 @@ impl Pipeline {
                 transport_stage!(StreamTransport::connect(&url.host, url.port, cfg.timeout)?),
             ),
             TransportKind::Xdp => {
-                let setup = XDP_SETUP.get().ok_or_else(|| {
-                    Error::Config(
-                        "the XDP transport is not enabled in this program: Rust programs call \
-                         pipeline::pipeline::enable_xdp() first; the C library cannot carry it yet \
-                         (libxdp is not built position-independent)"
-                            .into(),
-                    )
-                })?;
-                let (xdp, t) = setup(
+                let (xdp, t) = xdp_stages(
                     &cfg, &url, &dir, &stats, &handshake, &inbox, &outbox, &pongs,
                 )?;
                 ts(&mut stages, xdp);

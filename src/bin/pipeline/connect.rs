@@ -166,7 +166,6 @@ pub fn main(args: &[String]) -> ExitCode {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    pipeline::pipeline::enable_xdp();
     let mut p = match Pipeline::start(o.cfg) {
         Ok(p) => p,
         Err(e) => {

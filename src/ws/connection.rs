@@ -43,6 +43,8 @@ pub struct Connection {
     builder: FrameBuilder,
     close: CloseHandshake,
     out: Vec<u8>,
+    /// `out[..out_off]` has been sent (see [`Connection::consume_output`]).
+    out_off: usize,
     auto_pong: bool,
 }
 
@@ -70,6 +72,7 @@ impl Connection {
             builder,
             close: CloseHandshake::new(cfg.close_timeout),
             out: Vec::new(),
+            out_off: 0,
             auto_pong: cfg.auto_pong,
         }
     }
@@ -193,11 +196,23 @@ impl Connection {
 
     /// Bytes waiting to be sent.
     pub fn pending_output(&self) -> &[u8] {
-        &self.out
+        &self.out[self.out_off..]
     }
 
     /// `n` bytes of [`pending_output`](Self::pending_output) were sent.
+    ///
+    /// Advances an offset instead of shifting the rest to the front on every call: a
+    /// 16 MiB frame going out in 200 KiB partial sends would otherwise be memmoved ~80
+    /// times. The buffer is emptied when all is sent, and compacted once the sent part
+    /// is both large and the bigger half.
     pub fn consume_output(&mut self, n: usize) {
-        self.out.drain(..n.min(self.out.len()));
+        self.out_off = (self.out_off + n).min(self.out.len());
+        if self.out_off == self.out.len() {
+            self.out.clear();
+            self.out_off = 0;
+        } else if self.out_off >= 64 * 1024 && self.out_off * 2 >= self.out.len() {
+            self.out.drain(..self.out_off);
+            self.out_off = 0;
+        }
     }
 }

@@ -167,14 +167,14 @@ fn main() -> ExitCode {
         let t = Instant::now();
         let how = run_case(&a.base, n, &a.agent, &cfg);
         if !a.quiet {
-            eprintln!("case {n:>3}/{hi}: {:>7.3} s  {how}", t.elapsed().as_secs_f64());
+            eprintln!(
+                "case {n:>3}/{hi}: {:>7.3} s  {how}",
+                t.elapsed().as_secs_f64()
+            );
         }
     }
     // The server writes its report while handling this request.
-    match WsClient::connect(
-        &format!("{}/updateReports?agent={}", a.base, a.agent),
-        &cfg,
-    ) {
+    match WsClient::connect(&format!("{}/updateReports?agent={}", a.base, a.agent), &cfg) {
         Ok(mut ws) => loop {
             match ws.recv_timeout(Duration::from_secs(60)) {
                 Ok(Some(Message::Closed { .. })) | Err(_) | Ok(None) => break,

@@ -59,7 +59,11 @@ impl Server {
         let n = BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .unwrap_or(0);
-        match line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()) {
+        match line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+        {
             Some(port) if n > 0 => Server {
                 child,
                 port,
@@ -123,12 +127,17 @@ fn next(ws: &mut WsClient) -> Got {
     }
 }
 
+/// (kind, payload, first, is_final) of one received frame.
+type FrameRec = (MessageKind, Vec<u8>, bool, bool);
+
 fn pattern(i: usize, size: usize) -> Vec<u8> {
     (0..size).map(|j| ((i + j) % 251) as u8).collect()
 }
 
 fn text_pattern(i: usize, size: usize) -> String {
-    (0..size).map(|j| (b'a' + ((i + j) % 26) as u8) as char).collect()
+    (0..size)
+        .map(|j| (b'a' + ((i + j) % 26) as u8) as char)
+        .collect()
 }
 
 fn err_text(r: pipeline::Result<WsClient>) -> String {
@@ -157,9 +166,20 @@ fn text_and_binary_echo_tls() {
 fn sizes_0_to_16mib_echo_tls() {
     let srv = Server::tls();
     let mut ws = connect(&srv, "/echo");
-    for (i, size) in [0usize, 1, 125, 126, 127, 65535, 65536, 65537, 1 << 20, 16 << 20]
-        .into_iter()
-        .enumerate()
+    for (i, size) in [
+        0usize,
+        1,
+        125,
+        126,
+        127,
+        65535,
+        65536,
+        65537,
+        1 << 20,
+        16 << 20,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let msg = pattern(i, size);
         ws.send_binary(&msg).unwrap();
@@ -202,7 +222,11 @@ fn stream_of_messages_then_server_close() {
     assert_eq!(next(&mut ws), Got::Closed(1000, "stream done".into()));
     let mut ws = connect(&srv, "/stream?n=300&size=1000&type=text");
     for i in 0..300 {
-        assert_eq!(next(&mut ws), Got::Text(text_pattern(i, 1000)), "text message {i}");
+        assert_eq!(
+            next(&mut ws),
+            Got::Text(text_pattern(i, 1000)),
+            "text message {i}"
+        );
     }
     assert_eq!(next(&mut ws), Got::Closed(1000, "stream done".into()));
 }
@@ -226,7 +250,7 @@ fn fragmented_messages_from_server_in_frame_delivery() {
     let c = cfg().delivery(Delivery::Frames);
     let mut ws = WsClient::connect(&srv.url("localhost", "/fragmented"), &c).unwrap();
     // (kind, payload, first, is_final) per frame, in order.
-    let mut frames: Vec<(MessageKind, Vec<u8>, bool, bool)> = Vec::new();
+    let mut frames: Vec<FrameRec> = Vec::new();
     while frames.iter().filter(|f| f.3).count() < 3 {
         match ws.recv_timeout(T).unwrap() {
             Some(Message::Frame(Frame {
@@ -241,7 +265,7 @@ fn fragmented_messages_from_server_in_frame_delivery() {
     }
     // websockets sends each fragment non-final and ends the message with an empty
     // final continuation frame; group frames into messages by `is_final`.
-    let mut msgs: Vec<Vec<&(MessageKind, Vec<u8>, bool, bool)>> = vec![Vec::new()];
+    let mut msgs: Vec<Vec<&FrameRec>> = vec![Vec::new()];
     for f in &frames {
         msgs.last_mut().unwrap().push(f);
         if f.3 {
@@ -252,9 +276,18 @@ fn fragmented_messages_from_server_in_frame_delivery() {
     assert_eq!(msgs.len(), 3);
     let t = MessageKind::Text;
     let b = MessageKind::Binary;
-    let payloads: Vec<Vec<Vec<u8>>> =
-        msgs.iter().map(|m| m.iter().map(|f| f.1.clone()).collect()).collect();
-    assert_eq!(&payloads[0][..3], &[b"frag".to_vec(), b"mented ".to_vec(), "tëxt".as_bytes().to_vec()]);
+    let payloads: Vec<Vec<Vec<u8>>> = msgs
+        .iter()
+        .map(|m| m.iter().map(|f| f.1.clone()).collect())
+        .collect();
+    assert_eq!(
+        &payloads[0][..3],
+        &[
+            b"frag".to_vec(),
+            b"mented ".to_vec(),
+            "tëxt".as_bytes().to_vec()
+        ]
+    );
     assert_eq!(&payloads[1][..3], &[vec![0u8], vec![], vec![1, 2]]);
     assert!(payloads[2].len() >= 16, "1 MiB in 64 KiB fragments");
     for (m, kind) in msgs.iter().zip([t, b, b]) {
@@ -329,7 +362,10 @@ fn client_ping_gets_pong() {
         other => panic!("{other:?}"),
     }
     ws.send_ping(b"").unwrap();
-    assert!(matches!(ws.recv_timeout(T).unwrap(), Some(Message::Pong(b""))));
+    assert!(matches!(
+        ws.recv_timeout(T).unwrap(),
+        Some(Message::Pong(b""))
+    ));
     // Over 125 bytes is refused locally, and the connection stays usable.
     assert!(matches!(ws.send_ping(&[0u8; 126]), Err(Error::Config(_))));
     ws.send_text("still open").unwrap();
@@ -371,7 +407,10 @@ fn client_initiated_close() {
     // Codes that may not be sent are refused before anything is sent.
     let mut ws = connect(&srv, "/echo");
     assert!(matches!(ws.close(1005, ""), Err(Error::Config(_))));
-    assert!(matches!(ws.close(1000, &"x".repeat(124)), Err(Error::Config(_))));
+    assert!(matches!(
+        ws.close(1000, &"x".repeat(124)),
+        Err(Error::Config(_))
+    ));
     assert!(ws.is_open());
     ws.close(1001, "").unwrap();
 }
@@ -390,21 +429,30 @@ fn unknown_ca_is_refused() {
 fn wrong_host_name_is_refused() {
     let srv = Server::start(Some("wronghost"));
     let e = err_text(WsClient::connect(&srv.url("localhost", "/echo"), &cfg()));
-    assert!(e.contains("certificate verify failed: hostname mismatch"), "{e}");
+    assert!(
+        e.contains("certificate verify failed: hostname mismatch"),
+        "{e}"
+    );
 }
 
 #[test]
 fn expired_certificate_is_refused() {
     let srv = Server::start(Some("expired"));
     let e = err_text(WsClient::connect(&srv.url("localhost", "/echo"), &cfg()));
-    assert!(e.contains("certificate verify failed: certificate has expired"), "{e}");
+    assert!(
+        e.contains("certificate verify failed: certificate has expired"),
+        "{e}"
+    );
 }
 
 #[test]
 fn system_store_does_not_trust_the_test_ca() {
     // Default config: verification against the system CA store.
     let srv = Server::tls();
-    let e = err_text(WsClient::connect(&srv.url("localhost", "/echo"), &ClientConfig::default()));
+    let e = err_text(WsClient::connect(
+        &srv.url("localhost", "/echo"),
+        &ClientConfig::default(),
+    ));
     assert!(e.contains("certificate verify failed"), "{e}");
 }
 
@@ -423,7 +471,10 @@ fn upgrade_refused_with_403_reports_status_line() {
     let srv = Server::tls();
     let r = WsClient::connect(&srv.url("localhost", "/forbidden"), &cfg());
     match r {
-        Err(Error::WebSocket { close_code: 0, reason }) => {
+        Err(Error::WebSocket {
+            close_code: 0,
+            reason,
+        }) => {
             assert!(reason.contains("HTTP/1.1 403 Forbidden"), "{reason}")
         }
         other => panic!("{other:?}"),
@@ -438,12 +489,10 @@ fn message_over_max_message_fails_with_1009() {
     let srv = Server::tls();
     let c = cfg().max_message(1000);
     let mut ws = WsClient::connect(&srv.url("localhost", "/big?size=2000"), &c).unwrap();
-    let e = loop {
-        match ws.recv_timeout(T) {
-            Ok(Some(m)) => panic!("unexpected {m:?}"),
-            Ok(None) => panic!("nothing within {T:?}"),
-            Err(e) => break e,
-        }
+    let e = match ws.recv_timeout(T) {
+        Ok(Some(m)) => panic!("unexpected {m:?}"),
+        Ok(None) => panic!("nothing within {T:?}"),
+        Err(e) => e,
     };
     match &e {
         Error::WebSocket { close_code, reason } => {
@@ -462,7 +511,10 @@ fn refused_connection_and_bad_urls() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let e = err_text(WsClient::connect(&format!("ws://127.0.0.1:{port}/"), &cfg()));
+    let e = err_text(WsClient::connect(
+        &format!("ws://127.0.0.1:{port}/"),
+        &cfg(),
+    ));
     assert!(e.contains("connection refused"), "{e}");
     for bad in ["http://localhost/", "ws://", "ws://h:0/", "wss://h/#frag"] {
         match WsClient::connect(bad, &cfg()) {
@@ -488,7 +540,8 @@ fn plain_ws_echo_stream_and_close() {
         other => panic!("{other:?}"),
     }
     assert_eq!(ws.close(1000, "").unwrap().code, 1000);
-    let mut ws = WsClient::connect(&srv.url("127.0.0.1", "/stream?n=500&size=70000"), &cfg()).unwrap();
+    let mut ws =
+        WsClient::connect(&srv.url("127.0.0.1", "/stream?n=500&size=70000"), &cfg()).unwrap();
     for i in 0..500 {
         match next(&mut ws) {
             Got::Binary(b) => assert!(b == pattern(i, 70000), "message {i} differs"),
@@ -514,7 +567,10 @@ fn non_blocking_recv_returns_none_when_idle() {
     let srv = Server::tls();
     let mut ws = connect(&srv, "/echo");
     assert!(ws.recv().unwrap().is_none());
-    assert!(ws.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+    assert!(ws
+        .recv_timeout(Duration::from_millis(50))
+        .unwrap()
+        .is_none());
     ws.send_text("x").unwrap();
     assert_eq!(next(&mut ws), Got::Text("x".into()));
     ws.close(1000, "").unwrap();

@@ -120,7 +120,10 @@ impl std::fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConfig")
             .field("tls", &self.tls)
-            .field("tls_context", &self.tls_context.as_ref().map(|_| "<TlsContext>"))
+            .field(
+                "tls_context",
+                &self.tls_context.as_ref().map(|_| "<TlsContext>"),
+            )
             .field("socket", &self.socket)
             .field("handshake", &self.handshake)
             .field("handshake_timeout", &self.handshake_timeout)

@@ -280,7 +280,9 @@ impl<T: ByteTransport> WsClient<T> {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Timeout(format!("{what}: could not send the request")));
+                return Err(Error::Timeout(format!(
+                    "{what}: could not send the request"
+                )));
             }
             self.io.wait(true, left.min(Duration::from_millis(50)))?;
         }
@@ -460,9 +462,11 @@ impl<T: ByteTransport> WsClient<T> {
             self.rbuf.len(),
             self.max_message
         );
-        let _ = self
-            .conn
-            .close(close_code::MESSAGE_TOO_BIG, "message too big", Instant::now());
+        let _ = self.conn.close(
+            close_code::MESSAGE_TOO_BIG,
+            "message too big",
+            Instant::now(),
+        );
         Error::WebSocket {
             close_code: close_code::MESSAGE_TOO_BIG,
             reason,
@@ -613,7 +617,12 @@ impl<T: ByteTransport> WsClient<T> {
     /// continue it (same `kind`), `is_final` ends it. Control frames (ping, pong) may be
     /// sent between fragments; other messages may not. Text fragments may split a
     /// UTF-8 character; the message as a whole must be UTF-8.
-    pub fn send_fragment(&mut self, kind: MessageKind, payload: &[u8], is_final: bool) -> Result<()> {
+    pub fn send_fragment(
+        &mut self,
+        kind: MessageKind,
+        payload: &[u8],
+        is_final: bool,
+    ) -> Result<()> {
         let op = match self.sending {
             None => kind.opcode(),
             Some(k) if k == kind => OpCode::Continuation,
@@ -759,7 +768,10 @@ impl<T: ByteTransport> WsClient<T> {
             )));
         }
         let now = Instant::now();
-        let r = self.conn.close(code, reason, now).and_then(|_| self.await_close(now));
+        let r = self
+            .conn
+            .close(code, reason, now)
+            .and_then(|_| self.await_close(now));
         self.finish();
         self.state = State::Done(match &r {
             Ok(_) => format!("the WebSocket was closed by us (code {code})"),

@@ -216,3 +216,42 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::builder::FrameBuilder;
+
+    /// Partial sends in odd sizes, frames queued in between: the bytes that go out are
+    /// exactly the frames in order (the offset bookkeeping loses or repeats nothing).
+    #[test]
+    fn consume_output_in_pieces_keeps_the_byte_stream() {
+        let cfg = ConnectionConfig::default();
+        let mut a = Connection::with_builder(cfg, FrameBuilder::with_seed(7));
+        let mut b = Connection::with_builder(cfg, FrameBuilder::with_seed(7));
+        let big = vec![0x5au8; 300_000];
+        let mut want = Vec::new();
+        for i in 0..6 {
+            b.send_binary(&big[..50_000 * i + 1]).unwrap();
+            want.extend_from_slice(b.pending_output());
+            b.consume_output(usize::MAX);
+            assert!(b.pending_output().is_empty());
+        }
+        let mut got = Vec::new();
+        let mut step = 1usize;
+        for i in 0..6 {
+            a.send_binary(&big[..50_000 * i + 1]).unwrap();
+            // Send only part of what is pending, in growing odd pieces.
+            let n = a.pending_output().len().min(step);
+            got.extend_from_slice(&a.pending_output()[..n]);
+            a.consume_output(n);
+            step = step * 3 + 1;
+        }
+        while !a.pending_output().is_empty() {
+            let n = a.pending_output().len().min(70_001);
+            got.extend_from_slice(&a.pending_output()[..n]);
+            a.consume_output(n);
+        }
+        assert!(got == want, "byte streams differ ({} vs {} bytes)", got.len(), want.len());
+    }
+}

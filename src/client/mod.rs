@@ -46,6 +46,9 @@ use crate::ws::{
 };
 use io::Io;
 
+// A client can be moved to the thread that polls it.
+static_assertions::assert_impl_all!(WsClient<KernelSocket>: Send);
+
 /// Largest accepted `max_message` (the receive buffer is that big).
 pub const MAX_MESSAGE_LIMIT: usize = 1 << 30;
 

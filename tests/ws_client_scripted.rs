@@ -473,3 +473,57 @@ fn message_too_big_for_the_limit_sends_1009() {
     }
     h.join().unwrap();
 }
+
+#[test]
+fn frame_pieces_delivery_streams_a_large_frame() {
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let want = payload.clone();
+    let (port, h) = serve(move |mut s| {
+        upgrade(&mut s, &[]);
+        let f = frame(0x82, &payload);
+        // In pieces, with pauses, so the client sees partial payloads.
+        for c in f.chunks(70_000) {
+            s.write_all(c).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (b0, _, _) = read_frame(&mut s).unwrap();
+        assert_eq!(b0, 0x88);
+        s.write_all(&frame(0x88, &close_payload(1000, ""))).unwrap();
+    });
+    let c = cfg().delivery(pipeline::ws::Delivery::FramePieces);
+    let mut ws = WsClient::connect(&url(port, "/"), &c).unwrap();
+    let mut got = Vec::new();
+    let mut pieces = 0;
+    loop {
+        match ws.recv_timeout(T).unwrap() {
+            Some(Message::Frame(f)) => {
+                assert_eq!(f.first, got.is_empty());
+                got.extend_from_slice(f.payload);
+                pieces += 1;
+                if f.is_final {
+                    break;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(got == want);
+    assert!(
+        pieces > 1,
+        "a 300 kB frame sent in 70 kB pieces arrives in pieces"
+    );
+    assert_eq!(ws.close(1000, "").unwrap().code, 1000);
+    h.join().unwrap();
+}
+
+#[test]
+fn dropping_an_open_client_sends_going_away() {
+    let (port, h) = serve(|mut s| {
+        upgrade(&mut s, &[]);
+        let (b0, _, p) = read_frame(&mut s).expect("a close frame on drop");
+        assert_eq!((b0, p), (0x88, close_payload(1001, "")));
+    });
+    let ws = WsClient::connect(&url(port, "/"), &cfg()).unwrap();
+    drop(ws);
+    h.join().unwrap();
+}

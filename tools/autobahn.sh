@@ -19,7 +19,7 @@
 # --strict, NON-STRICT and UNIMPLEMENTED also fail); 2 on setup errors.
 #
 # The shared Autobahn scripts (install.sh, run-fuzzingserver.sh, summarize.py) are
-# found in AUTOBAHN_TOOLS (default /work/shared/tools/autobahn). If they are missing
+# found in AUTOBAHN_TOOLS (default ../shared/tools/autobahn beside the clone). If they are missing
 # the run is skipped (exit 0) unless CI is set, in which case it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 MODE=both CASES='*' EXCLUDE='12.*,13.*' OUTDIR= STRICT=0
 PREFIX=${AB_PREFIX:-/opt/autobahn}
-TOOLS=${AUTOBAHN_TOOLS:-/work/shared/tools/autobahn}
+TOOLS=${AUTOBAHN_TOOLS:-$ROOT/../shared/tools/autobahn}
 while [ $# -gt 0 ]; do
   case "$1" in
     --mode)    MODE=${2:?}; shift 2;;

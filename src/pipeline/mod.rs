@@ -62,29 +62,6 @@ fn next_hop_mac(hop: std::net::Ipv4Addr, ifname: &str, timeout: Duration) -> Res
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn xdp_stages(
-    cfg: &Config,
-    url: &Url,
-    dir: &ShmDir,
-    stats: &StatsRegion,
-    handshake: &ClientHandshake,
-    inbox: &MsgInbox,
-    outbox: &MsgOutbox,
-    pongs: &ElemRing<PongFrame>,
-) -> Result<(Box<dyn Stage>, Box<dyn Stage>)> {
-    let (xdp, t) = xdp_setup(cfg, url, dir, stats)?;
-    let ts = TransportStage::new(
-        t,
-        handshake.clone(),
-        inbox.writer(),
-        outbox.reader(),
-        pongs.consumer(),
-        stats.clone(),
-        outbox.max_payload(),
-    )?;
-    Ok((Box::new(xdp), Box::new(ts)))
-}
 
 /// Set up the XDP path: route, MACs, port reservation, AF_XDP socket + flow filter,
 /// rings, TCP connection (SYN queued) and TLS session.
@@ -369,11 +346,9 @@ impl Pipeline {
                 transport_stage!(StreamTransport::connect(&url.host, url.port, cfg.timeout)?),
             ),
             TransportKind::Xdp => {
-                let (xdp, t) = xdp_stages(
-                    &cfg, &url, &dir, &stats, &handshake, &inbox, &outbox, &pongs,
-                )?;
-                ts(&mut stages, xdp);
-                ts(&mut stages, t);
+                let (xdp, t) = xdp_setup(&cfg, &url, &dir, &stats)?;
+                ts(&mut stages, Box::new(xdp));
+                ts(&mut stages, transport_stage!(t));
             }
         }
         stages.push(Box::new(WebSocketStage::new(

@@ -166,6 +166,12 @@ typedef struct PlFrame {
   uint64_t pos;
 } PlFrame;
 
+// Called on each connection state change after `pl_start` returned (which is the
+// CONNECTED event): CLOSING, then DISCONNECTED with the reason ("closed by the server
+// (1000 bye)", "reset by peer", "stopped by the application", ...). `reason` is
+// NUL-terminated and valid only during the call. Runs on a library watcher thread.
+typedef void (*pl_on_state)(void *user, enum PlState state, const char *reason);
+
 // Every counter of the stats region (see docs/pipeline.md for their meaning).
 typedef struct PlStats {
   uint64_t state;
@@ -275,6 +281,13 @@ enum PlResult pl_send_binary(struct pl_pipeline *p, const uint8_t *data, size_t 
 // # Safety
 // `p` from `pl_start`; `reason` NULL or NUL-terminated.
 enum PlResult pl_close(struct pl_pipeline *p, uint16_t code, const char *reason);
+
+// Register `cb` for state changes (see `pl_on_state`); NULL removes it. The last call
+// a callback gets is DISCONNECTED, at the latest during `pl_stop`.
+//
+// # Safety
+// `p` from `pl_start`; not called concurrently with `pl_stop`/`pl_free` on `p`.
+enum PlResult pl_set_on_state(struct pl_pipeline *p, pl_on_state cb, void *user);
 
 // Wait up to `timeout_ms` for the state to become DISCONNECTED: `PL_OK`, or
 // `PL_ERR_TIMEOUT`.

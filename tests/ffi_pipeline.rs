@@ -236,3 +236,40 @@ fn callback_delivery_and_poll_refused() {
         );
     }
 }
+
+static STATES: std::sync::Mutex<Vec<(PlState, String)>> = std::sync::Mutex::new(Vec::new());
+
+unsafe extern "C" fn on_state(user: *mut c_void, state: PlState, reason: *const std::ffi::c_char) {
+    assert_eq!(user as usize, 0xbeef);
+    // SAFETY: the library passes a NUL-terminated string valid during the call.
+    let r = unsafe { std::ffi::CStr::from_ptr(reason) }.to_string_lossy().into_owned();
+    STATES.lock().unwrap().push((state, r));
+}
+
+#[test]
+fn state_changes_reach_the_state_callback_with_the_reason() {
+    let data = frames(10);
+    let url = CString::new("wss://synthetic.test/x").unwrap();
+    let name = CString::new(format!("f{}_state", std::process::id())).unwrap();
+    let _g = Guard(name.to_str().unwrap().into());
+    // SAFETY: valid pointers throughout; the handle is freed once.
+    unsafe {
+        let mut cfg = std::mem::zeroed::<PlConfig>();
+        base_config(&mut cfg, &url, &name, &data);
+        let mut p: *mut pl_pipeline = std::ptr::null_mut();
+        assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());
+        assert_eq!(pl_set_on_state(std::ptr::null_mut(), Some(on_state), std::ptr::null_mut()), PlResult::PL_ERR_NULL_ARG);
+        assert_eq!(pl_set_on_state(p, Some(on_state), 0xbeef as *mut c_void), PlResult::PL_OK);
+        let bye = CString::new("bye").unwrap();
+        assert_eq!(pl_close(p, 1000, bye.as_ptr()), PlResult::PL_OK);
+        assert_eq!(pl_wait_disconnected(p, 10_000), PlResult::PL_OK);
+        // The watcher looks once per millisecond; stop joins it after its last report.
+        assert_eq!(pl_stop(p), PlResult::PL_OK);
+        pl_free(p);
+    }
+    let states = STATES.lock().unwrap().clone();
+    let last = states.last().cloned().expect("no state change reported");
+    assert_eq!(last.0, PlState::PL_STATE_DISCONNECTED, "{states:?}");
+    assert!(last.1.contains("close handshake completed"), "{states:?}");
+    assert_eq!(states.iter().filter(|s| s.0 == PlState::PL_STATE_DISCONNECTED).count(), 1, "{states:?}");
+}

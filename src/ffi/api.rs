@@ -103,6 +103,13 @@ pub const PL_OPCODE_MORE: u32 = PlOpcodeFlags::PL_OPCODE_MORE as u32;
 pub type pl_on_message =
     Option<unsafe extern "C" fn(user: *mut c_void, payload: *const u8, len: usize, opcode: u32)>;
 
+/// Called on each connection state change after `pl_start` returned (which is the
+/// CONNECTED event): CLOSING, then DISCONNECTED with the reason ("closed by the server
+/// (1000 bye)", "reset by peer", "stopped by the application", ...). `reason` is
+/// NUL-terminated and valid only during the call. Runs on a library watcher thread.
+#[allow(non_camel_case_types)]
+pub type pl_on_state = Option<unsafe extern "C" fn(user: *mut c_void, state: PlState, reason: *const c_char)>;
+
 /// Start-up options. Fill with `pl_config_init`, then set what you need.
 #[repr(C)]
 pub struct PlConfig {
@@ -564,6 +571,51 @@ pub unsafe extern "C" fn pl_close(
     })
 }
 
+struct CStateCallback {
+    f: unsafe extern "C" fn(*mut c_void, PlState, *const c_char),
+    user: *mut c_void,
+}
+// SAFETY: the C caller promises the callback and its user pointer may be used from the
+// watcher thread (documented on `pl_on_state`).
+unsafe impl Send for CStateCallback {}
+
+fn pl_state_of(st: &State) -> (PlState, &str) {
+    match st {
+        State::Connecting => (PlState::PL_STATE_CONNECTING, ""),
+        State::Connected => (PlState::PL_STATE_CONNECTED, ""),
+        State::Closing => (PlState::PL_STATE_CLOSING, ""),
+        State::Disconnected { reason } => (PlState::PL_STATE_DISCONNECTED, reason.as_str()),
+    }
+}
+
+/// Register `cb` for state changes (see `pl_on_state`); NULL removes it. The last call
+/// a callback gets is DISCONNECTED, at the latest during `pl_stop`.
+///
+/// # Safety
+/// `p` from `pl_start`; not called concurrently with `pl_stop`/`pl_free` on `p`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_set_on_state(p: *mut pl_pipeline, cb: pl_on_state, user: *mut c_void) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p);
+        let Some(f) = cb else {
+            pipe(p).p.on_state_change(Box::new(|_| {}));
+            return Ok(());
+        };
+        let c = CStateCallback { f, user };
+        pipe(p).p.on_state_change(Box::new(move |st| {
+            // Capture the whole (Send) struct, not its raw-pointer field alone.
+            let c = &c;
+            let (code, text) = pl_state_of(st);
+            // A reason never holds NUL in practice; if it did, cut it there.
+            let text = text.split('\0').next().unwrap_or("");
+            let cstr = std::ffi::CString::new(text).unwrap_or_default();
+            // SAFETY: the C caller registered a callback valid for this pipeline's life.
+            unsafe { (c.f)(c.user, code, cstr.as_ptr()) };
+        }));
+        Ok(())
+    })
+}
+
 /// Wait up to `timeout_ms` for the state to become DISCONNECTED: `PL_OK`, or
 /// `PL_ERR_TIMEOUT`.
 ///
@@ -604,12 +656,7 @@ pub unsafe extern "C" fn pl_get_state(
     boundary(|| {
         ffi_nonnull!(p, out);
         let st = pipe_ref(p).p.state();
-        let (code, text) = match &st {
-            State::Connecting => (PlState::PL_STATE_CONNECTING, ""),
-            State::Connected => (PlState::PL_STATE_CONNECTED, ""),
-            State::Closing => (PlState::PL_STATE_CLOSING, ""),
-            State::Disconnected { reason } => (PlState::PL_STATE_DISCONNECTED, reason.as_str()),
-        };
+        let (code, text) = pl_state_of(&st);
         if !reason.is_null() && len > 0 {
             let n = text.len().min(len - 1);
             // SAFETY: `len` writable bytes at `reason`; n + 1 <= len.

@@ -17,8 +17,8 @@ mod config;
 pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind};
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -248,6 +248,8 @@ pub struct Pipeline {
     running: Option<Running>,
     layout: Layout,
     wait: WaitKind,
+    /// The state-change watcher: its stop flag and thread.
+    watcher: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     // Last: removed when the pipeline goes.
     dir: Option<ShmDir>,
 }
@@ -421,6 +423,7 @@ impl Pipeline {
             receiver,
             callback,
             running: Some(running),
+            watcher: None,
             layout,
             wait,
             dir: Some(dir),
@@ -529,6 +532,41 @@ impl Pipeline {
         self.stats.state_code() == 3
     }
 
+    /// Call `cb` on every later state change (Closing, Disconnected with its reason),
+    /// from a watcher thread that looks at the shared state once per millisecond — off
+    /// the data path, so it costs the stages nothing. `start` returning is the
+    /// Connected event. The last call is for Disconnected; replacing the callback stops
+    /// the previous watcher.
+    pub fn on_state_change(&mut self, mut cb: Box<dyn FnMut(&State) + Send>) {
+        self.stop_watcher();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = self.stats.clone();
+        let flag = stop.clone();
+        let mut last = stats.state_code();
+        let handle = std::thread::spawn(move || loop {
+            // Read the flag first: a stop publishes Disconnected before raising it, so
+            // the state read below always includes the final change.
+            let stopping = flag.load(Ordering::Acquire);
+            let code = stats.state_code();
+            if code != last {
+                last = code;
+                cb(&stats.state());
+            }
+            if code == 3 || stopping {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        });
+        self.watcher = Some((stop, handle));
+    }
+
+    fn stop_watcher(&mut self) {
+        if let Some((stop, handle)) = self.watcher.take() {
+            stop.store(true, Ordering::Release);
+            let _ = handle.join();
+        }
+    }
+
     /// The polling receiver (once; `None` with callback delivery or if taken).
     pub fn receiver(&mut self) -> Option<Receiver> {
         self.receiver.take()
@@ -561,6 +599,8 @@ impl Pipeline {
             });
             r.stop(&self.stats);
         }
+        // After the Disconnected state is published, so the watcher reports it.
+        self.stop_watcher();
         self.dir.take();
     }
 

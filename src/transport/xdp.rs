@@ -507,9 +507,20 @@ impl XdpTcpTransport {
             any = true;
             match t {
                 Transmit::Control(seg) => {
-                    let Some(a) = self.xsk.alloc_tx(TxKind::Ack) else {
-                        stats.ack_pool_empty += 1;
-                        continue;
+                    let a = match self.xsk.alloc_tx(TxKind::Ack) {
+                        Some(a) => a,
+                        None => {
+                            // Frames may be done but not reaped yet: push the ring, reap, retry.
+                            self.xsk.flush_tx();
+                            self.xsk.reap_completions();
+                            match self.xsk.alloc_tx(TxKind::Ack) {
+                                Some(a) => a,
+                                None => {
+                                    stats.ack_pool_empty += 1;
+                                    continue;
+                                }
+                            }
+                        }
                     };
                     let Some(buf) = self.xsk.tx_buffer(a) else { continue };
                     match conn.emit_control(&seg, buf) {
@@ -614,8 +625,12 @@ impl XdpTcpTransport {
         if until == 0 {
             return;
         }
-        let ms = until.div_ceil(1000).max(1);
-        let _ = self.xsk.wait_rx(Duration::from_millis(ms));
+        // ppoll(2) with µs precision (the ACK timer is 100 µs; poll(2)'s 1 ms would
+        // hold every delayed ACK ten times too long).
+        let mut pfd = libc::pollfd { fd: self.xsk.fd(), events: libc::POLLIN, revents: 0 };
+        let ts = libc::timespec { tv_sec: (until / 1_000_000) as libc::time_t, tv_nsec: ((until % 1_000_000) * 1000) as libc::c_long };
+        // SAFETY: one valid pollfd and a valid timespec; no signal mask change.
+        unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
     }
 
     fn closed_error(&self) -> Error {
@@ -682,10 +697,9 @@ impl XdpTcpTransport {
 
 impl ByteTransport for XdpTcpTransport {
     fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
-        if self.rx.rxbuf.len == 0 {
-            let now = self.now_us();
-            self.poll(now);
-        }
+        // Always one step: RX keeps flowing (and ACKs go out) while the reader drains.
+        let now = self.now_us();
+        self.poll(now);
         if self.rx.rxbuf.len > 0 {
             let n = self.rx.rxbuf.pop(buf);
             // Reopen the window (a window update goes out at once if it was nearly shut).

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-fn b64(data: &[u8]) -> String {
+pub fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in data.chunks(3) {
@@ -29,7 +29,7 @@ fn b64(data: &[u8]) -> String {
     out
 }
 
-fn sha1(data: &[u8]) -> [u8; 20] {
+pub fn sha1(data: &[u8]) -> [u8; 20] {
     let mut md = [0u8; 20];
     // SAFETY: valid input slice and a 20-byte output buffer.
     unsafe { openssl_sys::SHA1(data.as_ptr(), data.len(), md.as_mut_ptr()) };

@@ -42,8 +42,9 @@ fn set_server_input_loss(bed: &TestBed, pct: u32) {
     if pct == 0 {
         return;
     }
+    let matcher = if pct >= 100 { String::new() } else { format!("numgen random mod 100 < {pct} ") };
     let rules = format!(
-        "table inet pl_inloss {{\n chain inp {{\n  type filter hook input priority 0; policy accept;\n  ip saddr {} numgen random mod 100 < {pct} drop\n }}\n}}\n",
+        "table inet pl_inloss {{\n chain inp {{\n  type filter hook input priority 0; policy accept;\n  ip saddr {} {matcher}drop\n }}\n}}\n",
         bed.client_ip
     );
     let path = std::env::temp_dir().join(format!("{}-inloss.nft", bed.server_ns));
@@ -235,4 +236,41 @@ fn socket2_linger0(s: std::net::TcpStream) -> std::net::TcpStream {
     };
     assert_eq!(r, 0);
     s
+}
+
+#[test]
+fn silent_server_times_out_with_a_clear_error() {
+    let Some(bed) = TestBed::new_or_skip("XDP TCP connect timeout") else { return };
+    // The server drops everything from us: no SYN-ACK ever.
+    set_server_input_loss(&bed, 100);
+    let t0 = Instant::now();
+    let err = bed.in_client(|| {
+        let mut c = cfg(&bed, 443);
+        c.connect_timeout = Duration::from_millis(1500);
+        XdpTcpTransport::connect(&c).unwrap_err()
+    });
+    let s = err.to_string();
+    eprintln!("{s} (after {:?})", t0.elapsed());
+    assert!(s.contains("timed out") && s.contains("no SYN-ACK from 10.200.1.1:443"), "{s}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn missing_privileges_are_a_capability_error() {
+    let Some(bed) = TestBed::new_or_skip("XDP TCP capabilities") else { return };
+    let l = listener(&bed);
+    let port = l.local_addr().unwrap().port();
+    let err = bed.in_client(|| {
+        // Drop root on this thread only (raw syscall: glibc's setresuid would change
+        // every thread of the test process). Capabilities are per thread.
+        // SAFETY: plain syscalls on the calling thread.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534), 0);
+        }
+        XdpTcpTransport::connect(&cfg(&bed, port)).unwrap_err()
+    });
+    eprintln!("{err}");
+    assert!(matches!(err, Error::Capability { .. }), "{err:?}");
+    assert!(!bed.has_xdp(Side::Client));
 }

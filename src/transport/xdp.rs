@@ -785,3 +785,37 @@ impl Drop for XdpTcpTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_ring_wraps() {
+        let mut r = ByteRing::new(8);
+        assert_eq!(r.push(b"abcdef"), 6);
+        let mut o = [0u8; 4];
+        assert_eq!(r.pop(&mut o), 4);
+        assert_eq!(&o, b"abcd");
+        assert_eq!(r.push(b"ghijklmn"), 6); // only 6 free
+        let mut p = [0u8; 3];
+        r.peek_at(2, &mut p);
+        assert_eq!(&p, b"ghi");
+        let mut all = [0u8; 8];
+        assert_eq!(r.pop(&mut all), 8);
+        assert_eq!(&all, b"efghijkl");
+        assert_eq!(r.free(), 8);
+    }
+
+    #[test]
+    fn fault_hook_is_deterministic() {
+        let cfg = FaultConfig { seed: 5, reorder_permille: 100, duplicate_permille: 50, ..Default::default() };
+        let mut a = FaultHook::new(cfg.clone());
+        let mut b = FaultHook::new(cfg);
+        let ra: Vec<bool> = (0..1000).map(|_| a.roll(100)).collect();
+        let rb: Vec<bool> = (0..1000).map(|_| b.roll(100)).collect();
+        assert_eq!(ra, rb);
+        let hits = ra.iter().filter(|x| **x).count();
+        assert!((60..=140).contains(&hits), "{hits}");
+    }
+}

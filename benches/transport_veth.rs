@@ -18,10 +18,8 @@
 
 #[path = "../tests/common/certs.rs"]
 mod certs;
-#[allow(dead_code)]
 #[path = "../tests/common/netns.rs"]
 mod netns;
-#[allow(dead_code)]
 #[path = "../tests/common/wsmini.rs"]
 mod wsmini;
 

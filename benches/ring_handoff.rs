@@ -17,8 +17,11 @@ use std::time::Instant;
 use pipeline::ring::ElemRing;
 use pipeline::shm::ShmDir;
 
-const N: u64 = 20_000_000;
-const PINGS: u64 = 200_000;
+const N: u64 = 10_000_000;
+/// mpsc parks and wakes its sender through futexes, ~100x slower per element here:
+/// fewer elements keep a run short; the result is per element either way.
+const N_MPSC: u64 = 1_000_000;
+const PINGS: u64 = 100_000;
 const RUNS: usize = 5;
 const CAP: usize = 4096;
 
@@ -87,13 +90,13 @@ fn mpsc_throughput() -> f64 {
     let t0 = Instant::now();
     let prod = std::thread::spawn(move || {
         pin(0);
-        for v in 0..N {
+        for v in 0..N_MPSC {
             tx.send(v).unwrap();
         }
     });
     pin(1);
     let mut expect = 0u64;
-    while expect < N {
+    while expect < N_MPSC {
         match rx.try_recv() {
             Ok(v) => {
                 debug_assert_eq!(v, expect);
@@ -103,7 +106,7 @@ fn mpsc_throughput() -> f64 {
         }
     }
     prod.join().unwrap();
-    t0.elapsed().as_nanos() as f64 / N as f64
+    t0.elapsed().as_nanos() as f64 / N_MPSC as f64
 }
 
 fn ring_pingpong() -> f64 {

@@ -1,1 +1,33 @@
-//! (to be filled in)
+//! Sans-IO WebSocket client core (RFC 6455): no sockets, no TLS — state machines fed
+//! bytes, giving back events and bytes to send. The pipeline's websocket stage and
+//! the handshake at set-up drive these; the tests drive them directly.
+//!
+//! - [`url`]: `ws://` / `wss://` URLs.
+//! - [`handshake`]: the HTTP/1.1 Upgrade request and the response validator.
+//! - [`parser`]: incremental, zero-copy frame parser (frames, pieces or messages).
+//! - [`builder`], [`mask`]: client frame encoder with per-frame random masking.
+//! - [`close`]: close payloads and the closing handshake.
+//! - [`connection`]: all of the above tied into one state machine.
+//! - [`utf8`], [`sha1`], [`rng`]: the small pieces they need.
+//!
+//! See `docs/websocket.md` for the delivery modes, checks and close codes.
+
+pub mod builder;
+pub mod close;
+pub mod connection;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod parser;
+pub mod rng;
+pub mod sha1;
+pub mod url;
+pub mod utf8;
+
+pub use builder::{FrameBuilder, MaskMode};
+pub use close::{CloseAction, CloseHandshake, CloseState};
+pub use connection::{Connection, ConnectionConfig};
+pub use frame::{close_code, CloseFrame, ControlPayload, Data, Event, MessageKind, OpCode};
+pub use handshake::{ClientHandshake, HandshakeConfig, HandshakeStatus};
+pub use parser::{Delivery, Parser, ParserConfig};
+pub use url::WsUrl;

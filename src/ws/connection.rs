@@ -1,0 +1,203 @@
+//! A sans-IO WebSocket client connection: the parser, the builder and the closing
+//! handshake in one state machine. Bytes in → events out, plus bytes to send.
+//!
+//! It answers PINGs, echoes a server's close, and on a protocol error queues the close
+//! frame with the right code before returning the error — the three things every
+//! caller would otherwise have to remember. It owns a growable output buffer, so it
+//! suits set-up, tests and tools; the pipeline's hot path can use [`Parser`] and
+//! [`FrameBuilder`] directly on its rings with the same semantics.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+use super::builder::{frame_len, FrameBuilder, MaskMode};
+use super::close::{CloseAction, CloseHandshake, CloseState};
+use super::frame::{Event, OpCode};
+use super::parser::{Parser, ParserConfig};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionConfig {
+    pub parser: ParserConfig,
+    pub mask: MaskMode,
+    /// How long to wait for the server's close after sending ours.
+    pub close_timeout: Duration,
+    /// Queue a PONG for every PING (the event is still reported).
+    pub auto_pong: bool,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            parser: ParserConfig::default(),
+            mask: MaskMode::Random,
+            close_timeout: Duration::from_secs(5),
+            auto_pong: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Connection {
+    parser: Parser,
+    builder: FrameBuilder,
+    close: CloseHandshake,
+    out: Vec<u8>,
+    auto_pong: bool,
+}
+
+/// Cut `s` to at most `max` bytes on a character boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Connection {
+    pub fn new(cfg: ConnectionConfig) -> Result<Self> {
+        Ok(Self::with_builder(
+            cfg,
+            FrameBuilder::new()?.mask_mode(cfg.mask),
+        ))
+    }
+
+    /// With a given builder (e.g. a seeded one, for reproducible output in tests).
+    pub fn with_builder(cfg: ConnectionConfig, builder: FrameBuilder) -> Self {
+        Connection {
+            parser: Parser::new(cfg.parser),
+            builder,
+            close: CloseHandshake::new(cfg.close_timeout),
+            out: Vec::new(),
+            auto_pong: cfg.auto_pong,
+        }
+    }
+
+    pub fn parser(&self) -> &Parser {
+        &self.parser
+    }
+
+    /// Next event from received bytes (same contract as [`Parser::next_in_place`]).
+    pub fn next_event(&mut self, buf: &mut [u8]) -> Result<Option<Event>> {
+        match self.parser.next_in_place(buf) {
+            Ok(Some(Event::Ping(p))) => {
+                if self.auto_pong && self.close.can_send_data() {
+                    self.queue(OpCode::Pong, true, p.as_bytes())?;
+                }
+                Ok(Some(Event::Ping(p)))
+            }
+            Ok(Some(Event::Close(f))) => {
+                if let CloseAction::SendClose { code, .. } = self.close.remote_close(&f) {
+                    self.queue_close(code, "")?;
+                }
+                Ok(Some(Event::Close(f)))
+            }
+            Ok(other) => Ok(other),
+            Err(e) => {
+                if let Error::WebSocket { close_code, reason } = &e {
+                    if *close_code != 0 {
+                        if let CloseAction::SendClose { code, .. } =
+                            self.close.protocol_error(*close_code)
+                        {
+                            let reason = reason.clone();
+                            self.queue_close(code, &reason)?;
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// See [`Parser::release`].
+    pub fn release(&mut self) -> usize {
+        self.parser.release()
+    }
+
+    fn queue(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) -> Result<()> {
+        let start = self.out.len();
+        self.out.resize(start + frame_len(payload.len()), 0);
+        let n = self
+            .builder
+            .encode(opcode, fin, payload, &mut self.out[start..]);
+        self.out.truncate(start + *n.as_ref().unwrap_or(&0));
+        n.map(|_| ())
+    }
+
+    fn queue_close(&mut self, code: Option<u16>, reason: &str) -> Result<()> {
+        let start = self.out.len();
+        self.out.resize(start + frame_len(125), 0);
+        let reason = if code.is_some() {
+            truncate_utf8(reason, 123)
+        } else {
+            ""
+        };
+        let n = self.builder.close(code, reason, &mut self.out[start..]);
+        self.out.truncate(start + *n.as_ref().unwrap_or(&0));
+        n.map(|_| ())
+    }
+
+    /// Queue a data or control frame. Data is refused once a close has been sent.
+    pub fn send(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) -> Result<()> {
+        if !self.close.can_send_data() {
+            return Err(Error::Closed(
+                "the WebSocket closing handshake has started".into(),
+            ));
+        }
+        if opcode == OpCode::Close {
+            return Err(Error::Config(
+                "use Connection::close to send a close frame".into(),
+            ));
+        }
+        self.queue(opcode, fin, payload)
+    }
+
+    pub fn send_text(&mut self, s: &str) -> Result<()> {
+        self.send(OpCode::Text, true, s.as_bytes())
+    }
+
+    pub fn send_binary(&mut self, b: &[u8]) -> Result<()> {
+        self.send(OpCode::Binary, true, b)
+    }
+
+    /// Start the closing handshake; the server's close (or the timeout, see
+    /// [`poll_timeout`](Self::poll_timeout)) ends it.
+    pub fn close(&mut self, code: u16, reason: &str, now: Instant) -> Result<()> {
+        if let CloseAction::SendClose { code, .. } = self.close.local_close(code, now) {
+            self.queue_close(code, reason)?;
+        }
+        Ok(())
+    }
+
+    /// Drive the close timer; true once the transport should be closed.
+    pub fn poll_timeout(&mut self, now: Instant) -> bool {
+        self.close.poll_timeout(now);
+        self.should_close_transport()
+    }
+
+    /// When to call [`poll_timeout`](Self::poll_timeout) next, if a timer runs.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.close.deadline()
+    }
+
+    pub fn close_state(&self) -> CloseState {
+        self.close.state()
+    }
+
+    /// The closing handshake is over (or the connection failed): once the output is
+    /// flushed, close the transport.
+    pub fn should_close_transport(&self) -> bool {
+        self.close.state() == CloseState::Done
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn pending_output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// `n` bytes of [`pending_output`](Self::pending_output) were sent.
+    pub fn consume_output(&mut self, n: usize) {
+        self.out.drain(..n.min(self.out.len()));
+    }
+}

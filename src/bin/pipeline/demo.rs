@@ -52,8 +52,8 @@ struct Opts {
 
 fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
-        count: 200_000,
-        rate: 100_000.0,
+        count: 100_000,
+        rate: 6_000.0,
         transport: Want::Auto,
         duration: 30.0,
         sizes: "mixed".into(),
@@ -204,16 +204,18 @@ impl Bed {
         Ok(bed)
     }
 
-    /// "native" / "generic (skb)" from `ip -d link`, once the program is attached.
-    fn xdp_mode(&self) -> String {
-        let d = run(&["ip", "-n", &self.client_ns, "-d", "link", "show", "dev", &self.client_if]).unwrap_or_default();
-        if d.contains("xdpgeneric") {
-            "generic (skb) mode".into()
-        } else if d.contains("xdpdrv") || d.contains("xdp ") || d.contains("prog/xdp") {
-            "native (driver) mode".into()
-        } else {
-            "unknown mode".into()
-        }
+}
+
+/// "native" / "generic (skb)" from `ip -d link` (in the caller's namespace), while the
+/// program is attached.
+fn xdp_mode(iface: &str) -> String {
+    let d = run(&["ip", "-d", "link", "show", "dev", iface]).unwrap_or_default();
+    if d.contains("xdpgeneric") {
+        "XDP generic (skb) mode".into()
+    } else if d.contains("xdpdrv") || d.contains("xdp ") || d.contains("prog/xdp") {
+        "XDP native (driver) mode".into()
+    } else {
+        "XDP mode unknown".into()
     }
 }
 
@@ -394,7 +396,7 @@ struct Outcome {
 
 /// Connect, read and check the feed, print progress. Runs inside the client namespace
 /// for XDP (the caller's thread has joined it).
-fn client(url: &str, ca: &Path, xdp: Option<&str>, o: &Opts) -> Result<Outcome, String> {
+fn client(url: &str, ca: &Path, xdp: Option<&str>, o: &Opts, mode: &mut String) -> Result<Outcome, String> {
     let mut cfg = Config::new(url);
     cfg.ca_file = Some(ca.to_path_buf());
     cfg.name = Some(format!("demo{}", std::process::id()));
@@ -407,6 +409,9 @@ fn client(url: &str, ca: &Path, xdp: Option<&str>, o: &Opts) -> Result<Outcome, 
     let mut p = Pipeline::start(cfg).map_err(|e| format!("connect {url}: {e}"))?;
     let layout = p.layout().name().to_string();
     let wait = p.wait_kind().name().to_string();
+    if let Some(iface) = xdp {
+        *mode = xdp_mode(iface);
+    }
     println!("connected: layout {layout}, wait {wait}; streaming {} messages", o.count);
     let mut rx = p.receiver().ok_or("no receiver")?;
     let tty = std::io::stdout().is_terminal();
@@ -571,13 +576,8 @@ fn demo(o: &Opts) -> Result<bool, String> {
         );
         let url = format!("wss://{SERVER_IP}:{}/", sim.port);
         let iface = bed.client_if.clone();
-        let bed_ref = &bed;
         let mode_ref = &mut mode;
-        outcome = in_netns(&bed.client_ns, move || {
-            let r = client(&url, &ca, Some(&iface), o);
-            *mode_ref = bed_ref.xdp_mode();
-            r
-        })??;
+        outcome = in_netns(&bed.client_ns, move || client(&url, &ca, Some(&iface), o, mode_ref))??;
         sim_summary = sim.finish();
         drop(bed);
     } else {
@@ -588,7 +588,7 @@ fn demo(o: &Opts) -> Result<bool, String> {
         );
         println!("client: kernel TCP transport on loopback");
         let url = format!("wss://127.0.0.1:{}/", sim.port);
-        outcome = client(&url, &ca, None, o)?;
+        outcome = client(&url, &ca, None, o, &mut mode)?;
         sim_summary = sim.finish();
     }
     let r = &outcome;

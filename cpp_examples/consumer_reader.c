@@ -9,7 +9,7 @@
  * for /dev/shm/pipeline_NAME/ to appear, reads messages in place, checks those of
  * tools/exchange_sim.py (order, size, crc32, pattern; latency from the embedded send
  * time), prints one line per message unless --quiet, and a summary line:
- *   summary: messages=N gaps=0 bad=0 seconds=S rate=R/s latency_us p50=.. p99=.. max=..
+ *   summary: messages=N gaps=0 bad=0 text=T seconds=S rate=R/s latency_us p50=.. p99=.. max=..
  * Exit status: 0 all N read in order, 1 gap/corruption/overrun, 2 usage or open failure,
  * 3 timeout. Control frames never reach it: plc_next skips them. */
 #include "pipeline_consumer.h"
@@ -61,7 +61,7 @@ int main(int argc, char **argv) {
     size_t cap = count > 0 ? (size_t)count : 1u << 20;
     uint64_t *lat = (uint64_t *)malloc(cap * sizeof *lat);
     size_t nlat = 0;
-    uint64_t want = 0, gaps = 0, bad = 0, first = 0, last = 0;
+    uint64_t want = 0, gaps = 0, bad = 0, text = 0, first = 0, last = 0;
     unsigned idle = 0;
     int status = 0;
     while (count < 0 || want < (uint64_t)count) {
@@ -86,6 +86,7 @@ int main(int argc, char **argv) {
         }
         idle = 0;
         if (f.opcode == PLC_OPCODE_TEXT) {
+            text++;
             if (!quiet) printf("text %.*s\n", (int)f.len, (const char *)f.payload);
             plc_release(&c, &f);
             continue;
@@ -106,8 +107,8 @@ int main(int argc, char **argv) {
     qsort(lat, nlat, sizeof *lat, cmp_u64);
 #define PCT(p) (nlat ? lat[(size_t)((p) / 100.0 * (double)(nlat - 1) + 0.5)] / 1e3 : 0.0)
     double secs = last > first ? (last - first) / 1e9 : 0.0;
-    printf("summary: messages=%llu gaps=%llu bad=%llu seconds=%.3f rate=%.0f/s latency_us p50=%.1f p99=%.1f max=%.1f\n",
-           (unsigned long long)want, (unsigned long long)gaps, (unsigned long long)bad, secs,
+    printf("summary: messages=%llu gaps=%llu bad=%llu text=%llu seconds=%.3f rate=%.0f/s latency_us p50=%.1f p99=%.1f max=%.1f\n",
+           (unsigned long long)want, (unsigned long long)gaps, (unsigned long long)bad, (unsigned long long)text, secs,
            secs > 0 ? want / secs : 0.0, PCT(50), PCT(99), PCT(100));
     free(lat);
     if (status) return status;

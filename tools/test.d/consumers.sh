@@ -127,12 +127,13 @@ run_consumers() { # MODE
   stop_sim
   expect_summary "python-$mode" "$log"
 
-  echo "== [$mode] header-only C consumer (pipeline connect --external-consumer + consumer_reader)"
+  echo "== [$mode] header-only C consumer (pipeline connect --external-consumer --send cmd:ping + consumer_reader)"
   log=$TMP/reader-$mode.log
   local name=plt$$$mode
-  start_sim "$mode" --count "$N" --close-after "$N" --fragment-every 50
+  # Paced, so that the ping round trip (queued behind the stream in the server) ends mid-stream.
+  start_sim "$mode" --count "$N" --close-after "$N" --fragment-every 50 --rate 8000
   in_client "$mode" timeout 120 "$PIPELINE" connect "$URL" "${xargs[@]}" --ca-file "$ca" --name "$name" \
-    --external-consumer --layout inline --wait backoff >"$TMP/connect-$mode.log" 2>&1 &
+    --external-consumer --layout inline --wait backoff --send cmd:ping >"$TMP/connect-$mode.log" 2>&1 &
   local cpid=$!
   PIDS+=("$cpid")
   timeout 120 cpp_examples/build/consumer_reader "$name" --count "$N" --quiet --timeout 30 >"$log" 2>&1 || true
@@ -144,6 +145,9 @@ run_consumers() { # MODE
     cat "$TMP/connect-$mode.log" >>"$log"
     sed -i 's/^summary:/summary(connect failed):/' "$log"
   fi
+  # cmd:ping: the server PINGs mid-stream (a release-only control entry that plc_next
+  # must skip) and then sends the text "pong-ok ...".
+  grep -q "summary: .* text=1 " "$log" || sed -i 's/^summary:/summary(no pong-ok text: control frame not skipped?):/' "$log"
   expect_summary "consumer_reader-$mode" "$log"
 }
 

@@ -528,7 +528,7 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     match demo(&o) {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(false) => ExitCode::from(if interrupted() { 130 } else { 1 }),
         Err(e) => {
             eprintln!("pipeline demo: {e}");
             ExitCode::from(if interrupted() { 130 } else { 1 })
@@ -629,7 +629,7 @@ fn demo(o: &Opts) -> Result<bool, String> {
         r.lat.len()
     );
     if clean {
-        println!("  drops/gaps      none (sequence complete and in order, every crc32 checked)");
+        println!("  drops/gaps      none (every message in sequence, every crc32 checked)");
     } else {
         println!(
             "  drops/gaps      {} missing, {} corrupt or out of order, {} ring overruns",

@@ -14,7 +14,11 @@ fn demo(args: &[&str]) -> (bool, String) {
         .env("PIPELINE_REPO", env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run pipeline demo");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -22,7 +26,10 @@ fn check(ok: bool, out: &str, transport: &str) {
     assert!(ok, "pipeline demo failed:\n{out}");
     assert!(out.contains("messages        20000 of 20000"), "{out}");
     assert!(out.contains("drops/gaps      none"), "{out}");
-    assert!(out.contains(&format!("transport       {transport}")), "{out}");
+    assert!(
+        out.contains(&format!("transport       {transport}")),
+        "{out}"
+    );
     assert!(out.contains("layout / wait"), "{out}");
     assert!(out.contains("latency (µs)    p50"), "{out}");
 }
@@ -42,12 +49,25 @@ fn demo_xdp_20000_no_drops() {
     let (ok, out) = demo(&["--count", "20000", "--rate", "0"]);
     eprintln!("{out}");
     check(ok, &out, "AF_XDP");
-    assert!(out.contains("pipeline: AF_XDP on pld"), "the library's XDP mode line: {out}");
+    assert!(
+        out.contains("pipeline: AF_XDP on pld"),
+        "the library's XDP mode line: {out}"
+    );
     // Its namespaces are gone (names are per pid; other demos may be running).
-    for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+    for e in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let n = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = n.strip_prefix("pld").map(|r| r.trim_end_matches(['c', 's']).to_string()) {
-            assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "demo left namespace {n} behind");
+        if let Some(pid) = n
+            .strip_prefix("pld")
+            .map(|r| r.trim_end_matches(['c', 's']).to_string())
+        {
+            assert!(
+                std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "demo left namespace {n} behind"
+            );
         }
     }
 }

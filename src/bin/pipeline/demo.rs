@@ -62,13 +62,27 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        let mut val = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
         match a.as_str() {
-            "--count" => o.count = val("--count")?.parse().map_err(|_| "--count needs a number")?,
-            "--rate" => o.rate = val("--rate")?.parse().map_err(|_| "--rate needs messages per second (0 = flat out)")?,
+            "--count" => {
+                o.count = val("--count")?
+                    .parse()
+                    .map_err(|_| "--count needs a number")?
+            }
+            "--rate" => {
+                o.rate = val("--rate")?
+                    .parse()
+                    .map_err(|_| "--rate needs messages per second (0 = flat out)")?
+            }
             "--duration" => {
-                o.duration = val("--duration")?.parse().map_err(|_| "--duration needs seconds")?;
-                if !(o.duration > 0.0) {
+                o.duration = val("--duration")?
+                    .parse()
+                    .map_err(|_| "--duration needs seconds")?;
+                if o.duration.is_nan() || o.duration <= 0.0 {
                     return Err("--duration must be > 0".into());
                 }
             }
@@ -81,7 +95,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                     t => return Err(format!("--transport {t:?}: expected xdp, kernel or auto")),
                 }
             }
-            "--layout" => o.layout = Some(Layout::parse(&val("--layout")?).map_err(|e| e.to_string())?),
+            "--layout" => {
+                o.layout = Some(Layout::parse(&val("--layout")?).map_err(|e| e.to_string())?)
+            }
             "--wait" => o.wait = Some(WaitKind::parse(&val("--wait")?).map_err(|e| e.to_string())?),
             s => return Err(format!("demo: unknown argument {s:?}")),
         }
@@ -150,12 +166,28 @@ fn no_xdp_reason() -> Option<String> {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
         .unwrap_or(0);
-    let need = [(12, "CAP_NET_ADMIN"), (13, "CAP_NET_RAW"), (14, "CAP_IPC_LOCK"), (21, "CAP_SYS_ADMIN"), (39, "CAP_BPF")];
-    let missing: Vec<&str> = need.iter().filter(|(b, _)| eff & (1u64 << b) == 0).map(|(_, n)| *n).collect();
+    let need = [
+        (12, "CAP_NET_ADMIN"),
+        (13, "CAP_NET_RAW"),
+        (14, "CAP_IPC_LOCK"),
+        (21, "CAP_SYS_ADMIN"),
+        (39, "CAP_BPF"),
+    ];
+    let missing: Vec<&str> = need
+        .iter()
+        .filter(|(b, _)| eff & (1u64 << b) == 0)
+        .map(|(_, n)| *n)
+        .collect();
     if !missing.is_empty() {
         return Some(format!("missing {}", missing.join(", ")));
     }
-    if Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+    if Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
         return Some("`ip` (iproute2) is not installed".into());
     }
     None
@@ -180,30 +212,59 @@ impl Bed {
     fn new() -> Result<Bed, String> {
         reap_stale();
         let base = format!("pld{}", std::process::id());
-        let bed = Bed { client_ns: format!("{base}c"), server_ns: format!("{base}s"), client_if: format!("{base}c") };
+        let bed = Bed {
+            client_ns: format!("{base}c"),
+            server_ns: format!("{base}s"),
+            client_if: format!("{base}c"),
+        };
         let server_if = format!("{base}s");
         // From here on Drop removes whatever exists.
         run(&["ip", "netns", "add", &bed.client_ns])?;
         run(&["ip", "netns", "add", &bed.server_ns])?;
         run(&[
-            "ip", "link", "add", &bed.client_if, "netns", &bed.client_ns, "type", "veth", "peer", "name", &server_if,
-            "netns", &bed.server_ns,
+            "ip",
+            "link",
+            "add",
+            &bed.client_if,
+            "netns",
+            &bed.client_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &server_if,
+            "netns",
+            &bed.server_ns,
         ])?;
-        for (ns, ifn, ip) in [(&bed.client_ns, &bed.client_if, CLIENT_IP), (&bed.server_ns, &server_if, SERVER_IP)] {
-            run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", ifn])?;
+        for (ns, ifn, ip) in [
+            (&bed.client_ns, &bed.client_if, CLIENT_IP),
+            (&bed.server_ns, &server_if, SERVER_IP),
+        ] {
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                ifn,
+            ])?;
             run(&["ip", "-n", ns, "link", "set", "dev", ifn, "up"])?;
             run(&["ip", "-n", ns, "link", "set", "dev", "lo", "up"])?;
             // Checksum offload off (else the kernel peer's frames reach the XSK with
             // partial checksums); segmentation offloads off: no oversized frames.
-            if run(&["ip", "netns", "exec", ns, "ethtool", "-K", ifn, "tx", "off", "tso", "off", "gso", "off", "gro", "off"])
-                .is_err()
+            if run(&[
+                "ip", "netns", "exec", ns, "ethtool", "-K", ifn, "tx", "off", "tso", "off", "gso",
+                "off", "gro", "off",
+            ])
+            .is_err()
             {
                 run(&["ip", "netns", "exec", ns, "ethtool", "-K", ifn, "tx", "off"])?;
             }
         }
         Ok(bed)
     }
-
 }
 
 /// "native" / "generic (skb)" from `ip -d link` (in the caller's namespace), while the
@@ -222,24 +283,34 @@ fn xdp_mode(iface: &str) -> String {
 impl Drop for Bed {
     fn drop(&mut self) {
         for ns in [&self.client_ns, &self.server_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
 
 /// Namespaces `pld<pid>c|s` of demos that were killed before cleaning up.
 fn reap_stale() {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else { return };
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("pld") else { continue };
+        let Some(rest) = name.strip_prefix("pld") else {
+            continue;
+        };
         let pid = rest.trim_end_matches(['c', 's']);
         if rest.len() == pid.len() + 1
             && !pid.is_empty()
             && pid.bytes().all(|b| b.is_ascii_digit())
             && !Path::new(&format!("/proc/{pid}")).exists()
         {
-            let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", &name])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -252,7 +323,13 @@ struct Sim {
 }
 
 impl Sim {
-    fn start(ns: Option<&str>, host: &str, cert: &Path, key: &Path, o: &Opts) -> Result<Sim, String> {
+    fn start(
+        ns: Option<&str>,
+        host: &str,
+        cert: &Path,
+        key: &Path,
+        o: &Opts,
+    ) -> Result<Sim, String> {
         let script = repo().join("tools/exchange_sim.py");
         let mut c = match ns {
             Some(ns) => {
@@ -263,21 +340,45 @@ impl Sim {
             None => Command::new(python()),
         };
         c.arg(&script)
-            .args(["--host", host, "--port", "0", "--once", "--exit-on-stdin-eof", "--cert"])
+            .args([
+                "--host",
+                host,
+                "--port",
+                "0",
+                "--once",
+                "--exit-on-stdin-eof",
+                "--cert",
+            ])
             .arg(cert)
             .arg("--key")
             .arg(key)
-            .args(["--count", &o.count.to_string(), "--rate", &o.rate.to_string(), "--sizes", &o.sizes])
+            .args([
+                "--count",
+                &o.count.to_string(),
+                "--rate",
+                &o.rate.to_string(),
+                "--sizes",
+                &o.sizes,
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(|e| format!("start {}: {e}", script.display()))?;
+        let mut child = c
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", script.display()))?;
         let mut out = BufReader::new(child.stdout.take().expect("piped"));
         let mut line = String::new();
         let _ = out.read_line(&mut line);
-        let port = line.split("\"port\":").nth(1).and_then(|p| p.trim().trim_end_matches('}').trim().parse().ok());
+        let port = line
+            .split("\"port\":")
+            .nth(1)
+            .and_then(|p| p.trim().trim_end_matches('}').trim().parse().ok());
         match port {
-            Some(port) => Ok(Sim { child, stdout: Some(out), port }),
+            Some(port) => Ok(Sim {
+                child,
+                stdout: Some(out),
+                port,
+            }),
             None => {
                 let _ = child.kill();
                 let mut err = String::new();
@@ -285,7 +386,11 @@ impl Sim {
                     let _ = e.read_to_string(&mut err);
                 }
                 let _ = child.wait();
-                Err(format!("the exchange simulator did not start: {}{}", line.trim(), err.trim()))
+                Err(format!(
+                    "the exchange simulator did not start: {}{}",
+                    line.trim(),
+                    err.trim()
+                ))
             }
         }
     }
@@ -298,7 +403,11 @@ impl Sim {
             let _ = o.read_to_string(&mut rest);
         }
         let _ = self.child.wait();
-        rest.lines().rev().find(|l| l.contains("\"summary\"")).unwrap_or("").to_string()
+        rest.lines()
+            .rev()
+            .find(|l| l.contains("\"summary\""))
+            .unwrap_or("")
+            .to_string()
     }
 }
 
@@ -314,27 +423,73 @@ fn certs(dir: &Path, xdp: bool) -> Result<(PathBuf, PathBuf, PathBuf), String> {
     let d = dir.to_str().ok_or("non-UTF-8 temp dir")?;
     run(&["sh", sh.to_str().ok_or("non-UTF-8 path")?, d])?;
     if !xdp {
-        return Ok((dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key")));
+        return Ok((
+            dir.join("ca.pem"),
+            dir.join("server.pem"),
+            dir.join("server.key"),
+        ));
     }
     // testcerts.sh names localhost/127.0.0.1: add a leaf for the veth address.
-    let (key, csr, pem, ext) = (dir.join("feed.key"), dir.join("feed.csr"), dir.join("feed.pem"), dir.join("feed.ext"));
+    let (key, csr, pem, ext) = (
+        dir.join("feed.key"),
+        dir.join("feed.csr"),
+        dir.join("feed.pem"),
+        dir.join("feed.ext"),
+    );
     std::fs::write(
         &ext,
         format!("subjectAltName=IP:{SERVER_IP},DNS:feed.test\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"),
     )
     .map_err(|e| e.to_string())?;
     let s = |p: &PathBuf| p.to_str().unwrap_or_default().to_string();
-    run(&["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &s(&key)])?;
-    run(&["openssl", "req", "-new", "-key", &s(&key), "-subj", "/CN=feed", "-out", &s(&csr)])?;
     run(&[
-        "openssl", "x509", "-req", "-in", &s(&csr), "-CA", &format!("{d}/ca.pem"), "-CAkey", &format!("{d}/ca.key"),
-        "-CAcreateserial", "-days", "2", "-sha256", "-extfile", &s(&ext), "-out", &s(&pem),
+        "openssl",
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        &s(&key),
+    ])?;
+    run(&[
+        "openssl",
+        "req",
+        "-new",
+        "-key",
+        &s(&key),
+        "-subj",
+        "/CN=feed",
+        "-out",
+        &s(&csr),
+    ])?;
+    run(&[
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &format!("{d}/ca.pem"),
+        "-CAkey",
+        &format!("{d}/ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-sha256",
+        "-extfile",
+        &s(&ext),
+        "-out",
+        &s(&pem),
     ])?;
     Ok((dir.join("ca.pem"), pem, key))
 }
 
 fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -347,7 +502,11 @@ fn crc32(data: &[u8]) -> u32 {
         for (i, e) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *e = c;
         }
@@ -363,14 +522,21 @@ fn crc32(data: &[u8]) -> u32 {
 /// What a message of exchange_sim.py says: (seq, send time or 0, intact).
 fn check(p: &[u8], want: u64) -> (u64, u64, bool) {
     if p.len() < 24 {
-        let ok = p.iter().enumerate().all(|(i, &b)| b == ((want.wrapping_mul(131) + i as u64) & 0xFF) as u8);
+        let ok = p
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == ((want.wrapping_mul(131) + i as u64) & 0xFF) as u8);
         return (want, 0, ok);
     }
     let seq = u64::from_le_bytes(p[0..8].try_into().unwrap());
     let sent = u64::from_le_bytes(p[8..16].try_into().unwrap());
     let size = u32::from_le_bytes(p[16..20].try_into().unwrap());
     let crc = u32::from_le_bytes(p[20..24].try_into().unwrap());
-    (seq, sent, size as usize == p.len() && crc32(&p[24..]) == crc)
+    (
+        seq,
+        sent,
+        size as usize == p.len() && crc32(&p[24..]) == crc,
+    )
 }
 
 fn pct(sorted: &[u64], p: f64) -> f64 {
@@ -396,7 +562,13 @@ struct Outcome {
 
 /// Connect, read and check the feed, print progress. Runs inside the client namespace
 /// for XDP (the caller's thread has joined it).
-fn client(url: &str, ca: &Path, xdp: Option<&str>, o: &Opts, mode: &mut String) -> Result<Outcome, String> {
+fn client(
+    url: &str,
+    ca: &Path,
+    xdp: Option<&str>,
+    o: &Opts,
+    mode: &mut String,
+) -> Result<Outcome, String> {
     let mut cfg = Config::new(url);
     cfg.ca_file = Some(ca.to_path_buf());
     cfg.name = Some(format!("demo{}", std::process::id()));
@@ -412,7 +584,10 @@ fn client(url: &str, ca: &Path, xdp: Option<&str>, o: &Opts, mode: &mut String) 
     if let Some(iface) = xdp {
         *mode = xdp_mode(iface);
     }
-    println!("connected: layout {layout}, wait {wait}; streaming {} messages", o.count);
+    println!(
+        "connected: layout {layout}, wait {wait}; streaming {} messages",
+        o.count
+    );
     let mut rx = p.receiver().ok_or("no receiver")?;
     let tty = std::io::stdout().is_terminal();
     let mut lat = Vec::with_capacity(o.count.min(50_000_000) as usize);
@@ -427,7 +602,14 @@ fn client(url: &str, ca: &Path, xdp: Option<&str>, o: &Opts, mode: &mut String) 
     loop {
         if (interrupted() || Instant::now() > deadline) && !closing {
             closing = true;
-            let _ = p.close(1000, if interrupted() { "interrupted" } else { "duration reached" });
+            let _ = p.close(
+                1000,
+                if interrupted() {
+                    "interrupted"
+                } else {
+                    "duration reached"
+                },
+            );
         }
         let got = rx.next_frame_timeout(Duration::from_millis(20)).map(|f| {
             let now = now_ns();
@@ -492,9 +674,22 @@ fn client(url: &str, ca: &Path, xdp: Option<&str>, o: &Opts, mode: &mut String) 
     };
     let counters = p.stats().iter().map(|(n, v)| (n.to_string(), v)).collect();
     p.stop();
-    let secs = first.map(|f| last.duration_since(f).as_secs_f64()).unwrap_or(0.0);
+    let secs = first
+        .map(|f| last.duration_since(f).as_secs_f64())
+        .unwrap_or(0.0);
     lat.sort_unstable();
-    Ok(Outcome { received: want, gaps, bad, secs, bytes, lat, layout, wait, counters, reason })
+    Ok(Outcome {
+        received: want,
+        gaps,
+        bad,
+        secs,
+        bytes,
+        lat,
+        layout,
+        wait,
+        counters,
+        reason,
+    })
 }
 
 /// Run `f` on a thread that has joined network namespace `ns`.
@@ -556,7 +751,11 @@ fn demo(o: &Opts) -> Result<bool, String> {
     let tmp = TempDir(std::env::temp_dir().join(format!("pipeline-demo-{}", std::process::id())));
     std::fs::create_dir_all(&tmp.0).map_err(|e| format!("{}: {e}", tmp.0.display()))?;
     let (ca, cert, key) = certs(&tmp.0, xdp)?;
-    let rate = if o.rate > 0.0 { format!("{:.0} msg/s", o.rate) } else { "flat out".into() };
+    let rate = if o.rate > 0.0 {
+        format!("{:.0} msg/s", o.rate)
+    } else {
+        "flat out".into()
+    };
     let outcome;
     let sim_summary;
     let mut mode = String::new();
@@ -577,7 +776,9 @@ fn demo(o: &Opts) -> Result<bool, String> {
         let url = format!("wss://{SERVER_IP}:{}/", sim.port);
         let iface = bed.client_if.clone();
         let mode_ref = &mut mode;
-        outcome = in_netns(&bed.client_ns, move || client(&url, &ca, Some(&iface), o, mode_ref))??;
+        outcome = in_netns(&bed.client_ns, move || {
+            client(&url, &ca, Some(&iface), o, mode_ref)
+        })??;
         sim_summary = sim.finish();
         drop(bed);
     } else {
@@ -592,13 +793,30 @@ fn demo(o: &Opts) -> Result<bool, String> {
         sim_summary = sim.finish();
     }
     let r = &outcome;
-    let c = |n: &str| r.counters.iter().find(|(k, _)| k == n).map(|(_, v)| *v).unwrap_or(0);
+    let c = |n: &str| {
+        r.counters
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    };
     let sent = sim_summary
         .split("\"sent\": ")
         .nth(1)
         .and_then(|s| s.split(',').next())
         .and_then(|s| s.trim().parse::<u64>().ok());
-    let transport = if xdp { format!("AF_XDP ({})", if mode.is_empty() { "unknown mode" } else { &mode }) } else { "kernel TCP (loopback)".into() };
+    let transport = if xdp {
+        format!(
+            "AF_XDP ({})",
+            if mode.is_empty() {
+                "unknown mode"
+            } else {
+                &mode
+            }
+        )
+    } else {
+        "kernel TCP (loopback)".into()
+    };
     let complete = r.received >= o.count;
     let clean = r.gaps == 0 && r.bad == 0 && c("overruns") == 0;
     println!();
@@ -609,15 +827,29 @@ fn demo(o: &Opts) -> Result<bool, String> {
         "  messages        {} of {}{}",
         r.received,
         o.count,
-        if complete { "" } else if interrupted() { " (interrupted)" } else { " (INCOMPLETE)" }
+        if complete {
+            ""
+        } else if interrupted() {
+            " (interrupted)"
+        } else {
+            " (INCOMPLETE)"
+        }
     );
     if let Some(s) = sent {
         println!("  server sent     {s}");
     }
     println!(
         "  rate            {:.0} msg/s, {:.1} MB/s over {:.2} s",
-        if r.secs > 0.0 { r.received as f64 / r.secs } else { 0.0 },
-        if r.secs > 0.0 { r.bytes as f64 / r.secs / 1e6 } else { 0.0 },
+        if r.secs > 0.0 {
+            r.received as f64 / r.secs
+        } else {
+            0.0
+        },
+        if r.secs > 0.0 {
+            r.bytes as f64 / r.secs / 1e6
+        } else {
+            0.0
+        },
         r.secs
     );
     println!(

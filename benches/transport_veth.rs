@@ -302,7 +302,9 @@ fn summarize(name: &str, tput_runs: &[(usize, Vec<Run>)], lat_runs: &mut [Run]) 
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    // `cargo bench` passes --bench; `cargo test --all-targets` (debug) only builds this.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("transport_veth: not run (use `cargo bench --bench transport_veth`, as root)");
         return;
     }
     if !netns::require_root("transport_veth benchmark") {

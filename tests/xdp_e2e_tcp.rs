@@ -274,3 +274,47 @@ fn missing_privileges_are_a_capability_error() {
     assert!(matches!(err, Error::Capability { .. }), "{err:?}");
     assert!(!bed.has_xdp(Side::Client));
 }
+
+#[test]
+fn stale_neighbor_entry_is_refreshed_when_syns_go_unanswered() {
+    let Some(bed) = TestBed::new_or_skip("XDP TCP neighbour refresh") else { return };
+    let l = listener(&bed);
+    let port = l.local_addr().unwrap().port();
+    let srv = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"hi").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    // A wrong MAC for the server in the client's neighbour table: our first SYNs go
+    // nowhere. The entry is removed 500 ms later (as if it had expired).
+    let ip = bed.server_ip.to_string();
+    bed.client_cmd(&["ip", "neigh", "replace", &ip, "lladdr", "02:00:00:00:00:01", "dev", &bed.client_if, "nud", "permanent"]);
+    let (ns, ifn, ip2) = (bed.client_ns.clone(), bed.client_if.clone(), ip.clone());
+    let fixer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        common::netns::run(&["ip", "netns", "exec", &ns, "ip", "neigh", "del", &ip2, "dev", &ifn]);
+    });
+    let (refreshes, mac) = bed.in_client(|| {
+        let mut t = XdpTcpTransport::connect(&cfg(&bed, port)).expect("connect after the neighbour refresh");
+        let mut b = [0u8; 2];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = 0;
+        while got < 2 {
+            match t.recv_into(&mut b[got..]) {
+                Ok(k) => got += k,
+                Err(Error::WouldBlock) => {
+                    assert!(Instant::now() < deadline);
+                    t.wait(false, Duration::from_millis(20)).unwrap();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(&b, b"hi");
+        (t.stats().neighbor_refreshes, t.next_hop().1)
+    });
+    fixer.join().unwrap();
+    srv.join().unwrap();
+    eprintln!("neighbour refreshes: {refreshes}, MAC now {mac}");
+    assert!(refreshes >= 1);
+    assert_eq!(mac.0, bed.server_mac);
+}

@@ -130,6 +130,8 @@ pub struct XdpTransportStats {
     pub msg_pool_empty: u64,
     pub tx_send_errors: u64,
     pub retransmits_sent: u64,
+    /// Handshakes restarted because the next hop's MAC changed (stale neighbour entry).
+    pub neighbor_refreshes: u64,
 }
 
 /// A fixed-capacity byte ring.
@@ -326,6 +328,19 @@ pub fn resolve_neighbor(ip: Ipv4Addr, ifname: &str, tries: u32, first: Duration)
     Err(Error::Net(format!("no ARP reply from {ip} on {ifname} after {} tries", tries.max(1))))
 }
 
+/// Ask the kernel to (re)validate `ip`'s neighbour entry (a UDP datagram to it), wait
+/// briefly, and read the table again.
+fn refresh_neighbor(ip: Ipv4Addr, ifname: &str) -> Result<MacAddr> {
+    if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") {
+        let _ = sock.send_to(b"libpipeline arp", SocketAddrV4::new(ip, 9));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    match addr::neighbor_mac(ip, ifname)? {
+        Some(m) => Ok(MacAddr(m)),
+        None => resolve_neighbor(ip, ifname, 3, Duration::from_millis(20)),
+    }
+}
+
 impl XdpTcpTransport {
     /// Set up and connect (blocking up to `cfg.connect_timeout` for the handshake).
     pub fn connect(cfg: &XdpTcpConfig) -> Result<XdpTcpTransport> {
@@ -358,6 +373,7 @@ impl XdpTcpTransport {
         if let Some(f) = cfg.tcp_tweak {
             f(&mut tc);
         }
+        let tc_keep = tc.clone();
         let mut conn = Connection::new(tc)?;
         let rxbuf = ByteRing::new(cfg.rx_buffer);
         conn.set_rx_space(rxbuf.free());
@@ -383,9 +399,32 @@ impl XdpTcpTransport {
             _port: port,
         };
         let deadline = Instant::now() + cfg.connect_timeout;
+        let mut refreshed_at = 0;
         loop {
             let now = t.now_us();
             t.poll(now);
+            // No SYN-ACK after 2 more SYNs: the next hop's MAC may be stale. Nudge the
+            // kernel's resolver, re-read the neighbour table, and restart the handshake
+            // if the MAC changed.
+            let syn_rtx = t.rx.conn.stats().syn_retransmits;
+            if t.rx.conn.state() == State::SynSent && syn_rtx >= refreshed_at + 2 {
+                refreshed_at = syn_rtx;
+                if let Ok(mac) = refresh_neighbor(t.next_hop, &t.ifname) {
+                    if mac != t.next_hop_mac {
+                        t.rx.stats.neighbor_refreshes += 1;
+                        t.next_hop_mac = mac;
+                        let mut tc = tc_keep.clone();
+                        tc.remote_mac = mac;
+                        let mut conn = Connection::new(tc)?;
+                        conn.set_rx_space(t.rx.rxbuf.free());
+                        conn.connect(t.now_us())?;
+                        t.rx.conn = conn;
+                        t.tx_base_seq = t.rx.conn.snd_nxt();
+                        refreshed_at = 0;
+                        continue;
+                    }
+                }
+            }
             if t.rx.conn.is_established() {
                 // SYN consumed one sequence number: data starts at SND.NXT.
                 t.tx_base_seq = t.rx.conn.snd_nxt();

@@ -15,5 +15,11 @@ fi
 out=${1:-$libdir/pkgconfig}
 mkdir -p "$out"
 sed -e "s|@prefix@|$prefix|g" -e "s|@libdir@|$libdir|g" -e "s|@includedir@|$includedir|g" \
-    -e "s|@version@|$version|g" "$here/tools/pkgconfig/libpipeline.pc.in" > "$out/libpipeline.pc"
+    -e "s|@version@|$version|g" "$here/tools/pkgconfig/libpipeline.pc.in" > "$out/libpipeline.pc.tmp"
+# Replace only when different, so that make does not relink for nothing.
+if cmp -s "$out/libpipeline.pc.tmp" "$out/libpipeline.pc"; then
+  rm -f "$out/libpipeline.pc.tmp"
+else
+  mv "$out/libpipeline.pc.tmp" "$out/libpipeline.pc"
+fi
 echo "$out/libpipeline.pc"

@@ -3,6 +3,8 @@
 
 #[path = "pipeline/connect.rs"]
 mod connect;
+#[path = "pipeline/demo.rs"]
+mod demo;
 #[path = "pipeline/stat.rs"]
 mod stat;
 
@@ -29,7 +31,14 @@ usage:
                                    (no network; for trying layouts and the stat tool)
   pipeline stat NAME [--once] [--json]
                                    a running pipeline's counters, refreshed every second
-  pipeline demo                    the exchange simulator demo
+  pipeline demo [options]          a local exchange simulator streamed to the pipeline (AF_XDP
+                                   over a veth pair as root; else kernel TCP on loopback)
+      --count N                    messages (default 200000)
+      --rate R                     messages per second (default 100000; 0 = flat out)
+      --duration SECS              stop after SECS (default 30)
+      --transport auto|xdp|kernel  (default auto: xdp when root)
+      --sizes mixed|N|N,M,...      message sizes (default mixed, as tools/exchange_sim.py)
+      --layout L, --wait W         as for connect
   pipeline --help | --version";
 
 fn main() -> ExitCode {
@@ -42,7 +51,7 @@ fn main() -> ExitCode {
     match cmd.as_str() {
         "connect" => connect::main(rest),
         "stat" => stat::main(rest),
-        "demo" => demo(rest),
+        "demo" => demo::main(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -59,20 +68,4 @@ fn main() -> ExitCode {
 pub fn usage_error(msg: &str) -> ExitCode {
     eprintln!("pipeline: {msg} (see pipeline --help)");
     ExitCode::from(2)
-}
-
-fn demo(_args: &[String]) -> ExitCode {
-    println!(
-        "pipeline demo (placeholder: the exchange simulator is being written)\n\
-         It will:\n\
-         1. start a local exchange simulator: a TLS WebSocket server streaming order-book\n\
-            updates at a chosen rate, in a network namespace behind a veth pair;\n\
-         2. connect to it through the pipeline over AF_XDP (root) or the kernel transport\n\
-            on loopback (no root), choosing layout and wait strategy from the core count;\n\
-         3. print messages per second, latency percentiles and the stats counters live;\n\
-         4. close cleanly and remove its shared memory.\n\
-         Meanwhile: `pipeline connect wss://... --synthetic 100000 --count 100000` runs\n\
-         the whole pipeline against the built-in synthetic server."
-    );
-    ExitCode::SUCCESS
 }

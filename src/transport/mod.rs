@@ -3,6 +3,7 @@
 
 pub mod kernel;
 pub mod kernel_tls;
+pub mod xdp;
 
 use crate::error::Result;
 use std::time::Duration;

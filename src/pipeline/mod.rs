@@ -82,12 +82,15 @@ fn xdp_setup(
     let ifname = cfg.iface.clone().unwrap_or_else(|| route.ifname.clone());
     let local_ip = addr::ipv4_of(&ifname)?;
     let our_mac = addr::mac_of(&ifname)?;
-    let hop_mac = next_hop_mac(route.next_hop(server_ip), &ifname, cfg.timeout)?;
-    let port = PortReservation::new(local_ip, 0)?;
+    // The socket first: a missing capability is the most likely failure and the one a
+    // user can fix, so report it before spending the timeout on ARP. Until `set_flow`
+    // the program passes everything, ARP included, to the kernel.
     let xsk = XdpSocket::open(&XdpConfig::new(&ifname))?;
     if !cfg.quiet {
         eprintln!("pipeline: AF_XDP on {ifname}: {}", xsk.mode());
     }
+    let hop_mac = next_hop_mac(route.next_hop(server_ip), &ifname, cfg.timeout)?;
+    let port = PortReservation::new(local_ip, 0)?;
     xsk.set_flow(Some(Flow {
         server_ip,
         server_port: url.port,

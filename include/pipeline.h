@@ -38,6 +38,179 @@ typedef enum PlResult {
   PL_ERR_PANIC = 13,
 } PlResult;
 
+// Which transport carries the connection.
+typedef enum PlTransport {
+  // Kernel TCP socket + OpenSSL (default; no privileges).
+  PL_TRANSPORT_KERNEL = 0,
+  // AF_XDP + userspace TCP + OpenSSL (root or capabilities).
+  PL_TRANSPORT_XDP = 1,
+  // Scripted in-process server replaying `synthetic_data` (tests, demos).
+  PL_TRANSPORT_SYNTHETIC = 2,
+} PlTransport;
+
+// Where the stages run. AUTO: chosen from the number of cores (and said on stderr).
+typedef enum PlLayout {
+  PL_LAYOUT_AUTO = 0,
+  PL_LAYOUT_PROCESSES = 1,
+  PL_LAYOUT_THREADS = 2,
+  PL_LAYOUT_INLINE = 3,
+} PlLayout;
+
+// How idle stages wait. AUTO: chosen with the layout.
+typedef enum PlWait {
+  PL_WAIT_AUTO = 0,
+  PL_WAIT_SPIN = 1,
+  PL_WAIT_YIELD = 2,
+  PL_WAIT_BACKOFF = 3,
+} PlWait;
+
+// What a receive hands out.
+typedef enum PlDelivery {
+  // Whole messages (fragments reassembled in place).
+  PL_DELIVERY_MESSAGES = 0,
+  // Every frame; continuation frames have opcode 0.
+  PL_DELIVERY_FRAMES = 1,
+} PlDelivery;
+
+// What happens when the reader falls behind.
+typedef enum PlOverrun {
+  // Stop reading from the network (TCP window closes); nothing is lost.
+  PL_OVERRUN_BACKPRESSURE = 0,
+  // Keep writing; overwritten frames are lost and reported.
+  PL_OVERRUN_OVERWRITE = 1,
+} PlOverrun;
+
+// Connection state.
+typedef enum PlState {
+  PL_STATE_CONNECTING = 0,
+  PL_STATE_CONNECTED = 1,
+  PL_STATE_CLOSING = 2,
+  PL_STATE_DISCONNECTED = 3,
+} PlState;
+
+// Flags or-ed into the callback's `opcode` and `PlFrame.opcode`.
+typedef enum PlOpcodeFlags {
+  // More frames of this message follow (`PL_DELIVERY_FRAMES` only).
+  PL_OPCODE_MORE = 256,
+} PlOpcodeFlags;
+
+// A running pipeline (opaque).
+typedef struct pl_pipeline pl_pipeline;
+
+// Message callback: runs on the AppClient stage (its thread, its process in the
+// processes layout, or the inline loop). `payload` points into the shared MSG_INBOX
+// and is valid only during the call. `opcode`: 1 text, 2 binary, 0 continuation, with
+// `PL_OPCODE_MORE` set on non-final frames. Must not unwind (C++ exceptions).
+typedef void (*pl_on_message)(void *user, const uint8_t *payload, size_t len, uint32_t opcode);
+
+// Start-up options. Fill with `pl_config_init`, then set what you need.
+typedef struct PlConfig {
+  // "wss://host[:port]/path" or "ws://..." (required).
+  const char *url;
+  // Shared-memory name (/dev/shm/pipeline_<name>/); NULL: "<pid>-<n>".
+  const char *name;
+  enum PlTransport transport;
+  // Interface for the XDP transport; NULL: from the route.
+  const char *iface;
+  enum PlLayout layout;
+  enum PlWait wait;
+  // One core per stage, in stage order; NULL/0: no pinning.
+  const uint32_t *cores;
+  size_t cores_len;
+  // CA bundle; NULL: the system's.
+  const char *ca_file;
+  // Skip certificate and host name checks (logged loudly).
+  bool insecure;
+  // Set-up deadline in milliseconds (default 10000).
+  uint32_t timeout_ms;
+  // Largest message accepted (default 1 MiB).
+  size_t max_message;
+  // MSG_INBOX bytes, power of two (default 4 MiB).
+  size_t inbox_size;
+  // MSG_OUTBOX bytes, power of two (default 1 MiB).
+  size_t outbox_size;
+  enum PlDelivery delivery;
+  enum PlOverrun overrun;
+  // Extra upgrade headers, each "Name: value".
+  const char *const *headers;
+  size_t headers_len;
+  // Sec-WebSocket-Protocol values.
+  const char *const *subprotocols;
+  size_t subprotocols_len;
+  // Callback delivery when set; polling (`pl_poll`) when NULL.
+  pl_on_message on_message;
+  void *on_message_user;
+  // Leave the frames to another process using pipeline_consumer.h (no callback,
+  // no pl_poll).
+  bool external_consumer;
+  // Do not print the chosen layout on stderr.
+  bool quiet;
+  // PL_TRANSPORT_SYNTHETIC: the server's bytes after the upgrade (copied at start).
+  const uint8_t *synthetic_data;
+  size_t synthetic_len;
+  // PL_TRANSPORT_SYNTHETIC: largest read (0: unlimited), to split frames.
+  size_t synthetic_chunk;
+} PlConfig;
+
+// A received frame, read in place. Give it back with `pl_release`.
+typedef struct PlFrame {
+  // Points into the shared MSG_INBOX; valid until this frame (or a later one) is
+  // released.
+  const uint8_t *payload;
+  size_t len;
+  // 1 text, 2 binary, 0 continuation; `PL_OPCODE_MORE` on non-final frames.
+  uint32_t opcode;
+  // MSG_INBOX was overrun before this frame (PL_OVERRUN_OVERWRITE): data was lost.
+  bool after_overrun;
+  // Library use: the frame's stream position.
+  uint64_t pos;
+} PlFrame;
+
+// Called on each connection state change after `pl_start` returned (which is the
+// CONNECTED event): CLOSING, then DISCONNECTED with the reason ("closed by the server
+// (1000 bye)", "reset by peer", "stopped by the application", ...). `reason` is
+// NUL-terminated and valid only during the call. Runs on a library watcher thread.
+typedef void (*pl_on_state)(void *user, enum PlState state, const char *reason);
+
+// Every counter of the stats region (see docs/pipeline.md for their meaning).
+typedef struct PlStats {
+  uint64_t state;
+  uint64_t layout;
+  uint64_t wait;
+  uint64_t stages;
+  uint64_t connected_at_ns;
+  uint64_t rx_packets;
+  uint64_t rx_bytes;
+  uint64_t tx_packets;
+  uint64_t tx_bytes;
+  uint64_t tx_kicks;
+  uint64_t rx_refilled;
+  uint64_t tx_drops;
+  uint64_t inbox_bytes;
+  uint64_t sent_bytes;
+  uint64_t sent_messages;
+  uint64_t pongs_sent;
+  uint64_t pings_sent;
+  uint64_t inbox_full;
+  uint64_t inbox_high_water;
+  uint64_t retransmits;
+  uint64_t dup_acks;
+  uint64_t drops;
+  uint64_t reconnects;
+  uint64_t frames;
+  uint64_t messages;
+  uint64_t payload_bytes;
+  uint64_t pings_received;
+  uint64_t pongs_received;
+  uint64_t reassembled;
+  uint64_t overruns;
+  uint64_t frame_ring_high_water;
+  uint64_t frame_ring_full;
+  uint64_t app_frames;
+  uint64_t app_bytes;
+  uint64_t polled_frames;
+} PlStats;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -56,6 +229,106 @@ const char *pl_result_name(enum PlResult code);
 // # Safety
 // `buf` must be NULL or point to `len` writable bytes.
 size_t pl_last_error(char *buf, size_t len);
+
+// Fill `cfg` with the defaults (all pointers NULL, AUTO layout and wait, kernel
+// transport, 10 s timeout, 1 MiB messages, 4 MiB MSG_INBOX).
+//
+// # Safety
+// `cfg` must be NULL or point to writable memory for a `PlConfig`.
+enum PlResult pl_config_init(struct PlConfig *cfg);
+
+// Set up the connection (TCP, TLS and WebSocket handshakes), place the stages, and
+// return once the WebSocket is open. `*out` is written only on success; free it with
+// `pl_free`.
+//
+// # Safety
+// `cfg` must point to an initialised `PlConfig` whose pointers are valid; `out` to a
+// writable `pl_pipeline*`.
+enum PlResult pl_start(const struct PlConfig *cfg, struct pl_pipeline **out);
+
+// Take the next received frame without blocking: `PL_OK` and `*out` filled, or
+// `PL_ERR_WOULD_BLOCK` (nothing yet), or `PL_ERR_CLOSED` (disconnected and drained).
+// Polling delivery only (`on_message` NULL). One thread at a time.
+//
+// # Safety
+// `p` from `pl_start`, `out` writable.
+enum PlResult pl_poll(struct pl_pipeline *p, struct PlFrame *out);
+
+// Done with `frame` (and every frame before it): its bytes go back to the transport.
+// Release frames in the order `pl_poll` returned them.
+//
+// # Safety
+// `p` from `pl_start`; `frame` from `pl_poll` on the same pipeline.
+enum PlResult pl_release(struct pl_pipeline *p, const struct PlFrame *frame);
+
+// Queue a text message of `len` bytes (UTF-8, not NUL-terminated).
+// `PL_ERR_WOULD_BLOCK` when MSG_OUTBOX is full; `PL_ERR_CLOSED` after a disconnect.
+// Thread-safe.
+//
+// # Safety
+// `p` from `pl_start`; `text` has `len` readable bytes.
+enum PlResult pl_send_text(struct pl_pipeline *p, const char *text, size_t len);
+
+// Queue a binary message. As `pl_send_text`. Thread-safe.
+//
+// # Safety
+// `p` from `pl_start`; `data` has `len` readable bytes.
+enum PlResult pl_send_binary(struct pl_pipeline *p, const uint8_t *data, size_t len);
+
+// Start the close handshake (`code` 1000 = normal; `reason` may be NULL). The state
+// goes CLOSING, then DISCONNECTED when the server answers. Thread-safe.
+//
+// # Safety
+// `p` from `pl_start`; `reason` NULL or NUL-terminated.
+enum PlResult pl_close(struct pl_pipeline *p, uint16_t code, const char *reason);
+
+// Register `cb` for state changes (see `pl_on_state`); NULL removes it. The last call
+// a callback gets is DISCONNECTED, at the latest during `pl_stop`.
+//
+// # Safety
+// `p` from `pl_start`; not called concurrently with `pl_stop`/`pl_free` on `p`.
+enum PlResult pl_set_on_state(struct pl_pipeline *p, pl_on_state cb, void *user);
+
+// Wait up to `timeout_ms` for the state to become DISCONNECTED: `PL_OK`, or
+// `PL_ERR_TIMEOUT`.
+//
+// # Safety
+// `p` from `pl_start`.
+enum PlResult pl_wait_disconnected(struct pl_pipeline *p, uint32_t timeout_ms);
+
+// The state, and (if `reason` is not NULL) the disconnect reason, NUL-terminated and
+// truncated to `len - 1` bytes ("" while connected).
+//
+// # Safety
+// `p` from `pl_start`; `out` writable; `reason` NULL or `len` writable bytes.
+enum PlResult pl_get_state(struct pl_pipeline *p, enum PlState *out, char *reason, size_t len);
+
+// A snapshot of every counter.
+//
+// # Safety
+// `p` from `pl_start`; `out` writable.
+enum PlResult pl_get_stats(struct pl_pipeline *p, struct PlStats *out);
+
+// Copy the pipeline's shared-memory name into `buf` (NUL-terminated, truncated);
+// returns the name's full length.
+//
+// # Safety
+// `p` from `pl_start` (or NULL: returns 0); `buf` NULL or `len` writable bytes.
+size_t pl_get_name(struct pl_pipeline *p, char *buf, size_t len);
+
+// Stop every stage (no close handshake: use `pl_close` + `pl_wait_disconnected`
+// first for a clean close), wait for them, and remove the shared memory. The handle
+// stays valid for `pl_get_state`/`pl_get_stats` until `pl_free`. Idempotent.
+//
+// # Safety
+// `p` from `pl_start`.
+enum PlResult pl_stop(struct pl_pipeline *p);
+
+// Stop (if needed) and free the pipeline. NULL is a no-op.
+//
+// # Safety
+// `p` from `pl_start`, not used afterwards.
+void pl_free(struct pl_pipeline *p);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -15,6 +15,8 @@
  *       if (r == PLC_EMPTY) continue;          // or back off
  *       if (r < 0) { fprintf(stderr, "%s\n", c.error); break; }   // e.g. PLC_ERR_OVERRUN
  *       handle(f.payload, f.len, f.opcode);    // payload points into shared memory
+ *                                              // (opcode 1 text, 2 binary, 0 continuation:
+ *                                              //  control frames are skipped by plc_next)
  *       plc_release(&c, &f);                   // the pipeline may now reuse those bytes
  *   }
  *   plc_close(&c);
@@ -217,14 +219,29 @@ static inline int plc_open(plc_consumer *c, const char *name) {
     return PLC_OK;
 }
 
+static inline int plc__next_entry(plc_consumer *c, plc_frame *out);
+static inline void plc_release(plc_consumer *c, const plc_frame *f);
+
 /* Has the pipeline overwritten bytes at or after MSG_INBOX position `pos`? */
 static inline int plc__overrun_since(const plc_consumer *c, uint64_t pos) {
     uint64_t w = __atomic_load_n(plc__ctl64(c->inbox_map, 0), __ATOMIC_ACQUIRE);
     return w > pos && w - pos > c->inbox_cap;
 }
 
-/* The next frame: PLC_OK (filled *out), PLC_EMPTY, or PLC_ERR_OVERRUN. */
+/* The next data frame: PLC_OK (filled *out), PLC_EMPTY, or PLC_ERR_OVERRUN.
+ * WS_FRAME_INFO also carries release-only entries for control frames (opcode >= 0x8:
+ * close, ping, pong; the pipeline answers them itself): plc_next skips them, releasing
+ * their bytes, so a reader only ever sees text (1), binary (2) or continuation (0). */
 static inline int plc_next(plc_consumer *c, plc_frame *out) {
+    for (;;) {
+        int r = plc__next_entry(c, out);
+        if (r != PLC_OK || out->opcode < 0x8u) return r;
+        plc_release(c, out);
+    }
+}
+
+/* One WS_FRAME_INFO entry, control frames included. */
+static inline int plc__next_entry(plc_consumer *c, plc_frame *out) {
     if (c->tail == c->cached_head) {
         c->cached_head = __atomic_load_n(plc__ctl64(c->ring_map, 0), __ATOMIC_ACQUIRE);
         if (c->tail == c->cached_head) return PLC_EMPTY;

@@ -7,9 +7,11 @@
 //! - [`wire`], [`tcp`], [`xdp`]: packets, the userspace TCP state machine, AF_XDP.
 //! - [`tls`], [`ws`]: sans-IO TLS (OpenSSL over memory BIOs) and WebSocket cores.
 //! - [`transport`]: byte transports (kernel socket; our TCP over XDP).
+//! - [`client`]: a complete `ws://` / `wss://` client over any byte transport.
 //! - [`stage`], [`runner`]: the pipeline's stages and where they run.
 //! - [`ffi`]: the C ABI, nothing else.
 
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod ffi;
@@ -25,3 +27,5 @@ pub mod ws;
 pub mod xdp;
 
 pub use error::{Error, Result};
+pub mod pipeline;
+pub mod stats;

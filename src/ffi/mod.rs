@@ -13,7 +13,10 @@
 //! (`tools/gen-header.sh`, which parses only `src/ffi`); CI fails when the
 //! committed header differs from a fresh one.
 
+mod api;
 mod boundary;
+
+pub use api::*;
 
 pub use boundary::{boundary, set_last_error};
 

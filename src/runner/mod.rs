@@ -1,1 +1,462 @@
-//! (to be filled in)
+//! The runner: where stages run and how they wait.
+//!
+//! Layouts ([`Layout`]):
+//! - `processes`: set-up runs inline (the same stage objects), then one child process
+//!   per stage, forked by a supervisor thread (so `PR_SET_PDEATHSIG`, which fires when
+//!   the *forking thread* dies, ties the children to the pipeline's life, not to
+//!   whichever thread called `start`). Children pin themselves, check `getppid` after
+//!   `prctl`, and leave with `_exit` (no destructors: the parent owns every resource).
+//!   The supervisor reaps them; a child that dies while the pipeline runs disconnects
+//!   it with the reason ("stage websocket (pid 123) killed by signal 9").
+//! - `threads`: one thread per stage in the caller's process.
+//! - `inline`: every stage polled in turn from one loop on one background thread.
+//!
+//! Wait strategies ([`WaitKind`]): `spin` (never sleep: production, isolated cores),
+//! `yield` (`sched_yield` when idle), `backoff` (spin 64 idle polls, yield 64, then
+//! sleep 50 µs; reset on progress).
+//!
+//! Every layout stops the same way: the `running` flag in the stats region.
+
+mod wait;
+
+pub use wait::{Wait, WaitKind};
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::stage::{now_ns, Stage};
+use crate::stats::{State, StatsRegion};
+
+/// Where stages run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Processes = 0,
+    Threads = 1,
+    Inline = 2,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Processes => "processes",
+            Layout::Threads => "threads",
+            Layout::Inline => "inline",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Layout> {
+        Ok(match s {
+            "processes" => Layout::Processes,
+            "threads" => Layout::Threads,
+            "inline" => Layout::Inline,
+            _ => {
+                return Err(Error::Config(format!(
+                    "layout {s:?}: expected processes, threads or inline"
+                )))
+            }
+        })
+    }
+    pub fn from_code(c: u64) -> &'static str {
+        match c {
+            0 => "processes",
+            1 => "threads",
+            _ => "inline",
+        }
+    }
+}
+
+/// CPUs this process may run on.
+pub fn available_cores() -> usize {
+    // SAFETY: sched_getaffinity fills the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let n = libc::CPU_COUNT(&set) as usize;
+            if n > 0 {
+                return n;
+            }
+        }
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Defaults from the number of cores: a core per stage and spinning only when there
+/// are enough cores; otherwise everything in one loop that backs off.
+pub fn choose_defaults(stages: usize, cores: usize) -> (Layout, WaitKind) {
+    if cores > stages {
+        // One spare core for the OS and the caller.
+        (Layout::Threads, WaitKind::Spin)
+    } else {
+        (Layout::Inline, WaitKind::Backoff)
+    }
+}
+
+/// Pin the calling thread to `core`.
+pub fn pin_to(core: usize) -> Result<()> {
+    // SAFETY: the set is ours; pid 0 = the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(Error::last_os(format!(
+                "pin to core {core} (sched_setaffinity)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn poll_all(
+    stages: &mut [Box<dyn Stage>],
+    stats: &StatsRegion,
+) -> std::result::Result<bool, Error> {
+    let now = now_ns();
+    let mut moved = false;
+    for s in stages.iter_mut() {
+        match s.poll(now) {
+            Ok(p) => moved |= p.moved(),
+            Err(e) => {
+                stats.disconnect(&format!("{} stage: {e}", s.name()));
+                return Err(e);
+            }
+        }
+    }
+    Ok(moved)
+}
+
+/// Set-up: poll every stage in turn on the caller's thread until the WebSocket is open
+/// (state Connected), a stage fails, or `timeout` passes.
+pub fn run_setup(
+    stages: &mut [Box<dyn Stage>],
+    stats: &StatsRegion,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut wait = Wait::new(WaitKind::Backoff);
+    loop {
+        let moved = poll_all(stages, stats)?;
+        match stats.state() {
+            State::Connecting => {}
+            State::Disconnected { reason } => return Err(Error::Closed(reason)),
+            _ => return Ok(()),
+        }
+        if Instant::now() >= deadline {
+            let msg = format!(
+                "handshake not finished after {:.1} s",
+                timeout.as_secs_f64()
+            );
+            stats.disconnect(&msg);
+            return Err(Error::Timeout(msg));
+        }
+        if moved {
+            wait.reset();
+        } else {
+            wait.idle();
+        }
+    }
+}
+
+/// The steady-state loop of one placement unit (a thread, a child, the inline loop).
+/// After `running` drops it keeps polling until idle for a while, so frames already in
+/// the rings (say, the last messages before a server's close) are still delivered.
+pub fn run_loop(stages: &mut [Box<dyn Stage>], stats: &StatsRegion, kind: WaitKind) -> bool {
+    let mut wait = Wait::new(kind);
+    let mut ok = true;
+    while stats.running() {
+        match poll_all(stages, stats) {
+            Ok(true) => wait.reset(),
+            Ok(false) => wait.idle(),
+            Err(_) => {
+                ok = false;
+                break;
+            }
+        }
+    }
+    let mut idle = 0;
+    let mut budget = 100_000;
+    while ok && idle < 64 && budget > 0 && !stats.stopping_now() {
+        budget -= 1;
+        match poll_all(stages, stats) {
+            Ok(true) => idle = 0,
+            Ok(false) => {
+                idle += 1;
+                std::thread::yield_now();
+            }
+            Err(_) => break,
+        }
+    }
+    ok
+}
+
+/// [`run_loop`] with a panic boundary: a panicking stage (a bug, or a panicking user
+/// callback) disconnects the pipeline with the panic message instead of silently
+/// ending its thread.
+fn guarded_loop(stages: &mut [Box<dyn Stage>], stats: &StatsRegion, kind: WaitKind) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_loop(stages, stats, kind)));
+    if let Err(p) = r {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
+        stats.disconnect(&format!("{} stage panicked: {what}", names.join("+")));
+    }
+}
+
+/// What a placement did, for the pipeline to stop and join.
+pub enum Running {
+    Inline(Option<JoinHandle<()>>),
+    Threads(Vec<JoinHandle<()>>),
+    /// The supervisor thread and the children's pids (stage order).
+    Processes(Option<JoinHandle<()>>, Vec<i32>),
+}
+
+/// Where to put the stages.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub layout: Layout,
+    pub wait: WaitKind,
+    /// Core per stage (in stage order, reused cyclically); empty: no pinning.
+    pub cores: Vec<usize>,
+    /// Prefix of thread names.
+    pub name: String,
+}
+
+/// Start the stages where `p` says. Returns at once.
+pub fn place(stages: Vec<Box<dyn Stage>>, p: &Placement, stats: &StatsRegion) -> Result<Running> {
+    match p.layout {
+        Layout::Inline => {
+            let st = stats.clone();
+            let (wait, core) = (p.wait, p.cores.first().copied());
+            let mut stages = stages;
+            let h = std::thread::Builder::new()
+                .name(format!("pl-{}", short(&p.name)))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        let _ = pin_to(c);
+                    }
+                    guarded_loop(&mut stages, &st, wait);
+                })
+                .map_err(|e| Error::io("spawn the inline stage thread", e))?;
+            Ok(Running::Inline(Some(h)))
+        }
+        Layout::Threads => {
+            let mut hs = Vec::new();
+            for (i, s) in stages.into_iter().enumerate() {
+                let st = stats.clone();
+                let (wait, core) = (p.wait, p.cores.get(i % p.cores.len().max(1)).copied());
+                let name = format!("pl-{}", s.name());
+                let h = std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || {
+                        if let Some(c) = core {
+                            let _ = pin_to(c);
+                        }
+                        let mut one = vec![s];
+                        guarded_loop(&mut one, &st, wait);
+                    })
+                    .map_err(|e| Error::io("spawn a stage thread", e))?;
+                hs.push(h);
+            }
+            Ok(Running::Threads(hs))
+        }
+        Layout::Processes => {
+            let st = stats.clone();
+            let placement = p.clone();
+            let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<i32>>>();
+            let h = std::thread::Builder::new()
+                .name(format!("pl-sup-{}", short(&p.name)))
+                .spawn(move || supervise(stages, placement, st, tx))
+                .map_err(|e| Error::io("spawn the supervisor thread", e))?;
+            match rx.recv() {
+                Ok(Ok(pids)) => Ok(Running::Processes(Some(h), pids)),
+                Ok(Err(e)) => {
+                    let _ = h.join();
+                    Err(e)
+                }
+                Err(_) => {
+                    let _ = h.join();
+                    Err(Error::Closed("supervisor thread died while forking".into()))
+                }
+            }
+        }
+    }
+}
+
+fn short(name: &str) -> String {
+    name.chars().take(10).collect()
+}
+
+fn describe(status: i32) -> String {
+    if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else if libc::WIFEXITED(status) {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    } else {
+        format!("ended (status {status:#x})")
+    }
+}
+
+/// The supervisor thread of the `processes` layout: forks one child per stage, then
+/// watches them; at stop, waits for them (SIGKILL after 2 s) and only then drops the
+/// parent's copies of the stage objects (sockets, UMEM) — never under a live child.
+fn supervise(
+    mut stages: Vec<Box<dyn Stage>>,
+    p: Placement,
+    stats: StatsRegion,
+    started: std::sync::mpsc::Sender<Result<Vec<i32>>>,
+) {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let mut children: Vec<(libc::pid_t, &'static str)> = Vec::new();
+    for (i, stage) in stages.iter_mut().enumerate() {
+        let name = stage.name();
+        let core = if p.cores.is_empty() {
+            None
+        } else {
+            Some(p.cores[i % p.cores.len()])
+        };
+        // SAFETY: fork in a multi-threaded process: the child only runs this thread's
+        // code, touches memory it inherited (the stage, the shared rings) and leaves
+        // with _exit; glibc keeps malloc usable in the child.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            let e = Error::last_os(format!("fork the {name} stage"));
+            stats.disconnect(&e.to_string());
+            reap(&mut children, &stats, Duration::from_secs(2));
+            let _ = started.send(Err(e));
+            return;
+        }
+        if pid == 0 {
+            child_main(stage, &stats, p.wait, core, me);
+        }
+        children.push((pid, name));
+    }
+    let _ = started.send(Ok(children.iter().map(|c| c.0).collect()));
+    // Watch.
+    while stats.running() && !children.is_empty() {
+        let mut status = 0;
+        // SAFETY: waitpid on any child of this process, non-blocking.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            if let Some(k) = children.iter().position(|c| c.0 == pid) {
+                let (pid, name) = children.remove(k);
+                if stats.running() {
+                    stats.disconnect(&format!("stage {name} (pid {pid}) {}", describe(status)));
+                }
+            }
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    reap(&mut children, &stats, Duration::from_secs(2));
+    drop(stages);
+}
+
+fn reap(children: &mut Vec<(libc::pid_t, &'static str)>, stats: &StatsRegion, grace: Duration) {
+    stats.stop_running();
+    let deadline = Instant::now() + grace;
+    while !children.is_empty() {
+        children.retain(|&(pid, _)| {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child, non-blocking.
+            unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 }
+        });
+        if Instant::now() >= deadline {
+            for &(pid, _) in children.iter() {
+                // SAFETY: our own child, which has not been reaped yet.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+            }
+            children.clear();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn child_main(
+    stage: &mut Box<dyn Stage>,
+    stats: &StatsRegion,
+    wait: WaitKind,
+    core: Option<usize>,
+    parent: libc::pid_t,
+) -> ! {
+    // SAFETY: prctl/getppid/_exit have no memory-safety preconditions.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != parent {
+            libc::_exit(0);
+        }
+    }
+    if let Some(c) = core {
+        if let Err(e) = pin_to(c) {
+            eprintln!("pipeline: {} stage: {e}", stage.name());
+        }
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_loop(std::slice::from_mut(stage), stats, wait)
+    }));
+    let code = match r {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            stats.disconnect(&format!("{} stage panicked: {what}", stage.name()));
+            101
+        }
+    };
+    // SAFETY: leave without running destructors or atexit handlers of the parent's image.
+    unsafe { libc::_exit(code) }
+}
+
+impl Running {
+    /// Stop every stage and wait for them.
+    pub fn stop(&mut self, stats: &StatsRegion) {
+        stats.stop_now();
+        match self {
+            Running::Inline(h) | Running::Processes(h, _) => {
+                if let Some(h) = h.take() {
+                    let _ = h.join();
+                }
+            }
+            Running::Threads(hs) => {
+                for h in hs.drain(..) {
+                    let _ = h.join();
+                }
+            }
+        }
+    }
+
+    /// Child pids (processes layout), in stage order.
+    pub fn child_pids(&self) -> Vec<i32> {
+        match self {
+            Running::Processes(_, p) => p.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Have all placement units ended?
+    pub fn finished(&self) -> bool {
+        match self {
+            Running::Inline(h) | Running::Processes(h, _) => {
+                h.as_ref().map(|h| h.is_finished()).unwrap_or(true)
+            }
+            Running::Threads(hs) => hs.iter().all(|h| h.is_finished()),
+        }
+    }
+}

@@ -1,1 +1,82 @@
-//! (to be filled in)
+//! The pipeline's stages: step functions that own their ring endpoints.
+//!
+//! A stage does a bounded amount of work per [`Stage::poll`] and says whether anything
+//! moved. It never knows where it runs — its own process, its own thread, or one loop
+//! with the others: [`crate::runner`] decides. The same stage objects run the set-up
+//! (handshakes) inline and then the steady state wherever they are placed.
+//!
+//! | stage | design § | consumes | produces |
+//! |---|---|---|---|
+//! | [`XdpPollStage`] | 5.1 | RAW/ACK/PONG_OUTBOX, AF_XDP rx/comp | AF_XDP tx/fill, RAW_INBOX, TX free lists |
+//! | [`TransportStage`] | 5.2 | a [`Transport`], MSG_OUTBOX, PONGS | MSG_INBOX |
+//! | [`WebSocketStage`] | 5.3 | MSG_INBOX | WS_FRAME_INFO, PONGS |
+//! | [`AppClientStage`] | 5.4 | WS_FRAME_INFO, MSG_INBOX (in place) | MSG_INBOX release |
+
+mod app;
+mod kernel;
+mod synthetic;
+mod transport;
+mod websocket;
+mod xdp_poll;
+mod xdp_transport;
+
+pub use app::{AppClientStage, FrameReader, OnMessage, RawFrame};
+pub use kernel::{StreamTransport, TlsTransport};
+pub use synthetic::{encode_server_frame, SyntheticCapture, SyntheticScript, SyntheticTransport};
+pub use transport::{Transport, TransportCounters, TransportStage};
+pub use websocket::{Delivery, WebSocketStage};
+pub use xdp_poll::{XdpPollStage, XdpRings};
+pub use xdp_transport::{resolve_v4, XdpTransport};
+
+use crate::error::Result;
+
+/// What one poll did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing moved: the runner may back off.
+    Idle,
+    /// Something moved: poll again at once.
+    Busy,
+}
+
+impl Progress {
+    pub fn from_bool(moved: bool) -> Progress {
+        if moved {
+            Progress::Busy
+        } else {
+            Progress::Idle
+        }
+    }
+    pub fn moved(self) -> bool {
+        self == Progress::Busy
+    }
+}
+
+impl std::ops::BitOr for Progress {
+    type Output = Progress;
+    fn bitor(self, o: Progress) -> Progress {
+        Progress::from_bool(self.moved() || o.moved())
+    }
+}
+
+/// A step function. `poll` returns `Err` when the stage cannot go on (peer closed,
+/// protocol error, dead transport); the runner then records the error as the
+/// disconnect reason and stops every stage.
+pub trait Stage: Send {
+    /// Short name for logs, thread names and the stats tool ("xdp", "transport", ...).
+    fn name(&self) -> &'static str;
+    /// Do a bounded amount of work. `now_ns` is CLOCK_MONOTONIC, read once per loop.
+    fn poll(&mut self, now_ns: u64) -> Result<Progress>;
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall).
+#[inline]
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

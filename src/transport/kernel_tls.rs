@@ -264,6 +264,11 @@ impl<T: ByteTransport> TlsStream<T> {
     pub fn transport(&self) -> &T {
         &self.io
     }
+    /// The transport, mutably: e.g. to [`ByteTransport::wait`] on it from a caller's
+    /// own blocking loop (the WebSocket client's `recv_timeout`).
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
     pub fn stats(&self) -> StreamStats {
         self.stats
     }

@@ -1,0 +1,147 @@
+"""ctypes declarations mirroring include/pipeline.h (keep in step with it: the tests
+compare the structure sizes and offsets with the C compiler's)."""
+import ctypes
+import os
+import pathlib
+from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_uint16,
+                    c_uint32, c_uint64, c_void_p)
+
+# enum values (include/pipeline.h)
+RESULT_NAMES = {
+    0: "PL_OK", 1: "PL_ERR_NULL_ARG", 2: "PL_ERR_CONFIG", 3: "PL_ERR_IO", 4: "PL_ERR_SHM",
+    5: "PL_ERR_CAPABILITY", 6: "PL_ERR_NET", 7: "PL_ERR_TLS", 8: "PL_ERR_WEBSOCKET",
+    9: "PL_ERR_CLOSED", 10: "PL_ERR_OVERRUN", 11: "PL_ERR_WOULD_BLOCK", 12: "PL_ERR_TIMEOUT",
+    13: "PL_ERR_PANIC",
+}
+PL_OK, PL_ERR_CLOSED, PL_ERR_WOULD_BLOCK, PL_ERR_TIMEOUT = 0, 9, 11, 12
+TRANSPORTS = {"kernel": 0, "xdp": 1}
+LAYOUTS = {"auto": 0, "processes": 1, "threads": 2, "inline": 3}
+WAITS = {"auto": 0, "spin": 1, "yield": 2, "backoff": 3}
+DELIVERIES = {"messages": 0, "frames": 1}
+OVERRUNS = {"backpressure": 0, "overwrite": 1}
+STATES = {0: "connecting", 1: "connected", 2: "closing", 3: "disconnected"}
+PL_OPCODE_MORE = 256
+
+ON_MESSAGE = CFUNCTYPE(None, c_void_p, POINTER(c_uint8), c_size_t, c_uint32)
+
+
+class PlConfig(ctypes.Structure):
+    _fields_ = [
+        ("url", c_char_p),
+        ("name", c_char_p),
+        ("transport", c_int),
+        ("iface", c_char_p),
+        ("layout", c_int),
+        ("wait", c_int),
+        ("cores", POINTER(c_uint32)),
+        ("cores_len", c_size_t),
+        ("ca_file", c_char_p),
+        ("insecure", c_bool),
+        ("timeout_ms", c_uint32),
+        ("max_message", c_size_t),
+        ("inbox_size", c_size_t),
+        ("outbox_size", c_size_t),
+        ("delivery", c_int),
+        ("overrun", c_int),
+        ("headers", POINTER(c_char_p)),
+        ("headers_len", c_size_t),
+        ("subprotocols", POINTER(c_char_p)),
+        ("subprotocols_len", c_size_t),
+        ("on_message", ON_MESSAGE),
+        ("on_message_user", c_void_p),
+        ("external_consumer", c_bool),
+        ("quiet", c_bool),
+        ("synthetic_data", POINTER(c_uint8)),
+        ("synthetic_len", c_size_t),
+        ("synthetic_chunk", c_size_t),
+    ]
+
+
+class PlFrame(ctypes.Structure):
+    _fields_ = [
+        ("payload", c_void_p),
+        ("len", c_size_t),
+        ("opcode", c_uint32),
+        ("after_overrun", c_bool),
+        ("pos", c_uint64),
+    ]
+
+
+STAT_NAMES = [
+    "state", "layout", "wait", "stages", "connected_at_ns", "rx_packets", "rx_bytes",
+    "tx_packets", "tx_bytes", "tx_kicks", "rx_refilled", "tx_drops", "inbox_bytes",
+    "sent_bytes", "sent_messages", "pongs_sent", "pings_sent", "inbox_full",
+    "inbox_high_water", "retransmits", "dup_acks", "drops", "reconnects", "frames",
+    "messages", "payload_bytes", "pings_received", "pongs_received", "reassembled",
+    "overruns", "frame_ring_high_water", "frame_ring_full", "app_frames", "app_bytes",
+    "polled_frames",
+]
+
+
+class PlStats(ctypes.Structure):
+    _fields_ = [(n, c_uint64) for n in STAT_NAMES]
+
+
+def _candidates():
+    env = os.environ.get("PIPELINE_LIB")
+    if env:
+        yield pathlib.Path(env)
+        return
+    here = pathlib.Path(__file__).resolve().parent
+    yield here / "libpipeline.so"
+    # Running from (or installed from) a checkout: the repo's target/release.
+    roots = [here.parent.parent]
+    marker = here / "_repo_root.txt"  # written by setup.py at install time
+    if marker.exists():
+        roots.insert(0, pathlib.Path(marker.read_text().strip()))
+    for root in roots:
+        target = os.environ.get("CARGO_TARGET_DIR")
+        if target:
+            yield pathlib.Path(target) / "release" / "libpipeline.so"
+        yield root / "target" / "release" / "libpipeline.so"
+
+
+def load():
+    tried = []
+    for path in _candidates():
+        tried.append(str(path))
+        if path.exists():
+            lib = ctypes.CDLL(str(path))
+            break
+    else:
+        raise OSError("libpipeline.so not found (tried %s); build it with `cargo build --release` "
+                      "or set PIPELINE_LIB=/path/to/libpipeline.so" % ", ".join(tried))
+    lib.pl_version.restype = c_char_p
+    lib.pl_version.argtypes = []
+    lib.pl_result_name.restype = c_char_p
+    lib.pl_result_name.argtypes = [c_int]
+    lib.pl_last_error.restype = c_size_t
+    lib.pl_last_error.argtypes = [c_void_p, c_size_t]
+    lib.pl_config_init.restype = c_int
+    lib.pl_config_init.argtypes = [POINTER(PlConfig)]
+    lib.pl_start.restype = c_int
+    lib.pl_start.argtypes = [POINTER(PlConfig), POINTER(c_void_p)]
+    lib.pl_poll.restype = c_int
+    lib.pl_poll.argtypes = [c_void_p, POINTER(PlFrame)]
+    lib.pl_release.restype = c_int
+    lib.pl_release.argtypes = [c_void_p, POINTER(PlFrame)]
+    lib.pl_send_text.restype = c_int
+    lib.pl_send_text.argtypes = [c_void_p, c_char_p, c_size_t]
+    lib.pl_send_binary.restype = c_int
+    lib.pl_send_binary.argtypes = [c_void_p, c_char_p, c_size_t]
+    lib.pl_close.restype = c_int
+    lib.pl_close.argtypes = [c_void_p, c_uint16, c_char_p]
+    lib.pl_wait_disconnected.restype = c_int
+    lib.pl_wait_disconnected.argtypes = [c_void_p, c_uint32]
+    lib.pl_get_state.restype = c_int
+    lib.pl_get_state.argtypes = [c_void_p, POINTER(c_int), c_void_p, c_size_t]
+    lib.pl_get_stats.restype = c_int
+    lib.pl_get_stats.argtypes = [c_void_p, POINTER(PlStats)]
+    lib.pl_get_name.restype = c_size_t
+    lib.pl_get_name.argtypes = [c_void_p, c_void_p, c_size_t]
+    lib.pl_stop.restype = c_int
+    lib.pl_stop.argtypes = [c_void_p]
+    lib.pl_free.restype = None
+    lib.pl_free.argtypes = [c_void_p]
+    lib.path = path
+    return lib

@@ -1,0 +1,266 @@
+//! `pipeline connect`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
+use pipeline::runner::{Layout, WaitKind};
+use pipeline::stage::{encode_server_frame, Delivery, SyntheticScript};
+
+use super::stat::json;
+use super::usage_error;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+struct Opts {
+    cfg: Config,
+    sends: Vec<String>,
+    count: Option<u64>,
+    stats_json: Option<String>,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut it = args.iter();
+    let mut url = None;
+    let mut cfg = Config::new("");
+    let mut o = Opts {
+        cfg: Config::new(""),
+        sends: Vec::new(),
+        count: None,
+        stats_json: None,
+    };
+    let mut synthetic: Option<usize> = None;
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--transport" => {
+                cfg.transport = match val("--transport")?.as_str() {
+                    "kernel" => TransportKind::Kernel,
+                    "xdp" => TransportKind::Xdp,
+                    t => return Err(format!("--transport {t:?}: expected xdp or kernel")),
+                }
+            }
+            "--iface" => cfg.iface = Some(val("--iface")?),
+            "--layout" => {
+                cfg.layout = Some(Layout::parse(&val("--layout")?).map_err(|e| e.to_string())?)
+            }
+            "--wait" => {
+                cfg.wait = Some(WaitKind::parse(&val("--wait")?).map_err(|e| e.to_string())?)
+            }
+            "--cores" => {
+                let v = val("--cores")?;
+                cfg.cores = v
+                    .split(',')
+                    .map(|c| {
+                        c.trim()
+                            .parse::<usize>()
+                            .map_err(|_| format!("--cores {v:?}: expected a list like 2,3,4"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--ca-file" => cfg.ca_file = Some(val("--ca-file")?.into()),
+            "--insecure" => cfg.insecure = true,
+            "--send" => o.sends.push(val("--send")?),
+            "--count" => {
+                o.count = Some(
+                    val("--count")?
+                        .parse()
+                        .map_err(|_| "--count needs a number".to_string())?,
+                )
+            }
+            "--timeout" => {
+                let s: f64 = val("--timeout")?
+                    .parse()
+                    .map_err(|_| "--timeout needs seconds".to_string())?;
+                if !(s > 0.0 && s < 86_400.0) {
+                    return Err("--timeout must be between 0 and 86400 seconds".into());
+                }
+                cfg.timeout = Duration::from_secs_f64(s);
+            }
+            "--stats-json" => o.stats_json = Some(val("--stats-json")?),
+            "--name" => cfg.name = Some(val("--name")?),
+            "--frames" => cfg.delivery = Delivery::Frames,
+            "--external-consumer" => cfg.external_consumer = true,
+            "--synthetic" => {
+                synthetic = Some(
+                    val("--synthetic")?
+                        .parse()
+                        .map_err(|_| "--synthetic needs a number".to_string())?,
+                )
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s:?}")),
+            s => {
+                if url.replace(s.to_string()).is_some() {
+                    return Err("only one URL".into());
+                }
+            }
+        }
+    }
+    cfg.url = url.ok_or("connect needs a URL")?;
+    if let Some(n) = synthetic {
+        let mut data = Vec::new();
+        for i in 0..n {
+            encode_server_frame(
+                &mut data,
+                1,
+                true,
+                format!("synthetic message {i}").as_bytes(),
+            );
+        }
+        cfg.transport = TransportKind::Synthetic(SyntheticScript {
+            data: Arc::new(data),
+            chunk: 1400,
+            ..Default::default()
+        });
+    }
+    o.cfg = cfg;
+    Ok(o)
+}
+
+fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+fn write_stats(p: &Pipeline, path: &Option<String>) {
+    if let Some(path) = path {
+        let counters: Vec<(String, u64)> =
+            p.stats().iter().map(|(n, v)| (n.to_string(), v)).collect();
+        let reason = match p.state() {
+            PipelineState::Disconnected { reason } => reason,
+            _ => String::new(),
+        };
+        let text = json(p.name(), &counters, &reason);
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("pipeline: cannot write {path}: {e}");
+        }
+    }
+}
+
+/// A server close with 1000 (or our own completed close) is success.
+fn clean(reason: &str) -> bool {
+    reason.contains("close handshake completed") || reason.contains("closed by server: code 1000")
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    let o = match parse(args) {
+        Ok(o) => o,
+        Err(e) => return usage_error(&e),
+    };
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let mut p = match Pipeline::start(o.cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("pipeline: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for s in &o.sends {
+        if let Err(e) = p.send_text(s) {
+            eprintln!("pipeline: send: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let mut rx = match p.receiver() {
+        Some(r) => r,
+        None => {
+            // --external-consumer: another process reads the frames; wait for the end.
+            eprintln!(
+                "pipeline {}: frames are left to an external consumer (pipeline_consumer.h)",
+                p.name()
+            );
+            while !p.wait_disconnected(Duration::from_millis(100)) {
+                if INTERRUPTED.load(Ordering::Relaxed) {
+                    let _ = p.close(1001, "interrupted");
+                    p.wait_disconnected(Duration::from_secs(5));
+                    break;
+                }
+            }
+            let reason = match p.state() {
+                PipelineState::Disconnected { reason } => reason,
+                _ => String::new(),
+            };
+            write_stats(&p, &o.stats_json);
+            p.stop();
+            if clean(&reason) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("pipeline: {reason}");
+            return ExitCode::from(1);
+        }
+    };
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out.lock());
+    let mut n = 0u64;
+    let mut closing = false;
+    let code = loop {
+        if INTERRUPTED.load(Ordering::Relaxed) && !closing {
+            closing = true;
+            let _ = p.close(1001, "interrupted");
+        }
+        let got = rx.next_frame_timeout(Duration::from_millis(50)).map(|f| {
+            if f.opcode() == 1 || (f.opcode() == 0 && f.text().is_some()) {
+                f.text().unwrap_or("").replace('\n', "\\n")
+            } else {
+                hex(f.payload())
+            }
+        });
+        match got {
+            Some(_) if o.count.is_some_and(|c| n >= c) => {} // closing: drop the rest
+            Some(line) => {
+                if writeln!(out, "{line}").is_err() {
+                    break 1; // stdout closed
+                }
+                n += 1;
+                if o.count == Some(n) && !closing {
+                    closing = true;
+                    let _ = out.flush();
+                    if let Err(e) = p.close(1000, "done") {
+                        eprintln!("pipeline: close: {e}");
+                        break 1;
+                    }
+                }
+            }
+            None => {
+                let _ = out.flush();
+                if let PipelineState::Disconnected { reason } = p.state() {
+                    if rx.next_frame_timeout(Duration::from_millis(20)).is_some() {
+                        // Unreachable in practice (drained above); never drop a message silently.
+                        eprintln!("pipeline: message arrived after the disconnect");
+                    }
+                    if clean(&reason) && (o.count.is_none() || o.count <= Some(n)) {
+                        break 0;
+                    }
+                    if INTERRUPTED.load(Ordering::Relaxed) {
+                        break 130;
+                    }
+                    eprintln!("pipeline: {reason}");
+                    break 1;
+                }
+            }
+        }
+    };
+    let _ = out.flush();
+    drop(rx);
+    write_stats(&p, &o.stats_json);
+    p.stop();
+    ExitCode::from(code)
+}

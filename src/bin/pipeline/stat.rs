@@ -1,0 +1,128 @@
+//! `pipeline stat NAME [--once] [--json]`: a running pipeline's counters, live.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pipeline::runner::{Layout, WaitKind};
+use pipeline::shm::ShmDir;
+use pipeline::stats::{State, StatsRegion};
+
+use super::usage_error;
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn value(counters: &[(String, u64)], name: &str) -> u64 {
+    counters
+        .iter()
+        .find(|c| c.0 == name)
+        .map(|c| c.1)
+        .unwrap_or(0)
+}
+
+/// One JSON object: name, state, layout, wait, reason, counters.
+pub fn json(name: &str, counters: &[(String, u64)], reason: &str) -> String {
+    let mut s = format!(
+        "{{\"name\":\"{}\",\"state\":\"{}\",\"layout\":\"{}\",\"wait\":\"{}\",\"reason\":\"{}\",\"counters\":{{",
+        esc(name),
+        State::name(value(counters, "state")),
+        Layout::from_code(value(counters, "layout")),
+        WaitKind::from_code(value(counters, "wait")),
+        esc(reason)
+    );
+    for (i, (n, v)) in counters.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!("\"{}\":{v}", esc(n)));
+    }
+    s.push_str("}}");
+    s
+}
+
+fn table(name: &str, counters: &[(String, u64)], reason: &str) -> String {
+    let mut s = format!(
+        "pipeline {name}: {} (layout {}, wait {})\n",
+        State::name(value(counters, "state")),
+        Layout::from_code(value(counters, "layout")),
+        WaitKind::from_code(value(counters, "wait"))
+    );
+    if !reason.is_empty() {
+        s.push_str(&format!("reason: {reason}\n"));
+    }
+    for (n, v) in counters {
+        if matches!(n.as_str(), "state" | "layout" | "wait") {
+            continue;
+        }
+        s.push_str(&format!("  {n:<24} {v:>16}\n"));
+    }
+    s
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    let (mut name, mut once, mut as_json) = (None, false, false);
+    for a in args {
+        match a.as_str() {
+            "--once" => once = true,
+            "--json" => as_json = true,
+            s if s.starts_with('-') => return usage_error(&format!("unknown option {s:?}")),
+            s => {
+                if name.replace(s.to_string()).is_some() {
+                    return usage_error("stat takes one NAME");
+                }
+            }
+        }
+    }
+    let Some(name) = name else {
+        return usage_error("stat needs a pipeline NAME");
+    };
+    let stats = match ShmDir::open(&name).and_then(|d| StatsRegion::attach(&d)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pipeline: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let counters = stats.snapshot();
+        let reason = if stats.state_code() >= 3 {
+            stats.reason()
+        } else {
+            String::new()
+        };
+        let text = if as_json {
+            json(&name, &counters, &reason)
+        } else {
+            table(&name, &counters, &reason)
+        };
+        let mut out = std::io::stdout().lock();
+        if tty && !once && !as_json {
+            let _ = write!(out, "\x1b[H\x1b[2J");
+        }
+        if writeln!(out, "{text}").is_err() {
+            return ExitCode::SUCCESS;
+        }
+        let _ = out.flush();
+        drop(out);
+        if once {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        if !ShmDir::path_for(&name).exists() {
+            eprintln!("pipeline: {name} has stopped");
+            return ExitCode::SUCCESS;
+        }
+    }
+}

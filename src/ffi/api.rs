@@ -1,0 +1,751 @@
+//! The pipeline's C API: config, start, send, receive (callback or polling), state,
+//! stats, close, stop, free. Thin wrappers over [`crate::pipeline::Pipeline`].
+
+use std::ffi::{c_char, c_void, CStr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::boundary;
+use crate::error::{Error, Result};
+use crate::ffi_nonnull;
+use crate::pipeline::{Config, Pipeline, TransportKind};
+use crate::ring::OverrunPolicy;
+use crate::runner::{Layout, WaitKind};
+use crate::stage::{Delivery, SyntheticScript};
+use crate::stats::{State, COUNTERS};
+
+/// Which transport carries the connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlTransport {
+    /// Kernel TCP socket + OpenSSL (default; no privileges).
+    PL_TRANSPORT_KERNEL = 0,
+    /// AF_XDP + userspace TCP + OpenSSL (root or capabilities).
+    PL_TRANSPORT_XDP = 1,
+    /// Scripted in-process server replaying `synthetic_data` (tests, demos).
+    PL_TRANSPORT_SYNTHETIC = 2,
+}
+
+/// Where the stages run. AUTO: chosen from the number of cores (and said on stderr).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlLayout {
+    PL_LAYOUT_AUTO = 0,
+    PL_LAYOUT_PROCESSES = 1,
+    PL_LAYOUT_THREADS = 2,
+    PL_LAYOUT_INLINE = 3,
+}
+
+/// How idle stages wait. AUTO: chosen with the layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlWait {
+    PL_WAIT_AUTO = 0,
+    PL_WAIT_SPIN = 1,
+    PL_WAIT_YIELD = 2,
+    PL_WAIT_BACKOFF = 3,
+}
+
+/// What a receive hands out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlDelivery {
+    /// Whole messages (fragments reassembled in place).
+    PL_DELIVERY_MESSAGES = 0,
+    /// Every frame; continuation frames have opcode 0.
+    PL_DELIVERY_FRAMES = 1,
+}
+
+/// What happens when the reader falls behind.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlOverrun {
+    /// Stop reading from the network (TCP window closes); nothing is lost.
+    PL_OVERRUN_BACKPRESSURE = 0,
+    /// Keep writing; overwritten frames are lost and reported.
+    PL_OVERRUN_OVERWRITE = 1,
+}
+
+/// Connection state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlState {
+    PL_STATE_CONNECTING = 0,
+    PL_STATE_CONNECTED = 1,
+    PL_STATE_CLOSING = 2,
+    PL_STATE_DISCONNECTED = 3,
+}
+
+/// Flags or-ed into the callback's `opcode` and `PlFrame.opcode`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlOpcodeFlags {
+    /// More frames of this message follow (`PL_DELIVERY_FRAMES` only).
+    PL_OPCODE_MORE = 0x100,
+}
+
+/// `PL_OPCODE_MORE` as a number.
+pub const PL_OPCODE_MORE: u32 = PlOpcodeFlags::PL_OPCODE_MORE as u32;
+
+/// Message callback: runs on the AppClient stage (its thread, its process in the
+/// processes layout, or the inline loop). `payload` points into the shared MSG_INBOX
+/// and is valid only during the call. `opcode`: 1 text, 2 binary, 0 continuation, with
+/// `PL_OPCODE_MORE` set on non-final frames. Must not unwind (C++ exceptions).
+#[allow(non_camel_case_types)]
+pub type pl_on_message =
+    Option<unsafe extern "C" fn(user: *mut c_void, payload: *const u8, len: usize, opcode: u32)>;
+
+/// Called on each connection state change after `pl_start` returned (which is the
+/// CONNECTED event): CLOSING, then DISCONNECTED with the reason ("closed by the server
+/// (1000 bye)", "reset by peer", "stopped by the application", ...). `reason` is
+/// NUL-terminated and valid only during the call. Runs on a library watcher thread.
+#[allow(non_camel_case_types)]
+pub type pl_on_state = Option<unsafe extern "C" fn(user: *mut c_void, state: PlState, reason: *const c_char)>;
+
+/// Start-up options. Fill with `pl_config_init`, then set what you need.
+#[repr(C)]
+pub struct PlConfig {
+    /// "wss://host[:port]/path" or "ws://..." (required).
+    pub url: *const c_char,
+    /// Shared-memory name (/dev/shm/pipeline_<name>/); NULL: "<pid>-<n>".
+    pub name: *const c_char,
+    pub transport: PlTransport,
+    /// Interface for the XDP transport; NULL: from the route.
+    pub iface: *const c_char,
+    pub layout: PlLayout,
+    pub wait: PlWait,
+    /// One core per stage, in stage order; NULL/0: no pinning.
+    pub cores: *const u32,
+    pub cores_len: usize,
+    /// CA bundle; NULL: the system's.
+    pub ca_file: *const c_char,
+    /// Skip certificate and host name checks (logged loudly).
+    pub insecure: bool,
+    /// Set-up deadline in milliseconds (default 10000).
+    pub timeout_ms: u32,
+    /// Largest message accepted (default 1 MiB).
+    pub max_message: usize,
+    /// MSG_INBOX bytes, power of two (default 4 MiB).
+    pub inbox_size: usize,
+    /// MSG_OUTBOX bytes, power of two (default 1 MiB).
+    pub outbox_size: usize,
+    pub delivery: PlDelivery,
+    pub overrun: PlOverrun,
+    /// Extra upgrade headers, each "Name: value".
+    pub headers: *const *const c_char,
+    pub headers_len: usize,
+    /// Sec-WebSocket-Protocol values.
+    pub subprotocols: *const *const c_char,
+    pub subprotocols_len: usize,
+    /// Callback delivery when set; polling (`pl_poll`) when NULL.
+    pub on_message: pl_on_message,
+    pub on_message_user: *mut c_void,
+    /// Leave the frames to another process using pipeline_consumer.h (no callback,
+    /// no pl_poll).
+    pub external_consumer: bool,
+    /// Do not print the chosen layout on stderr.
+    pub quiet: bool,
+    /// PL_TRANSPORT_SYNTHETIC: the server's bytes after the upgrade (copied at start).
+    pub synthetic_data: *const u8,
+    pub synthetic_len: usize,
+    /// PL_TRANSPORT_SYNTHETIC: largest read (0: unlimited), to split frames.
+    pub synthetic_chunk: usize,
+}
+
+/// A received frame, read in place. Give it back with `pl_release`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PlFrame {
+    /// Points into the shared MSG_INBOX; valid until this frame (or a later one) is
+    /// released.
+    pub payload: *const u8,
+    pub len: usize,
+    /// 1 text, 2 binary, 0 continuation; `PL_OPCODE_MORE` on non-final frames.
+    pub opcode: u32,
+    /// MSG_INBOX was overrun before this frame (PL_OVERRUN_OVERWRITE): data was lost.
+    pub after_overrun: bool,
+    /// Library use: the frame's stream position.
+    pub pos: u64,
+}
+
+/// Every counter of the stats region (see docs/pipeline.md for their meaning).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PlStats {
+    pub state: u64,
+    pub layout: u64,
+    pub wait: u64,
+    pub stages: u64,
+    pub connected_at_ns: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_kicks: u64,
+    pub rx_refilled: u64,
+    pub tx_drops: u64,
+    pub inbox_bytes: u64,
+    pub sent_bytes: u64,
+    pub sent_messages: u64,
+    pub pongs_sent: u64,
+    pub pings_sent: u64,
+    pub inbox_full: u64,
+    pub inbox_high_water: u64,
+    pub retransmits: u64,
+    pub dup_acks: u64,
+    pub drops: u64,
+    pub reconnects: u64,
+    pub frames: u64,
+    pub messages: u64,
+    pub payload_bytes: u64,
+    pub pings_received: u64,
+    pub pongs_received: u64,
+    pub reassembled: u64,
+    pub overruns: u64,
+    pub frame_ring_high_water: u64,
+    pub frame_ring_full: u64,
+    pub app_frames: u64,
+    pub app_bytes: u64,
+    pub polled_frames: u64,
+}
+static_assertions::const_assert_eq!(std::mem::size_of::<PlStats>(), COUNTERS * 8);
+
+/// A running pipeline (opaque).
+#[allow(non_camel_case_types)]
+pub struct pl_pipeline {
+    p: Pipeline,
+}
+
+struct CCallback {
+    f: unsafe extern "C" fn(*mut c_void, *const u8, usize, u32),
+    user: *mut c_void,
+}
+// SAFETY: the C caller promises the callback and its user pointer may be used from the
+// AppClient stage's thread (documented on `pl_on_message`).
+unsafe impl Send for CCallback {}
+
+unsafe fn opt_str(p: *const c_char, what: &str) -> Result<Option<String>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str()
+        .map(|s| Some(s.to_string()))
+        .map_err(|_| Error::Config(format!("{what} is not valid UTF-8")))
+}
+
+unsafe fn str_list(p: *const *const c_char, n: usize, what: &str) -> Result<Vec<String>> {
+    if p.is_null() || n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: the caller passes `n` string pointers.
+        let s = unsafe { opt_str(*p.add(i), what)? };
+        v.push(s.ok_or_else(|| Error::Config(format!("{what}[{i}] is NULL")))?);
+    }
+    Ok(v)
+}
+
+/// Fill `cfg` with the defaults (all pointers NULL, AUTO layout and wait, kernel
+/// transport, 10 s timeout, 1 MiB messages, 4 MiB MSG_INBOX).
+///
+/// # Safety
+/// `cfg` must be NULL or point to writable memory for a `PlConfig`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(cfg);
+        let d = Config::new("");
+        let c = PlConfig {
+            url: std::ptr::null(),
+            name: std::ptr::null(),
+            transport: PlTransport::PL_TRANSPORT_KERNEL,
+            iface: std::ptr::null(),
+            layout: PlLayout::PL_LAYOUT_AUTO,
+            wait: PlWait::PL_WAIT_AUTO,
+            cores: std::ptr::null(),
+            cores_len: 0,
+            ca_file: std::ptr::null(),
+            insecure: false,
+            timeout_ms: d.timeout.as_millis() as u32,
+            max_message: d.max_message,
+            inbox_size: d.inbox_size,
+            outbox_size: d.outbox_size,
+            delivery: PlDelivery::PL_DELIVERY_MESSAGES,
+            overrun: PlOverrun::PL_OVERRUN_BACKPRESSURE,
+            headers: std::ptr::null(),
+            headers_len: 0,
+            subprotocols: std::ptr::null(),
+            subprotocols_len: 0,
+            on_message: None,
+            on_message_user: std::ptr::null_mut(),
+            external_consumer: false,
+            quiet: false,
+            synthetic_data: std::ptr::null(),
+            synthetic_len: 0,
+            synthetic_chunk: 0,
+        };
+        // SAFETY: cfg is non-null and writable per the contract.
+        unsafe { cfg.write(c) };
+        Ok(())
+    })
+}
+
+unsafe fn to_config(c: &PlConfig) -> Result<Config> {
+    // SAFETY (whole function): pointers come from the caller's PlConfig, documented
+    // as NUL-terminated strings or arrays of the stated lengths.
+    let url = unsafe { opt_str(c.url, "url")? }.ok_or(Error::NullArg("cfg->url"))?;
+    let mut cfg = Config::new(&url);
+    cfg.name = unsafe { opt_str(c.name, "name")? };
+    cfg.iface = unsafe { opt_str(c.iface, "iface")? };
+    cfg.ca_file = unsafe { opt_str(c.ca_file, "ca_file")? }.map(PathBuf::from);
+    cfg.transport = match c.transport {
+        PlTransport::PL_TRANSPORT_KERNEL => TransportKind::Kernel,
+        PlTransport::PL_TRANSPORT_XDP => TransportKind::Xdp,
+        PlTransport::PL_TRANSPORT_SYNTHETIC => {
+            let data = if c.synthetic_data.is_null() || c.synthetic_len == 0 {
+                Vec::new()
+            } else {
+                unsafe { std::slice::from_raw_parts(c.synthetic_data, c.synthetic_len) }.to_vec()
+            };
+            TransportKind::Synthetic(SyntheticScript {
+                data: Arc::new(data),
+                chunk: c.synthetic_chunk,
+                ..Default::default()
+            })
+        }
+    };
+    cfg.layout = match c.layout {
+        PlLayout::PL_LAYOUT_AUTO => None,
+        PlLayout::PL_LAYOUT_PROCESSES => Some(Layout::Processes),
+        PlLayout::PL_LAYOUT_THREADS => Some(Layout::Threads),
+        PlLayout::PL_LAYOUT_INLINE => Some(Layout::Inline),
+    };
+    cfg.wait = match c.wait {
+        PlWait::PL_WAIT_AUTO => None,
+        PlWait::PL_WAIT_SPIN => Some(WaitKind::Spin),
+        PlWait::PL_WAIT_YIELD => Some(WaitKind::Yield),
+        PlWait::PL_WAIT_BACKOFF => Some(WaitKind::Backoff),
+    };
+    if !c.cores.is_null() && c.cores_len > 0 {
+        cfg.cores = unsafe { std::slice::from_raw_parts(c.cores, c.cores_len) }
+            .iter()
+            .map(|&x| x as usize)
+            .collect();
+    }
+    cfg.insecure = c.insecure;
+    if c.timeout_ms > 0 {
+        cfg.timeout = Duration::from_millis(c.timeout_ms as u64);
+    }
+    if c.max_message > 0 {
+        cfg.max_message = c.max_message;
+    }
+    if c.inbox_size > 0 {
+        cfg.inbox_size = c.inbox_size;
+    }
+    if c.outbox_size > 0 {
+        cfg.outbox_size = c.outbox_size;
+    }
+    cfg.delivery = match c.delivery {
+        PlDelivery::PL_DELIVERY_MESSAGES => Delivery::Messages,
+        PlDelivery::PL_DELIVERY_FRAMES => Delivery::Frames,
+    };
+    cfg.overrun = match c.overrun {
+        PlOverrun::PL_OVERRUN_BACKPRESSURE => OverrunPolicy::Backpressure,
+        PlOverrun::PL_OVERRUN_OVERWRITE => OverrunPolicy::Overwrite,
+    };
+    for h in unsafe { str_list(c.headers, c.headers_len, "headers")? } {
+        let (n, v) = h
+            .split_once(':')
+            .ok_or_else(|| Error::Config(format!("header {h:?} is not \"Name: value\"")))?;
+        cfg.headers
+            .push((n.trim().to_string(), v.trim().to_string()));
+    }
+    cfg.subprotocols = unsafe { str_list(c.subprotocols, c.subprotocols_len, "subprotocols")? };
+    cfg.quiet = c.quiet;
+    cfg.external_consumer = c.external_consumer;
+    Ok(cfg)
+}
+
+/// Set up the connection (TCP, TLS and WebSocket handshakes), place the stages, and
+/// return once the WebSocket is open. `*out` is written only on success; free it with
+/// `pl_free`.
+///
+/// # Safety
+/// `cfg` must point to an initialised `PlConfig` whose pointers are valid; `out` to a
+/// writable `pl_pipeline*`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_start(
+    cfg: *const PlConfig,
+    out: *mut *mut pl_pipeline,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(cfg, out);
+        // SAFETY: non-null, initialised per the contract.
+        let c = unsafe { &*cfg };
+        let config = unsafe { to_config(c)? };
+        let p = match c.on_message {
+            Some(f) => {
+                let cb = CCallback {
+                    f,
+                    user: c.on_message_user,
+                };
+                Pipeline::start_with_callback(
+                    config,
+                    Box::new(move |payload: &[u8], opcode: u8, fin: bool| {
+                        let op = opcode as u32 | if fin { 0 } else { PL_OPCODE_MORE };
+                        let cb = &cb;
+                        // SAFETY: the C callback's contract (see pl_on_message).
+                        unsafe { (cb.f)(cb.user, payload.as_ptr(), payload.len(), op) }
+                    }),
+                )?
+            }
+            None => Pipeline::start(config)?,
+        };
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = Box::into_raw(Box::new(pl_pipeline { p })) };
+        Ok(())
+    })
+}
+
+/// Shared access for the thread-safe calls (send, close, state, stats, wait).
+fn pipe_ref<'a>(p: *mut pl_pipeline) -> &'a pl_pipeline {
+    // SAFETY: callers null-check first; the handle came from pl_start and is not freed
+    // while in use (C contract). `Pipeline` is Sync (asserted below): these calls only
+    // take `&self`, with a mutex around the single MSG_OUTBOX producer.
+    unsafe { &*p }
+}
+
+#[allow(dead_code)]
+fn _pipeline_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Pipeline>();
+}
+
+fn pipe<'a>(p: *mut pl_pipeline) -> &'a mut pl_pipeline {
+    // SAFETY: callers null-check first; the handle came from pl_start and the C
+    // contract says it is not used after pl_free nor from two threads at once (except
+    // the documented thread-safe calls, which only take `&`).
+    unsafe { &mut *p }
+}
+
+/// Take the next received frame without blocking: `PL_OK` and `*out` filled, or
+/// `PL_ERR_WOULD_BLOCK` (nothing yet), or `PL_ERR_CLOSED` (disconnected and drained).
+/// Polling delivery only (`on_message` NULL). One thread at a time.
+///
+/// # Safety
+/// `p` from `pl_start`, `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p, out);
+        let pp = pipe(p);
+        let disconnected = matches!(pp.p.state(), State::Disconnected { .. });
+        let rx = pp.p.receiver_mut()?;
+        match rx.next_raw() {
+            Some(f) => {
+                // SAFETY: the frame is not yet released; the pointer stays valid until
+                // pl_release per the documented contract.
+                let payload = unsafe { rx.reader().payload(&f) }.as_ptr();
+                let op = f.opcode as u32 | if f.fin { 0 } else { PL_OPCODE_MORE };
+                // SAFETY: out is non-null and writable.
+                unsafe {
+                    *out = PlFrame {
+                        payload,
+                        len: f.len as usize,
+                        opcode: op,
+                        after_overrun: f.after_overrun,
+                        pos: f.pos,
+                    }
+                };
+                Ok(())
+            }
+            None if disconnected => Err(Error::Closed(match pp.p.state() {
+                State::Disconnected { reason } => reason,
+                _ => String::new(),
+            })),
+            None => Err(Error::WouldBlock),
+        }
+    })
+}
+
+/// Done with `frame` (and every frame before it): its bytes go back to the transport.
+/// Release frames in the order `pl_poll` returned them.
+///
+/// # Safety
+/// `p` from `pl_start`; `frame` from `pl_poll` on the same pipeline.
+#[no_mangle]
+pub unsafe extern "C" fn pl_release(p: *mut pl_pipeline, frame: *const PlFrame) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p, frame);
+        // SAFETY: non-null per the check, readable per the contract.
+        let f = unsafe { &*frame };
+        let rx = pipe(p).p.receiver_mut()?;
+        let raw = crate::stage::RawFrame {
+            pos: f.pos,
+            len: f.len as u32,
+            opcode: 0,
+            fin: true,
+            after_overrun: false,
+        };
+        rx.reader().release(&raw);
+        rx.reader().publish();
+        Ok(())
+    })
+}
+
+unsafe fn bytes<'a>(data: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller passes `len` readable bytes at `data` (non-null checked).
+        unsafe { std::slice::from_raw_parts(data, len) }
+    }
+}
+
+/// Queue a text message of `len` bytes (UTF-8, not NUL-terminated).
+/// `PL_ERR_WOULD_BLOCK` when MSG_OUTBOX is full; `PL_ERR_CLOSED` after a disconnect.
+/// Thread-safe.
+///
+/// # Safety
+/// `p` from `pl_start`; `text` has `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pl_send_text(
+    p: *mut pl_pipeline,
+    text: *const c_char,
+    len: usize,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p, text);
+        // SAFETY: per the contract.
+        let b = unsafe { bytes(text as *const u8, len) };
+        let s = std::str::from_utf8(b)
+            .map_err(|_| Error::Config("text message is not valid UTF-8".into()))?;
+        pipe_ref(p).p.send_text(s)
+    })
+}
+
+/// Queue a binary message. As `pl_send_text`. Thread-safe.
+///
+/// # Safety
+/// `p` from `pl_start`; `data` has `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pl_send_binary(
+    p: *mut pl_pipeline,
+    data: *const u8,
+    len: usize,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p, data);
+        // SAFETY: per the contract.
+        pipe_ref(p).p.send_binary(unsafe { bytes(data, len) })
+    })
+}
+
+/// Start the close handshake (`code` 1000 = normal; `reason` may be NULL). The state
+/// goes CLOSING, then DISCONNECTED when the server answers. Thread-safe.
+///
+/// # Safety
+/// `p` from `pl_start`; `reason` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn pl_close(
+    p: *mut pl_pipeline,
+    code: u16,
+    reason: *const c_char,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p);
+        // SAFETY: per the contract.
+        let r = unsafe { opt_str(reason, "reason")? }.unwrap_or_default();
+        pipe_ref(p).p.close(code, &r)
+    })
+}
+
+struct CStateCallback {
+    f: unsafe extern "C" fn(*mut c_void, PlState, *const c_char),
+    user: *mut c_void,
+}
+// SAFETY: the C caller promises the callback and its user pointer may be used from the
+// watcher thread (documented on `pl_on_state`).
+unsafe impl Send for CStateCallback {}
+
+fn pl_state_of(st: &State) -> (PlState, &str) {
+    match st {
+        State::Connecting => (PlState::PL_STATE_CONNECTING, ""),
+        State::Connected => (PlState::PL_STATE_CONNECTED, ""),
+        State::Closing => (PlState::PL_STATE_CLOSING, ""),
+        State::Disconnected { reason } => (PlState::PL_STATE_DISCONNECTED, reason.as_str()),
+    }
+}
+
+/// Register `cb` for state changes (see `pl_on_state`); NULL removes it. The last call
+/// a callback gets is DISCONNECTED, at the latest during `pl_stop`.
+///
+/// # Safety
+/// `p` from `pl_start`; not called concurrently with `pl_stop`/`pl_free` on `p`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_set_on_state(p: *mut pl_pipeline, cb: pl_on_state, user: *mut c_void) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p);
+        let Some(f) = cb else {
+            pipe(p).p.on_state_change(Box::new(|_| {}));
+            return Ok(());
+        };
+        let c = CStateCallback { f, user };
+        pipe(p).p.on_state_change(Box::new(move |st| {
+            // Capture the whole (Send) struct, not its raw-pointer field alone.
+            let c = &c;
+            let (code, text) = pl_state_of(st);
+            // A reason never holds NUL in practice; if it did, cut it there.
+            let text = text.split('\0').next().unwrap_or("");
+            let cstr = std::ffi::CString::new(text).unwrap_or_default();
+            // SAFETY: the C caller registered a callback valid for this pipeline's life.
+            unsafe { (c.f)(c.user, code, cstr.as_ptr()) };
+        }));
+        Ok(())
+    })
+}
+
+/// Wait up to `timeout_ms` for the state to become DISCONNECTED: `PL_OK`, or
+/// `PL_ERR_TIMEOUT`.
+///
+/// # Safety
+/// `p` from `pl_start`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_wait_disconnected(
+    p: *mut pl_pipeline,
+    timeout_ms: u32,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p);
+        if pipe_ref(p)
+            .p
+            .wait_disconnected(Duration::from_millis(timeout_ms as u64))
+        {
+            Ok(())
+        } else {
+            Err(Error::Timeout(format!(
+                "still connected after {timeout_ms} ms"
+            )))
+        }
+    })
+}
+
+/// The state, and (if `reason` is not NULL) the disconnect reason, NUL-terminated and
+/// truncated to `len - 1` bytes ("" while connected).
+///
+/// # Safety
+/// `p` from `pl_start`; `out` writable; `reason` NULL or `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pl_get_state(
+    p: *mut pl_pipeline,
+    out: *mut PlState,
+    reason: *mut c_char,
+    len: usize,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p, out);
+        let st = pipe_ref(p).p.state();
+        let (code, text) = pl_state_of(&st);
+        if !reason.is_null() && len > 0 {
+            let n = text.len().min(len - 1);
+            // SAFETY: `len` writable bytes at `reason`; n + 1 <= len.
+            unsafe {
+                std::ptr::copy_nonoverlapping(text.as_ptr(), reason as *mut u8, n);
+                *reason.add(n) = 0;
+            }
+        }
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = code };
+        Ok(())
+    })
+}
+
+/// A snapshot of every counter.
+///
+/// # Safety
+/// `p` from `pl_start`; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn pl_get_stats(p: *mut pl_pipeline, out: *mut PlStats) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p, out);
+        let s = pipe_ref(p).p.stats();
+        let mut o = PlStats::default();
+        // SAFETY: PlStats is COUNTERS u64 fields in Counter order (asserted size, repr(C)).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                s.values.as_ptr(),
+                &mut o as *mut PlStats as *mut u64,
+                COUNTERS,
+            )
+        };
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = o };
+        Ok(())
+    })
+}
+
+/// Copy the pipeline's shared-memory name into `buf` (NUL-terminated, truncated);
+/// returns the name's full length.
+///
+/// # Safety
+/// `p` from `pl_start` (or NULL: returns 0); `buf` NULL or `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pl_get_name(p: *mut pl_pipeline, buf: *mut c_char, len: usize) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let name = pipe_ref(p).p.name();
+        if !buf.is_null() && len > 0 {
+            let n = name.len().min(len - 1);
+            // SAFETY: `len` writable bytes at buf; n + 1 <= len.
+            unsafe {
+                std::ptr::copy_nonoverlapping(name.as_ptr(), buf as *mut u8, n);
+                *buf.add(n) = 0;
+            }
+        }
+        name.len()
+    }))
+    .unwrap_or(0)
+}
+
+/// Stop every stage (no close handshake: use `pl_close` + `pl_wait_disconnected`
+/// first for a clean close), wait for them, and remove the shared memory. The handle
+/// stays valid for `pl_get_state`/`pl_get_stats` until `pl_free`. Idempotent.
+///
+/// # Safety
+/// `p` from `pl_start`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_stop(p: *mut pl_pipeline) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p);
+        pipe(p).p.stop();
+        Ok(())
+    })
+}
+
+/// Stop (if needed) and free the pipeline. NULL is a no-op.
+///
+/// # Safety
+/// `p` from `pl_start`, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn pl_free(p: *mut pl_pipeline) {
+    if p.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: p came from Box::into_raw in pl_start and is freed once.
+        drop(unsafe { Box::from_raw(p) });
+    }));
+}

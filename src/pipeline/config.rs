@@ -1,0 +1,99 @@
+//! The runtime [`Config`] of a pipeline.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::ring::OverrunPolicy;
+use crate::runner::{Layout, WaitKind};
+use crate::stage::{Delivery, SyntheticScript};
+
+/// Which byte transport carries the connection.
+#[derive(Clone, Default)]
+pub enum TransportKind {
+    /// A kernel TCP socket + OpenSSL: runs anywhere, no privileges (default).
+    #[default]
+    Kernel,
+    /// AF_XDP + our TCP + OpenSSL (needs root or CAP_NET_ADMIN/NET_RAW/BPF/IPC_LOCK).
+    Xdp,
+    /// A scripted in-process server (tests, benchmarks, `pipeline demo`); no network.
+    Synthetic(SyntheticScript),
+}
+
+impl TransportKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TransportKind::Kernel => "kernel",
+            TransportKind::Xdp => "xdp",
+            TransportKind::Synthetic(_) => "synthetic",
+        }
+    }
+}
+
+/// Everything `Pipeline::start` needs. `Config::new(url)` gives working defaults.
+#[derive(Clone)]
+pub struct Config {
+    /// `wss://host[:port]/path` (or `ws://` for plain TCP).
+    pub url: String,
+    /// Shared-memory name: `/dev/shm/pipeline_<name>/`. Default: `<pid>-<counter>`.
+    pub name: Option<String>,
+    pub transport: TransportKind,
+    /// Interface for the XDP transport (default: the route to the server's).
+    pub iface: Option<String>,
+    /// Default: chosen from the number of cores (see `runner::choose_defaults`).
+    pub layout: Option<Layout>,
+    /// Default: chosen with the layout.
+    pub wait: Option<WaitKind>,
+    /// Core per stage, in stage order (xdp, transport, websocket, app). Empty: no pinning.
+    pub cores: Vec<usize>,
+    /// CA bundle for verification (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate and host name verification. Loud: logged at start.
+    pub insecure: bool,
+    /// Set-up (TCP + TLS + WebSocket handshakes) deadline.
+    pub timeout: Duration,
+    /// Largest message (or frame) accepted; larger closes with 1009.
+    pub max_message: usize,
+    /// MSG_INBOX bytes (power of two, >= 2 * max_message recommended).
+    pub inbox_size: usize,
+    /// MSG_OUTBOX bytes (power of two; a record holds up to half of it).
+    pub outbox_size: usize,
+    /// WS_FRAME_INFO entries (power of two).
+    pub frame_ring: usize,
+    pub overrun: OverrunPolicy,
+    pub delivery: Delivery,
+    /// Extra upgrade request headers.
+    pub headers: Vec<(String, String)>,
+    pub subprotocols: Vec<String>,
+    /// Leave WS_FRAME_INFO to another process (`include/pipeline_consumer.h`): no
+    /// built-in AppClient and no polling receiver compete for the ring.
+    pub external_consumer: bool,
+    /// Do not print the layout line on stderr.
+    pub quiet: bool,
+}
+
+impl Config {
+    pub fn new(url: &str) -> Config {
+        Config {
+            url: url.to_string(),
+            name: None,
+            transport: TransportKind::Kernel,
+            iface: None,
+            layout: None,
+            wait: None,
+            cores: Vec::new(),
+            ca_file: None,
+            insecure: false,
+            timeout: Duration::from_secs(10),
+            max_message: 1 << 20,
+            inbox_size: 4 << 20,
+            outbox_size: 1 << 20,
+            frame_ring: 1 << 14,
+            overrun: OverrunPolicy::Backpressure,
+            delivery: Delivery::Messages,
+            headers: Vec::new(),
+            subprotocols: Vec::new(),
+            external_consumer: false,
+            quiet: false,
+        }
+    }
+}

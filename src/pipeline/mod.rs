@@ -1,0 +1,626 @@
+//! [`Pipeline`]: one WebSocket connection as a pipeline of stages over shared memory.
+//!
+//! ```no_run
+//! use pipeline::pipeline::{Config, Pipeline};
+//! let mut p = Pipeline::start_with_callback(Config::new("wss://example.com/feed"), Box::new(|payload, opcode, _fin| {
+//!     println!("{opcode}: {} bytes", payload.len());
+//! }))?;
+//! p.send_text("{\"op\":\"subscribe\"}")?;
+//! p.close(1000, "bye")?;
+//! p.wait_disconnected(std::time::Duration::from_secs(5));
+//! p.stop();
+//! # Ok::<(), pipeline::Error>(())
+//! ```
+
+mod config;
+
+pub use crate::ws::WsUrl as Url;
+pub use config::{Config, TransportKind};
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::ring::{
+    ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxWriter, PongFrame, WsFrameInfo,
+};
+use crate::runner::{self, Layout, Placement, Running, WaitKind};
+use crate::shm::{names, ShmDir};
+use crate::stage::{
+    AppClientStage, FrameReader, OnMessage, RawFrame, Stage, StreamTransport, SyntheticTransport,
+    TlsTransport, TransportStage, WebSocketStage, XdpPollStage, XdpRings, XdpTransport,
+};
+use crate::stats::{Counter, State, StatsRegion, COUNTERS};
+use crate::ws::{ClientHandshake, HandshakeConfig};
+
+pub use crate::stats::State as PipelineState;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The next hop's MAC: from the neighbour table, asking the kernel to resolve it (a
+/// UDP datagram to the discard port makes it ARP) when it is not there yet.
+fn next_hop_mac(hop: std::net::Ipv4Addr, ifname: &str, timeout: Duration) -> Result<[u8; 6]> {
+    let deadline = Instant::now() + timeout;
+    let mut poked = false;
+    loop {
+        if let Some(m) = crate::xdp::addr::neighbor_mac(hop, ifname)? {
+            return Ok(m);
+        }
+        if !poked {
+            poked = true;
+            if let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") {
+                let _ = s.send_to(&[0], (hop, 9));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Net(format!(
+                "no ARP answer from {hop} on {ifname} within {timeout:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+
+/// Set up the XDP path: route, MACs, port reservation, AF_XDP socket + flow filter,
+/// rings, TCP connection (SYN queued) and TLS session.
+fn xdp_setup(
+    cfg: &Config,
+    url: &Url,
+    dir: &ShmDir,
+    stats: &StatsRegion,
+) -> Result<(XdpPollStage, XdpTransport)> {
+    use crate::xdp::{addr, Flow, PortReservation, XdpConfig, XdpSocket};
+    if !url.secure {
+        return Err(Error::Config(
+            "the XDP transport speaks TLS only: use a wss:// URL".into(),
+        ));
+    }
+    let server_ip = crate::stage::resolve_v4(&url.host, url.port)?;
+    let route = addr::route_to(server_ip)?;
+    let ifname = cfg.iface.clone().unwrap_or_else(|| route.ifname.clone());
+    let local_ip = addr::ipv4_of(&ifname)?;
+    let our_mac = addr::mac_of(&ifname)?;
+    let hop_mac = next_hop_mac(route.next_hop(server_ip), &ifname, cfg.timeout)?;
+    let port = PortReservation::new(local_ip, 0)?;
+    let xsk = XdpSocket::open(&XdpConfig::new(&ifname))?;
+    if !cfg.quiet {
+        eprintln!("pipeline: AF_XDP on {ifname}: {}", xsk.mode());
+    }
+    xsk.set_flow(Some(Flow {
+        server_ip,
+        server_port: url.port,
+        local_port: port.port(),
+    }))?;
+    let rings = XdpRings::create(dir)?;
+    let xdp = XdpPollStage::new(xsk, &rings, stats.clone());
+    let tcfg = crate::tcp::TcpConfig::new(
+        crate::wire::MacAddr(our_mac),
+        crate::wire::MacAddr(hop_mac),
+        port.addr(),
+        std::net::SocketAddrV4::new(server_ip, url.port),
+    );
+    let mut conn = crate::tcp::Connection::new(tcfg)?;
+    conn.connect(crate::stage::now_ns() / 1000)?;
+    let ctx = crate::tls::TlsContext::new(&crate::tls::TlsConfig {
+        ca_file: cfg.ca_file.clone(),
+        insecure_skip_verify: cfg.insecure,
+        ..Default::default()
+    })?;
+    let tls = ctx.client_session(&url.host)?;
+    let t = XdpTransport::new(conn, tls, &rings, xdp.umem_view(), port);
+    Ok((xdp, t))
+}
+
+/// A received frame (or message) borrowed from MSG_INBOX. Dropping it (or
+/// [`Frame::release`]) gives its bytes back to the transport.
+pub struct Frame<'a> {
+    rx: &'a mut FrameReader,
+    raw: RawFrame,
+}
+
+impl Frame<'_> {
+    /// The payload, in place in MSG_INBOX (no copy).
+    pub fn payload(&self) -> &[u8] {
+        // SAFETY: the frame is released only when it is dropped, and it borrows the
+        // reader mutably, so no later frame can be taken (and released) meanwhile.
+        unsafe { self.rx.payload(&self.raw) }
+    }
+    /// 0x1 text, 0x2 binary, 0x0 continuation (Frames delivery only).
+    pub fn opcode(&self) -> u8 {
+        self.raw.opcode
+    }
+    pub fn is_final(&self) -> bool {
+        self.raw.fin
+    }
+    /// MSG_INBOX was overrun before this frame (overwrite policy): data was lost.
+    pub fn after_overrun(&self) -> bool {
+        self.raw.after_overrun
+    }
+    /// Overwrite policy: is the payload still intact (not overwritten by the transport
+    /// while you held it)? Check after reading it. Always true with backpressure.
+    pub fn intact(&self) -> bool {
+        self.rx.intact(&self.raw)
+    }
+    /// The payload as text (for text frames).
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(self.payload()).ok()
+    }
+    /// Give the bytes back now (same as dropping the frame).
+    pub fn release(self) {}
+}
+
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        self.rx.release(&self.raw);
+    }
+}
+
+/// Polling delivery, detached from the [`Pipeline`] so the pipeline can still send
+/// while a frame is borrowed. Get it with [`Pipeline::receiver`].
+pub struct Receiver {
+    reader: FrameReader,
+    stats: StatsRegion,
+    taken: u64,
+}
+
+impl Receiver {
+    /// The next frame, if one is ready (never blocks).
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        let raw = self.next_raw()?;
+        Some(Frame {
+            rx: &mut self.reader,
+            raw,
+        })
+    }
+
+    /// The next frame, waiting up to `timeout` (backoff: spin, yield, 50 µs sleeps).
+    /// Returns early with `None` once the pipeline is disconnected and drained.
+    pub fn next_frame_timeout(&mut self, timeout: Duration) -> Option<Frame<'_>> {
+        let deadline = Instant::now() + timeout;
+        let mut w = runner::Wait::new(WaitKind::Backoff);
+        loop {
+            if let Some(raw) = self.next_raw() {
+                return Some(Frame {
+                    rx: &mut self.reader,
+                    raw,
+                });
+            }
+            if Instant::now() >= deadline
+                || (self.stats.state_code() == 3 && self.reader.backlog() == 0)
+            {
+                return None;
+            }
+            w.idle();
+        }
+    }
+
+    /// Frames skipped because the transport overwrote them (overwrite policy).
+    pub fn skipped(&self) -> u64 {
+        self.reader.skipped()
+    }
+
+    /// The next frame as positions (also the C API's `pl_poll`).
+    pub(crate) fn next_raw(&mut self) -> Option<RawFrame> {
+        let r = self.reader.take();
+        if r.is_some() {
+            self.taken += 1;
+            if self.taken & 63 == 0 {
+                self.stats.set(Counter::PolledFrames, self.taken);
+            }
+        }
+        r
+    }
+
+    pub(crate) fn reader(&mut self) -> &mut FrameReader {
+        &mut self.reader
+    }
+}
+
+/// A snapshot of the stats counters.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    pub values: [u64; COUNTERS],
+}
+
+impl Stats {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.values[c as usize]
+    }
+    /// `(name, value)` of every counter.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Counter::ALL
+            .iter()
+            .map(move |c| (c.name(), self.values[*c as usize]))
+    }
+}
+
+/// One connection: its shared memory, its stages and where they run.
+pub struct Pipeline {
+    name: String,
+    stats: StatsRegion,
+    inbox: MsgInbox,
+    outbox: Mutex<OutboxWriter>,
+    outbox_max: usize,
+    receiver: Option<Receiver>,
+    callback: bool,
+    running: Option<Running>,
+    layout: Layout,
+    wait: WaitKind,
+    /// The state-change watcher: its stop flag and thread.
+    watcher: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    // Last: removed when the pipeline goes.
+    dir: Option<ShmDir>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field("layout", &self.layout)
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// Start with polling delivery ([`Pipeline::receiver`] / [`Pipeline::next_frame`]).
+    /// Returns once the WebSocket is open, or fails with the reason.
+    pub fn start(cfg: Config) -> Result<Pipeline> {
+        Self::start_inner(cfg, None)
+    }
+
+    /// Start with callback delivery: `cb(payload, opcode, fin)` runs on the AppClient
+    /// stage (its thread, its process, or the inline loop) with the payload in place.
+    pub fn start_with_callback(cfg: Config, cb: OnMessage) -> Result<Pipeline> {
+        Self::start_inner(cfg, Some(cb))
+    }
+
+    fn start_inner(cfg: Config, cb: Option<OnMessage>) -> Result<Pipeline> {
+        let url = Url::parse(&cfg.url)?;
+        let name = match &cfg.name {
+            Some(n) => n.clone(),
+            None => format!(
+                "{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        if cfg.max_message == 0 || cfg.max_message > cfg.inbox_size {
+            return Err(Error::Config(format!(
+                "max_message {} must be between 1 and the MSG_INBOX size {}",
+                cfg.max_message, cfg.inbox_size
+            )));
+        }
+        if cfg.insecure {
+            eprintln!("pipeline {name}: WARNING: certificate and host name verification are OFF (--insecure)");
+        }
+        let dir = ShmDir::create(&name)?;
+        let stats = StatsRegion::create(&dir)?;
+        let inbox = MsgInbox::create(&dir, cfg.inbox_size, cfg.overrun)?;
+        let outbox = MsgOutbox::create(&dir, cfg.outbox_size)?;
+        let pongs: ElemRing<PongFrame> = ElemRing::create(&dir, names::PONGS, 256)?;
+        let frames: ElemRing<WsFrameInfo> =
+            ElemRing::create(&dir, names::WS_FRAME_INFO, cfg.frame_ring)?;
+
+        let handshake = ClientHandshake::new(
+            &url,
+            &HandshakeConfig {
+                protocols: cfg.subprotocols.clone(),
+                headers: cfg.headers.clone(),
+                ..Default::default()
+            },
+        )?;
+        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        // Monomorphised per transport: no dynamic dispatch on the hot path.
+        let ts = |t: &mut Vec<Box<dyn Stage>>, stage: Box<dyn Stage>| t.push(stage);
+        macro_rules! transport_stage {
+            ($t:expr) => {
+                Box::new(TransportStage::new(
+                    $t,
+                    handshake.clone(),
+                    inbox.writer(),
+                    outbox.reader(),
+                    pongs.consumer(),
+                    stats.clone(),
+                    outbox.max_payload(),
+                )?)
+            };
+        }
+        match &cfg.transport {
+            TransportKind::Synthetic(script) => ts(
+                &mut stages,
+                transport_stage!(SyntheticTransport::new(script.clone())),
+            ),
+            TransportKind::Kernel if url.secure => ts(
+                &mut stages,
+                transport_stage!(TlsTransport::connect(
+                    &url.host,
+                    url.port,
+                    cfg.ca_file.clone(),
+                    cfg.insecure,
+                    cfg.timeout
+                )?),
+            ),
+            TransportKind::Kernel => ts(
+                &mut stages,
+                transport_stage!(StreamTransport::connect(&url.host, url.port, cfg.timeout)?),
+            ),
+            TransportKind::Xdp => {
+                let (xdp, t) = xdp_setup(&cfg, &url, &dir, &stats)?;
+                ts(&mut stages, Box::new(xdp));
+                ts(&mut stages, transport_stage!(t));
+            }
+        }
+        stages.push(Box::new(WebSocketStage::new(
+            inbox.clone(),
+            frames.producer(),
+            pongs.producer(),
+            stats.clone(),
+            cfg.delivery,
+            cfg.max_message,
+        )));
+        let callback = cb.is_some();
+        let mut receiver = None;
+        if let Some(cb) = cb {
+            let reader = FrameReader::new(frames.consumer(), inbox.clone());
+            stages.push(Box::new(AppClientStage::new(reader, cb, stats.clone())));
+        } else if !cfg.external_consumer {
+            receiver = Some(Receiver {
+                reader: FrameReader::new(frames.consumer(), inbox.clone()),
+                stats: stats.clone(),
+                taken: 0,
+            });
+        }
+        let nstages = stages.len() + 1; // the AppClient: a stage, the caller's polling thread, or another process
+        let cores = runner::available_cores();
+        let (dl, dw) = runner::choose_defaults(nstages, cores);
+        let layout = cfg.layout.unwrap_or(dl);
+        let wait = cfg.wait.unwrap_or(dw);
+        stats.set(Counter::Layout, layout as u64);
+        stats.set(Counter::Wait, wait as u64);
+        stats.set(Counter::Stages, stages.len() as u64);
+        if !cfg.quiet {
+            eprintln!(
+                "pipeline {name}: layout {}, wait {} ({} stage(s){}, {cores} core(s){}; transport {})",
+                layout.name(),
+                wait.name(),
+                stages.len(),
+                if callback {
+                    ""
+                } else if cfg.external_consumer {
+                    " + an external consumer"
+                } else {
+                    " + your polling thread"
+                },
+                match (cfg.layout.is_some(), cfg.wait.is_some()) {
+                    (true, true) => ", as configured",
+                    (false, false) => ", chosen from the core count",
+                    _ => ", partly chosen from the core count",
+                },
+                cfg.transport.name()
+            );
+        }
+
+        // Set-up: the same stages, inline on this thread, until the WebSocket is open.
+        runner::run_setup(&mut stages, &stats, cfg.timeout)?;
+
+        let placement = Placement {
+            layout,
+            wait,
+            cores: cfg.cores.clone(),
+            name: name.clone(),
+        };
+        let running = runner::place(stages, &placement, &stats)?;
+        let outbox_max = outbox.max_payload();
+        Ok(Pipeline {
+            name,
+            stats,
+            inbox,
+            outbox: Mutex::new(outbox.writer()),
+            outbox_max,
+            receiver,
+            callback,
+            running: Some(running),
+            watcher: None,
+            layout,
+            wait,
+            dir: Some(dir),
+        })
+    }
+
+    /// The shared-memory name (`/dev/shm/pipeline_<name>/`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    pub fn wait_kind(&self) -> WaitKind {
+        self.wait
+    }
+
+    /// The connection state (Disconnected carries the reason).
+    pub fn state(&self) -> State {
+        self.stats.state()
+    }
+
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> Stats {
+        let mut values = [0u64; COUNTERS];
+        for c in Counter::ALL {
+            values[*c as usize] = self.stats.get(*c);
+        }
+        Stats { values }
+    }
+
+    pub fn stats_region(&self) -> &StatsRegion {
+        &self.stats
+    }
+
+    /// MSG_INBOX (for checking where payloads live).
+    pub fn inbox(&self) -> &MsgInbox {
+        &self.inbox
+    }
+
+    fn push(&self, kind: OutboxKind, payload: &[u8]) -> Result<()> {
+        match self.stats.state() {
+            State::Disconnected { reason } => return Err(Error::Closed(reason)),
+            State::Closing if kind != OutboxKind::Close => {
+                return Err(Error::Closed("close in progress".into()))
+            }
+            _ => {}
+        }
+        if payload.len() > self.outbox_max {
+            return Err(Error::Config(format!(
+                "message of {} bytes exceeds the MSG_OUTBOX record limit {}",
+                payload.len(),
+                self.outbox_max
+            )));
+        }
+        let mut w = self
+            .outbox
+            .lock()
+            .map_err(|_| Error::Closed("sender poisoned by a panic".into()))?;
+        w.push(kind, 0, payload)
+    }
+
+    /// Queue a text message. `Err(WouldBlock)` when MSG_OUTBOX is full.
+    pub fn send_text(&self, text: &str) -> Result<()> {
+        self.push(OutboxKind::Text, text.as_bytes())
+    }
+
+    /// Queue a binary message. `Err(WouldBlock)` when MSG_OUTBOX is full.
+    pub fn send_binary(&self, data: &[u8]) -> Result<()> {
+        self.push(OutboxKind::Binary, data)
+    }
+
+    /// Queue a PING (payload <= 125 bytes).
+    pub fn ping(&self, data: &[u8]) -> Result<()> {
+        if data.len() > 125 {
+            return Err(Error::Config("PING payload longer than 125 bytes".into()));
+        }
+        self.push(OutboxKind::Ping, data)
+    }
+
+    /// Start the close handshake with `code` (1000 normal) and a short reason.
+    /// The state goes Closing, then Disconnected when the server answers.
+    pub fn close(&self, code: u16, reason: &str) -> Result<()> {
+        if !(1000..5000).contains(&code) || matches!(code, 1004..=1006 | 1015) {
+            return Err(Error::Config(format!("close code {code} may not be sent")));
+        }
+        if reason.len() > 123 {
+            return Err(Error::Config("close reason longer than 123 bytes".into()));
+        }
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(reason.as_bytes());
+        self.push(OutboxKind::Close, &p)
+    }
+
+    /// Wait until the state is Disconnected (true) or `timeout` passes (false).
+    pub fn wait_disconnected(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stats.state_code() == 3 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.stats.state_code() == 3
+    }
+
+    /// Call `cb` on every later state change (Closing, Disconnected with its reason),
+    /// from a watcher thread that looks at the shared state once per millisecond — off
+    /// the data path, so it costs the stages nothing. `start` returning is the
+    /// Connected event. The last call is for Disconnected; replacing the callback stops
+    /// the previous watcher.
+    pub fn on_state_change(&mut self, mut cb: Box<dyn FnMut(&State) + Send>) {
+        self.stop_watcher();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = self.stats.clone();
+        let flag = stop.clone();
+        let mut last = stats.state_code();
+        let handle = std::thread::spawn(move || loop {
+            // Read the flag first: a stop publishes Disconnected before raising it, so
+            // the state read below always includes the final change.
+            let stopping = flag.load(Ordering::Acquire);
+            let code = stats.state_code();
+            if code != last {
+                last = code;
+                cb(&stats.state());
+            }
+            if code == 3 || stopping {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        });
+        self.watcher = Some((stop, handle));
+    }
+
+    fn stop_watcher(&mut self) {
+        if let Some((stop, handle)) = self.watcher.take() {
+            stop.store(true, Ordering::Release);
+            let _ = handle.join();
+        }
+    }
+
+    /// The polling receiver (once; `None` with callback delivery or if taken).
+    pub fn receiver(&mut self) -> Option<Receiver> {
+        self.receiver.take()
+    }
+
+    /// Polling delivery on the pipeline itself: the next frame, if ready.
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        self.receiver.as_mut()?.next_frame()
+    }
+
+    pub(crate) fn receiver_mut(&mut self) -> Result<&mut Receiver> {
+        if self.callback {
+            return Err(Error::Config(
+                "this pipeline delivers by callback; polling is not available".into(),
+            ));
+        }
+        self.receiver.as_mut().ok_or_else(|| {
+            Error::Config(
+                "no polling receiver (external consumer, or taken with receiver())".into(),
+            )
+        })
+    }
+
+    /// Stop every stage, wait for them, and remove the shared memory. Idempotent.
+    /// (A close handshake first is [`Pipeline::close`] + [`Pipeline::wait_disconnected`].)
+    pub fn stop(&mut self) {
+        if let Some(mut r) = self.running.take() {
+            self.stats.advance_state(&State::Disconnected {
+                reason: "stopped by the application".into(),
+            });
+            r.stop(&self.stats);
+        }
+        // After the Disconnected state is published, so the watcher reports it.
+        self.stop_watcher();
+        self.dir.take();
+    }
+
+    /// Stage process ids in the `processes` layout (stage order: transport, websocket,
+    /// app), empty otherwise.
+    pub fn child_pids(&self) -> Vec<i32> {
+        self.running
+            .as_ref()
+            .map(|r| r.child_pids())
+            .unwrap_or_default()
+    }
+
+    /// Have all stages ended (after a disconnect)?
+    pub fn finished(&self) -> bool {
+        self.running.as_ref().map(|r| r.finished()).unwrap_or(true)
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

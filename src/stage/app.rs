@@ -1,0 +1,201 @@
+//! The AppClient stage (design §5.4): WS_FRAME_INFO -> the user's callback with a
+//! pointer INTO MSG_INBOX (never a copy) -> release of the bytes. [`FrameReader`] is
+//! the same logic for polling delivery (`Pipeline::next_frame`, `pl_poll`).
+
+use super::websocket::op;
+use super::{Progress, Stage};
+use crate::error::Result;
+use crate::ring::{Consumer, MsgInbox, WsFrameInfo};
+use crate::stats::{Counter, StatsRegion};
+
+/// The user's message callback: `(payload, opcode, fin)`. `payload` lives in
+/// MSG_INBOX and is valid only during the call. In `Messages` delivery `fin` is
+/// always true; in `Frames` delivery continuations have opcode 0.
+pub type OnMessage = Box<dyn FnMut(&[u8], u8, bool) + Send>;
+
+/// One deliverable frame, as stream positions (no borrow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    /// Stream position of the payload in MSG_INBOX.
+    pub pos: u64,
+    pub len: u32,
+    pub opcode: u8,
+    pub fin: bool,
+    /// MSG_INBOX was overrun before this frame (overwrite policy): data was lost.
+    pub after_overrun: bool,
+}
+
+/// Reads WS_FRAME_INFO and hands out deliverable frames in order; control-frame
+/// entries only move the release point.
+pub struct FrameReader {
+    frames: Consumer<WsFrameInfo>,
+    inbox: MsgInbox,
+    /// Everything before this position may be released.
+    done: u64,
+    /// Position published to the transport with `release_to`.
+    released: u64,
+    overrun: bool,
+    /// Entries consumed locally but not yet released on the ring.
+    unreleased: u32,
+    /// Overwrite policy: check every frame against the writer's position.
+    overwrite: bool,
+    /// Frames skipped because their bytes were overwritten.
+    skipped: u64,
+}
+
+impl FrameReader {
+    pub fn new(frames: Consumer<WsFrameInfo>, inbox: MsgInbox) -> Self {
+        let r = inbox.read_pos();
+        let overwrite = inbox.policy() == crate::ring::OverrunPolicy::Overwrite;
+        FrameReader {
+            frames,
+            inbox,
+            done: r,
+            released: r,
+            overrun: false,
+            unreleased: 0,
+            overwrite,
+            skipped: 0,
+        }
+    }
+
+    pub fn inbox(&self) -> &MsgInbox {
+        &self.inbox
+    }
+
+    /// The next data frame, if any. The frame's bytes stay valid until
+    /// [`FrameReader::release`] of it (or of a later frame).
+    #[inline]
+    pub fn take(&mut self) -> Option<RawFrame> {
+        loop {
+            if self.frames.available() == 0 {
+                self.publish();
+                return None;
+            }
+            let info = *self.frames.get(0)?;
+            self.frames.advance(1);
+            self.unreleased += 1;
+            let pos = MsgInbox::expand_pos(info.msg_inbox_offset, self.done);
+            if info.flags() & WsFrameInfo::FLAG_OVERRUN != 0 {
+                self.overrun = true;
+                self.done = self.done.max(pos);
+                continue;
+            }
+            match info.opcode() {
+                op::TEXT | op::BINARY | op::CONT
+                    if self.overwrite && self.inbox.overrun_since(pos) =>
+                {
+                    // Its bytes were overwritten before we got to it: lost.
+                    self.skipped += 1;
+                    self.overrun = true;
+                    self.done = self.done.max(pos + info.payload_len as u64);
+                }
+                op::TEXT | op::BINARY | op::CONT => {
+                    let f = RawFrame {
+                        pos,
+                        len: info.payload_len,
+                        opcode: info.opcode(),
+                        fin: info.is_final(),
+                        after_overrun: self.overrun,
+                    };
+                    self.overrun = false;
+                    return Some(f);
+                }
+                _ => {
+                    // Control frame: nothing to deliver, its bytes are done with.
+                    self.done = self.done.max(pos + info.payload_len as u64);
+                }
+            }
+        }
+    }
+
+    /// The payload of a frame from [`FrameReader::take`].
+    ///
+    /// # Safety
+    /// The frame must not have been released yet.
+    #[inline]
+    pub unsafe fn payload(&self, f: &RawFrame) -> &[u8] {
+        self.inbox.slice(f.pos, f.len as usize)
+    }
+
+    /// Done with `f` and every frame before it. The bytes go back to the transport at
+    /// the next [`FrameReader::publish`] (batched: once per batch, not per frame).
+    #[inline]
+    pub fn release(&mut self, f: &RawFrame) {
+        self.done = self.done.max(f.pos + f.len as u64);
+        if self.unreleased >= 64 {
+            self.publish();
+        }
+    }
+
+    /// Publish the ring's consumer position and MSG_INBOX's release position.
+    #[inline]
+    pub fn publish(&mut self) {
+        if self.unreleased > 0 {
+            self.frames.release();
+            self.unreleased = 0;
+        }
+        if self.done != self.released {
+            self.inbox.release_to(self.done);
+            self.released = self.done;
+        }
+    }
+
+    /// Frames skipped because the transport overwrote them (overwrite policy).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Overwrite policy, after reading a payload: was it intact the whole time?
+    #[inline]
+    pub fn intact(&self, f: &RawFrame) -> bool {
+        !self.overwrite || !self.inbox.overrun_since(f.pos)
+    }
+
+    /// Entries waiting in WS_FRAME_INFO (a snapshot).
+    pub fn backlog(&mut self) -> usize {
+        self.frames.available()
+    }
+}
+
+/// Frames per poll (bounded work).
+const DELIVER_PER_POLL: usize = 256;
+
+/// WS_FRAME_INFO -> `on_message`.
+pub struct AppClientStage {
+    reader: FrameReader,
+    cb: OnMessage,
+    stats: StatsRegion,
+}
+
+impl AppClientStage {
+    pub fn new(reader: FrameReader, cb: OnMessage, stats: StatsRegion) -> Self {
+        AppClientStage { reader, cb, stats }
+    }
+}
+
+impl Stage for AppClientStage {
+    fn name(&self) -> &'static str {
+        "app"
+    }
+
+    fn poll(&mut self, _now: u64) -> Result<Progress> {
+        let mut n = 0u64;
+        let mut bytes = 0u64;
+        while (n as usize) < DELIVER_PER_POLL {
+            let Some(f) = self.reader.take() else { break };
+            // SAFETY: `f` was just handed out and is released only below.
+            let payload = unsafe { self.reader.payload(&f) };
+            (self.cb)(payload, f.opcode, f.fin);
+            self.reader.release(&f);
+            n += 1;
+            bytes += f.len as u64;
+        }
+        self.reader.publish();
+        if n > 0 {
+            self.stats.add(Counter::AppFrames, n);
+            self.stats.add(Counter::AppBytes, bytes);
+        }
+        Ok(Progress::from_bool(n > 0))
+    }
+}

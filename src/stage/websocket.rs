@@ -1,0 +1,277 @@
+//! The WebSocket stage (design §5.3): parses server frames in MSG_INBOX in place and
+//! publishes one [`WsFrameInfo`] per frame (or per reassembled message) for the
+//! AppClient; PINGs become PONG requests and a CLOSE becomes the close reply (a
+//! [`PongFrame`] with opcode 0x08, §12.1) on the PONGS ring to the transport.
+//!
+//! Control frames also get a `WsFrameInfo` (opcode 0x8/0x9/0xA) that the AppClient
+//! does not deliver but uses to release their bytes, so a stream of PINGs alone never
+//! fills MSG_INBOX. Fragmented messages in `Messages` delivery are compacted in place:
+//! each continuation's payload is moved back over the headers between it and the
+//! message's start, so the message is one contiguous slice of MSG_INBOX.
+
+use super::{Progress, Stage};
+use crate::error::{Error, Result};
+use crate::ring::{MsgInbox, PongFrame, Producer, WsFrameInfo};
+use crate::stats::{Counter, State, StatsRegion};
+use crate::ws::{self, Event, Parser, ParserConfig};
+
+/// Opcodes as carried in `WsFrameInfo`.
+pub(crate) mod op {
+    pub const CONT: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+}
+
+/// What the AppClient receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Whole messages: fragments reassembled in place (default).
+    #[default]
+    Messages,
+    /// Every data frame as it arrives (continuations have opcode 0, `fin` marks the last).
+    Frames,
+}
+
+/// Events per poll (bounded work).
+const EVENTS_PER_POLL: usize = 256;
+
+/// MSG_INBOX -> WS_FRAME_INFO (+ PONGS), over the `crate::ws` parser.
+pub struct WebSocketStage {
+    inbox: MsgInbox,
+    frames: Producer<WsFrameInfo>,
+    pongs: Producer<PongFrame>,
+    stats: StatsRegion,
+    delivery: Delivery,
+    parser: Parser,
+    /// Stream position of the parser's slice start (its first unreleased byte).
+    pos: u64,
+    closed: bool,
+    /// Overwrite policy: never stall on a full WS_FRAME_INFO ring (drop and flag).
+    overwrite: bool,
+    /// The next published entry carries FLAG_OVERRUN (entries were dropped before it).
+    lost: bool,
+}
+
+impl WebSocketStage {
+    pub fn new(
+        inbox: MsgInbox,
+        frames: Producer<WsFrameInfo>,
+        pongs: Producer<PongFrame>,
+        stats: StatsRegion,
+        delivery: Delivery,
+        max_message: usize,
+    ) -> Self {
+        let pos = inbox.parsed_pos().max(inbox.read_pos());
+        let max_message = max_message.min(inbox.capacity());
+        let overwrite = inbox.policy() == crate::ring::OverrunPolicy::Overwrite;
+        let d = match delivery {
+            Delivery::Messages => ws::Delivery::Messages,
+            Delivery::Frames => ws::Delivery::Frames,
+        };
+        WebSocketStage {
+            inbox,
+            frames,
+            pongs,
+            stats,
+            delivery,
+            parser: Parser::new(ParserConfig {
+                delivery: d,
+                max_message,
+            }),
+            pos,
+            closed: false,
+            overwrite,
+            lost: false,
+        }
+    }
+
+    fn fail(&mut self, code: u16, reason: &str) {
+        self.stats.note_reason(&format!(
+            "websocket protocol error: {reason} (we closed with {code})"
+        ));
+        self.closed = true;
+        if let Some(p) = PongFrame::new(op::CLOSE, &code.to_be_bytes()) {
+            let _ = self.pongs.push(p);
+        }
+        self.stats.advance_state(&State::Closing);
+    }
+
+    fn info(&mut self, pos: u64, len: u64, opcode: u8, fin: bool, mut flags: u8, now: u64) {
+        if self.lost {
+            flags |= WsFrameInfo::FLAG_OVERRUN;
+        }
+        let i = WsFrameInfo::new(pos, len as u32, now, opcode, fin, flags);
+        // Space was checked before the event was taken (or, overwriting, we drop).
+        if self.frames.stage(i).is_err() {
+            self.lost = true;
+            self.stats.add(Counter::FrameRingFull, 1);
+        } else {
+            self.lost = false;
+        }
+    }
+
+    /// A release-only entry after a control frame: everything the parser no longer
+    /// needs may go back to the transport once the AppClient gets here (in order, so
+    /// after every data frame before it). While a message is being reassembled the
+    /// parser keeps its start, so this never releases a message's first fragments.
+    fn marker(&mut self, opcode: u8, now: u64) {
+        let p = self.pos + self.parser.releasable() as u64;
+        self.info(p, 0, opcode, true, 0, now);
+    }
+
+    fn event(&mut self, ev: Event, slice: &[u8], now: u64) {
+        match ev {
+            Event::Data(d) => {
+                let p = self.pos + d.offset as u64;
+                let kind = d.kind as u8;
+                self.stats.add(Counter::PayloadBytes, d.len as u64);
+                match self.delivery {
+                    Delivery::Frames => {
+                        let opcode = if d.first { kind } else { op::CONT };
+                        self.info(p, d.len as u64, opcode, d.last, 0, now);
+                    }
+                    Delivery::Messages => {
+                        self.info(p, d.len as u64, kind, true, WsFrameInfo::FLAG_MESSAGE, now);
+                        if !single_frame(slice, d.offset, d.len) {
+                            self.stats.add(Counter::Reassembled, 1);
+                        }
+                    }
+                }
+                if d.last {
+                    self.stats.add(Counter::Messages, 1);
+                }
+            }
+            Event::Ping(pl) => {
+                self.stats.add(Counter::PingsReceived, 1);
+                if let Some(pf) = PongFrame::new(op::PONG, pl.as_bytes()) {
+                    let _ = self.pongs.push(pf);
+                }
+                self.marker(op::PING, now);
+            }
+            Event::Pong(_) => {
+                self.stats.add(Counter::PongsReceived, 1);
+                self.marker(op::PONG, now);
+            }
+            Event::Close(c) => {
+                let why = c.reason_str().to_string();
+                let we_closed = self.stats.state_code() >= State::Closing.code();
+                if !we_closed {
+                    self.stats.note_reason(&format!(
+                        "closed by server: code {}{}{}",
+                        c.code,
+                        if why.is_empty() { "" } else { " " },
+                        why
+                    ));
+                }
+                let code = c.code.to_be_bytes();
+                let reply: &[u8] = if c.code == ws::close_code::NO_STATUS {
+                    &[]
+                } else {
+                    &code
+                };
+                if let Some(pf) = PongFrame::new(op::CLOSE, reply) {
+                    let _ = self.pongs.push(pf);
+                }
+                self.stats.advance_state(&State::Closing);
+                self.marker(op::CLOSE, now);
+                self.closed = true;
+            }
+        }
+    }
+}
+
+/// Is the message at `slice[off..off + len]` a single unfragmented frame? (Its header
+/// sits right before it, and its length form follows from `len`.)
+fn single_frame(slice: &[u8], off: usize, len: usize) -> bool {
+    let hl = if len < 126 {
+        2
+    } else if len < 65536 {
+        4
+    } else {
+        10
+    };
+    let Some(h) = off.checked_sub(hl).and_then(|s| slice.get(s..off)) else {
+        return false;
+    };
+    let l7 = (h[1] & 0x7f) as usize;
+    h[0] & 0x80 != 0
+        && match hl {
+            2 => l7 == len,
+            4 => l7 == 126 && u16::from_be_bytes([h[2], h[3]]) as usize == len,
+            _ => l7 == 127,
+        }
+}
+
+impl Stage for WebSocketStage {
+    fn name(&self) -> &'static str {
+        "websocket"
+    }
+
+    fn poll(&mut self, now: u64) -> Result<Progress> {
+        if self.closed {
+            return Ok(Progress::Idle);
+        }
+        if self.overwrite && self.inbox.check_and_clear_dirty() {
+            // Overwrite policy: the transport wrote over bytes the AppClient had not
+            // released. Frames already published may be damaged (the reader checks each
+            // against the writer's position); if the overrun reached bytes this stage had
+            // not parsed yet, the frame boundaries are gone: close (1008) rather than
+            // parse garbage.
+            self.stats.add(Counter::Overruns, 1);
+            if self.inbox.overrun_since(self.pos) {
+                self.fail(1008, "MSG_INBOX overrun reached unparsed data (the WebSocket stage fell a whole inbox behind)");
+                return Ok(Progress::Busy);
+            }
+        }
+        let avail = self.inbox.readable_from(self.pos);
+        if avail == 0 {
+            return Ok(Progress::Idle);
+        }
+        // SAFETY: [pos, pos + avail) is written (below write_pos) and not released: the
+        // AppClient releases only up to positions this stage published, which are below
+        // `pos` or inside ranges the parser has already handed out (never moved again).
+        // This stage is the only one that writes inside it (in-place reassembly).
+        // (A raw slice, not tied to `self`: the mapping outlives this call, and no other
+        // reference into this range exists while the parser works on it.)
+        let slice =
+            unsafe { std::slice::from_raw_parts_mut(self.inbox.ring().ptr_at(self.pos), avail) };
+        let mut n = 0;
+        while n < EVENTS_PER_POLL {
+            if (self.frames.free() == 0 && !self.overwrite) || self.pongs.free() == 0 {
+                self.stats.add(Counter::FrameRingFull, 1);
+                break;
+            }
+            match self.parser.next_in_place(slice) {
+                Ok(Some(ev)) => {
+                    self.event(ev, slice, now);
+                    self.stats.add(Counter::Frames, 1);
+                    n += 1;
+                    if self.closed {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(Error::WebSocket { close_code, reason }) => {
+                    self.fail(close_code, &reason);
+                    n += 1;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.pos += self.parser.release() as u64;
+        if n > 0 {
+            self.frames.publish();
+            self.inbox.set_parsed_pos(self.pos);
+            let ring = self.frames.ring();
+            self.stats.max(
+                Counter::FrameRingHighWater,
+                self.frames.position() - ring.tail(),
+            );
+        }
+        Ok(Progress::from_bool(n > 0))
+    }
+}

@@ -1,0 +1,401 @@
+//! The XDP transport: our TCP ([`crate::tcp::Connection`]) and TLS
+//! ([`crate::tls::TlsSession`], sans-IO) over the rings of the [`super::XdpPollStage`].
+//!
+//! RX: RAW_INBOX descriptors -> `Connection::on_frame` on the UMEM frame in place ->
+//! in-order bytes fed to TLS -> `read` decrypts into MSG_INBOX. Consuming a descriptor
+//! is what lets the XDP stage give the RX frame back to the fill ring.
+//! TX: ciphertext is taken straight into a MSG-pool UMEM frame at the TCP payload
+//! offset; `send_data` writes the headers around it; the descriptor goes on RAW_OUTBOX.
+//! Control segments (SYN, ACK, FIN) use ACK-pool frames and ACK_OUTBOX.
+//!
+//! MSG frames and retransmission: a data frame stays ours until TCP reports it
+//! acknowledged (`pop_acked`), because a retransmission re-sends the same frame. The
+//! XDP stage hands a frame back on `tx_free_msg` once its transmission completed; for a
+//! frame still held for retransmission that is the completion notice (it may now be
+//! refreshed and re-sent), for an acknowledged one it means "free".
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use super::transport::{Transport, TransportCounters};
+use super::xdp_poll::XdpRings;
+use crate::config::{MSG_BASE, MSG_FRAMES};
+use crate::error::{Error, Result};
+use crate::ring::{Consumer, FrameType, Producer, UmemFrameDescriptor};
+use crate::tcp::{Connection, Event, Transmit};
+use crate::tls::{HandshakeStatus, TlsSession};
+use crate::xdp::umem::frame_index;
+use crate::xdp::{PortReservation, UmemView, TX_CAPACITY};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Msg {
+    /// Not ours (in the XDP stage's pool or on the free ring).
+    Away,
+    /// Ours, unused.
+    Free,
+    /// Sent; `completed`: its transmission finished (may be re-sent); `acked`: TCP is done.
+    Sent { completed: bool, acked: bool },
+}
+
+/// Plaintext waiting for window beyond this many ciphertext bytes makes `write` refuse.
+const TX_HIGH_WATER: usize = 1 << 20;
+/// RX descriptors per drive.
+const RX_BATCH: usize = 64;
+
+/// TCP + TLS over AF_XDP rings.
+pub struct XdpTransport {
+    conn: Connection,
+    tls: TlsSession,
+    umem: UmemView,
+    raw_inbox: Consumer<UmemFrameDescriptor>,
+    raw_outbox: Producer<UmemFrameDescriptor>,
+    ack_outbox: Producer<UmemFrameDescriptor>,
+    free_ack: Consumer<u64>,
+    free_msg: Consumer<u64>,
+    msg: Vec<Msg>,
+    local_free: Vec<u64>,
+    blocked_rtx: Option<(u32, u32, u32)>,
+    rx_space: usize,
+    tls_done: bool,
+    eof: Option<String>,
+    fatal: Option<Error>,
+    now_us: u64,
+    ack_drops: u64,
+    _port: PortReservation,
+}
+
+impl XdpTransport {
+    /// `conn` must be `connect`ed already (its SYN queued).
+    pub fn new(
+        conn: Connection,
+        tls: TlsSession,
+        rings: &XdpRings,
+        umem: UmemView,
+        port: PortReservation,
+    ) -> Self {
+        XdpTransport {
+            conn,
+            tls,
+            umem,
+            raw_inbox: rings.raw_inbox.consumer(),
+            raw_outbox: rings.raw_outbox.producer(),
+            ack_outbox: rings.ack_outbox.producer(),
+            free_ack: rings.tx_free[0].consumer(),
+            free_msg: rings.tx_free[2].consumer(),
+            msg: vec![Msg::Away; MSG_FRAMES],
+            local_free: Vec::with_capacity(MSG_FRAMES),
+            blocked_rtx: None,
+            rx_space: 1 << 20,
+            tls_done: false,
+            eof: None,
+            fatal: None,
+            now_us: 0,
+            ack_drops: 0,
+            _port: port,
+        }
+    }
+
+    pub fn local(&self) -> SocketAddrV4 {
+        self._port.addr()
+    }
+
+    fn slot(addr: u64) -> usize {
+        frame_index(addr) - MSG_BASE
+    }
+
+    fn reap_free(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(a) = self.free_msg.pop() {
+            moved = true;
+            let i = Self::slot(a);
+            match self.msg[i] {
+                Msg::Sent { acked: false, .. } => {
+                    self.msg[i] = Msg::Sent {
+                        completed: true,
+                        acked: false,
+                    }
+                }
+                _ => {
+                    self.msg[i] = Msg::Free;
+                    self.local_free.push(a);
+                }
+            }
+        }
+        while let Some(h) = self.conn.pop_acked() {
+            moved = true;
+            let i = h as usize;
+            if i >= self.msg.len() {
+                continue;
+            }
+            match self.msg[i] {
+                Msg::Sent {
+                    completed: true, ..
+                } => {
+                    self.msg[i] = Msg::Free;
+                    self.local_free
+                        .push(crate::xdp::umem::frame_addr(MSG_BASE + i));
+                }
+                Msg::Sent {
+                    completed: false, ..
+                } => {
+                    self.msg[i] = Msg::Sent {
+                        completed: false,
+                        acked: true,
+                    }
+                }
+                _ => {}
+            }
+        }
+        moved
+    }
+
+    fn push(q: &mut Producer<UmemFrameDescriptor>, addr: u64, len: usize, t: FrameType) -> bool {
+        let mut d = UmemFrameDescriptor {
+            umem_addr: addr,
+            frame_len: len as u16,
+            ..Default::default()
+        };
+        d.set_meta(0, 0, t);
+        q.push(d).is_ok()
+    }
+
+    /// Ciphertext -> MSG frames -> RAW_OUTBOX, as far as window and frames allow.
+    fn flush_ciphertext(&mut self) -> Result<bool> {
+        let mut moved = false;
+        while self.tls.pending_ciphertext() > 0
+            && self.conn.send_capacity() > 0
+            && self.raw_outbox.free() > 0
+        {
+            let Some(addr) = self.local_free.pop() else {
+                break;
+            };
+            let off = self.conn.payload_offset();
+            let max = self
+                .conn
+                .max_segment_payload()
+                .min(self.conn.send_capacity())
+                .min(TX_CAPACITY - off);
+            let n = {
+                let f = tx_frame(self.umem, addr);
+                self.tls.take_ciphertext(&mut f[off..off + max])
+            };
+            if n == 0 {
+                self.local_free.push(addr);
+                break;
+            }
+            let h = Self::slot(addr) as u32;
+            let len = {
+                let f = tx_frame(self.umem, addr);
+                self.conn.send_data(self.now_us, f, n, h)?
+            };
+            self.msg[h as usize] = Msg::Sent {
+                completed: false,
+                acked: false,
+            };
+            Self::push(&mut self.raw_outbox, addr, len, FrameType::Msg);
+            moved = true;
+        }
+        Ok(moved)
+    }
+
+    fn retransmit(&mut self, handle: u32, seq: u32, len: u32) -> Result<bool> {
+        let i = handle as usize;
+        match self.msg.get(i) {
+            Some(Msg::Sent {
+                completed: true, ..
+            }) => {}
+            Some(Msg::Sent {
+                completed: false, ..
+            }) => return Ok(false), // wait for its completion
+            _ => return Ok(true), // gone: nothing to do
+        }
+        let addr = crate::xdp::umem::frame_addr(MSG_BASE + i);
+        let n = {
+            let f = tx_frame(self.umem, addr);
+            self.conn.refresh_data_frame(f, seq, len)?
+        };
+        self.msg[i] = Msg::Sent {
+            completed: false,
+            acked: false,
+        };
+        Self::push(&mut self.raw_outbox, addr, n, FrameType::Msg);
+        Ok(true)
+    }
+
+    fn transmit(&mut self) -> Result<bool> {
+        let mut moved = false;
+        if let Some((h, s, l)) = self.blocked_rtx {
+            if !self.retransmit(h, s, l)? {
+                return Ok(false);
+            }
+            self.blocked_rtx = None;
+            moved = true;
+        }
+        while let Some(t) = self.conn.poll_transmit(self.now_us) {
+            moved = true;
+            match t {
+                Transmit::Control(seg) => {
+                    let Some(addr) = self.free_ack.pop() else {
+                        self.ack_drops += 1; // TCP repeats what matters (SYN, FIN, ACK on the next segment)
+                        continue;
+                    };
+                    let n = {
+                        let f = tx_frame(self.umem, addr);
+                        self.conn.emit_control(&seg, f)?
+                    };
+                    Self::push(&mut self.ack_outbox, addr, n, FrameType::Ack);
+                }
+                Transmit::Retransmit { handle, seq, len } => {
+                    if !self.retransmit(handle, seq, len)? {
+                        self.blocked_rtx = Some((handle, seq, len));
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    fn rx(&mut self) -> bool {
+        let n = self.raw_inbox.available().min(RX_BATCH);
+        for i in 0..n {
+            let Some(d) = self.raw_inbox.get(i).copied() else {
+                break;
+            };
+            // SAFETY: the frame is ours until we release its descriptor below; the XDP
+            // stage returns it to the fill ring only after that.
+            let frame = unsafe { self.umem.slice(d.umem_addr, d.frame_len as usize) };
+            let tls = &mut self.tls;
+            let fatal = &mut self.fatal;
+            self.conn.on_frame(self.now_us, frame, |bytes| {
+                if let Err(e) = tls.feed_ciphertext(bytes) {
+                    fatal.get_or_insert(e);
+                }
+            });
+        }
+        if n > 0 {
+            self.raw_inbox.advance(n);
+            self.raw_inbox.release();
+        }
+        n > 0
+    }
+
+    fn events(&mut self) {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                Event::Established => {}
+                Event::PeerFin => {
+                    self.eof
+                        .get_or_insert_with(|| "the server closed the TCP connection".into());
+                }
+                Event::Closed(r) => {
+                    if r.is_error() {
+                        self.fatal.get_or_insert(r.to_error());
+                    } else {
+                        self.eof.get_or_insert_with(|| r.to_string());
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Transport for XdpTransport {
+    fn name(&self) -> &'static str {
+        "xdp"
+    }
+
+    fn drive(&mut self, now_ns: u64) -> Result<bool> {
+        self.now_us = now_ns / 1000;
+        let mut moved = self.rx();
+        moved |= self.reap_free();
+        self.events();
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
+        if self.conn.is_established() && !self.tls_done {
+            if self.tls.handshake()? == HandshakeStatus::Done {
+                self.tls_done = true;
+            }
+            moved = true;
+        }
+        self.conn.set_rx_space(self.rx_space);
+        moved |= self.flush_ciphertext()?;
+        moved |= self.transmit()?;
+        Ok(moved)
+    }
+
+    fn is_established(&self) -> bool {
+        self.tls_done
+    }
+
+    fn rx_space(&mut self, free: usize) {
+        self.rx_space = free;
+    }
+
+    fn read(&mut self, buf: &mut [u8], _now_ns: u64) -> Result<usize> {
+        match self.tls.read_plaintext(buf) {
+            Ok(0) => match &self.eof {
+                Some(why) if self.tls.buffered_ciphertext() == 0 => Err(Error::Closed(why.clone())),
+                _ => Ok(0),
+            },
+            r => r,
+        }
+    }
+
+    fn write(&mut self, data: &[u8], _now_ns: u64) -> Result<usize> {
+        if !self.tls_done || self.tls.pending_ciphertext() > TX_HIGH_WATER {
+            return Ok(0);
+        }
+        let n = self.tls.write_plaintext(data)?;
+        self.flush_ciphertext()?;
+        Ok(n)
+    }
+
+    fn shutdown(&mut self, _now_ns: u64) -> Result<()> {
+        let _ = self.tls.close_notify();
+        let _ = self.flush_ciphertext();
+        self.conn.close(self.now_us);
+        let _ = self.transmit();
+        Ok(())
+    }
+
+    fn counters(&self) -> TransportCounters {
+        let s = self.conn.stats();
+        TransportCounters {
+            rx_packets: s.segs_in,
+            rx_bytes: s.bytes_in,
+            tx_packets: s.segs_out,
+            tx_bytes: s.bytes_out,
+            retransmits: s.retransmits,
+            dup_acks: s.dup_acks_sent,
+            drops: s.malformed + s.ooo_segments_dropped + self.ack_drops,
+        }
+    }
+}
+
+/// The packet buffer of a TX frame this transport holds.
+fn tx_frame<'a>(umem: UmemView, addr: u64) -> &'a mut [u8] {
+    // SAFETY: `addr` is a TX frame this transport holds (popped from a free ring and not
+    // yet pushed, or held for retransmission after its completion): nobody else touches
+    // it while the returned slice is used (each use ends before the frame is pushed);
+    // TX_CAPACITY bytes from the data address stay inside the frame; the UMEM outlives
+    // the transport (the XDP stage's socket is dropped after every stage stopped).
+    unsafe { std::slice::from_raw_parts_mut(umem.base().add(addr as usize), TX_CAPACITY) }
+}
+
+/// Resolve `host` to an IPv4 address.
+pub fn resolve_v4(host: &str, port: u16) -> Result<Ipv4Addr> {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Net(format!("resolve {host}: {e}")))?
+        .find_map(|a| match a {
+            std::net::SocketAddr::V4(v) => Some(*v.ip()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Error::Net(format!(
+                "{host} has no IPv4 address (the XDP transport is IPv4 only)"
+            ))
+        })
+}

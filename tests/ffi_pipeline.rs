@@ -1,0 +1,275 @@
+//! The pipeline's C API, driven from Rust (the C program test is ffi_c_program.rs).
+
+use std::ffi::{c_void, CString};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pipeline::ffi::*;
+
+struct Guard(String);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&self.0));
+    }
+}
+
+fn frames(n: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        pipeline::stage::encode_server_frame(&mut v, 1, true, format!("msg {i}").as_bytes());
+    }
+    v
+}
+
+fn last_error() -> String {
+    let mut b = vec![0u8; 512];
+    // SAFETY: 512 writable bytes.
+    let n = unsafe { pl_last_error(b.as_mut_ptr() as *mut _, b.len()) };
+    String::from_utf8_lossy(&b[..n.min(511)]).into_owned()
+}
+
+unsafe fn base_config(cfg: &mut PlConfig, url: &CString, name: &CString, data: &[u8]) {
+    assert_eq!(pl_config_init(cfg), PlResult::PL_OK);
+    cfg.url = url.as_ptr();
+    cfg.name = name.as_ptr();
+    cfg.transport = PlTransport::PL_TRANSPORT_SYNTHETIC;
+    cfg.layout = PlLayout::PL_LAYOUT_INLINE;
+    cfg.wait = PlWait::PL_WAIT_BACKOFF;
+    cfg.synthetic_data = data.as_ptr();
+    cfg.synthetic_len = data.len();
+    cfg.synthetic_chunk = 333;
+    cfg.inbox_size = 1 << 20;
+    cfg.max_message = 1 << 16;
+    cfg.quiet = true;
+}
+
+#[test]
+fn null_arguments_are_refused_and_out_params_untouched() {
+    // SAFETY: exercising the null checks.
+    unsafe {
+        assert_eq!(
+            pl_config_init(std::ptr::null_mut()),
+            PlResult::PL_ERR_NULL_ARG
+        );
+        let mut out: *mut pl_pipeline = 0x1 as *mut _;
+        assert_eq!(
+            pl_start(std::ptr::null(), &mut out),
+            PlResult::PL_ERR_NULL_ARG
+        );
+        assert_eq!(out as usize, 1, "out param written on failure");
+        let mut cfg = std::mem::zeroed::<PlConfig>();
+        pl_config_init(&mut cfg);
+        assert_eq!(
+            pl_start(&cfg, &mut out),
+            PlResult::PL_ERR_NULL_ARG,
+            "url NULL"
+        );
+        assert!(last_error().contains("cfg->url"));
+        assert_eq!(out as usize, 1);
+        let bad = CString::new("http://nope").unwrap();
+        cfg.url = bad.as_ptr();
+        assert_eq!(pl_start(&cfg, &mut out), PlResult::PL_ERR_CONFIG);
+        assert!(last_error().contains("not ws or wss"), "{}", last_error());
+        let mut f = std::mem::zeroed::<PlFrame>();
+        assert_eq!(
+            pl_poll(std::ptr::null_mut(), &mut f),
+            PlResult::PL_ERR_NULL_ARG
+        );
+        assert_eq!(
+            pl_send_text(std::ptr::null_mut(), std::ptr::null(), 0),
+            PlResult::PL_ERR_NULL_ARG
+        );
+        pl_free(std::ptr::null_mut());
+    }
+}
+
+#[test]
+fn refused_connection_is_a_net_error() {
+    // SAFETY: valid config, strings outlive the call.
+    unsafe {
+        let url = CString::new("wss://127.0.0.1:1/").unwrap();
+        let name = CString::new(format!("f{}_k", std::process::id())).unwrap();
+        let _g = Guard(name.to_str().unwrap().into());
+        let mut cfg = std::mem::zeroed::<PlConfig>();
+        base_config(&mut cfg, &url, &name, &[]);
+        cfg.transport = PlTransport::PL_TRANSPORT_KERNEL;
+        let mut out: *mut pl_pipeline = std::ptr::null_mut();
+        let r = pl_start(&cfg, &mut out);
+        assert_eq!(r, PlResult::PL_ERR_NET, "{}", last_error());
+        assert!(out.is_null());
+        assert!(!last_error().is_empty());
+    }
+}
+
+#[test]
+fn poll_release_send_close_state_stats() {
+    let n = 5000;
+    let data = frames(n);
+    let url = CString::new("wss://synthetic.test/x").unwrap();
+    let name = CString::new(format!("f{}_poll", std::process::id())).unwrap();
+    let _g = Guard(name.to_str().unwrap().into());
+    // SAFETY: valid pointers throughout; the handle is freed once.
+    unsafe {
+        let mut cfg = std::mem::zeroed::<PlConfig>();
+        base_config(&mut cfg, &url, &name, &data);
+        let mut p: *mut pl_pipeline = std::ptr::null_mut();
+        assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());
+        let mut st = PlState::PL_STATE_CONNECTING;
+        assert_eq!(
+            pl_get_state(p, &mut st, std::ptr::null_mut(), 0),
+            PlResult::PL_OK
+        );
+        assert_eq!(st, PlState::PL_STATE_CONNECTED);
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got < n {
+            let mut f = std::mem::zeroed::<PlFrame>();
+            match pl_poll(p, &mut f) {
+                PlResult::PL_OK => {
+                    let s = std::slice::from_raw_parts(f.payload, f.len);
+                    assert_eq!(s, format!("msg {got}").as_bytes());
+                    assert_eq!(f.opcode, 1);
+                    assert_eq!(pl_release(p, &f), PlResult::PL_OK);
+                    got += 1;
+                }
+                PlResult::PL_ERR_WOULD_BLOCK => {
+                    assert!(Instant::now() < deadline);
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                r => panic!("pl_poll: {r:?} {}", last_error()),
+            }
+        }
+        let hello = "hello";
+        assert_eq!(
+            pl_send_text(p, hello.as_ptr() as *const _, hello.len()),
+            PlResult::PL_OK
+        );
+        assert_eq!(pl_send_binary(p, [1u8, 2].as_ptr(), 2), PlResult::PL_OK);
+        let mut s = PlStats::default();
+        assert_eq!(pl_get_stats(p, &mut s), PlResult::PL_OK);
+        assert_eq!(s.messages, n as u64);
+        assert_eq!(s.state, 1);
+        assert_eq!(s.layout, 2, "inline");
+        assert_eq!(s.wait, 2, "backoff");
+        let bye = CString::new("bye").unwrap();
+        assert_eq!(
+            pl_close(p, 999, bye.as_ptr()),
+            PlResult::PL_ERR_CONFIG,
+            "invalid close code"
+        );
+        assert_eq!(pl_close(p, 1000, bye.as_ptr()), PlResult::PL_OK);
+        assert_eq!(pl_wait_disconnected(p, 10_000), PlResult::PL_OK);
+        let mut reason = [0 as std::ffi::c_char; 128];
+        assert_eq!(
+            pl_get_state(p, &mut st, reason.as_mut_ptr(), reason.len()),
+            PlResult::PL_OK
+        );
+        assert_eq!(st, PlState::PL_STATE_DISCONNECTED);
+        let r = std::ffi::CStr::from_ptr(reason.as_ptr()).to_string_lossy();
+        assert!(r.contains("close handshake completed"), "{r}");
+        let mut f = std::mem::zeroed::<PlFrame>();
+        assert_eq!(pl_poll(p, &mut f), PlResult::PL_ERR_CLOSED);
+        assert_eq!(
+            pl_send_text(p, hello.as_ptr() as *const _, hello.len()),
+            PlResult::PL_ERR_CLOSED
+        );
+        assert_eq!(pl_get_stats(p, &mut s), PlResult::PL_OK);
+        assert_eq!(s.sent_messages, 2);
+        let mut nb = [0 as std::ffi::c_char; 64];
+        let len = pl_get_name(p, nb.as_mut_ptr(), nb.len());
+        assert_eq!(len, name.as_bytes().len());
+        assert_eq!(pl_stop(p), PlResult::PL_OK);
+        assert!(!pipeline::shm::ShmDir::path_for(name.to_str().unwrap()).exists());
+        assert_eq!(pl_stop(p), PlResult::PL_OK, "idempotent");
+        pl_free(p);
+    }
+}
+
+static SEEN: AtomicUsize = AtomicUsize::new(0);
+static BAD: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn on_msg(user: *mut c_void, payload: *const u8, len: usize, opcode: u32) {
+    let i = SEEN.load(Ordering::Relaxed);
+    // SAFETY: the library passes `len` readable bytes.
+    let s = unsafe { std::slice::from_raw_parts(payload, len) };
+    if opcode != 1 || s != format!("msg {i}").as_bytes() || user as usize != 0xfeed {
+        BAD.fetch_add(1, Ordering::Relaxed);
+    }
+    SEEN.store(i + 1, Ordering::Release);
+}
+
+#[test]
+fn callback_delivery_and_poll_refused() {
+    let n = 3000;
+    let data = frames(n);
+    let url = CString::new("wss://synthetic.test/x").unwrap();
+    let name = CString::new(format!("f{}_cb", std::process::id())).unwrap();
+    let _g = Guard(name.to_str().unwrap().into());
+    // SAFETY: valid pointers; the callback is a plain function.
+    unsafe {
+        let mut cfg = std::mem::zeroed::<PlConfig>();
+        base_config(&mut cfg, &url, &name, &data);
+        cfg.layout = PlLayout::PL_LAYOUT_THREADS;
+        cfg.on_message = Some(on_msg);
+        cfg.on_message_user = 0xfeed as *mut c_void;
+        let mut p: *mut pl_pipeline = std::ptr::null_mut();
+        assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while SEEN.load(Ordering::Acquire) < n {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(BAD.load(Ordering::Relaxed), 0);
+        let mut f = std::mem::zeroed::<PlFrame>();
+        assert_eq!(
+            pl_poll(p, &mut f),
+            PlResult::PL_ERR_CONFIG,
+            "no polling with a callback"
+        );
+        let mut s = PlStats::default();
+        pl_get_stats(p, &mut s);
+        assert_eq!(s.app_frames, n as u64);
+        pl_free(p);
+        assert!(
+            !pipeline::shm::ShmDir::path_for(name.to_str().unwrap()).exists(),
+            "pl_free stops and cleans up"
+        );
+    }
+}
+
+static STATES: std::sync::Mutex<Vec<(PlState, String)>> = std::sync::Mutex::new(Vec::new());
+
+unsafe extern "C" fn on_state(user: *mut c_void, state: PlState, reason: *const std::ffi::c_char) {
+    assert_eq!(user as usize, 0xbeef);
+    // SAFETY: the library passes a NUL-terminated string valid during the call.
+    let r = unsafe { std::ffi::CStr::from_ptr(reason) }.to_string_lossy().into_owned();
+    STATES.lock().unwrap().push((state, r));
+}
+
+#[test]
+fn state_changes_reach_the_state_callback_with_the_reason() {
+    let data = frames(10);
+    let url = CString::new("wss://synthetic.test/x").unwrap();
+    let name = CString::new(format!("f{}_state", std::process::id())).unwrap();
+    let _g = Guard(name.to_str().unwrap().into());
+    // SAFETY: valid pointers throughout; the handle is freed once.
+    unsafe {
+        let mut cfg = std::mem::zeroed::<PlConfig>();
+        base_config(&mut cfg, &url, &name, &data);
+        let mut p: *mut pl_pipeline = std::ptr::null_mut();
+        assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());
+        assert_eq!(pl_set_on_state(std::ptr::null_mut(), Some(on_state), std::ptr::null_mut()), PlResult::PL_ERR_NULL_ARG);
+        assert_eq!(pl_set_on_state(p, Some(on_state), 0xbeef as *mut c_void), PlResult::PL_OK);
+        let bye = CString::new("bye").unwrap();
+        assert_eq!(pl_close(p, 1000, bye.as_ptr()), PlResult::PL_OK);
+        assert_eq!(pl_wait_disconnected(p, 10_000), PlResult::PL_OK);
+        // The watcher looks once per millisecond; stop joins it after its last report.
+        assert_eq!(pl_stop(p), PlResult::PL_OK);
+        pl_free(p);
+    }
+    let states = STATES.lock().unwrap().clone();
+    let last = states.last().cloned().expect("no state change reported");
+    assert_eq!(last.0, PlState::PL_STATE_DISCONNECTED, "{states:?}");
+    assert!(last.1.contains("close handshake completed"), "{states:?}");
+    assert_eq!(states.iter().filter(|s| s.0 == PlState::PL_STATE_DISCONNECTED).count(), 1, "{states:?}");
+}

@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 use crate::tcp::{CloseReason, Connection, Event, RxVerdict, State, TcpConfig, TcpStats, Transmit};
 use crate::wire::MacAddr;
 use crate::xdp::{
-    addr, AttachRequest, Flow, PortReservation, RxDesc, TxKind, XdpConfig, XdpSocket, XdpStats, ZeroCopy, BATCH,
+    addr, AttachRequest, Flow, PortReservation, RxDesc, TxKind, XdpConfig, XdpSocket, XdpStats,
+    ZeroCopy, BATCH,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -143,7 +144,11 @@ struct ByteRing {
 
 impl ByteRing {
     fn new(cap: usize) -> Self {
-        ByteRing { buf: vec![0u8; cap.max(1)].into_boxed_slice(), head: 0, len: 0 }
+        ByteRing {
+            buf: vec![0u8; cap.max(1)].into_boxed_slice(),
+            head: 0,
+            len: 0,
+        }
     }
     fn cap(&self) -> usize {
         self.buf.len()
@@ -213,7 +218,14 @@ impl FaultHook {
         FaultHook {
             rng: cfg.seed ^ 0x9e37_79b9_7f4a_7c15,
             cfg,
-            slots: (0..HOOK_SLOTS).map(|_| Held { len: 0, after_frames: 0, at_us: 0, busy: false }).collect(),
+            slots: (0..HOOK_SLOTS)
+                .map(|_| Held {
+                    len: 0,
+                    after_frames: 0,
+                    at_us: 0,
+                    busy: false,
+                })
+                .collect(),
             data: vec![0u8; HOOK_SLOTS * HOOK_SLOT_BYTES].into_boxed_slice(),
             processed: 0,
             stats: FaultStats::default(),
@@ -239,7 +251,12 @@ impl FaultHook {
             return false;
         };
         self.data[i * HOOK_SLOT_BYTES..][..frame.len()].copy_from_slice(frame);
-        self.slots[i] = Held { len: frame.len(), after_frames, at_us, busy: true };
+        self.slots[i] = Held {
+            len: frame.len(),
+            after_frames,
+            at_us,
+            busy: true,
+        };
         true
     }
     fn next_release(&self) -> Option<u64> {
@@ -307,11 +324,17 @@ impl std::fmt::Debug for XdpTcpTransport {
 /// Resolve `ip`'s MAC on `ifname`: the neighbour table, else make the kernel ARP for it
 /// (a UDP datagram to port 9 of `ip`) and poll the table, waiting `first`, then twice
 /// as long each try.
-pub fn resolve_neighbor(ip: Ipv4Addr, ifname: &str, tries: u32, first: Duration) -> Result<MacAddr> {
+pub fn resolve_neighbor(
+    ip: Ipv4Addr,
+    ifname: &str,
+    tries: u32,
+    first: Duration,
+) -> Result<MacAddr> {
     if let Some(m) = addr::neighbor_mac(ip, ifname)? {
         return Ok(MacAddr(m));
     }
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| Error::io("UDP socket for ARP resolution", e))?;
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")
+        .map_err(|e| Error::io("UDP socket for ARP resolution", e))?;
     let mut wait = first;
     for _ in 0..tries.max(1) {
         // An ICMP port-unreachable may come back as an error on a later send: ignore.
@@ -325,7 +348,10 @@ pub fn resolve_neighbor(ip: Ipv4Addr, ifname: &str, tries: u32, first: Duration)
         }
         wait *= 2;
     }
-    Err(Error::Net(format!("no ARP reply from {ip} on {ifname} after {} tries", tries.max(1))))
+    Err(Error::Net(format!(
+        "no ARP reply from {ip} on {ifname} after {} tries",
+        tries.max(1)
+    )))
 }
 
 /// Ask the kernel to (re)validate `ip`'s neighbour entry (a UDP datagram to it), wait
@@ -347,11 +373,16 @@ impl XdpTcpTransport {
         let server = cfg.server;
         let route = addr::route_to(*server.ip())?;
         let ifname = cfg.ifname.clone().unwrap_or_else(|| route.ifname.clone());
-        let next_hop = if route.ifname == ifname { route.next_hop(*server.ip()) } else { *server.ip() };
+        let next_hop = if route.ifname == ifname {
+            route.next_hop(*server.ip())
+        } else {
+            *server.ip()
+        };
         let local_ip = addr::ipv4_of(&ifname)?;
         let local_mac = MacAddr(addr::mac_of(&ifname)?);
         let mtu = addr::mtu_of(&ifname)? as usize;
-        let mss = (mtu.min(config::PATH_MTU) - config::IPV4_HDR_LEN - config::TCP_HDR_LEN).min(u16::MAX as usize) as u16;
+        let mss = (mtu.min(config::PATH_MTU) - config::IPV4_HDR_LEN - config::TCP_HDR_LEN)
+            .min(u16::MAX as usize) as u16;
         let next_hop_mac = resolve_neighbor(next_hop, &ifname, cfg.arp_tries, cfg.arp_first_wait)?;
         let port = PortReservation::new(local_ip, cfg.local_port)?;
         let local = port.addr();
@@ -361,7 +392,11 @@ impl XdpTcpTransport {
         xc.attach = cfg.attach;
         xc.zero_copy = cfg.zero_copy;
         let xsk = XdpSocket::open(&xc)?;
-        xsk.set_flow(Some(Flow { server_ip: *server.ip(), server_port: server.port(), local_port: local.port() }))?;
+        xsk.set_flow(Some(Flow {
+            server_ip: *server.ip(),
+            server_port: server.port(),
+            local_port: local.port(),
+        }))?;
         if cfg.rx_loss_percent > 0 {
             xsk.set_rx_loss_percent(cfg.rx_loss_percent)?;
         }
@@ -382,10 +417,18 @@ impl XdpTcpTransport {
         let tx_base_seq = conn.snd_nxt();
         let mut t = XdpTcpTransport {
             xsk,
-            rx: RxSide { conn, rxbuf, stats: XdpTransportStats::default() },
+            rx: RxSide {
+                conn,
+                rxbuf,
+                stats: XdpTransportStats::default(),
+            },
             txbuf: ByteRing::new(cfg.tx_buffer),
             tx_base_seq,
-            hook: if cfg.fault.is_active() { Some(FaultHook::new(cfg.fault.clone())) } else { None },
+            hook: if cfg.fault.is_active() {
+                Some(FaultHook::new(cfg.fault.clone()))
+            } else {
+                None
+            },
             descs: Box::new([RxDesc::default(); BATCH]),
             scratch: vec![0u8; HOOK_SLOT_BYTES].into_boxed_slice(),
             epoch,
@@ -508,7 +551,10 @@ impl XdpTcpTransport {
         if let Some(h) = self.hook.as_mut() {
             // Release held frames that are due (by frame count or time).
             loop {
-                let due = h.slots.iter().position(|s| s.busy && (h.processed >= s.after_frames || now >= s.at_us));
+                let due = h
+                    .slots
+                    .iter()
+                    .position(|s| s.busy && (h.processed >= s.after_frames || now >= s.at_us));
                 let Some(i) = due else { break };
                 let len = h.slots[i].len;
                 self.scratch[..len].copy_from_slice(&h.data[i * HOOK_SLOT_BYTES..][..len]);
@@ -561,7 +607,9 @@ impl XdpTcpTransport {
                             }
                         }
                     };
-                    let Some(buf) = self.xsk.tx_buffer(a) else { continue };
+                    let Some(buf) = self.xsk.tx_buffer(a) else {
+                        continue;
+                    };
                     match conn.emit_control(&seg, buf) {
                         Ok(n) => {
                             if self.xsk.send(a, n).is_err() {
@@ -585,7 +633,9 @@ impl XdpTcpTransport {
                         continue;
                     };
                     let po = conn.payload_offset();
-                    let Some(buf) = self.xsk.tx_buffer(a) else { continue };
+                    let Some(buf) = self.xsk.tx_buffer(a) else {
+                        continue;
+                    };
                     self.txbuf.peek_at(off, &mut buf[po..po + len as usize]);
                     match conn.refresh_data_frame(buf, seq, len) {
                         Ok(n) => {
@@ -604,7 +654,12 @@ impl XdpTcpTransport {
         }
         // Acknowledged data leaves the send buffer.
         while conn.pop_acked().is_some() {}
-        if conn.is_established() || matches!(conn.state(), State::CloseWait | State::FinWait1 | State::FinWait2) {
+        if conn.is_established()
+            || matches!(
+                conn.state(),
+                State::CloseWait | State::FinWait1 | State::FinWait2
+            )
+        {
             let acked = conn.snd_una().wrapping_sub(self.tx_base_seq) as usize;
             let acked = acked.min(self.txbuf.len);
             if acked > 0 {
@@ -628,7 +683,9 @@ impl XdpTcpTransport {
                 stats.msg_pool_empty += 1;
                 break;
             };
-            let Some(buf) = self.xsk.tx_buffer(a) else { break };
+            let Some(buf) = self.xsk.tx_buffer(a) else {
+                break;
+            };
             self.txbuf.peek_at(sent, &mut buf[po..po + n]);
             match conn.send_data(now, buf, n, 0) {
                 Ok(len) => {
@@ -666,8 +723,15 @@ impl XdpTcpTransport {
         }
         // ppoll(2) with µs precision (the ACK timer is 100 µs; poll(2)'s 1 ms would
         // hold every delayed ACK ten times too long).
-        let mut pfd = libc::pollfd { fd: self.xsk.fd(), events: libc::POLLIN, revents: 0 };
-        let ts = libc::timespec { tv_sec: (until / 1_000_000) as libc::time_t, tv_nsec: ((until % 1_000_000) * 1000) as libc::c_long };
+        let mut pfd = libc::pollfd {
+            fd: self.xsk.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: (until / 1_000_000) as libc::time_t,
+            tv_nsec: ((until % 1_000_000) * 1000) as libc::c_long,
+        };
         // SAFETY: one valid pollfd and a valid timespec; no signal mask change.
         unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
     }
@@ -675,7 +739,10 @@ impl XdpTcpTransport {
     fn closed_error(&self) -> Error {
         match self.rx.conn.close_reason() {
             Some(r) => r.to_error(),
-            None => Error::Closed(format!("connection closed by peer {} (FIN received)", self.server)),
+            None => Error::Closed(format!(
+                "connection closed by peer {} (FIN received)",
+                self.server
+            )),
         }
     }
 
@@ -761,7 +828,10 @@ impl ByteTransport for XdpTcpTransport {
             return Err(r.to_error());
         }
         if !matches!(self.rx.conn.state(), State::Established | State::CloseWait) {
-            return Err(Error::Closed(format!("connection to {} is closing", self.server)));
+            return Err(Error::Closed(format!(
+                "connection to {} is closing",
+                self.server
+            )));
         }
         let n = self.txbuf.push(data);
         let now = self.now_us();
@@ -848,7 +918,12 @@ mod tests {
 
     #[test]
     fn fault_hook_is_deterministic() {
-        let cfg = FaultConfig { seed: 5, reorder_permille: 100, duplicate_permille: 50, ..Default::default() };
+        let cfg = FaultConfig {
+            seed: 5,
+            reorder_permille: 100,
+            duplicate_permille: 50,
+            ..Default::default()
+        };
         let mut a = FaultHook::new(cfg.clone());
         let mut b = FaultHook::new(cfg);
         let ra: Vec<bool> = (0..1000).map(|_| a.roll(100)).collect();

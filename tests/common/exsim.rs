@@ -39,7 +39,14 @@ impl ExSim {
             None => Command::new(python()),
         };
         c.arg(&script)
-            .args(["--host", host, "--port", "0", "--exit-on-stdin-eof", "--cert"])
+            .args([
+                "--host",
+                host,
+                "--port",
+                "0",
+                "--exit-on-stdin-eof",
+                "--cert",
+            ])
             .arg(cert)
             .arg("--key")
             .arg(key)
@@ -56,7 +63,11 @@ impl ExSim {
             .nth(1)
             .and_then(|p| p.trim().trim_end_matches('}').trim().parse::<u16>().ok());
         match port {
-            Some(port) if n > 0 => ExSim { child, stdout: Some(out), port },
+            Some(port) if n > 0 => ExSim {
+                child,
+                stdout: Some(out),
+                port,
+            },
             _ => {
                 let _ = child.kill();
                 let mut err = String::new();
@@ -77,7 +88,11 @@ impl ExSim {
             let _ = o.read_to_string(&mut rest);
         }
         let _ = self.child.wait();
-        rest.lines().rev().find(|l| l.contains("\"summary\"")).unwrap_or("").to_string()
+        rest.lines()
+            .rev()
+            .find(|l| l.contains("\"summary\""))
+            .unwrap_or("")
+            .to_string()
     }
 }
 
@@ -85,7 +100,10 @@ impl ExSim {
 pub fn json_num(line: &str, key: &str) -> Option<f64> {
     let pat = format!("\"{key}\": ");
     let i = line.find(&pat)? + pat.len();
-    let s: String = line[i..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-').collect();
+    let s: String = line[i..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
+        .collect();
     s.parse().ok()
 }
 

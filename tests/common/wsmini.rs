@@ -17,7 +17,9 @@ pub fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -51,7 +53,10 @@ pub enum Kind {
     Pong,
     /// A ping from the server (already answered).
     Ping,
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 pub struct WsClient<T: ByteTransport> {
@@ -69,7 +74,12 @@ pub struct WsClient<T: ByteTransport> {
 
 impl<T: ByteTransport> WsClient<T> {
     /// Send the upgrade request and check the 101 answer.
-    pub fn connect(mut tls: TlsStream<T>, host: &str, path: &str, timeout: Duration) -> pipeline::Result<Self> {
+    pub fn connect(
+        mut tls: TlsStream<T>,
+        host: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> pipeline::Result<Self> {
         let key = b64(&random_bytes::<16>());
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -92,18 +102,26 @@ impl<T: ByteTransport> WsClient<T> {
         let head = String::from_utf8_lossy(&resp[..hdr_end]).to_string();
         let status = head.lines().next().unwrap_or("");
         if !status.starts_with("HTTP/1.1 101") {
-            return Err(Error::WebSocket { close_code: 0, reason: format!("upgrade refused: {status}") });
+            return Err(Error::WebSocket {
+                close_code: 0,
+                reason: format!("upgrade refused: {status}"),
+            });
         }
         let want = b64(&sha1(format!("{key}{GUID}").as_bytes()));
         let accept = head
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case("sec-websocket-accept").then(|| v.trim().to_string())
+                k.trim()
+                    .eq_ignore_ascii_case("sec-websocket-accept")
+                    .then(|| v.trim().to_string())
             })
             .unwrap_or_default();
         if accept != want {
-            return Err(Error::WebSocket { close_code: 0, reason: format!("bad Sec-WebSocket-Accept {accept:?}") });
+            return Err(Error::WebSocket {
+                close_code: 0,
+                reason: format!("bad Sec-WebSocket-Accept {accept:?}"),
+            });
         }
         let mut buf = vec![0u8; 1 << 20];
         let rest = &resp[hdr_end..];
@@ -132,7 +150,12 @@ impl<T: ByteTransport> WsClient<T> {
     }
 
     /// Send one masked frame.
-    pub fn send_frame(&mut self, opcode: u8, data: &[u8], timeout: Duration) -> pipeline::Result<()> {
+    pub fn send_frame(
+        &mut self,
+        opcode: u8,
+        data: &[u8],
+        timeout: Duration,
+    ) -> pipeline::Result<()> {
         let mut f = Vec::with_capacity(data.len() + 14);
         f.push(0x80 | opcode);
         if data.len() < 126 {
@@ -169,11 +192,17 @@ impl<T: ByteTransport> WsClient<T> {
             let b0 = avail[0];
             let b1 = avail[1];
             if b1 & 0x80 != 0 {
-                return Err(Error::WebSocket { close_code: 1002, reason: "masked server frame".into() });
+                return Err(Error::WebSocket {
+                    close_code: 1002,
+                    reason: "masked server frame".into(),
+                });
             }
             let (len, hl) = match b1 & 0x7f {
                 126 if avail.len() >= 4 => (u16::from_be_bytes([avail[2], avail[3]]) as usize, 4),
-                127 if avail.len() >= 10 => (u64::from_be_bytes(avail[2..10].try_into().unwrap()) as usize, 10),
+                127 if avail.len() >= 10 => (
+                    u64::from_be_bytes(avail[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
                 126 | 127 => return Ok(None),
                 n => (n as usize, 2),
             };
@@ -221,7 +250,11 @@ impl<T: ByteTransport> WsClient<T> {
                 }
                 0x8 => {
                     let p = &self.buf[a..b];
-                    let code = if p.len() >= 2 { u16::from_be_bytes([p[0], p[1]]) } else { 1005 };
+                    let code = if p.len() >= 2 {
+                        u16::from_be_bytes([p[0], p[1]])
+                    } else {
+                        1005
+                    };
                     let reason = String::from_utf8_lossy(p.get(2..).unwrap_or(&[])).to_string();
                     if !self.closed {
                         self.closed = true;
@@ -230,7 +263,12 @@ impl<T: ByteTransport> WsClient<T> {
                     self.last = (false, a, b);
                     return Ok(Some(Kind::Close { code, reason }));
                 }
-                _ => return Err(Error::WebSocket { close_code: 1002, reason: format!("opcode {op}") }),
+                _ => {
+                    return Err(Error::WebSocket {
+                        close_code: 1002,
+                        reason: format!("opcode {op}"),
+                    })
+                }
             }
         }
     }
@@ -307,7 +345,11 @@ pub fn crc32(data: &[u8]) -> u32 {
         for (i, e) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB88320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB88320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *e = c;
         }
@@ -344,7 +386,9 @@ pub fn check_message(seq: u64, want: usize, m: &[u8]) -> Result<Option<u64>, Str
         return Err(format!("expected message {seq}, got {s}"));
     }
     if size != want {
-        return Err(format!("message {seq}: header size {size}, expected {want}"));
+        return Err(format!(
+            "message {seq}: header size {size}, expected {want}"
+        ));
     }
     if crc != crc32(&m[24..]) {
         return Err(format!("message {seq}: crc32 mismatch"));
@@ -354,7 +398,10 @@ pub fn check_message(seq: u64, want: usize, m: &[u8]) -> Result<Option<u64>, Str
 
 /// CLOCK_MONOTONIC in ns (the simulator's clock).
 pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid timespec out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

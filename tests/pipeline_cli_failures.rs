@@ -78,3 +78,12 @@ fn missing_capability_is_named_with_how_to_grant_it() {
     let why = one_line_failure(&o);
     assert!(why.contains("missing capability: CAP_BPF") && why.contains("setcap"), "{why}");
 }
+
+#[test]
+fn every_command_answers_help() {
+    for cmd in ["connect", "stat", "demo"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_pipeline")).args([cmd, "--help"]).output().unwrap();
+        assert!(o.status.success(), "{cmd} --help: {:?}", o.status);
+        assert!(String::from_utf8_lossy(&o.stdout).contains("pipeline connect URL"), "{cmd}");
+    }
+}

@@ -33,8 +33,9 @@ usage:
                                    a running pipeline's counters, refreshed every second
   pipeline demo [options]          a local exchange simulator streamed to the pipeline (AF_XDP
                                    over a veth pair as root; else kernel TCP on loopback)
-      --count N                    messages (default 200000)
-      --rate R                     messages per second (default 100000; 0 = flat out)
+      --count N                    messages (default 100000)
+      --rate R                     messages per second (default 6000: what the Python
+                                   simulator sustains here; 0 = flat out)
       --duration SECS              stop after SECS (default 30)
       --transport auto|xdp|kernel  (default auto: xdp when root)
       --sizes mixed|N|N,M,...      message sizes (default mixed, as tools/exchange_sim.py)
@@ -48,6 +49,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let rest = &args[1..];
+    // `pipeline connect --help` and friends: the one usage text covers every command.
+    if rest.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     match cmd.as_str() {
         "connect" => connect::main(rest),
         "stat" => stat::main(rest),

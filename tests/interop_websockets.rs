@@ -6,6 +6,7 @@
 //! on drop (also when the test panics), and the server exits by itself when its stdin
 //! closes.
 
+mod common;
 #[path = "common/certs.rs"]
 mod certs;
 #[path = "common/ws_server.rs"]

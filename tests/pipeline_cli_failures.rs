@@ -2,6 +2,7 @@
 //! a refused certificate (unknown CA, expired), a non-101 upgrade, a missing capability.
 //! (A refused connection and bad arguments are in pipeline_cli.rs.)
 
+mod common;
 #[path = "common/certs.rs"]
 mod certs;
 #[path = "common/ws_server.rs"]

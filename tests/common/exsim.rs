@@ -8,22 +8,12 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
+use crate::common::python::python;
+
 pub struct ExSim {
     child: Child,
     stdout: Option<BufReader<ChildStdout>>,
     pub port: u16,
-}
-
-/// The Python interpreter with `websockets` (tools/setup.sh), or `PL_PYTHON`.
-pub fn python() -> String {
-    if let Ok(p) = std::env::var("PL_PYTHON") {
-        return p;
-    }
-    let venv = "/opt/libpipeline-venv/bin/python";
-    if Path::new(venv).exists() {
-        return venv.to_string();
-    }
-    panic!("no Python with `websockets`: run tools/setup.sh (creates /opt/libpipeline-venv) or set PL_PYTHON");
 }
 
 impl ExSim {

@@ -1,25 +1,15 @@
 //! A scripted third-party WebSocket server for tests: tools/ws_interop_server.py on
 //! Python `websockets` (venv from tools/setup.sh), over TLS with the test CA or plain.
 //! Include with `#[path = "common/ws_server.rs"] mod ws_server;` next to
-//! `#[path = "common/certs.rs"] mod certs;`.
+//! `mod common;` and `#[path = "common/certs.rs"] mod certs;`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use crate::certs::certs;
-
-pub fn python() -> PathBuf {
-    let venv = std::env::var("PIPELINE_VENV").unwrap_or_else(|_| "/opt/libpipeline-venv".into());
-    let p = Path::new(&venv).join("bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: run `bash tools/setup.sh` (creates the venv with websockets)",
-        p.display()
-    );
-    p
-}
+use crate::common::python::python;
 
 pub struct Server {
     child: Child,

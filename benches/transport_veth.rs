@@ -123,7 +123,7 @@ fn serve(l: TcpListener, cert: std::path::PathBuf, key: std::path::PathBuf) {
         .lines()
         .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-key")).map(|(_, v)| v.trim().to_string()))
         .unwrap();
-    let accept = wsmini::b64(&wsmini::sha1(format!("{key_hdr}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes()));
+    let accept = pipeline::ws::handshake::accept_key(&key_hdr);
     let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
     tls.write_all(resp.as_bytes(), T).unwrap();
     let pattern: Vec<u8> = (0..2048u32).map(|i| i as u8).collect();

@@ -11,33 +11,6 @@ use pipeline::transport::ByteTransport;
 use pipeline::Error;
 use std::time::{Duration, Instant};
 
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-pub fn b64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-pub fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut md = [0u8; 20];
-    // SAFETY: valid input slice and a 20-byte output buffer.
-    unsafe { openssl_sys::SHA1(data.as_ptr(), data.len(), md.as_mut_ptr()) };
-    md
-}
-
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     // SAFETY: writes at most N bytes into b.
@@ -80,7 +53,7 @@ impl<T: ByteTransport> WsClient<T> {
         path: &str,
         timeout: Duration,
     ) -> pipeline::Result<Self> {
-        let key = b64(&random_bytes::<16>());
+        let key = pipeline::ws::sha1::base64(&random_bytes::<16>());
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
@@ -107,7 +80,7 @@ impl<T: ByteTransport> WsClient<T> {
                 reason: format!("upgrade refused: {status}"),
             });
         }
-        let want = b64(&sha1(format!("{key}{GUID}").as_bytes()));
+        let want = pipeline::ws::handshake::accept_key(&key);
         let accept = head
             .lines()
             .find_map(|l| {

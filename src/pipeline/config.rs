@@ -6,6 +6,27 @@ use std::time::Duration;
 use crate::ring::OverrunPolicy;
 use crate::runner::{Layout, WaitKind};
 use crate::stage::{Delivery, SyntheticScript};
+use crate::tcp::TcpConfig;
+use crate::xdp::{AttachRequest, FaultConfig, ZeroCopy};
+
+/// Knobs of the AF_XDP transport. The defaults are what production wants; the three
+/// marked *testing knob* exist so the fault tests and benchmarks run the shipped path.
+#[derive(Clone, Debug, Default)]
+pub struct XdpOptions {
+    /// Native XDP first, generic (SKB) if the driver refuses (default), or one of them.
+    pub attach: AttachRequest,
+    /// Zero-copy when the NIC offers it (default), copy mode only, or zero-copy or fail.
+    pub zero_copy: ZeroCopy,
+    /// *Testing knob*: drop this percent of this connection's incoming packets in the
+    /// XDP program (0 = off).
+    pub rx_loss_percent: u32,
+    /// *Testing knob*: reorder / duplicate / delay this connection's incoming frames in
+    /// the XDP poll stage (seeded, deterministic). Off by default.
+    pub fault: FaultConfig,
+    /// *Testing knob*: adjust the TCP knobs after the defaults are filled in (e.g. a
+    /// lower RTO floor so a loss test finishes sooner).
+    pub tcp_tweak: Option<fn(&mut TcpConfig)>,
+}
 
 /// Which byte transport carries the connection.
 #[derive(Clone, Default)]
@@ -39,6 +60,8 @@ pub struct Config {
     pub transport: TransportKind,
     /// Interface for the XDP transport (default: the route to the server's).
     pub iface: Option<String>,
+    /// AF_XDP knobs (attach and zero-copy modes; fault-injection testing knobs).
+    pub xdp: XdpOptions,
     /// Default: chosen from the number of cores (see `runner::choose_defaults`).
     pub layout: Option<Layout>,
     /// Default: chosen with the layout.
@@ -78,6 +101,7 @@ impl Config {
             name: None,
             transport: TransportKind::Kernel,
             iface: None,
+            xdp: XdpOptions::default(),
             layout: None,
             wait: None,
             cores: Vec::new(),

@@ -15,7 +15,7 @@
 mod config;
 
 pub use crate::ws::WsUrl as Url;
-pub use config::{Config, TransportKind};
+pub use config::{Config, TransportKind, XdpOptions};
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

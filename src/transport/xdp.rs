@@ -34,41 +34,7 @@ use crate::xdp::{
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-/// Fault injection in our RX path (off by default). Seeded and deterministic: the same
-/// seed and the same frame sequence give the same decisions. The hook sits between
-/// `rx_burst` and `Connection::on_frame`, so the TCP code sees exactly what a faulty
-/// wire would deliver: out-of-order segments, duplicates, late frames.
-#[derive(Clone, Debug, Default)]
-pub struct FaultConfig {
-    pub seed: u64,
-    /// Per-mille of frames held back and delivered after `reorder_depth` later frames
-    /// (or after `reorder_max_hold_us`, whichever comes first).
-    pub reorder_permille: u32,
-    pub reorder_depth: u32,
-    pub reorder_max_hold_us: u64,
-    /// Per-mille of frames delivered twice.
-    pub duplicate_permille: u32,
-    /// Per-mille of frames delayed by `delay_us`.
-    pub delay_permille: u32,
-    pub delay_us: u64,
-}
-
-impl FaultConfig {
-    pub fn is_active(&self) -> bool {
-        self.reorder_permille > 0 || self.duplicate_permille > 0 || self.delay_permille > 0
-    }
-}
-
-/// What the fault hook did.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FaultStats {
-    pub frames_seen: u64,
-    pub reordered: u64,
-    pub duplicated: u64,
-    pub delayed: u64,
-    /// A frame that should have been held but every slot was busy (delivered at once).
-    pub slots_full: u64,
-}
+pub use crate::xdp::{FaultConfig, FaultStats};
 
 /// Set-up of an [`XdpTcpTransport`].
 #[derive(Clone, Debug)]

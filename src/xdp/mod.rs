@@ -13,11 +13,13 @@
 
 pub mod addr;
 pub mod bpf;
+pub mod fault;
 pub mod socket;
 pub(crate) mod sys;
 pub mod umem;
 
 pub use addr::{Mac, PortReservation, Route};
+pub use fault::{FaultConfig, FaultStats};
 pub use bpf::{AttachMode, AttachRequest, FilterCounters, Flow, FlowFilter};
 pub use socket::{KernelStats, RxDesc, UmemView, XdpConfig, XdpMode, XdpSocket, XdpStats, ZeroCopy, BATCH, MAX_TX_PACKET};
 pub use umem::{FrameKind, FrameLedger, LedgerError, PoolStats, TxKind, DATA_OFFSET, TX_CAPACITY};

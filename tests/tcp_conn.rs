@@ -2,7 +2,7 @@
 
 use pipeline::tcp::sim::{Faults, Harness, PeerConfig, SynBehaviour};
 use pipeline::tcp::{CloseReason, Connection, Event, State, TcpConfig, Transmit};
-use pipeline::wire::{flags, parse_tcp_frame, MacAddr, TcpOptionsRepr};
+use pipeline::wire::{flags, parse_tcp_frame, MacAddr, TcpOptionsRepr, TcpSegment};
 
 fn harness(pc: PeerConfig, tweak: impl FnOnce(&mut TcpConfig)) -> Harness {
     let mut cc = Harness::default_config();
@@ -820,4 +820,56 @@ fn sack_blocks_most_recent_first_and_not_without_negotiation() {
         panic!()
     };
     assert!(a.options.sack.is_empty());
+}
+
+/// A crafted peer segment with the raw window field set to `window` (checksum redone).
+fn inject_window(h: &mut Harness, seq: u32, ack: u32, fl: u8, payload: &[u8], window: u16) -> Vec<u8> {
+    let mut f = h.peer.craft(seq, ack, fl, payload, h.now);
+    let cfg = Harness::default_config();
+    {
+        let mut seg = TcpSegment::new_checked(&mut f[34..]).unwrap();
+        seg.set_window(window);
+        seg.fill_checksum(*cfg.remote.ip(), *cfg.local.ip());
+    }
+    let mut got = Vec::new();
+    h.client.on_frame(h.now, &f, |d| got.extend_from_slice(d));
+    got
+}
+
+#[test]
+fn old_ack_does_not_change_peer_window() {
+    // RFC 9293 §3.10.7.4: SND.WND is updated only from an acceptable ACK
+    // (SND.UNA =< SEG.ACK =< SND.NXT). An ACK below SND.UNA (an old duplicate, or a
+    // blind injection) must neither shrink nor grow the peer's window, even when its
+    // sequence number is newer than SND.WL1.
+    let mut h = established(PeerConfig::default(), |_| {});
+    drain(&mut h);
+    let mut frames = vec![vec![0u8; 2048]; 4];
+    send_segments(&mut h, &mut frames, 4, 1000);
+    let nxt = h.client.rcv_nxt();
+    let una = h.client.snd_nxt();
+    let shift = h.client.peer_window_scale();
+    // The peer acknowledges everything with a window of 1000 << shift.
+    inject_window(&mut h, nxt, una, flags::ACK, &[], 1000);
+    assert_eq!(h.client.snd_una(), una);
+    let wnd = 1000u32 << shift;
+    assert_eq!(h.client.peer_window(), wnd);
+    let old = una.wrapping_sub(2500);
+    // A pure ACK with a newer SEQ (in window) but an old ACK: window 0 would close it.
+    inject_window(&mut h, nxt.wrapping_add(10), old, flags::ACK, &[], 0);
+    assert_eq!(h.client.peer_window(), wnd, "old ACK shrank the window");
+    // ... and a large window must not open it either.
+    inject_window(&mut h, nxt.wrapping_add(10), old, flags::ACK, &[], 60_000);
+    assert_eq!(h.client.peer_window(), wnd, "old ACK grew the window");
+    // Data carrying an old ACK: the data is still taken (RFC 9293: the ACK is ignored,
+    // the text processed), the window is not.
+    assert_eq!(inject_window(&mut h, nxt, una, flags::ACK, &[1; 100], 1000), vec![1; 100]);
+    let got = inject_window(&mut h, nxt.wrapping_add(100), old, flags::ACK, &[2; 100], 0);
+    assert_eq!(got, vec![2; 100]);
+    assert_eq!(h.client.rcv_nxt(), nxt.wrapping_add(200));
+    assert_eq!(h.client.peer_window(), wnd, "old ACK on a data segment changed the window");
+    assert_eq!(h.client.snd_una(), una);
+    // A current ACK still updates it.
+    inject_window(&mut h, nxt.wrapping_add(200), una, flags::ACK, &[], 2000);
+    assert_eq!(h.client.peer_window(), 2000u32 << shift);
 }

@@ -783,6 +783,12 @@ impl Connection {
             return false;
         }
         let wnd = (seg.window() as u32) << self.snd_scale;
+        // RFC 9293 §3.10.7.4: only an acceptable ACK (SND.UNA =< SEG.ACK =< SND.NXT; the
+        // upper bound was checked above) may move the send window. An old duplicate ACK,
+        // or a blind injection with an in-window SEQ and a stale ACK, passes the WL1/WL2
+        // test below whenever its SEQ is newer than WL1, and would then shrink (stall
+        // us) or grow (make us overrun the peer) the window. Its text is still processed.
+        let acceptable_ack = ge(ack, self.snd_una);
         if gt(ack, self.snd_una) {
             self.on_new_ack(now, ack);
             if self.state == State::Closed {
@@ -806,7 +812,9 @@ impl Connection {
             }
         }
         // Window update (RFC 9293 SND.WL1/WL2 rule).
-        if lt(self.snd_wl1, seq) || (self.snd_wl1 == seq && le(self.snd_wl2, ack)) {
+        if acceptable_ack
+            && (lt(self.snd_wl1, seq) || (self.snd_wl1 == seq && le(self.snd_wl2, ack)))
+        {
             if wnd == 0 {
                 // The peer is alive and answering with a closed window: retransmissions
                 // of data beyond it must not count toward giving up.

@@ -505,3 +505,51 @@ fn record_split_across_small_destinations() {
     assert!(!c.has_pending_plaintext());
     assert_eq!([&tail[..], &head[..m]].concat(), msg);
 }
+
+/// Run a handshake between a client for `host` and a server presenting `leaf`; the
+/// client's error if it fails.
+fn handshake_outcome(leaf: &str, host: &str) -> Result<(), Error> {
+    let cctx = client_ctx(None);
+    let sctx = server_ctx(leaf);
+    let mut c = cctx.client_session(host)?;
+    let mut s = sctx.server_session()?;
+    let mut b = Vec::new();
+    for _ in 0..10 {
+        if c.handshake()? == HandshakeStatus::Done {
+            return Ok(());
+        }
+        b.clear();
+        c.drain_ciphertext_into(&mut b);
+        s.feed_ciphertext(&b)?;
+        let _ = s.handshake();
+        b.clear();
+        s.drain_ciphertext_into(&mut b);
+        c.feed_ciphertext(&b)?;
+    }
+    panic!("handshake for {host} against {leaf} did not finish");
+}
+
+#[test]
+fn partial_wildcards_refused_full_wildcard_accepted() {
+    // A certificate for `f*.example.test` must not vouch for `foo.example.test`
+    // (X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS; RFC 9525 §6.3 forbids partial wildcards).
+    let e = handshake_outcome("partialwild", "foo.example.test").expect_err("partial wildcard accepted");
+    let m = e.to_string();
+    assert!(m.contains("certificate verify failed: hostname mismatch (host foo.example.test)"), "{m}");
+    // `*.example.test` still covers exactly one label.
+    handshake_outcome("wildcard", "foo.example.test").expect("full wildcard must verify");
+    for host in ["example.test", "a.foo.example.test"] {
+        let m = handshake_outcome("wildcard", host).expect_err(host).to_string();
+        assert!(m.contains("hostname mismatch"), "{host}: {m}");
+    }
+}
+
+#[test]
+fn subject_cn_is_never_used_as_the_host_name() {
+    // A certificate without subjectAltName, named only in its CN: refused
+    // (X509_CHECK_FLAG_NEVER_CHECK_SUBJECT; RFC 9525 §6.3 retires the CN fallback).
+    let m = handshake_outcome("cnonly", "localhost").expect_err("CN-only certificate accepted").to_string();
+    assert!(m.contains("certificate verify failed: hostname mismatch (host localhost)"), "{m}");
+    // The same CA's certificate with a SAN verifies.
+    handshake_outcome("server", "localhost").expect("SAN certificate must verify");
+}

@@ -257,6 +257,7 @@ pub struct Pipeline {
     running: Option<Running>,
     layout: Layout,
     wait: WaitKind,
+    local: Option<std::net::SocketAddrV4>,
     /// The state-change watcher: its stop flag and thread.
     watcher: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     // Last: removed when the pipeline goes.
@@ -322,6 +323,7 @@ impl Pipeline {
             },
         )?;
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        let mut local = None;
         // Monomorphised per transport: no dynamic dispatch on the hot path.
         let ts = |t: &mut Vec<Box<dyn Stage>>, stage: Box<dyn Stage>| t.push(stage);
         macro_rules! transport_stage {
@@ -358,6 +360,7 @@ impl Pipeline {
             ),
             TransportKind::Xdp => {
                 let (xdp, t) = xdp_setup(&cfg, &url, &name, &dir, &stats)?;
+                local = Some(t.local());
                 ts(&mut stages, Box::new(xdp));
                 ts(&mut stages, transport_stage!(t));
             }
@@ -435,6 +438,7 @@ impl Pipeline {
             watcher: None,
             layout,
             wait,
+            local,
             dir: Some(dir),
         })
     }
@@ -442,6 +446,11 @@ impl Pipeline {
     /// The shared-memory name (`/dev/shm/pipeline_<name>/`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Our address and port on the AF_XDP transport (`None` on the others).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddrV4> {
+        self.local
     }
 
     pub fn layout(&self) -> Layout {

@@ -42,7 +42,7 @@ const TX_HIGH_WATER: usize = 1 << 20;
 const RX_BATCH: usize = 64;
 /// Free data frames kept at hand; more go back to the engine (a zero-length descriptor
 /// on RAW_OUTBOX), so frames one connection no longer needs serve the others.
-const LOCAL_CACHE: usize = 64;
+const LOCAL_CACHE: usize = 16;
 
 /// TCP + TLS over AF_XDP rings.
 pub struct XdpTransport {

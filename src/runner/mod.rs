@@ -6,8 +6,10 @@
 //!   the *forking thread* dies, ties the children to the pipeline's life, not to
 //!   whichever thread called `start`). Children pin themselves, check `getppid` after
 //!   `prctl`, and leave with `_exit` (no destructors: the parent owns every resource).
-//!   The supervisor reaps them; a child that dies while the pipeline runs disconnects
-//!   it with the reason ("stage websocket (pid 123) killed by signal 9").
+//!   The supervisor reaps them — only them: `waitpid(pid, WNOHANG)` per child, never
+//!   `waitpid(-1)`, so the application's own children and other pipelines' stages are
+//!   left alone; a child that dies while the pipeline runs disconnects it with the
+//!   reason ("stage websocket (pid 123) killed by signal 9").
 //! - `threads`: one thread per stage in the caller's process.
 //! - `inline`: every stage polled in turn from one loop on one background thread.
 //!
@@ -336,19 +338,31 @@ fn supervise(
         children.push((pid, name));
     }
     let _ = started.send(Ok(children.iter().map(|c| c.0).collect()));
-    // Watch.
+    // Watch. Only our own pids, one `waitpid(pid, WNOHANG)` each: `waitpid(-1)` would
+    // collect the embedding application's children (losing their exit statuses) and
+    // another pipeline's stages (which then never learns that its stage died).
     while stats.running() && !children.is_empty() {
-        let mut status = 0;
-        // SAFETY: waitpid on any child of this process, non-blocking.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid > 0 {
-            if let Some(k) = children.iter().position(|c| c.0 == pid) {
-                let (pid, name) = children.remove(k);
-                if stats.running() {
-                    stats.disconnect(&format!("stage {name} (pid {pid}) {}", describe(status)));
-                }
+        let mut k = 0;
+        while k < children.len() {
+            let (pid, name) = children[k];
+            let mut status = 0;
+            // SAFETY: waitpid on one of our own children, non-blocking.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == 0 {
+                k += 1;
+                continue;
             }
-            continue;
+            children.swap_remove(k);
+            if stats.running() {
+                let how = if r == pid {
+                    describe(status)
+                } else {
+                    // ECHILD: someone else collected it (the application called
+                    // waitpid(-1), or set SIGCHLD to SIG_IGN). It is gone all the same.
+                    "ended (its exit status was collected elsewhere in this process)".into()
+                };
+                stats.disconnect(&format!("stage {name} (pid {pid}) {how}"));
+            }
         }
         std::thread::sleep(Duration::from_millis(5));
     }

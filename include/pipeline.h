@@ -38,6 +38,20 @@ typedef enum PlResult {
   PL_ERR_PANIC = 13,
 } PlResult;
 
+// Connection state.
+typedef enum PlState {
+  PL_STATE_CONNECTING = 0,
+  PL_STATE_CONNECTED = 1,
+  PL_STATE_CLOSING = 2,
+  PL_STATE_DISCONNECTED = 3,
+} PlState;
+
+// Flags or-ed into the callback's `opcode` and `PlFrame.opcode`.
+typedef enum PlOpcodeFlags {
+  // More frames of this message follow (`PL_DELIVERY_FRAMES` only).
+  PL_OPCODE_MORE = 256,
+} PlOpcodeFlags;
+
 // Which transport carries the connection.
 typedef enum PlTransport {
   // Kernel TCP socket + OpenSSL (default; no privileges).
@@ -80,20 +94,6 @@ typedef enum PlOverrun {
   PL_OVERRUN_OVERWRITE = 1,
 } PlOverrun;
 
-// Connection state.
-typedef enum PlState {
-  PL_STATE_CONNECTING = 0,
-  PL_STATE_CONNECTED = 1,
-  PL_STATE_CLOSING = 2,
-  PL_STATE_DISCONNECTED = 3,
-} PlState;
-
-// Flags or-ed into the callback's `opcode` and `PlFrame.opcode`.
-typedef enum PlOpcodeFlags {
-  // More frames of this message follow (`PL_DELIVERY_FRAMES` only).
-  PL_OPCODE_MORE = 256,
-} PlOpcodeFlags;
-
 // A running pipeline (opaque).
 typedef struct pl_pipeline pl_pipeline;
 
@@ -109,11 +109,14 @@ typedef struct PlConfig {
   const char *url;
   // Shared-memory name (/dev/shm/pipeline_<name>/); NULL: "<pid>-<n>".
   const char *name;
-  enum PlTransport transport;
+  // A `PlTransport` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+  uint32_t transport;
   // Interface for the XDP transport; NULL: from the route.
   const char *iface;
-  enum PlLayout layout;
-  enum PlWait wait;
+  // A `PlLayout` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+  uint32_t layout;
+  // A `PlWait` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+  uint32_t wait;
   // One core per stage, in stage order; NULL/0: no pinning.
   const uint32_t *cores;
   size_t cores_len;
@@ -129,8 +132,10 @@ typedef struct PlConfig {
   size_t inbox_size;
   // MSG_OUTBOX bytes, power of two (default 1 MiB).
   size_t outbox_size;
-  enum PlDelivery delivery;
-  enum PlOverrun overrun;
+  // A `PlDelivery` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+  uint32_t delivery;
+  // A `PlOverrun` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+  uint32_t overrun;
   // Extra upgrade headers, each "Name: value".
   const char *const *headers;
   size_t headers_len;
@@ -218,8 +223,9 @@ extern "C" {
 // The library version, a static NUL-terminated string.
 const char *pl_version(void);
 
-// The name of a result code (e.g. "PL_ERR_TLS"), a static NUL-terminated string.
-const char *pl_result_name(enum PlResult code);
+// The name of a result code (e.g. "PL_ERR_TLS"), a static NUL-terminated string;
+// "unknown" for a value that is not a `PlResult`.
+const char *pl_result_name(int code);
 
 // Copy the message of this thread's last failure into `buf` (NUL-terminated,
 // truncated to `len - 1` bytes). Returns the full message length without the NUL, so

@@ -32,9 +32,9 @@ unsafe fn base_config(cfg: &mut PlConfig, url: &CString, name: &CString, data: &
     assert_eq!(pl_config_init(cfg), PlResult::PL_OK);
     cfg.url = url.as_ptr();
     cfg.name = name.as_ptr();
-    cfg.transport = PlTransport::PL_TRANSPORT_SYNTHETIC;
-    cfg.layout = PlLayout::PL_LAYOUT_INLINE;
-    cfg.wait = PlWait::PL_WAIT_BACKOFF;
+    cfg.transport = PlTransport::PL_TRANSPORT_SYNTHETIC as u32;
+    cfg.layout = PlLayout::PL_LAYOUT_INLINE as u32;
+    cfg.wait = PlWait::PL_WAIT_BACKOFF as u32;
     cfg.synthetic_data = data.as_ptr();
     cfg.synthetic_len = data.len();
     cfg.synthetic_chunk = 333;
@@ -84,6 +84,40 @@ fn null_arguments_are_refused_and_out_params_untouched() {
 }
 
 #[test]
+fn out_of_range_enum_values_are_config_errors_naming_the_field() {
+    // SAFETY: valid config, strings outlive the calls.
+    unsafe {
+        let url = CString::new("ws://127.0.0.1:1/").unwrap();
+        let name = CString::new(format!("f{}_enum", std::process::id())).unwrap();
+        let _g = Guard(name.to_str().unwrap().into());
+        for field in ["transport", "layout", "wait", "delivery", "overrun"] {
+            let mut cfg = std::mem::zeroed::<PlConfig>();
+            base_config(&mut cfg, &url, &name, &[]);
+            let slot = match field {
+                "transport" => &mut cfg.transport,
+                "layout" => &mut cfg.layout,
+                "wait" => &mut cfg.wait,
+                "delivery" => &mut cfg.delivery,
+                _ => &mut cfg.overrun,
+            };
+            *slot = 9;
+            let mut out: *mut pl_pipeline = std::ptr::null_mut();
+            let r = pl_start(&cfg, &mut out);
+            let e = last_error();
+            assert_eq!(r, PlResult::PL_ERR_CONFIG, "{field}: {e}");
+            assert!(out.is_null());
+            assert!(e.contains(&format!("PlConfig.{field} = 9")), "{e}");
+        }
+        for code in [42, -1, 14, i32::MAX, i32::MIN] {
+            let n = std::ffi::CStr::from_ptr(pl_result_name(code));
+            assert_eq!(n.to_str().unwrap(), "unknown", "{code}");
+        }
+        let n = std::ffi::CStr::from_ptr(pl_result_name(PlResult::PL_ERR_PANIC as i32));
+        assert_eq!(n.to_str().unwrap(), "PL_ERR_PANIC");
+    }
+}
+
+#[test]
 fn refused_connection_is_a_net_error() {
     // SAFETY: valid config, strings outlive the call.
     unsafe {
@@ -92,7 +126,7 @@ fn refused_connection_is_a_net_error() {
         let _g = Guard(name.to_str().unwrap().into());
         let mut cfg = std::mem::zeroed::<PlConfig>();
         base_config(&mut cfg, &url, &name, &[]);
-        cfg.transport = PlTransport::PL_TRANSPORT_KERNEL;
+        cfg.transport = PlTransport::PL_TRANSPORT_KERNEL as u32;
         let mut out: *mut pl_pipeline = std::ptr::null_mut();
         let r = pl_start(&cfg, &mut out);
         assert_eq!(r, PlResult::PL_ERR_NET, "{}", last_error());
@@ -209,7 +243,7 @@ fn callback_delivery_and_poll_refused() {
     unsafe {
         let mut cfg = std::mem::zeroed::<PlConfig>();
         base_config(&mut cfg, &url, &name, &data);
-        cfg.layout = PlLayout::PL_LAYOUT_THREADS;
+        cfg.layout = PlLayout::PL_LAYOUT_THREADS as u32;
         cfg.on_message = Some(on_msg);
         cfg.on_message_user = 0xfeed as *mut c_void;
         let mut p: *mut pl_pipeline = std::ptr::null_mut();

@@ -72,6 +72,50 @@ pub enum PlOverrun {
     PL_OVERRUN_OVERWRITE = 1,
 }
 
+/// `TryFrom<u32>` for an enum whose values come from C. C may store any integer in an
+/// enum-typed slot (`cfg.transport = 9` compiles), and a Rust enum read from a value no
+/// variant names is undefined behaviour, so the ABI carries `uint32_t` and the library
+/// converts here: an unknown value is `Err(value)`, never a guess.
+trait FromC: TryFrom<u32, Error = u32> {
+    const NAME: &'static str;
+    /// The enumerators, space-separated, for error messages.
+    const EXPECTED: &'static str;
+}
+
+macro_rules! from_c_u32 {
+    ($t:ident { $($v:ident),+ $(,)? }) => {
+        impl TryFrom<u32> for $t {
+            type Error = u32;
+            fn try_from(v: u32) -> std::result::Result<Self, u32> {
+                $( if v == $t::$v as u32 { return Ok($t::$v); } )+
+                Err(v)
+            }
+        }
+        impl FromC for $t {
+            const NAME: &'static str = stringify!($t);
+            const EXPECTED: &'static str = concat!($(stringify!($v), " "),+);
+        }
+    };
+}
+
+from_c_u32!(PlTransport { PL_TRANSPORT_KERNEL, PL_TRANSPORT_XDP, PL_TRANSPORT_SYNTHETIC });
+from_c_u32!(PlLayout { PL_LAYOUT_AUTO, PL_LAYOUT_PROCESSES, PL_LAYOUT_THREADS, PL_LAYOUT_INLINE });
+from_c_u32!(PlWait { PL_WAIT_AUTO, PL_WAIT_SPIN, PL_WAIT_YIELD, PL_WAIT_BACKOFF });
+from_c_u32!(PlDelivery { PL_DELIVERY_MESSAGES, PL_DELIVERY_FRAMES });
+from_c_u32!(PlOverrun { PL_OVERRUN_BACKPRESSURE, PL_OVERRUN_OVERWRITE });
+
+/// A `PlConfig` enum field read as an integer: PL_ERR_CONFIG naming the field and the
+/// value when no enumerator has it.
+fn config_enum<T: FromC>(v: u32, field: &str) -> Result<T> {
+    T::try_from(v).map_err(|v| {
+        Error::Config(format!(
+            "PlConfig.{field} = {v} is not a {} value (expected one of: {})",
+            T::NAME,
+            T::EXPECTED.trim_end()
+        ))
+    })
+}
+
 /// Connection state.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,11 +161,14 @@ pub struct PlConfig {
     pub url: *const c_char,
     /// Shared-memory name (/dev/shm/pipeline_<name>/); NULL: "<pid>-<n>".
     pub name: *const c_char,
-    pub transport: PlTransport,
+    /// A `PlTransport` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+    pub transport: u32,
     /// Interface for the XDP transport; NULL: from the route.
     pub iface: *const c_char,
-    pub layout: PlLayout,
-    pub wait: PlWait,
+    /// A `PlLayout` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+    pub layout: u32,
+    /// A `PlWait` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+    pub wait: u32,
     /// One core per stage, in stage order; NULL/0: no pinning.
     pub cores: *const u32,
     pub cores_len: usize,
@@ -137,8 +184,10 @@ pub struct PlConfig {
     pub inbox_size: usize,
     /// MSG_OUTBOX bytes, power of two (default 1 MiB).
     pub outbox_size: usize,
-    pub delivery: PlDelivery,
-    pub overrun: PlOverrun,
+    /// A `PlDelivery` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+    pub delivery: u32,
+    /// A `PlOverrun` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+    pub overrun: u32,
     /// Extra upgrade headers, each "Name: value".
     pub headers: *const *const c_char,
     pub headers_len: usize,
@@ -269,10 +318,10 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
         let c = PlConfig {
             url: std::ptr::null(),
             name: std::ptr::null(),
-            transport: PlTransport::PL_TRANSPORT_KERNEL,
+            transport: PlTransport::PL_TRANSPORT_KERNEL as u32,
             iface: std::ptr::null(),
-            layout: PlLayout::PL_LAYOUT_AUTO,
-            wait: PlWait::PL_WAIT_AUTO,
+            layout: PlLayout::PL_LAYOUT_AUTO as u32,
+            wait: PlWait::PL_WAIT_AUTO as u32,
             cores: std::ptr::null(),
             cores_len: 0,
             ca_file: std::ptr::null(),
@@ -281,8 +330,8 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
             max_message: d.max_message,
             inbox_size: d.inbox_size,
             outbox_size: d.outbox_size,
-            delivery: PlDelivery::PL_DELIVERY_MESSAGES,
-            overrun: PlOverrun::PL_OVERRUN_BACKPRESSURE,
+            delivery: PlDelivery::PL_DELIVERY_MESSAGES as u32,
+            overrun: PlOverrun::PL_OVERRUN_BACKPRESSURE as u32,
             headers: std::ptr::null(),
             headers_len: 0,
             subprotocols: std::ptr::null(),
@@ -309,7 +358,7 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
     cfg.name = unsafe { opt_str(c.name, "name")? };
     cfg.iface = unsafe { opt_str(c.iface, "iface")? };
     cfg.ca_file = unsafe { opt_str(c.ca_file, "ca_file")? }.map(PathBuf::from);
-    cfg.transport = match c.transport {
+    cfg.transport = match config_enum::<PlTransport>(c.transport, "transport")? {
         PlTransport::PL_TRANSPORT_KERNEL => TransportKind::Kernel,
         PlTransport::PL_TRANSPORT_XDP => TransportKind::Xdp,
         PlTransport::PL_TRANSPORT_SYNTHETIC => {
@@ -325,13 +374,13 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
             })
         }
     };
-    cfg.layout = match c.layout {
+    cfg.layout = match config_enum::<PlLayout>(c.layout, "layout")? {
         PlLayout::PL_LAYOUT_AUTO => None,
         PlLayout::PL_LAYOUT_PROCESSES => Some(Layout::Processes),
         PlLayout::PL_LAYOUT_THREADS => Some(Layout::Threads),
         PlLayout::PL_LAYOUT_INLINE => Some(Layout::Inline),
     };
-    cfg.wait = match c.wait {
+    cfg.wait = match config_enum::<PlWait>(c.wait, "wait")? {
         PlWait::PL_WAIT_AUTO => None,
         PlWait::PL_WAIT_SPIN => Some(WaitKind::Spin),
         PlWait::PL_WAIT_YIELD => Some(WaitKind::Yield),
@@ -356,11 +405,11 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
     if c.outbox_size > 0 {
         cfg.outbox_size = c.outbox_size;
     }
-    cfg.delivery = match c.delivery {
+    cfg.delivery = match config_enum::<PlDelivery>(c.delivery, "delivery")? {
         PlDelivery::PL_DELIVERY_MESSAGES => Delivery::Messages,
         PlDelivery::PL_DELIVERY_FRAMES => Delivery::Frames,
     };
-    cfg.overrun = match c.overrun {
+    cfg.overrun = match config_enum::<PlOverrun>(c.overrun, "overrun")? {
         PlOverrun::PL_OVERRUN_BACKPRESSURE => OverrunPolicy::Backpressure,
         PlOverrun::PL_OVERRUN_OVERWRITE => OverrunPolicy::Overwrite,
     };

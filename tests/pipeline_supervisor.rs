@@ -30,7 +30,7 @@ fn reason(p: &Pipeline) -> String {
 #[test]
 fn the_applications_own_children_keep_their_exit_statuses() {
     let (name, _g) = unique("sup_app_children");
-    let mut p = Pipeline::start(config(&name, slow(), Layout::Processes)).unwrap();
+    let p = Pipeline::start(config(&name, slow(), Layout::Processes)).unwrap();
     assert_eq!(p.child_pids().len(), 2);
     let mut kids = Vec::new();
     for i in 0..20 {
@@ -62,12 +62,12 @@ fn the_applications_own_children_keep_their_exit_statuses() {
 #[test]
 fn two_processes_pipelines_each_notice_only_their_own_dead_stage() {
     let (a, _ga) = unique("sup_a");
-    let mut pa = Pipeline::start(config(&a, slow(), Layout::Processes)).unwrap();
+    let pa = Pipeline::start(config(&a, slow(), Layout::Processes)).unwrap();
     // Several rounds: with a supervisor that reaps any child, each round's stage is
     // collected by A's supervisor about half the time and B then never notices.
     for round in 0..4 {
         let (b, _gb) = unique(&format!("sup_b{round}"));
-        let mut pb = Pipeline::start(config(&b, slow(), Layout::Processes)).unwrap();
+        let pb = Pipeline::start(config(&b, slow(), Layout::Processes)).unwrap();
         let pids = pb.child_pids();
         assert_eq!(pids.len(), 2);
         // SAFETY: killing a stage process of pipeline B (our own grandchild-free child).

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::boundary;
 use crate::error::{Error, Result};
 use crate::ffi_nonnull;
-use crate::pipeline::{Config, Pipeline, TransportKind};
+use crate::pipeline::{Config, Pipeline, Receiver, TransportKind};
 use crate::ring::OverrunPolicy;
 use crate::runner::{Layout, WaitKind};
 use crate::stage::{Delivery, SyntheticScript};
@@ -268,9 +268,26 @@ pub struct PlStats {
 static_assertions::const_assert_eq!(std::mem::size_of::<PlStats>(), COUNTERS * 8);
 
 /// A running pipeline (opaque).
+///
+/// Every call but `pl_free` reaches it through a shared reference only: the C caller
+/// may call the thread-safe functions from several threads at once, and a `&mut` made
+/// from the handle while another thread holds `&` would be undefined behaviour. What
+/// a call must change sits behind a lock (the polling receiver here; the stages and
+/// the state watcher inside `Pipeline`).
 #[allow(non_camel_case_types)]
 pub struct pl_pipeline {
     p: Pipeline,
+    /// pl_poll / pl_release: the receiver and what it has handed out, one caller at a
+    /// time. `Err`: why this pipeline cannot be polled.
+    rx: std::sync::Mutex<std::result::Result<Polling, &'static str>>,
+}
+
+/// The polling receiver and the span of MSG_INBOX positions handed out by pl_poll,
+/// so that pl_release can refuse a frame it never returned.
+struct Polling {
+    rx: Receiver,
+    /// End (pos + len) of the furthest frame pl_poll returned.
+    handed_out_end: u64,
 }
 
 struct CCallback {
@@ -443,7 +460,7 @@ pub unsafe extern "C" fn pl_start(
         // SAFETY: non-null, initialised per the contract.
         let c = unsafe { &*cfg };
         let config = unsafe { to_config(c)? };
-        let p = match c.on_message {
+        let mut p = match c.on_message {
             Some(f) => {
                 let cb = CCallback {
                     f,
@@ -461,36 +478,50 @@ pub unsafe extern "C" fn pl_start(
             }
             None => Pipeline::start(config)?,
         };
+        let rx = match p.receiver() {
+            Some(rx) => Ok(Polling { rx, handed_out_end: 0 }),
+            None => Err(p.no_receiver_reason()),
+        };
+        let h = pl_pipeline {
+            p,
+            rx: std::sync::Mutex::new(rx),
+        };
         // SAFETY: out is non-null and writable.
-        unsafe { *out = Box::into_raw(Box::new(pl_pipeline { p })) };
+        unsafe { *out = Box::into_raw(Box::new(h)) };
         Ok(())
     })
 }
 
-/// Shared access for the thread-safe calls (send, close, state, stats, wait).
+/// The handle, shared. Every call but `pl_free` goes through here: nothing in this
+/// module makes a `&mut pl_pipeline`, so calls on other threads may overlap freely.
 fn pipe_ref<'a>(p: *mut pl_pipeline) -> &'a pl_pipeline {
     // SAFETY: callers null-check first; the handle came from pl_start and is not freed
-    // while in use (C contract). `Pipeline` is Sync (asserted below): these calls only
-    // take `&self`, with a mutex around the single MSG_OUTBOX producer.
+    // while in use (C contract: pl_free is the one call that needs exclusive access).
+    // `pl_pipeline` is Sync (asserted below): its methods take `&self`, with locks
+    // around the MSG_OUTBOX producer, the polling receiver, the stages and the watcher.
     unsafe { &*p }
 }
 
 #[allow(dead_code)]
-fn _pipeline_is_send_and_sync() {
+fn _handle_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Pipeline>();
+    check::<pl_pipeline>();
 }
 
-fn pipe<'a>(p: *mut pl_pipeline) -> &'a mut pl_pipeline {
-    // SAFETY: callers null-check first; the handle came from pl_start and the C
-    // contract says it is not used after pl_free nor from two threads at once (except
-    // the documented thread-safe calls, which only take `&`).
-    unsafe { &mut *p }
+impl pl_pipeline {
+    fn polling(&self) -> Result<std::sync::MutexGuard<'_, std::result::Result<Polling, &'static str>>> {
+        self.rx
+            .lock()
+            .map_err(|_| Error::Closed("the polling receiver was poisoned by a panic".into()))
+    }
 }
 
 /// Take the next received frame without blocking: `PL_OK` and `*out` filled, or
 /// `PL_ERR_WOULD_BLOCK` (nothing yet), or `PL_ERR_CLOSED` (disconnected and drained).
-/// Polling delivery only (`on_message` NULL). One thread at a time.
+/// Polling delivery only (`on_message` NULL). Calls are serialised (safe from any
+/// thread), but `pl_release` frees every earlier frame too, so one polling thread is
+/// the pattern that keeps frames valid.
 ///
 /// # Safety
 /// `p` from `pl_start`, `out` writable.
@@ -498,15 +529,18 @@ fn pipe<'a>(p: *mut pl_pipeline) -> &'a mut pl_pipeline {
 pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, out);
-        let pp = pipe(p);
+        let pp = pipe_ref(p);
+        let mut guard = pp.polling()?;
+        let poll = guard.as_mut().map_err(|why| Error::Config((*why).into()))?;
+        // Read before taking: "disconnected and nothing taken" then means drained.
         let disconnected = matches!(pp.p.state(), State::Disconnected { .. });
-        let rx = pp.p.receiver_mut()?;
-        match rx.next_raw() {
+        match poll.rx.next_raw() {
             Some(f) => {
                 // SAFETY: the frame is not yet released; the pointer stays valid until
                 // pl_release per the documented contract.
-                let payload = unsafe { rx.reader().payload(&f) }.as_ptr();
+                let payload = unsafe { poll.rx.reader().payload(&f) }.as_ptr();
                 let op = f.opcode as u32 | if f.fin { 0 } else { PL_OPCODE_MORE };
+                poll.handed_out_end = poll.handed_out_end.max(f.pos + f.len as u64);
                 // SAFETY: out is non-null and writable.
                 unsafe {
                     *out = PlFrame {
@@ -529,26 +563,46 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
 }
 
 /// Done with `frame` (and every frame before it): its bytes go back to the transport.
-/// Release frames in the order `pl_poll` returned them.
+/// Release frames in the order `pl_poll` returned them. A frame `pl_poll` did not
+/// return (its end lies beyond every frame handed out) is `PL_ERR_CONFIG`.
 ///
 /// # Safety
-/// `p` from `pl_start`; `frame` from `pl_poll` on the same pipeline.
+/// `p` from `pl_start`; `frame` readable (from `pl_poll` on the same pipeline).
 #[no_mangle]
 pub unsafe extern "C" fn pl_release(p: *mut pl_pipeline, frame: *const PlFrame) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, frame);
-        // SAFETY: non-null per the check, readable per the contract.
-        let f = unsafe { &*frame };
-        let rx = pipe(p).p.receiver_mut()?;
+        // SAFETY: non-null per the check, readable per the contract. Only the two
+        // integers are read (not the whole struct: its `bool` could hold any byte if
+        // the caller built or damaged the frame, and reading that as `bool` is UB).
+        let (pos, len) = unsafe {
+            (
+                std::ptr::addr_of!((*frame).pos).read(),
+                std::ptr::addr_of!((*frame).len).read(),
+            )
+        };
+        let mut guard = pipe_ref(p).polling()?;
+        let poll = guard.as_mut().map_err(|why| Error::Config((*why).into()))?;
+        // Releasing past what was handed out would tell the transport that unread (or
+        // unwritten) bytes are free.
+        let end = u32::try_from(len).ok().and_then(|l| pos.checked_add(l as u64));
+        let len = match end {
+            Some(e) if e <= poll.handed_out_end => len as u32,
+            _ => {
+                return Err(Error::Config(format!(
+                    "pl_release: frame (pos {pos}, len {len}) was not returned by pl_poll on this pipeline"
+                )))
+            }
+        };
         let raw = crate::stage::RawFrame {
-            pos: f.pos,
-            len: f.len as u32,
+            pos,
+            len,
             opcode: 0,
             fin: true,
             after_overrun: false,
         };
-        rx.reader().release(&raw);
-        rx.reader().publish();
+        poll.rx.reader().release(&raw);
+        poll.rx.reader().publish();
         Ok(())
     })
 }
@@ -647,11 +701,11 @@ pub unsafe extern "C" fn pl_set_on_state(p: *mut pl_pipeline, cb: pl_on_state, u
     boundary(|| {
         ffi_nonnull!(p);
         let Some(f) = cb else {
-            pipe(p).p.on_state_change(Box::new(|_| {}));
+            pipe_ref(p).p.on_state_change(Box::new(|_| {}));
             return Ok(());
         };
         let c = CStateCallback { f, user };
-        pipe(p).p.on_state_change(Box::new(move |st| {
+        pipe_ref(p).p.on_state_change(Box::new(move |st| {
             // Capture the whole (Send) struct, not its raw-pointer field alone.
             let c = &c;
             let (code, text) = pl_state_of(st);
@@ -779,7 +833,7 @@ pub unsafe extern "C" fn pl_get_name(p: *mut pl_pipeline, buf: *mut c_char, len:
 pub unsafe extern "C" fn pl_stop(p: *mut pl_pipeline) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p);
-        pipe(p).p.stop();
+        pipe_ref(p).p.stop();
         Ok(())
     })
 }

@@ -400,3 +400,53 @@ fn overlapping_calls_on_one_handle_never_duplicate_or_lose_frames() {
     }
 }
 
+/// pl_send_text checks the MSG_OUTBOX limit before it looks at the bytes: a huge
+/// `len` is refused without being scanned as UTF-8 (nor made into a slice).
+#[test]
+fn send_text_checks_the_size_limit_before_scanning_the_bytes() {
+    let url = CString::new("wss://synthetic.test/x").unwrap();
+    let name = CString::new(format!("f{}_big", std::process::id())).unwrap();
+    let _g = Guard(name.to_str().unwrap().into());
+    let data = frames(1);
+    // SAFETY: valid pointers; the mapping outlives its use; the handle is freed once.
+    unsafe {
+        let mut cfg = std::mem::zeroed::<PlConfig>();
+        base_config(&mut cfg, &url, &name, &data);
+        let mut p: *mut pl_pipeline = std::ptr::null_mut();
+        assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());
+        // Readable but too long, invalid UTF-8 at the end: the answer is the limit.
+        let mut big = vec![b'a'; 4 << 20];
+        *big.last_mut().unwrap() = 0xff;
+        let r = pl_send_text(p, big.as_ptr() as *const _, big.len());
+        let e = last_error();
+        assert_eq!(r, PlResult::PL_ERR_CONFIG, "{e}");
+        assert!(e.contains("exceeds the MSG_OUTBOX record limit"), "{e}");
+        // One readable page, then a PROT_NONE page, and a len far beyond both: the
+        // call must not read past the first byte it needs (it needs none).
+        let page = 4096;
+        let m = libc::mmap(
+            std::ptr::null_mut(),
+            2 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(m, libc::MAP_FAILED);
+        std::ptr::write_bytes(m as *mut u8, b'a', page);
+        assert_eq!(libc::mprotect((m as *mut u8).add(page) as *mut _, page, libc::PROT_NONE), 0);
+        let r = pl_send_text(p, m as *const _, 1 << 40);
+        let e = last_error();
+        assert_eq!(r, PlResult::PL_ERR_CONFIG, "{e}");
+        assert!(e.contains("exceeds the MSG_OUTBOX record limit"), "{e}");
+        let r = pl_send_binary(p, m as *const u8, usize::MAX);
+        assert_eq!(r, PlResult::PL_ERR_CONFIG, "{}", last_error());
+        // A text within the limit is still validated.
+        let r = pl_send_text(p, [0xffu8].as_ptr() as *const _, 1);
+        assert_eq!(r, PlResult::PL_ERR_CONFIG);
+        assert!(last_error().contains("UTF-8"), "{}", last_error());
+        libc::munmap(m, 2 * page);
+        assert_eq!(pl_stop(p), PlResult::PL_OK);
+        pl_free(p);
+    }
+}

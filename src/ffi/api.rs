@@ -630,11 +630,15 @@ pub unsafe extern "C" fn pl_send_text(
 ) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, text);
-        // SAFETY: per the contract.
+        let pp = pipe_ref(p);
+        // The limit first: a huge `len` must not be scanned as UTF-8 (nor even made
+        // into a slice: `from_raw_parts` with more than isize::MAX bytes is UB).
+        pp.p.check_send_len(len)?;
+        // SAFETY: per the contract, `len` readable bytes; len is within the limit.
         let b = unsafe { bytes(text as *const u8, len) };
         let s = std::str::from_utf8(b)
             .map_err(|_| Error::Config("text message is not valid UTF-8".into()))?;
-        pipe_ref(p).p.send_text(s)
+        pp.p.send_text(s)
     })
 }
 
@@ -650,8 +654,11 @@ pub unsafe extern "C" fn pl_send_binary(
 ) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, data);
-        // SAFETY: per the contract.
-        pipe_ref(p).p.send_binary(unsafe { bytes(data, len) })
+        let pp = pipe_ref(p);
+        // As pl_send_text: no slice of an over-limit `len`.
+        pp.p.check_send_len(len)?;
+        // SAFETY: per the contract, `len` readable bytes; len is within the limit.
+        pp.p.send_binary(unsafe { bytes(data, len) })
     })
 }
 

@@ -488,18 +488,24 @@ impl Pipeline {
             }
             _ => {}
         }
-        if payload.len() > self.outbox_max {
-            return Err(Error::Config(format!(
-                "message of {} bytes exceeds the MSG_OUTBOX record limit {}",
-                payload.len(),
-                self.outbox_max
-            )));
-        }
+        self.check_send_len(payload.len())?;
         let mut w = self
             .outbox
             .lock()
             .map_err(|_| Error::Closed("sender poisoned by a panic".into()))?;
         w.push(kind, 0, payload)
+    }
+
+    /// Is `len` within the MSG_OUTBOX record limit? (The C API asks before it looks at
+    /// the caller's bytes, so a huge `len` is refused without being read.)
+    pub(crate) fn check_send_len(&self, len: usize) -> Result<()> {
+        if len > self.outbox_max {
+            return Err(Error::Config(format!(
+                "message of {len} bytes exceeds the MSG_OUTBOX record limit {}",
+                self.outbox_max
+            )));
+        }
+        Ok(())
     }
 
     /// Queue a text message. `Err(WouldBlock)` when MSG_OUTBOX is full.

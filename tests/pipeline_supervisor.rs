@@ -93,3 +93,27 @@ fn two_processes_pipelines_each_notice_only_their_own_dead_stage() {
     }
     pa.stop();
 }
+
+/// A core no `cpu_set_t` can hold is a config error at start, in every layout — not a
+/// panic inside `CPU_SET` in a freshly forked child (which would unwind through the
+/// supervisor's code in the child) or in a stage thread.
+#[test]
+fn a_core_beyond_cpu_setsize_is_refused_before_anything_forks() {
+    for layout in [Layout::Processes, Layout::Threads] {
+        let (name, _g) = unique(&format!("sup_core_{}", layout.name()));
+        let mut c = config(&name, script(text_frames(10), 0), layout);
+        c.cores = vec![0, 5000];
+        match Pipeline::start(c) {
+            Err(e) => {
+                let m = e.to_string();
+                assert!(matches!(e, pipeline::Error::Config(_)), "{m}");
+                assert!(m.contains("5000"), "{m}");
+            }
+            Ok(p) => {
+                let st = p.state();
+                p.stop();
+                panic!("{}: started with core 5000 (state {st:?})", layout.name());
+            }
+        }
+    }
+}

@@ -307,6 +307,11 @@ impl Pipeline {
                 cfg.max_message, cfg.inbox_size
             )));
         }
+        // Every core must fit a cpu_set_t: checked here, before anything connects or
+        // forks (a child must not find out after the fork).
+        for &c in &cfg.cores {
+            runner::cpu_set_for(c)?;
+        }
         if cfg.insecure {
             eprintln!("pipeline {name}: WARNING: certificate and host name verification are OFF (--insecure)");
         }

@@ -699,10 +699,11 @@ fn pl_state_of(st: &State) -> (PlState, &str) {
 }
 
 /// Register `cb` for state changes (see `pl_on_state`); NULL removes it. The last call
-/// a callback gets is DISCONNECTED, at the latest during `pl_stop`.
+/// a callback gets is DISCONNECTED, at the latest during `pl_stop`. Thread-safe (also
+/// from inside the callback); the last registration wins.
 ///
 /// # Safety
-/// `p` from `pl_start`; not called concurrently with `pl_stop`/`pl_free` on `p`.
+/// `p` from `pl_start`; not concurrent with `pl_free` on `p`.
 #[no_mangle]
 pub unsafe extern "C" fn pl_set_on_state(p: *mut pl_pipeline, cb: pl_on_state, user: *mut c_void) -> super::PlResult {
     boundary(|| {
@@ -727,7 +728,7 @@ pub unsafe extern "C" fn pl_set_on_state(p: *mut pl_pipeline, cb: pl_on_state, u
 }
 
 /// Wait up to `timeout_ms` for the state to become DISCONNECTED: `PL_OK`, or
-/// `PL_ERR_TIMEOUT`.
+/// `PL_ERR_TIMEOUT`. Thread-safe.
 ///
 /// # Safety
 /// `p` from `pl_start`.
@@ -752,7 +753,7 @@ pub unsafe extern "C" fn pl_wait_disconnected(
 }
 
 /// The state, and (if `reason` is not NULL) the disconnect reason, NUL-terminated and
-/// truncated to `len - 1` bytes ("" while connected).
+/// truncated to `len - 1` bytes ("" while connected). Thread-safe.
 ///
 /// # Safety
 /// `p` from `pl_start`; `out` writable; `reason` NULL or `len` writable bytes.
@@ -781,7 +782,7 @@ pub unsafe extern "C" fn pl_get_state(
     })
 }
 
-/// A snapshot of every counter.
+/// A snapshot of every counter. Thread-safe.
 ///
 /// # Safety
 /// `p` from `pl_start`; `out` writable.
@@ -832,7 +833,9 @@ pub unsafe extern "C" fn pl_get_name(p: *mut pl_pipeline, buf: *mut c_char, len:
 
 /// Stop every stage (no close handshake: use `pl_close` + `pl_wait_disconnected`
 /// first for a clean close), wait for them, and remove the shared memory. The handle
-/// stays valid for `pl_get_state`/`pl_get_stats` until `pl_free`. Idempotent.
+/// stays valid for `pl_get_state`/`pl_get_stats` until `pl_free`. Idempotent and
+/// thread-safe (a second call waits for the first); not from inside `on_message` (it
+/// joins the stage that runs the callback).
 ///
 /// # Safety
 /// `p` from `pl_start`.
@@ -845,10 +848,11 @@ pub unsafe extern "C" fn pl_stop(p: *mut pl_pipeline) -> super::PlResult {
     })
 }
 
-/// Stop (if needed) and free the pipeline. NULL is a no-op.
+/// Stop (if needed) and free the pipeline. NULL is a no-op. The one call that needs the
+/// handle exclusively: no other call on `p` may be running, or come later.
 ///
 /// # Safety
-/// `p` from `pl_start`, not used afterwards.
+/// `p` from `pl_start`, not in use by any other thread, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn pl_free(p: *mut pl_pipeline) {
     if p.is_null() {

@@ -7,7 +7,12 @@
 //! - results are [`PlResult`] codes; the message of the last failure on this thread is
 //!   available from [`pl_last_error`];
 //! - out parameters are written only on success;
-//! - handles are opaque pointers created and freed by the library.
+//! - handles are opaque pointers created and freed by the library;
+//! - enums coming from C are integers at the ABI (`uint32_t` fields, `int` codes),
+//!   converted with `TryFrom` (an unknown value is `PL_ERR_CONFIG` / "unknown"):
+//!   reading a Rust enum from a value no variant names would be UB;
+//! - no `&mut` is made from a handle while another thread may use it: every call but
+//!   `pl_free` takes it shared, with locks inside (docs/c-api.md, "Threads").
 //!
 //! The header `include/pipeline.h` is generated from this module by cbindgen
 //! (`tools/gen-header.sh`, which parses only `src/ffi`); CI fails when the
@@ -136,6 +141,8 @@ impl TryFrom<c_int> for PlResult {
 /// "unknown" for a value that is not a `PlResult`.
 #[no_mangle]
 pub extern "C" fn pl_result_name(code: c_int) -> *const c_char {
+    // No panic boundary needed: a comparison loop over a constant array and static
+    // strings cannot panic (no allocation, no indexing).
     let s = PlResult::try_from(code).map(PlResult::name).unwrap_or("unknown\0");
     s.as_ptr() as *const c_char
 }

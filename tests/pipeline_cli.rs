@@ -247,3 +247,27 @@ fn stage_processes_die_with_their_parent_and_the_next_start_reclaims() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("reclaimed"));
     assert!(!pipeline::shm::ShmDir::path_for(&name).exists());
 }
+
+/// A stage process that cannot pin itself says so on stderr — from a message made
+/// before the fork and written with write(2) (no allocation or stderr lock in the
+/// child before its loop) — and runs unpinned.
+#[test]
+fn a_stage_process_that_cannot_pin_says_so_and_runs() {
+    let (name, _g) = unique("cli_pin");
+    let o = bin()
+        .args(["connect", "wss://synthetic.test/", "--synthetic", "100", "--count", "50"])
+        .args(["--layout", "processes", "--wait", "backoff", "--name", &name])
+        // In range for a cpu_set_t, but no such CPU here: sched_setaffinity fails.
+        .args(["--cores", "1000,1001"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{:?} {err}", o.status);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 50);
+    for (stage, core) in [("transport", 1000), ("websocket", 1001)] {
+        let want = format!(
+            "pipeline {name}: {stage} stage: could not pin to core {core} (sched_setaffinity errno 22)\n"
+        );
+        assert!(err.contains(&want), "{err}");
+    }
+}

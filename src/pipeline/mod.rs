@@ -290,10 +290,16 @@ impl Pipeline {
                 COUNTER.fetch_add(1, Ordering::Relaxed)
             ),
         };
-        if cfg.max_message == 0 || cfg.max_message > cfg.inbox_size {
+        // The WebSocket stage parses in place: a whole frame (Frames delivery) or message
+        // (Messages), headers included, must fit in MSG_INBOX or it could never complete.
+        let room = cfg.inbox_size.saturating_sub(crate::ws::frame::MAX_HEADER_LEN);
+        if cfg.max_message == 0 || cfg.max_message > room {
             return Err(Error::Config(format!(
-                "max_message {} must be between 1 and the MSG_INBOX size {}",
-                cfg.max_message, cfg.inbox_size
+                "max_message {} must be between 1 and {room}: the MSG_INBOX of {} bytes must also hold the frame header ({} bytes); \
+                 a larger inbox_size (2 * max_message or more) leaves room for fragment headers and control frames",
+                cfg.max_message,
+                cfg.inbox_size,
+                crate::ws::frame::MAX_HEADER_LEN
             )));
         }
         if cfg.insecure {

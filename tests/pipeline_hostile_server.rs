@@ -116,6 +116,44 @@ fn max_message_must_leave_room_for_a_frame_header() {
     p.stop();
 }
 
+/// Our close, and the server never answers it: the pipeline used to stay Closing
+/// forever. Now the close timeout ends it, with a reason that says so.
+#[test]
+fn client_close_ends_when_the_server_ignores_it() {
+    let (name, _g) = unique("hostile_noclose");
+    let cap: Capture = Arc::default();
+    let s = SyntheticScript {
+        capture: Some(cap.clone()),
+        ignore_close: true,
+        ..script(text_frames(3), 0)
+    };
+    let mut c = config(&name, s, Layout::Inline);
+    c.close_timeout = Duration::from_millis(300);
+    let mut p = Pipeline::start(c).unwrap();
+    p.close(1000, "bye").unwrap();
+    assert!(p.wait_disconnected(LONG), "still {:?}", p.state());
+    let r = reason(&p);
+    assert!(r.contains("did not answer") && r.contains("300ms"), "{r}");
+    assert_eq!(close_codes(&cap), vec![b"\x03\xe8bye".to_vec()]);
+    p.stop();
+}
+
+/// Our close after a protocol error (1002), to a server that has stopped reading: the
+/// close frame can never be written. That path to Closing must end too.
+#[test]
+fn close_after_a_protocol_error_ends_when_the_server_stops_reading() {
+    let (name, _g) = unique("hostile_noread");
+    let v = vec![0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]; // masked: 1002
+    let s = SyntheticScript { stop_reading_after: Some(0), ..script(v, 0) };
+    let mut c = config(&name, s, Layout::Inline);
+    c.close_timeout = Duration::from_millis(300);
+    let mut p = Pipeline::start(c).unwrap();
+    assert!(p.wait_disconnected(LONG), "still {:?}", p.state());
+    let r = reason(&p);
+    assert!(r.contains("masked") && r.contains("1002"), "{r}");
+    p.stop();
+}
+
 /// PINGs far faster than the server reads our PONGs: the PONGS ring used to fill and
 /// stop the WebSocket stage, so data behind the PINGs never arrived. Now unsent PONGs
 /// coalesce to the latest (RFC 6455 §5.5.3) and the data flows.

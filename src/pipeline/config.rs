@@ -51,6 +51,10 @@ pub struct Config {
     pub insecure: bool,
     /// Set-up (TCP + TLS + WebSocket handshakes) deadline.
     pub timeout: Duration,
+    /// How long the close handshake may take once the pipeline is Closing (our close
+    /// sent or queued, a protocol error, or the server's close being answered): then
+    /// the transport is closed anyway and the reason says the server did not answer.
+    pub close_timeout: Duration,
     /// Largest message (or frame) accepted; larger closes with 1009.
     pub max_message: usize,
     /// MSG_INBOX bytes (power of two, >= 2 * max_message recommended).
@@ -84,6 +88,7 @@ impl Config {
             ca_file: None,
             insecure: false,
             timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
             max_message: 1 << 20,
             inbox_size: 4 << 20,
             outbox_size: 1 << 20,

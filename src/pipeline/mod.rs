@@ -334,6 +334,7 @@ impl Pipeline {
                     pongs.consumer(),
                     stats.clone(),
                     outbox.max_payload(),
+                    cfg.close_timeout,
                 )?)
             };
         }
@@ -516,7 +517,8 @@ impl Pipeline {
     }
 
     /// Start the close handshake with `code` (1000 normal) and a short reason.
-    /// The state goes Closing, then Disconnected when the server answers.
+    /// The state goes Closing at once, then Disconnected when the server answers, or
+    /// after `Config::close_timeout` if it does not (the reason then says so).
     pub fn close(&self, code: u16, reason: &str) -> Result<()> {
         if !(1000..5000).contains(&code) || matches!(code, 1004..=1006 | 1015) {
             return Err(Error::Config(format!("close code {code} may not be sent")));
@@ -526,7 +528,11 @@ impl Pipeline {
         }
         let mut p = code.to_be_bytes().to_vec();
         p.extend_from_slice(reason.as_bytes());
-        self.push(OutboxKind::Close, &p)
+        self.push(OutboxKind::Close, &p)?;
+        // Closing from now, not from when the transport gets to the record: its
+        // close timeout then also covers a transport stuck behind earlier frames.
+        self.stats.advance_state(&State::Closing);
+        Ok(())
     }
 
     /// Wait until the state is Disconnected (true) or `timeout` passes (false).

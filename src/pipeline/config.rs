@@ -55,9 +55,13 @@ pub struct Config {
     /// sent or queued, a protocol error, or the server's close being answered): then
     /// the transport is closed anyway and the reason says the server did not answer.
     pub close_timeout: Duration,
-    /// Largest message (or frame) accepted; larger closes with 1009.
+    /// Largest message (or frame) payload accepted; larger closes with 1009. At most
+    /// `inbox_size - 14` (the frame header must fit too). A message whose headers and
+    /// interleaved control frames need more than the whole MSG_INBOX also closes with
+    /// 1009 (see docs/pipeline.md, "Limits a server cannot get around").
     pub max_message: usize,
-    /// MSG_INBOX bytes (power of two, >= 2 * max_message recommended).
+    /// MSG_INBOX bytes (power of two, >= 2 * max_message recommended: fragment headers
+    /// and control frames inside a message take room too).
     pub inbox_size: usize,
     /// MSG_OUTBOX bytes (power of two; a record holds up to half of it).
     pub outbox_size: usize,

@@ -14,8 +14,8 @@
 //!   empty continuations, PINGs between fragments: only payload counts toward
 //!   `max_message`, but every byte has to fit) closes with 1009 once the unreleased
 //!   bytes fill the whole ring;
-//! - PONGs coalesce: at most one is on the PONGS ring at a time, and a newer PING
-//!   replaces the unsent answer to an older one (RFC 6455 §5.5.3), so a PING flood
+//! - PONGs coalesce: once [`PONGS_IN_FLIGHT`] answers wait on the PONGS ring, a newer
+//!   PING replaces the unsent answer to an older one (RFC 6455 §5.5.3), so a PING flood
 //!   faster than the server reads our PONGs never fills PONGS or stops the parsing.
 
 use super::{Progress, Stage};
@@ -46,6 +46,13 @@ pub enum Delivery {
 
 /// Events per poll (bounded work).
 const EVENTS_PER_POLL: usize = 256;
+
+/// PONGs that may wait on the PONGS ring before newer ones coalesce into one slot. Not
+/// 1: in the threads and processes layouts the transport is often a few microseconds
+/// behind, and PINGs a normal server sends should each get their answer; a flood is
+/// bounded all the same (this many + one). Far below the ring's 256, so our CLOSE
+/// always finds room.
+pub(crate) const PONGS_IN_FLIGHT: u64 = 16;
 
 /// MSG_INBOX -> WS_FRAME_INFO (+ PONGS), over the `crate::ws` parser.
 pub struct WebSocketStage {
@@ -103,14 +110,15 @@ impl WebSocketStage {
         }
     }
 
-    /// Move the waiting PONG and CLOSE to the PONGS ring. The PONG goes only when the
-    /// ring is empty (the transport took the previous one), or right before our CLOSE
-    /// so the answers keep their order; the CLOSE goes after it.
+    /// Move the waiting PONG and CLOSE to the PONGS ring. The PONG goes while fewer than
+    /// [`PONGS_IN_FLIGHT`] entries wait there (else it stays, to be replaced by a newer
+    /// one), or right before our CLOSE so the answers keep their order; the CLOSE goes
+    /// after it.
     fn flush_control(&mut self) -> bool {
         let mut moved = false;
         if let Some(p) = self.pong {
-            let empty = self.pongs.consumer_pos() == self.pongs.position();
-            if (empty || self.close.is_some()) && self.pongs.push(p).is_ok() {
+            let waiting = self.pongs.position() - self.pongs.consumer_pos();
+            if (waiting < PONGS_IN_FLIGHT || self.close.is_some()) && self.pongs.push(p).is_ok() {
                 self.pong = None;
                 moved = true;
             }

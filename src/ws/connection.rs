@@ -263,7 +263,10 @@ mod tests {
         // One masked PONG (2 + 4 + 4 bytes) for the first PING, nothing more.
         let unmask = |f: &[u8]| -> Vec<u8> { (0..4).map(|i| f[6 + i] ^ f[2 + i]).collect() };
         assert_eq!(c.pending_output().len(), 10);
-        assert_eq!((c.pending_output()[0], unmask(c.pending_output())), (0x8a, 0u32.to_be_bytes().to_vec()));
+        assert_eq!(
+            (c.pending_output()[0], unmask(c.pending_output())),
+            (0x8a, 0u32.to_be_bytes().to_vec())
+        );
         c.consume_output(10);
         assert_eq!(c.pending_output().len(), 10);
         assert_eq!(unmask(c.pending_output()), 999u32.to_be_bytes().to_vec());

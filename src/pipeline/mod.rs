@@ -308,10 +308,16 @@ impl Pipeline {
                 COUNTER.fetch_add(1, Ordering::Relaxed)
             ),
         };
-        if cfg.max_message == 0 || cfg.max_message > cfg.inbox_size {
+        // The WebSocket stage parses in place: a whole frame (Frames delivery) or message
+        // (Messages), headers included, must fit in MSG_INBOX or it could never complete.
+        let room = cfg.inbox_size.saturating_sub(crate::ws::frame::MAX_HEADER_LEN);
+        if cfg.max_message == 0 || cfg.max_message > room {
             return Err(Error::Config(format!(
-                "max_message {} must be between 1 and the MSG_INBOX size {}",
-                cfg.max_message, cfg.inbox_size
+                "max_message {} must be between 1 and {room}: the MSG_INBOX of {} bytes must also hold the frame header ({} bytes); \
+                 a larger inbox_size (2 * max_message or more) leaves room for fragment headers and control frames",
+                cfg.max_message,
+                cfg.inbox_size,
+                crate::ws::frame::MAX_HEADER_LEN
             )));
         }
         // Every core must fit a cpu_set_t: checked here, before anything connects or
@@ -352,6 +358,7 @@ impl Pipeline {
                     pongs.consumer(),
                     stats.clone(),
                     outbox.max_payload(),
+                    cfg.close_timeout,
                 )?)
             };
         }
@@ -547,7 +554,8 @@ impl Pipeline {
     }
 
     /// Start the close handshake with `code` (1000 normal) and a short reason.
-    /// The state goes Closing, then Disconnected when the server answers.
+    /// The state goes Closing at once, then Disconnected when the server answers, or
+    /// after `Config::close_timeout` if it does not (the reason then says so).
     pub fn close(&self, code: u16, reason: &str) -> Result<()> {
         if !(1000..5000).contains(&code) || matches!(code, 1004..=1006 | 1015) {
             return Err(Error::Config(format!("close code {code} may not be sent")));
@@ -557,7 +565,11 @@ impl Pipeline {
         }
         let mut p = code.to_be_bytes().to_vec();
         p.extend_from_slice(reason.as_bytes());
-        self.push(OutboxKind::Close, &p)
+        self.push(OutboxKind::Close, &p)?;
+        // Closing from now, not from when the transport gets to the record: its
+        // close timeout then also covers a transport stuck behind earlier frames.
+        self.stats.advance_state(&State::Closing);
+        Ok(())
     }
 
     /// Wait until the state is Disconnected (true) or `timeout` passes (false).

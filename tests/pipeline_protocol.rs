@@ -294,6 +294,23 @@ fn client_close_completes_the_handshake() {
     p.stop();
 }
 
+/// `Pipeline::close` refuses exactly the codes the parser refuses from a server
+/// (one rule: `ws::frame::is_valid_close_code`), reserved 1016-2999 included.
+#[test]
+fn close_refuses_the_codes_rfc_6455_reserves() {
+    let (name, _g) = unique("ccodes");
+    let p = Pipeline::start(config(&name, script(text_frames(1), 0), Layout::Inline)).unwrap();
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000] {
+        match p.close(code, "x") {
+            Err(pipeline::Error::Config(m)) => assert!(m.contains("may not be sent"), "{code}: {m}"),
+            other => panic!("close({code}) gave {other:?}"),
+        }
+    }
+    assert!(matches!(p.state(), PipelineState::Connected), "a refused close changes nothing");
+    p.close(3000, "ok").unwrap();
+    p.stop();
+}
+
 #[test]
 fn masked_server_frame_is_a_protocol_error() {
     let (name, _g) = unique("masked");

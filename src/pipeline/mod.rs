@@ -557,8 +557,10 @@ impl Pipeline {
     /// The state goes Closing at once, then Disconnected when the server answers, or
     /// after `Config::close_timeout` if it does not (the reason then says so).
     pub fn close(&self, code: u16, reason: &str) -> Result<()> {
-        if !(1000..5000).contains(&code) || matches!(code, 1004..=1006 | 1015) {
-            return Err(Error::Config(format!("close code {code} may not be sent")));
+        // The same rule the parser applies to the server's codes (RFC 6455 §7.4):
+        // 1004-1006, 1015 and the unassigned 1016-2999 may not be sent.
+        if !crate::ws::frame::is_valid_close_code(code) {
+            return Err(Error::Config(format!("close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)")));
         }
         if reason.len() > 123 {
             return Err(Error::Config("close reason longer than 123 bytes".into()));

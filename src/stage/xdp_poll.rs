@@ -55,10 +55,12 @@ pub const FREE_RING_MSG: usize = if MSG_FRAMES.is_power_of_two() { MSG_FRAMES } 
 /// Free frames kept waiting on a connection's free rings (ACK, PONG, data): enough for
 /// a burst between two top-ups, few enough that idle connections do not sit on the
 /// pools (frames on a ring are the connection's until it uses them).
-const FREE_DEPTH: [usize; 3] = [32, 16, 32];
+/// For data frames the depth counts every frame the connection holds idle (on the ring,
+/// in its local cache, or completed and kept for retransmission), not only the ring.
+const FREE_DEPTH: [usize; 3] = [128, 16, 32];
 /// Under sustained traffic the "idle" work (returning frames, topping up) still runs
 /// every this many busy polls, so the pools never drain because nobody is ever idle.
-const HOUSEKEEPING_EVERY: u32 = 16;
+const HOUSEKEEPING_EVERY: u32 = 4;
 
 /// `reserved1` flag on a RAW_INBOX descriptor: the fault hook delivers this frame again
 /// right after, so passing this copy must not give the frame back yet.
@@ -134,6 +136,8 @@ struct Slot {
     /// TX frames of each pool this connection holds (on its free ring, in its hands,
     /// or in flight).
     held: [usize; 3],
+    /// Data frames of this connection in flight (sent, completion not yet seen).
+    msg_in_flight: usize,
     hook: Option<FaultHook>,
     stats: StatsRegion,
     rx_packets: u64,
@@ -255,6 +259,9 @@ impl Core {
                         slot.stats.add(Counter::TxDrops, 1);
                         continue;
                     }
+                    if pool == 2 {
+                        slot.msg_in_flight += 1;
+                    }
                     slot.tx_packets += 1;
                     slot.tx_bytes += d.frame_len as u64;
                 }
@@ -340,6 +347,7 @@ impl Core {
                 return false;
             };
             if kind == TxKind::Msg {
+                slot.msg_in_flight = slot.msg_in_flight.saturating_sub(1);
                 // A data frame stays its connection's (held for retransmission until
                 // TCP says it is acknowledged): tell it the transmission completed.
                 // Cannot fail: the ring fits every data frame (FREE_RING_MSG).
@@ -361,7 +369,11 @@ impl Core {
             for (k, kind) in TxKind::ALL.iter().enumerate() {
                 let ring = &mut slot.port.tx_free[k];
                 let waiting = (ring.position() - ring.consumer_pos()) as usize;
-                let mut room = FREE_DEPTH[k].saturating_sub(waiting).min(quotas[k].saturating_sub(slot.held[k]));
+                // Data frames: the transport keeps what it pops (and gives surplus back
+                // past its cache), so count all it holds idle, or the two would pass
+                // frames back and forth forever.
+                let idle = if k == 2 { slot.held[2].saturating_sub(slot.msg_in_flight) } else { waiting };
+                let mut room = FREE_DEPTH[k].saturating_sub(idle).min(quotas[k].saturating_sub(slot.held[k]));
                 while room > 0 {
                     let Some(a) = xsk.alloc_tx(*kind) else { break };
                     owner[frame_index(a)] = slot.id;
@@ -526,6 +538,7 @@ impl Engine {
             port,
             released,
             held: [0; 3],
+            msg_in_flight: 0,
             hook: fault.is_active().then(|| FaultHook::new(fault.clone())),
             stats,
             rx_packets: 0,

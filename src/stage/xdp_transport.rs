@@ -41,8 +41,10 @@ const TX_HIGH_WATER: usize = 1 << 20;
 /// RX descriptors per drive.
 const RX_BATCH: usize = 64;
 /// Free data frames kept at hand; more go back to the engine (a zero-length descriptor
-/// on RAW_OUTBOX), so frames one connection no longer needs serve the others.
-const LOCAL_CACHE: usize = 16;
+/// on RAW_OUTBOX), so frames one connection no longer needs serve the others. Above the
+/// engine's idle depth for data frames (32), so in steady state nothing goes back and
+/// forth.
+const LOCAL_CACHE: usize = 64;
 
 /// TCP + TLS over AF_XDP rings.
 pub struct XdpTransport {

@@ -5,6 +5,7 @@
 #   server.pem / server.key    localhost, 127.0.0.1, ::1, feed.test    (signed by ca)
 #   expired.pem / expired.key  same names, valid 2020-01-01..2021-01-01 (signed by ca)
 #   wronghost.pem / .key       only wrong.example                      (signed by ca)
+#   veth.pem / veth.key        feed.test, 10.200.1.1 (the TestBed's server address) (signed by ca)
 #   unknown_ca.pem / .key      an unrelated CA
 #   untrusted.pem / .key       localhost, 127.0.0.1                     (signed by unknown_ca)
 # Needs only the openssl CLI (3.0 works: the expired cert is made with `openssl ca
@@ -66,6 +67,7 @@ cacnf ca
 leaf server ca "$SAN_OK" $NOW_MINUS $FUTURE
 leaf expired ca "$SAN_OK" 20200101000000Z 20210101000000Z
 leaf wronghost ca "DNS:wrong.example" $NOW_MINUS $FUTURE
+leaf veth ca "DNS:feed.test,IP:10.200.1.1" $NOW_MINUS $FUTURE
 
 mkca unknown_ca "some other CA"
 cacnf unknown_ca

@@ -16,14 +16,16 @@ impl Certs {
     pub fn ca(&self) -> PathBuf {
         self.path("ca.pem")
     }
-    /// (cert, key) of a named leaf: "server", "expired", "wronghost", "untrusted".
+    /// (cert, key) of a named leaf: "server", "expired", "wronghost", "untrusted", "veth"
+    /// (valid for the veth TestBed's server address 10.200.1.1, so a client can verify
+    /// it with a `wss://10.200.1.1:PORT/` URL).
     pub fn leaf(&self, name: &str) -> (PathBuf, PathBuf) {
         (self.path(&format!("{name}.pem")), self.path(&format!("{name}.key")))
     }
 }
 
 fn complete(dir: &Path) -> bool {
-    ["ca.pem", "server.pem", "expired.pem", "wronghost.pem", "untrusted.pem", "untrusted.key"]
+    ["ca.pem", "server.pem", "expired.pem", "wronghost.pem", "veth.pem", "veth.key", "untrusted.pem", "untrusted.key"]
         .iter()
         .all(|f| dir.join(f).exists())
 }

@@ -2,6 +2,7 @@
 //! a kernel TCP socket on loopback (`ws://`; `wss://` once the TLS transport lands).
 //! Skipped (with a note) when python3 + websockets is missing.
 
+mod common;
 mod pipeline_support;
 
 use std::io::{BufRead, BufReader};
@@ -46,16 +47,10 @@ fn server(n: usize) -> Option<(Server, u16)> {
 }
 
 fn server_with(n: usize, extra: &[&str]) -> Option<(Server, u16)> {
-    if Command::new("python3")
-        .args(["-c", "import websockets"])
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        eprintln!("SKIP: python3 with websockets not available");
-        return None;
-    }
-    let mut c = Command::new("python3")
+    // The venv tools/setup.sh makes (asserts with a clear message when it is missing:
+    // never a silent skip).
+    let py = common::python::python();
+    let mut c = Command::new(&py)
         .args(["-c", SERVER, &n.to_string()])
         .args(extra)
         .stdout(Stdio::piped())

@@ -37,15 +37,9 @@ fn wss_over_af_xdp_through_every_stage() {
     let Some(bed) = TestBed::new_or_skip("pipeline over AF_XDP") else {
         return;
     };
-    if Command::new("python3")
-        .args(["-c", "import websockets"])
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        eprintln!("SKIP: python3 with websockets not available");
-        return;
-    }
+    // The venv tools/setup.sh makes (asserts with a clear message when it is missing:
+    // never a silent skip).
+    let py = common::python::python();
     let dir = std::env::temp_dir().join(format!("plxdp{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
@@ -68,7 +62,7 @@ fn wss_over_af_xdp_through_every_stage() {
             "netns",
             "exec",
             &bed.server_ns,
-            "python3",
+            &py,
             "-c",
             SERVER,
             &n.to_string(),

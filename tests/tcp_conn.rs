@@ -2,7 +2,7 @@
 
 use pipeline::tcp::sim::{Faults, Harness, PeerConfig, SynBehaviour};
 use pipeline::tcp::{CloseReason, Connection, Event, State, TcpConfig, Transmit};
-use pipeline::wire::{flags, parse_tcp_frame, MacAddr, TcpOptionsRepr};
+use pipeline::wire::{flags, parse_tcp_frame, MacAddr, TcpOptionsRepr, TcpSegment};
 
 fn harness(pc: PeerConfig, tweak: impl FnOnce(&mut TcpConfig)) -> Harness {
     let mut cc = Harness::default_config();
@@ -820,4 +820,118 @@ fn sack_blocks_most_recent_first_and_not_without_negotiation() {
         panic!()
     };
     assert!(a.options.sack.is_empty());
+}
+
+/// A crafted peer segment with the raw window field set to `window` (checksum redone).
+fn inject_window(h: &mut Harness, seq: u32, ack: u32, fl: u8, payload: &[u8], window: u16) -> Vec<u8> {
+    let mut f = h.peer.craft(seq, ack, fl, payload, h.now);
+    let cfg = Harness::default_config();
+    {
+        let mut seg = TcpSegment::new_checked(&mut f[34..]).unwrap();
+        seg.set_window(window);
+        seg.fill_checksum(*cfg.remote.ip(), *cfg.local.ip());
+    }
+    let mut got = Vec::new();
+    h.client.on_frame(h.now, &f, |d| got.extend_from_slice(d));
+    got
+}
+
+#[test]
+fn challenge_acks_rate_limited_per_connection() {
+    // RFC 5961 §7: a flood of segments that each deserve a challenge ACK (any SYN, an
+    // in-window RST off RCV.NXT, an ACK too old or for data never sent) must not make us
+    // send one ACK per segment.
+    let mut h = established(PeerConfig::default(), |_| {});
+    drain(&mut h);
+    let nxt = h.client.rcv_nxt();
+    let ack = h.client.snd_nxt();
+    let limit = h.client.config().challenge_ack_limit as usize;
+    assert_eq!(limit, 10, "default: 10 per second");
+    let mut sent = 0;
+    for i in 0..100u32 {
+        match i % 4 {
+            0 => inject(&mut h, nxt.wrapping_add(i), 0, flags::SYN, &[]),
+            1 => inject(&mut h, nxt.wrapping_add(1 + i), ack, flags::RST, &[]),
+            2 => inject(&mut h, nxt, ack.wrapping_sub(1 << 30), flags::ACK, &[]),
+            _ => inject(&mut h, nxt, ack.wrapping_add(1000), flags::ACK, &[]),
+        };
+        sent += acks(&drain(&mut h)).len();
+    }
+    assert_eq!(sent, limit, "challenge ACKs in one second");
+    assert_eq!(h.client.stats().challenge_acks, limit as u64);
+    assert_eq!(h.client.stats().challenge_acks_suppressed, (100 - limit) as u64);
+    assert_eq!(h.client.state(), State::Established);
+    // A second later the budget is back: a lost handshake ACK (the peer resends its
+    // SYN-ACK) is still answered.
+    h.now += h.client.config().challenge_ack_interval_us;
+    let isn = h.peer.isn();
+    inject(&mut h, isn, ack, flags::SYN | flags::ACK, &[]);
+    assert_eq!(acks(&drain(&mut h)), vec![isn.wrapping_add(1)]);
+    // Ordinary traffic is never limited: in-order data is still ACKed.
+    assert_eq!(inject(&mut h, nxt, ack, flags::ACK | flags::PSH, &[7; 10]), vec![7; 10]);
+}
+
+#[test]
+fn challenge_ack_limit_is_configurable() {
+    let mut h = established(PeerConfig::default(), |c| {
+        c.challenge_ack_limit = 2;
+        c.challenge_ack_interval_us = 5_000;
+    });
+    drain(&mut h);
+    let nxt = h.client.rcv_nxt();
+    let count = |h: &mut Harness| {
+        let mut n = 0;
+        for _ in 0..5 {
+            inject(h, nxt, 0, flags::SYN, &[]);
+            n += acks(&drain(h)).len();
+        }
+        n
+    };
+    assert_eq!(count(&mut h), 2);
+    h.now += 5_000;
+    assert_eq!(count(&mut h), 2);
+    assert_eq!(h.client.stats().challenge_acks_suppressed, 6);
+    // u32::MAX: no limit.
+    let mut h = established(PeerConfig::default(), |c| c.challenge_ack_limit = u32::MAX);
+    drain(&mut h);
+    assert_eq!(count(&mut h), 5, "a SYN gets a challenge ACK whatever its SEQ");
+    assert_eq!(h.client.stats().challenge_acks_suppressed, 0);
+}
+
+#[test]
+fn old_ack_does_not_change_peer_window() {
+    // RFC 9293 §3.10.7.4: SND.WND is updated only from an acceptable ACK
+    // (SND.UNA =< SEG.ACK =< SND.NXT). An ACK below SND.UNA (an old duplicate, or a
+    // blind injection) must neither shrink nor grow the peer's window, even when its
+    // sequence number is newer than SND.WL1.
+    let mut h = established(PeerConfig::default(), |_| {});
+    drain(&mut h);
+    let mut frames = vec![vec![0u8; 2048]; 4];
+    send_segments(&mut h, &mut frames, 4, 1000);
+    let nxt = h.client.rcv_nxt();
+    let una = h.client.snd_nxt();
+    let shift = h.client.peer_window_scale();
+    // The peer acknowledges everything with a window of 1000 << shift.
+    inject_window(&mut h, nxt, una, flags::ACK, &[], 1000);
+    assert_eq!(h.client.snd_una(), una);
+    let wnd = 1000u32 << shift;
+    assert_eq!(h.client.peer_window(), wnd);
+    let old = una.wrapping_sub(2500);
+    // A pure ACK with a newer SEQ (in window) but an old ACK: window 0 would close it.
+    inject_window(&mut h, nxt.wrapping_add(10), old, flags::ACK, &[], 0);
+    assert_eq!(h.client.peer_window(), wnd, "old ACK shrank the window");
+    // ... and a large window must not open it either.
+    inject_window(&mut h, nxt.wrapping_add(10), old, flags::ACK, &[], 60_000);
+    assert_eq!(h.client.peer_window(), wnd, "old ACK grew the window");
+    // Data carrying an old ACK: the data is still taken (RFC 9293: the ACK is ignored,
+    // the text processed), the window is not.
+    assert_eq!(inject_window(&mut h, nxt, una, flags::ACK, &[1; 100], 1000), vec![1; 100]);
+    let got = inject_window(&mut h, nxt.wrapping_add(100), old, flags::ACK, &[2; 100], 0);
+    assert_eq!(got, vec![2; 100]);
+    assert_eq!(h.client.rcv_nxt(), nxt.wrapping_add(200));
+    assert_eq!(h.client.peer_window(), wnd, "old ACK on a data segment changed the window");
+    assert_eq!(h.client.snd_una(), una);
+    // A current ACK still updates it.
+    inject_window(&mut h, nxt.wrapping_add(200), una, flags::ACK, &[], 2000);
+    assert_eq!(h.client.peer_window(), 2000u32 << shift);
 }

@@ -76,7 +76,7 @@ fn no_allocation_on_the_hot_path() {
     );
     // Pre-build every input outside the measured region.
     let data = vec![7u8; 1000];
-    let inputs: Vec<Vec<u8>> = vec![
+    let mut inputs: Vec<Vec<u8>> = vec![
         frame(peer + 1, 1001, flags::ACK, &data, TcpOptionsRepr::default()), // in order
         frame(
             peer + 3001,
@@ -107,6 +107,12 @@ fn no_allocation_on_the_hot_path() {
             &[],
             TcpOptionsRepr::default(),
         ), // challenge
+    ];
+    // A SYN flood past the challenge-ACK limit: the suppressed path must not allocate.
+    let syn = frame(peer + 4001, 0, flags::SYN, &[], TcpOptionsRepr::default());
+    let limit = c.config().challenge_ack_limit as usize;
+    inputs.extend(std::iter::repeat_n(syn, limit + 5));
+    inputs.extend([
         frame(
             peer + 4001,
             1001 + 3000,
@@ -114,7 +120,7 @@ fn no_allocation_on_the_hot_path() {
             &[],
             TcpOptionsRepr::default(),
         ), // acks our data
-    ];
+    ]);
     let mut frames = vec![vec![0u8; 2048]; 4];
     let mut ackbuf = vec![0u8; 256];
     let off = c.payload_offset();
@@ -150,7 +156,8 @@ fn no_allocation_on_the_hot_path() {
 
     assert_eq!(delivered, 4000);
     assert_eq!(c.stats().ooo_segments_buffered, 2);
-    assert_eq!(c.stats().challenge_acks, 1);
+    assert_eq!(c.stats().challenge_acks as usize, limit, "1 RST + limit-1 SYNs");
+    assert_eq!(c.stats().challenge_acks_suppressed, 6);
     assert!(c.sack_enabled(), "the SACK-block path was exercised");
     assert_eq!(c.stats().rto_expirations, 1);
     assert_eq!(

@@ -505,3 +505,110 @@ fn record_split_across_small_destinations() {
     assert!(!c.has_pending_plaintext());
     assert_eq!([&tail[..], &head[..m]].concat(), msg);
 }
+
+/// Run a handshake between a client for `host` and a server presenting `leaf`; the
+/// client's error if it fails.
+fn handshake_outcome(leaf: &str, host: &str) -> Result<(), Error> {
+    let cctx = client_ctx(None);
+    let sctx = server_ctx(leaf);
+    let mut c = cctx.client_session(host)?;
+    let mut s = sctx.server_session()?;
+    let mut b = Vec::new();
+    for _ in 0..10 {
+        if c.handshake()? == HandshakeStatus::Done {
+            return Ok(());
+        }
+        b.clear();
+        c.drain_ciphertext_into(&mut b);
+        s.feed_ciphertext(&b)?;
+        let _ = s.handshake();
+        b.clear();
+        s.drain_ciphertext_into(&mut b);
+        c.feed_ciphertext(&b)?;
+    }
+    panic!("handshake for {host} against {leaf} did not finish");
+}
+
+#[test]
+fn partial_wildcards_refused_full_wildcard_accepted() {
+    // A certificate for `f*.example.test` must not vouch for `foo.example.test`
+    // (X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS; RFC 9525 §6.3 forbids partial wildcards).
+    let e = handshake_outcome("partialwild", "foo.example.test").expect_err("partial wildcard accepted");
+    let m = e.to_string();
+    assert!(m.contains("certificate verify failed: hostname mismatch (host foo.example.test)"), "{m}");
+    // `*.example.test` still covers exactly one label.
+    handshake_outcome("wildcard", "foo.example.test").expect("full wildcard must verify");
+    for host in ["example.test", "a.foo.example.test"] {
+        let m = handshake_outcome("wildcard", host).expect_err(host).to_string();
+        assert!(m.contains("hostname mismatch"), "{host}: {m}");
+    }
+}
+
+#[test]
+fn subject_cn_is_never_used_as_the_host_name() {
+    // A certificate without subjectAltName, named only in its CN: refused
+    // (X509_CHECK_FLAG_NEVER_CHECK_SUBJECT; RFC 9525 §6.3 retires the CN fallback).
+    let m = handshake_outcome("cnonly", "localhost").expect_err("CN-only certificate accepted").to_string();
+    assert!(m.contains("certificate verify failed: hostname mismatch (host localhost)"), "{m}");
+    // The same CA's certificate with a SAN verifies.
+    handshake_outcome("server", "localhost").expect("SAN certificate must verify");
+}
+
+extern "C" {
+    // libssl 3.0; openssl-sys does not declare it. Linked through openssl-sys.
+    fn SSL_renegotiate(s: *mut openssl_sys::SSL) -> libc::c_int;
+}
+
+/// Record types in a TLS 1.2 stream (visible on the wire even when encrypted).
+fn record_types(wire: &[u8]) -> Vec<u8> {
+    records(wire).into_iter().map(|r| r.0).collect()
+}
+
+#[test]
+fn server_renegotiation_request_is_refused() {
+    // TLS 1.2 renegotiation (a server's HelloRequest) is off: the client must not send a
+    // new ClientHello. OpenSSL answers with a no_renegotiation warning alert; an OpenSSL
+    // server then ends the connection, which the client reports as a clean error.
+    let mut rng = Rng(61);
+    let cctx = client_ctx(Some(TlsVersion::Tls12));
+    let sctx = server_ctx("server");
+    let mut c = cctx.client_session("localhost").unwrap();
+    let mut s = sctx.server_session().unwrap();
+    handshake(&mut c, &mut s, &mut rng);
+    assert_eq!(c.protocol_version(), "TLSv1.2");
+    s.write_plaintext(b"before").unwrap();
+    // SAFETY: the server's live SSL; these only queue a HelloRequest into its write BIO
+    // (a server's SSL_do_handshake returns once it is written; the ClientHello would
+    // come through SSL_read).
+    unsafe {
+        assert_eq!(SSL_renegotiate(s.as_ptr()), 1, "test server must be able to renegotiate");
+        assert_eq!(openssl_sys::SSL_do_handshake(s.as_ptr()), 1, "HelloRequest written");
+    }
+    let mut w = Vec::new();
+    s.drain_ciphertext_into(&mut w);
+    assert_eq!(record_types(&w), vec![23, 22], "data, then the HelloRequest");
+    c.feed_ciphertext(&w).unwrap();
+    let mut buf = [0u8; 256];
+    let n = c.read_plaintext(&mut buf).expect("a HelloRequest is not an error for the client");
+    assert_eq!(&buf[..n], b"before");
+    assert_eq!(c.read_plaintext(&mut buf).unwrap(), 0);
+    let mut w = Vec::new();
+    c.drain_ciphertext_into(&mut w);
+    let types = record_types(&w);
+    assert!(!types.contains(&22), "client started a renegotiation handshake: records {types:?}");
+    assert_eq!(types, vec![21], "one no_renegotiation alert");
+    // The server gives up on the connection; the client sees its alert as an error.
+    s.feed_ciphertext(&w).unwrap();
+    let se = s.read_plaintext(&mut buf).expect_err("OpenSSL server aborts on no_renegotiation");
+    assert!(se.to_string().contains("no renegotiation"), "{se}");
+    let mut w = Vec::new();
+    s.drain_ciphertext_into(&mut w);
+    c.feed_ciphertext(&w).unwrap();
+    match c.read_plaintext(&mut buf) {
+        Err(Error::Tls(m)) => {
+            eprintln!("renegotiation refused: server: {se}; client: {m}");
+            assert!(m.contains("peer sent alert \"handshake failure\""), "{m}");
+        }
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+}

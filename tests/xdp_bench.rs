@@ -64,7 +64,7 @@ fn bench_tx_rx_rtt() {
         );
 
         // --- RX throughput: the server floods our flow from a raw socket.
-        xsk.set_flow(Some(Flow { server_ip: bed.server_ip, server_port: 40500, local_port: port.port() })).unwrap();
+        xsk.add_flow(Flow { server_ip: bed.server_ip, server_port: 40500, local_ip: bed.client_ip, local_port: port.port() }).unwrap();
         let stop = std::sync::atomic::AtomicBool::new(false);
         let mut got = 0u64;
         let (t0, c0) = (Instant::now(), cpu_time());
@@ -105,7 +105,7 @@ fn bench_tx_rx_rtt() {
         );
 
         // --- RTT: SYN out through the XSK, RST back from the server's kernel.
-        xsk.set_flow(Some(Flow { server_ip: bed.server_ip, server_port: closed_port, local_port: port.port() })).unwrap();
+        xsk.add_flow(Flow { server_ip: bed.server_ip, server_port: closed_port, local_ip: bed.client_ip, local_port: port.port() }).unwrap();
         assert!(ping(bed.server_ip, 3));
         let dst_mac = pipeline::xdp::addr::neighbor_mac(bed.server_ip, &bed.client_if).unwrap().unwrap();
         let mut rtts = Vec::with_capacity(2000);

@@ -30,7 +30,7 @@ fn only_our_flow_is_redirected_icmp_arp_and_other_tcp_pass() {
         let mut xsk = XdpSocket::open(&XdpConfig::new(&bed.client_if)).expect("open AF_XDP socket");
         eprintln!("AF_XDP mode: {}", xsk.mode());
         assert!(bed.has_xdp(Side::Client), "no XDP program on {}:\n{}", bed.client_if, bed.link_details(Side::Client));
-        xsk.set_flow(Some(Flow { server_ip: bed.server_ip, server_port, local_port: port.port() })).unwrap();
+        xsk.add_flow(Flow { server_ip: bed.server_ip, server_port, local_ip: bed.client_ip, local_port: port.port() }).unwrap();
 
         // ARP + ICMP from the server reach the client's kernel and are answered.
         assert!(bed.in_server(|| ping(bed.client_ip, 3)), "ICMP echo to the client was not answered by its kernel");
@@ -97,7 +97,7 @@ fn tx_syn_from_xsk_gets_syn_ack_back() {
 
         let port = PortReservation::new(bed.client_ip, 0).unwrap();
         let mut xsk = XdpSocket::open(&XdpConfig::new(&bed.client_if)).expect("open AF_XDP socket");
-        xsk.set_flow(Some(Flow { server_ip: bed.server_ip, server_port: sport, local_port: port.port() })).unwrap();
+        xsk.add_flow(Flow { server_ip: bed.server_ip, server_port: sport, local_ip: bed.client_ip, local_port: port.port() }).unwrap();
 
         let me = SocketAddrV4::new(bed.client_ip, port.port());
         let srv = SocketAddrV4::new(bed.server_ip, sport);
@@ -144,7 +144,7 @@ fn ip_options_are_skipped_and_non_matching_ports_pass() {
     bed.in_client(|| {
         let port = PortReservation::new(bed.client_ip, 0).unwrap();
         let mut xsk = XdpSocket::open(&XdpConfig::new(&bed.client_if)).unwrap();
-        xsk.set_flow(Some(Flow { server_ip: bed.server_ip, server_port: sport, local_port: port.port() })).unwrap();
+        xsk.add_flow(Flow { server_ip: bed.server_ip, server_port: sport, local_ip: bed.client_ip, local_port: port.port() }).unwrap();
         let me = SocketAddrV4::new(bed.client_ip, port.port());
         bed.in_server(|| {
             let raw = RawSender::new();

@@ -63,7 +63,7 @@ fn generic_mode_works_and_is_reported() {
         assert!(!xsk.mode().zero_copy);
         assert_eq!(xsk.mode().to_string(), "copy mode, generic (SKB) XDP (veth)");
         assert!(bed.link_details(Side::Client).contains("xdpgeneric"), "{}", bed.link_details(Side::Client));
-        xsk.set_flow(Some(Flow { server_ip: bed.server_ip, server_port: 40300, local_port: port.port() })).unwrap();
+        xsk.add_flow(Flow { server_ip: bed.server_ip, server_port: 40300, local_ip: bed.client_ip, local_port: port.port() }).unwrap();
         send_segments(&bed, &raw, 40300, port.port(), 50);
         assert_eq!(count_rx(&mut xsk, Duration::from_millis(300)), 50);
     });
@@ -107,20 +107,21 @@ fn loss_injection_in_xdp_and_in_nftables() {
     bed.in_client(|| {
         let port = PortReservation::new(bed.client_ip, 0).unwrap();
         let mut xsk = XdpSocket::open(&XdpConfig::new(&bed.client_if)).unwrap();
-        xsk.set_flow(Some(Flow { server_ip: bed.server_ip, server_port: 40400, local_port: port.port() })).unwrap();
+        let flow = Flow { server_ip: bed.server_ip, server_port: 40400, local_ip: bed.client_ip, local_port: port.port() };
+        xsk.add_flow(flow).unwrap();
         let q = Duration::from_millis(300);
 
         // XDP-side loss: 100% drops everything of our flow, counted by the program.
-        xsk.set_rx_loss_percent(100).unwrap();
+        xsk.set_rx_loss_percent(&flow, 100).unwrap();
         send_segments(&bed, &raw, 40400, port.port(), 20);
         assert_eq!(count_rx(&mut xsk, q), 0);
         assert_eq!(xsk.filter_counters().unwrap().loss_dropped, 20);
         // 50%: some but not all (P(all or none of 200) is negligible).
-        xsk.set_rx_loss_percent(50).unwrap();
+        xsk.set_rx_loss_percent(&flow, 50).unwrap();
         send_segments(&bed, &raw, 40400, port.port(), 200);
         let got = count_rx(&mut xsk, q);
         assert!(got > 20 && got < 180, "50% loss let {got} of 200 through");
-        xsk.set_rx_loss_percent(0).unwrap();
+        xsk.set_rx_loss_percent(&flow, 0).unwrap();
         send_segments(&bed, &raw, 40400, port.port(), 20);
         assert_eq!(count_rx(&mut xsk, q), 20);
 
@@ -131,8 +132,9 @@ fn loss_injection_in_xdp_and_in_nftables() {
         bed.set_server_loss(0);
         send_segments(&bed, &raw, 40400, port.port(), 20);
         assert_eq!(count_rx(&mut xsk, q), 20);
-        // The flow key can change at run time (e.g. a reconnect from a new port).
-        xsk.set_flow(Some(Flow { server_ip: bed.server_ip, server_port: 40401, local_port: port.port() })).unwrap();
+        // Flows come and go at run time (e.g. a reconnect from a new port).
+        xsk.remove_flow(&flow).unwrap();
+        xsk.add_flow(Flow { server_ip: bed.server_ip, server_port: 40401, local_ip: bed.client_ip, local_port: port.port() }).unwrap();
         send_segments(&bed, &raw, 40400, port.port(), 5);
         send_segments(&bed, &raw, 40401, port.port(), 7);
         assert_eq!(count_rx(&mut xsk, q), 7);

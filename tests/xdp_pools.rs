@@ -128,7 +128,7 @@ fn rx_frames_go_back_to_the_fill_ring_only_after_release() {
     bed.in_client(|| {
         let port = PortReservation::new(bed.client_ip, 0).unwrap();
         let mut xsk = XdpSocket::open(&XdpConfig::new(&bed.client_if)).unwrap();
-        xsk.set_flow(Some(Flow { server_ip: bed.server_ip, server_port: sport, local_port: port.port() })).unwrap();
+        xsk.add_flow(Flow { server_ip: bed.server_ip, server_port: sport, local_ip: bed.client_ip, local_port: port.port() }).unwrap();
         assert_eq!(xsk.stats().fill_submitted, RX_FRAMES as u64);
         let me = SocketAddrV4::new(bed.client_ip, port.port());
         let srv = SocketAddrV4::new(bed.server_ip, sport);

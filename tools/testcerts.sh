@@ -8,6 +8,9 @@
 #   veth.pem / veth.key        feed.test, 10.200.1.1 (the TestBed's server address) (signed by ca)
 #   unknown_ca.pem / .key      an unrelated CA
 #   untrusted.pem / .key       localhost, 127.0.0.1                     (signed by unknown_ca)
+#   wildcard.pem / .key        *.example.test                           (signed by ca)
+#   partialwild.pem / .key     f*.example.test (a partial wildcard)     (signed by ca)
+#   cnonly.pem / .key          CN=localhost and no subjectAltName       (signed by ca)
 # Needs only the openssl CLI (3.0 works: the expired cert is made with `openssl ca
 # -startdate/-enddate`, since `x509 -not_before` only exists from 3.4).
 set -eu
@@ -58,6 +61,17 @@ leaf() { # name ca san startdate enddate
   rm -f "$1.csr"
 }
 
+# Like leaf, but the name is only in the subject CN (no subjectAltName at all).
+leaf_cn_only() { # name ca cn startdate enddate
+  key "$1.key"
+  openssl req -new -key "$1.key" -subj "/CN=$3" \
+    -addext basicConstraints=critical,CA:FALSE -addext extendedKeyUsage=serverAuth \
+    -out "$1.csr" 2>/dev/null
+  openssl ca -batch -notext -config "db_$2/ca.cnf" -in "$1.csr" -out "$1.pem" \
+    -startdate "$4" -enddate "$5" 2>/dev/null
+  rm -f "$1.csr"
+}
+
 NOW_MINUS=20240101000000Z
 FUTURE=20451231000000Z
 SAN_OK="DNS:localhost,DNS:feed.test,IP:127.0.0.1,IP:::1"
@@ -67,6 +81,9 @@ cacnf ca
 leaf server ca "$SAN_OK" $NOW_MINUS $FUTURE
 leaf expired ca "$SAN_OK" 20200101000000Z 20210101000000Z
 leaf wronghost ca "DNS:wrong.example" $NOW_MINUS $FUTURE
+leaf wildcard ca "DNS:*.example.test" $NOW_MINUS $FUTURE
+leaf partialwild ca "DNS:f*.example.test" $NOW_MINUS $FUTURE
+leaf_cn_only cnonly ca localhost $NOW_MINUS $FUTURE
 leaf veth ca "DNS:feed.test,IP:10.200.1.1" $NOW_MINUS $FUTURE
 
 mkca unknown_ca "some other CA"

@@ -28,8 +28,8 @@ use crate::ring::{
 use crate::runner::{self, Layout, Placement, Running, WaitKind};
 use crate::shm::{names, ShmDir};
 use crate::stage::{
-    AppClientStage, FrameReader, OnMessage, RawFrame, Stage, StreamTransport, SyntheticTransport,
-    TlsTransport, TransportStage, WebSocketStage, XdpPollStage, XdpRings, XdpTransport,
+    AppClientStage, Engine, EngineStage, FrameReader, OnMessage, RawFrame, Stage, StreamTransport,
+    SyntheticTransport, TlsTransport, TransportStage, WebSocketStage, XdpRings, XdpTransport,
 };
 use crate::stats::{Counter, State, StatsRegion, COUNTERS};
 use crate::ws::{ClientHandshake, HandshakeConfig};
@@ -63,15 +63,17 @@ fn next_hop_mac(hop: std::net::Ipv4Addr, ifname: &str, timeout: Duration) -> Res
 }
 
 
-/// Set up the XDP path: route, MACs, port reservation, AF_XDP socket + flow filter,
+/// Set up the XDP path: route, MACs, port reservation, this interface's AF_XDP engine
+/// (joined if another connection of this process runs on it), our flow in its filter,
 /// rings, TCP connection (SYN queued) and TLS session.
 fn xdp_setup(
     cfg: &Config,
     url: &Url,
+    name: &str,
     dir: &ShmDir,
     stats: &StatsRegion,
-) -> Result<(XdpPollStage, XdpTransport)> {
-    use crate::xdp::{addr, Flow, PortReservation, XdpConfig, XdpSocket};
+) -> Result<(EngineStage, XdpTransport)> {
+    use crate::xdp::{addr, Flow, PortReservation, XdpConfig};
     if !url.secure {
         return Err(Error::Config(
             "the XDP transport speaks TLS only: use a wss:// URL".into(),
@@ -82,28 +84,32 @@ fn xdp_setup(
     let ifname = cfg.iface.clone().unwrap_or_else(|| route.ifname.clone());
     let local_ip = addr::ipv4_of(&ifname)?;
     let our_mac = addr::mac_of(&ifname)?;
-    // The socket first: a missing capability is the most likely failure and the one a
-    // user can fix, so report it before spending the timeout on ARP. Until `set_flow`
-    // the program passes everything, ARP included, to the kernel.
-    let xsk = XdpSocket::open(&XdpConfig::new(&ifname))?;
-    if !cfg.quiet {
-        eprintln!("pipeline: AF_XDP on {ifname}: {}", xsk.mode());
-    }
+    // The engine first: a missing capability is the most likely failure and the one a
+    // user can fix, so report it before spending the timeout on ARP. The program
+    // redirects only registered flows, so ARP still reaches the kernel.
+    let mut xc = XdpConfig::new(&ifname);
+    xc.attach = cfg.xdp.attach;
+    xc.zero_copy = cfg.xdp.zero_copy;
+    let engine = Engine::for_interface(&xc, name, cfg.quiet)?;
     let hop_mac = next_hop_mac(route.next_hop(server_ip), &ifname, cfg.timeout)?;
     let port = PortReservation::new(local_ip, 0)?;
-    xsk.set_flow(Some(Flow {
+    let flow = Flow {
         server_ip,
         server_port: url.port,
+        local_ip,
         local_port: port.port(),
-    }))?;
-    let rings = XdpRings::create(dir)?;
-    let xdp = XdpPollStage::new(xsk, &rings, stats.clone());
-    let tcfg = crate::tcp::TcpConfig::new(
+    };
+    let (eport, tport) = XdpRings::create(dir)?.split();
+    let reg = engine.add(flow, eport, stats.clone(), &cfg.xdp.fault, cfg.xdp.rx_loss_percent)?;
+    let mut tcfg = crate::tcp::TcpConfig::new(
         crate::wire::MacAddr(our_mac),
         crate::wire::MacAddr(hop_mac),
         port.addr(),
         std::net::SocketAddrV4::new(server_ip, url.port),
     );
+    if let Some(f) = cfg.xdp.tcp_tweak {
+        f(&mut tcfg);
+    }
     let mut conn = crate::tcp::Connection::new(tcfg)?;
     conn.connect(crate::stage::now_ns() / 1000)?;
     let ctx = crate::tls::TlsContext::new(&crate::tls::TlsConfig {
@@ -112,8 +118,8 @@ fn xdp_setup(
         ..Default::default()
     })?;
     let tls = ctx.client_session(&url.host)?;
-    let t = XdpTransport::new(conn, tls, &rings, xdp.umem_view(), port);
-    Ok((xdp, t))
+    let t = XdpTransport::new(conn, tls, tport, port, reg);
+    Ok((EngineStage::new(engine), t))
 }
 
 /// A received frame (or message) borrowed from MSG_INBOX. Dropping it (or
@@ -351,7 +357,7 @@ impl Pipeline {
                 transport_stage!(StreamTransport::connect(&url.host, url.port, cfg.timeout)?),
             ),
             TransportKind::Xdp => {
-                let (xdp, t) = xdp_setup(&cfg, &url, &dir, &stats)?;
+                let (xdp, t) = xdp_setup(&cfg, &url, &name, &dir, &stats)?;
                 ts(&mut stages, Box::new(xdp));
                 ts(&mut stages, transport_stage!(t));
             }

@@ -210,8 +210,9 @@ fn guarded_loop(stages: &mut [Box<dyn Stage>], stats: &StatsRegion, kind: WaitKi
 pub enum Running {
     Inline(Option<JoinHandle<()>>),
     Threads(Vec<JoinHandle<()>>),
-    /// The supervisor thread and the children's pids (stage order).
-    Processes(Option<JoinHandle<()>>, Vec<i32>),
+    /// The supervisor thread, the children's pids (stage order), and the threads of the
+    /// stages that stay in this process (the XDP engine).
+    Processes(Option<JoinHandle<()>>, Vec<i32>, Vec<JoinHandle<()>>),
 }
 
 /// Where to put the stages.
@@ -243,47 +244,69 @@ pub fn place(stages: Vec<Box<dyn Stage>>, p: &Placement, stats: &StatsRegion) ->
                 .map_err(|e| Error::io("spawn the inline stage thread", e))?;
             Ok(Running::Inline(Some(h)))
         }
-        Layout::Threads => {
-            let mut hs = Vec::new();
-            for (i, s) in stages.into_iter().enumerate() {
-                let st = stats.clone();
-                let (wait, core) = (p.wait, p.cores.get(i % p.cores.len().max(1)).copied());
-                let name = format!("pl-{}", s.name());
-                let h = std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || {
-                        if let Some(c) = core {
-                            let _ = pin_to(c);
-                        }
-                        let mut one = vec![s];
-                        guarded_loop(&mut one, &st, wait);
-                    })
-                    .map_err(|e| Error::io("spawn a stage thread", e))?;
-                hs.push(h);
-            }
-            Ok(Running::Threads(hs))
-        }
+        Layout::Threads => Ok(Running::Threads(spawn_threads(stages.into_iter().enumerate(), p, stats)?)),
         Layout::Processes => {
+            // Stages that must stay in this process run as its threads (pinned where the
+            // placement says); the others are forked.
+            let (stay, fork): (Vec<_>, Vec<_>) = stages.into_iter().enumerate().partition(|(_, s)| s.stays_in_process());
+            let local = spawn_threads(stay.into_iter(), p, stats)?;
+            let mut placement = p.clone();
+            let cores: Vec<usize> = fork.iter().filter_map(|(i, _)| p.cores.get(i % p.cores.len().max(1)).copied()).collect();
+            placement.cores = cores;
+            let stages: Vec<Box<dyn Stage>> = fork.into_iter().map(|(_, s)| s).collect();
             let st = stats.clone();
-            let placement = p.clone();
             let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<i32>>>();
             let h = std::thread::Builder::new()
                 .name(format!("pl-sup-{}", short(&p.name)))
                 .spawn(move || supervise(stages, placement, st, tx))
                 .map_err(|e| Error::io("spawn the supervisor thread", e))?;
             match rx.recv() {
-                Ok(Ok(pids)) => Ok(Running::Processes(Some(h), pids)),
+                Ok(Ok(pids)) => Ok(Running::Processes(Some(h), pids, local)),
                 Ok(Err(e)) => {
                     let _ = h.join();
+                    stop_threads(local, stats);
                     Err(e)
                 }
                 Err(_) => {
                     let _ = h.join();
+                    stop_threads(local, stats);
                     Err(Error::Closed("supervisor thread died while forking".into()))
                 }
             }
         }
     }
+}
+
+fn stop_threads(hs: Vec<JoinHandle<()>>, stats: &StatsRegion) {
+    stats.stop_now();
+    for h in hs {
+        let _ = h.join();
+    }
+}
+
+/// One thread per stage; `(index, stage)` pairs so pinning follows the stage order.
+fn spawn_threads(
+    stages: impl Iterator<Item = (usize, Box<dyn Stage>)>,
+    p: &Placement,
+    stats: &StatsRegion,
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut hs = Vec::new();
+    for (i, s) in stages {
+        let st = stats.clone();
+        let (wait, core) = (p.wait, p.cores.get(i % p.cores.len().max(1)).copied());
+        let h = std::thread::Builder::new()
+            .name(format!("pl-{}", s.name()))
+            .spawn(move || {
+                if let Some(c) = core {
+                    let _ = pin_to(c);
+                }
+                let mut one = vec![s];
+                guarded_loop(&mut one, &st, wait);
+            })
+            .map_err(|e| Error::io("spawn a stage thread", e))?;
+        hs.push(h);
+    }
+    Ok(hs)
 }
 
 fn short(name: &str) -> String {
@@ -429,8 +452,17 @@ impl Running {
     pub fn stop(&mut self, stats: &StatsRegion) {
         stats.stop_now();
         match self {
-            Running::Inline(h) | Running::Processes(h, _) => {
+            Running::Inline(h) => {
                 if let Some(h) = h.take() {
+                    let _ = h.join();
+                }
+            }
+            Running::Processes(h, _, local) => {
+                // Children first (the supervisor reaps them), then this process's stages.
+                if let Some(h) = h.take() {
+                    let _ = h.join();
+                }
+                for h in local.drain(..) {
                     let _ = h.join();
                 }
             }
@@ -445,7 +477,7 @@ impl Running {
     /// Child pids (processes layout), in stage order.
     pub fn child_pids(&self) -> Vec<i32> {
         match self {
-            Running::Processes(_, p) => p.clone(),
+            Running::Processes(_, p, _) => p.clone(),
             _ => Vec::new(),
         }
     }
@@ -453,8 +485,9 @@ impl Running {
     /// Have all placement units ended?
     pub fn finished(&self) -> bool {
         match self {
-            Running::Inline(h) | Running::Processes(h, _) => {
-                h.as_ref().map(|h| h.is_finished()).unwrap_or(true)
+            Running::Inline(h) => h.as_ref().map(|h| h.is_finished()).unwrap_or(true),
+            Running::Processes(h, _, local) => {
+                h.as_ref().map(|h| h.is_finished()).unwrap_or(true) && local.iter().all(|h| h.is_finished())
             }
             Running::Threads(hs) => hs.iter().all(|h| h.is_finished()),
         }

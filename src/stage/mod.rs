@@ -7,7 +7,7 @@
 //!
 //! | stage | design § | consumes | produces |
 //! |---|---|---|---|
-//! | [`XdpPollStage`] | 5.1 | RAW/ACK/PONG_OUTBOX, AF_XDP rx/comp | AF_XDP tx/fill, RAW_INBOX, TX free lists |
+//! | [`EngineStage`] (the per-interface [`Engine`]) | 5.1 | every connection's RAW/ACK/PONG_OUTBOX, AF_XDP rx/comp | AF_XDP tx/fill, each RAW_INBOX, TX free lists |
 //! | [`TransportStage`] | 5.2 | a [`Transport`], MSG_OUTBOX, PONGS | MSG_INBOX |
 //! | [`WebSocketStage`] | 5.3 | MSG_INBOX | WS_FRAME_INFO, PONGS |
 //! | [`AppClientStage`] | 5.4 | WS_FRAME_INFO, MSG_INBOX (in place) | MSG_INBOX release |
@@ -25,7 +25,7 @@ pub use kernel::{StreamTransport, TlsTransport};
 pub use synthetic::{encode_server_frame, SyntheticCapture, SyntheticScript, SyntheticTransport};
 pub use transport::{Transport, TransportCounters, TransportStage};
 pub use websocket::{Delivery, WebSocketStage};
-pub use xdp_poll::{XdpPollStage, XdpRings};
+pub use xdp_poll::{Engine, EnginePort, EngineStage, EngineStats, Registration, TransportPort, XdpRings};
 pub use xdp_transport::{resolve_v4, XdpTransport};
 
 use crate::error::Result;
@@ -67,6 +67,13 @@ pub trait Stage: Send {
     fn name(&self) -> &'static str;
     /// Do a bounded amount of work. `now_ns` is CLOCK_MONOTONIC, read once per loop.
     fn poll(&mut self, now_ns: u64) -> Result<Progress>;
+    /// Must this stage run in the process that started the pipeline? (The XDP engine:
+    /// its sockets and frame ledger serve every connection of that process.) The
+    /// `processes` layout runs such a stage on a thread of that process instead of
+    /// forking it.
+    fn stays_in_process(&self) -> bool {
+        false
+    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall).

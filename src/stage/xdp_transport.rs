@@ -17,7 +17,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::transport::{Transport, TransportCounters};
-use super::xdp_poll::XdpRings;
+use super::xdp_poll::{Registration, TransportPort};
 use crate::config::{MSG_BASE, MSG_FRAMES};
 use crate::error::{Error, Result};
 use crate::ring::{Consumer, FrameType, Producer, UmemFrameDescriptor};
@@ -40,6 +40,9 @@ enum Msg {
 const TX_HIGH_WATER: usize = 1 << 20;
 /// RX descriptors per drive.
 const RX_BATCH: usize = 64;
+/// Free data frames kept at hand; more go back to the engine (a zero-length descriptor
+/// on RAW_OUTBOX), so frames one connection no longer needs serve the others.
+const LOCAL_CACHE: usize = 64;
 
 /// TCP + TLS over AF_XDP rings.
 pub struct XdpTransport {
@@ -61,26 +64,23 @@ pub struct XdpTransport {
     now_us: u64,
     ack_drops: u64,
     _port: PortReservation,
+    // Last: leaves the engine (giving back every frame held) after everything above is
+    // gone; it also keeps the engine, and so the UMEM mapping, alive until then.
+    _reg: Registration,
 }
 
 impl XdpTransport {
     /// `conn` must be `connect`ed already (its SYN queued).
-    pub fn new(
-        conn: Connection,
-        tls: TlsSession,
-        rings: &XdpRings,
-        umem: UmemView,
-        port: PortReservation,
-    ) -> Self {
+    pub fn new(conn: Connection, tls: TlsSession, rings: TransportPort, port: PortReservation, reg: Registration) -> Self {
         XdpTransport {
             conn,
             tls,
-            umem,
-            raw_inbox: rings.raw_inbox.consumer(),
-            raw_outbox: rings.raw_outbox.producer(),
-            ack_outbox: rings.ack_outbox.producer(),
-            free_ack: rings.tx_free[0].consumer(),
-            free_msg: rings.tx_free[2].consumer(),
+            umem: reg.engine().umem_view(),
+            raw_inbox: rings.raw_inbox,
+            raw_outbox: rings.raw_outbox,
+            ack_outbox: rings.ack_outbox,
+            free_ack: rings.free_ack,
+            free_msg: rings.free_msg,
             msg: vec![Msg::Away; MSG_FRAMES],
             local_free: Vec::with_capacity(MSG_FRAMES),
             blocked_rtx: None,
@@ -91,6 +91,7 @@ impl XdpTransport {
             now_us: 0,
             ack_drops: 0,
             _port: port,
+            _reg: reg,
         }
     }
 
@@ -144,6 +145,12 @@ impl XdpTransport {
                 }
                 _ => {}
             }
+        }
+        // Surplus back to the engine (its fair share shrinks as connections join).
+        while self.local_free.len() > LOCAL_CACHE && self.raw_outbox.free() > 0 {
+            let Some(a) = self.local_free.pop() else { break };
+            self.msg[Self::slot(a)] = Msg::Away;
+            Self::push(&mut self.raw_outbox, a, 0, FrameType::Msg);
         }
         moved
     }

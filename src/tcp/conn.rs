@@ -61,6 +61,14 @@ pub struct TcpConfig {
     pub close_on_peer_fin: bool,
     /// Verify IPv4 and TCP checksums in `on_frame` (default true).
     pub verify_checksums: bool,
+    /// Challenge ACKs (RFC 5961: a SYN, a RST off RCV.NXT, an ACK outside
+    /// SND.UNA - MaxSndWnd ..= SND.NXT) sent at most this many times per
+    /// `challenge_ack_interval_us`; the rest are dropped and counted in
+    /// `TcpStats::challenge_acks_suppressed`. Default 10. `u32::MAX` = no limit.
+    pub challenge_ack_limit: u32,
+    /// The window of `challenge_ack_limit`. Default 1 s (RFC 5961 §7 speaks of a
+    /// per-second limit). 0 = no limit.
+    pub challenge_ack_interval_us: u64,
     pub ttl: u8,
 }
 
@@ -95,6 +103,8 @@ impl TcpConfig {
             time_wait_us: 0,
             close_on_peer_fin: true,
             verify_checksums: true,
+            challenge_ack_limit: 10,
+            challenge_ack_interval_us: 1_000_000,
             ttl: 64,
         }
     }
@@ -236,6 +246,7 @@ pub struct TcpStats {
     pub window_updates_sent: u64,
     pub zero_windows_advertised: u64,
     pub zero_window_probes: u64,
+    /// Challenge ACKs sent (RFC 5961 §3, §4, §5), within the rate limit.
     pub challenge_acks: u64,
     pub rst_ignored: u64,
     /// ACKs for data we never sent, or far too old (RFC 5961 §5).
@@ -246,6 +257,9 @@ pub struct TcpStats {
     pub peer_window_max: u64,
     pub srtt_us: u64,
     pub rto_us: u64,
+    /// Challenge ACKs not sent because of `challenge_ack_limit` (RFC 5961 §7). A steady
+    /// count means someone is sending forged or broken segments at us.
+    pub challenge_acks_suppressed: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -301,6 +315,9 @@ pub struct Connection {
     ack_deadline: Option<u64>,
     ack_now: bool,
     dup_acks_owed: u32,
+    /// Challenge-ACK rate limit: start of the current window and ACKs sent in it.
+    challenge_window_start: u64,
+    challenge_window_sent: u32,
 
     // Timers and recovery.
     srtt: Option<u64>,
@@ -390,6 +407,8 @@ impl Connection {
             ack_deadline: None,
             ack_now: false,
             dup_acks_owed: 0,
+            challenge_window_start: 0,
+            challenge_window_sent: 0,
             srtt: None,
             rttvar: 0,
             rto,
@@ -771,9 +790,12 @@ impl Connection {
         let ack = seg.ack();
         let seq = seg.seq();
         if gt(ack, self.snd_nxt) {
-            // Acknowledges something never sent: ACK and drop (RFC 9293 3.10.7.4).
+            // Acknowledges something never sent: ACK and drop (RFC 9293 3.10.7.4). RFC
+            // 5961 §5.2 folds this into its acceptable range, so the ACK is a challenge
+            // ACK and shares its rate limit: otherwise a flood of such segments would
+            // get one ACK each.
             self.stats.bad_acks += 1;
-            self.ack_now = true;
+            self.challenge_ack();
             return false;
         }
         if lt(ack, self.snd_una.wrapping_sub(self.max_snd_wnd)) {
@@ -783,6 +805,12 @@ impl Connection {
             return false;
         }
         let wnd = (seg.window() as u32) << self.snd_scale;
+        // RFC 9293 §3.10.7.4: only an acceptable ACK (SND.UNA =< SEG.ACK =< SND.NXT; the
+        // upper bound was checked above) may move the send window. An old duplicate ACK,
+        // or a blind injection with an in-window SEQ and a stale ACK, passes the WL1/WL2
+        // test below whenever its SEQ is newer than WL1, and would then shrink (stall
+        // us) or grow (make us overrun the peer) the window. Its text is still processed.
+        let acceptable_ack = ge(ack, self.snd_una);
         if gt(ack, self.snd_una) {
             self.on_new_ack(now, ack);
             if self.state == State::Closed {
@@ -806,7 +834,9 @@ impl Connection {
             }
         }
         // Window update (RFC 9293 SND.WL1/WL2 rule).
-        if lt(self.snd_wl1, seq) || (self.snd_wl1 == seq && le(self.snd_wl2, ack)) {
+        if acceptable_ack
+            && (lt(self.snd_wl1, seq) || (self.snd_wl1 == seq && le(self.snd_wl2, ack)))
+        {
             if wnd == 0 {
                 // The peer is alive and answering with a closed window: retransmissions
                 // of data beyond it must not count toward giving up.
@@ -976,7 +1006,28 @@ impl Connection {
         }
     }
 
+    /// Queue a challenge ACK, unless this connection already sent `challenge_ack_limit`
+    /// of them in the current `challenge_ack_interval_us` (RFC 5961 §7). Anyone who can
+    /// put our 4-tuple on the wire can trigger one (any SYN does, whatever its SEQ), so
+    /// without a limit a flood, or a middlebox replaying segments, makes us send one ACK
+    /// per segment. The limit is per connection, not per host as RFC 5961 §7 suggests: a
+    /// shared counter is a side channel (CVE-2016-5696: an off-path attacker watching
+    /// its own connection's challenge ACKs learns when a forged segment hit another
+    /// connection's window), and one flooded flow could silence the others. Linux also
+    /// moved to a per-socket limit. Two plain integers: nothing allocated.
     fn challenge_ack(&mut self) {
+        let now = self.now;
+        let start = self.challenge_window_start;
+        // A clock that went backwards starts a new window instead of freezing this one.
+        if now < start || now - start >= self.cfg.challenge_ack_interval_us {
+            self.challenge_window_start = now;
+            self.challenge_window_sent = 0;
+        }
+        if self.challenge_window_sent >= self.cfg.challenge_ack_limit {
+            self.stats.challenge_acks_suppressed += 1;
+            return;
+        }
+        self.challenge_window_sent += 1;
         self.stats.challenge_acks += 1;
         self.dup_acks_owed += 1;
     }

@@ -227,6 +227,17 @@ impl TlsContext {
         set_versions(ctx, cfg.min_version, cfg.max_version)?;
         set_ciphers(ctx, cfg)?;
         set_common_options(ctx);
+        // No TLS 1.2 renegotiation. A server's HelloRequest is answered with a
+        // no_renegotiation warning alert instead of a new handshake in the middle of the
+        // feed: renegotiation has a history of attacks (the prefix injection RFC 5746
+        // patched, handshake CPU exhaustion), it can bring a different certificate
+        // mid-stream, and it would stall market data behind a handshake. The session
+        // carries on if the server accepts the refusal; an OpenSSL server ends the
+        // connection, which the caller sees as a TLS error naming the server's alert.
+        // TLS 1.3 has no renegotiation (KeyUpdate is unaffected). The test-only server
+        // context keeps it, so a test can ask for one.
+        // SAFETY: ctx valid; plain option setter.
+        unsafe { sys::SSL_CTX_set_options(ctx, sys::SSL_OP_NO_RENEGOTIATION as _) };
         if cfg.insecure_skip_verify {
             eprintln!(
                 "libpipeline WARNING: TLS certificate and host-name verification is DISABLED \

@@ -263,6 +263,25 @@ impl TlsSession {
                         return Err(Error::Tls(format!("cannot set host {h} for verification: {}", drain_error_queue())));
                     }
                 }
+                if inner.verify {
+                    // RFC 9525 §6.3 rules that OpenSSL's defaults do not apply:
+                    // - no partial wildcards: `f*.example.com` does not match
+                    //   `foo.example.com` (only a whole leftmost `*` label does);
+                    // - never the subject CN: only subjectAltName names a server. The CN
+                    //   fallback (used when a certificate has no DNS SAN) reads free text
+                    //   that a CA need not have validated as a DNS name. Public CAs have
+                    //   put the name in the SAN for years; browsers, Go and rustls already
+                    //   ignore the CN. A private test server with a CN-only certificate
+                    //   now fails with "hostname mismatch": reissue it with a SAN.
+                    // IP literals (above) never fall back to the CN in OpenSSL anyway.
+                    // SAFETY: ssl valid; SSL_get0_param returns its own verify params.
+                    unsafe {
+                        sys::X509_VERIFY_PARAM_set_hostflags(
+                            sys::SSL_get0_param(ssl),
+                            sys::X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | sys::X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
+                        )
+                    };
+                }
             }
         }
         if !inner.alpn_wire.is_empty() {

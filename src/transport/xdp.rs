@@ -354,17 +354,19 @@ impl XdpTcpTransport {
         let local = port.addr();
 
         let mut xc = XdpConfig::new(&ifname);
-        xc.queue_id = cfg.queue_id;
+        xc.queue = Some(cfg.queue_id);
         xc.attach = cfg.attach;
         xc.zero_copy = cfg.zero_copy;
-        let xsk = XdpSocket::open(&xc)?;
-        xsk.set_flow(Some(Flow {
+        let mut xsk = XdpSocket::open(&xc)?;
+        let flow = Flow {
             server_ip: *server.ip(),
             server_port: server.port(),
+            local_ip,
             local_port: local.port(),
-        }))?;
+        };
+        xsk.add_flow(flow)?;
         if cfg.rx_loss_percent > 0 {
-            xsk.set_rx_loss_percent(cfg.rx_loss_percent)?;
+            xsk.set_rx_loss_percent(&flow, cfg.rx_loss_percent)?;
         }
 
         let mut tc = TcpConfig::new(local_mac, next_hop_mac, local, server);

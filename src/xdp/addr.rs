@@ -119,7 +119,8 @@ pub fn driver_name(ifname: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
-/// Number of RX queues (`ETHTOOL_GCHANNELS`; 1 when the driver does not say).
+/// Number of RX queues in use (`ETHTOOL_GCHANNELS` current rx + combined; 1 when the
+/// driver does not say).
 pub fn rx_queue_count(ifname: &str) -> u32 {
     #[repr(C)]
     #[derive(Default)]
@@ -143,7 +144,9 @@ pub fn rx_queue_count(ifname: &str) -> u32 {
     if unsafe { libc::ioctl(s.as_raw_fd(), SIOCETHTOOL as _, &mut r) } < 0 {
         return 1;
     }
-    (ch.rx_count + ch.combined_count).max(ch.max_rx.max(ch.max_combined)).max(1)
+    // The queues in use now (not the driver's maximum): those are the ones a flow can
+    // land on, and the only ones a socket can bind.
+    (ch.rx_count + ch.combined_count).max(1)
 }
 
 /// A route chosen for a destination.

@@ -7,26 +7,38 @@
 //! the kernel detaches the program. Nothing is pinned, nothing survives us.
 //!
 //! Maps:
-//! - `pl_flow` (ARRAY, 1 entry, [`FLOW_VALUE_SIZE`] bytes): the flow key plus counters,
-//!   updated from user space at any time (a reconnect with a new local port needs no
-//!   reload):
+//! - `pl_flows` (HASH, up to [`MAX_FLOWS`] entries): the connections we own, one entry
+//!   per 4-tuple, added and removed from user space while the program runs (every
+//!   connection of one [`crate::stage::XdpPollStage`] is one entry):
+//!
+//!   key (12 bytes, all network byte order, exactly as in the packet):
+//!
+//!   | offset | size | field                                  |
+//!   |-------:|-----:|----------------------------------------|
+//!   | 0      | 4    | server IPv4 address (IP source)        |
+//!   | 4      | 4    | our local IPv4 address (IP destination) |
+//!   | 8      | 2    | server TCP port (TCP source)           |
+//!   | 10     | 2    | our local TCP port (TCP destination)   |
+//!
+//!   value ([`FLOW_VALUE_SIZE`] bytes):
 //!
 //!   | offset | size | field                                                    |
 //!   |-------:|-----:|----------------------------------------------------------|
-//!   | 0      | 4    | server IPv4 address (network byte order)                  |
-//!   | 4      | 2    | server TCP port (network byte order)                      |
-//!   | 6      | 2    | our local TCP port (network byte order)                   |
+//!   | 0      | 4    | injected loss, percent 0..=100 (fault tests; 0 = off)     |
 //!   | 8      | 8    | packets redirected (atomic add by the program)            |
-//!   | 16     | 4    | injected loss, percent 0..=100 (fault tests; 0 = off)     |
-//!   | 24     | 8    | packets dropped by injected loss                          |
+//!   | 16     | 8    | packets dropped by injected loss                          |
 //!
-//! - `pl_xsks` (XSKMAP, key = rx queue index, value = AF_XDP socket fd).
+//! - `pl_xsks` (XSKMAP, key = rx queue index, value = AF_XDP socket fd): one socket per
+//!   RX queue, so a flow is caught on whatever queue RSS puts it.
 //!
 //! Matching: Ethernet type IPv4, version 4, IHL >= 5 (options are skipped using IHL, so
-//! IHL > 5 works), protocol TCP, not a fragment (MF clear, offset 0), source address ==
-//! server, TCP source port == server port, TCP destination port == local port. Matched
-//! packets go to `bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)`: if no socket is in
-//! that queue's slot the packet falls back to the kernel rather than vanishing.
+//! IHL > 5 works), protocol TCP, not a fragment (MF clear, offset 0), and the full
+//! 4-tuple (source address and port, destination address and port) is a key of
+//! `pl_flows`. The destination address matters: a kernel connection from another local
+//! address to the same server with the same local port is not ours and goes to the
+//! kernel. Matched packets go to `bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)`: if
+//! no socket is in that queue's slot the packet falls back to the kernel rather than
+//! vanishing.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -34,15 +46,31 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use super::sys::{self, Alu, Asm, Cond, Size, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8, R9};
 use crate::error::{Error, Result};
 
-/// Size of the `pl_flow` map value.
-pub const FLOW_VALUE_SIZE: usize = 32;
+/// Size of a `pl_flows` key and value.
+pub const FLOW_KEY_SIZE: usize = 12;
+pub const FLOW_VALUE_SIZE: usize = 24;
+/// Connections one program (one interface, one process) can carry.
+pub const MAX_FLOWS: u32 = 256;
 
-/// The one flow we own: server address and port, and our local port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One connection's 4-tuple, as seen on packets coming from the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Flow {
     pub server_ip: Ipv4Addr,
     pub server_port: u16,
+    pub local_ip: Ipv4Addr,
     pub local_port: u16,
+}
+
+impl Flow {
+    /// The map key: the packet's bytes, in the packet's order.
+    pub fn key(&self) -> [u8; FLOW_KEY_SIZE] {
+        let mut k = [0u8; FLOW_KEY_SIZE];
+        k[0..4].copy_from_slice(&self.server_ip.octets());
+        k[4..8].copy_from_slice(&self.local_ip.octets());
+        k[8..10].copy_from_slice(&self.server_port.to_be_bytes());
+        k[10..12].copy_from_slice(&self.local_port.to_be_bytes());
+        k
+    }
 }
 
 /// How the program was attached.
@@ -75,6 +103,8 @@ pub struct FilterCounters {
 #[derive(Debug)]
 pub struct FlowFilter {
     flow_map: OwnedFd,
+    /// The flows in `flow_map` (to sum their counters; a HASH map is not indexable).
+    flows: Vec<Flow>,
     xsk_map: OwnedFd,
     prog: OwnedFd,
     link: Option<OwnedFd>,
@@ -90,14 +120,6 @@ const CAP_LINK: &str = "CAP_NET_ADMIN (attach an XDP program to an interface)";
 pub fn program(flow_map: RawFd, xsk_map: RawFd) -> Vec<sys::Insn> {
     let mut a = Asm::new();
     a.alu_reg(Alu::Mov, R6, R1) // r6 = ctx
-        // r0 = bpf_map_lookup_elem(&flow, &(u32)0)
-        .st(Size::W, R10, -4, 0)
-        .alu_reg(Alu::Mov, R2, R10)
-        .alu_imm(Alu::Add, R2, -4)
-        .ld_map_fd(R1, flow_map)
-        .call(sys::BPF_FUNC_MAP_LOOKUP_ELEM)
-        .jmp_imm(Cond::Eq, R0, 0, "pass")
-        .alu_reg(Alu::Mov, R9, R0) // r9 = &flow
         .ldx(Size::W, R2, R6, 0) // r2 = data
         .ldx(Size::W, R3, R6, 4) // r3 = data_end
         // Ethernet (14) + minimal IPv4 header (20) present?
@@ -121,11 +143,7 @@ pub fn program(flow_map: RawFd, xsk_map: RawFd) -> Vec<sys::Insn> {
         .ldx(Size::H, R5, R2, 20)
         .alu_imm(Alu::And, R5, 0xff3f)
         .jmp_imm(Cond::Ne, R5, 0, "pass")
-        // source address == server
-        .ldx(Size::W, R5, R2, 26)
-        .ldx(Size::W, R0, R9, 0)
-        .jmp_reg(Cond::Ne, R5, R0, "pass")
-        // r7 = TCP header = data + 14 + IHL*4
+        // r7 = TCP header = data + 14 + IHL*4; its ports present?
         .alu_imm(Alu::Lsh, R4, 2)
         .alu_reg(Alu::Mov, R7, R2)
         .alu_imm(Alu::Add, R7, 14)
@@ -133,22 +151,31 @@ pub fn program(flow_map: RawFd, xsk_map: RawFd) -> Vec<sys::Insn> {
         .alu_reg(Alu::Mov, R8, R7)
         .alu_imm(Alu::Add, R8, 4)
         .jmp_reg(Cond::Gt, R8, R3, "pass")
-        // ports
+        // key on the stack at fp-16: saddr, daddr, sport, dport (packet byte order)
+        .ldx(Size::W, R5, R2, 26)
+        .stx(Size::W, R10, R5, -16)
+        .ldx(Size::W, R5, R2, 30)
+        .stx(Size::W, R10, R5, -12)
         .ldx(Size::H, R5, R7, 0)
-        .ldx(Size::H, R0, R9, 4)
-        .jmp_reg(Cond::Ne, R5, R0, "pass")
+        .stx(Size::H, R10, R5, -8)
         .ldx(Size::H, R5, R7, 2)
-        .ldx(Size::H, R0, R9, 6)
-        .jmp_reg(Cond::Ne, R5, R0, "pass")
+        .stx(Size::H, R10, R5, -6)
+        // r0 = bpf_map_lookup_elem(&flows, &key)
+        .alu_reg(Alu::Mov, R2, R10)
+        .alu_imm(Alu::Add, R2, -16)
+        .ld_map_fd(R1, flow_map)
+        .call(sys::BPF_FUNC_MAP_LOOKUP_ELEM)
+        .jmp_imm(Cond::Eq, R0, 0, "pass")
+        .alu_reg(Alu::Mov, R9, R0) // r9 = &value
         // injected loss (fault tests): drop if prandom % 100 < loss
-        .ldx(Size::W, R5, R9, 16)
+        .ldx(Size::W, R5, R9, 0)
         .jmp_imm(Cond::Eq, R5, 0, "redirect")
         .call(sys::BPF_FUNC_GET_PRANDOM_U32)
         .alu_imm(Alu::Mod, R0, 100)
-        .ldx(Size::W, R5, R9, 16)
+        .ldx(Size::W, R5, R9, 0)
         .jmp_reg(Cond::Ge, R0, R5, "redirect")
         .alu_imm(Alu::Mov, R1, 1)
-        .atomic_add64(R9, R1, 24)
+        .atomic_add64(R9, R1, 16)
         .alu_imm(Alu::Mov, R0, sys::XDP_DROP)
         .exit()
         .label("redirect")
@@ -169,8 +196,8 @@ impl FlowFilter {
     /// Create the maps and load the program (not attached yet). `queues` is the number
     /// of XSKMAP slots (rx queue indexes 0..queues).
     pub fn load(queues: u32) -> Result<FlowFilter> {
-        let flow_map = sys::map_create(sys::BPF_MAP_TYPE_ARRAY, 4, FLOW_VALUE_SIZE as u32, 1, "pl_flow")
-            .map_err(|e| if sys::is_perm(&e) { sys::cap_error(CAP_BPF_MAP) } else { Error::io("BPF_MAP_CREATE (ARRAY pl_flow)", e) })?;
+        let flow_map = sys::map_create(sys::BPF_MAP_TYPE_HASH, FLOW_KEY_SIZE as u32, FLOW_VALUE_SIZE as u32, MAX_FLOWS, "pl_flows")
+            .map_err(|e| if sys::is_perm(&e) { sys::cap_error(CAP_BPF_MAP) } else { Error::io("BPF_MAP_CREATE (HASH pl_flows)", e) })?;
         let xsk_map = sys::map_create(sys::BPF_MAP_TYPE_XSKMAP, 4, 4, queues.max(1), "pl_xsks")
             .map_err(|e| if sys::is_perm(&e) { sys::cap_error(CAP_XSKMAP) } else { Error::io("BPF_MAP_CREATE (XSKMAP pl_xsks)", e) })?;
         let insns = program(flow_map.as_raw_fd(), xsk_map.as_raw_fd());
@@ -183,7 +210,7 @@ impl FlowFilter {
                 Error::io(format!("BPF_PROG_LOAD of the XDP flow filter; verifier log:\n{log}"), e)
             }
         })?;
-        Ok(FlowFilter { flow_map, xsk_map, prog, link: None, attached: None })
+        Ok(FlowFilter { flow_map, flows: Vec::new(), xsk_map, prog, link: None, attached: None })
     }
 
     /// Attach to `ifindex` through a bpf_link. `Auto` tries native then generic.
@@ -206,9 +233,10 @@ impl FlowFilter {
                 Error::io(
                     format!(
                         "attach XDP program to {ifname} ({mode:?} mode): another XDP program is already attached \
-                         (see `ip -d link show dev {ifname}`; a program held by a bpf_link goes away with its \
-                         process, a stale one left by a crashed libxdp user is removed with \
-                         `ip link set dev {ifname} xdp off`)"
+                         (`ip -d link show dev {ifname}` shows it). An interface carries one XDP program: \
+                         if it is another process's libpipeline, open this connection from that process \
+                         (its connections on {ifname} share one AF_XDP engine) or use another interface \
+                         or the kernel transport; detaching a program you do not own cuts its connections"
                     ),
                     e,
                 )
@@ -254,45 +282,67 @@ impl FlowFilter {
             .map_err(|e| if sys::is_perm(&e) { sys::cap_error(CAP_XSKMAP) } else { Error::io(format!("insert AF_XDP socket into XSKMAP slot {queue}"), e) })
     }
 
-    fn read_value(&self) -> Result<[u8; FLOW_VALUE_SIZE]> {
+    fn read_value(&self, flow: &Flow) -> Result<[u8; FLOW_VALUE_SIZE]> {
         let mut v = [0u8; FLOW_VALUE_SIZE];
-        sys::map_lookup(self.flow_map.as_raw_fd(), &0u32.to_ne_bytes(), &mut v).map_err(|e| Error::io("read pl_flow map", e))?;
+        sys::map_lookup(self.flow_map.as_raw_fd(), &flow.key(), &mut v).map_err(|e| Error::io("read pl_flows map", e))?;
         Ok(v)
     }
 
-    fn write_value(&self, v: &[u8; FLOW_VALUE_SIZE]) -> Result<()> {
-        sys::map_update(self.flow_map.as_raw_fd(), &0u32.to_ne_bytes(), v).map_err(|e| Error::io("update pl_flow map", e))
+    fn write_value(&self, flow: &Flow, v: &[u8; FLOW_VALUE_SIZE]) -> Result<()> {
+        sys::map_update(self.flow_map.as_raw_fd(), &flow.key(), v).map_err(|e| Error::io("update pl_flows map", e))
     }
 
-    /// Redirect this flow (replaces the previous one); `None` redirects nothing.
-    /// The counters survive (read-modify-write: a packet counted in between may be
-    /// lost from the counter, never from the flow).
-    pub fn set_flow(&self, flow: Option<Flow>) -> Result<()> {
-        let mut v = self.read_value()?;
-        match flow {
-            Some(f) => {
-                v[0..4].copy_from_slice(&f.server_ip.octets());
-                v[4..6].copy_from_slice(&f.server_port.to_be_bytes());
-                v[6..8].copy_from_slice(&f.local_port.to_be_bytes());
-            }
-            None => v[0..8].fill(0),
+    /// Start redirecting this flow (counters from zero). Adding a flow twice is refused:
+    /// two connections cannot own one 4-tuple.
+    pub fn add_flow(&mut self, flow: Flow) -> Result<()> {
+        if self.flows.contains(&flow) {
+            return Err(Error::Config(format!("flow {flow:?} is already redirected")));
         }
-        self.write_value(&v)
+        if self.flows.len() >= MAX_FLOWS as usize {
+            return Err(Error::Config(format!("at most {MAX_FLOWS} AF_XDP connections per interface and process")));
+        }
+        self.write_value(&flow, &[0u8; FLOW_VALUE_SIZE])?;
+        self.flows.push(flow);
+        Ok(())
     }
 
-    /// Inject random loss on our flow's incoming packets (fault tests). 0 turns it off.
-    pub fn set_loss_percent(&self, pct: u32) -> Result<()> {
-        let mut v = self.read_value()?;
-        v[16..20].copy_from_slice(&pct.min(100).to_ne_bytes());
-        self.write_value(&v)
+    /// Stop redirecting this flow: its packets go to the kernel from now on.
+    pub fn remove_flow(&mut self, flow: &Flow) -> Result<()> {
+        let Some(i) = self.flows.iter().position(|f| f == flow) else { return Ok(()) };
+        self.flows.swap_remove(i);
+        sys::map_delete(self.flow_map.as_raw_fd(), &flow.key()).map_err(|e| Error::io("delete from pl_flows map", e))
     }
 
-    pub fn counters(&self) -> Result<FilterCounters> {
-        let v = self.read_value()?;
+    /// Flows redirected now.
+    pub fn flows(&self) -> &[Flow] {
+        &self.flows
+    }
+
+    /// Inject random loss on one flow's incoming packets (fault tests). 0 turns it off.
+    pub fn set_loss_percent(&self, flow: &Flow, pct: u32) -> Result<()> {
+        let mut v = self.read_value(flow)?;
+        v[0..4].copy_from_slice(&pct.min(100).to_ne_bytes());
+        self.write_value(flow, &v)
+    }
+
+    /// One flow's counters.
+    pub fn flow_counters(&self, flow: &Flow) -> Result<FilterCounters> {
+        let v = self.read_value(flow)?;
         Ok(FilterCounters {
             redirected: u64::from_ne_bytes(v[8..16].try_into().unwrap_or_default()),
-            loss_dropped: u64::from_ne_bytes(v[24..32].try_into().unwrap_or_default()),
+            loss_dropped: u64::from_ne_bytes(v[16..24].try_into().unwrap_or_default()),
         })
+    }
+
+    /// Counters summed over every flow redirected now.
+    pub fn counters(&self) -> Result<FilterCounters> {
+        let mut sum = FilterCounters::default();
+        for f in &self.flows {
+            let c = self.flow_counters(f)?;
+            sum.redirected += c.redirected;
+            sum.loss_dropped += c.loss_dropped;
+        }
+        Ok(sum)
     }
 
     /// The program fd (e.g. for `BPF_OBJ_GET_INFO_BY_FD`).

@@ -49,9 +49,11 @@ pub enum ZeroCopy {
 #[derive(Clone, Debug)]
 pub struct XdpConfig {
     pub ifname: String,
-    /// NIC queue to bind (0 by default). On a multi-queue NIC the flow must be steered
-    /// to this queue (e.g. `ethtool -N <if> flow-type tcp4 src-ip S src-port P action Q`).
-    pub queue_id: u32,
+    /// `None` (default): bind a socket on every RX queue of the interface, sharing one
+    /// UMEM, so a flow is caught on whatever queue RSS gives it, with no steering.
+    /// `Some(q)`: only queue `q` (then the flows must be steered to it, e.g.
+    /// `ethtool -N <if> flow-type tcp4 src-ip S src-port P action q`).
+    pub queue: Option<u32>,
     pub attach: AttachRequest,
     pub zero_copy: ZeroCopy,
     /// How long to keep retrying a bind that fails with EBUSY (a queue released by a
@@ -63,7 +65,7 @@ impl XdpConfig {
     pub fn new(ifname: &str) -> Self {
         XdpConfig {
             ifname: ifname.to_string(),
-            queue_id: 0,
+            queue: None,
             attach: AttachRequest::Auto,
             zero_copy: ZeroCopy::Auto,
             bind_busy_timeout: Duration::from_secs(2),
@@ -180,15 +182,29 @@ impl UmemView {
     }
 }
 
-/// An AF_XDP socket bound to one interface queue, with our flow filter attached.
-pub struct XdpSocket {
-    // Field order is drop order: detach the program first, then close the socket's
-    // rings, then the UMEM (xsk-rs also keeps its own references alive).
-    filter: FlowFilter,
+/// One bound queue: its AF_XDP socket's four rings (each queue of a shared UMEM has its
+/// own fill and completion rings).
+struct Queue {
     tx_q: TxQueue,
     rx_q: RxQueue,
     fill_q: FillQueue,
     comp_q: CompQueue,
+    fd: RawFd,
+    id: u32,
+    /// Frames on this queue's fill ring (given minus received): refills go to the
+    /// emptiest queue, so no queue runs dry while another hoards frames.
+    fill_level: usize,
+}
+
+/// AF_XDP sockets bound to an interface's RX queues over one shared UMEM, with our flow
+/// filter attached. TX always goes out through the first queue's socket.
+pub struct XdpSocket {
+    // Field order is drop order: detach the program first, then close the sockets'
+    // rings, then the UMEM (xsk-rs also keeps its own references alive).
+    filter: FlowFilter,
+    queues: Vec<Queue>,
+    /// Queue the next RX burst starts at (round robin, so no queue starves).
+    rx_next: usize,
     umem: Umem,
     ledger: FrameLedger,
     /// One descriptor per frame as xsk-rs built them (addr = data address); copied and
@@ -199,11 +215,9 @@ pub struct XdpSocket {
     /// Sent but not yet on the TX ring (ring full); flushed first next time.
     tx_pending: Vec<FrameDesc>,
     view: UmemView,
-    fd: RawFd,
     mode: XdpMode,
     ifname: String,
     ifindex: u32,
-    queue_id: u32,
     tx_ring_size: u32,
     stats: XdpStats,
 }
@@ -212,7 +226,7 @@ impl fmt::Debug for XdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("XdpSocket")
             .field("ifname", &self.ifname)
-            .field("queue_id", &self.queue_id)
+            .field("queues", &self.queues.len())
             .field("mode", &self.mode.to_string())
             .finish()
     }
@@ -259,8 +273,13 @@ impl XdpSocket {
         // 1. The filter program first: it tells us native vs generic, which decides
         //    whether zero-copy is worth trying, and it needs CAP_BPF/CAP_NET_ADMIN, so
         //    a missing privilege is reported before we lock 16 MiB of memory.
-        let queues = addr::rx_queue_count(&cfg.ifname).max(cfg.queue_id + 1);
-        let mut filter = FlowFilter::load(queues)?;
+        let nq = addr::rx_queue_count(&cfg.ifname);
+        let queue_ids: Vec<u32> = match cfg.queue {
+            Some(q) => vec![q],
+            None => (0..nq).collect(),
+        };
+        let slots = nq.max(queue_ids.iter().max().map_or(0, |q| q + 1));
+        let mut filter = FlowFilter::load(slots)?;
         let attach = filter.attach(ifindex, &cfg.ifname, cfg.attach)?;
 
         // 2. UMEM.
@@ -292,62 +311,73 @@ impl XdpSocket {
             attempts.push(false);
         }
         let mut last_err = None;
-        let mut opened = None;
-        'modes: for zc in attempts {
-            let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
-            bind |= if zc { BindFlags::XDP_ZEROCOPY } else { BindFlags::XDP_COPY };
-            let scfg = SocketConfig::builder()
-                .rx_queue_size(qsize(fill_size))
-                .tx_queue_size(qsize(comp_size))
-                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-                .xdp_flags(match attach {
-                    AttachMode::Native => XdpFlags::XDP_FLAGS_DRV_MODE,
-                    AttachMode::Generic => XdpFlags::XDP_FLAGS_SKB_MODE,
-                })
-                .bind_flags(bind)
-                .build();
-            let deadline = std::time::Instant::now() + cfg.bind_busy_timeout;
-            loop {
-                // SAFETY: the UMEM outlives the socket (xsk-rs keeps a handle in every
-                // queue) and this queue is bound by no other socket of ours.
-                match unsafe { xsk_rs::Socket::new(scfg, &umem, &iface, cfg.queue_id) } {
-                    Ok((tx, rx, Some((fq, cq)))) => {
-                        opened = Some((tx, rx, fq, cq, zc));
-                        break 'modes;
-                    }
-                    Ok((_, _, None)) => {
-                        return Err(Error::Net("AF_XDP socket shares a UMEM context unexpectedly (no fill/comp rings)".into()))
-                    }
-                    Err(e) => {
-                        let code = errno_of(&e);
-                        if code == Some(libc::EBUSY) && std::time::Instant::now() < deadline {
-                            std::thread::sleep(Duration::from_millis(20));
-                            continue;
+        let mut queues: Vec<Queue> = Vec::with_capacity(queue_ids.len());
+        let mut zero_copy = false;
+        for (n, &qid) in queue_ids.iter().enumerate() {
+            // The first queue decides the mode; the others bind the same way.
+            let modes: Vec<bool> = if n == 0 { attempts.clone() } else { vec![zero_copy] };
+            let mut opened = None;
+            'modes: for zc in modes {
+                let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
+                bind |= if zc { BindFlags::XDP_ZEROCOPY } else { BindFlags::XDP_COPY };
+                let scfg = SocketConfig::builder()
+                    .rx_queue_size(qsize(fill_size))
+                    .tx_queue_size(qsize(comp_size))
+                    .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                    .xdp_flags(match attach {
+                        AttachMode::Native => XdpFlags::XDP_FLAGS_DRV_MODE,
+                        AttachMode::Generic => XdpFlags::XDP_FLAGS_SKB_MODE,
+                    })
+                    .bind_flags(bind)
+                    .build();
+                let deadline = std::time::Instant::now() + cfg.bind_busy_timeout;
+                loop {
+                    // SAFETY: the UMEM outlives the socket (xsk-rs keeps a handle in every
+                    // queue), each (interface, queue) pair is bound once by us, and
+                    // INHIBIT_PROG_LOAD is set as sharing a UMEM requires.
+                    match unsafe { xsk_rs::Socket::new(scfg, &umem, &iface, qid) } {
+                        Ok((tx, rx, Some((fq, cq)))) => {
+                            opened = Some((tx, rx, fq, cq, zc));
+                            break 'modes;
                         }
-                        if matches!(code, Some(libc::EPERM) | Some(libc::EACCES)) {
-                            return Err(Error::Capability { what: "CAP_NET_RAW (bind an AF_XDP socket)".into(), how: HOW.into() });
+                        Ok((_, _, None)) => {
+                            return Err(Error::Net(format!(
+                                "AF_XDP socket on {} queue {qid} shares a UMEM context unexpectedly (no fill/comp rings)",
+                                cfg.ifname
+                            )))
                         }
-                        last_err = Some((zc, e, code));
-                        continue 'modes;
+                        Err(e) => {
+                            let code = errno_of(&e);
+                            if code == Some(libc::EBUSY) && std::time::Instant::now() < deadline {
+                                std::thread::sleep(Duration::from_millis(20));
+                                continue;
+                            }
+                            if matches!(code, Some(libc::EPERM) | Some(libc::EACCES)) {
+                                return Err(Error::Capability { what: "CAP_NET_RAW (bind an AF_XDP socket)".into(), how: HOW.into() });
+                            }
+                            last_err = Some((zc, e, code));
+                            continue 'modes;
+                        }
                     }
                 }
             }
+            let Some((tx_q, rx_q, fill_q, comp_q, zc)) = opened else {
+                let (zc, e, code) = last_err.expect("at least one bind attempt");
+                let what = format!(
+                    "bind AF_XDP socket to {} queue {qid} ({} mode): {e}",
+                    cfg.ifname,
+                    if zc { "zero-copy" } else { "copy" }
+                );
+                return Err(match code {
+                    Some(c) => Error::io(what, io::Error::from_raw_os_error(c)),
+                    None => Error::Net(what),
+                });
+            };
+            zero_copy = zc;
+            let fd = tx_q.fd().as_raw_fd();
+            filter.insert_xsk(qid, fd)?;
+            queues.push(Queue { tx_q, rx_q, fill_q, comp_q, fd, id: qid, fill_level: 0 });
         }
-        let Some((tx_q, rx_q, fill_q, comp_q, zero_copy)) = opened else {
-            let (zc, e, code) = last_err.expect("at least one bind attempt");
-            let what = format!(
-                "bind AF_XDP socket to {} queue {} ({} mode): {e}",
-                cfg.ifname,
-                cfg.queue_id,
-                if zc { "zero-copy" } else { "copy" }
-            );
-            return Err(match code {
-                Some(c) => Error::io(what, io::Error::from_raw_os_error(c)),
-                None => Error::Net(what),
-            });
-        };
-        let fd = tx_q.fd().as_raw_fd();
-        filter.insert_xsk(cfg.queue_id, fd)?;
 
         let templates = descs.into_boxed_slice();
         // SAFETY: templates[0] describes frame 0 of this UMEM; we only take its address.
@@ -359,26 +389,22 @@ impl XdpSocket {
         let t0 = templates[0];
         let mut s = XdpSocket {
             filter,
-            tx_q,
-            rx_q,
-            fill_q,
-            comp_q,
+            queues,
+            rx_next: 0,
             umem,
             ledger: FrameLedger::new(),
             scratch: vec![t0; BATCH.max(RX_FRAMES.next_power_of_two())],
             tx_pending: Vec::with_capacity(TOTAL_UMEM_FRAMES - RX_FRAMES),
             templates,
             view: UmemView { base },
-            fd,
             mode: XdpMode { zero_copy, attach, driver },
             ifname: cfg.ifname.clone(),
             ifindex,
-            queue_id: cfg.queue_id,
             tx_ring_size: qsize(comp_size).get(),
             stats: XdpStats::default(),
         };
-        // Hand every RX frame to the kernel.
-        s.refill();
+        // Hand every RX frame to the kernel, spread over the queues.
+        while s.refill() > 0 {}
         Ok(s)
     }
 
@@ -392,23 +418,28 @@ impl XdpSocket {
     pub fn ifindex(&self) -> u32 {
         self.ifindex
     }
-    pub fn queue_id(&self) -> u32 {
-        self.queue_id
+    /// The RX queues bound, in order.
+    pub fn queue_ids(&self) -> Vec<u32> {
+        self.queues.iter().map(|q| q.id).collect()
     }
-    /// The AF_XDP socket fd (for poll(2)).
+    /// The first queue's AF_XDP socket fd (TX goes out through it).
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.queues[0].fd
     }
     pub fn umem_view(&self) -> UmemView {
         self.view
     }
-    /// Redirect this flow to us (and only this flow); `None` stops redirecting.
-    pub fn set_flow(&self, flow: Option<Flow>) -> Result<()> {
-        self.filter.set_flow(flow)
+    /// Redirect this flow to us (besides the others already added).
+    pub fn add_flow(&mut self, flow: Flow) -> Result<()> {
+        self.filter.add_flow(flow)
     }
-    /// Drop `pct`% of our flow's incoming packets in the XDP program (fault tests).
-    pub fn set_rx_loss_percent(&self, pct: u32) -> Result<()> {
-        self.filter.set_loss_percent(pct)
+    /// Stop redirecting this flow.
+    pub fn remove_flow(&mut self, flow: &Flow) -> Result<()> {
+        self.filter.remove_flow(flow)
+    }
+    /// Drop `pct`% of a flow's incoming packets in the XDP program (fault tests).
+    pub fn set_rx_loss_percent(&self, flow: &Flow, pct: u32) -> Result<()> {
+        self.filter.set_loss_percent(flow, pct)
     }
     pub fn filter(&self) -> &FlowFilter {
         &self.filter
@@ -427,15 +458,18 @@ impl XdpSocket {
     }
 
     pub fn kernel_stats(&self) -> Result<KernelStats> {
-        let k = self.tx_q.fd().xdp_statistics().map_err(|e| Error::io("getsockopt(XDP_STATISTICS)", e))?;
-        Ok(KernelStats {
-            rx_dropped: k.rx_dropped(),
-            rx_invalid_descs: k.rx_invalid_descs(),
-            tx_invalid_descs: k.tx_invalid_descs(),
-            rx_ring_full: k.rx_ring_full(),
-            rx_fill_ring_empty_descs: k.rx_fill_ring_empty_descs(),
-            tx_ring_empty_descs: k.tx_ring_empty_descs(),
-        })
+        // Summed over the queues.
+        let mut sum = KernelStats::default();
+        for q in &self.queues {
+            let k = q.tx_q.fd().xdp_statistics().map_err(|e| Error::io("getsockopt(XDP_STATISTICS)", e))?;
+            sum.rx_dropped += k.rx_dropped();
+            sum.rx_invalid_descs += k.rx_invalid_descs();
+            sum.tx_invalid_descs += k.tx_invalid_descs();
+            sum.rx_ring_full += k.rx_ring_full();
+            sum.rx_fill_ring_empty_descs += k.rx_fill_ring_empty_descs();
+            sum.tx_ring_empty_descs += k.tx_ring_empty_descs();
+        }
+        Ok(sum)
     }
 
     // ------------------------------------------------------------------ TX
@@ -491,7 +525,7 @@ impl XdpSocket {
         if !self.tx_pending.is_empty() {
             // SAFETY: every pending descriptor is an in-flight frame of this UMEM, not on
             // any other ring.
-            n = unsafe { self.tx_q.produce(&self.tx_pending) };
+            n = unsafe { self.queues[0].tx_q.produce(&self.tx_pending) };
             if n < self.tx_pending.len() {
                 self.stats.tx_ring_full += 1;
             }
@@ -506,17 +540,17 @@ impl XdpSocket {
         // `sendto`, so descriptors can stay on the ring after a kick: keep kicking on
         // later calls until the ring is drained (the consumer index is read only while
         // frames are in flight).
-        if (n > 0 || (self.ledger.in_flight() > self.tx_pending.len() && self.tx_ring_busy())) && self.tx_q.needs_wakeup() {
+        if (n > 0 || (self.ledger.in_flight() > self.tx_pending.len() && self.tx_ring_busy())) && self.queues[0].tx_q.needs_wakeup() {
             self.stats.tx_kicks += 1;
             // ENOBUFS/EAGAIN/EBUSY/ENETDOWN are swallowed by xsk-rs (retry next loop).
-            let _ = self.tx_q.wakeup();
+            let _ = self.queues[0].tx_q.wakeup();
         }
         n
     }
 
     /// Whether the kernel has not yet consumed everything we put on the TX ring.
     fn tx_ring_busy(&mut self) -> bool {
-        self.tx_q.nb_free_exact() < self.tx_ring_size
+        self.queues[0].tx_q.nb_free_exact() < self.tx_ring_size
     }
 
     /// Frames accepted by `send` but not yet on the TX ring.
@@ -526,21 +560,39 @@ impl XdpSocket {
 
     /// Return completed TX frames to their pools. Returns frames reclaimed.
     pub fn reap_completions(&mut self) -> usize {
+        self.reap_completions_with(|_, _| false)
+    }
+
+    /// Like [`XdpSocket::reap_completions`], telling `keep(addr, kind)` about each
+    /// completed frame first: when it returns true the caller keeps the frame (it is
+    /// user-held again, e.g. a data frame held for retransmission) instead of it going
+    /// back to its pool.
+    pub fn reap_completions_with(&mut self, mut keep: impl FnMut(u64, TxKind) -> bool) -> usize {
         let mut total = 0;
-        loop {
-            let cap = self.scratch.len().min(1024);
-            // SAFETY: scratch descriptors are only written by the call.
-            let n = unsafe { self.comp_q.consume(&mut self.scratch[..cap]) };
-            for d in &self.scratch[..n] {
-                // Errors are counted inside the ledger (comp_unexpected).
-                let _ = self.ledger.complete(d.addr() as u64);
-            }
-            total += n;
-            if n < cap {
-                break;
+        let XdpSocket { queues, scratch, ledger, stats, .. } = self;
+        for q in queues.iter_mut() {
+            loop {
+                let cap = scratch.len().min(1024);
+                // SAFETY: scratch descriptors are only written by the call.
+                let n = unsafe { q.comp_q.consume(&mut scratch[..cap]) };
+                for d in &scratch[..n] {
+                    let addr = d.addr() as u64;
+                    // Errors are counted inside the ledger (comp_unexpected).
+                    let kept = match kind_of(addr) {
+                        Some(FrameKind::Ack) => keep(addr, TxKind::Ack),
+                        Some(FrameKind::Pong) => keep(addr, TxKind::Pong),
+                        Some(FrameKind::Msg) => keep(addr, TxKind::Msg),
+                        _ => false,
+                    };
+                    let _ = if kept { ledger.complete_keep(addr) } else { ledger.complete(addr) };
+                }
+                total += n;
+                if n < cap {
+                    break;
+                }
             }
         }
-        self.stats.comp_reaped += total as u64;
+        stats.comp_reaped += total as u64;
         total
     }
 
@@ -550,25 +602,33 @@ impl XdpSocket {
     /// the caller until [`XdpSocket::release_rx`].
     #[inline]
     pub fn rx_burst(&mut self, out: &mut [RxDesc]) -> usize {
-        let cap = out.len().min(self.scratch.len());
-        if cap == 0 {
-            return 0;
-        }
-        // SAFETY: scratch descriptors are only written by the call.
-        let n = unsafe { self.rx_q.consume(&mut self.scratch[..cap]) };
         let mut k = 0;
-        for d in &self.scratch[..n] {
-            let addr = d.addr() as u64;
-            if self.ledger.rx_received(addr).is_err() {
-                self.stats.rx_bad_desc += 1;
-                continue;
+        let nq = self.queues.len();
+        let start = self.rx_next;
+        self.rx_next = (self.rx_next + 1) % nq;
+        let XdpSocket { queues, scratch, ledger, stats, .. } = self;
+        for j in 0..nq {
+            let q = &mut queues[(start + j) % nq];
+            let cap = (out.len() - k).min(scratch.len());
+            if cap == 0 {
+                break;
             }
-            let len = d.lengths().data();
-            self.stats.rx_bytes += len as u64;
-            out[k] = RxDesc { addr, len: len as u32 };
-            k += 1;
+            // SAFETY: scratch descriptors are only written by the call.
+            let n = unsafe { q.rx_q.consume(&mut scratch[..cap]) };
+            q.fill_level = q.fill_level.saturating_sub(n);
+            for d in &scratch[..n] {
+                let addr = d.addr() as u64;
+                if ledger.rx_received(addr).is_err() {
+                    stats.rx_bad_desc += 1;
+                    continue;
+                }
+                let len = d.lengths().data();
+                stats.rx_bytes += len as u64;
+                out[k] = RxDesc { addr, len: len as u32 };
+                k += 1;
+            }
         }
-        self.stats.rx_packets += k as u64;
+        stats.rx_packets += k as u64;
         k
     }
 
@@ -591,28 +651,33 @@ impl XdpSocket {
         self.ledger.release_rx(addr).map_err(|e| Error::Config(format!("release_rx: {e:?}")))
     }
 
-    /// Put released RX frames on the fill ring (one batch). Returns frames placed.
+    /// Put released RX frames on a fill ring (one batch, to the queue with the fewest
+    /// frames on its fill ring). Returns frames placed.
     pub fn refill(&mut self) -> usize {
-        let XdpSocket { ledger, fill_q, scratch, templates, stats, .. } = self;
+        let XdpSocket { ledger, queues, scratch, templates, stats, .. } = self;
         let pending = ledger.refill_pending();
         if pending == 0 {
             return 0;
         }
-        let n = ledger.drain_refill(scratch.len(), |idx| {
+        // A batch, not everything, with several queues: the next call may pick another.
+        let batch = if queues.len() > 1 { BATCH } else { scratch.len() };
+        let Some(q) = queues.iter_mut().min_by_key(|q| q.fill_level) else { return 0 };
+        let n = ledger.drain_refill(batch.min(scratch.len()), |idx| {
             for (s, &i) in scratch.iter_mut().zip(idx) {
                 *s = templates[i as usize];
             }
             // SAFETY: these RX frames were released by the consumer and are on no ring.
-            unsafe { fill_q.produce(&scratch[..idx.len()]) }
+            unsafe { q.fill_q.produce(&scratch[..idx.len()]) }
         });
+        q.fill_level += n;
         stats.fill_submitted += n as u64;
-        if n < pending {
+        if n < pending.min(batch) {
             stats.fill_ring_full += 1;
         }
-        if n > 0 && fill_q.needs_wakeup() {
+        if n > 0 && q.fill_q.needs_wakeup() {
             stats.fill_kicks += 1;
             // SAFETY: zero-length non-blocking recvfrom on our own socket: a wakeup.
-            unsafe { libc::recvfrom(self.fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, std::ptr::null_mut(), std::ptr::null_mut()) };
+            unsafe { libc::recvfrom(q.fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, std::ptr::null_mut(), std::ptr::null_mut()) };
         }
         n
     }
@@ -628,7 +693,14 @@ impl XdpSocket {
     /// Block up to `timeout` for the rx ring to become readable (for backoff runners and
     /// tests; the spinning stage never calls it).
     pub fn wait_rx(&mut self, timeout: Duration) -> Result<bool> {
-        self.rx_q.poll(timeout.as_millis().min(i32::MAX as u128) as i32).map_err(|e| Error::io("poll AF_XDP socket", e))
+        let mut fds: Vec<libc::pollfd> = self.queues.iter().map(|q| libc::pollfd { fd: q.fd, events: libc::POLLIN, revents: 0 }).collect();
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `fds` is a valid array of pollfd that outlives the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if r < 0 {
+            return Err(Error::io("poll AF_XDP sockets", io::Error::last_os_error()));
+        }
+        Ok(r > 0)
     }
 
     /// Which partition an address belongs to.

@@ -15,9 +15,11 @@ use crate::error::Error;
 pub const BPF_MAP_CREATE: u32 = 0;
 pub const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 pub const BPF_MAP_UPDATE_ELEM: u32 = 2;
+pub const BPF_MAP_DELETE_ELEM: u32 = 3;
 pub const BPF_PROG_LOAD: u32 = 5;
 pub const BPF_LINK_CREATE: u32 = 28;
 // bpf_map_type
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 // bpf_prog_type / bpf_attach_type
@@ -94,6 +96,13 @@ pub fn map_update(map: RawFd, key: &[u8], value: &[u8]) -> io::Result<()> {
     let mut a = Attr::new();
     a.u32_at(0, map as u32).u64_at(8, key.as_ptr() as u64).u64_at(16, value.as_ptr() as u64).u64_at(24, 0);
     bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(|_| ())
+}
+
+/// `BPF_MAP_DELETE_ELEM`.
+pub fn map_delete(map: RawFd, key: &[u8]) -> io::Result<()> {
+    let mut a = Attr::new();
+    a.u32_at(0, map as u32).u64_at(8, key.as_ptr() as u64);
+    bpf(BPF_MAP_DELETE_ELEM, &mut a).map(|_| ())
 }
 
 /// `BPF_MAP_LOOKUP_ELEM` into `value`.

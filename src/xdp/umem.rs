@@ -274,6 +274,30 @@ impl FrameLedger {
         Ok(k)
     }
 
+    /// The completion ring returned `addr`, and its owner keeps it (a data frame held for
+    /// retransmission): the frame goes back to `User`, not to its pool.
+    #[inline]
+    pub fn complete_keep(&mut self, addr: u64) -> Result<TxKind, LedgerError> {
+        let Some(k) = Self::tx_kind(addr) else {
+            self.stats.comp_unexpected += 1;
+            return Err(LedgerError::BadAddress(addr));
+        };
+        let i = frame_index(addr);
+        if self.state[i] != State::InFlight {
+            self.stats.comp_unexpected += 1;
+            return Err(LedgerError::WrongState(addr));
+        }
+        self.state[i] = State::User;
+        self.in_flight -= 1;
+        self.stats.completed[k as usize] += 1;
+        Ok(k)
+    }
+
+    /// Whether a TX frame is in flight (on the TX ring or in the kernel).
+    pub fn is_in_flight(&self, addr: u64) -> bool {
+        Self::tx_kind(addr).is_some() && self.state[frame_index(addr)] == State::InFlight
+    }
+
     /// The rx ring handed us `addr`.
     #[inline]
     pub fn rx_received(&mut self, addr: u64) -> Result<(), LedgerError> {

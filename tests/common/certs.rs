@@ -16,16 +16,30 @@ impl Certs {
     pub fn ca(&self) -> PathBuf {
         self.path("ca.pem")
     }
-    /// (cert, key) of a named leaf: "server", "expired", "wronghost", "untrusted", "veth"
-    /// (valid for the veth TestBed's server address 10.200.1.1, so a client can verify
-    /// it with a `wss://10.200.1.1:PORT/` URL).
+    /// (cert, key) of a named leaf: "server", "expired", "wronghost", "untrusted",
+    /// "wildcard", "partialwild", "cnonly" (see tools/testcerts.sh), "veth" (valid for
+    /// the veth TestBed's server address 10.200.1.1, so a client can verify it with a
+    /// `wss://10.200.1.1:PORT/` URL).
     pub fn leaf(&self, name: &str) -> (PathBuf, PathBuf) {
         (self.path(&format!("{name}.pem")), self.path(&format!("{name}.key")))
     }
 }
 
 fn complete(dir: &Path) -> bool {
-    ["ca.pem", "server.pem", "expired.pem", "wronghost.pem", "veth.pem", "veth.key", "untrusted.pem", "untrusted.key"]
+    [
+        "ca.pem",
+        "server.pem",
+        "expired.pem",
+        "wronghost.pem",
+        "untrusted.pem",
+        "untrusted.key",
+        "wildcard.pem",
+        "partialwild.pem",
+        "cnonly.pem",
+        "cnonly.key",
+        "veth.pem",
+        "veth.key",
+    ]
         .iter()
         .all(|f| dir.join(f).exists())
 }
@@ -47,8 +61,14 @@ pub fn certs() -> &'static Certs {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
-            // Atomic publish; if another test binary won the race, use theirs.
+            // Atomic publish; if another test binary won the race, use theirs. A
+            // directory left by an older tools/testcerts.sh (fewer certificates) is
+            // replaced: rename cannot overwrite a non-empty directory.
             if std::fs::rename(&tmp, &dir).is_err() {
+                if !complete(&dir) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let _ = std::fs::rename(&tmp, &dir);
+                }
                 let _ = std::fs::remove_dir_all(&tmp);
             }
             assert!(complete(&dir), "certificates missing in {}", dir.display());

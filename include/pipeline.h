@@ -38,6 +38,20 @@ typedef enum PlResult {
   PL_ERR_PANIC = 13,
 } PlResult;
 
+// Connection state.
+typedef enum PlState {
+  PL_STATE_CONNECTING = 0,
+  PL_STATE_CONNECTED = 1,
+  PL_STATE_CLOSING = 2,
+  PL_STATE_DISCONNECTED = 3,
+} PlState;
+
+// Flags or-ed into the callback's `opcode` and `PlFrame.opcode`.
+typedef enum PlOpcodeFlags {
+  // More frames of this message follow (`PL_DELIVERY_FRAMES` only).
+  PL_OPCODE_MORE = 256,
+} PlOpcodeFlags;
+
 // Which transport carries the connection.
 typedef enum PlTransport {
   // Kernel TCP socket + OpenSSL (default; no privileges).
@@ -80,21 +94,13 @@ typedef enum PlOverrun {
   PL_OVERRUN_OVERWRITE = 1,
 } PlOverrun;
 
-// Connection state.
-typedef enum PlState {
-  PL_STATE_CONNECTING = 0,
-  PL_STATE_CONNECTED = 1,
-  PL_STATE_CLOSING = 2,
-  PL_STATE_DISCONNECTED = 3,
-} PlState;
-
-// Flags or-ed into the callback's `opcode` and `PlFrame.opcode`.
-typedef enum PlOpcodeFlags {
-  // More frames of this message follow (`PL_DELIVERY_FRAMES` only).
-  PL_OPCODE_MORE = 256,
-} PlOpcodeFlags;
-
 // A running pipeline (opaque).
+//
+// Every call but `pl_free` reaches it through a shared reference only: the C caller
+// may call the thread-safe functions from several threads at once, and a `&mut` made
+// from the handle while another thread holds `&` would be undefined behaviour. What
+// a call must change sits behind a lock (the polling receiver here; the stages and
+// the state watcher inside `Pipeline`).
 typedef struct pl_pipeline pl_pipeline;
 
 // Message callback: runs on the AppClient stage (its thread, its process in the
@@ -109,11 +115,14 @@ typedef struct PlConfig {
   const char *url;
   // Shared-memory name (/dev/shm/pipeline_<name>/); NULL: "<pid>-<n>".
   const char *name;
-  enum PlTransport transport;
+  // A `PlTransport` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+  uint32_t transport;
   // Interface for the XDP transport; NULL: from the route.
   const char *iface;
-  enum PlLayout layout;
-  enum PlWait wait;
+  // A `PlLayout` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+  uint32_t layout;
+  // A `PlWait` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+  uint32_t wait;
   // One core per stage, in stage order; NULL/0: no pinning.
   const uint32_t *cores;
   size_t cores_len;
@@ -129,8 +138,10 @@ typedef struct PlConfig {
   size_t inbox_size;
   // MSG_OUTBOX bytes, power of two (default 1 MiB).
   size_t outbox_size;
-  enum PlDelivery delivery;
-  enum PlOverrun overrun;
+  // A `PlDelivery` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+  uint32_t delivery;
+  // A `PlOverrun` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+  uint32_t overrun;
   // Extra upgrade headers, each "Name: value".
   const char *const *headers;
   size_t headers_len;
@@ -218,8 +229,9 @@ extern "C" {
 // The library version, a static NUL-terminated string.
 const char *pl_version(void);
 
-// The name of a result code (e.g. "PL_ERR_TLS"), a static NUL-terminated string.
-const char *pl_result_name(enum PlResult code);
+// The name of a result code (e.g. "PL_ERR_TLS"), a static NUL-terminated string;
+// "unknown" for a value that is not a `PlResult`.
+const char *pl_result_name(int code);
 
 // Copy the message of this thread's last failure into `buf` (NUL-terminated,
 // truncated to `len - 1` bytes). Returns the full message length without the NUL, so
@@ -248,17 +260,20 @@ enum PlResult pl_start(const struct PlConfig *cfg, struct pl_pipeline **out);
 
 // Take the next received frame without blocking: `PL_OK` and `*out` filled, or
 // `PL_ERR_WOULD_BLOCK` (nothing yet), or `PL_ERR_CLOSED` (disconnected and drained).
-// Polling delivery only (`on_message` NULL). One thread at a time.
+// Polling delivery only (`on_message` NULL). Calls are serialised (safe from any
+// thread), but `pl_release` frees every earlier frame too, so one polling thread is
+// the pattern that keeps frames valid.
 //
 // # Safety
 // `p` from `pl_start`, `out` writable.
 enum PlResult pl_poll(struct pl_pipeline *p, struct PlFrame *out);
 
 // Done with `frame` (and every frame before it): its bytes go back to the transport.
-// Release frames in the order `pl_poll` returned them.
+// Release frames in the order `pl_poll` returned them. A frame `pl_poll` did not
+// return (its end lies beyond every frame handed out) is `PL_ERR_CONFIG`.
 //
 // # Safety
-// `p` from `pl_start`; `frame` from `pl_poll` on the same pipeline.
+// `p` from `pl_start`; `frame` readable (from `pl_poll` on the same pipeline).
 enum PlResult pl_release(struct pl_pipeline *p, const struct PlFrame *frame);
 
 // Queue a text message of `len` bytes (UTF-8, not NUL-terminated).
@@ -283,27 +298,28 @@ enum PlResult pl_send_binary(struct pl_pipeline *p, const uint8_t *data, size_t 
 enum PlResult pl_close(struct pl_pipeline *p, uint16_t code, const char *reason);
 
 // Register `cb` for state changes (see `pl_on_state`); NULL removes it. The last call
-// a callback gets is DISCONNECTED, at the latest during `pl_stop`.
+// a callback gets is DISCONNECTED, at the latest during `pl_stop`. Thread-safe (also
+// from inside the callback); the last registration wins.
 //
 // # Safety
-// `p` from `pl_start`; not called concurrently with `pl_stop`/`pl_free` on `p`.
+// `p` from `pl_start`; not concurrent with `pl_free` on `p`.
 enum PlResult pl_set_on_state(struct pl_pipeline *p, pl_on_state cb, void *user);
 
 // Wait up to `timeout_ms` for the state to become DISCONNECTED: `PL_OK`, or
-// `PL_ERR_TIMEOUT`.
+// `PL_ERR_TIMEOUT`. Thread-safe.
 //
 // # Safety
 // `p` from `pl_start`.
 enum PlResult pl_wait_disconnected(struct pl_pipeline *p, uint32_t timeout_ms);
 
 // The state, and (if `reason` is not NULL) the disconnect reason, NUL-terminated and
-// truncated to `len - 1` bytes ("" while connected).
+// truncated to `len - 1` bytes ("" while connected). Thread-safe.
 //
 // # Safety
 // `p` from `pl_start`; `out` writable; `reason` NULL or `len` writable bytes.
 enum PlResult pl_get_state(struct pl_pipeline *p, enum PlState *out, char *reason, size_t len);
 
-// A snapshot of every counter.
+// A snapshot of every counter. Thread-safe.
 //
 // # Safety
 // `p` from `pl_start`; `out` writable.
@@ -318,16 +334,19 @@ size_t pl_get_name(struct pl_pipeline *p, char *buf, size_t len);
 
 // Stop every stage (no close handshake: use `pl_close` + `pl_wait_disconnected`
 // first for a clean close), wait for them, and remove the shared memory. The handle
-// stays valid for `pl_get_state`/`pl_get_stats` until `pl_free`. Idempotent.
+// stays valid for `pl_get_state`/`pl_get_stats` until `pl_free`. Idempotent and
+// thread-safe (a second call waits for the first); not from inside `on_message` (it
+// joins the stage that runs the callback).
 //
 // # Safety
 // `p` from `pl_start`.
 enum PlResult pl_stop(struct pl_pipeline *p);
 
-// Stop (if needed) and free the pipeline. NULL is a no-op.
+// Stop (if needed) and free the pipeline. NULL is a no-op. The one call that needs the
+// handle exclusively: no other call on `p` may be running, or come later.
 //
 // # Safety
-// `p` from `pl_start`, not used afterwards.
+// `p` from `pl_start`, not in use by any other thread, not used afterwards.
 void pl_free(struct pl_pipeline *p);
 
 #ifdef __cplusplus

@@ -91,3 +91,76 @@ int main(void) {
     assert!(run.status.success(), "C program failed: {:?} {}", run.status, String::from_utf8_lossy(&run.stderr));
     assert!(String::from_utf8_lossy(&run.stdout).starts_with("ok "));
 }
+
+/// Values C can put in an enum-typed slot that no enumerator names: the library takes
+/// integers at the ABI and refuses them (PL_ERR_CONFIG naming the field), and
+/// `pl_result_name` names unknown codes "unknown" instead of reading out of bounds.
+#[test]
+fn a_c_program_passing_out_of_range_enum_values_gets_errors_not_ub() {
+    let tmp = std::env::temp_dir().join(format!("plhdrenum{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let src = tmp.join("main.c");
+    std::fs::write(
+        &src,
+        r#"#include "pipeline.h"
+#include <stdio.h>
+#include <string.h>
+static int check(const char *field, PlConfig *cfg) {
+    pl_pipeline *p = (pl_pipeline *)0x1; /* must stay untouched */
+    PlResult r = pl_start(cfg, &p);
+    char msg[256];
+    pl_last_error(msg, sizeof msg);
+    printf("%s = 9: %s: %s\n", field, pl_result_name(r), msg);
+    if (r != PL_ERR_CONFIG) return 1;
+    if (p != (pl_pipeline *)0x1) return 1;
+    if (!strstr(msg, field) || !strstr(msg, "9")) return 1;
+    return 0;
+}
+int main(void) {
+    printf("42: %s\n", pl_result_name(42));
+    if (strcmp(pl_result_name(42), "unknown") != 0) return 10;
+    if (strcmp(pl_result_name(-1), "unknown") != 0) return 11;
+    if (strcmp(pl_result_name(14), "unknown") != 0) return 12;
+    if (strcmp(pl_result_name(PL_ERR_PANIC), "PL_ERR_PANIC") != 0) return 13;
+    int bad = 0;
+    PlConfig cfg;
+    /* A URL nothing listens on: a config that is wrongly accepted fails with
+       PL_ERR_NET instead of PL_ERR_CONFIG. */
+#define CASE(f) pl_config_init(&cfg); cfg.url = "ws://127.0.0.1:1/"; cfg.quiet = true; \
+    cfg.timeout_ms = 2000; cfg.f = 9; bad |= check(#f, &cfg) << 1;
+    CASE(transport)
+    CASE(layout)
+    CASE(wait)
+    CASE(delivery)
+    CASE(overrun)
+    if (bad) return 20;
+    printf("ok\n");
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = tmp.join("main");
+    let lib = lib_dir();
+    assert!(lib.join("libpipeline.so").exists(), "libpipeline.so not built in {}", lib.display());
+    let o = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg(format!("-I{}", root().join("include").display()))
+        .arg(format!("-L{}", lib.display()))
+        .args(["-lpipeline", &format!("-Wl,-rpath,{}", lib.display())])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "compile failed: {}", String::from_utf8_lossy(&o.stderr));
+    let run = Command::new(&exe).output().unwrap();
+    std::fs::remove_dir_all(&tmp).ok();
+    assert!(
+        run.status.success(),
+        "C program failed: {:?}\nstdout: {}\nstderr: {}",
+        run.status,
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).ends_with("ok\n"));
+}

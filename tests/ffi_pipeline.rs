@@ -32,9 +32,9 @@ unsafe fn base_config(cfg: &mut PlConfig, url: &CString, name: &CString, data: &
     assert_eq!(pl_config_init(cfg), PlResult::PL_OK);
     cfg.url = url.as_ptr();
     cfg.name = name.as_ptr();
-    cfg.transport = PlTransport::PL_TRANSPORT_SYNTHETIC;
-    cfg.layout = PlLayout::PL_LAYOUT_INLINE;
-    cfg.wait = PlWait::PL_WAIT_BACKOFF;
+    cfg.transport = PlTransport::PL_TRANSPORT_SYNTHETIC as u32;
+    cfg.layout = PlLayout::PL_LAYOUT_INLINE as u32;
+    cfg.wait = PlWait::PL_WAIT_BACKOFF as u32;
     cfg.synthetic_data = data.as_ptr();
     cfg.synthetic_len = data.len();
     cfg.synthetic_chunk = 333;
@@ -84,6 +84,40 @@ fn null_arguments_are_refused_and_out_params_untouched() {
 }
 
 #[test]
+fn out_of_range_enum_values_are_config_errors_naming_the_field() {
+    // SAFETY: valid config, strings outlive the calls.
+    unsafe {
+        let url = CString::new("ws://127.0.0.1:1/").unwrap();
+        let name = CString::new(format!("f{}_enum", std::process::id())).unwrap();
+        let _g = Guard(name.to_str().unwrap().into());
+        for field in ["transport", "layout", "wait", "delivery", "overrun"] {
+            let mut cfg = std::mem::zeroed::<PlConfig>();
+            base_config(&mut cfg, &url, &name, &[]);
+            let slot = match field {
+                "transport" => &mut cfg.transport,
+                "layout" => &mut cfg.layout,
+                "wait" => &mut cfg.wait,
+                "delivery" => &mut cfg.delivery,
+                _ => &mut cfg.overrun,
+            };
+            *slot = 9;
+            let mut out: *mut pl_pipeline = std::ptr::null_mut();
+            let r = pl_start(&cfg, &mut out);
+            let e = last_error();
+            assert_eq!(r, PlResult::PL_ERR_CONFIG, "{field}: {e}");
+            assert!(out.is_null());
+            assert!(e.contains(&format!("PlConfig.{field} = 9")), "{e}");
+        }
+        for code in [42, -1, 14, i32::MAX, i32::MIN] {
+            let n = std::ffi::CStr::from_ptr(pl_result_name(code));
+            assert_eq!(n.to_str().unwrap(), "unknown", "{code}");
+        }
+        let n = std::ffi::CStr::from_ptr(pl_result_name(PlResult::PL_ERR_PANIC as i32));
+        assert_eq!(n.to_str().unwrap(), "PL_ERR_PANIC");
+    }
+}
+
+#[test]
 fn refused_connection_is_a_net_error() {
     // SAFETY: valid config, strings outlive the call.
     unsafe {
@@ -92,7 +126,7 @@ fn refused_connection_is_a_net_error() {
         let _g = Guard(name.to_str().unwrap().into());
         let mut cfg = std::mem::zeroed::<PlConfig>();
         base_config(&mut cfg, &url, &name, &[]);
-        cfg.transport = PlTransport::PL_TRANSPORT_KERNEL;
+        cfg.transport = PlTransport::PL_TRANSPORT_KERNEL as u32;
         let mut out: *mut pl_pipeline = std::ptr::null_mut();
         let r = pl_start(&cfg, &mut out);
         assert_eq!(r, PlResult::PL_ERR_NET, "{}", last_error());
@@ -209,7 +243,7 @@ fn callback_delivery_and_poll_refused() {
     unsafe {
         let mut cfg = std::mem::zeroed::<PlConfig>();
         base_config(&mut cfg, &url, &name, &data);
-        cfg.layout = PlLayout::PL_LAYOUT_THREADS;
+        cfg.layout = PlLayout::PL_LAYOUT_THREADS as u32;
         cfg.on_message = Some(on_msg);
         cfg.on_message_user = 0xfeed as *mut c_void;
         let mut p: *mut pl_pipeline = std::ptr::null_mut();
@@ -272,4 +306,147 @@ fn state_changes_reach_the_state_callback_with_the_reason() {
     assert_eq!(last.0, PlState::PL_STATE_DISCONNECTED, "{states:?}");
     assert!(last.1.contains("close handshake completed"), "{states:?}");
     assert_eq!(states.iter().filter(|s| s.0 == PlState::PL_STATE_DISCONNECTED).count(), 1, "{states:?}");
+}
+
+/// The handle shared between threads, as a C program would.
+#[derive(Clone, Copy)]
+struct Handle(*mut pl_pipeline);
+// SAFETY: the test only uses the handle through calls documented as callable from
+// several threads at once, and frees it after joining them.
+unsafe impl Send for Handle {}
+
+unsafe extern "C" fn on_state_noop(_: *mut c_void, _: PlState, _: *const std::ffi::c_char) {}
+
+/// pl_poll/pl_release from two threads while others send, read state and stats and
+/// replace the state callback: every frame reaches exactly one poller. (With `&mut`
+/// made from the handle in pl_poll, the two pollers raced on the reader's position and
+/// frames came out twice or not at all.)
+#[test]
+fn overlapping_calls_on_one_handle_never_duplicate_or_lose_frames() {
+    let n = 20_000;
+    let data = frames(n);
+    let url = CString::new("wss://synthetic.test/x").unwrap();
+    let name = CString::new(format!("f{}_mt", std::process::id())).unwrap();
+    let _g = Guard(name.to_str().unwrap().into());
+    // SAFETY: valid pointers throughout; the handle is freed once, after every thread.
+    unsafe {
+        let mut cfg = std::mem::zeroed::<PlConfig>();
+        base_config(&mut cfg, &url, &name, &data);
+        cfg.inbox_size = 4 << 20; // every frame fits: releases never race the writer
+        let mut p: *mut pl_pipeline = std::ptr::null_mut();
+        assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());
+        let h = Handle(p);
+        let total = std::sync::Arc::new(AtomicUsize::new(0));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut pollers = Vec::new();
+        for _ in 0..2 {
+            let (total, done) = (total.clone(), done.clone());
+            pollers.push(std::thread::spawn(move || {
+                let h = h;
+                let mut seen = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while total.load(Ordering::Acquire) < n && Instant::now() < deadline {
+                    let mut f = std::mem::zeroed::<PlFrame>();
+                    match pl_poll(h.0, &mut f) {
+                        PlResult::PL_OK => {
+                            let s = std::slice::from_raw_parts(f.payload, f.len);
+                            let i: usize = std::str::from_utf8(s).unwrap()[4..].parse().unwrap();
+                            seen.push(i);
+                            assert_eq!(pl_release(h.0, &f), PlResult::PL_OK);
+                            total.fetch_add(1, Ordering::AcqRel);
+                        }
+                        PlResult::PL_ERR_WOULD_BLOCK => std::thread::yield_now(),
+                        r => panic!("pl_poll: {r:?} {}", last_error()),
+                    }
+                }
+                done.store(true, Ordering::Release);
+                seen
+            }));
+        }
+        let others = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let h = h;
+                let mut s = PlStats::default();
+                let mut st = PlState::PL_STATE_CONNECTING;
+                while !done.load(Ordering::Acquire) {
+                    let r = pl_send_text(h.0, "ping".as_ptr() as *const _, 4);
+                    assert!(matches!(r, PlResult::PL_OK | PlResult::PL_ERR_WOULD_BLOCK), "{r:?}");
+                    assert_eq!(pl_get_stats(h.0, &mut s), PlResult::PL_OK);
+                    assert_eq!(pl_get_state(h.0, &mut st, std::ptr::null_mut(), 0), PlResult::PL_OK);
+                    std::thread::yield_now();
+                }
+            })
+        };
+        for _ in 0..20 {
+            assert_eq!(pl_set_on_state(p, Some(on_state_noop), std::ptr::null_mut()), PlResult::PL_OK);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut all: Vec<usize> = Vec::new();
+        for t in pollers {
+            all.extend(t.join().expect("poller"));
+        }
+        others.join().expect("sender");
+        let got = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(
+            (got, all.len()),
+            (n, n),
+            "frames delivered / distinct (each of {n} must come out exactly once)"
+        );
+        assert_eq!(pl_stop(p), PlResult::PL_OK);
+        pl_free(p);
+    }
+}
+
+/// pl_send_text checks the MSG_OUTBOX limit before it looks at the bytes: a huge
+/// `len` is refused without being scanned as UTF-8 (nor made into a slice).
+#[test]
+fn send_text_checks_the_size_limit_before_scanning_the_bytes() {
+    let url = CString::new("wss://synthetic.test/x").unwrap();
+    let name = CString::new(format!("f{}_big", std::process::id())).unwrap();
+    let _g = Guard(name.to_str().unwrap().into());
+    let data = frames(1);
+    // SAFETY: valid pointers; the mapping outlives its use; the handle is freed once.
+    unsafe {
+        let mut cfg = std::mem::zeroed::<PlConfig>();
+        base_config(&mut cfg, &url, &name, &data);
+        let mut p: *mut pl_pipeline = std::ptr::null_mut();
+        assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());
+        // Readable but too long, invalid UTF-8 at the end: the answer is the limit.
+        let mut big = vec![b'a'; 4 << 20];
+        *big.last_mut().unwrap() = 0xff;
+        let r = pl_send_text(p, big.as_ptr() as *const _, big.len());
+        let e = last_error();
+        assert_eq!(r, PlResult::PL_ERR_CONFIG, "{e}");
+        assert!(e.contains("exceeds the MSG_OUTBOX record limit"), "{e}");
+        // One readable page, then a PROT_NONE page, and a len far beyond both: the
+        // call must not read past the first byte it needs (it needs none).
+        let page = 4096;
+        let m = libc::mmap(
+            std::ptr::null_mut(),
+            2 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(m, libc::MAP_FAILED);
+        std::ptr::write_bytes(m as *mut u8, b'a', page);
+        assert_eq!(libc::mprotect((m as *mut u8).add(page) as *mut _, page, libc::PROT_NONE), 0);
+        let r = pl_send_text(p, m as *const _, 1 << 40);
+        let e = last_error();
+        assert_eq!(r, PlResult::PL_ERR_CONFIG, "{e}");
+        assert!(e.contains("exceeds the MSG_OUTBOX record limit"), "{e}");
+        let r = pl_send_binary(p, m as *const u8, usize::MAX);
+        assert_eq!(r, PlResult::PL_ERR_CONFIG, "{}", last_error());
+        // A text within the limit is still validated.
+        let r = pl_send_text(p, [0xffu8].as_ptr() as *const _, 1);
+        assert_eq!(r, PlResult::PL_ERR_CONFIG);
+        assert!(last_error().contains("UTF-8"), "{}", last_error());
+        libc::munmap(m, 2 * page);
+        assert_eq!(pl_stop(p), PlResult::PL_OK);
+        pl_free(p);
+    }
 }

@@ -247,3 +247,133 @@ fn stage_processes_die_with_their_parent_and_the_next_start_reclaims() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("reclaimed"));
     assert!(!pipeline::shm::ShmDir::path_for(&name).exists());
 }
+
+/// A stage process that cannot pin itself says so on stderr — from a message made
+/// before the fork and written with write(2) (no allocation or stderr lock in the
+/// child before its loop) — and runs unpinned.
+#[test]
+fn a_stage_process_that_cannot_pin_says_so_and_runs() {
+    let (name, _g) = unique("cli_pin");
+    let o = bin()
+        .args(["connect", "wss://synthetic.test/", "--synthetic", "100", "--count", "50"])
+        .args(["--layout", "processes", "--wait", "backoff", "--name", &name])
+        // In range for a cpu_set_t, but no such CPU here: sched_setaffinity fails.
+        .args(["--cores", "1000,1001"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{:?} {err}", o.status);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 50);
+    for (stage, core) in [("transport", 1000), ("websocket", 1001)] {
+        let want = format!(
+            "pipeline {name}: {stage} stage: could not pin to core {core} (sched_setaffinity errno 22)\n"
+        );
+        assert!(err.contains(&want), "{err}");
+    }
+}
+
+/// A loopback `ws://` server that upgrades, sends one text message, then reads and
+/// ignores everything: it never answers our close.
+fn server_ignoring_close() -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut req = Vec::new();
+        let mut b = [0u8; 1];
+        while !req.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            req.push(b[0]);
+        }
+        let req = String::from_utf8_lossy(&req).into_owned();
+        let key = req
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .expect("key")
+            .trim()
+            .to_string();
+        let mut r = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            pipeline::ws::handshake::accept_key(&key)
+        )
+        .into_bytes();
+        r.extend_from_slice(&[0x81, 5]);
+        r.extend_from_slice(b"hello");
+        s.write_all(&r).unwrap();
+        // Swallow our close (and anything else) until the client goes away.
+        let mut sink = [0u8; 4096];
+        while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    (port, h)
+}
+
+/// Wait for `child` to exit within `limit`; kill it and fail if it hangs.
+fn exits_within(child: &mut std::process::Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?} (close handshake hung)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `--count N` against a server that ignores our close used to hang in Closing; now it
+/// exits after `--close-timeout` with the reason.
+#[test]
+fn connect_count_exits_when_the_server_ignores_the_close() {
+    let (port, h) = server_ignoring_close();
+    let (name, _g) = unique("cli_noclose");
+    let mut child = bin()
+        .args(["connect", &format!("ws://127.0.0.1:{port}/"), "--transport", "kernel"])
+        .args(["--count", "1", "--close-timeout", "0.5", "--layout", "inline", "--wait", "backoff"])
+        .args(["--name", &name])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = exits_within(&mut child, Duration::from_secs(30), "connect --count 1");
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\n");
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("did not answer"), "{err}");
+    h.join().unwrap();
+    assert!(!pipeline::shm::ShmDir::path_for(&name).exists());
+}
+
+/// SIGTERM (and SIGINT, same handler) during a close the server never answers: the CLI
+/// exits within the close timeout.
+#[test]
+fn connect_exits_on_sigterm_when_the_server_ignores_the_close() {
+    use std::io::BufRead;
+    let (port, h) = server_ignoring_close();
+    let (name, _g) = unique("cli_sigterm");
+    let mut child = bin()
+        .args(["connect", &format!("ws://127.0.0.1:{port}/"), "--transport", "kernel"])
+        .args(["--close-timeout", "0.5", "--layout", "inline", "--wait", "backoff"])
+        .args(["--name", &name])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "hello\n", "connected and received");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = exits_within(&mut child, Duration::from_secs(30), "connect after SIGTERM");
+    assert_eq!(st.code(), Some(130));
+    h.join().unwrap();
+    assert!(!pipeline::shm::ShmDir::path_for(&name).exists());
+}

@@ -81,7 +81,7 @@ fn callback(layout: Layout, tag: &str) {
         expect += 1;
         s2.at(0).store(expect as u64, Ordering::Release);
     });
-    let mut p =
+    let p =
         Pipeline::start_with_callback(config(&name, script(text_frames(N), 4000), layout), cb)
             .expect("start");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -153,7 +153,7 @@ fn threads_are_pinned_to_the_cores_asked_for() {
     let (name, _g) = unique("pinned");
     let mut c = config(&name, script(text_frames(10), 0), Layout::Threads);
     c.cores = vec![0, ncpu.saturating_sub(1)];
-    let mut p = Pipeline::start(c).unwrap();
+    let p = Pipeline::start(c).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(thread_affinity("pl-transport").as_deref(), Some("0"));
     assert_eq!(
@@ -178,7 +178,7 @@ fn defaults_follow_the_core_count() {
     let mut c = config(&name, script(text_frames(10), 0), Layout::Inline);
     c.layout = None;
     c.wait = None;
-    let mut p = Pipeline::start(c).unwrap();
+    let p = Pipeline::start(c).unwrap();
     let (l, w) = choose_defaults(3, pipeline::runner::available_cores());
     assert_eq!((p.layout(), p.wait_kind()), (l, w));
     assert_eq!(p.stats().get(Counter::Layout), l as u64);

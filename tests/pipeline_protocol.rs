@@ -276,7 +276,7 @@ fn client_close_completes_the_handshake() {
         capture: Some(cap.clone()),
         ..script(text_frames(3), 0)
     };
-    let mut p = Pipeline::start(config(&name, s, Layout::Inline)).unwrap();
+    let p = Pipeline::start(config(&name, s, Layout::Inline)).unwrap();
     p.send_text("hello").unwrap();
     p.send_binary(&[1, 2, 3]).unwrap();
     p.close(1000, "bye").unwrap();
@@ -294,6 +294,23 @@ fn client_close_completes_the_handshake() {
     p.stop();
 }
 
+/// `Pipeline::close` refuses exactly the codes the parser refuses from a server
+/// (one rule: `ws::frame::is_valid_close_code`), reserved 1016-2999 included.
+#[test]
+fn close_refuses_the_codes_rfc_6455_reserves() {
+    let (name, _g) = unique("ccodes");
+    let p = Pipeline::start(config(&name, script(text_frames(1), 0), Layout::Inline)).unwrap();
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000] {
+        match p.close(code, "x") {
+            Err(pipeline::Error::Config(m)) => assert!(m.contains("may not be sent"), "{code}: {m}"),
+            other => panic!("close({code}) gave {other:?}"),
+        }
+    }
+    assert!(matches!(p.state(), PipelineState::Connected), "a refused close changes nothing");
+    p.close(3000, "ok").unwrap();
+    p.stop();
+}
+
 #[test]
 fn masked_server_frame_is_a_protocol_error() {
     let (name, _g) = unique("masked");
@@ -303,7 +320,7 @@ fn masked_server_frame_is_a_protocol_error() {
         capture: Some(cap.clone()),
         ..script(v, 0)
     };
-    let mut p = Pipeline::start(config(&name, s, Layout::Inline)).unwrap();
+    let p = Pipeline::start(config(&name, s, Layout::Inline)).unwrap();
     assert!(p.wait_disconnected(Duration::from_secs(10)));
     assert!(reason(&p).contains("masked"), "{}", reason(&p));
     assert_eq!(
@@ -320,7 +337,7 @@ fn dropped_connection_is_reported() {
         eof_at_end: true,
         ..script(text_frames(5), 0)
     };
-    let mut p = Pipeline::start(config(&name, s, Layout::Threads)).unwrap();
+    let p = Pipeline::start(config(&name, s, Layout::Threads)).unwrap();
     assert!(p.wait_disconnected(Duration::from_secs(10)));
     assert!(reason(&p).contains("connection lost"), "{}", reason(&p));
     p.stop();
@@ -333,7 +350,7 @@ fn a_killed_stage_process_is_noticed_and_reported() {
         bytes_per_sec: 200_000,
         ..script(text_frames(100_000), 0)
     };
-    let mut p = Pipeline::start(config(&name, s, Layout::Processes)).unwrap();
+    let p = Pipeline::start(config(&name, s, Layout::Processes)).unwrap();
     let pids = p.child_pids();
     assert_eq!(
         pids.len(),
@@ -411,7 +428,7 @@ fn two_pipelines_side_by_side() {
 fn stop_removes_the_shm_directory_in_every_layout() {
     for layout in [Layout::Inline, Layout::Threads, Layout::Processes] {
         let (name, _g) = unique(&format!("stop{}", layout.name()));
-        let mut p = Pipeline::start(config(&name, script(text_frames(10), 0), layout)).unwrap();
+        let p = Pipeline::start(config(&name, script(text_frames(10), 0), layout)).unwrap();
         assert!(ShmDir::path_for(&name).join(names::STATS).exists());
         p.stop();
         assert!(
@@ -428,8 +445,8 @@ fn default_names_are_unique_and_cleaned_up() {
     let mut c1 = config("x", script(vec![], 0), Layout::Inline);
     c1.name = None;
     let c2 = c1.clone();
-    let mut p1 = Pipeline::start(c1).unwrap();
-    let mut p2 = Pipeline::start(c2).unwrap();
+    let p1 = Pipeline::start(c1).unwrap();
+    let p2 = Pipeline::start(c2).unwrap();
     let _g1 = ShmGuard(p1.name().to_string());
     let _g2 = ShmGuard(p2.name().to_string());
     assert_ne!(p1.name(), p2.name());
@@ -447,7 +464,7 @@ fn setup_timeout_is_a_clear_error() {
     // The synthetic server answers the upgrade at once; a 1 ms deadline may or may not
     // pass first, but either way the pipeline starts or fails cleanly.
     match Pipeline::start(c) {
-        Ok(mut p) => p.stop(),
+        Ok(p) => p.stop(),
         Err(e) => assert!(e.to_string().contains("handshake"), "{e}"),
     }
     assert!(!ShmDir::path_for(&name).exists());
@@ -514,7 +531,7 @@ fn a_panicking_callback_disconnects_with_the_message() {
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let mut n = 0;
-        let mut p = Pipeline::start_with_callback(
+        let p = Pipeline::start_with_callback(
             config(&name, script(text_frames(100), 0), layout),
             Box::new(move |_, _, _| {
                 n += 1;

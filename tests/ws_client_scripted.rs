@@ -527,3 +527,42 @@ fn dropping_an_open_client_sends_going_away() {
     drop(ws);
     h.join().unwrap();
 }
+
+/// A server that floods PINGs and never reads: one PONG per PING used to be queued
+/// without limit (the backlog grew by 131 bytes per PING). Unsent PONGs now coalesce to
+/// the latest (RFC 6455 §5.5.3), so the backlog stays at about one frame.
+#[test]
+fn a_ping_flood_from_a_server_that_never_reads_keeps_one_pong_queued() {
+    let n = 100_000;
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (port, h) = serve(move |mut s| {
+        upgrade(&mut s, &[]);
+        let mut flood = Vec::with_capacity(n * 127);
+        for i in 0..n {
+            let mut p = format!("{i:08}").into_bytes();
+            p.resize(125, b'.');
+            flood.extend(frame(0x89, &p));
+        }
+        s.write_all(&flood).unwrap();
+        // Never read; keep the connection until the client is done.
+        let _ = done_rx.recv_timeout(Duration::from_secs(60));
+    });
+    let mut c = cfg();
+    c.socket.sndbuf = Some(4096);
+    let mut ws = WsClient::connect(&url(port, "/"), &c).unwrap();
+    let (mut pings, mut most) = (0, 0);
+    while pings < n {
+        match ws.recv_timeout(T).unwrap() {
+            Some(Message::Ping(p)) => {
+                assert_eq!(&p[..8], format!("{pings:08}").as_bytes());
+                pings += 1;
+            }
+            other => panic!("after {pings} PINGs: {other:?}"),
+        }
+        most = most.max(ws.backlog());
+    }
+    assert!(most <= 2 * 131, "{most} bytes queued for a server that does not read");
+    drop(done_tx);
+    drop(ws);
+    h.join().unwrap();
+}

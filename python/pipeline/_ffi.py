@@ -6,7 +6,9 @@ import pathlib
 from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_uint16,
                     c_uint32, c_uint64, c_void_p)
 
-# enum values (include/pipeline.h)
+# enum values (include/pipeline.h). The library takes them as integers (uint32_t in
+# PlConfig, int for pl_result_name) and answers an unknown value with PL_ERR_CONFIG /
+# "unknown", so passing a raw int through is safe.
 RESULT_NAMES = {
     0: "PL_OK", 1: "PL_ERR_NULL_ARG", 2: "PL_ERR_CONFIG", 3: "PL_ERR_IO", 4: "PL_ERR_SHM",
     5: "PL_ERR_CAPABILITY", 6: "PL_ERR_NET", 7: "PL_ERR_TLS", 8: "PL_ERR_WEBSOCKET",
@@ -29,10 +31,10 @@ class PlConfig(ctypes.Structure):
     _fields_ = [
         ("url", c_char_p),
         ("name", c_char_p),
-        ("transport", c_int),
+        ("transport", c_uint32),  # a PlTransport value: uint32_t at the ABI
         ("iface", c_char_p),
-        ("layout", c_int),
-        ("wait", c_int),
+        ("layout", c_uint32),  # a PlLayout value: uint32_t at the ABI
+        ("wait", c_uint32),  # a PlWait value: uint32_t at the ABI
         ("cores", POINTER(c_uint32)),
         ("cores_len", c_size_t),
         ("ca_file", c_char_p),
@@ -41,8 +43,8 @@ class PlConfig(ctypes.Structure):
         ("max_message", c_size_t),
         ("inbox_size", c_size_t),
         ("outbox_size", c_size_t),
-        ("delivery", c_int),
-        ("overrun", c_int),
+        ("delivery", c_uint32),  # a PlDelivery value: uint32_t at the ABI
+        ("overrun", c_uint32),  # a PlOverrun value: uint32_t at the ABI
         ("headers", POINTER(c_char_p)),
         ("headers_len", c_size_t),
         ("subprotocols", POINTER(c_char_p)),

@@ -68,6 +68,19 @@ class Errors(unittest.TestCase):
         self.assertEqual(e.exception.code_name, "PL_ERR_CONFIG")
         self.assertTrue(e.exception.message)
 
+    def test_out_of_range_enum_values_are_config_errors(self):
+        for key in ("transport", "layout", "wait", "delivery", "overrun"):
+            with self.assertRaises(pipeline.PipelineError) as e:
+                pipeline.Pipeline("ws://127.0.0.1:1/", quiet=True, timeout=2, **{key: 9})
+            self.assertEqual(e.exception.code_name, "PL_ERR_CONFIG", key)
+            self.assertIn("PlConfig.%s = 9" % key, e.exception.message)
+
+    def test_unknown_result_code_name(self):
+        lib = _ffi.load()
+        self.assertEqual(lib.pl_result_name(42), b"unknown")
+        self.assertEqual(lib.pl_result_name(-1), b"unknown")
+        self.assertEqual(lib.pl_result_name(13), b"PL_ERR_PANIC")
+
     def test_refused(self):
         with self.assertRaises(pipeline.PipelineError) as e:
             pipeline.Pipeline("wss://127.0.0.1:1/", quiet=True, timeout=3)

@@ -23,6 +23,7 @@ usage:
       --send TEXT                  send TEXT after the handshake (repeatable)
       --count N                    stop after N messages with a normal close
       --timeout SECS               handshake deadline (default 10)
+      --close-timeout SECS         how long to wait for the server's close (default 5)
       --stats-json PATH            write the final counters as JSON at exit
       --name NAME                  shared-memory name (/dev/shm/pipeline_NAME)
       --frames                     print frames as they arrive (no reassembly)

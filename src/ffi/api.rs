@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::boundary;
 use crate::error::{Error, Result};
 use crate::ffi_nonnull;
-use crate::pipeline::{Config, Pipeline, TransportKind};
+use crate::pipeline::{Config, Pipeline, Receiver, TransportKind};
 use crate::ring::OverrunPolicy;
 use crate::runner::{Layout, WaitKind};
 use crate::stage::{Delivery, SyntheticScript};
@@ -72,6 +72,50 @@ pub enum PlOverrun {
     PL_OVERRUN_OVERWRITE = 1,
 }
 
+/// `TryFrom<u32>` for an enum whose values come from C. C may store any integer in an
+/// enum-typed slot (`cfg.transport = 9` compiles), and a Rust enum read from a value no
+/// variant names is undefined behaviour, so the ABI carries `uint32_t` and the library
+/// converts here: an unknown value is `Err(value)`, never a guess.
+trait FromC: TryFrom<u32, Error = u32> {
+    const NAME: &'static str;
+    /// The enumerators, space-separated, for error messages.
+    const EXPECTED: &'static str;
+}
+
+macro_rules! from_c_u32 {
+    ($t:ident { $($v:ident),+ $(,)? }) => {
+        impl TryFrom<u32> for $t {
+            type Error = u32;
+            fn try_from(v: u32) -> std::result::Result<Self, u32> {
+                $( if v == $t::$v as u32 { return Ok($t::$v); } )+
+                Err(v)
+            }
+        }
+        impl FromC for $t {
+            const NAME: &'static str = stringify!($t);
+            const EXPECTED: &'static str = concat!($(stringify!($v), " "),+);
+        }
+    };
+}
+
+from_c_u32!(PlTransport { PL_TRANSPORT_KERNEL, PL_TRANSPORT_XDP, PL_TRANSPORT_SYNTHETIC });
+from_c_u32!(PlLayout { PL_LAYOUT_AUTO, PL_LAYOUT_PROCESSES, PL_LAYOUT_THREADS, PL_LAYOUT_INLINE });
+from_c_u32!(PlWait { PL_WAIT_AUTO, PL_WAIT_SPIN, PL_WAIT_YIELD, PL_WAIT_BACKOFF });
+from_c_u32!(PlDelivery { PL_DELIVERY_MESSAGES, PL_DELIVERY_FRAMES });
+from_c_u32!(PlOverrun { PL_OVERRUN_BACKPRESSURE, PL_OVERRUN_OVERWRITE });
+
+/// A `PlConfig` enum field read as an integer: PL_ERR_CONFIG naming the field and the
+/// value when no enumerator has it.
+fn config_enum<T: FromC>(v: u32, field: &str) -> Result<T> {
+    T::try_from(v).map_err(|v| {
+        Error::Config(format!(
+            "PlConfig.{field} = {v} is not a {} value (expected one of: {})",
+            T::NAME,
+            T::EXPECTED.trim_end()
+        ))
+    })
+}
+
 /// Connection state.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,11 +161,14 @@ pub struct PlConfig {
     pub url: *const c_char,
     /// Shared-memory name (/dev/shm/pipeline_<name>/); NULL: "<pid>-<n>".
     pub name: *const c_char,
-    pub transport: PlTransport,
+    /// A `PlTransport` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+    pub transport: u32,
     /// Interface for the XDP transport; NULL: from the route.
     pub iface: *const c_char,
-    pub layout: PlLayout,
-    pub wait: PlWait,
+    /// A `PlLayout` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+    pub layout: u32,
+    /// A `PlWait` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+    pub wait: u32,
     /// One core per stage, in stage order; NULL/0: no pinning.
     pub cores: *const u32,
     pub cores_len: usize,
@@ -137,8 +184,10 @@ pub struct PlConfig {
     pub inbox_size: usize,
     /// MSG_OUTBOX bytes, power of two (default 1 MiB).
     pub outbox_size: usize,
-    pub delivery: PlDelivery,
-    pub overrun: PlOverrun,
+    /// A `PlDelivery` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+    pub delivery: u32,
+    /// A `PlOverrun` value (an integer at the ABI: an unknown value is PL_ERR_CONFIG).
+    pub overrun: u32,
     /// Extra upgrade headers, each "Name: value".
     pub headers: *const *const c_char,
     pub headers_len: usize,
@@ -219,9 +268,26 @@ pub struct PlStats {
 static_assertions::const_assert_eq!(std::mem::size_of::<PlStats>(), COUNTERS * 8);
 
 /// A running pipeline (opaque).
+///
+/// Every call but `pl_free` reaches it through a shared reference only: the C caller
+/// may call the thread-safe functions from several threads at once, and a `&mut` made
+/// from the handle while another thread holds `&` would be undefined behaviour. What
+/// a call must change sits behind a lock (the polling receiver here; the stages and
+/// the state watcher inside `Pipeline`).
 #[allow(non_camel_case_types)]
 pub struct pl_pipeline {
     p: Pipeline,
+    /// pl_poll / pl_release: the receiver and what it has handed out, one caller at a
+    /// time. `Err`: why this pipeline cannot be polled.
+    rx: std::sync::Mutex<std::result::Result<Polling, &'static str>>,
+}
+
+/// The polling receiver and the span of MSG_INBOX positions handed out by pl_poll,
+/// so that pl_release can refuse a frame it never returned.
+struct Polling {
+    rx: Receiver,
+    /// End (pos + len) of the furthest frame pl_poll returned.
+    handed_out_end: u64,
 }
 
 struct CCallback {
@@ -269,10 +335,10 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
         let c = PlConfig {
             url: std::ptr::null(),
             name: std::ptr::null(),
-            transport: PlTransport::PL_TRANSPORT_KERNEL,
+            transport: PlTransport::PL_TRANSPORT_KERNEL as u32,
             iface: std::ptr::null(),
-            layout: PlLayout::PL_LAYOUT_AUTO,
-            wait: PlWait::PL_WAIT_AUTO,
+            layout: PlLayout::PL_LAYOUT_AUTO as u32,
+            wait: PlWait::PL_WAIT_AUTO as u32,
             cores: std::ptr::null(),
             cores_len: 0,
             ca_file: std::ptr::null(),
@@ -281,8 +347,8 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
             max_message: d.max_message,
             inbox_size: d.inbox_size,
             outbox_size: d.outbox_size,
-            delivery: PlDelivery::PL_DELIVERY_MESSAGES,
-            overrun: PlOverrun::PL_OVERRUN_BACKPRESSURE,
+            delivery: PlDelivery::PL_DELIVERY_MESSAGES as u32,
+            overrun: PlOverrun::PL_OVERRUN_BACKPRESSURE as u32,
             headers: std::ptr::null(),
             headers_len: 0,
             subprotocols: std::ptr::null(),
@@ -309,7 +375,7 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
     cfg.name = unsafe { opt_str(c.name, "name")? };
     cfg.iface = unsafe { opt_str(c.iface, "iface")? };
     cfg.ca_file = unsafe { opt_str(c.ca_file, "ca_file")? }.map(PathBuf::from);
-    cfg.transport = match c.transport {
+    cfg.transport = match config_enum::<PlTransport>(c.transport, "transport")? {
         PlTransport::PL_TRANSPORT_KERNEL => TransportKind::Kernel,
         PlTransport::PL_TRANSPORT_XDP => TransportKind::Xdp,
         PlTransport::PL_TRANSPORT_SYNTHETIC => {
@@ -325,13 +391,13 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
             })
         }
     };
-    cfg.layout = match c.layout {
+    cfg.layout = match config_enum::<PlLayout>(c.layout, "layout")? {
         PlLayout::PL_LAYOUT_AUTO => None,
         PlLayout::PL_LAYOUT_PROCESSES => Some(Layout::Processes),
         PlLayout::PL_LAYOUT_THREADS => Some(Layout::Threads),
         PlLayout::PL_LAYOUT_INLINE => Some(Layout::Inline),
     };
-    cfg.wait = match c.wait {
+    cfg.wait = match config_enum::<PlWait>(c.wait, "wait")? {
         PlWait::PL_WAIT_AUTO => None,
         PlWait::PL_WAIT_SPIN => Some(WaitKind::Spin),
         PlWait::PL_WAIT_YIELD => Some(WaitKind::Yield),
@@ -356,11 +422,11 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
     if c.outbox_size > 0 {
         cfg.outbox_size = c.outbox_size;
     }
-    cfg.delivery = match c.delivery {
+    cfg.delivery = match config_enum::<PlDelivery>(c.delivery, "delivery")? {
         PlDelivery::PL_DELIVERY_MESSAGES => Delivery::Messages,
         PlDelivery::PL_DELIVERY_FRAMES => Delivery::Frames,
     };
-    cfg.overrun = match c.overrun {
+    cfg.overrun = match config_enum::<PlOverrun>(c.overrun, "overrun")? {
         PlOverrun::PL_OVERRUN_BACKPRESSURE => OverrunPolicy::Backpressure,
         PlOverrun::PL_OVERRUN_OVERWRITE => OverrunPolicy::Overwrite,
     };
@@ -394,7 +460,7 @@ pub unsafe extern "C" fn pl_start(
         // SAFETY: non-null, initialised per the contract.
         let c = unsafe { &*cfg };
         let config = unsafe { to_config(c)? };
-        let p = match c.on_message {
+        let mut p = match c.on_message {
             Some(f) => {
                 let cb = CCallback {
                     f,
@@ -412,36 +478,50 @@ pub unsafe extern "C" fn pl_start(
             }
             None => Pipeline::start(config)?,
         };
+        let rx = match p.receiver() {
+            Some(rx) => Ok(Polling { rx, handed_out_end: 0 }),
+            None => Err(p.no_receiver_reason()),
+        };
+        let h = pl_pipeline {
+            p,
+            rx: std::sync::Mutex::new(rx),
+        };
         // SAFETY: out is non-null and writable.
-        unsafe { *out = Box::into_raw(Box::new(pl_pipeline { p })) };
+        unsafe { *out = Box::into_raw(Box::new(h)) };
         Ok(())
     })
 }
 
-/// Shared access for the thread-safe calls (send, close, state, stats, wait).
+/// The handle, shared. Every call but `pl_free` goes through here: nothing in this
+/// module makes a `&mut pl_pipeline`, so calls on other threads may overlap freely.
 fn pipe_ref<'a>(p: *mut pl_pipeline) -> &'a pl_pipeline {
     // SAFETY: callers null-check first; the handle came from pl_start and is not freed
-    // while in use (C contract). `Pipeline` is Sync (asserted below): these calls only
-    // take `&self`, with a mutex around the single MSG_OUTBOX producer.
+    // while in use (C contract: pl_free is the one call that needs exclusive access).
+    // `pl_pipeline` is Sync (asserted below): its methods take `&self`, with locks
+    // around the MSG_OUTBOX producer, the polling receiver, the stages and the watcher.
     unsafe { &*p }
 }
 
 #[allow(dead_code)]
-fn _pipeline_is_send_and_sync() {
+fn _handle_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Pipeline>();
+    check::<pl_pipeline>();
 }
 
-fn pipe<'a>(p: *mut pl_pipeline) -> &'a mut pl_pipeline {
-    // SAFETY: callers null-check first; the handle came from pl_start and the C
-    // contract says it is not used after pl_free nor from two threads at once (except
-    // the documented thread-safe calls, which only take `&`).
-    unsafe { &mut *p }
+impl pl_pipeline {
+    fn polling(&self) -> Result<std::sync::MutexGuard<'_, std::result::Result<Polling, &'static str>>> {
+        self.rx
+            .lock()
+            .map_err(|_| Error::Closed("the polling receiver was poisoned by a panic".into()))
+    }
 }
 
 /// Take the next received frame without blocking: `PL_OK` and `*out` filled, or
 /// `PL_ERR_WOULD_BLOCK` (nothing yet), or `PL_ERR_CLOSED` (disconnected and drained).
-/// Polling delivery only (`on_message` NULL). One thread at a time.
+/// Polling delivery only (`on_message` NULL). Calls are serialised (safe from any
+/// thread), but `pl_release` frees every earlier frame too, so one polling thread is
+/// the pattern that keeps frames valid.
 ///
 /// # Safety
 /// `p` from `pl_start`, `out` writable.
@@ -449,15 +529,18 @@ fn pipe<'a>(p: *mut pl_pipeline) -> &'a mut pl_pipeline {
 pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, out);
-        let pp = pipe(p);
+        let pp = pipe_ref(p);
+        let mut guard = pp.polling()?;
+        let poll = guard.as_mut().map_err(|why| Error::Config((*why).into()))?;
+        // Read before taking: "disconnected and nothing taken" then means drained.
         let disconnected = matches!(pp.p.state(), State::Disconnected { .. });
-        let rx = pp.p.receiver_mut()?;
-        match rx.next_raw() {
+        match poll.rx.next_raw() {
             Some(f) => {
                 // SAFETY: the frame is not yet released; the pointer stays valid until
                 // pl_release per the documented contract.
-                let payload = unsafe { rx.reader().payload(&f) }.as_ptr();
+                let payload = unsafe { poll.rx.reader().payload(&f) }.as_ptr();
                 let op = f.opcode as u32 | if f.fin { 0 } else { PL_OPCODE_MORE };
+                poll.handed_out_end = poll.handed_out_end.max(f.pos + f.len as u64);
                 // SAFETY: out is non-null and writable.
                 unsafe {
                     *out = PlFrame {
@@ -480,26 +563,46 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
 }
 
 /// Done with `frame` (and every frame before it): its bytes go back to the transport.
-/// Release frames in the order `pl_poll` returned them.
+/// Release frames in the order `pl_poll` returned them. A frame `pl_poll` did not
+/// return (its end lies beyond every frame handed out) is `PL_ERR_CONFIG`.
 ///
 /// # Safety
-/// `p` from `pl_start`; `frame` from `pl_poll` on the same pipeline.
+/// `p` from `pl_start`; `frame` readable (from `pl_poll` on the same pipeline).
 #[no_mangle]
 pub unsafe extern "C" fn pl_release(p: *mut pl_pipeline, frame: *const PlFrame) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, frame);
-        // SAFETY: non-null per the check, readable per the contract.
-        let f = unsafe { &*frame };
-        let rx = pipe(p).p.receiver_mut()?;
+        // SAFETY: non-null per the check, readable per the contract. Only the two
+        // integers are read (not the whole struct: its `bool` could hold any byte if
+        // the caller built or damaged the frame, and reading that as `bool` is UB).
+        let (pos, len) = unsafe {
+            (
+                std::ptr::addr_of!((*frame).pos).read(),
+                std::ptr::addr_of!((*frame).len).read(),
+            )
+        };
+        let mut guard = pipe_ref(p).polling()?;
+        let poll = guard.as_mut().map_err(|why| Error::Config((*why).into()))?;
+        // Releasing past what was handed out would tell the transport that unread (or
+        // unwritten) bytes are free.
+        let end = u32::try_from(len).ok().and_then(|l| pos.checked_add(l as u64));
+        let len = match end {
+            Some(e) if e <= poll.handed_out_end => len as u32,
+            _ => {
+                return Err(Error::Config(format!(
+                    "pl_release: frame (pos {pos}, len {len}) was not returned by pl_poll on this pipeline"
+                )))
+            }
+        };
         let raw = crate::stage::RawFrame {
-            pos: f.pos,
-            len: f.len as u32,
+            pos,
+            len,
             opcode: 0,
             fin: true,
             after_overrun: false,
         };
-        rx.reader().release(&raw);
-        rx.reader().publish();
+        poll.rx.reader().release(&raw);
+        poll.rx.reader().publish();
         Ok(())
     })
 }
@@ -527,11 +630,15 @@ pub unsafe extern "C" fn pl_send_text(
 ) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, text);
-        // SAFETY: per the contract.
+        let pp = pipe_ref(p);
+        // The limit first: a huge `len` must not be scanned as UTF-8 (nor even made
+        // into a slice: `from_raw_parts` with more than isize::MAX bytes is UB).
+        pp.p.check_send_len(len)?;
+        // SAFETY: per the contract, `len` readable bytes; len is within the limit.
         let b = unsafe { bytes(text as *const u8, len) };
         let s = std::str::from_utf8(b)
             .map_err(|_| Error::Config("text message is not valid UTF-8".into()))?;
-        pipe_ref(p).p.send_text(s)
+        pp.p.send_text(s)
     })
 }
 
@@ -547,8 +654,11 @@ pub unsafe extern "C" fn pl_send_binary(
 ) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, data);
-        // SAFETY: per the contract.
-        pipe_ref(p).p.send_binary(unsafe { bytes(data, len) })
+        let pp = pipe_ref(p);
+        // As pl_send_text: no slice of an over-limit `len`.
+        pp.p.check_send_len(len)?;
+        // SAFETY: per the contract, `len` readable bytes; len is within the limit.
+        pp.p.send_binary(unsafe { bytes(data, len) })
     })
 }
 
@@ -589,20 +699,21 @@ fn pl_state_of(st: &State) -> (PlState, &str) {
 }
 
 /// Register `cb` for state changes (see `pl_on_state`); NULL removes it. The last call
-/// a callback gets is DISCONNECTED, at the latest during `pl_stop`.
+/// a callback gets is DISCONNECTED, at the latest during `pl_stop`. Thread-safe (also
+/// from inside the callback); the last registration wins.
 ///
 /// # Safety
-/// `p` from `pl_start`; not called concurrently with `pl_stop`/`pl_free` on `p`.
+/// `p` from `pl_start`; not concurrent with `pl_free` on `p`.
 #[no_mangle]
 pub unsafe extern "C" fn pl_set_on_state(p: *mut pl_pipeline, cb: pl_on_state, user: *mut c_void) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p);
         let Some(f) = cb else {
-            pipe(p).p.on_state_change(Box::new(|_| {}));
+            pipe_ref(p).p.on_state_change(Box::new(|_| {}));
             return Ok(());
         };
         let c = CStateCallback { f, user };
-        pipe(p).p.on_state_change(Box::new(move |st| {
+        pipe_ref(p).p.on_state_change(Box::new(move |st| {
             // Capture the whole (Send) struct, not its raw-pointer field alone.
             let c = &c;
             let (code, text) = pl_state_of(st);
@@ -617,7 +728,7 @@ pub unsafe extern "C" fn pl_set_on_state(p: *mut pl_pipeline, cb: pl_on_state, u
 }
 
 /// Wait up to `timeout_ms` for the state to become DISCONNECTED: `PL_OK`, or
-/// `PL_ERR_TIMEOUT`.
+/// `PL_ERR_TIMEOUT`. Thread-safe.
 ///
 /// # Safety
 /// `p` from `pl_start`.
@@ -642,7 +753,7 @@ pub unsafe extern "C" fn pl_wait_disconnected(
 }
 
 /// The state, and (if `reason` is not NULL) the disconnect reason, NUL-terminated and
-/// truncated to `len - 1` bytes ("" while connected).
+/// truncated to `len - 1` bytes ("" while connected). Thread-safe.
 ///
 /// # Safety
 /// `p` from `pl_start`; `out` writable; `reason` NULL or `len` writable bytes.
@@ -671,7 +782,7 @@ pub unsafe extern "C" fn pl_get_state(
     })
 }
 
-/// A snapshot of every counter.
+/// A snapshot of every counter. Thread-safe.
 ///
 /// # Safety
 /// `p` from `pl_start`; `out` writable.
@@ -722,7 +833,9 @@ pub unsafe extern "C" fn pl_get_name(p: *mut pl_pipeline, buf: *mut c_char, len:
 
 /// Stop every stage (no close handshake: use `pl_close` + `pl_wait_disconnected`
 /// first for a clean close), wait for them, and remove the shared memory. The handle
-/// stays valid for `pl_get_state`/`pl_get_stats` until `pl_free`. Idempotent.
+/// stays valid for `pl_get_state`/`pl_get_stats` until `pl_free`. Idempotent and
+/// thread-safe (a second call waits for the first); not from inside `on_message` (it
+/// joins the stage that runs the callback).
 ///
 /// # Safety
 /// `p` from `pl_start`.
@@ -730,15 +843,16 @@ pub unsafe extern "C" fn pl_get_name(p: *mut pl_pipeline, buf: *mut c_char, len:
 pub unsafe extern "C" fn pl_stop(p: *mut pl_pipeline) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p);
-        pipe(p).p.stop();
+        pipe_ref(p).p.stop();
         Ok(())
     })
 }
 
-/// Stop (if needed) and free the pipeline. NULL is a no-op.
+/// Stop (if needed) and free the pipeline. NULL is a no-op. The one call that needs the
+/// handle exclusively: no other call on `p` may be running, or come later.
 ///
 /// # Safety
-/// `p` from `pl_start`, not used afterwards.
+/// `p` from `pl_start`, not in use by any other thread, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn pl_free(p: *mut pl_pipeline) {
     if p.is_null() {

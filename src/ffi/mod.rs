@@ -7,7 +7,12 @@
 //! - results are [`PlResult`] codes; the message of the last failure on this thread is
 //!   available from [`pl_last_error`];
 //! - out parameters are written only on success;
-//! - handles are opaque pointers created and freed by the library.
+//! - handles are opaque pointers created and freed by the library;
+//! - enums coming from C are integers at the ABI (`uint32_t` fields, `int` codes),
+//!   converted with `TryFrom` (an unknown value is `PL_ERR_CONFIG` / "unknown"):
+//!   reading a Rust enum from a value no variant names would be UB;
+//! - no `&mut` is made from a handle while another thread may use it: every call but
+//!   `pl_free` takes it shared, with locks inside (docs/c-api.md, "Threads").
 //!
 //! The header `include/pipeline.h` is generated from this module by cbindgen
 //! (`tools/gen-header.sh`, which parses only `src/ffi`); CI fails when the
@@ -20,7 +25,7 @@ pub use api::*;
 
 pub use boundary::{boundary, set_last_error};
 
-use std::os::raw::c_char;
+use std::os::raw::{c_char, c_int};
 
 use crate::error::Error;
 
@@ -83,25 +88,62 @@ pub extern "C" fn pl_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
 }
 
-/// The name of a result code (e.g. "PL_ERR_TLS"), a static NUL-terminated string.
+impl PlResult {
+    const ALL: [PlResult; 14] = [
+        PlResult::PL_OK,
+        PlResult::PL_ERR_NULL_ARG,
+        PlResult::PL_ERR_CONFIG,
+        PlResult::PL_ERR_IO,
+        PlResult::PL_ERR_SHM,
+        PlResult::PL_ERR_CAPABILITY,
+        PlResult::PL_ERR_NET,
+        PlResult::PL_ERR_TLS,
+        PlResult::PL_ERR_WEBSOCKET,
+        PlResult::PL_ERR_CLOSED,
+        PlResult::PL_ERR_OVERRUN,
+        PlResult::PL_ERR_WOULD_BLOCK,
+        PlResult::PL_ERR_TIMEOUT,
+        PlResult::PL_ERR_PANIC,
+    ];
+
+    /// The name as a NUL-terminated static string.
+    fn name(self) -> &'static str {
+        match self {
+            PlResult::PL_OK => "PL_OK\0",
+            PlResult::PL_ERR_NULL_ARG => "PL_ERR_NULL_ARG\0",
+            PlResult::PL_ERR_CONFIG => "PL_ERR_CONFIG\0",
+            PlResult::PL_ERR_IO => "PL_ERR_IO\0",
+            PlResult::PL_ERR_SHM => "PL_ERR_SHM\0",
+            PlResult::PL_ERR_CAPABILITY => "PL_ERR_CAPABILITY\0",
+            PlResult::PL_ERR_NET => "PL_ERR_NET\0",
+            PlResult::PL_ERR_TLS => "PL_ERR_TLS\0",
+            PlResult::PL_ERR_WEBSOCKET => "PL_ERR_WEBSOCKET\0",
+            PlResult::PL_ERR_CLOSED => "PL_ERR_CLOSED\0",
+            PlResult::PL_ERR_OVERRUN => "PL_ERR_OVERRUN\0",
+            PlResult::PL_ERR_WOULD_BLOCK => "PL_ERR_WOULD_BLOCK\0",
+            PlResult::PL_ERR_TIMEOUT => "PL_ERR_TIMEOUT\0",
+            PlResult::PL_ERR_PANIC => "PL_ERR_PANIC\0",
+        }
+    }
+}
+
+/// A result code coming from C is an integer: any `int` may arrive, and a Rust enum
+/// holding a value no variant names is undefined behaviour, so codes are compared as
+/// integers and converted only when they match.
+impl TryFrom<c_int> for PlResult {
+    type Error = c_int;
+    fn try_from(v: c_int) -> std::result::Result<Self, c_int> {
+        PlResult::ALL.iter().copied().find(|r| *r as c_int == v).ok_or(v)
+    }
+}
+
+/// The name of a result code (e.g. "PL_ERR_TLS"), a static NUL-terminated string;
+/// "unknown" for a value that is not a `PlResult`.
 #[no_mangle]
-pub extern "C" fn pl_result_name(code: PlResult) -> *const c_char {
-    let s: &'static str = match code {
-        PlResult::PL_OK => "PL_OK\0",
-        PlResult::PL_ERR_NULL_ARG => "PL_ERR_NULL_ARG\0",
-        PlResult::PL_ERR_CONFIG => "PL_ERR_CONFIG\0",
-        PlResult::PL_ERR_IO => "PL_ERR_IO\0",
-        PlResult::PL_ERR_SHM => "PL_ERR_SHM\0",
-        PlResult::PL_ERR_CAPABILITY => "PL_ERR_CAPABILITY\0",
-        PlResult::PL_ERR_NET => "PL_ERR_NET\0",
-        PlResult::PL_ERR_TLS => "PL_ERR_TLS\0",
-        PlResult::PL_ERR_WEBSOCKET => "PL_ERR_WEBSOCKET\0",
-        PlResult::PL_ERR_CLOSED => "PL_ERR_CLOSED\0",
-        PlResult::PL_ERR_OVERRUN => "PL_ERR_OVERRUN\0",
-        PlResult::PL_ERR_WOULD_BLOCK => "PL_ERR_WOULD_BLOCK\0",
-        PlResult::PL_ERR_TIMEOUT => "PL_ERR_TIMEOUT\0",
-        PlResult::PL_ERR_PANIC => "PL_ERR_PANIC\0",
-    };
+pub extern "C" fn pl_result_name(code: c_int) -> *const c_char {
+    // No panic boundary needed: a comparison loop over a constant array and static
+    // strings cannot panic (no allocation, no indexing).
+    let s = PlResult::try_from(code).map(PlResult::name).unwrap_or("unknown\0");
     s.as_ptr() as *const c_char
 }
 

@@ -74,9 +74,17 @@ pub struct Config {
     pub insecure: bool,
     /// Set-up (TCP + TLS + WebSocket handshakes) deadline.
     pub timeout: Duration,
-    /// Largest message (or frame) accepted; larger closes with 1009.
+    /// How long the close handshake may take once the pipeline is Closing (our close
+    /// sent or queued, a protocol error, or the server's close being answered): then
+    /// the transport is closed anyway and the reason says the server did not answer.
+    pub close_timeout: Duration,
+    /// Largest message (or frame) payload accepted; larger closes with 1009. At most
+    /// `inbox_size - 14` (the frame header must fit too). A message whose headers and
+    /// interleaved control frames need more than the whole MSG_INBOX also closes with
+    /// 1009 (see docs/pipeline.md, "Limits a server cannot get around").
     pub max_message: usize,
-    /// MSG_INBOX bytes (power of two, >= 2 * max_message recommended).
+    /// MSG_INBOX bytes (power of two, >= 2 * max_message recommended: fragment headers
+    /// and control frames inside a message take room too).
     pub inbox_size: usize,
     /// MSG_OUTBOX bytes (power of two; a record holds up to half of it).
     pub outbox_size: usize,
@@ -108,6 +116,7 @@ impl Config {
             ca_file: None,
             insecure: false,
             timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
             max_message: 1 << 20,
             inbox_size: 4 << 20,
             outbox_size: 1 << 20,

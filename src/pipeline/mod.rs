@@ -254,13 +254,25 @@ pub struct Pipeline {
     outbox_max: usize,
     receiver: Option<Receiver>,
     callback: bool,
-    running: Option<Running>,
+    // Behind locks so that `stop` and `on_state_change` take `&self`: the C API hands
+    // one handle to many threads (sends, state, stats run concurrently with them), and
+    // no call may turn that shared handle into a `&mut Pipeline`.
+    running: Mutex<Option<Running>>,
     layout: Layout,
     wait: WaitKind,
+    local: Option<std::net::SocketAddrV4>,
     /// The state-change watcher: its stop flag and thread.
-    watcher: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    watcher: Mutex<Option<Watcher>>,
     // Last: removed when the pipeline goes.
-    dir: Option<ShmDir>,
+    dir: Mutex<Option<ShmDir>>,
+}
+
+type Watcher = (Arc<AtomicBool>, std::thread::JoinHandle<()>);
+
+/// Lock, ignoring poisoning: the guarded values (join handles, the shm directory) stay
+/// consistent even if a holder panicked, and stop must still work after a panic.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -296,11 +308,22 @@ impl Pipeline {
                 COUNTER.fetch_add(1, Ordering::Relaxed)
             ),
         };
-        if cfg.max_message == 0 || cfg.max_message > cfg.inbox_size {
+        // The WebSocket stage parses in place: a whole frame (Frames delivery) or message
+        // (Messages), headers included, must fit in MSG_INBOX or it could never complete.
+        let room = cfg.inbox_size.saturating_sub(crate::ws::frame::MAX_HEADER_LEN);
+        if cfg.max_message == 0 || cfg.max_message > room {
             return Err(Error::Config(format!(
-                "max_message {} must be between 1 and the MSG_INBOX size {}",
-                cfg.max_message, cfg.inbox_size
+                "max_message {} must be between 1 and {room}: the MSG_INBOX of {} bytes must also hold the frame header ({} bytes); \
+                 a larger inbox_size (2 * max_message or more) leaves room for fragment headers and control frames",
+                cfg.max_message,
+                cfg.inbox_size,
+                crate::ws::frame::MAX_HEADER_LEN
             )));
+        }
+        // Every core must fit a cpu_set_t: checked here, before anything connects or
+        // forks (a child must not find out after the fork).
+        for &c in &cfg.cores {
+            runner::cpu_set_for(c)?;
         }
         if cfg.insecure {
             eprintln!("pipeline {name}: WARNING: certificate and host name verification are OFF (--insecure)");
@@ -322,6 +345,7 @@ impl Pipeline {
             },
         )?;
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        let mut local = None;
         // Monomorphised per transport: no dynamic dispatch on the hot path.
         let ts = |t: &mut Vec<Box<dyn Stage>>, stage: Box<dyn Stage>| t.push(stage);
         macro_rules! transport_stage {
@@ -334,6 +358,7 @@ impl Pipeline {
                     pongs.consumer(),
                     stats.clone(),
                     outbox.max_payload(),
+                    cfg.close_timeout,
                 )?)
             };
         }
@@ -358,6 +383,7 @@ impl Pipeline {
             ),
             TransportKind::Xdp => {
                 let (xdp, t) = xdp_setup(&cfg, &url, &name, &dir, &stats)?;
+                local = Some(t.local());
                 ts(&mut stages, Box::new(xdp));
                 ts(&mut stages, transport_stage!(t));
             }
@@ -431,17 +457,23 @@ impl Pipeline {
             outbox_max,
             receiver,
             callback,
-            running: Some(running),
-            watcher: None,
+            running: Mutex::new(Some(running)),
+            watcher: Mutex::new(None),
             layout,
             wait,
-            dir: Some(dir),
+            local,
+            dir: Mutex::new(Some(dir)),
         })
     }
 
     /// The shared-memory name (`/dev/shm/pipeline_<name>/`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Our address and port on the AF_XDP transport (`None` on the others).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddrV4> {
+        self.local
     }
 
     pub fn layout(&self) -> Layout {
@@ -483,18 +515,24 @@ impl Pipeline {
             }
             _ => {}
         }
-        if payload.len() > self.outbox_max {
-            return Err(Error::Config(format!(
-                "message of {} bytes exceeds the MSG_OUTBOX record limit {}",
-                payload.len(),
-                self.outbox_max
-            )));
-        }
+        self.check_send_len(payload.len())?;
         let mut w = self
             .outbox
             .lock()
             .map_err(|_| Error::Closed("sender poisoned by a panic".into()))?;
         w.push(kind, 0, payload)
+    }
+
+    /// Is `len` within the MSG_OUTBOX record limit? (The C API asks before it looks at
+    /// the caller's bytes, so a huge `len` is refused without being read.)
+    pub(crate) fn check_send_len(&self, len: usize) -> Result<()> {
+        if len > self.outbox_max {
+            return Err(Error::Config(format!(
+                "message of {len} bytes exceeds the MSG_OUTBOX record limit {}",
+                self.outbox_max
+            )));
+        }
+        Ok(())
     }
 
     /// Queue a text message. `Err(WouldBlock)` when MSG_OUTBOX is full.
@@ -516,17 +554,24 @@ impl Pipeline {
     }
 
     /// Start the close handshake with `code` (1000 normal) and a short reason.
-    /// The state goes Closing, then Disconnected when the server answers.
+    /// The state goes Closing at once, then Disconnected when the server answers, or
+    /// after `Config::close_timeout` if it does not (the reason then says so).
     pub fn close(&self, code: u16, reason: &str) -> Result<()> {
-        if !(1000..5000).contains(&code) || matches!(code, 1004..=1006 | 1015) {
-            return Err(Error::Config(format!("close code {code} may not be sent")));
+        // The same rule the parser applies to the server's codes (RFC 6455 §7.4):
+        // 1004-1006, 1015 and the unassigned 1016-2999 may not be sent.
+        if !crate::ws::frame::is_valid_close_code(code) {
+            return Err(Error::Config(format!("close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)")));
         }
         if reason.len() > 123 {
             return Err(Error::Config("close reason longer than 123 bytes".into()));
         }
         let mut p = code.to_be_bytes().to_vec();
         p.extend_from_slice(reason.as_bytes());
-        self.push(OutboxKind::Close, &p)
+        self.push(OutboxKind::Close, &p)?;
+        // Closing from now, not from when the transport gets to the record: its
+        // close timeout then also covers a transport stuck behind earlier frames.
+        self.stats.advance_state(&State::Closing);
+        Ok(())
     }
 
     /// Wait until the state is Disconnected (true) or `timeout` passes (false).
@@ -545,9 +590,12 @@ impl Pipeline {
     /// from a watcher thread that looks at the shared state once per millisecond — off
     /// the data path, so it costs the stages nothing. `start` returning is the
     /// Connected event. The last call is for Disconnected; replacing the callback stops
-    /// the previous watcher.
-    pub fn on_state_change(&mut self, mut cb: Box<dyn FnMut(&State) + Send>) {
-        self.stop_watcher();
+    /// the previous watcher. May be called from any thread, and from the callback itself.
+    pub fn on_state_change(&self, mut cb: Box<dyn FnMut(&State) + Send>) {
+        // Never join while holding the lock: the old watcher's callback may itself be
+        // calling on_state_change or stop.
+        let old = locked(&self.watcher).take();
+        Self::stop_watcher(old);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = self.stats.clone();
         let flag = stop.clone();
@@ -566,13 +614,19 @@ impl Pipeline {
             }
             std::thread::sleep(Duration::from_millis(1));
         });
-        self.watcher = Some((stop, handle));
+        let prev = locked(&self.watcher).replace((stop, handle));
+        // A concurrent call installed one meanwhile: the last one wins.
+        Self::stop_watcher(prev);
     }
 
-    fn stop_watcher(&mut self) {
-        if let Some((stop, handle)) = self.watcher.take() {
+    fn stop_watcher(w: Option<Watcher>) {
+        if let Some((stop, handle)) = w {
             stop.store(true, Ordering::Release);
-            let _ = handle.join();
+            // Called from the watcher's own callback (replacing or stopping from inside
+            // it): joining itself would fail; the raised flag ends it after the call.
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
         }
     }
 
@@ -586,37 +640,40 @@ impl Pipeline {
         self.receiver.as_mut()?.next_frame()
     }
 
-    pub(crate) fn receiver_mut(&mut self) -> Result<&mut Receiver> {
+    /// Why there is no polling receiver to take (callback delivery, an external
+    /// consumer, or already taken), for error messages.
+    pub(crate) fn no_receiver_reason(&self) -> &'static str {
         if self.callback {
-            return Err(Error::Config(
-                "this pipeline delivers by callback; polling is not available".into(),
-            ));
+            "this pipeline delivers by callback; polling is not available"
+        } else {
+            "no polling receiver (external consumer, or taken with receiver())"
         }
-        self.receiver.as_mut().ok_or_else(|| {
-            Error::Config(
-                "no polling receiver (external consumer, or taken with receiver())".into(),
-            )
-        })
     }
 
-    /// Stop every stage, wait for them, and remove the shared memory. Idempotent.
+    /// Stop every stage, wait for them, and remove the shared memory. Idempotent; a
+    /// second concurrent call waits for the first. Not from inside a stage (an
+    /// `on_message` callback): it joins the stage threads.
     /// (A close handshake first is [`Pipeline::close`] + [`Pipeline::wait_disconnected`].)
-    pub fn stop(&mut self) {
-        if let Some(mut r) = self.running.take() {
-            self.stats.advance_state(&State::Disconnected {
-                reason: "stopped by the application".into(),
-            });
-            r.stop(&self.stats);
+    pub fn stop(&self) {
+        {
+            let mut running = locked(&self.running);
+            if let Some(mut r) = running.take() {
+                self.stats.advance_state(&State::Disconnected {
+                    reason: "stopped by the application".into(),
+                });
+                r.stop(&self.stats);
+            }
         }
         // After the Disconnected state is published, so the watcher reports it.
-        self.stop_watcher();
-        self.dir.take();
+        let w = locked(&self.watcher).take();
+        Self::stop_watcher(w);
+        locked(&self.dir).take();
     }
 
     /// Stage process ids in the `processes` layout (stage order: transport, websocket,
     /// app), empty otherwise.
     pub fn child_pids(&self) -> Vec<i32> {
-        self.running
+        locked(&self.running)
             .as_ref()
             .map(|r| r.child_pids())
             .unwrap_or_default()
@@ -624,7 +681,7 @@ impl Pipeline {
 
     /// Have all stages ended (after a disconnect)?
     pub fn finished(&self) -> bool {
-        self.running.as_ref().map(|r| r.finished()).unwrap_or(true)
+        locked(&self.running).as_ref().map(|r| r.finished()).unwrap_or(true)
     }
 }
 

@@ -6,8 +6,10 @@
 //!   the *forking thread* dies, ties the children to the pipeline's life, not to
 //!   whichever thread called `start`). Children pin themselves, check `getppid` after
 //!   `prctl`, and leave with `_exit` (no destructors: the parent owns every resource).
-//!   The supervisor reaps them; a child that dies while the pipeline runs disconnects
-//!   it with the reason ("stage websocket (pid 123) killed by signal 9").
+//!   The supervisor reaps them — only them: `waitpid(pid, WNOHANG)` per child, never
+//!   `waitpid(-1)`, so the application's own children and other pipelines' stages are
+//!   left alone; a child that dies while the pipeline runs disconnects it with the
+//!   reason ("stage websocket (pid 123) killed by signal 9").
 //! - `threads`: one thread per stage in the caller's process.
 //! - `inline`: every stage polled in turn from one loop on one background thread.
 //!
@@ -93,17 +95,31 @@ pub fn choose_defaults(stages: usize, cores: usize) -> (Layout, WaitKind) {
     }
 }
 
-/// Pin the calling thread to `core`.
-pub fn pin_to(core: usize) -> Result<()> {
-    // SAFETY: the set is ours; pid 0 = the calling thread.
+/// The affinity set holding just `core`; a config error when a `cpu_set_t` cannot
+/// hold it (`CPU_SET` would index out of bounds and panic).
+pub fn cpu_set_for(core: usize) -> Result<libc::cpu_set_t> {
+    let max = libc::CPU_SETSIZE as usize;
+    if core >= max {
+        return Err(Error::Config(format!(
+            "core {core}: a CPU set holds cores 0..{max} only"
+        )));
+    }
+    // SAFETY: an all-zero cpu_set_t is the empty set; `core` is in range (checked).
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(Error::last_os(format!(
-                "pin to core {core} (sched_setaffinity)"
-            )));
-        }
+        Ok(set)
+    }
+}
+
+/// Pin the calling thread to `core`.
+pub fn pin_to(core: usize) -> Result<()> {
+    let set = cpu_set_for(core)?;
+    // SAFETY: the set is ours; pid 0 = the calling thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(Error::last_os(format!(
+            "pin to core {core} (sched_setaffinity)"
+        )));
     }
     Ok(())
 }
@@ -334,17 +350,39 @@ fn supervise(
 ) {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
-    let mut children: Vec<(libc::pid_t, &'static str)> = Vec::new();
-    for (i, stage) in stages.iter_mut().enumerate() {
-        let name = stage.name();
-        let core = if p.cores.is_empty() {
-            None
-        } else {
-            Some(p.cores[i % p.cores.len()])
+    // Everything a child needs before its loop is made here, before any fork: the
+    // child may not allocate, format or lock (see child_main).
+    let mut pins = Vec::with_capacity(stages.len());
+    for (i, stage) in stages.iter().enumerate() {
+        let pin = match p.cores.get(i % p.cores.len().max(1)) {
+            None => None,
+            Some(&core) => match cpu_set_for(core) {
+                Ok(set) => Some(ChildPin {
+                    set,
+                    msg: format!(
+                        "pipeline {}: {} stage: could not pin to core {core} (sched_setaffinity errno ",
+                        p.name,
+                        stage.name()
+                    )
+                    .into_bytes(),
+                }),
+                Err(e) => {
+                    stats.disconnect(&e.to_string());
+                    let _ = started.send(Err(e));
+                    return;
+                }
+            },
         };
-        // SAFETY: fork in a multi-threaded process: the child only runs this thread's
-        // code, touches memory it inherited (the stage, the shared rings) and leaves
-        // with _exit; glibc keeps malloc usable in the child.
+        pins.push(pin);
+    }
+    let mut children: Vec<(libc::pid_t, &'static str)> = Vec::with_capacity(stages.len());
+    for (stage, pin) in stages.iter_mut().zip(pins.iter()) {
+        let name = stage.name();
+        // SAFETY: fork in a multi-threaded process. Another thread may hold a lock
+        // (malloc's, stderr's, any mutex) at this instant, and in the child nobody will
+        // ever release it; so until its stage loop runs the child makes only
+        // async-signal-safe calls on memory prepared before the fork (child_main), and
+        // it leaves with _exit.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             let e = Error::last_os(format!("fork the {name} stage"));
@@ -354,24 +392,36 @@ fn supervise(
             return;
         }
         if pid == 0 {
-            child_main(stage, &stats, p.wait, core, me);
+            child_main(stage, &stats, p.wait, pin.as_ref(), me);
         }
         children.push((pid, name));
     }
     let _ = started.send(Ok(children.iter().map(|c| c.0).collect()));
-    // Watch.
+    // Watch. Only our own pids, one `waitpid(pid, WNOHANG)` each: `waitpid(-1)` would
+    // collect the embedding application's children (losing their exit statuses) and
+    // another pipeline's stages (which then never learns that its stage died).
     while stats.running() && !children.is_empty() {
-        let mut status = 0;
-        // SAFETY: waitpid on any child of this process, non-blocking.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid > 0 {
-            if let Some(k) = children.iter().position(|c| c.0 == pid) {
-                let (pid, name) = children.remove(k);
-                if stats.running() {
-                    stats.disconnect(&format!("stage {name} (pid {pid}) {}", describe(status)));
-                }
+        let mut k = 0;
+        while k < children.len() {
+            let (pid, name) = children[k];
+            let mut status = 0;
+            // SAFETY: waitpid on one of our own children, non-blocking.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == 0 {
+                k += 1;
+                continue;
             }
-            continue;
+            children.swap_remove(k);
+            if stats.running() {
+                let how = if r == pid {
+                    describe(status)
+                } else {
+                    // ECHILD: someone else collected it (the application called
+                    // waitpid(-1), or set SIGCHLD to SIG_IGN). It is gone all the same.
+                    "ended (its exit status was collected elsewhere in this process)".into()
+                };
+                stats.disconnect(&format!("stage {name} (pid {pid}) {how}"));
+            }
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -402,14 +452,38 @@ fn reap(children: &mut Vec<(libc::pid_t, &'static str)>, stats: &StatsRegion, gr
     }
 }
 
+/// A child's core, resolved before the fork, and the start of its failure message.
+struct ChildPin {
+    set: libc::cpu_set_t,
+    /// "pipeline NAME: STAGE stage: could not pin to core N (sched_setaffinity errno "
+    msg: Vec<u8>,
+}
+
+/// `n` in decimal into `buf`, without allocating (for the child before its loop).
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// A forked stage process. Until `run_loop` starts, only async-signal-safe system
+/// calls (prctl, getppid, sched_setaffinity, write, _exit) on data made before the
+/// fork: no allocation, no formatting, no `eprintln!` (stderr's lock), no mutex — a
+/// lock some other parent thread held at the fork stays locked forever here.
 fn child_main(
     stage: &mut Box<dyn Stage>,
     stats: &StatsRegion,
     wait: WaitKind,
-    core: Option<usize>,
+    pin: Option<&ChildPin>,
     parent: libc::pid_t,
 ) -> ! {
-    // SAFETY: prctl/getppid/_exit have no memory-safety preconditions.
+    // SAFETY: prctl/getppid/_exit are plain system calls with no memory preconditions.
     unsafe {
         libc::prctl(
             libc::PR_SET_PDEATHSIG,
@@ -422,11 +496,26 @@ fn child_main(
             libc::_exit(0);
         }
     }
-    if let Some(c) = core {
-        if let Err(e) = pin_to(c) {
-            eprintln!("pipeline: {} stage: {e}", stage.name());
+    if let Some(pin) = pin {
+        // SAFETY: the set was built before the fork; pid 0 = this (only) thread.
+        let rc = unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &pin.set)
+        };
+        if rc != 0 {
+            // Not fatal (as in the other layouts): say so on stderr and run unpinned.
+            // last_os_error reads errno without allocating.
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            let mut digits = [0u8; 10];
+            let d = decimal(errno as u32, &mut digits);
+            for part in [&pin.msg[..], d, b")\n"] {
+                // SAFETY: write(2) on fd 2 from buffers that live across the call; a
+                // short or failed write only loses the message.
+                unsafe { libc::write(2, part.as_ptr() as *const libc::c_void, part.len()) };
+            }
         }
     }
+    // From here on the stage loop runs as it does in the other layouts. (Its error and
+    // panic paths format messages; that allocation is the loop's, after set-up.)
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_loop(std::slice::from_mut(stage), stats, wait)
     }));

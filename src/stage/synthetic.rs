@@ -42,6 +42,15 @@ pub struct SyntheticScript {
     /// If set, receives every frame the client sends after the upgrade, unmasked, as
     /// `(opcode, fin, payload)`. Only visible in the same process (inline, threads).
     pub capture: Option<SyntheticCapture>,
+    /// Never answer a client CLOSE (and keep the stream open): a server that ignores
+    /// the close handshake.
+    pub ignore_close: bool,
+    /// Take client bytes at this rate after the upgrade (0: as fast as they come): a
+    /// server that reads slowly, so our writes back up.
+    pub client_bytes_per_sec: u64,
+    /// Stop reading after this many client bytes after the upgrade: our writes then
+    /// return 0 forever (a closed TCP window).
+    pub stop_reading_after: Option<usize>,
 }
 
 /// The synthetic server as a [`Transport`].
@@ -54,6 +63,8 @@ pub struct SyntheticTransport {
     pos: usize,
     start_ns: u64,
     client: Vec<u8>,
+    /// Client bytes taken after the upgrade (for the reading-rate knobs).
+    taken: usize,
     eof: bool,
     counters: TransportCounters,
 }
@@ -68,6 +79,7 @@ impl SyntheticTransport {
             pos: 0,
             start_ns: 0,
             client: Vec::new(),
+            taken: 0,
             eof: false,
             counters: TransportCounters::default(),
         }
@@ -108,7 +120,7 @@ impl SyntheticTransport {
                 .map(|(i, x)| x ^ mask[i & 3])
                 .collect();
             self.client.drain(..h + len);
-            if op == op::CLOSE && !self.eof {
+            if op == op::CLOSE && !self.eof && !self.script.ignore_close {
                 let mut reply = Vec::new();
                 encode_server_frame(
                     &mut reply,
@@ -179,9 +191,9 @@ impl Transport for SyntheticTransport {
         Ok(n)
     }
 
-    fn write(&mut self, data: &[u8], _now_ns: u64) -> Result<usize> {
-        self.counters.tx_bytes += data.len() as u64;
+    fn write(&mut self, data: &[u8], now_ns: u64) -> Result<usize> {
         if !self.upgraded {
+            self.counters.tx_bytes += data.len() as u64;
             self.request.extend_from_slice(data);
             if let Some(end) = self.request.windows(4).position(|w| w == b"\r\n\r\n") {
                 let text = String::from_utf8_lossy(&self.request[..end]).into_owned();
@@ -206,9 +218,21 @@ impl Transport for SyntheticTransport {
             }
             return Ok(data.len());
         }
-        self.client.extend_from_slice(data);
+        let mut n = data.len();
+        if let Some(limit) = self.script.stop_reading_after {
+            n = n.min(limit.saturating_sub(self.taken));
+        }
+        if self.script.client_bytes_per_sec > 0 {
+            let elapsed = now_ns.saturating_sub(self.start_ns) as u128;
+            let allowed =
+                (elapsed * self.script.client_bytes_per_sec as u128 / 1_000_000_000) as usize;
+            n = n.min(allowed.saturating_sub(self.taken));
+        }
+        self.taken += n;
+        self.counters.tx_bytes += n as u64;
+        self.client.extend_from_slice(&data[..n]);
         self.client_frames();
-        Ok(data.len())
+        Ok(n)
     }
 
     fn shutdown(&mut self, _now_ns: u64) -> Result<()> {

@@ -127,11 +127,18 @@ pub struct TransportStage<T: Transport> {
     /// The stream ended at this time, for this reason; finish after a grace period.
     eof: Option<(u64, String)>,
     polls: u64,
+    /// How long the close handshake may take once the state is Closing.
+    close_timeout: std::time::Duration,
+    /// When this stage first saw the state Closing (whoever set it: our close, the
+    /// WebSocket stage after a protocol error or a server close, `Pipeline::close`).
+    closing_since: Option<u64>,
 }
 
 impl<T: Transport> TransportStage<T> {
     /// `max_frame` is the largest payload the stage will frame (MSG_OUTBOX's record
-    /// limit); `handshake` holds the upgrade request to send and validates the answer.
+    /// limit); `handshake` holds the upgrade request to send and validates the answer;
+    /// `close_timeout` bounds the close handshake (then the transport is shut anyway).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         t: T,
         handshake: ClientHandshake,
@@ -140,6 +147,7 @@ impl<T: Transport> TransportStage<T> {
         pongs: Consumer<PongFrame>,
         stats: StatsRegion,
         max_frame: usize,
+        close_timeout: std::time::Duration,
     ) -> Result<Self> {
         Ok(TransportStage {
             t,
@@ -160,6 +168,8 @@ impl<T: Transport> TransportStage<T> {
             builder: FrameBuilder::new()?,
             eof: None,
             polls: 0,
+            close_timeout,
+            closing_since: None,
         })
     }
 
@@ -389,6 +399,24 @@ impl<T: Transport> Stage for TransportStage<T> {
         if matches!(self.phase, Phase::Upgrading { .. }) {
             moved |= self.upgrade(now)?;
             return Ok(Progress::from_bool(moved));
+        }
+        // Every path to Closing ends: a server that never answers our close, or never
+        // reads it (the write stays stuck), gets `close_timeout`, then the shutdown.
+        // (One shared load per poll until Closing is seen; nothing after.)
+        match self.closing_since {
+            None if self.stats.state_code() >= State::Closing.code() => {
+                self.closing_since = Some(now);
+            }
+            Some(t0) if now.saturating_sub(t0) >= self.close_timeout.as_nanos() as u64 => {
+                // The first reason wins: after a protocol error or a server close that
+                // reason stays; after our own close this is the reason.
+                let reason = format!(
+                    "closed: the server did not answer our close within {:?} (connection closed without the close handshake)",
+                    self.close_timeout
+                );
+                return self.finish(now, reason);
+            }
+            _ => {}
         }
         moved |= self.tx_step(now)?;
         if matches!(self.phase, Phase::Done) {

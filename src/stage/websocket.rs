@@ -8,6 +8,15 @@
 //! fills MSG_INBOX. Fragmented messages in `Messages` delivery are compacted in place:
 //! each continuation's payload is moved back over the headers between it and the
 //! message's start, so the message is one contiguous slice of MSG_INBOX.
+//!
+//! A hostile server cannot wedge the stage:
+//! - a frame or message the parser cannot finish within MSG_INBOX (headers of endless
+//!   empty continuations, PINGs between fragments: only payload counts toward
+//!   `max_message`, but every byte has to fit) closes with 1009 once the unreleased
+//!   bytes fill the whole ring;
+//! - PONGs coalesce: once [`PONGS_IN_FLIGHT`] answers wait on the PONGS ring, a newer
+//!   PING replaces the unsent answer to an older one (RFC 6455 §5.5.3), so a PING flood
+//!   faster than the server reads our PONGs never fills PONGS or stops the parsing.
 
 use super::{Progress, Stage};
 use crate::error::{Error, Result};
@@ -38,6 +47,13 @@ pub enum Delivery {
 /// Events per poll (bounded work).
 const EVENTS_PER_POLL: usize = 256;
 
+/// PONGs that may wait on the PONGS ring before newer ones coalesce into one slot. Not
+/// 1: in the threads and processes layouts the transport is often a few microseconds
+/// behind, and PINGs a normal server sends should each get their answer; a flood is
+/// bounded all the same (this many + one). Far below the ring's 256, so our CLOSE
+/// always finds room.
+pub(crate) const PONGS_IN_FLIGHT: u64 = 16;
+
 /// MSG_INBOX -> WS_FRAME_INFO (+ PONGS), over the `crate::ws` parser.
 pub struct WebSocketStage {
     inbox: MsgInbox,
@@ -53,6 +69,10 @@ pub struct WebSocketStage {
     overwrite: bool,
     /// The next published entry carries FLAG_OVERRUN (entries were dropped before it).
     lost: bool,
+    /// The latest PING's answer, waiting for the previous PONG to leave the ring.
+    pong: Option<PongFrame>,
+    /// Our CLOSE (reply or protocol error), waiting for room on the ring.
+    close: Option<PongFrame>,
 }
 
 impl WebSocketStage {
@@ -85,7 +105,33 @@ impl WebSocketStage {
             closed: false,
             overwrite,
             lost: false,
+            pong: None,
+            close: None,
         }
+    }
+
+    /// Move the waiting PONG and CLOSE to the PONGS ring. The PONG goes while fewer than
+    /// [`PONGS_IN_FLIGHT`] entries wait there (else it stays, to be replaced by a newer
+    /// one), or right before our CLOSE so the answers keep their order; the CLOSE goes
+    /// after it.
+    fn flush_control(&mut self) -> bool {
+        let mut moved = false;
+        if let Some(p) = self.pong {
+            let waiting = self.pongs.position() - self.pongs.consumer_pos();
+            if (waiting < PONGS_IN_FLIGHT || self.close.is_some()) && self.pongs.push(p).is_ok() {
+                self.pong = None;
+                moved = true;
+            }
+        }
+        if self.pong.is_none() {
+            if let Some(c) = self.close {
+                if self.pongs.push(c).is_ok() {
+                    self.close = None;
+                    moved = true;
+                }
+            }
+        }
+        moved
     }
 
     fn fail(&mut self, code: u16, reason: &str) {
@@ -93,9 +139,8 @@ impl WebSocketStage {
             "websocket protocol error: {reason} (we closed with {code})"
         ));
         self.closed = true;
-        if let Some(p) = PongFrame::new(op::CLOSE, &code.to_be_bytes()) {
-            let _ = self.pongs.push(p);
-        }
+        self.close = PongFrame::new(op::CLOSE, &code.to_be_bytes());
+        self.flush_control();
         self.stats.advance_state(&State::Closing);
     }
 
@@ -146,9 +191,9 @@ impl WebSocketStage {
             }
             Event::Ping(pl) => {
                 self.stats.add(Counter::PingsReceived, 1);
-                if let Some(pf) = PongFrame::new(op::PONG, pl.as_bytes()) {
-                    let _ = self.pongs.push(pf);
-                }
+                // Replaces an older unsent answer: only the latest PING needs one.
+                self.pong = PongFrame::new(op::PONG, pl.as_bytes());
+                self.flush_control();
                 self.marker(op::PING, now);
             }
             Event::Pong(_) => {
@@ -172,9 +217,8 @@ impl WebSocketStage {
                 } else {
                     &code
                 };
-                if let Some(pf) = PongFrame::new(op::CLOSE, reply) {
-                    let _ = self.pongs.push(pf);
-                }
+                self.close = PongFrame::new(op::CLOSE, reply);
+                self.flush_control();
                 self.stats.advance_state(&State::Closing);
                 self.marker(op::CLOSE, now);
                 self.closed = true;
@@ -211,8 +255,9 @@ impl Stage for WebSocketStage {
     }
 
     fn poll(&mut self, now: u64) -> Result<Progress> {
+        let sent = (self.pong.is_some() || self.close.is_some()) && self.flush_control();
         if self.closed {
-            return Ok(Progress::Idle);
+            return Ok(Progress::from_bool(sent));
         }
         if self.overwrite && self.inbox.check_and_clear_dirty() {
             // Overwrite policy: the transport wrote over bytes the AppClient had not
@@ -228,7 +273,7 @@ impl Stage for WebSocketStage {
         }
         let avail = self.inbox.readable_from(self.pos);
         if avail == 0 {
-            return Ok(Progress::Idle);
+            return Ok(Progress::from_bool(sent));
         }
         // SAFETY: [pos, pos + avail) is written (below write_pos) and not released: the
         // AppClient releases only up to positions this stage published, which are below
@@ -239,8 +284,10 @@ impl Stage for WebSocketStage {
         let slice =
             unsafe { std::slice::from_raw_parts_mut(self.inbox.ring().ptr_at(self.pos), avail) };
         let mut n = 0;
+        let mut need_more = false;
         while n < EVENTS_PER_POLL {
-            if (self.frames.free() == 0 && !self.overwrite) || self.pongs.free() == 0 {
+            // (PONGS needs no room check: PONGs and the CLOSE wait in `pong`/`close`.)
+            if self.frames.free() == 0 && !self.overwrite {
                 self.stats.add(Counter::FrameRingFull, 1);
                 break;
             }
@@ -253,7 +300,10 @@ impl Stage for WebSocketStage {
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    need_more = true;
+                    break;
+                }
                 Err(Error::WebSocket { close_code, reason }) => {
                     self.fail(close_code, &reason);
                     n += 1;
@@ -262,7 +312,21 @@ impl Stage for WebSocketStage {
                 Err(e) => return Err(e),
             }
         }
-        self.pos += self.parser.release() as u64;
+        let released = self.parser.release();
+        self.pos += released as u64;
+        if need_more && released == 0 && avail >= self.inbox.capacity() {
+            // Everything from the parser's first unreleased byte fills MSG_INBOX and the
+            // frame or message there is still incomplete: the transport can never write
+            // the rest (only payload counts toward max_message; headers of fragments and
+            // control frames between them fill the ring too). Waiting would wedge the
+            // connection: close with 1009 instead.
+            let why = format!(
+                "message too big: with its frame headers and the control frames inside it, it needs more than the whole MSG_INBOX ({} bytes)",
+                self.inbox.capacity()
+            );
+            self.fail(ws::close_code::MESSAGE_TOO_BIG, &why);
+            n += 1;
+        }
         if n > 0 {
             self.frames.publish();
             self.inbox.set_parsed_pos(self.pos);
@@ -272,6 +336,6 @@ impl Stage for WebSocketStage {
                 self.frames.position() - ring.tail(),
             );
         }
-        Ok(Progress::from_bool(n > 0))
+        Ok(Progress::from_bool(n > 0 || sent))
     }
 }

@@ -52,6 +52,14 @@ pub const FREE_RING: usize = 256;
 /// the connection holds, so it must fit every data frame.
 pub const FREE_RING_MSG: usize = if MSG_FRAMES.is_power_of_two() { MSG_FRAMES } else { MSG_FRAMES.next_power_of_two() };
 
+/// Free frames kept waiting on a connection's free rings (ACK, PONG, data): enough for
+/// a burst between two top-ups, few enough that idle connections do not sit on the
+/// pools (frames on a ring are the connection's until it uses them).
+const FREE_DEPTH: [usize; 3] = [32, 16, 32];
+/// Under sustained traffic the "idle" work (returning frames, topping up) still runs
+/// every this many busy polls, so the pools never drain because nobody is ever idle.
+const HOUSEKEEPING_EVERY: u32 = 16;
+
 /// `reserved1` flag on a RAW_INBOX descriptor: the fault hook delivers this frame again
 /// right after, so passing this copy must not give the frame back yet.
 const NO_RELEASE: u16 = 1;
@@ -158,6 +166,7 @@ struct Core {
     turn: usize,
     rx_unmatched: u64,
     tx_refused: u64,
+    busy_polls: u32,
 }
 
 /// One interface's AF_XDP engine. Shared (`Arc`) by every connection on it in this
@@ -350,7 +359,9 @@ impl Core {
         let Core { xsk, slots, owner, .. } = self;
         for slot in slots.iter_mut() {
             for (k, kind) in TxKind::ALL.iter().enumerate() {
-                let mut room = slot.port.tx_free[k].free().min(quotas[k].saturating_sub(slot.held[k]));
+                let ring = &mut slot.port.tx_free[k];
+                let waiting = (ring.position() - ring.consumer_pos()) as usize;
+                let mut room = FREE_DEPTH[k].saturating_sub(waiting).min(quotas[k].saturating_sub(slot.held[k]));
                 while room > 0 {
                     let Some(a) = xsk.alloc_tx(*kind) else { break };
                     owner[frame_index(a)] = slot.id;
@@ -381,6 +392,13 @@ impl Core {
     fn poll(&mut self, now: u64) -> Progress {
         let moved = self.tx() + self.rx(now);
         if moved > 0 {
+            self.busy_polls += 1;
+            if self.busy_polls % HOUSEKEEPING_EVERY != 0 {
+                return Progress::Busy;
+            }
+            self.reclaim_rx();
+            self.reap();
+            self.top_up();
             return Progress::Busy;
         }
         // Idle: give frames back (design §5.1 steps 4 and 5).
@@ -474,6 +492,7 @@ impl Engine {
                 turn: 0,
                 rx_unmatched: 0,
                 tx_refused: 0,
+                busy_polls: 0,
             }),
         });
         reg.push(Arc::downgrade(&e));

@@ -42,7 +42,7 @@ const TX_HIGH_WATER: usize = 1 << 20;
 const RX_BATCH: usize = 64;
 /// Free data frames kept at hand; more go back to the engine (a zero-length descriptor
 /// on RAW_OUTBOX), so frames one connection no longer needs serve the others.
-const LOCAL_CACHE: usize = 64;
+const LOCAL_CACHE: usize = 16;
 
 /// TCP + TLS over AF_XDP rings.
 pub struct XdpTransport {
@@ -182,7 +182,8 @@ impl XdpTransport {
                 .min(self.conn.send_capacity())
                 .min(TX_CAPACITY - off);
             let n = {
-                let f = tx_frame(self.umem, addr);
+                // SAFETY: `addr` is a TX frame this transport holds (see `tx_frame`).
+                let f = unsafe { tx_frame(self.umem, addr) };
                 self.tls.take_ciphertext(&mut f[off..off + max])
             };
             if n == 0 {
@@ -191,7 +192,8 @@ impl XdpTransport {
             }
             let h = Self::slot(addr) as u32;
             let len = {
-                let f = tx_frame(self.umem, addr);
+                // SAFETY: `addr` is a TX frame this transport holds (see `tx_frame`).
+                let f = unsafe { tx_frame(self.umem, addr) };
                 self.conn.send_data(self.now_us, f, n, h)?
             };
             self.msg[h as usize] = Msg::Sent {
@@ -217,7 +219,8 @@ impl XdpTransport {
         }
         let addr = crate::xdp::umem::frame_addr(MSG_BASE + i);
         let n = {
-            let f = tx_frame(self.umem, addr);
+            // SAFETY: `addr` is a TX frame this transport holds (see `tx_frame`).
+                let f = unsafe { tx_frame(self.umem, addr) };
             self.conn.refresh_data_frame(f, seq, len)?
         };
         self.msg[i] = Msg::Sent {
@@ -246,7 +249,8 @@ impl XdpTransport {
                         continue;
                     };
                     let n = {
-                        let f = tx_frame(self.umem, addr);
+                        // SAFETY: `addr` is a TX frame this transport holds (see `tx_frame`).
+                let f = unsafe { tx_frame(self.umem, addr) };
                         self.conn.emit_control(&seg, f)?
                     };
                     Self::push(&mut self.ack_outbox, addr, n, FrameType::Ack);
@@ -381,12 +385,16 @@ impl Transport for XdpTransport {
 }
 
 /// The packet buffer of a TX frame this transport holds.
-fn tx_frame<'a>(umem: UmemView, addr: u64) -> &'a mut [u8] {
-    // SAFETY: `addr` is a TX frame this transport holds (popped from a free ring and not
-    // yet pushed, or held for retransmission after its completion): nobody else touches
-    // it while the returned slice is used (each use ends before the frame is pushed);
-    // TX_CAPACITY bytes from the data address stay inside the frame; the UMEM outlives
-    // the transport (the XDP stage's socket is dropped after every stage stopped).
+///
+/// # Safety
+/// `addr` must be the data address of a TX frame this transport holds (popped from a
+/// free ring and not yet pushed, or handed back by a completion notice while held for
+/// retransmission): nobody else touches it while the returned slice is used, and each
+/// use must end before the frame is pushed. The engine (and so the UMEM mapping) is kept
+/// alive by the transport's registration.
+unsafe fn tx_frame<'a>(umem: UmemView, addr: u64) -> &'a mut [u8] {
+    // SAFETY: per the contract above; TX_CAPACITY bytes from a data address stay inside
+    // its frame.
     unsafe { std::slice::from_raw_parts_mut(umem.base().add(addr as usize), TX_CAPACITY) }
 }
 

@@ -1,7 +1,9 @@
 //! A sans-IO WebSocket client connection: the parser, the builder and the closing
 //! handshake in one state machine. Bytes in → events out, plus bytes to send.
 //!
-//! It answers PINGs, echoes a server's close, and on a protocol error queues the close
+//! It answers PINGs (coalescing: while output is still unsent, a newer PING's answer
+//! replaces the waiting one, RFC 6455 §5.5.3, so a server that floods PINGs and does
+//! not read cannot grow the output buffer), echoes a server's close, and on a protocol error queues the close
 //! frame with the right code before returning the error — the three things every
 //! caller would otherwise have to remember. It owns a growable output buffer, so it
 //! suits set-up, tests and tools; the pipeline's hot path can use [`Parser`] and
@@ -13,7 +15,7 @@ use crate::error::{Error, Result};
 
 use super::builder::{frame_len, FrameBuilder, MaskMode};
 use super::close::{CloseAction, CloseHandshake, CloseState};
-use super::frame::{Event, OpCode};
+use super::frame::{ControlPayload, Event, OpCode};
 use super::parser::{Parser, ParserConfig};
 
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +24,8 @@ pub struct ConnectionConfig {
     pub mask: MaskMode,
     /// How long to wait for the server's close after sending ours.
     pub close_timeout: Duration,
-    /// Queue a PONG for every PING (the event is still reported).
+    /// Answer PINGs (the event is still reported). Only the latest PING's PONG waits
+    /// while earlier output is unsent.
     pub auto_pong: bool,
 }
 
@@ -46,6 +49,9 @@ pub struct Connection {
     /// `out[..out_off]` has been sent (see [`Connection::consume_output`]).
     out_off: usize,
     auto_pong: bool,
+    /// The answer to the latest PING, waiting for `out` to be sent: it is encoded only
+    /// once `out` is empty (or before our close), so at most one PONG is ever queued.
+    pong: Option<ControlPayload>,
 }
 
 /// Cut `s` to at most `max` bytes on a character boundary.
@@ -74,6 +80,7 @@ impl Connection {
             out: Vec::new(),
             out_off: 0,
             auto_pong: cfg.auto_pong,
+            pong: None,
         }
     }
 
@@ -86,7 +93,12 @@ impl Connection {
         match self.parser.next_in_place(buf) {
             Ok(Some(Event::Ping(p))) => {
                 if self.auto_pong && self.close.can_send_data() {
-                    self.queue(OpCode::Pong, true, p.as_bytes())?;
+                    if self.pending_output().is_empty() {
+                        self.queue(OpCode::Pong, true, p.as_bytes())?;
+                    } else {
+                        // Supersedes any older unanswered PING (§5.5.3).
+                        self.pong = Some(p);
+                    }
                 }
                 Ok(Some(Event::Ping(p)))
             }
@@ -129,6 +141,10 @@ impl Connection {
     }
 
     fn queue_close(&mut self, code: Option<u16>, reason: &str) -> Result<()> {
+        // The waiting PONG goes first: answers keep their order, nothing after a close.
+        if let Some(p) = self.pong.take() {
+            self.queue(OpCode::Pong, true, p.as_bytes())?;
+        }
         let start = self.out.len();
         self.out.resize(start + frame_len(125), 0);
         let reason = if code.is_some() {
@@ -210,6 +226,11 @@ impl Connection {
         if self.out_off == self.out.len() {
             self.out.clear();
             self.out_off = 0;
+            if let Some(p) = self.pong.take() {
+                // Cannot fail (a checked control payload of at most 125 bytes); if it
+                // did, that PING would merely go unanswered.
+                let _ = self.queue(OpCode::Pong, true, p.as_bytes());
+            }
         } else if self.out_off >= 64 * 1024 && self.out_off * 2 >= self.out.len() {
             self.out.drain(..self.out_off);
             self.out_off = 0;
@@ -221,6 +242,37 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::ws::builder::FrameBuilder;
+
+    /// PINGs while output is unsent: one PONG is queued; once it is sent, the answer to
+    /// the latest PING follows and the ones in between are dropped (RFC 6455 §5.5.3).
+    #[test]
+    fn unsent_pongs_coalesce_to_the_latest_ping() {
+        let mut c = Connection::new(ConnectionConfig::default()).unwrap();
+        let mut stream = Vec::new();
+        for i in 0..1000u32 {
+            let p = i.to_be_bytes();
+            stream.extend_from_slice(&[0x89, 4]);
+            stream.extend_from_slice(&p);
+        }
+        let mut pings = 0;
+        while let Some(ev) = c.next_event(&mut stream).unwrap() {
+            assert!(matches!(ev, Event::Ping(_)));
+            pings += 1;
+        }
+        assert_eq!(pings, 1000);
+        // One masked PONG (2 + 4 + 4 bytes) for the first PING, nothing more.
+        let unmask = |f: &[u8]| -> Vec<u8> { (0..4).map(|i| f[6 + i] ^ f[2 + i]).collect() };
+        assert_eq!(c.pending_output().len(), 10);
+        assert_eq!(
+            (c.pending_output()[0], unmask(c.pending_output())),
+            (0x8a, 0u32.to_be_bytes().to_vec())
+        );
+        c.consume_output(10);
+        assert_eq!(c.pending_output().len(), 10);
+        assert_eq!(unmask(c.pending_output()), 999u32.to_be_bytes().to_vec());
+        c.consume_output(10);
+        assert!(c.pending_output().is_empty());
+    }
 
     /// Partial sends in odd sizes, frames queued in between: the bytes that go out are
     /// exactly the frames in order (the offset bookkeeping loses or repeats nothing).

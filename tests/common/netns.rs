@@ -140,6 +140,12 @@ impl TestBed {
 
     /// Create the namespaces, the veth pair, addresses; links up; offloads off.
     pub fn new() -> TestBed {
+        Self::with_queues(1)
+    }
+
+    /// Like [`TestBed::new`] with `queues` RX and TX queues on each veth end (no
+    /// steering: the kernel spreads flows over them by hash).
+    pub fn with_queues(queues: u32) -> TestBed {
         static REAP: std::sync::Once = std::sync::Once::new();
         REAP.call_once(reap_stale_namespaces);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -161,9 +167,10 @@ impl TestBed {
         let mut bed = bed;
         run(&["ip", "netns", "add", &bed.client_ns]);
         run(&["ip", "netns", "add", &bed.server_ns]);
+        let q = queues.to_string();
         run(&[
-            "ip", "link", "add", &bed.client_if, "netns", &bed.client_ns, "type", "veth", "peer", "name", &bed.server_if,
-            "netns", &bed.server_ns,
+            "ip", "link", "add", &bed.client_if, "netns", &bed.client_ns, "numrxqueues", &q, "numtxqueues", &q, "type",
+            "veth", "peer", "name", &bed.server_if, "netns", &bed.server_ns, "numrxqueues", &q, "numtxqueues", &q,
         ]);
         for (ns, ifn, ip) in [
             (bed.client_ns.clone(), bed.client_if.clone(), bed.client_ip),
@@ -198,6 +205,12 @@ impl TestBed {
             Side::Client => &self.client_if,
             Side::Server => &self.server_if,
         }
+    }
+
+    /// Add another address (same subnet) to one end.
+    pub fn add_addr(&self, side: Side, ip: Ipv4Addr) {
+        let cidr = format!("{ip}/{}", self.prefix_len);
+        run(&["ip", "-n", self.ns(side), "addr", "add", &cidr, "dev", self.ifname(side)]);
     }
 
     /// `/sys/class/net/<if>/<attr>` as seen inside the namespace.

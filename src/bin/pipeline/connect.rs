@@ -88,6 +88,15 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 }
                 cfg.timeout = Duration::from_secs_f64(s);
             }
+            "--close-timeout" => {
+                let s: f64 = val("--close-timeout")?
+                    .parse()
+                    .map_err(|_| "--close-timeout needs seconds".to_string())?;
+                if !(s > 0.0 && s < 86_400.0) {
+                    return Err("--close-timeout must be between 0 and 86400 seconds".into());
+                }
+                cfg.close_timeout = Duration::from_secs_f64(s);
+            }
             "--stats-json" => o.stats_json = Some(val("--stats-json")?),
             "--name" => cfg.name = Some(val("--name")?),
             "--frames" => cfg.delivery = Delivery::Frames,

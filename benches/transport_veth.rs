@@ -505,7 +505,7 @@ fn main() {
             .map(|(n, v)| format!("{n} {v}"))
             .collect();
         let rows = vec![summarize("xdp (Pipeline, AF_XDP + our TCP)", &tx, &mut lx), summarize("kernel (Pipeline, kernel TCP)", &tk, &mut lk)];
-        for mut c in [cx, ck] {
+        for c in [cx, ck] {
             let _ = c.p.close(1000, "bench done");
             c.p.wait_disconnected(Duration::from_secs(2));
             if let PipelineState::Disconnected { reason } = c.p.state() {

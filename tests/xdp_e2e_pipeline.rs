@@ -321,7 +321,7 @@ fn server_rst_ends_the_connection_with_a_reset_reason() {
     let (name, _g) = unique("rst");
     let (ip, port) = (bed.server_ip, srv.port);
     bed.in_client(|| {
-        let mut p = Pipeline::start(xdp_config(ip, port, &name)).expect("pipeline over XDP");
+        let p = Pipeline::start(xdp_config(ip, port, &name)).expect("pipeline over XDP");
         p.send_text("cmd:rst").unwrap();
         let reason = disconnected(&p, T);
         eprintln!("server RST: {reason}");

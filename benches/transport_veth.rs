@@ -18,8 +18,8 @@
 //!   server's CLOCK_MONOTONIC send timestamp to the callback; p50/p99/p99.9, each the
 //!   median of 3 runs of 40,000 messages;
 //! - CPU per message: the client's pipeline thread (the inline layout runs every stage
-//!   and the callback on it; `/proc/self/task/<tid>/schedstat`), the server thread
-//!   (RUSAGE_THREAD), their sum (both cores), and all CPUs' busy time from /proc/stat
+//!   and the callback on it) and the server thread, both from
+//!   `/proc/self/task/<tid>/schedstat`, their sum (both cores), and all CPUs' busy time from /proc/stat
 //!   (includes softirq work not charged to either thread, and everyone else's load).
 //!   On veth the XDP program and the copy into the UMEM run on the *sender's* CPU, so
 //!   compare the sums, not only the client's share.
@@ -94,13 +94,10 @@ impl ByteTransport for StdSock {
     }
 }
 
+/// The calling thread's CPU time in ns (`schedstat`: exact run time; RUSAGE_THREAD is
+/// tick-sampled and reads 0 for runs of a few milliseconds).
 fn thread_cpu_ns() -> u64 {
-    // SAFETY: POD out-parameter.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    (us(ru.ru_utime) + us(ru.ru_stime)) * 1000
+    task_cpu_ns(gettid())
 }
 
 /// CPU time of one thread of this process in ns (`schedstat`: time on CPU).

@@ -3,7 +3,8 @@
 
 usage: exchange_sim.py --cert CERT --key KEY [--host 0.0.0.0] [--port 8443]
                        [--count N] [--sizes mixed|256|64,1024] [--rate MSGS_PER_S]
-                       [--fragment-every K] [--close-after N | --rst-after N]
+                       [--fragment-every K] [--text-every K]
+                       [--close-after N | --rst-after N]
                        [--once] [--exit-on-stdin-eof] [--no-tls]
 
 Needs Python >= 3.10 and `websockets` >= 13 (tools/setup.sh installs both in
@@ -22,7 +23,9 @@ so a client checks order (seq), completeness (size, crc32, pattern) and one-way 
 for seq % 997 == 996, 1024 + h % 15361 for seq % 101 == 100, else 1 + h % 1024, with
 h = (seq * 2654435761) mod 2**32. A list "64,1024" cycles; one number is fixed.
 --fragment-every K: every K-th message (seq % K == K-1, size >= 3) is sent as three
-fragments. --rate: messages per second (paced; 0 = flat out).
+fragments. --text-every K: every K-th message (seq % K == 0) is a *text* message of
+the same size instead, with the content byte i = 'a' + (seq * 131 + i) % 26 (no header).
+--rate: messages per second (paced; 0 = flat out).
 
 Client messages: text "cmd:close" -> close 1000 "closing on request"; "cmd:rst" -> TCP
 RST (SO_LINGER 0 + abort); "cmd:ping" -> the server pings and answers the text
@@ -48,6 +51,7 @@ import zlib
 from websockets.asyncio.server import serve
 
 PATTERN = bytes(i & 0xFF for i in range(65536 + 512))
+LETTERS = "".join(chr(97 + i % 26) for i in range(65536 + 512 + 26))
 HDR = struct.Struct("<QQII")
 
 
@@ -79,12 +83,20 @@ def message(seq, size):
     return HDR.pack(seq, time.monotonic_ns(), size, zlib.crc32(rest)) + rest
 
 
+def text_message(seq, size):
+    o = (seq * 131) % 26
+    if size > 65536:
+        return "".join(chr(97 + (o + i) % 26) for i in range(size))
+    return LETTERS[o:o + size]
+
+
 class Stats:
     def __init__(self):
         self.connections = 0
         self.sent = 0
         self.sent_bytes = 0
         self.fragmented = 0
+        self.text = 0
         self.received = 0
         self.received_bytes = 0
         self.echoed = 0
@@ -115,7 +127,11 @@ async def stream(ws, args, st, sizes, done):
                 if target > now:
                     await asyncio.sleep(target - now)
             size = sizes(seq)
-            m = message(seq, size)
+            if args.text_every > 0 and seq % args.text_every == 0:
+                m = text_message(seq, size)
+                st.text += 1
+            else:
+                m = message(seq, size)
             if st.t_first is None:
                 st.t_first = time.monotonic()
             if k > 0 and seq % k == k - 1 and size >= 3:
@@ -218,7 +234,7 @@ async def main_async(args):
     dur = (st.t_last - st.t_first) if st.t_first and st.t_last else 0.0
     print(json.dumps({
         "event": "summary", "connections": st.connections, "sent": st.sent,
-        "sent_bytes": st.sent_bytes, "fragmented": st.fragmented, "received": st.received,
+        "sent_bytes": st.sent_bytes, "fragmented": st.fragmented, "text": st.text, "received": st.received,
         "received_bytes": st.received_bytes, "echoed": st.echoed, "pings": st.pings,
         "pongs": st.pongs, "ended": st.ended, "stream_seconds": round(dur, 6),
         "msgs_per_s": round(st.sent / dur, 1) if dur > 0 else None,
@@ -236,6 +252,7 @@ def main():
     p.add_argument("--sizes", default="mixed")
     p.add_argument("--rate", type=float, default=0.0)
     p.add_argument("--fragment-every", type=int, default=0)
+    p.add_argument("--text-every", type=int, default=0)
     p.add_argument("--close-after", type=int, default=0)
     p.add_argument("--rst-after", type=int, default=0)
     p.add_argument("--once", action="store_true")

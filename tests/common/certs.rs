@@ -17,7 +17,9 @@ impl Certs {
         self.path("ca.pem")
     }
     /// (cert, key) of a named leaf: "server", "expired", "wronghost", "untrusted",
-    /// "wildcard", "partialwild", "cnonly" (see tools/testcerts.sh).
+    /// "wildcard", "partialwild", "cnonly" (see tools/testcerts.sh), "veth" (valid for
+    /// the veth TestBed's server address 10.200.1.1, so a client can verify it with a
+    /// `wss://10.200.1.1:PORT/` URL).
     pub fn leaf(&self, name: &str) -> (PathBuf, PathBuf) {
         (self.path(&format!("{name}.pem")), self.path(&format!("{name}.key")))
     }
@@ -35,6 +37,8 @@ fn complete(dir: &Path) -> bool {
         "partialwild.pem",
         "cnonly.pem",
         "cnonly.key",
+        "veth.pem",
+        "veth.key",
     ]
         .iter()
         .all(|f| dir.join(f).exists())

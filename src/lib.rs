@@ -6,7 +6,7 @@
 //! - [`shm`], [`ring`]: shared-memory regions and the SPSC rings between stages.
 //! - [`wire`], [`tcp`], [`xdp`]: packets, the userspace TCP state machine, AF_XDP.
 //! - [`tls`], [`ws`]: sans-IO TLS (OpenSSL over memory BIOs) and WebSocket cores.
-//! - [`transport`]: byte transports (kernel socket; our TCP over XDP).
+//! - [`transport`]: byte transports of the kernel path (socket, TLS glue).
 //! - [`client`]: a complete `ws://` / `wss://` client over any byte transport.
 //! - [`stage`], [`runner`]: the pipeline's stages and where they run.
 //! - [`ffi`]: the C ABI, nothing else.

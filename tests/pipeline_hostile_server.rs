@@ -129,7 +129,7 @@ fn client_close_ends_when_the_server_ignores_it() {
     };
     let mut c = config(&name, s, Layout::Inline);
     c.close_timeout = Duration::from_millis(300);
-    let mut p = Pipeline::start(c).unwrap();
+    let p = Pipeline::start(c).unwrap();
     p.close(1000, "bye").unwrap();
     assert!(p.wait_disconnected(LONG), "still {:?}", p.state());
     let r = reason(&p);
@@ -147,7 +147,7 @@ fn close_after_a_protocol_error_ends_when_the_server_stops_reading() {
     let s = SyntheticScript { stop_reading_after: Some(0), ..script(v, 0) };
     let mut c = config(&name, s, Layout::Inline);
     c.close_timeout = Duration::from_millis(300);
-    let mut p = Pipeline::start(c).unwrap();
+    let p = Pipeline::start(c).unwrap();
     assert!(p.wait_disconnected(LONG), "still {:?}", p.state());
     let r = reason(&p);
     assert!(r.contains("masked") && r.contains("1002"), "{r}");

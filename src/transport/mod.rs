@@ -1,9 +1,9 @@
-//! Byte transports under TLS: the kernel TCP socket ([`kernel`]) now, our userspace TCP
-//! over AF_XDP later. [`kernel_tls`] glues a [`crate::tls::TlsSession`] onto any of them.
+//! Byte transports under TLS for the kernel path: the kernel TCP socket ([`kernel`]);
+//! [`kernel_tls`] glues a [`crate::tls::TlsSession`] onto it. (Our TCP over AF_XDP is the
+//! pipeline's `stage::XdpTransport` behind the per-interface engine: one data path.)
 
 pub mod kernel;
 pub mod kernel_tls;
-pub mod xdp;
 
 use crate::error::Result;
 use std::time::Duration;

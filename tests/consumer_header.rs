@@ -1,6 +1,10 @@
 //! The header-only C consumer (`include/pipeline_consumer.h`) against rings written by
 //! the Rust side: reads every frame in place and in order, continues from the stored
 //! position, refuses an unknown layout version, and notices an overrun.
+//!
+//! The probe is built with AddressSanitizer and UBSan (`SANITIZE`), so a read outside
+//! what the header maps, or undefined behaviour in it, fails the test instead of
+//! passing by luck.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,11 +23,17 @@ fn build_probe() -> PathBuf {
     PROBE.get_or_init(compile_probe).clone()
 }
 
+/// Every C program that exercises `pipeline_consumer.h` in a test is built with these:
+/// any sanitizer report aborts the program (no recovery), so the test sees it.
+const SANITIZE: [&str; 3] = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"];
+
 fn compile_probe() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plc_consumer_probe");
     let o = Command::new("cc")
-        .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror"])
+        .args(SANITIZE)
+        .arg("-o")
         .arg(&out)
         .arg(root.join("tests/c/consumer_probe.c"))
         .arg(format!("-I{}", root.join("include").display()))

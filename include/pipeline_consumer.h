@@ -32,6 +32,16 @@
  *     one contiguous range; write_pos at ctl+0, release (read) position at ctl+128,
  *     dirty flag (u32) at ctl+384, overrun byte count at ctl+392.
  *
+ * Trust (see docs/architecture.md, "Shared memory"): the directory and both files are
+ * opened O_NOFOLLOW (the files relative to the directory's descriptor) and must be a
+ * real directory / regular files owned by the uid this process runs as, or by root,
+ * with no group or other write bit: anything else is refused with PLC_ERR_OWNER, since
+ * another local user could have planted it. Nothing read from shared memory is trusted
+ * to stay in bounds: plc_open checks every header field against the file's real size
+ * (PLC_ERR_LAYOUT), and plc_next checks each frame's position and length against the
+ * inbox capacity and what the producer has written (PLC_ERR_CORRUPT) before handing
+ * out a pointer.
+ *
  * Compiles as C11 and C++17 (GCC/Clang atomics builtins), POSIX only.
  */
 #ifndef PIPELINE_CONSUMER_H
@@ -71,6 +81,8 @@ extern "C" {
 #define PLC_ERR_OPEN (-1)    /* a file is missing or cannot be mapped (see error) */
 #define PLC_ERR_LAYOUT (-2)  /* not a pipeline region, or another layout version */
 #define PLC_ERR_OVERRUN (-3) /* the pipeline overwrote data this consumer had not read */
+#define PLC_ERR_OWNER (-4)   /* directory or file is a symlink, another user's, or writable by others */
+#define PLC_ERR_CORRUPT (-5) /* a ring entry points outside what the pipeline wrote: corrupt memory */
 
 /* WebSocket opcodes as delivered */
 #define PLC_OPCODE_TEXT 0x1u
@@ -126,25 +138,93 @@ static inline uint64_t *plc__ctl64(uint8_t *map, size_t off) {
     return (uint64_t *)(void *)(map + PLC_CTL_OFFSET + off);
 }
 
-static inline void plc__path(char *out, size_t len, const char *name, const char *file) {
+/* "ROOT/pipeline_NAME" (ROOT: $PIPELINE_SHM_ROOT or /dev/shm); 0 if it does not fit. */
+static inline int plc__dir_path(char *out, size_t len, const char *name) {
     const char *root = getenv("PIPELINE_SHM_ROOT");
-    snprintf(out, len, "%s/pipeline_%s/%s", root ? root : "/dev/shm", name, file);
+    int n = snprintf(out, len, "%s/pipeline_%s", root ? root : "/dev/shm", name);
+    return n > 0 && (size_t)n < len;
 }
 
-/* Open and check one region; for a byte ring, map its payload twice. */
-static inline int plc__map(plc_consumer *c, const char *name, const char *file, uint32_t kind,
-                           uint32_t elem_size, uint8_t **map_out, size_t *len_out, uint64_t *cap_out) {
-    char path[512];
+/* A pipeline name is one path component of [A-Za-z0-9_.-], 1-64 long, no leading '.'
+ * (as the library's own check): no "../" can lead the consumer elsewhere. */
+static inline int plc__name_ok(const char *name) {
+    size_t n = 0;
+    if (!name || name[0] == '.') return 0;
+    for (; name[n]; n++) {
+        char ch = name[n];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+                 ch == '-' || ch == '.';
+        if (!ok || n >= 64) return 0;
+    }
+    return n > 0;
+}
+
+/* Is what `st` describes (opened O_NOFOLLOW) something we may read? A directory or a
+ * regular file as asked, owned by our uid or root, no group/other write bit. */
+static inline int plc__trusted(plc_consumer *c, const struct stat *st, const char *path, int want_dir) {
+    uid_t me = geteuid();
+    if (want_dir ? !S_ISDIR(st->st_mode) : !S_ISREG(st->st_mode)) {
+        snprintf(c->error, sizeof c->error, "%s is not a %s: not a pipeline's; remove it", path,
+                 want_dir ? "directory" : "regular file");
+        return PLC_ERR_OWNER;
+    }
+    if (st->st_uid != me && st->st_uid != 0) {
+        snprintf(c->error, sizeof c->error,
+                 "%s is owned by uid %u, not by uid %u that runs this consumer (nor root): another local user may "
+                 "have planted it; refusing to read it",
+                 path, (unsigned)st->st_uid, (unsigned)me);
+        return PLC_ERR_OWNER;
+    }
+    if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+        snprintf(c->error, sizeof c->error,
+                 "%s has mode %04o: writable by group or others, so its contents cannot be trusted; restart the "
+                 "pipeline (it creates its directory 0700 and files 0600)",
+                 path, (unsigned)(st->st_mode & 07777));
+        return PLC_ERR_OWNER;
+    }
+    return PLC_OK;
+}
+
+/* Say why opening `path` failed: a symlink (O_NOFOLLOW) is an ownership refusal. */
+static inline int plc__open_error(plc_consumer *c, const char *path, const char *name, int err) {
+    struct stat ls;
+    if (err == ELOOP || (lstat(path, &ls) == 0 && S_ISLNK(ls.st_mode))) {
+        snprintf(c->error, sizeof c->error,
+                 "%s is a symbolic link: a pipeline's directory and files are never links (another local user may "
+                 "have planted it); refusing to follow it",
+                 path);
+        return PLC_ERR_OWNER;
+    }
+    snprintf(c->error, sizeof c->error, "open %s: %s (is pipeline \"%s\" running?)", path, strerror(err), name);
+    return PLC_ERR_OPEN;
+}
+
+/* Open and check one region of the directory open as `dfd`; for a byte ring, map its
+ * payload twice. Every header field is checked against the file's real size before
+ * anything is mapped or indexed. */
+static inline int plc__map(plc_consumer *c, int dfd, const char *dir, const char *name, const char *file,
+                           uint32_t kind, uint32_t elem_size, uint8_t **map_out, size_t *len_out, uint64_t *cap_out) {
+    char path[600];
     struct stat st;
     plc_region_header h;
-    plc__path(path, sizeof path, name, file);
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(c->error, sizeof c->error, "open %s: %s (is pipeline \"%s\" running?)", path, strerror(errno), name);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    int fd = openat(dfd, file, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return plc__open_error(c, path, name, errno);
+    if (fstat(fd, &st) != 0) {
+        snprintf(c->error, sizeof c->error, "stat %s: %s", path, strerror(errno));
+        close(fd);
         return PLC_ERR_OPEN;
     }
-    if (fstat(fd, &st) != 0 || (size_t)st.st_size < PLC_HEADER_BYTES || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
-        snprintf(c->error, sizeof c->error, "%s: too small or unreadable: not a pipeline region", path);
+    int r = plc__trusted(c, &st, path, 0);
+    if (r != PLC_OK) {
+        close(fd);
+        return r;
+    }
+    /* The mirror reserves header + 2 * payload: keep that far from overflowing size_t. */
+    if (st.st_size < (off_t)PLC_HEADER_BYTES || (uint64_t)st.st_size > (uint64_t)(SIZE_MAX / 4) ||
+        pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
+        snprintf(c->error, sizeof c->error, "%s: %lld bytes, too small, too large or unreadable: not a pipeline region",
+                 path, (long long)st.st_size);
         close(fd);
         return PLC_ERR_LAYOUT;
     }
@@ -159,16 +239,32 @@ static inline int plc__map(plc_consumer *c, const char *name, const char *file, 
         close(fd);
         return PLC_ERR_LAYOUT;
     }
-    if (h.kind != kind || h.elem_size != elem_size || h.header_bytes != PLC_HEADER_BYTES ||
-        h.payload_bytes + PLC_HEADER_BYTES != (uint64_t)st.st_size || h.capacity == 0 ||
-        (h.capacity & (h.capacity - 1)) != 0) {
-        snprintf(c->error, sizeof c->error, "%s: unexpected region kind %u / element size %u / size", path, h.kind,
-                 h.elem_size);
+    uint64_t payload = (uint64_t)st.st_size - PLC_HEADER_BYTES;
+    if (h.kind != kind || h.elem_size != elem_size || h.header_bytes != PLC_HEADER_BYTES || h.payload_bytes != payload) {
+        snprintf(c->error, sizeof c->error,
+                 "%s: unexpected region kind %u / element size %u / header %u + payload %llu bytes (the file has "
+                 "%llu after the header)",
+                 path, h.kind, h.elem_size, h.header_bytes, (unsigned long long)h.payload_bytes,
+                 (unsigned long long)payload);
+        close(fd);
+        return PLC_ERR_LAYOUT;
+    }
+    /* The capacity is what every position is masked with: it must be a power of two and
+     * its slots must be exactly the payload (division first: cap * size can overflow).
+     * A byte ring's payload must also be whole pages, or the mirror cannot be mapped. */
+    long page = sysconf(_SC_PAGESIZE);
+    int cap_ok = h.capacity != 0 && (h.capacity & (h.capacity - 1)) == 0 && h.capacity <= payload / elem_size &&
+                 h.capacity * elem_size == payload;
+    if (cap_ok && kind == PLC_KIND_BYTE_RING) cap_ok = page > 0 && payload % (uint64_t)page == 0;
+    if (!cap_ok) {
+        snprintf(c->error, sizeof c->error,
+                 "%s: capacity %llu of %u-byte entries does not fit the %llu-byte payload (or is not a power of two)",
+                 path, (unsigned long long)h.capacity, elem_size, (unsigned long long)payload);
         close(fd);
         return PLC_ERR_LAYOUT;
     }
     size_t first = (size_t)st.st_size;
-    size_t total = kind == PLC_KIND_BYTE_RING ? first + (size_t)h.payload_bytes : first;
+    size_t total = kind == PLC_KIND_BYTE_RING ? first + (size_t)payload : first;
     void *base = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED) {
         snprintf(c->error, sizeof c->error, "reserve %zu bytes for %s: %s", total, path, strerror(errno));
@@ -177,7 +273,7 @@ static inline int plc__map(plc_consumer *c, const char *name, const char *file, 
     }
     int ok = mmap(base, first, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) != MAP_FAILED;
     if (ok && kind == PLC_KIND_BYTE_RING)
-        ok = mmap((uint8_t *)base + first, (size_t)h.payload_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+        ok = mmap((uint8_t *)base + first, (size_t)payload, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
                   (off_t)PLC_HEADER_BYTES) != MAP_FAILED;
     close(fd);
     if (!ok) {
@@ -201,11 +297,29 @@ static inline void plc_close(plc_consumer *c) {
 /* Attach to pipeline `name`. Continues from where the previous consumer stopped (the
  * stored positions), never replaying old frames. On failure c->error says why. */
 static inline int plc_open(plc_consumer *c, const char *name) {
+    char dir[512];
+    struct stat st;
     memset(c, 0, sizeof *c);
-    int r = plc__map(c, name, "ws_frame_info.shm", PLC_KIND_ELEM_RING, (uint32_t)sizeof(plc_frame_info), &c->ring_map,
-                     &c->ring_len, &c->ring_cap);
+    if (!plc__name_ok(name)) {
+        snprintf(c->error, sizeof c->error, "pipeline name \"%s\" must be 1-64 characters of [A-Za-z0-9_.-], not "
+                 "starting with '.'", name ? name : "(null)");
+        return PLC_ERR_OPEN;
+    }
+    if (!plc__dir_path(dir, sizeof dir, name)) {
+        snprintf(c->error, sizeof c->error, "shared-memory path for \"%s\" is too long", name);
+        return PLC_ERR_OPEN;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) return plc__open_error(c, dir, name, errno);
+    int r = fstat(dfd, &st) == 0 ? plc__trusted(c, &st, dir, 1) : PLC_ERR_OPEN;
+    if (r == PLC_ERR_OPEN) snprintf(c->error, sizeof c->error, "stat %s: %s", dir, strerror(errno));
     if (r == PLC_OK)
-        r = plc__map(c, name, "msg_inbox.shm", PLC_KIND_BYTE_RING, 1, &c->inbox_map, &c->inbox_len, &c->inbox_cap);
+        r = plc__map(c, dfd, dir, name, "ws_frame_info.shm", PLC_KIND_ELEM_RING, (uint32_t)sizeof(plc_frame_info),
+                     &c->ring_map, &c->ring_len, &c->ring_cap);
+    if (r == PLC_OK)
+        r = plc__map(c, dfd, dir, name, "msg_inbox.shm", PLC_KIND_BYTE_RING, 1, &c->inbox_map, &c->inbox_len,
+                     &c->inbox_cap);
+    close(dfd);
     if (r != PLC_OK) {
         char keep[sizeof c->error];
         memcpy(keep, c->error, sizeof keep);
@@ -214,7 +328,8 @@ static inline int plc_open(plc_consumer *c, const char *name) {
         return r;
     }
     c->tail = __atomic_load_n(plc__ctl64(c->ring_map, 128), __ATOMIC_ACQUIRE);
-    c->cached_head = __atomic_load_n(plc__ctl64(c->ring_map, 0), __ATOMIC_ACQUIRE);
+    /* The producer's position is loaded (and checked) by the first plc_next. */
+    c->cached_head = c->tail;
     c->inbox_pos = __atomic_load_n(plc__ctl64(c->inbox_map, 128), __ATOMIC_ACQUIRE);
     return PLC_OK;
 }
@@ -228,7 +343,8 @@ static inline int plc__overrun_since(const plc_consumer *c, uint64_t pos) {
     return w > pos && w - pos > c->inbox_cap;
 }
 
-/* The next data frame: PLC_OK (filled *out), PLC_EMPTY, or PLC_ERR_OVERRUN.
+/* The next data frame: PLC_OK (filled *out), PLC_EMPTY, PLC_ERR_OVERRUN, or
+ * PLC_ERR_CORRUPT (the rings hold something the pipeline cannot have written: stop).
  * WS_FRAME_INFO also carries release-only entries for control frames (opcode >= 0x8:
  * close, ping, pong; the pipeline answers them itself): plc_next skips them, releasing
  * their bytes, so a reader only ever sees text (1), binary (2) or continuation (0). */
@@ -240,29 +356,53 @@ static inline int plc_next(plc_consumer *c, plc_frame *out) {
     }
 }
 
-/* One WS_FRAME_INFO entry, control frames included. */
+/* One WS_FRAME_INFO entry, control frames included. Nothing in shared memory is
+ * trusted: the producer position must be within one ring of ours, and the payload must
+ * lie within what the producer has written and within the inbox capacity (so the
+ * pointer handed out stays inside the mirrored mapping). A bad entry is not consumed:
+ * every later call reports it again. */
 static inline int plc__next_entry(plc_consumer *c, plc_frame *out) {
     if (c->tail == c->cached_head) {
-        c->cached_head = __atomic_load_n(plc__ctl64(c->ring_map, 0), __ATOMIC_ACQUIRE);
-        if (c->tail == c->cached_head) return PLC_EMPTY;
+        uint64_t head = __atomic_load_n(plc__ctl64(c->ring_map, 0), __ATOMIC_ACQUIRE);
+        if (head - c->tail > c->ring_cap) { /* unsigned: also catches head < tail */
+            snprintf(c->error, sizeof c->error,
+                     "corrupt shared memory: WS_FRAME_INFO producer position %llu is not within %llu entries after "
+                     "the consumer's %llu",
+                     (unsigned long long)head, (unsigned long long)c->ring_cap, (unsigned long long)c->tail);
+            return PLC_ERR_CORRUPT;
+        }
+        c->cached_head = head;
+        if (c->tail == head) return PLC_EMPTY;
     }
-    const plc_frame_info *fi =
-        (const plc_frame_info *)(const void *)(c->ring_map + PLC_HEADER_BYTES) + (c->tail & (c->ring_cap - 1));
+    plc_frame_info *slot = (plc_frame_info *)(void *)(c->ring_map + PLC_HEADER_BYTES) + (c->tail & (c->ring_cap - 1));
+    /* Each field loaded once: what is checked below is what is used. */
+    uint32_t off32 = __atomic_load_n(&slot->msg_inbox_offset, __ATOMIC_RELAXED);
+    uint32_t len = __atomic_load_n(&slot->payload_len, __ATOMIC_RELAXED);
+    uint64_t meta = __atomic_load_n(&slot->meta, __ATOMIC_RELAXED);
     /* 32-bit offset back to a 64-bit position near the last one we released. */
-    uint64_t pos = c->inbox_pos + (uint64_t)(int64_t)(int32_t)(fi->msg_inbox_offset - (uint32_t)c->inbox_pos);
-    uint8_t flags = (uint8_t)(fi->meta >> 57);
-    if ((flags & PLC_FLAG_OVERRUN) || plc__overrun_since(c, pos)) {
+    uint64_t pos = c->inbox_pos + (uint64_t)(int64_t)(int32_t)(off32 - (uint32_t)c->inbox_pos);
+    uint8_t flags = (uint8_t)(meta >> 57);
+    uint64_t written = __atomic_load_n(plc__ctl64(c->inbox_map, 0), __ATOMIC_ACQUIRE);
+    if ((flags & PLC_FLAG_OVERRUN) || (written > pos && written - pos > c->inbox_cap)) {
         snprintf(c->error, sizeof c->error,
                  "overrun: the pipeline overwrote MSG_INBOX data this consumer had not read (consumer too slow)");
         return PLC_ERR_OVERRUN;
     }
+    if (len > c->inbox_cap || pos > written || written - pos < len) {
+        snprintf(c->error, sizeof c->error,
+                 "corrupt shared memory: frame %llu's payload [%llu, +%u) is not within what the pipeline has "
+                 "written (write position %llu, inbox capacity %llu)",
+                 (unsigned long long)c->tail, (unsigned long long)pos, len, (unsigned long long)written,
+                 (unsigned long long)c->inbox_cap);
+        return PLC_ERR_CORRUPT;
+    }
     out->payload = c->inbox_map + PLC_HEADER_BYTES + (pos & (c->inbox_cap - 1));
-    out->len = fi->payload_len;
-    out->opcode = (uint8_t)(fi->meta >> 48);
-    out->is_final = (uint8_t)((fi->meta >> 56) & 1u);
+    out->len = len;
+    out->opcode = (uint8_t)(meta >> 48);
+    out->is_final = (uint8_t)((meta >> 56) & 1u);
     out->flags = flags;
     out->stream_pos = pos;
-    out->parse_stamp = fi->meta & ((1ULL << 48) - 1);
+    out->parse_stamp = meta & ((1ULL << 48) - 1);
     return PLC_OK;
 }
 

@@ -63,7 +63,8 @@ fn a_c_process_consumes_a_running_pipeline() {
     std::fs::write(tmp.join("main.c"), PROGRAM).unwrap();
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let o = Command::new("cc")
-        .args(["-std=c11", "-O1", "-Wall", "-Werror", "-o"])
+        // Sanitized like tests/consumer_header.rs: a bad read in the header aborts.
+        .args(["-std=c11", "-O1", "-Wall", "-Werror", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-o"])
         .arg(tmp.join("main"))
         .arg(tmp.join("main.c"))
         .arg(format!("-I{}", root.join("include").display()))

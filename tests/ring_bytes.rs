@@ -271,3 +271,20 @@ fn inbox_across_forked_processes() {
     unsafe { libc::waitpid(pid, &mut status, 0) };
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
 }
+
+/// The inbox's capacity masks every position: a header claiming more than the file
+/// holds (or a non-power of two) is refused on attach, not trusted (issue 9, item 5).
+#[test]
+fn inbox_attach_refuses_a_capacity_the_file_does_not_hold() {
+    use std::os::unix::fs::FileExt;
+    let name = unique("hcap");
+    let dir = ShmDir::create(&name).unwrap();
+    let _inbox = MsgInbox::create(&dir, 4096, OverrunPolicy::Backpressure).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(dir.path().join("msg_inbox.shm")).unwrap();
+    let d2 = ShmDir::open(&name).unwrap();
+    for cap in [1u64 << 40, 4095, 0, 8192] {
+        f.write_all_at(&cap.to_le_bytes(), 24).unwrap();
+        let e = MsgInbox::attach(&d2).err().expect("hostile capacity accepted").to_string();
+        assert!(e.contains("capacity"), "{cap}: {e}");
+    }
+}

@@ -212,3 +212,30 @@ fn element_layouts_match_the_design() {
     assert!(PongFrame::new(0x0A, &[0; 126]).is_none());
     assert_eq!(PongFrame::new(0x0A, b"hi").unwrap().bytes(), b"hi");
 }
+
+/// A hostile or corrupt header must be refused, not trusted: capacity times element size
+/// can wrap around (2^60 slots of 16 bytes "fit" a 0-byte payload), and a capacity
+/// larger than the file would index past the mapping (issue 9, item 5).
+#[test]
+fn attach_refuses_a_capacity_that_overflows_or_exceeds_the_file() {
+    use std::os::unix::fs::FileExt;
+    let name = unique("hcap");
+    let dir = ShmDir::create(&name).unwrap();
+    let _ring = ElemRing::<WsFrameInfo>::create(&dir, "ws_frame_info.shm", 16).unwrap();
+    let path = dir.path().join("ws_frame_info.shm");
+    let poke = |off: u64, v: u64| {
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&v.to_le_bytes(), off).unwrap();
+    };
+    let d2 = ShmDir::open(&name).unwrap();
+    // capacity at byte 24, payload_bytes at 32.
+    poke(24, 1 << 40);
+    let e = ElemRing::<WsFrameInfo>::attach(&d2, "ws_frame_info.shm").err().expect("capacity 2^40 accepted").to_string();
+    assert!(e.contains("capacity"), "{e}");
+    // 2^60 * 16 wraps to 0: shrink the file to a bare header page that says so.
+    poke(24, 1 << 60);
+    poke(32, 0);
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(HEADER_BYTES as u64).unwrap();
+    let e = ElemRing::<WsFrameInfo>::attach(&d2, "ws_frame_info.shm").err().expect("wrapping capacity accepted").to_string();
+    assert!(e.contains("capacity"), "{e}");
+}

@@ -118,13 +118,20 @@ impl<T: RingElement> ElemRing<T> {
     }
 }
 
+/// Bytes of `capacity` slots of T, or None when that does not fit a usize (a capacity
+/// read from a file is anybody's number: never let it wrap around).
 #[cfg(not(loom))]
-fn spec<T>(capacity: u64) -> RegionSpec {
+fn slots_bytes<T>(capacity: u64) -> Option<usize> {
+    usize::try_from(capacity).ok()?.checked_mul(std::mem::size_of::<T>())
+}
+
+#[cfg(not(loom))]
+fn spec<T>(capacity: u64, payload_bytes: usize) -> RegionSpec {
     RegionSpec {
         kind: RegionKind::ElemRing,
         elem_size: std::mem::size_of::<T>() as u32,
         capacity,
-        payload_bytes: capacity as usize * std::mem::size_of::<T>(),
+        payload_bytes,
         mirrored: false,
     }
 }
@@ -139,18 +146,25 @@ impl<T: RingElement> ElemRing<T> {
         if std::mem::align_of::<T>() > 4096 {
             return Err(Error::Config(format!("ring {file}: element alignment too large")));
         }
-        let region = dir.create_region(file, spec::<T>(capacity as u64))?;
+        let bytes = slots_bytes::<T>(capacity as u64)
+            .ok_or_else(|| Error::Config(format!("ring {file}: capacity {capacity} is too large")))?;
+        let region = dir.create_region(file, spec::<T>(capacity as u64, bytes))?;
         Ok(Self::from_region(region))
     }
 
     /// Attach to an existing ring, checking element size (and layout version).
     pub fn attach(dir: &ShmDir, file: &str) -> Result<Self> {
-        let mut s = spec::<T>(0);
-        s.payload_bytes = 0;
-        let region = dir.attach_region(file, s)?;
+        let region = dir.attach_region(file, spec::<T>(0, 0))?;
         let cap = region.header().capacity;
-        if !cap.is_power_of_two() || region.payload_len() != cap as usize * std::mem::size_of::<T>() {
-            return Err(Error::Shm(format!("{}: capacity {cap} does not match the file size", region.path().display())));
+        // Every slot index is `pos & (cap - 1)`: the slots must be exactly the payload
+        // the file holds (Region::attach checked payload_bytes against the file size).
+        if !cap.is_power_of_two() || slots_bytes::<T>(cap) != Some(region.payload_len()) {
+            return Err(Error::Shm(format!(
+                "{}: capacity {cap} of {}-byte slots does not match the file's {}-byte payload",
+                region.path().display(),
+                std::mem::size_of::<T>(),
+                region.payload_len()
+            )));
         }
         Ok(Self::from_region(region))
     }

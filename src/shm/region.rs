@@ -4,8 +4,8 @@
 //! the mirror so that a record or a WebSocket frame crossing the physical end of the
 //! buffer still reaches the consumer as one slice — no wrap gap, no copy.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::os::fd::BorrowedFd;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::MmapRaw;
 
+use super::{check_trusted, open_nofollow, Trust};
 use crate::error::{Error, Result};
 
 /// "PLPIPE01" little-endian; a file without it is not ours or is still being created.
@@ -103,8 +104,11 @@ pub struct RegionSpec {
 }
 
 impl Region {
-    /// Create `path` (must not exist), size it, map it and publish the header.
-    pub fn create(path: &Path, spec: RegionSpec) -> Result<Region> {
+    /// Create `file` in the directory open as `dir` (must not exist: `O_CREAT | O_EXCL`,
+    /// which also refuses a planted symlink), size it, map it and publish the header.
+    /// `path` is for messages.
+    pub(crate) fn create_at(dir: BorrowedFd<'_>, file: &str, path: PathBuf, spec: RegionSpec) -> Result<Region> {
+        let path = path.as_path();
         if spec.mirrored && spec.payload_bytes % super::page_size() != 0 {
             return Err(Error::Config(format!(
                 "mirrored region {} needs a payload that is a multiple of the page size, got {}",
@@ -112,14 +116,10 @@ impl Region {
                 spec.payload_bytes
             )));
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-        let total = HEADER_BYTES + spec.payload_bytes;
+        let file = open_nofollow(Some(dir), Path::new(file), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600, path)?;
+        let total = HEADER_BYTES.checked_add(spec.payload_bytes).ok_or_else(|| {
+            Error::Config(format!("{}: payload of {} bytes is too large", path.display(), spec.payload_bytes))
+        })?;
         file.set_len(total as u64)
             .map_err(|e| Error::io(format!("size {} to {total} bytes", path.display()), e))?;
         let region = Self::map(&file, path, spec.payload_bytes, spec.mirrored)?;
@@ -139,13 +139,13 @@ impl Region {
         Ok(region)
     }
 
-    /// Map an existing region and check that it is what the caller expects.
-    pub fn attach(path: &Path, expect: RegionSpec) -> Result<Region> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    /// Map an existing region `file` of the directory open as `dir` and check that it
+    /// is what the caller expects: a regular file we may trust (not a symlink, ours or
+    /// root's, not writable by group/others) whose header agrees with its size.
+    pub(crate) fn attach_at(dir: BorrowedFd<'_>, file: &str, path: PathBuf, expect: RegionSpec) -> Result<Region> {
+        let path = path.as_path();
+        let file = open_nofollow(Some(dir), Path::new(file), libc::O_RDWR, 0, path)?;
+        check_trusted(&file, path, Trust::AttachFile)?;
         let len = file
             .metadata()
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
@@ -219,8 +219,13 @@ impl Region {
                 path.display()
             )));
         }
-        let first = HEADER_BYTES + payload_bytes;
-        let len = first + payload_bytes;
+        // A file's size is the attacher's input here: no silent wrap-around.
+        let (first, len) = match HEADER_BYTES.checked_add(payload_bytes).and_then(|f| Some((f, f.checked_add(payload_bytes)?))) {
+            Some(v) => v,
+            None => {
+                return Err(Error::Shm(format!("{}: payload of {payload_bytes} bytes is too large to map", path.display())))
+            }
+        };
         let fd = file.as_raw_fd();
         // SAFETY: reserve an address range nobody else uses; PROT_NONE until the two
         // MAP_FIXED file mappings below replace it page for page.

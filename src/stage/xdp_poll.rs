@@ -57,7 +57,11 @@ pub const FREE_RING_MSG: usize = if MSG_FRAMES.is_power_of_two() { MSG_FRAMES } 
 /// pools (frames on a ring are the connection's until it uses them).
 /// For data frames the depth counts every frame the connection holds idle (on the ring,
 /// in its local cache, or completed and kept for retransmission), not only the ring.
-const FREE_DEPTH: [usize; 3] = [128, 16, 32];
+/// With these depths, 16 connections can sit idle on a full ring each and the pools
+/// (512 / 512 / 1024 frames by default) still have frames for a newcomer; frames on a
+/// busy connection's rings come back through completions and are re-dealt within the
+/// (smaller) share.
+const FREE_DEPTH: [usize; 3] = [32, 16, 32];
 /// Under sustained traffic the "idle" work (returning frames, topping up) still runs
 /// every this many busy polls, so the pools never drain because nobody is ever idle.
 const HOUSEKEEPING_EVERY: u32 = 4;
@@ -373,7 +377,8 @@ impl Core {
                 // past its cache), so count all it holds idle, or the two would pass
                 // frames back and forth forever.
                 let idle = if k == 2 { slot.held[2].saturating_sub(slot.msg_in_flight) } else { waiting };
-                let mut room = FREE_DEPTH[k].saturating_sub(idle).min(quotas[k].saturating_sub(slot.held[k]));
+                let depth = FREE_DEPTH[k].min(quotas[k]);
+                let mut room = depth.saturating_sub(idle).min(quotas[k].saturating_sub(slot.held[k]));
                 while room > 0 {
                     let Some(a) = xsk.alloc_tx(*kind) else { break };
                     owner[frame_index(a)] = slot.id;

@@ -135,7 +135,9 @@ fn feed_test(what: &str, bed_setup: impl FnOnce(&TestBed), tweak: impl FnOnce(&m
     let te = TEXT_EVERY.to_string();
     let srv = server(&bed, &["--count", &n, "--fragment-every", "13", "--text-every", &te, "--once"]);
     bed_setup(&bed);
-    let (name, _g) = unique("feed");
+    // One name per test: the feed tests run in parallel in one process.
+    let tag: String = what.trim_start_matches("xdp pipeline feed").chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect();
+    let (name, _g) = unique(&format!("feed{tag}"));
     let (ip, port) = (bed.server_ip, srv.port);
     let stats = bed.in_client(|| {
         let mut cfg = xdp_config(ip, port, &name);

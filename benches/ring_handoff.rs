@@ -57,12 +57,10 @@ fn name(tag: &str) -> String {
 
 fn ring_throughput() -> f64 {
     let dir = ShmDir::create(&name("tp")).unwrap();
-    let ring = ElemRing::<u64>::create(&dir, "raw_inbox.shm", CAP).unwrap();
-    let r2 = ring.clone();
+    let (mut p, mut c) = ElemRing::<u64>::create(&dir, "raw_inbox.shm", CAP).unwrap().split();
     let t0 = Instant::now();
     let prod = std::thread::spawn(move || {
         pin(0);
-        let mut p = r2.producer();
         let mut v = 0u64;
         while v < N {
             let mut k = 0;
@@ -77,7 +75,6 @@ fn ring_throughput() -> f64 {
         }
     });
     pin(1);
-    let mut c = ring.consumer();
     let mut expect = 0u64;
     while expect < N {
         let n = c.available();
@@ -123,13 +120,11 @@ fn mpsc_throughput() -> f64 {
 
 fn ring_pingpong() -> f64 {
     let dir = ShmDir::create(&name("pp")).unwrap();
-    let a = ElemRing::<u64>::create(&dir, "raw_inbox.shm", 64).unwrap();
-    let b = ElemRing::<u64>::create(&dir, "raw_outbox.shm", 64).unwrap();
-    let (a2, b2) = (a.clone(), b.clone());
+    let (mut pa, mut ca) = ElemRing::<u64>::create(&dir, "raw_inbox.shm", 64).unwrap().split();
+    let (mut pb, mut cb) = ElemRing::<u64>::create(&dir, "raw_outbox.shm", 64).unwrap().split();
     let echo = std::thread::spawn(move || {
         pin(0);
-        let mut c = a2.consumer();
-        let mut p = b2.producer();
+        let (c, p) = (&mut ca, &mut pb);
         loop {
             if let Some(v) = c.pop() {
                 while p.push(v).is_err() {}
@@ -142,8 +137,7 @@ fn ring_pingpong() -> f64 {
         }
     });
     pin(1);
-    let mut p = a.producer();
-    let mut c = b.consumer();
+    let (p, c) = (&mut pa, &mut cb);
     let t0 = Instant::now();
     let mut done = 0u64;
     for v in 0..PINGS {

@@ -72,7 +72,7 @@ fn c_consumer_reads_every_frame_in_place_and_continues_from_the_stored_position(
     let ring = ElemRing::<WsFrameInfo>::create(&dir, names::WS_FRAME_INFO, 1024).unwrap();
     let inbox = MsgInbox::create(&dir, 1 << 16, OverrunPolicy::Backpressure).unwrap();
     let mut w = inbox.writer();
-    let mut p = ring.producer();
+    let mut p = ring.into_producer();
     let writer = std::thread::spawn(move || {
         for i in 0..N {
             while !put(&mut w, &mut p, i) {
@@ -85,7 +85,7 @@ fn c_consumer_reads_every_frame_in_place_and_continues_from_the_stored_position(
     let (mut w, mut p) = writer.join().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("ok {N}"));
-    assert_eq!(ring.tail(), N, "the C side released every frame");
+    assert_eq!(p.ring().tail(), N, "the C side released every frame");
     assert_eq!(inbox.read_pos(), inbox.write_pos(), "and every byte");
 
     // A second attach continues at N: frames N.. carry "msg N".. but the probe expects
@@ -126,7 +126,7 @@ fn c_consumer_notices_when_it_has_been_overrun() {
     let ring = ElemRing::<WsFrameInfo>::create(&dir, names::WS_FRAME_INFO, 4096).unwrap();
     let inbox = MsgInbox::create(&dir, 4096, OverrunPolicy::Overwrite).unwrap();
     let mut w = inbox.writer();
-    let mut p = ring.producer();
+    let mut p = ring.into_producer();
     // Nobody reads: in overwrite mode the producer laps the 4 KiB inbox.
     for i in 0..2000 {
         assert!(put(&mut w, &mut p, i));
@@ -196,11 +196,12 @@ fn c_consumer_refuses_a_frame_longer_than_the_inbox() {
     let (name, _dir, ring, inbox) = setup("len");
     let mut w = inbox.writer();
     assert_eq!(w.write(b"\x81\x08msg 0xyz"), 10);
-    ring.producer().push(WsFrameInfo::new(2, 0xFFFF_FFF0, 0, 1, true, 0)).unwrap();
+    let mut p = ring.into_producer();
+    p.push(WsFrameInfo::new(2, 0xFFFF_FFF0, 0, 1, true, 0)).unwrap();
     let (code, text) = probe(&[&name, "1", "drain"]);
     assert_eq!(code, Some(6), "{text}");
     assert!(text.contains("-5 ") && text.contains("corrupt"), "PLC_ERR_CORRUPT: {text}");
-    assert_eq!(ring.tail(), 0, "a corrupt entry is not released");
+    assert_eq!(p.ring().tail(), 0, "a corrupt entry is not released");
 }
 
 #[test]
@@ -209,7 +210,7 @@ fn c_consumer_refuses_a_frame_beyond_the_write_position() {
     let mut w = inbox.writer();
     assert_eq!(w.write(b"\x81\x08msg 0xyz"), 10);
     // Inside the mapping once taken modulo the capacity, but never written.
-    ring.producer().push(WsFrameInfo::new(5000, 10, 0, 1, true, 0)).unwrap();
+    ring.into_producer().push(WsFrameInfo::new(5000, 10, 0, 1, true, 0)).unwrap();
     let (code, text) = probe(&[&name, "1", "drain"]);
     assert_eq!(code, Some(6), "{text}");
     assert!(text.contains("-5 ") && text.contains("write position"), "{text}");

@@ -22,8 +22,7 @@ fn model<F: Fn() + Sync + Send + 'static>(f: F) {
 fn run(capacity: usize, n: u64, batch: usize) {
     model(move || {
         let ring = ElemRing::<u64>::new_heap(capacity);
-        let mut prod = ring.producer();
-        let mut cons = ring.consumer();
+        let (mut prod, mut cons) = ring.split();
         let t = thread::spawn(move || {
             let mut next = 0;
             while next < n {
@@ -70,8 +69,7 @@ fn batched_publish_and_release() {
 fn push_pop_api() {
     model(|| {
         let ring = ElemRing::<u64>::new_heap(2);
-        let mut prod = ring.producer();
-        let mut cons = ring.consumer();
+        let (mut prod, mut cons) = ring.split();
         let t = thread::spawn(move || {
             for v in 0..3u64 {
                 let mut v = v;

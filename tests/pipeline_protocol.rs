@@ -185,12 +185,12 @@ fn websocket_stage_answers_ping_and_close_on_the_pongs_ring() {
     let dir = ShmDir::create(&name).unwrap();
     let stats = StatsRegion::create(&dir).unwrap();
     let inbox = MsgInbox::create(&dir, 1 << 16, OverrunPolicy::Backpressure).unwrap();
-    let pongs: ElemRing<PongFrame> = ElemRing::create(&dir, names::PONGS, 16).unwrap();
-    let frames: ElemRing<WsFrameInfo> = ElemRing::create(&dir, names::WS_FRAME_INFO, 16).unwrap();
+    let (pongs_tx, mut pc) = ElemRing::<PongFrame>::create(&dir, names::PONGS, 16).unwrap().split();
+    let (frames_tx, mut fc) = ElemRing::<WsFrameInfo>::create(&dir, names::WS_FRAME_INFO, 16).unwrap().split();
     let mut ws = WebSocketStage::new(
         inbox.clone(),
-        frames.producer(),
-        pongs.producer(),
+        frames_tx,
+        pongs_tx,
         stats.clone(),
         Delivery::Messages,
         1 << 15,
@@ -200,7 +200,6 @@ fn websocket_stage_answers_ping_and_close_on_the_pongs_ring() {
     encode_server_frame(&mut v, 0x9, true, b"are you there");
     encode_server_frame(&mut v, 0x8, true, b"\x03\xe9going away");
     // Byte by byte: nothing happens until a frame is complete.
-    let mut pc = pongs.consumer();
     for (i, b) in v.iter().enumerate() {
         assert_eq!(w.write(&[*b]), 1);
         ws.poll(i as u64).unwrap();
@@ -219,7 +218,6 @@ fn websocket_stage_answers_ping_and_close_on_the_pongs_ring() {
         stats.reason()
     );
     // Control frames leave release markers, not deliverable frames.
-    let mut fc = frames.consumer();
     assert_eq!(fc.pop().unwrap().opcode(), 0x9);
     assert_eq!(fc.pop().unwrap().opcode(), 0x8);
 }

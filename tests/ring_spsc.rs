@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use pipeline::ring::{ElemRing, PongFrame, UmemFrameDescriptor, WsFrameInfo};
+use pipeline::ring::{Consumer, ElemRing, PongFrame, Producer, UmemFrameDescriptor, WsFrameInfo};
 use pipeline::shm::{ShmDir, HEADER_BYTES};
 
 fn unique(tag: &str) -> String {
@@ -15,8 +15,7 @@ const N_THREADS: u64 = 5_000_000;
 const N_FORK: u64 = 2_000_000;
 
 /// Producer pushes 0..n in variable batches; consumer checks order, no loss, no dup.
-fn produce(ring: &ElemRing<u64>, n: u64) {
-    let mut p = ring.producer();
+fn produce(mut p: Producer<u64>, n: u64) {
     let mut next = 0u64;
     let mut batch = 1usize;
     while next < n {
@@ -33,8 +32,7 @@ fn produce(ring: &ElemRing<u64>, n: u64) {
     }
 }
 
-fn consume(ring: &ElemRing<u64>, n: u64) -> u64 {
-    let mut c = ring.consumer();
+fn consume(c: &mut Consumer<u64>, n: u64) -> u64 {
     let mut expect = c.position();
     let mut sum = 0u64;
     while expect < n {
@@ -60,14 +58,13 @@ fn consume(ring: &ElemRing<u64>, n: u64) -> u64 {
 #[test]
 fn across_threads_millions_in_order() {
     let dir = ShmDir::create(&unique("thr")).unwrap();
-    let ring = ElemRing::<u64>::create(&dir, "raw_inbox.shm", 1024).unwrap();
-    let r2 = ring.clone();
-    let t = std::thread::spawn(move || produce(&r2, N_THREADS));
-    let sum = consume(&ring, N_THREADS);
+    let (p, mut c) = ElemRing::<u64>::create(&dir, "raw_inbox.shm", 1024).unwrap().split();
+    let t = std::thread::spawn(move || produce(p, N_THREADS));
+    let sum = consume(&mut c, N_THREADS);
     t.join().unwrap();
     assert_eq!(sum, N_THREADS * (N_THREADS - 1) / 2);
-    assert_eq!(ring.head(), N_THREADS);
-    assert_eq!(ring.tail(), N_THREADS);
+    assert_eq!(c.ring().head(), N_THREADS);
+    assert_eq!(c.ring().tail(), N_THREADS);
 }
 
 #[test]
@@ -84,14 +81,14 @@ fn across_forked_processes_millions_in_order() {
         let code = std::panic::catch_unwind(|| {
             let d = ShmDir::open(&name).unwrap();
             let r = ElemRing::<u64>::attach(&d, "raw_inbox.shm").unwrap();
-            produce(&r, N_FORK);
+            produce(r.into_producer(), N_FORK);
         })
         .map(|_| 0)
         .unwrap_or(1);
         // SAFETY: leave the forked child without running the parent's destructors.
         unsafe { libc::_exit(code) };
     }
-    let sum = consume(&ring, N_FORK);
+    let sum = consume(&mut ring.into_consumer(), N_FORK);
     let mut status = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -103,8 +100,7 @@ fn across_forked_processes_millions_in_order() {
 fn full_and_empty_edges_and_wrap_around() {
     let dir = ShmDir::create(&unique("edge")).unwrap();
     let ring = ElemRing::<u64>::create(&dir, "pongs.shm", 4).unwrap();
-    let mut p = ring.producer();
-    let mut c = ring.consumer();
+    let (mut p, mut c) = ring.split();
     assert_eq!(c.pop(), None, "empty ring must pop nothing");
     // Go around the 4 slots many times, filling completely each time.
     for lap in 0..1000u64 {
@@ -132,8 +128,7 @@ fn attacher_continues_from_stored_position_without_replay() {
     let name = unique("att");
     let dir = ShmDir::create(&name).unwrap();
     let ring = ElemRing::<u64>::create(&dir, "ws_frame_info.shm", 8).unwrap();
-    let mut p = ring.producer();
-    let mut c = ring.consumer();
+    let (mut p, mut c) = ring.split();
     for v in 0..6 {
         p.push(v).unwrap();
     }
@@ -144,7 +139,7 @@ fn attacher_continues_from_stored_position_without_replay() {
     // A new consumer in "another process" must start at 4, not at 0 or at the head.
     let d2 = ShmDir::open(&name).unwrap();
     let r2 = ElemRing::<u64>::attach(&d2, "ws_frame_info.shm").unwrap();
-    let mut c2 = r2.consumer();
+    let mut c2 = r2.into_consumer();
     assert_eq!(c2.position(), 4);
     assert_eq!(c2.pop(), Some(4));
     assert_eq!(c2.pop(), Some(5));
@@ -155,8 +150,7 @@ fn attacher_continues_from_stored_position_without_replay() {
 fn producer_peek_at_reads_back_consumed_descriptors() {
     let dir = ShmDir::create(&unique("peek")).unwrap();
     let ring = ElemRing::<UmemFrameDescriptor>::create(&dir, "raw_inbox.shm", 4).unwrap();
-    let mut p = ring.producer();
-    let mut c = ring.consumer();
+    let (mut p, mut c) = ring.split();
     for i in 0..4u64 {
         p.push(UmemFrameDescriptor { umem_addr: i * 4096, ..Default::default() }).unwrap();
     }

@@ -332,9 +332,9 @@ impl Pipeline {
         let stats = StatsRegion::create(&dir)?;
         let inbox = MsgInbox::create(&dir, cfg.inbox_size, cfg.overrun)?;
         let outbox = MsgOutbox::create(&dir, cfg.outbox_size)?;
-        let pongs: ElemRing<PongFrame> = ElemRing::create(&dir, names::PONGS, 256)?;
-        let frames: ElemRing<WsFrameInfo> =
-            ElemRing::create(&dir, names::WS_FRAME_INFO, cfg.frame_ring)?;
+        let (pongs_tx, pongs_rx) = ElemRing::<PongFrame>::create(&dir, names::PONGS, 256)?.split();
+        let (frames_tx, frames_rx) =
+            ElemRing::<WsFrameInfo>::create(&dir, names::WS_FRAME_INFO, cfg.frame_ring)?.split();
 
         let handshake = ClientHandshake::new(
             &url,
@@ -355,7 +355,7 @@ impl Pipeline {
                     handshake.clone(),
                     inbox.writer(),
                     outbox.reader(),
-                    pongs.consumer(),
+                    pongs_rx,
                     stats.clone(),
                     outbox.max_payload(),
                     cfg.close_timeout,
@@ -390,8 +390,8 @@ impl Pipeline {
         }
         stages.push(Box::new(WebSocketStage::new(
             inbox.clone(),
-            frames.producer(),
-            pongs.producer(),
+            frames_tx,
+            pongs_tx,
             stats.clone(),
             cfg.delivery,
             cfg.max_message,
@@ -399,11 +399,11 @@ impl Pipeline {
         let callback = cb.is_some();
         let mut receiver = None;
         if let Some(cb) = cb {
-            let reader = FrameReader::new(frames.consumer(), inbox.clone());
+            let reader = FrameReader::new(frames_rx, inbox.clone());
             stages.push(Box::new(AppClientStage::new(reader, cb, stats.clone())));
         } else if !cfg.external_consumer {
             receiver = Some(Receiver {
-                reader: FrameReader::new(frames.consumer(), inbox.clone()),
+                reader: FrameReader::new(frames_rx, inbox.clone()),
                 stats: stats.clone(),
                 taken: 0,
             });

@@ -43,8 +43,11 @@ pub struct ElemRing<T: RingElement> {
     _t: PhantomData<T>,
 }
 
-impl<T: RingElement> Clone for ElemRing<T> {
-    fn clone(&self) -> Self {
+// Not `Clone`: a ring handle turns into its ends (`split`, `into_producer`,
+// `into_consumer`) by value, so a second producer or consumer cannot be made by
+// accident (rtrb's `RingBuffer::new` does the same). The ends share the mapping.
+impl<T: RingElement> ElemRing<T> {
+    fn dup(&self) -> Self {
         ElemRing { backing: self.backing.clone(), capacity: self.capacity, _t: PhantomData }
     }
 }
@@ -230,18 +233,27 @@ impl<T: RingElement> ElemRing<T> {
         self.len() == 0
     }
 
-    /// The producer side. Exactly one may exist across all processes; this is not
-    /// checked (it would cost an atomic RMW per attach and the runner already places
-    /// exactly one producer per ring).
-    pub fn producer(&self) -> Producer<T> {
-        let head = self.head();
-        Producer { ring: self.clone(), head, cached_tail: self.tail() }
+    /// The only pair of ends of a ring this process created (or attached and owns
+    /// both sides of). Across processes, exactly one producer and one consumer may exist;
+    /// the type makes that true within one process, and the runner places the ends.
+    pub fn split(self) -> (Producer<T>, Consumer<T>) {
+        let p = Producer { ring: self.dup(), head: self.head(), cached_tail: self.tail() };
+        (p, self.into_consumer())
     }
 
-    /// The consumer side, continuing from the stored tail (never replaying).
-    pub fn consumer(&self) -> Consumer<T> {
+    /// The producer side alone (the consumer lives in another process).
+    pub fn into_producer(self) -> Producer<T> {
+        let head = self.head();
+        let cached_tail = self.tail();
+        Producer { ring: self, head, cached_tail }
+    }
+
+    /// The consumer side alone (an attacher), continuing from the stored tail (never
+    /// replaying).
+    pub fn into_consumer(self) -> Consumer<T> {
         let tail = self.tail();
-        Consumer { ring: self.clone(), tail, cached_head: self.head() }
+        let cached_head = self.head();
+        Consumer { ring: self, tail, cached_head }
     }
 }
 

@@ -114,18 +114,20 @@ impl XdpRings {
     /// The only pair of ends: consuming the rings means nobody can make a second
     /// producer or consumer of them by accident.
     pub fn split(self) -> (EnginePort, TransportPort) {
+        let (inbox_tx, inbox_rx) = self.raw_inbox.split();
+        let (raw_tx, raw_rx) = self.raw_outbox.split();
+        let (ack_tx, ack_rx) = self.ack_outbox.split();
+        let [free_ack, free_pong, free_msg] = self.tx_free;
+        let (free_ack_tx, free_ack_rx) = free_ack.split();
+        let (free_msg_tx, free_msg_rx) = free_msg.split();
+        // Nobody on the transport side uses the PONG outbox or free ring yet (encrypted
+        // PONGs travel as data), so only the engine holds those ends.
         let e = EnginePort {
-            raw_inbox: self.raw_inbox.producer(),
-            outboxes: [self.raw_outbox.consumer(), self.ack_outbox.consumer(), self.pong_outbox.consumer()],
-            tx_free: [self.tx_free[0].producer(), self.tx_free[1].producer(), self.tx_free[2].producer()],
+            raw_inbox: inbox_tx,
+            outboxes: [raw_rx, ack_rx, self.pong_outbox.into_consumer()],
+            tx_free: [free_ack_tx, free_pong.into_producer(), free_msg_tx],
         };
-        let t = TransportPort {
-            raw_inbox: self.raw_inbox.consumer(),
-            raw_outbox: self.raw_outbox.producer(),
-            ack_outbox: self.ack_outbox.producer(),
-            free_ack: self.tx_free[0].consumer(),
-            free_msg: self.tx_free[2].consumer(),
-        };
+        let t = TransportPort { raw_inbox: inbox_rx, raw_outbox: raw_tx, ack_outbox: ack_tx, free_ack: free_ack_rx, free_msg: free_msg_rx };
         (e, t)
     }
 }

@@ -184,3 +184,40 @@ fn ip_options_are_skipped_and_non_matching_ports_pass() {
         assert_eq!((t.seq, t.payload_len), (78, 5));
     });
 }
+
+/// The filter matches the destination address too (issue 9 item 8): a kernel
+/// connection from another local address, with the same server address and port and
+/// the same local port as our flow, is the kernel's and completes.
+#[test]
+fn a_kernel_flow_to_another_local_address_with_the_same_ports_passes() {
+    let Some(bed) = TestBed::new_or_skip("AF_XDP 4-tuple filter") else { return };
+    let other_ip = std::net::Ipv4Addr::new(10, 200, 1, 12);
+    bed.add_addr(Side::Client, other_ip);
+    let server_port = 40901u16;
+    let listener = bed.in_server(|| TcpListener::bind((bed.server_ip, server_port)).unwrap());
+    listener.set_nonblocking(true).unwrap();
+    bed.in_client(|| {
+        let port = PortReservation::new(bed.client_ip, 0).expect("reserve port");
+        let mut xsk = XdpSocket::open(&XdpConfig::new(&bed.client_if)).expect("open AF_XDP socket");
+        let ours = Flow { server_ip: bed.server_ip, server_port, local_ip: bed.client_ip, local_port: port.port() };
+        xsk.add_flow(ours).unwrap();
+        // Same ports, other local address: the SYN-ACK must reach this kernel socket.
+        let fd = tcp_connect_from(SocketAddrV4::new(other_ip, port.port()), SocketAddrV4::new(bed.server_ip, server_port));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut accepted = None;
+        while accepted.is_none() && std::time::Instant::now() < deadline {
+            if let Ok((s, peer)) = listener.accept() {
+                accepted = Some(peer);
+                drop(s);
+            }
+            let _ = xsk.wait_rx(Duration::from_millis(20));
+        }
+        let peer = accepted.expect("the server never accepted the kernel connection");
+        assert_eq!(peer, std::net::SocketAddr::V4(SocketAddrV4::new(other_ip, port.port())));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(so_error(fd.as_raw_fd()), 0, "the kernel connection did not complete (its SYN-ACK was redirected?)");
+        let mut descs = [pipeline::xdp::RxDesc::default(); 8];
+        assert_eq!(xsk.rx_burst(&mut descs), 0, "a frame of the kernel's connection reached the AF_XDP socket");
+        assert_eq!(xsk.filter_counters().unwrap().redirected, 0, "the program redirected the kernel's packets");
+    });
+}

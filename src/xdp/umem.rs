@@ -258,26 +258,17 @@ impl FrameLedger {
     /// (found by address range).
     #[inline]
     pub fn complete(&mut self, addr: u64) -> Result<TxKind, LedgerError> {
-        let Some(k) = Self::tx_kind(addr) else {
-            self.stats.comp_unexpected += 1;
-            return Err(LedgerError::BadAddress(addr));
-        };
-        let i = frame_index(addr);
-        if self.state[i] != State::InFlight {
-            self.stats.comp_unexpected += 1;
-            return Err(LedgerError::WrongState(addr));
-        }
-        self.state[i] = State::Free;
-        self.in_flight -= 1;
-        self.free[k as usize].push(i as u32);
-        self.stats.completed[k as usize] += 1;
-        Ok(k)
+        self.completed(addr, false)
     }
 
     /// The completion ring returned `addr`, and its owner keeps it (a data frame held for
     /// retransmission): the frame goes back to `User`, not to its pool.
     #[inline]
     pub fn complete_keep(&mut self, addr: u64) -> Result<TxKind, LedgerError> {
+        self.completed(addr, true)
+    }
+
+    fn completed(&mut self, addr: u64, keep: bool) -> Result<TxKind, LedgerError> {
         let Some(k) = Self::tx_kind(addr) else {
             self.stats.comp_unexpected += 1;
             return Err(LedgerError::BadAddress(addr));
@@ -287,9 +278,14 @@ impl FrameLedger {
             self.stats.comp_unexpected += 1;
             return Err(LedgerError::WrongState(addr));
         }
-        self.state[i] = State::User;
         self.in_flight -= 1;
         self.stats.completed[k as usize] += 1;
+        if keep {
+            self.state[i] = State::User;
+        } else {
+            self.state[i] = State::Free;
+            self.free[k as usize].push(i as u32);
+        }
         Ok(k)
     }
 
@@ -401,6 +397,24 @@ mod tests {
         // Double completion is refused and counted.
         assert_eq!(l.complete(b), Err(LedgerError::WrongState(b)));
         assert_eq!(l.stats().comp_unexpected, 1);
+    }
+
+    #[test]
+    fn a_kept_completion_stays_with_its_owner() {
+        let mut l = FrameLedger::new();
+        let a = l.alloc_tx(TxKind::Msg).unwrap();
+        let free = l.available(TxKind::Msg);
+        l.mark_in_flight(a).unwrap();
+        assert!(l.is_in_flight(a));
+        assert_eq!(l.complete_keep(a), Ok(TxKind::Msg));
+        assert!(l.is_user_held(a), "held for retransmission, not in the pool");
+        assert_eq!(l.available(TxKind::Msg), free);
+        assert_eq!(l.in_flight(), 0);
+        // It can be sent again, and given back when done.
+        l.mark_in_flight(a).unwrap();
+        assert_eq!(l.complete(a), Ok(TxKind::Msg));
+        assert_eq!(l.available(TxKind::Msg), free + 1);
+        assert_eq!(l.complete_keep(a), Err(LedgerError::WrongState(a)), "not in flight");
     }
 
     #[test]

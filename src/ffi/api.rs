@@ -554,7 +554,7 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
                 Ok(())
             }
             None if disconnected => Err(Error::Closed(match pp.p.state() {
-                State::Disconnected { reason } => reason,
+                State::Disconnected { reason } => reason.message,
                 _ => String::new(),
             })),
             None => Err(Error::WouldBlock),
@@ -694,7 +694,7 @@ fn pl_state_of(st: &State) -> (PlState, &str) {
         State::Connecting => (PlState::PL_STATE_CONNECTING, ""),
         State::Connected => (PlState::PL_STATE_CONNECTED, ""),
         State::Closing => (PlState::PL_STATE_CLOSING, ""),
-        State::Disconnected { reason } => (PlState::PL_STATE_DISCONNECTED, reason.as_str()),
+        State::Disconnected { reason } => (PlState::PL_STATE_DISCONNECTED, reason.message.as_str()),
     }
 }
 

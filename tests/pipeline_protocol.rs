@@ -608,3 +608,36 @@ fn sends_from_several_threads_are_serialised() {
         assert!(mine.iter().enumerate().all(|(i, m)| *m == format!("t{t} {i}")), "thread {t}'s messages out of order");
     }
 }
+
+/// The reason's kind and details go through the stats region: another process attaching
+/// to it (`pipeline stat`, the C API) reads back the same typed reason; the first
+/// reason wins, kind included.
+#[test]
+fn the_disconnect_kind_round_trips_through_the_stats_region() {
+    use pipeline::pipeline::{DisconnectKind as K, DisconnectReason, StageExit};
+    let kinds = [
+        K::ServerClosed { code: 4001, reason: "bye from server".into() },
+        K::ServerClosed { code: 1000, reason: "x".repeat(123) },
+        K::CloseCompleted { code: 1000 },
+        K::ProtocolError { close_code: 1009 },
+        K::StageDied { stage: "websocket".into(), pid: 4242, exit: StageExit::Signal(9) },
+        K::StageDied { stage: "app".into(), pid: 7, exit: StageExit::Exited(3) },
+        K::StageDied { stage: "transport".into(), pid: 8, exit: StageExit::CollectedElsewhere },
+        K::StagePanicked { stage: "transport+websocket+app".into() },
+        K::TcpReset,
+        K::Stopped,
+    ];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let (name, _g) = unique(&format!("kind{i}"));
+        let dir = ShmDir::create(&name).unwrap();
+        let stats = StatsRegion::create(&dir).unwrap();
+        assert_eq!(stats.reason().kind, K::Unknown, "nothing recorded yet");
+        let r = DisconnectReason::new(kind.clone(), format!("reason {i}"));
+        stats.disconnect(r.clone());
+        stats.disconnect(DisconnectReason::new(K::Stopped, "an echo of the shutdown"));
+        let other = StatsRegion::attach(&ShmDir::open(&name).unwrap()).unwrap();
+        assert_eq!(other.reason(), r, "{kind:?}");
+        assert_eq!(other.state(), PipelineState::Disconnected { reason: r });
+        assert_eq!(K::name_of(kind.code()), kind.name());
+    }
+}

@@ -94,6 +94,49 @@ typedef enum PlOverrun {
   PL_OVERRUN_OVERWRITE = 1,
 } PlOverrun;
 
+// Why a pipeline disconnected: `PlDisconnect.kind` (a `uint32_t` at the ABI: a newer
+// library may add kinds, so keep a default branch). The numbers are stable; the same
+// codes are in the stats region and `pipeline stat --json` ("reason_kind" names them
+// in lower case without the prefix).
+typedef enum PlDisconnectKind {
+  // Not disconnected (or no kind recorded).
+  PL_DISCONNECT_NONE = 0,
+  // The server sent a close frame (answered): `close_code`, `close_reason`.
+  PL_DISCONNECT_SERVER_CLOSED = 1,
+  // Our close (`pl_close`) was answered: `close_code` is the server's reply.
+  PL_DISCONNECT_CLOSE_COMPLETED = 2,
+  // The server did not answer our close within the close timeout.
+  PL_DISCONNECT_CLOSE_TIMEOUT = 3,
+  // After our close the server ended the TCP/TLS stream without a close frame.
+  PL_DISCONNECT_CLOSED_AFTER_OUR_CLOSE = 4,
+  // The server broke the protocol; we closed with `close_code` (1002, 1007, 1009 ...).
+  PL_DISCONNECT_PROTOCOL_ERROR = 5,
+  // The WebSocket upgrade failed.
+  PL_DISCONNECT_UPGRADE_FAILED = 6,
+  // The peer reset the TCP connection.
+  PL_DISCONNECT_TCP_RESET = 7,
+  // The stream ended (TCP FIN, TLS close_notify) without a WebSocket close.
+  PL_DISCONNECT_TCP_CLOSED = 8,
+  // TLS failure.
+  PL_DISCONNECT_TLS = 9,
+  // TCP/IP failure (refused, unreachable, retransmissions timed out).
+  PL_DISCONNECT_NETWORK = 10,
+  // Set-up did not finish in time (or another stage timeout).
+  PL_DISCONNECT_TIMEOUT = 11,
+  // A stage process died: `stage`, `pid`, `signal` / `exit_status`.
+  PL_DISCONNECT_STAGE_DIED = 12,
+  // A stage panicked (a bug, or a panicking callback): `stage`.
+  PL_DISCONNECT_STAGE_PANICKED = 13,
+  // `pl_stop` / `pl_free` (the application).
+  PL_DISCONNECT_STOPPED = 14,
+  // A ring or buffer could not hold what had to go in it.
+  PL_DISCONNECT_OVERRUN = 15,
+  // A system call failed.
+  PL_DISCONNECT_IO = 16,
+  // Anything else (configuration, shared memory, capability).
+  PL_DISCONNECT_INTERNAL = 17,
+} PlDisconnectKind;
+
 // A running pipeline (opaque).
 //
 // Every call but `pl_free` reaches it through a shared reference only: the C caller
@@ -178,10 +221,32 @@ typedef struct PlFrame {
 } PlFrame;
 
 // Called on each connection state change after `pl_start` returned (which is the
-// CONNECTED event): CLOSING, then DISCONNECTED with the reason ("closed by the server
-// (1000 bye)", "reset by peer", "stopped by the application", ...). `reason` is
-// NUL-terminated and valid only during the call. Runs on a library watcher thread.
+// CONNECTED event): CLOSING, then DISCONNECTED with the reason's message ("closed by
+// server: code 1001 going away", "stopped by the application", ...; for its kind call
+// `pl_get_disconnect`, also from inside the callback). `reason` is NUL-terminated and
+// valid only during the call. Runs on a library watcher thread.
 typedef void (*pl_on_state)(void *user, enum PlState state, const char *reason);
+
+// Why the pipeline disconnected, as `pl_get_disconnect` fills it. Fields a kind does
+// not use are 0 (`exit_status` -1, strings empty).
+typedef struct PlDisconnect {
+  // A `PlDisconnectKind` value; `PL_DISCONNECT_NONE` while not disconnected.
+  uint32_t kind;
+  // SERVER_CLOSED, CLOSE_COMPLETED: the server's close code; PROTOCOL_ERROR: the code
+  // we closed with; else 0.
+  uint32_t close_code;
+  // STAGE_DIED: the stage process's pid.
+  int32_t pid;
+  // STAGE_DIED: the signal that killed it, else 0.
+  int32_t signal;
+  // STAGE_DIED: its exit status if it exited, else -1.
+  int32_t exit_status;
+  // SERVER_CLOSED: the server's close reason text, NUL-terminated (may be empty).
+  char close_reason[124];
+  // STAGE_DIED, STAGE_PANICKED: the stage ("websocket"; "transport+websocket+app"
+  // for the inline loop), NUL-terminated.
+  char stage[32];
+} PlDisconnect;
 
 // Every counter of the stats region (see docs/pipeline.md for their meaning).
 typedef struct PlStats {
@@ -318,6 +383,23 @@ enum PlResult pl_wait_disconnected(struct pl_pipeline *p, uint32_t timeout_ms);
 // # Safety
 // `p` from `pl_start`; `out` writable; `reason` NULL or `len` writable bytes.
 enum PlResult pl_get_state(struct pl_pipeline *p, enum PlState *out, char *reason, size_t len);
+
+// The name of a disconnect kind (e.g. "PL_DISCONNECT_TCP_RESET"), a static
+// NUL-terminated string; "unknown" for a value that is not a `PlDisconnectKind`.
+const char *pl_disconnect_kind_name(uint32_t kind);
+
+// Why the pipeline disconnected: `*out` gets the kind and its details
+// (`PL_DISCONNECT_NONE` while not disconnected), and (if `message` is not NULL) the
+// one-line message, NUL-terminated and truncated to `len - 1` bytes (the text
+// `pl_get_state` gives; "" while connected). Decide on `out->kind`, show the message.
+// Thread-safe; may be called from the `on_state` callback.
+//
+// # Safety
+// `p` from `pl_start`; `out` writable; `message` NULL or `len` writable bytes.
+enum PlResult pl_get_disconnect(struct pl_pipeline *p,
+                                struct PlDisconnect *out,
+                                char *message,
+                                size_t len);
 
 // A snapshot of every counter. Thread-safe.
 //

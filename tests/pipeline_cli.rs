@@ -59,7 +59,7 @@ fn connect_prints_messages_and_stops_after_count() {
         );
         let j = std::fs::read_to_string(&json).unwrap();
         assert!(
-            j.contains("\"state\":\"disconnected\"") && j.contains("close handshake completed"),
+            j.contains("\"state\":\"disconnected\"") && j.contains("\"reason_kind\":\"close_completed\""),
             "{j}"
         );
         assert!(j.contains("\"sent_messages\":1"), "{j}");
@@ -333,10 +333,13 @@ fn exits_within(child: &mut std::process::Child, limit: Duration, what: &str) ->
 fn connect_count_exits_when_the_server_ignores_the_close() {
     let (port, h) = server_ignoring_close();
     let (name, _g) = unique("cli_noclose");
+    let json = std::env::temp_dir().join(format!("{name}.json"));
     let mut child = bin()
         .args(["connect", &format!("ws://127.0.0.1:{port}/"), "--transport", "kernel"])
         .args(["--count", "1", "--close-timeout", "0.5", "--layout", "inline", "--wait", "backoff"])
         .args(["--name", &name])
+        .arg("--stats-json")
+        .arg(&json)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -346,6 +349,10 @@ fn connect_count_exits_when_the_server_ignores_the_close() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\n");
     assert_eq!(st.code(), Some(1), "{err}");
+    let j = std::fs::read_to_string(&json).unwrap();
+    let _ = std::fs::remove_file(&json);
+    assert!(j.contains("\"reason_kind\":\"close_timeout\""), "{j}");
+    // The user is told why, on stderr.
     assert!(err.contains("did not answer"), "{err}");
     h.join().unwrap();
     assert!(!pipeline::shm::ShmDir::path_for(&name).exists());

@@ -127,9 +127,10 @@ fn real_server_messages_echo_ping_and_close() {
         p.close(1000, "done").unwrap();
         assert!(p.wait_disconnected(Duration::from_secs(10)));
         match p.state() {
-            PipelineState::Disconnected { reason } => {
-                assert!(reason.contains("close handshake completed"), "{reason}")
-            }
+            PipelineState::Disconnected { reason } => assert!(
+                matches!(reason.kind, pipeline::pipeline::DisconnectKind::CloseCompleted { .. }),
+                "{reason}"
+            ),
             s => panic!("{s:?}"),
         }
         p.stop();

@@ -124,7 +124,11 @@ fn wss_over_af_xdp_through_every_stage() {
             let st = p.state();
             p.stop();
             match st {
-                PipelineState::Disconnected { reason } if reason.contains("close") => Ok(()),
+                PipelineState::Disconnected { reason }
+                    if matches!(reason.kind, pipeline::pipeline::DisconnectKind::CloseCompleted { code: 1000 }) =>
+                {
+                    Ok(())
+                }
                 s => Err(format!("{}: after close: {s:?}", layout.name())),
             }
         });

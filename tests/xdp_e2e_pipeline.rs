@@ -76,12 +76,17 @@ fn nonzero(p: &Pipeline) -> String {
 }
 
 /// The disconnect reason once the pipeline is Disconnected (waits up to `t`).
-fn disconnected(p: &Pipeline, t: Duration) -> String {
+fn disconnected(p: &Pipeline, t: Duration) -> pipeline::pipeline::DisconnectReason {
     assert!(p.wait_disconnected(t), "still {:?} after {t:?}; {}", p.state(), nonzero(p));
     match p.state() {
         PipelineState::Disconnected { reason } => reason,
         s => panic!("state {s:?}"),
     }
+}
+
+/// The kind of a close frame from the server with `code` and `reason`.
+fn server_closed(code: u16, reason: &str) -> pipeline::pipeline::DisconnectKind {
+    pipeline::pipeline::DisconnectKind::ServerClosed { code, reason: reason.into() }
 }
 
 /// Read feed messages `from..to` (in order, each checked) within `deadline`.
@@ -157,7 +162,7 @@ fn feed_test(what: &str, bed_setup: impl FnOnce(&TestBed), tweak: impl FnOnce(&m
             FEED_COUNT as f64 / secs,
             nonzero(&p)
         );
-        assert_eq!(reason, "closed by server: code 1000 closing on request");
+        assert_eq!(reason.kind, server_closed(1000, "closing on request"), "{reason}");
         assert_eq!(s.get(Counter::Messages), FEED_COUNT + 4, "websocket stage message count");
         assert_eq!(s.get(Counter::Overruns), 0);
         p.stop();
@@ -280,7 +285,7 @@ fn echo_and_pings_both_ways() {
         assert_eq!(s.get(Counter::PongsSent), 1);
         assert_eq!(s.get(Counter::PingsSent), 1);
         p.send_text("cmd:close").unwrap();
-        assert_eq!(disconnected(&p, T), "closed by server: code 1000 closing on request");
+        assert_eq!(disconnected(&p, T).kind, server_closed(1000, "closing on request"));
         eprintln!("echo/ping: {}", nonzero(&p));
     });
     let sum = srv.finish();
@@ -306,7 +311,7 @@ fn server_close_ends_the_connection_with_its_code_and_reason() {
         read_feed(&p, &mut rx, 0, 500, Instant::now() + T);
         let reason = disconnected(&p, T);
         eprintln!("server close: {reason}; {}", nonzero(&p));
-        assert_eq!(reason, "closed by server: code 1000 closing after 500 messages");
+        assert_eq!(reason.kind, server_closed(1000, "closing after 500 messages"), "{reason}");
         assert!(rx.next_frame_timeout(Duration::from_millis(200)).is_none(), "a message after the close");
         p.stop();
     });
@@ -327,7 +332,8 @@ fn server_rst_ends_the_connection_with_a_reset_reason() {
         p.send_text("cmd:rst").unwrap();
         let reason = disconnected(&p, T);
         eprintln!("server RST: {reason}");
-        assert!(reason.contains("reset by 10.200.1.1:"), "{reason}");
+        assert_eq!(reason.kind, pipeline::pipeline::DisconnectKind::TcpReset, "{reason}");
+        assert!(reason.message.contains("reset by 10.200.1.1:"), "{reason}");
         p.stop();
     });
     srv.finish();
@@ -364,7 +370,7 @@ fn rst_from_the_server_kernel_mid_stream_ends_the_connection() {
         }
         let reason = disconnected(&p, T);
         eprintln!("RST from the server's kernel: {reason}");
-        assert!(reason.contains("reset"), "{reason}");
+        assert_eq!(reason.kind, pipeline::pipeline::DisconnectKind::TcpReset, "{reason}");
         p.stop();
     });
     drop(srv);
@@ -513,7 +519,7 @@ fn sigkill_leaves_no_xdp_program_and_the_next_start_works() {
         read_feed(&p, &mut rx, 0, 1000, Instant::now() + T);
         p.send_text("cmd:close").unwrap();
         let reason = disconnected(&p, T);
-        assert_eq!(reason, "closed by server: code 1000 closing on request");
+        assert_eq!(reason.kind, server_closed(1000, "closing on request"), "{reason}");
         p.stop();
     });
     eprintln!("second start read 1000 messages in {:?}", t0.elapsed());

@@ -12,12 +12,14 @@ then the checkout's target/release ($CARGO_TARGET_DIR/release first). See docs/c
 """
 import collections
 import ctypes
+import enum
 import time
 
 from . import _ffi
-from ._ffi import PlConfig, PlFrame, PlStats
+from ._ffi import PlConfig, PlDisconnect, PlFrame, PlStats
 
-__all__ = ["Pipeline", "Message", "PipelineError", "State", "version", "library_path"]
+__all__ = ["Pipeline", "Message", "PipelineError", "State", "Disconnect", "DisconnectKind", "version",
+           "library_path"]
 
 _lib = None
 
@@ -59,7 +61,29 @@ def _check(code, what):
     raise PipelineError(code, buf.value.decode("utf-8", "replace"), what)
 
 
-State = collections.namedtuple("State", "name reason")
+DisconnectKind = enum.IntEnum("DisconnectKind", [(n, i) for i, n in enumerate(_ffi.DISCONNECT_KINDS)])
+DisconnectKind.__doc__ = """Why a pipeline disconnected (PL_DISCONNECT_* in pipeline.h): decide on this,
+never on the reason text. NONE while not disconnected."""
+
+
+def _kind(code):
+    """A DisconnectKind, or the bare int for a code a newer library added."""
+    try:
+        return DisconnectKind(code)
+    except ValueError:
+        return code
+
+
+State = collections.namedtuple("State", "name reason kind", defaults=(DisconnectKind.NONE,))
+State.__doc__ = """name: connecting/connected/closing/disconnected; reason: the disconnect message
+(for people); kind: a DisconnectKind (NONE until disconnected)."""
+
+Disconnect = collections.namedtuple(
+    "Disconnect", "kind message close_code close_reason pid signal exit_status stage")
+Disconnect.__doc__ = """Pipeline.disconnect(): kind (DisconnectKind); message; close_code (the
+server's for SERVER_CLOSED / CLOSE_COMPLETED, ours for PROTOCOL_ERROR, else 0); close_reason
+(SERVER_CLOSED); pid, signal, exit_status (-1 if it did not exit), stage (STAGE_DIED,
+STAGE_PANICKED)."""
 
 
 class Message:
@@ -313,11 +337,23 @@ class Pipeline:
 
     # -- introspection ---------------------------------------------------------------
     def state(self):
-        """State(name, reason): name in connecting/connected/closing/disconnected."""
+        """State(name, reason, kind): name in connecting/connected/closing/disconnected;
+        kind a DisconnectKind (NONE until disconnected)."""
         st = ctypes.c_int()
         buf = ctypes.create_string_buffer(512)
         _check(_l().pl_get_state(self._h(), ctypes.byref(st), buf, len(buf)), "state")
-        return State(_ffi.STATES.get(st.value, str(st.value)), buf.value.decode("utf-8", "replace"))
+        name = _ffi.STATES.get(st.value, str(st.value))
+        kind = self.disconnect().kind if name == "disconnected" else DisconnectKind.NONE
+        return State(name, buf.value.decode("utf-8", "replace"), kind)
+
+    def disconnect(self):
+        """Why the pipeline disconnected, as a Disconnect (kind NONE while it has not)."""
+        d = PlDisconnect()
+        buf = ctypes.create_string_buffer(512)
+        _check(_l().pl_get_disconnect(self._h(), ctypes.byref(d), buf, len(buf)), "disconnect")
+        dec = lambda b: b.decode("utf-8", "replace")
+        return Disconnect(_kind(d.kind), dec(buf.value), d.close_code, dec(d.close_reason), d.pid,
+                          d.signal, d.exit_status, dec(d.stage))
 
     def stats(self):
         """Every counter (the names of `pipeline stat`) as a dict."""

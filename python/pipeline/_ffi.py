@@ -3,8 +3,8 @@ compare the structure sizes and offsets with the C compiler's)."""
 import ctypes
 import os
 import pathlib
-from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_uint16,
-                    c_uint32, c_uint64, c_void_p)
+from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char, c_char_p, c_int, c_int32, c_size_t, c_uint8,
+                    c_uint16, c_uint32, c_uint64, c_void_p)
 
 # enum values (include/pipeline.h). The library takes them as integers (uint32_t in
 # PlConfig, int for pl_result_name) and answers an unknown value with PL_ERR_CONFIG /
@@ -22,6 +22,13 @@ WAITS = {"auto": 0, "spin": 1, "yield": 2, "backoff": 3}
 DELIVERIES = {"messages": 0, "frames": 1}
 OVERRUNS = {"backpressure": 0, "overwrite": 1}
 STATES = {0: "connecting", 1: "connected", 2: "closing", 3: "disconnected"}
+# PlDisconnectKind (PL_DISCONNECT_<NAME>), in code order; PlDisconnect.kind is a uint32_t
+# and a newer library may add codes.
+DISCONNECT_KINDS = [
+    "NONE", "SERVER_CLOSED", "CLOSE_COMPLETED", "CLOSE_TIMEOUT", "CLOSED_AFTER_OUR_CLOSE",
+    "PROTOCOL_ERROR", "UPGRADE_FAILED", "TCP_RESET", "TCP_CLOSED", "TLS", "NETWORK", "TIMEOUT",
+    "STAGE_DIED", "STAGE_PANICKED", "STOPPED", "OVERRUN", "IO", "INTERNAL",
+]
 PL_OPCODE_MORE = 256
 
 ON_MESSAGE = CFUNCTYPE(None, c_void_p, POINTER(c_uint8), c_size_t, c_uint32)
@@ -66,6 +73,18 @@ class PlFrame(ctypes.Structure):
         ("opcode", c_uint32),
         ("after_overrun", c_bool),
         ("pos", c_uint64),
+    ]
+
+
+class PlDisconnect(ctypes.Structure):
+    _fields_ = [
+        ("kind", c_uint32),  # a PlDisconnectKind value
+        ("close_code", c_uint32),
+        ("pid", c_int32),
+        ("signal", c_int32),
+        ("exit_status", c_int32),
+        ("close_reason", c_char * 124),
+        ("stage", c_char * 32),
     ]
 
 
@@ -137,6 +156,10 @@ def load():
     lib.pl_wait_disconnected.argtypes = [c_void_p, c_uint32]
     lib.pl_get_state.restype = c_int
     lib.pl_get_state.argtypes = [c_void_p, POINTER(c_int), c_void_p, c_size_t]
+    lib.pl_get_disconnect.restype = c_int
+    lib.pl_get_disconnect.argtypes = [c_void_p, POINTER(PlDisconnect), c_void_p, c_size_t]
+    lib.pl_disconnect_kind_name.restype = c_char_p
+    lib.pl_disconnect_kind_name.argtypes = [c_uint32]
     lib.pl_get_stats.restype = c_int
     lib.pl_get_stats.argtypes = [c_void_p, POINTER(PlStats)]
     lib.pl_get_name.restype = c_size_t

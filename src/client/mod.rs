@@ -293,7 +293,7 @@ impl<T: ByteTransport> WsClient<T> {
         loop {
             let n = match self.io.read(&mut self.rbuf) {
                 Ok(n) => n,
-                Err(Error::Closed(r)) => {
+                Err(Error::Closed(r) | Error::Reset(r)) => {
                     return Err(ws_err(format!(
                         "WebSocket upgrade failed: the server closed the connection before a complete response ({r})"
                     )))
@@ -535,7 +535,7 @@ impl<T: ByteTransport> WsClient<T> {
                 self.end += n;
                 Ok(Pull::Got)
             }
-            Err(Error::Closed(r)) => {
+            Err(Error::Closed(r) | Error::Reset(r)) => {
                 self.eof = Some(r);
                 Ok(Pull::Nothing)
             }

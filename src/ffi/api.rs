@@ -13,7 +13,7 @@ use crate::pipeline::{Config, Pipeline, Receiver, TransportKind};
 use crate::ring::OverrunPolicy;
 use crate::runner::{Layout, WaitKind};
 use crate::stage::{Delivery, SyntheticScript};
-use crate::stats::{State, COUNTERS};
+use crate::stats::{DisconnectKind, StageExit, State, COUNTERS};
 
 /// Which transport carries the connection.
 #[repr(C)]
@@ -148,9 +148,10 @@ pub type pl_on_message =
     Option<unsafe extern "C" fn(user: *mut c_void, payload: *const u8, len: usize, opcode: u32)>;
 
 /// Called on each connection state change after `pl_start` returned (which is the
-/// CONNECTED event): CLOSING, then DISCONNECTED with the reason ("closed by the server
-/// (1000 bye)", "reset by peer", "stopped by the application", ...). `reason` is
-/// NUL-terminated and valid only during the call. Runs on a library watcher thread.
+/// CONNECTED event): CLOSING, then DISCONNECTED with the reason's message ("closed by
+/// server: code 1001 going away", "stopped by the application", ...; for its kind call
+/// `pl_get_disconnect`, also from inside the callback). `reason` is NUL-terminated and
+/// valid only during the call. Runs on a library watcher thread.
 #[allow(non_camel_case_types)]
 pub type pl_on_state = Option<unsafe extern "C" fn(user: *mut c_void, state: PlState, reason: *const c_char)>;
 
@@ -554,7 +555,7 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
                 Ok(())
             }
             None if disconnected => Err(Error::Closed(match pp.p.state() {
-                State::Disconnected { reason } => reason,
+                State::Disconnected { reason } => reason.message,
                 _ => String::new(),
             })),
             None => Err(Error::WouldBlock),
@@ -694,7 +695,7 @@ fn pl_state_of(st: &State) -> (PlState, &str) {
         State::Connecting => (PlState::PL_STATE_CONNECTING, ""),
         State::Connected => (PlState::PL_STATE_CONNECTED, ""),
         State::Closing => (PlState::PL_STATE_CLOSING, ""),
-        State::Disconnected { reason } => (PlState::PL_STATE_DISCONNECTED, reason.as_str()),
+        State::Disconnected { reason } => (PlState::PL_STATE_DISCONNECTED, reason.message.as_str()),
     }
 }
 
@@ -778,6 +779,222 @@ pub unsafe extern "C" fn pl_get_state(
         }
         // SAFETY: out is non-null and writable.
         unsafe { *out = code };
+        Ok(())
+    })
+}
+
+/// Why a pipeline disconnected: `PlDisconnect.kind` (a `uint32_t` at the ABI: a newer
+/// library may add kinds, so keep a default branch). The numbers are stable; the same
+/// codes are in the stats region and `pipeline stat --json` ("reason_kind" names them
+/// in lower case without the prefix).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlDisconnectKind {
+    /// Not disconnected (or no kind recorded).
+    PL_DISCONNECT_NONE = 0,
+    /// The server sent a close frame (answered): `close_code`, `close_reason`.
+    PL_DISCONNECT_SERVER_CLOSED = 1,
+    /// Our close (`pl_close`) was answered: `close_code` is the server's reply.
+    PL_DISCONNECT_CLOSE_COMPLETED = 2,
+    /// The server did not answer our close within the close timeout.
+    PL_DISCONNECT_CLOSE_TIMEOUT = 3,
+    /// After our close the server ended the TCP/TLS stream without a close frame.
+    PL_DISCONNECT_CLOSED_AFTER_OUR_CLOSE = 4,
+    /// The server broke the protocol; we closed with `close_code` (1002, 1007, 1009 ...).
+    PL_DISCONNECT_PROTOCOL_ERROR = 5,
+    /// The WebSocket upgrade failed.
+    PL_DISCONNECT_UPGRADE_FAILED = 6,
+    /// The peer reset the TCP connection.
+    PL_DISCONNECT_TCP_RESET = 7,
+    /// The stream ended (TCP FIN, TLS close_notify) without a WebSocket close.
+    PL_DISCONNECT_TCP_CLOSED = 8,
+    /// TLS failure.
+    PL_DISCONNECT_TLS = 9,
+    /// TCP/IP failure (refused, unreachable, retransmissions timed out).
+    PL_DISCONNECT_NETWORK = 10,
+    /// Set-up did not finish in time (or another stage timeout).
+    PL_DISCONNECT_TIMEOUT = 11,
+    /// A stage process died: `stage`, `pid`, `signal` / `exit_status`.
+    PL_DISCONNECT_STAGE_DIED = 12,
+    /// A stage panicked (a bug, or a panicking callback): `stage`.
+    PL_DISCONNECT_STAGE_PANICKED = 13,
+    /// `pl_stop` / `pl_free` (the application).
+    PL_DISCONNECT_STOPPED = 14,
+    /// A ring or buffer could not hold what had to go in it.
+    PL_DISCONNECT_OVERRUN = 15,
+    /// A system call failed.
+    PL_DISCONNECT_IO = 16,
+    /// Anything else (configuration, shared memory, capability).
+    PL_DISCONNECT_INTERNAL = 17,
+}
+
+impl PlDisconnectKind {
+    const ALL: [PlDisconnectKind; 18] = [
+        PlDisconnectKind::PL_DISCONNECT_NONE,
+        PlDisconnectKind::PL_DISCONNECT_SERVER_CLOSED,
+        PlDisconnectKind::PL_DISCONNECT_CLOSE_COMPLETED,
+        PlDisconnectKind::PL_DISCONNECT_CLOSE_TIMEOUT,
+        PlDisconnectKind::PL_DISCONNECT_CLOSED_AFTER_OUR_CLOSE,
+        PlDisconnectKind::PL_DISCONNECT_PROTOCOL_ERROR,
+        PlDisconnectKind::PL_DISCONNECT_UPGRADE_FAILED,
+        PlDisconnectKind::PL_DISCONNECT_TCP_RESET,
+        PlDisconnectKind::PL_DISCONNECT_TCP_CLOSED,
+        PlDisconnectKind::PL_DISCONNECT_TLS,
+        PlDisconnectKind::PL_DISCONNECT_NETWORK,
+        PlDisconnectKind::PL_DISCONNECT_TIMEOUT,
+        PlDisconnectKind::PL_DISCONNECT_STAGE_DIED,
+        PlDisconnectKind::PL_DISCONNECT_STAGE_PANICKED,
+        PlDisconnectKind::PL_DISCONNECT_STOPPED,
+        PlDisconnectKind::PL_DISCONNECT_OVERRUN,
+        PlDisconnectKind::PL_DISCONNECT_IO,
+        PlDisconnectKind::PL_DISCONNECT_INTERNAL,
+    ];
+
+    /// The name as a NUL-terminated static string.
+    fn name(self) -> &'static str {
+        match self {
+            PlDisconnectKind::PL_DISCONNECT_NONE => "PL_DISCONNECT_NONE\0",
+            PlDisconnectKind::PL_DISCONNECT_SERVER_CLOSED => "PL_DISCONNECT_SERVER_CLOSED\0",
+            PlDisconnectKind::PL_DISCONNECT_CLOSE_COMPLETED => "PL_DISCONNECT_CLOSE_COMPLETED\0",
+            PlDisconnectKind::PL_DISCONNECT_CLOSE_TIMEOUT => "PL_DISCONNECT_CLOSE_TIMEOUT\0",
+            PlDisconnectKind::PL_DISCONNECT_CLOSED_AFTER_OUR_CLOSE => "PL_DISCONNECT_CLOSED_AFTER_OUR_CLOSE\0",
+            PlDisconnectKind::PL_DISCONNECT_PROTOCOL_ERROR => "PL_DISCONNECT_PROTOCOL_ERROR\0",
+            PlDisconnectKind::PL_DISCONNECT_UPGRADE_FAILED => "PL_DISCONNECT_UPGRADE_FAILED\0",
+            PlDisconnectKind::PL_DISCONNECT_TCP_RESET => "PL_DISCONNECT_TCP_RESET\0",
+            PlDisconnectKind::PL_DISCONNECT_TCP_CLOSED => "PL_DISCONNECT_TCP_CLOSED\0",
+            PlDisconnectKind::PL_DISCONNECT_TLS => "PL_DISCONNECT_TLS\0",
+            PlDisconnectKind::PL_DISCONNECT_NETWORK => "PL_DISCONNECT_NETWORK\0",
+            PlDisconnectKind::PL_DISCONNECT_TIMEOUT => "PL_DISCONNECT_TIMEOUT\0",
+            PlDisconnectKind::PL_DISCONNECT_STAGE_DIED => "PL_DISCONNECT_STAGE_DIED\0",
+            PlDisconnectKind::PL_DISCONNECT_STAGE_PANICKED => "PL_DISCONNECT_STAGE_PANICKED\0",
+            PlDisconnectKind::PL_DISCONNECT_STOPPED => "PL_DISCONNECT_STOPPED\0",
+            PlDisconnectKind::PL_DISCONNECT_OVERRUN => "PL_DISCONNECT_OVERRUN\0",
+            PlDisconnectKind::PL_DISCONNECT_IO => "PL_DISCONNECT_IO\0",
+            PlDisconnectKind::PL_DISCONNECT_INTERNAL => "PL_DISCONNECT_INTERNAL\0",
+        }
+    }
+}
+
+// The C constants are the Rust kinds' codes: one table, checked at compile time.
+const _: () = {
+    let mut i = 0;
+    while i < PlDisconnectKind::ALL.len() {
+        assert!(PlDisconnectKind::ALL[i] as usize == i);
+        i += 1;
+    }
+    assert!(PlDisconnectKind::ALL.len() == DisconnectKind::NAMES.len());
+};
+
+/// The name of a disconnect kind (e.g. "PL_DISCONNECT_TCP_RESET"), a static
+/// NUL-terminated string; "unknown" for a value that is not a `PlDisconnectKind`.
+#[no_mangle]
+pub extern "C" fn pl_disconnect_kind_name(kind: u32) -> *const c_char {
+    // No panic boundary needed: a lookup in a constant array and static strings.
+    let s = PlDisconnectKind::ALL
+        .get(kind as usize)
+        .map(|k| k.name())
+        .unwrap_or("unknown\0");
+    s.as_ptr() as *const c_char
+}
+
+// Sizes of PlDisconnect's strings, written as literals in the struct (the header has
+// no constants section): a close reason is at most 123 bytes + NUL; stage names joined
+// with '+' fit 31 + NUL.
+const CLOSE_REASON_LEN: usize = 124;
+const STAGE_NAME_LEN: usize = 32;
+
+/// Why the pipeline disconnected, as `pl_get_disconnect` fills it. Fields a kind does
+/// not use are 0 (`exit_status` -1, strings empty).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PlDisconnect {
+    /// A `PlDisconnectKind` value; `PL_DISCONNECT_NONE` while not disconnected.
+    pub kind: u32,
+    /// SERVER_CLOSED, CLOSE_COMPLETED: the server's close code; PROTOCOL_ERROR: the code
+    /// we closed with; else 0.
+    pub close_code: u32,
+    /// STAGE_DIED: the stage process's pid.
+    pub pid: i32,
+    /// STAGE_DIED: the signal that killed it, else 0.
+    pub signal: i32,
+    /// STAGE_DIED: its exit status if it exited, else -1.
+    pub exit_status: i32,
+    /// SERVER_CLOSED: the server's close reason text, NUL-terminated (may be empty).
+    pub close_reason: [c_char; 124],
+    /// STAGE_DIED, STAGE_PANICKED: the stage ("websocket"; "transport+websocket+app"
+    /// for the inline loop), NUL-terminated.
+    pub stage: [c_char; 32],
+}
+
+/// Copy `s` into `dst` NUL-terminated, truncated at a NUL or to fit.
+fn fill_cstr(dst: &mut [c_char], s: &str) {
+    let b = s.split('\0').next().unwrap_or("").as_bytes();
+    let n = b.len().min(dst.len().saturating_sub(1));
+    for (d, &c) in dst.iter_mut().zip(&b[..n]) {
+        *d = c as c_char;
+    }
+    if let Some(end) = dst.get_mut(n) {
+        *end = 0;
+    }
+}
+
+impl PlDisconnect {
+    fn from_kind(k: &DisconnectKind, disconnected: bool) -> PlDisconnect {
+        let mut d = PlDisconnect {
+            kind: if disconnected { k.code() } else { 0 },
+            close_code: k.close_code() as u32,
+            pid: 0,
+            signal: 0,
+            exit_status: -1,
+            close_reason: [0; CLOSE_REASON_LEN],
+            stage: [0; STAGE_NAME_LEN],
+        };
+        match k {
+            DisconnectKind::ServerClosed { reason, .. } => fill_cstr(&mut d.close_reason, reason),
+            DisconnectKind::StageDied { stage, pid, exit } => {
+                fill_cstr(&mut d.stage, stage);
+                d.pid = *pid;
+                match exit {
+                    StageExit::Signal(s) => d.signal = *s,
+                    StageExit::Exited(s) => d.exit_status = *s,
+                    StageExit::CollectedElsewhere | StageExit::Other(_) => {}
+                }
+            }
+            DisconnectKind::StagePanicked { stage } => fill_cstr(&mut d.stage, stage),
+            _ => {}
+        }
+        d
+    }
+}
+
+/// Why the pipeline disconnected: `*out` gets the kind and its details
+/// (`PL_DISCONNECT_NONE` while not disconnected), and (if `message` is not NULL) the
+/// one-line message, NUL-terminated and truncated to `len - 1` bytes (the text
+/// `pl_get_state` gives; "" while connected). Decide on `out->kind`, show the message.
+/// Thread-safe; may be called from the `on_state` callback.
+///
+/// # Safety
+/// `p` from `pl_start`; `out` writable; `message` NULL or `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pl_get_disconnect(
+    p: *mut pl_pipeline,
+    out: *mut PlDisconnect,
+    message: *mut c_char,
+    len: usize,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p, out);
+        let (d, text) = match pipe_ref(p).p.state() {
+            State::Disconnected { reason } => (PlDisconnect::from_kind(&reason.kind, true), reason.message),
+            _ => (PlDisconnect::from_kind(&DisconnectKind::Unknown, false), String::new()),
+        };
+        if !message.is_null() && len > 0 {
+            // SAFETY: the caller promises `len` writable bytes at `message`.
+            fill_cstr(unsafe { std::slice::from_raw_parts_mut(message, len) }, &text);
+        }
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = d };
         Ok(())
     })
 }

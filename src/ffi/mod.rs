@@ -70,7 +70,7 @@ impl From<&Error> for PlResult {
             Error::Io { .. } => PlResult::PL_ERR_IO,
             Error::Shm(_) => PlResult::PL_ERR_SHM,
             Error::Capability { .. } => PlResult::PL_ERR_CAPABILITY,
-            Error::Net(_) => PlResult::PL_ERR_NET,
+            Error::Net(_) | Error::Reset(_) => PlResult::PL_ERR_NET,
             Error::Tls(_) => PlResult::PL_ERR_TLS,
             Error::WebSocket { .. } => PlResult::PL_ERR_WEBSOCKET,
             Error::Closed(_) => PlResult::PL_ERR_CLOSED,

@@ -32,6 +32,7 @@ use crate::stage::{
     SyntheticTransport, TlsTransport, TransportStage, WebSocketStage, XdpRings, XdpTransport,
 };
 use crate::stats::{Counter, State, StatsRegion, COUNTERS};
+pub use crate::stats::{DisconnectKind, DisconnectReason, StageExit};
 use crate::ws::{ClientHandshake, HandshakeConfig};
 
 pub use crate::stats::State as PipelineState;
@@ -119,7 +120,7 @@ fn xdp_setup(
     })?;
     let tls = ctx.client_session(&url.host)?;
     let t = XdpTransport::new(conn, tls, tport, port, reg);
-    Ok((EngineStage::new(engine), t))
+    Ok((EngineStage::new(engine, stats.clone()), t))
 }
 
 /// A received frame (or message) borrowed from MSG_INBOX. Dropping it (or
@@ -509,7 +510,7 @@ impl Pipeline {
 
     fn push(&self, kind: OutboxKind, payload: &[u8]) -> Result<()> {
         match self.stats.state() {
-            State::Disconnected { reason } => return Err(Error::Closed(reason)),
+            State::Disconnected { reason } => return Err(Error::Closed(reason.message)),
             State::Closing if kind != OutboxKind::Close => {
                 return Err(Error::Closed("close in progress".into()))
             }
@@ -659,7 +660,7 @@ impl Pipeline {
             let mut running = locked(&self.running);
             if let Some(mut r) = running.take() {
                 self.stats.advance_state(&State::Disconnected {
-                    reason: "stopped by the application".into(),
+                    reason: DisconnectReason::new(DisconnectKind::Stopped, "stopped by the application"),
                 });
                 r.stop(&self.stats);
             }

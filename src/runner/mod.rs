@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::stage::{now_ns, Stage};
-use crate::stats::{State, StatsRegion};
+use crate::stats::{DisconnectKind, DisconnectReason, StageExit, State, StatsRegion};
 
 /// Where stages run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +134,7 @@ fn poll_all(
         match s.poll(now) {
             Ok(p) => moved |= p.moved(),
             Err(e) => {
-                stats.disconnect(&format!("{} stage: {e}", s.name()));
+                stats.disconnect(DisconnectReason::stage_error(s.name(), &e));
                 return Err(e);
             }
         }
@@ -155,7 +155,7 @@ pub fn run_setup(
         let moved = poll_all(stages, stats)?;
         match stats.state() {
             State::Connecting => {}
-            State::Disconnected { reason } => return Err(Error::Closed(reason)),
+            State::Disconnected { reason } => return Err(Error::Closed(reason.message)),
             _ => return Ok(()),
         }
         if Instant::now() >= deadline {
@@ -163,7 +163,7 @@ pub fn run_setup(
                 "handshake not finished after {:.1} s",
                 timeout.as_secs_f64()
             );
-            stats.disconnect(&msg);
+            stats.disconnect_with(DisconnectKind::Timeout, msg.clone());
             return Err(Error::Timeout(msg));
         }
         if moved {
@@ -218,7 +218,9 @@ fn guarded_loop(stages: &mut [Box<dyn Stage>], stats: &StatsRegion, kind: WaitKi
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
         let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
-        stats.disconnect(&format!("{} stage panicked: {what}", names.join("+")));
+        let stage = names.join("+");
+        let message = format!("{stage} stage panicked: {what}");
+        stats.disconnect_with(DisconnectKind::StagePanicked { stage }, message);
     }
 }
 
@@ -329,13 +331,14 @@ fn short(name: &str) -> String {
     name.chars().take(10).collect()
 }
 
-fn describe(status: i32) -> String {
-    if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else if libc::WIFEXITED(status) {
-        format!("exited with status {}", libc::WEXITSTATUS(status))
-    } else {
-        format!("ended (status {status:#x})")
+fn describe(exit: StageExit) -> String {
+    match exit {
+        StageExit::Signal(s) => format!("killed by signal {s}"),
+        StageExit::Exited(s) => format!("exited with status {s}"),
+        StageExit::CollectedElsewhere => {
+            "ended (its exit status was collected elsewhere in this process)".into()
+        }
+        StageExit::Other(status) => format!("ended (status {status:#x})"),
     }
 }
 
@@ -367,7 +370,7 @@ fn supervise(
                     .into_bytes(),
                 }),
                 Err(e) => {
-                    stats.disconnect(&e.to_string());
+                    stats.disconnect(DisconnectReason::new(DisconnectKind::from_error(&e), e.to_string()));
                     let _ = started.send(Err(e));
                     return;
                 }
@@ -386,7 +389,7 @@ fn supervise(
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             let e = Error::last_os(format!("fork the {name} stage"));
-            stats.disconnect(&e.to_string());
+            stats.disconnect(DisconnectReason::new(DisconnectKind::from_error(&e), e.to_string()));
             reap(&mut children, &stats, Duration::from_secs(2));
             let _ = started.send(Err(e));
             return;
@@ -413,14 +416,18 @@ fn supervise(
             }
             children.swap_remove(k);
             if stats.running() {
-                let how = if r == pid {
-                    describe(status)
+                let exit = if r == pid {
+                    StageExit::from_wait_status(status)
                 } else {
                     // ECHILD: someone else collected it (the application called
                     // waitpid(-1), or set SIGCHLD to SIG_IGN). It is gone all the same.
-                    "ended (its exit status was collected elsewhere in this process)".into()
+                    StageExit::CollectedElsewhere
                 };
-                stats.disconnect(&format!("stage {name} (pid {pid}) {how}"));
+                let how = describe(exit);
+                stats.disconnect_with(
+                    DisconnectKind::StageDied { stage: name.to_string(), pid, exit },
+                    format!("stage {name} (pid {pid}) {how}"),
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -528,7 +535,11 @@ fn child_main(
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            stats.disconnect(&format!("{} stage panicked: {what}", stage.name()));
+            let name = stage.name();
+            stats.disconnect_with(
+                DisconnectKind::StagePanicked { stage: name.to_string() },
+                format!("{name} stage panicked: {what}"),
+            );
             101
         }
     };

@@ -12,7 +12,7 @@ use super::websocket::op;
 use super::{Progress, Stage};
 use crate::error::{Error, Result};
 use crate::ring::{Consumer, InboxWriter, OutboxKind, OutboxReader, PongFrame, FLAG_MORE};
-use crate::stats::{Counter, State, StatsRegion};
+use crate::stats::{Counter, DisconnectKind, DisconnectReason, State, StatsRegion};
 use crate::ws::{ClientHandshake, FrameBuilder, HandshakeStatus, OpCode};
 
 /// Counters a transport keeps (copied into the stats region by the stage).
@@ -120,12 +120,13 @@ pub struct TransportStage<T: Transport> {
     tx_off: usize,
     tx_len: usize,
     /// After `tx` is fully written: the close handshake is complete, shut down.
-    finish_after_tx: Option<String>,
+    finish_after_tx: Option<DisconnectReason>,
     close_sent: bool,
     sending_fragments: bool,
     builder: FrameBuilder,
-    /// The stream ended at this time, for this reason; finish after a grace period.
-    eof: Option<(u64, String)>,
+    /// The stream ended at this time, by a reset (true) or not, for this reason; finish
+    /// after a grace period.
+    eof: Option<(u64, bool, String)>,
     polls: u64,
     /// How long the close handshake may take once the state is Closing.
     close_timeout: std::time::Duration,
@@ -196,10 +197,10 @@ impl<T: Transport> TransportStage<T> {
         Ok(true)
     }
 
-    fn finish(&mut self, now: u64, reason: String) -> Result<Progress> {
+    fn finish(&mut self, now: u64, reason: DisconnectReason) -> Result<Progress> {
         let _ = self.t.shutdown(now);
         self.phase = Phase::Done;
-        self.stats.disconnect(&reason);
+        self.stats.disconnect(reason);
         Ok(Progress::Busy)
     }
 
@@ -219,7 +220,7 @@ impl<T: Transport> TransportStage<T> {
         let mut buf = [0u8; 4096];
         let n = match self.t.read(&mut buf, now) {
             Ok(n) => n,
-            Err(Error::Closed(why)) => {
+            Err(Error::Closed(why) | Error::Reset(why)) => {
                 return Err(Error::WebSocket {
                     close_code: 0,
                     reason: format!("connection closed during the upgrade: {why}"),
@@ -267,13 +268,17 @@ impl<T: Transport> TransportStage<T> {
                     let why =
                         String::from_utf8_lossy(p.bytes().get(2..).unwrap_or(&[])).into_owned();
                     let reason = if self.close_sent {
-                        format!("closed: close handshake completed (server replied {code})")
+                        DisconnectReason::new(
+                            DisconnectKind::CloseCompleted { code },
+                            format!("closed: close handshake completed (server replied {code})"),
+                        )
                     } else {
-                        format!(
+                        let message = format!(
                             "closed by server: code {code}{}{}",
                             if why.is_empty() { "" } else { " " },
                             why
-                        )
+                        );
+                        DisconnectReason::new(DisconnectKind::ServerClosed { code, reason: why }, message)
                     };
                     if !self.close_sent {
                         self.close_sent = true;
@@ -363,10 +368,14 @@ impl<T: Transport> TransportStage<T> {
                     self.stats.add(Counter::InboxBytes, n as u64);
                     moved = true;
                 }
+                // Give the WebSocket stage a moment to parse what came before the end
+                // of the stream (a server CLOSE, our close's reply).
                 Err(Error::Closed(why)) => {
-                    // Give the WebSocket stage a moment to parse what came before the
-                    // end of the stream (a server CLOSE, our close's reply).
-                    self.eof = Some((now, why));
+                    self.eof = Some((now, false, why));
+                    return Ok(true);
+                }
+                Err(Error::Reset(why)) => {
+                    self.eof = Some((now, true, why));
                     return Ok(true);
                 }
                 Err(e) => return Err(e),
@@ -410,9 +419,12 @@ impl<T: Transport> Stage for TransportStage<T> {
             Some(t0) if now.saturating_sub(t0) >= self.close_timeout.as_nanos() as u64 => {
                 // The first reason wins: after a protocol error or a server close that
                 // reason stays; after our own close this is the reason.
-                let reason = format!(
-                    "closed: the server did not answer our close within {:?} (connection closed without the close handshake)",
-                    self.close_timeout
+                let reason = DisconnectReason::new(
+                    DisconnectKind::CloseTimeout,
+                    format!(
+                        "closed: the server did not answer our close within {:?} (connection closed without the close handshake)",
+                        self.close_timeout
+                    ),
                 );
                 return self.finish(now, reason);
             }
@@ -422,12 +434,20 @@ impl<T: Transport> Stage for TransportStage<T> {
         if matches!(self.phase, Phase::Done) {
             return Ok(Progress::Busy);
         }
-        if let Some((at, why)) = &self.eof {
+        if let Some((at, reset, why)) = &self.eof {
             if now.saturating_sub(*at) > EOF_GRACE_NS {
                 let reason = if self.close_sent {
-                    format!("closed: {why} (after our close)")
+                    DisconnectReason::new(
+                        DisconnectKind::ClosedAfterOurClose,
+                        format!("closed: {why} (after our close)"),
+                    )
                 } else {
-                    format!("connection lost: {why} (no WebSocket close)")
+                    let kind = if *reset {
+                        DisconnectKind::TcpReset
+                    } else {
+                        DisconnectKind::TcpClosed
+                    };
+                    DisconnectReason::new(kind, format!("connection lost: {why} (no WebSocket close)"))
                 };
                 return self.finish(now, reason);
             }

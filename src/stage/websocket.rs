@@ -21,7 +21,7 @@
 use super::{Progress, Stage};
 use crate::error::{Error, Result};
 use crate::ring::{MsgInbox, PongFrame, Producer, WsFrameInfo};
-use crate::stats::{Counter, State, StatsRegion};
+use crate::stats::{Counter, DisconnectKind, DisconnectReason, State, StatsRegion};
 use crate::ws::{self, Event, Parser, ParserConfig};
 
 /// Opcodes as carried in `WsFrameInfo`.
@@ -135,8 +135,9 @@ impl WebSocketStage {
     }
 
     fn fail(&mut self, code: u16, reason: &str) {
-        self.stats.note_reason(&format!(
-            "websocket protocol error: {reason} (we closed with {code})"
+        self.stats.note_reason(&DisconnectReason::new(
+            DisconnectKind::ProtocolError { close_code: code },
+            format!("websocket protocol error: {reason} (we closed with {code})"),
         ));
         self.closed = true;
         self.close = PongFrame::new(op::CLOSE, &code.to_be_bytes());
@@ -204,11 +205,18 @@ impl WebSocketStage {
                 let why = c.reason_str().to_string();
                 let we_closed = self.stats.state_code() >= State::Closing.code();
                 if !we_closed {
-                    self.stats.note_reason(&format!(
+                    let message = format!(
                         "closed by server: code {}{}{}",
                         c.code,
                         if why.is_empty() { "" } else { " " },
                         why
+                    );
+                    self.stats.note_reason(&DisconnectReason::new(
+                        DisconnectKind::ServerClosed {
+                            code: c.code,
+                            reason: why,
+                        },
+                        message,
                     ));
                 }
                 let code = c.code.to_be_bytes();

@@ -36,7 +36,7 @@ use crate::config::{ACK_FRAMES, MSG_FRAMES, PONG_FRAMES, RX_FRAMES, TOTAL_UMEM_F
 use crate::error::{Error, Result};
 use crate::ring::{Consumer, ElemRing, FrameType, Producer, UmemFrameDescriptor};
 use crate::shm::{names, ShmDir};
-use crate::stats::{Counter, StatsRegion};
+use crate::stats::{Counter, DisconnectKind, DisconnectReason, StatsRegion};
 use crate::xdp::fault::{FaultConfig, FaultHook, Verdict};
 use crate::xdp::umem::frame_index;
 use crate::xdp::{Flow, RxDesc, TxKind, UmemView, XdpConfig, XdpMode, XdpSocket, BATCH};
@@ -617,11 +617,12 @@ impl Drop for Registration {
 /// the shared engine when nobody else is.
 pub struct EngineStage {
     engine: Arc<Engine>,
+    stats: StatsRegion,
 }
 
 impl EngineStage {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        EngineStage { engine }
+    pub fn new(engine: Arc<Engine>, stats: StatsRegion) -> Self {
+        EngineStage { engine, stats }
     }
 }
 
@@ -630,7 +631,15 @@ impl Stage for EngineStage {
         "xdp"
     }
     fn poll(&mut self, now: u64) -> Result<Progress> {
-        self.engine.poll(now)
+        let r = self.engine.poll(now);
+        if let Err(e) = &r {
+            // The engine's only failure: a poll (maybe another connection's) panicked
+            // while holding it. Say so before the runner records the error (first wins).
+            let mut reason = DisconnectReason::stage_error(self.name(), e);
+            reason.kind = DisconnectKind::StagePanicked { stage: self.name().into() };
+            self.stats.note_reason(&reason);
+        }
+        r
     }
     fn stays_in_process(&self) -> bool {
         // The engine's UMEM ledger and sockets live in this process's memory, shared

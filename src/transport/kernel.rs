@@ -223,8 +223,8 @@ impl ByteTransport for KernelSocket {
             return match e.raw_os_error() {
                 Some(libc::EAGAIN) => Err(Error::WouldBlock),
                 Some(libc::EINTR) => continue,
-                Some(libc::ECONNRESET) => Err(Error::Closed(format!("connection reset by peer {}", self.peer))),
-                Some(libc::ETIMEDOUT) => Err(Error::Closed(format!("connection to {} timed out", self.peer))),
+                Some(libc::ECONNRESET) => Err(Error::Reset(format!("connection reset by peer {}", self.peer))),
+                Some(libc::ETIMEDOUT) => Err(Error::Net(format!("connection to {} timed out", self.peer))),
                 _ => Err(Error::io(format!("recv from {}", self.peer), e)),
             };
         }

@@ -96,7 +96,7 @@ impl<T: ByteTransport> TlsStream<T> {
                     }
                     self.io.wait(false, left)?;
                 }
-                Err(Error::Closed(r)) => {
+                Err(Error::Closed(r) | Error::Reset(r)) => {
                     return Err(Error::Tls(format!(
                         "handshake failed: the peer closed the connection before the handshake completed ({r}) (host {})",
                         self.tls.host()
@@ -169,6 +169,7 @@ impl<T: ByteTransport> TlsStream<T> {
             Ok(n) => n,
             Err(Error::WouldBlock) => return Ok(0),
             Err(Error::Closed(r)) => return Err(Error::Closed(format!("{r} without a TLS close_notify"))),
+            Err(Error::Reset(r)) => return Err(Error::Reset(format!("{r} without a TLS close_notify"))),
             Err(e) => return Err(e),
         };
         self.stats.recv_calls += 1;

@@ -11,7 +11,8 @@ use std::time::Duration;
 /// A non-blocking, reliable, ordered byte stream (a connected TCP socket or equivalent).
 ///
 /// Results: `Ok(n)` with `n > 0` bytes moved; `Err(Error::WouldBlock)` nothing can move
-/// now; `Err(Error::Closed(reason))` the stream is over; any other error is fatal.
+/// now; `Err(Error::Closed(reason))` the stream is over (`Err(Error::Reset(reason))`: by a
+/// TCP RST); any other error is fatal.
 pub trait ByteTransport {
     /// Read up to `buf.len()` bytes.
     fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize>;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
+use pipeline::pipeline::{Config, DisconnectKind, DisconnectReason, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stage::{encode_server_frame, Delivery, SyntheticScript};
 
@@ -150,10 +150,10 @@ fn write_stats(p: &Pipeline, path: &Option<String>) {
         let counters: Vec<(String, u64)> =
             p.stats().iter().map(|(n, v)| (n.to_string(), v)).collect();
         let reason = match p.state() {
-            PipelineState::Disconnected { reason } => reason,
-            _ => String::new(),
+            PipelineState::Disconnected { reason } => Some(reason),
+            _ => None,
         };
-        let text = json(p.name(), &counters, &reason);
+        let text = json(p.name(), &counters, reason.as_ref());
         if let Err(e) = std::fs::write(path, text + "\n") {
             eprintln!("pipeline: cannot write {path}: {e}");
         }
@@ -161,8 +161,11 @@ fn write_stats(p: &Pipeline, path: &Option<String>) {
 }
 
 /// A server close with 1000 (or our own completed close) is success.
-fn clean(reason: &str) -> bool {
-    reason.contains("close handshake completed") || reason.contains("closed by server: code 1000")
+fn clean(reason: &DisconnectReason) -> bool {
+    matches!(
+        reason.kind,
+        DisconnectKind::CloseCompleted { .. } | DisconnectKind::ServerClosed { code: 1000, .. }
+    )
 }
 
 pub fn main(args: &[String]) -> ExitCode {
@@ -205,7 +208,8 @@ pub fn main(args: &[String]) -> ExitCode {
             }
             let reason = match p.state() {
                 PipelineState::Disconnected { reason } => reason,
-                _ => String::new(),
+                // Interrupted and the close not finished within 5 s.
+                _ => DisconnectReason::new(DisconnectKind::Unknown, "close not finished"),
             };
             write_stats(&p, &o.stats_json);
             p.stop();

@@ -669,7 +669,7 @@ fn client(
     }
     drop(rx);
     let reason = match p.state() {
-        PipelineState::Disconnected { reason } => reason,
+        PipelineState::Disconnected { reason } => reason.message,
         _ => String::new(),
     };
     let counters = p.stats().iter().map(|(n, v)| (n.to_string(), v)).collect();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::shm::ShmDir;
-use pipeline::stats::{State, StatsRegion};
+use pipeline::stats::{DisconnectReason, State, StatsRegion};
 
 use super::usage_error;
 
@@ -31,15 +31,19 @@ fn value(counters: &[(String, u64)], name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// One JSON object: name, state, layout, wait, reason, counters.
-pub fn json(name: &str, counters: &[(String, u64)], reason: &str) -> String {
+/// One JSON object: name, state, layout, wait, reason (the message), reason_kind (the
+/// [`pipeline::stats::DisconnectKind`] name, "" while not disconnected), close_code
+/// (the kind's close code, 0 if none), counters.
+pub fn json(name: &str, counters: &[(String, u64)], reason: Option<&DisconnectReason>) -> String {
     let mut s = format!(
-        "{{\"name\":\"{}\",\"state\":\"{}\",\"layout\":\"{}\",\"wait\":\"{}\",\"reason\":\"{}\",\"counters\":{{",
+        "{{\"name\":\"{}\",\"state\":\"{}\",\"layout\":\"{}\",\"wait\":\"{}\",\"reason\":\"{}\",\"reason_kind\":\"{}\",\"close_code\":{},\"counters\":{{",
         esc(name),
         State::name(value(counters, "state")),
         Layout::from_code(value(counters, "layout")),
         WaitKind::from_code(value(counters, "wait")),
-        esc(reason)
+        esc(reason.map_or("", |r| r.message.as_str())),
+        reason.map_or("", |r| r.kind.name()),
+        reason.map_or(0, |r| r.kind.close_code()),
     );
     for (i, (n, v)) in counters.iter().enumerate() {
         if i > 0 {
@@ -51,15 +55,15 @@ pub fn json(name: &str, counters: &[(String, u64)], reason: &str) -> String {
     s
 }
 
-fn table(name: &str, counters: &[(String, u64)], reason: &str) -> String {
+fn table(name: &str, counters: &[(String, u64)], reason: Option<&DisconnectReason>) -> String {
     let mut s = format!(
         "pipeline {name}: {} (layout {}, wait {})\n",
         State::name(value(counters, "state")),
         Layout::from_code(value(counters, "layout")),
         WaitKind::from_code(value(counters, "wait"))
     );
-    if !reason.is_empty() {
-        s.push_str(&format!("reason: {reason}\n"));
+    if let Some(r) = reason {
+        s.push_str(&format!("reason: {} [{}]\n", r.message, r.kind.name()));
     }
     for (n, v) in counters {
         if matches!(n.as_str(), "state" | "layout" | "wait") {
@@ -97,15 +101,11 @@ pub fn main(args: &[String]) -> ExitCode {
     let tty = std::io::stdout().is_terminal();
     loop {
         let counters = stats.snapshot();
-        let reason = if stats.state_code() >= 3 {
-            stats.reason()
-        } else {
-            String::new()
-        };
+        let reason = (stats.state_code() >= 3).then(|| stats.reason());
         let text = if as_json {
-            json(&name, &counters, &reason)
+            json(&name, &counters, reason.as_ref())
         } else {
-            table(&name, &counters, &reason)
+            table(&name, &counters, reason.as_ref())
         };
         let mut out = std::io::stdout().lock();
         if tty && !once && !as_json {

@@ -81,9 +81,9 @@ impl Transport for StreamTransport {
 }
 
 /// Ciphertext bytes asked of the socket per `recv`.
-pub const RECV_CHUNK: usize = 64 * 1024;
+pub(crate) const RECV_CHUNK: usize = 64 * 1024;
 /// Above this much unsent ciphertext, [`TlsTransport::write`] refuses more (WouldBlock).
-pub const TX_HIGH_WATER: usize = 1 << 20;
+pub(crate) const TX_HIGH_WATER: usize = 1 << 20;
 
 /// Syscall and byte counters of a [`TlsTransport`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -277,7 +277,7 @@ impl TlsTransport {
     }
 
     /// Encrypt and send what the socket takes; returns the plaintext bytes consumed
-    /// (all of `data` unless more than [`TX_HIGH_WATER`] ciphertext is waiting, in which
+    /// (all of `data` unless more than `TX_HIGH_WATER` (1 MiB) ciphertext is waiting, in which
     /// case `Err(WouldBlock)`). Unsent ciphertext is kept and retried on the next
     /// `write`/`flush`/`poll_read`.
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {

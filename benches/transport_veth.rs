@@ -42,12 +42,9 @@ use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stats::Counter;
 use pipeline::tls::{TlsContext, TlsVersion};
-use pipeline::transport::kernel_tls::TlsStream;
-use pipeline::transport::ByteTransport;
-use pipeline::{Error, Result};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use pipeline::stage::TlsTransport;
+use pipeline::transport::kernel::KernelSocket;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,43 +53,6 @@ const T: Duration = Duration::from_secs(20);
 /// The server thread's CPU and the client pipelines' CPU.
 const SERVER_CPU: usize = 0;
 const CLIENT_CPU: usize = 1;
-
-/// A non-blocking std TcpStream as a ByteTransport (the bench server's side).
-struct StdSock(TcpStream, bool);
-
-impl ByteTransport for StdSock {
-    fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
-        match self.0.read(buf) {
-            Ok(0) => {
-                self.1 = false;
-                Err(Error::Closed("client closed".into()))
-            }
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(Error::WouldBlock),
-            Err(e) => Err(Error::io("bench server recv", e)),
-        }
-    }
-    fn send(&mut self, d: &[u8]) -> Result<usize> {
-        match self.0.write(d) {
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(Error::WouldBlock),
-            Err(e) => Err(Error::io("bench server send", e)),
-        }
-    }
-    fn close(&mut self) {
-        self.1 = false;
-        let _ = self.0.shutdown(std::net::Shutdown::Both);
-    }
-    fn is_open(&self) -> bool {
-        self.1
-    }
-    fn wait(&mut self, writable: bool, timeout: Duration) -> Result<()> {
-        let mut p = libc::pollfd { fd: self.0.as_raw_fd(), events: if writable { libc::POLLOUT } else { libc::POLLIN }, revents: 0 };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, timeout.as_millis().clamp(1, 1000) as i32) };
-        Ok(())
-    }
-}
 
 /// The calling thread's CPU time in ns (`schedstat`: exact run time; RUSAGE_THREAD is
 /// tick-sampled and reads 0 for runs of a few milliseconds).
@@ -142,14 +102,14 @@ fn serve(l: TcpListener, cert: std::path::PathBuf, key: std::path::PathBuf) {
     pin_to(SERVER_CPU);
     let (s, _) = l.accept().unwrap();
     s.set_nodelay(true).unwrap();
-    s.set_nonblocking(true).unwrap();
     let ctx = TlsContext::new_server(&cert, &key, TlsVersion::Tls13, TlsVersion::Tls13).unwrap();
     let session = ctx.server_session().unwrap();
     // The feed's cipher: TLS 1.3 AES-128-GCM (the client offers OpenSSL's defaults).
     // SAFETY: a live SSL* and a NUL-terminated string.
     let ok = unsafe { openssl_sys::SSL_set_ciphersuites(session.as_ptr(), c"TLS_AES_128_GCM_SHA256".as_ptr()) };
     assert_eq!(ok, 1, "SSL_set_ciphersuites");
-    let mut tls = TlsStream::new(StdSock(s, true), session);
+    // The pipeline's own TLS glue, serving the server's side of an accepted socket.
+    let mut tls = TlsTransport::new(KernelSocket::from_std(s).unwrap(), session);
     tls.handshake(T).unwrap();
     assert_eq!(tls.session().cipher(), "TLS_AES_128_GCM_SHA256");
     let mut inb: Vec<u8> = Vec::new();

@@ -6,12 +6,13 @@
 //! - [`shm`], [`ring`]: shared-memory regions and the SPSC rings between stages.
 //! - [`wire`], [`tcp`], [`xdp`]: packets, the userspace TCP state machine, AF_XDP.
 //! - [`tls`], [`ws`]: sans-IO TLS (OpenSSL over memory BIOs) and WebSocket cores.
-//! - [`transport`]: byte transports of the kernel path (socket, TLS glue).
-//! - [`client`]: a complete `ws://` / `wss://` client over any byte transport.
-//! - [`stage`], [`runner`]: the pipeline's stages and where they run.
+//! - [`transport`]: the kernel TCP socket under the kernel transports.
+//! - [`stage`], [`runner`]: the pipeline's stages (every transport behind one
+//!   `stage::Transport` trait, the kernel TLS glue included) and where they run.
+//! - [`pipeline`]: [`pipeline::Pipeline`], the one way to run a connection — also as a
+//!   simple blocking client (`docs/pipeline.md`).
 //! - [`ffi`]: the C ABI, nothing else.
 
-pub mod client;
 pub mod config;
 pub mod error;
 pub mod ffi;

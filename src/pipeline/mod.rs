@@ -17,13 +17,13 @@ mod config;
 pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind, XdpOptions};
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::ring::{
-    ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxWriter, PongFrame, WsFrameInfo,
+    ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxWriter, PongFrame, WsFrameInfo, FLAG_MORE,
 };
 use crate::runner::{self, Layout, Placement, Running, WaitKind};
 use crate::shm::{names, ShmDir};
@@ -253,6 +253,9 @@ pub struct Pipeline {
     inbox: MsgInbox,
     outbox: Mutex<OutboxWriter>,
     outbox_max: usize,
+    /// The kind (`OutboxKind as u16`) of a message being sent in fragments, 0 if none;
+    /// changed only under the `outbox` lock.
+    fragmenting: AtomicU16,
     receiver: Option<Receiver>,
     callback: bool,
     // Behind locks so that `stop` and `on_state_change` take `&self`: the C API hands
@@ -456,6 +459,7 @@ impl Pipeline {
             inbox,
             outbox: Mutex::new(outbox.writer()),
             outbox_max,
+            fragmenting: AtomicU16::new(0),
             receiver,
             callback,
             running: Mutex::new(Some(running)),
@@ -509,6 +513,11 @@ impl Pipeline {
     }
 
     fn push(&self, kind: OutboxKind, payload: &[u8]) -> Result<()> {
+        self.push_part(kind, None, payload)
+    }
+
+    /// `fragment`: `Some(is_final)` for a piece of a message sent in fragments.
+    fn push_part(&self, kind: OutboxKind, fragment: Option<bool>, payload: &[u8]) -> Result<()> {
         match self.stats.state() {
             State::Disconnected { reason } => return Err(Error::Closed(reason.message)),
             State::Closing if kind != OutboxKind::Close => {
@@ -521,7 +530,20 @@ impl Pipeline {
             .outbox
             .lock()
             .map_err(|_| Error::Closed("sender poisoned by a panic".into()))?;
-        w.push(kind, 0, payload)
+        let open = self.fragmenting.load(Ordering::Relaxed);
+        let data = matches!(kind, OutboxKind::Text | OutboxKind::Binary);
+        if data && open != 0 && (fragment.is_none() || open != kind as u16) {
+            return Err(Error::Config(
+                "a message sent in fragments is still open: finish it with send_fragment(.., true) first".into(),
+            ));
+        }
+        let flags = if fragment == Some(false) { FLAG_MORE } else { 0 };
+        w.push(kind, flags, payload)?;
+        if let Some(is_final) = fragment {
+            self.fragmenting
+                .store(if is_final { 0 } else { kind as u16 }, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Is `len` within the MSG_OUTBOX record limit? (The C API asks before it looks at
@@ -544,6 +566,17 @@ impl Pipeline {
     /// Queue a binary message. `Err(WouldBlock)` when MSG_OUTBOX is full.
     pub fn send_binary(&self, data: &[u8]) -> Result<()> {
         self.push(OutboxKind::Binary, data)
+    }
+
+    /// Queue one fragment of a message sent in pieces: the first with `binary` saying
+    /// its kind, the same kind for the rest, `is_final` on the last. The server sees
+    /// one message (a text message's UTF-8 may be split anywhere across fragments).
+    /// PINGs and a close may go in between; another message may not
+    /// (`Err(Config)` until the last fragment is queued). `Err(WouldBlock)` when
+    /// MSG_OUTBOX is full: queue the same fragment again.
+    pub fn send_fragment(&self, binary: bool, data: &[u8], is_final: bool) -> Result<()> {
+        let kind = if binary { OutboxKind::Binary } else { OutboxKind::Text };
+        self.push_part(kind, Some(is_final), data)
     }
 
     /// Queue a PING (payload <= 125 bytes).

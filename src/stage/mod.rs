@@ -21,7 +21,7 @@ mod xdp_poll;
 mod xdp_transport;
 
 pub use app::{AppClientStage, FrameReader, OnMessage, RawFrame};
-pub use kernel::{StreamTransport, TlsTransport};
+pub use kernel::{StreamStats, StreamTransport, TlsTransport};
 pub use synthetic::{encode_server_frame, SyntheticCapture, SyntheticScript, SyntheticTransport};
 pub use transport::{Transport, TransportCounters, TransportStage};
 pub use websocket::{Delivery, WebSocketStage};

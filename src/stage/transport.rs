@@ -256,8 +256,16 @@ impl<T: Transport> TransportStage<T> {
                 self.finish(now, reason)?;
                 return Ok(true);
             }
-            // Control replies first (PONG, CLOSE reply), then the user's records.
-            if let Some(p) = self.pongs.pop() {
+            // Control replies first (PONG, CLOSE reply), then the user's records. Our
+            // CLOSE (a reply, or a protocol error's) waits for the records already in
+            // MSG_OUTBOX: the AppClient's answers to the messages before it (an echo)
+            // go out first, as on a synchronous client. Once the state is Closing the
+            // application can queue no more data, so this wait is bounded.
+            let close_waits = self.pongs.available() > 0
+                && self.pongs.get(0).is_some_and(|p| p.opcode == op::CLOSE)
+                && !self.close_sent
+                && self.outbox.peek()?.is_some();
+            if let Some(p) = if close_waits { None } else { self.pongs.pop() } {
                 moved = true;
                 if p.opcode == op::CLOSE {
                     let code = if p.payload_len >= 2 {

@@ -47,6 +47,10 @@ pub enum Delivery {
 /// Events per poll (bounded work).
 const EVENTS_PER_POLL: usize = 256;
 
+/// How long a protocol error waits for the AppClient to take the messages parsed
+/// before it (see [`WebSocketStage`]'s `failing`), at most.
+pub(crate) const FAIL_WAIT_NS: u64 = 1_000_000_000;
+
 /// PONGs that may wait on the PONGS ring before newer ones coalesce into one slot. Not
 /// 1: in the threads and processes layouts the transport is often a few microseconds
 /// behind, and PINGs a normal server sends should each get their answer; a flood is
@@ -73,6 +77,16 @@ pub struct WebSocketStage {
     pong: Option<PongFrame>,
     /// Our CLOSE (reply or protocol error), waiting for room on the ring.
     close: Option<PongFrame>,
+    /// A protocol error (code, reason, when) found behind messages the AppClient has
+    /// not taken yet. The stage stops parsing at once, but fails the connection (state
+    /// Closing, our CLOSE) only once the AppClient has taken everything published
+    /// before the bad frame, or after [`FAIL_WAIT_NS`]: an application answering each
+    /// message (an echo) still gets its answers out, the way a synchronous client
+    /// would. (Autobahn 3.2-3.4, 4.1.3-5, 4.2.3-5, 5.15: a valid message, then a bad
+    /// frame, in one write.)
+    failing: Option<(u16, String, u64)>,
+    /// The configured limit, for the 1009 reason.
+    max_message: usize,
 }
 
 impl WebSocketStage {
@@ -107,7 +121,25 @@ impl WebSocketStage {
             lost: false,
             pong: None,
             close: None,
+            failing: None,
+            max_message,
         }
+    }
+
+    /// Fail the connection for the deferred protocol error once the AppClient has
+    /// taken every entry published before it (or the wait is over).
+    fn fail_when_taken(&mut self, now: u64) -> bool {
+        let Some((_, _, since)) = &self.failing else {
+            return false;
+        };
+        let taken = self.frames.consumer_pos() >= self.frames.position();
+        if !taken && now.saturating_sub(*since) < FAIL_WAIT_NS {
+            return false;
+        }
+        if let Some((code, reason, _)) = self.failing.take() {
+            self.fail(code, &reason);
+        }
+        true
     }
 
     /// Move the waiting PONG and CLOSE to the PONGS ring. The PONG goes while fewer than
@@ -264,6 +296,9 @@ impl Stage for WebSocketStage {
 
     fn poll(&mut self, now: u64) -> Result<Progress> {
         let sent = (self.pong.is_some() || self.close.is_some()) && self.flush_control();
+        if self.failing.is_some() {
+            return Ok(Progress::from_bool(self.fail_when_taken(now) || sent));
+        }
         if self.closed {
             return Ok(Progress::from_bool(sent));
         }
@@ -312,8 +347,13 @@ impl Stage for WebSocketStage {
                     need_more = true;
                     break;
                 }
-                Err(Error::WebSocket { close_code, reason }) => {
-                    self.fail(close_code, &reason);
+                Err(Error::WebSocket { close_code, mut reason }) => {
+                    if close_code == ws::close_code::MESSAGE_TOO_BIG {
+                        reason = format!("{reason} (max_message {} bytes)", self.max_message);
+                    }
+                    // Stop parsing now; fail once the messages before it are taken.
+                    self.closed = true;
+                    self.failing = Some((close_code, reason, now));
                     n += 1;
                     break;
                 }
@@ -344,6 +384,8 @@ impl Stage for WebSocketStage {
                 self.frames.position() - ring.tail(),
             );
         }
+        // Nothing before the bad frame waits for the AppClient: fail at once.
+        self.fail_when_taken(now);
         Ok(Progress::from_bool(n > 0 || sent))
     }
 }

@@ -1,18 +1,23 @@
-//! Rough receive throughput of `WsClient` over plain ws:// on loopback: an in-process
-//! server thread writes N unmasked binary frames of SIZE bytes (pre-built, big writes),
-//! the client `recv()`s them in a loop (busy-polling, as a trading loop would).
+//! Rough receive throughput of `Pipeline` over plain ws:// on loopback (kernel
+//! transport): an in-process server thread writes N unmasked binary frames of SIZE
+//! bytes (pre-built, big writes); the pipeline's stages run where LAYOUT says (default
+//! `inline`: one runner thread) and this thread polls the receiver (busy-polling, as a
+//! trading loop would).
 //!
 //! ```text
-//! cargo run --release --example ws_client_throughput -- [SIZE] [N]    # default 64 5000000
+//! cargo run --release --example pipeline_throughput -- [SIZE] [N] [inline|threads]   # default 64 5000000 inline
 //! ```
 //! Loopback + both ends on a 2-core box: a smoke number for spotting regressions in
-//! the client's receive path, not the pipeline's benchmark.
+//! the receive path (transport -> MSG_INBOX -> WebSocket stage -> WS_FRAME_INFO ->
+//! receiver), not the benchmark (`benches/transport_veth.rs`: TLS over veth, against
+//! AF_XDP).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Instant;
 
-use pipeline::client::{ClientConfig, Message, WsClient};
+use pipeline::pipeline::{Config, Pipeline, PipelineState};
+use pipeline::runner::{Layout, WaitKind};
 use pipeline::ws::handshake::accept_key;
 
 fn main() {
@@ -22,6 +27,11 @@ fn main() {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5_000_000);
+    let layout = match args.next().as_deref() {
+        None | Some("inline") => Layout::Inline,
+        Some("threads") => Layout::Threads,
+        Some(o) => panic!("layout {o:?}: inline or threads"),
+    };
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
@@ -63,25 +73,36 @@ fn main() {
         s.write_all(&[0x88, 2, 0x03, 0xe8]).unwrap();
         let _ = s.read(&mut b);
     });
-    let mut ws = WsClient::connect(&format!("ws://127.0.0.1:{port}/"), &ClientConfig::default())
-        .expect("connect");
+    let mut c = Config::new(&format!("ws://127.0.0.1:{port}/"));
+    c.layout = Some(layout);
+    c.wait = Some(WaitKind::Backoff);
+    c.quiet = true;
+    let mut p = Pipeline::start(c).expect("connect");
+    let mut rx = p.receiver().expect("polling receiver");
     let t0 = Instant::now();
     let (mut msgs, mut bytes) = (0usize, 0usize);
     loop {
-        match ws.recv() {
-            Ok(Some(Message::Binary(b))) => {
-                msgs += 1;
-                bytes += b.len();
-            }
-            Ok(Some(Message::Closed { .. })) => break,
-            Ok(_) => {}
-            Err(e) => panic!("{e}"),
+        if let Some(f) = rx.next_frame() {
+            msgs += 1;
+            bytes += f.payload().len();
+            continue;
         }
+        // Disconnected by the server's close after the last message: every frame before
+        // that close was published before the state changed; drain them, then stop.
+        if matches!(p.state(), PipelineState::Disconnected { .. }) {
+            while let Some(f) = rx.next_frame() {
+                msgs += 1;
+                bytes += f.payload().len();
+            }
+            break;
+        }
+        std::hint::spin_loop();
     }
     let dt = t0.elapsed().as_secs_f64();
-    assert_eq!(msgs, n);
+    assert_eq!(msgs, n, "{:?}", p.state());
     println!(
-        "{n} messages of {size} B in {dt:.3} s: {:.2} M msg/s, {:.2} GB/s payload",
+        "{n} messages of {size} B in {dt:.3} s ({}, backoff): {:.2} M msg/s, {:.2} GB/s payload",
+        layout.name(),
         msgs as f64 / dt / 1e6,
         bytes as f64 / dt / 1e9
     );

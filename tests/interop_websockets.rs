@@ -6,16 +6,10 @@
 //! on drop (also when the test panics), and the server exits by itself when its stdin
 //! closes.
 
-mod common;
-#[path = "common/certs.rs"]
-mod certs;
-#[path = "common/ws_server.rs"]
-mod ws_server;
-
 use std::time::Duration;
 
-use certs::certs;
-use ws_server::Server;
+use pipeline_testkit::certs::certs;
+use pipeline_testkit::ws_server::Server;
 use pipeline::client::{ClientConfig, Frame, Message, WsClient};
 use pipeline::error::Error;
 use pipeline::ws::{Delivery, MaskMode, MessageKind};

@@ -2,10 +2,7 @@
 //! sends, random short receives, WouldBlock in between. The server is a `TlsSession`
 //! echoing everything. No sockets: this is the contract the XDP transport will meet.
 
-#[path = "common/certs.rs"]
-mod certs;
-
-use certs::certs;
+use pipeline_testkit::certs::certs;
 use pipeline::error::{Error, Result};
 use pipeline::tls::{TlsConfig, TlsContext, TlsSession, TlsVersion};
 use pipeline::transport::kernel_tls::TlsStream;

@@ -1,14 +1,12 @@
 //! The sans-IO connection: automatic PONG, close handshake from either side with a
 //! caller-driven timeout, and "send close with the right code, then fail".
 
-mod ws_common;
-
 use std::time::{Duration, Instant};
 
 use pipeline::ws::{
     CloseState, Connection, ConnectionConfig, Delivery, Event, FrameBuilder, OpCode, ParserConfig,
 };
-use ws_common::*;
+use pipeline_testkit::ws_frames::*;
 
 fn conn() -> Connection {
     let cfg = ConnectionConfig {

@@ -11,6 +11,7 @@
 //! | [`synthetic`] | `Pipeline` configs and scripts for the synthetic transport, shm clean-up guards |
 //! | [`ws_frames`] | server-frame encoding, a simulated MSG_INBOX driving the parser, an independent client-frame decoder |
 //! | [`xdp_frames`] | hand-made Ethernet/IPv4/TCP frames (independent of `pipeline::wire`), raw sockets |
+//! | [`tcp_sim`] | a deterministic TCP peer, lossy link and harness around `pipeline::tcp::Connection` |
 //! | [`pipeline_bin`] | where the `pipeline` binary is, for tests outside `cli/` |
 //!
 //! What is *not* here: the synthetic transport (`pipeline::stage::synthetic`) is part of
@@ -21,6 +22,7 @@ pub use pipeline_netbed::{exsim, feed, netns};
 
 pub mod certs;
 pub mod synthetic;
+pub mod tcp_sim;
 pub mod tls_server;
 pub mod ws_frames;
 pub mod ws_server;

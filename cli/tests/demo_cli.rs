@@ -9,7 +9,7 @@ fn demo(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .arg("demo")
         .args(args)
-        .env("PIPELINE_REPO", env!("CARGO_MANIFEST_DIR"))
+        .env("PIPELINE_REPO", concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .expect("run pipeline demo");
     let text = format!(

@@ -1,11 +1,9 @@
 //! `pipeline`: connect to a WebSocket through the pipeline, watch a running pipeline's
 //! counters, or run the demo. Plain `std::env::args` parsing; `pipeline --help`.
 
-#[path = "pipeline/connect.rs"]
 mod connect;
-#[path = "pipeline/demo.rs"]
 mod demo;
-#[path = "pipeline/stat.rs"]
+mod signals;
 mod stat;
 
 use std::process::ExitCode;

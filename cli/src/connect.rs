@@ -11,7 +11,7 @@ use pipeline::stage::{encode_server_frame, Delivery, SyntheticScript};
 
 use crate::signals::{self, interrupted};
 use crate::stat::json;
-use crate::usage_error;
+use crate::{option_value, usage_error};
 
 struct Opts {
     cfg: Config,
@@ -32,11 +32,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     };
     let mut synthetic: Option<usize> = None;
     while let Some(a) = it.next() {
-        let mut val = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let mut val = |name: &str| option_value(&mut it, name);
         match a.as_str() {
             "--transport" => {
                 cfg.transport = match val("--transport")?.as_str() {

@@ -24,7 +24,7 @@ use pipeline_netbed::process::run_checked;
 use pipeline_netbed::{certs, python};
 
 use crate::signals::{self, interrupted};
-use crate::usage_error;
+use crate::{option_value, usage_error};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Want {
@@ -55,11 +55,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let mut val = |name: &str| option_value(&mut it, name);
         match a.as_str() {
             "--count" => {
                 o.count = val("--count")?

@@ -74,3 +74,8 @@ pub fn usage_error(msg: &str) -> ExitCode {
     eprintln!("pipeline: {msg} (see pipeline --help)");
     ExitCode::from(2)
 }
+
+/// The value after option `name`, or the error saying it is missing.
+pub fn option_value(it: &mut std::slice::Iter<'_, String>, name: &str) -> Result<String, String> {
+    it.next().cloned().ok_or_else(|| format!("{name} needs a value"))
+}

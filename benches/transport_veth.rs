@@ -29,14 +29,10 @@
 //! The pipelines back off (spin, yield, 50 µs sleeps) when idle instead of busy-polling,
 //! because the box is shared: latency includes those wake-ups.
 
-#[path = "../tests/common/certs.rs"]
-mod certs;
-#[path = "../tests/common/feed.rs"]
-mod feed;
-#[path = "../tests/common/netns.rs"]
-mod netns;
+use pipeline_testkit::certs;
+use pipeline_testkit::netns;
 
-use feed::mono_ns;
+use pipeline_testkit::feed::mono_ns;
 use netns::TestBed;
 use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};

@@ -7,21 +7,15 @@
 //! on drop (also when the test panics), and the server exits by itself when its stdin
 //! closes.
 
-mod common;
-#[path = "common/certs.rs"]
-mod certs;
-#[path = "common/ws_server.rs"]
-mod ws_server;
-
 use std::time::Duration;
 
-use certs::certs;
+use pipeline_testkit::certs::certs;
+use pipeline_testkit::ws_server::Server;
 use pipeline::error::Error;
 use pipeline::pipeline::{Config, Pipeline, PipelineState, Receiver};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stage::Delivery;
 use pipeline::stats::Counter;
-use ws_server::Server;
 
 const T: Duration = Duration::from_secs(20);
 

@@ -2,8 +2,6 @@
 //! transport: it must never be able to wedge the pipeline, grow its memory, or keep it
 //! from ending. Each test here failed before the fix it guards (issue 9).
 
-mod pipeline_support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +9,7 @@ use pipeline::pipeline::{Pipeline, PipelineState};
 use pipeline::runner::Layout;
 use pipeline::stage::{encode_server_frame, SyntheticScript};
 use pipeline::stats::Counter;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 type Capture = Arc<Mutex<Vec<(u8, bool, Vec<u8>)>>>;
 

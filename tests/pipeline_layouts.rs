@@ -1,8 +1,6 @@
 //! All three layouts deliver the same 100,000 messages in order (backoff waits),
 //! by callback and by polling.
 
-mod pipeline_support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +8,7 @@ use std::time::{Duration, Instant};
 use pipeline::pipeline::Pipeline;
 use pipeline::runner::Layout;
 use pipeline::stats::Counter;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 const N: usize = 100_000;
 

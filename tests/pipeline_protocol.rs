@@ -2,8 +2,6 @@
 //! in place, reassembly, PING/PONG, CLOSE both ways, protocol errors, dead stage
 //! processes, pipelines side by side, clean-up.
 
-mod pipeline_support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +11,7 @@ use pipeline::runner::Layout;
 use pipeline::shm::{names, ShmDir};
 use pipeline::stage::{encode_server_frame, Delivery, Stage, SyntheticScript, WebSocketStage};
 use pipeline::stats::{Counter, StatsRegion};
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 type Capture = Arc<Mutex<Vec<(u8, bool, Vec<u8>)>>>;
 

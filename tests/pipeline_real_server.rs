@@ -2,9 +2,6 @@
 //! a kernel TCP socket on loopback (`ws://`; `wss://` once the TLS transport lands).
 //! Skipped (with a note) when python3 + websockets is missing.
 
-mod common;
-mod pipeline_support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +9,7 @@ use std::time::{Duration, Instant};
 use pipeline::pipeline::{Config, Pipeline, PipelineState};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stats::Counter;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 const SERVER: &str = r#"
 import asyncio, sys, ssl, websockets
@@ -49,7 +46,7 @@ fn server(n: usize) -> Option<(Server, u16)> {
 fn server_with(n: usize, extra: &[&str]) -> Option<(Server, u16)> {
     // The venv tools/setup.sh makes (asserts with a clear message when it is missing:
     // never a silent skip).
-    let py = common::python::python();
+    let py = pipeline_testkit::python::python();
     let mut c = Command::new(&py)
         .args(["-c", SERVER, &n.to_string()])
         .args(extra)

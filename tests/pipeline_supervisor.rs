@@ -2,15 +2,13 @@
 //! embedding application's children keep their exit statuses, and two pipelines in
 //! one process never reap each other's stages.
 
-mod pipeline_support;
-
 use std::process::Command;
 use std::time::Duration;
 
 use pipeline::pipeline::{Pipeline, PipelineState};
 use pipeline::runner::Layout;
 use pipeline::stage::SyntheticScript;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 /// A slow synthetic feed, so the pipeline stays connected for the whole test.
 fn slow() -> SyntheticScript {

@@ -2,18 +2,15 @@
 //! against Python `websockets` over TLS in the server namespace of a veth test bed.
 //! Needs root (skipped otherwise; fails under CI).
 
-mod common;
-mod pipeline_support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::netns::TestBed;
+use pipeline_testkit::netns::TestBed;
 use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stats::Counter;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 const SERVER: &str = r#"
 import asyncio, sys, ssl, websockets
@@ -39,7 +36,7 @@ fn wss_over_af_xdp_through_every_stage() {
     };
     // The venv tools/setup.sh makes (asserts with a clear message when it is missing:
     // never a silent skip).
-    let py = common::python::python();
+    let py = pipeline_testkit::python::python();
     let dir = std::env::temp_dir().join(format!("plxdp{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));

@@ -4,10 +4,7 @@
 //! are small, so the client sees short receives, partial sends and WouldBlock in
 //! between, at every point of the handshake and the records.
 
-#[path = "common/certs.rs"]
-mod certs;
-
-use certs::certs;
+use pipeline_testkit::certs::certs;
 use pipeline::error::Error;
 use pipeline::stage::TlsTransport;
 use pipeline::tls::{TlsConfig, TlsContext, TlsSession, TlsVersion};

@@ -1,18 +1,13 @@
 //! The pipeline's kernel TLS glue (`stage::TlsTransport` over a `KernelSocket`) against a
 //! Python `ssl` echo server.
 
-#[path = "common/certs.rs"]
-mod certs;
-#[path = "common/tls_server.rs"]
-mod tls_server;
-
-use certs::certs;
+use pipeline_testkit::certs::certs;
 use pipeline::error::Error;
 use pipeline::tls::{ReadBio, TlsConfig, TlsContext, TlsVersion};
 use pipeline::stage::TlsTransport;
 use pipeline::transport::kernel::{KernelSocket, KernelSocketOptions};
 use std::time::{Duration, Instant};
-use tls_server::EchoServer;
+use pipeline_testkit::tls_server::EchoServer;
 
 const T: Duration = Duration::from_secs(10);
 

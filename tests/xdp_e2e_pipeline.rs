@@ -11,27 +11,21 @@
 //! Needs root (skipped otherwise; with `CI` set, a failure). Run alone:
 //! `cargo test --test xdp_e2e_pipeline -- --test-threads=1`.
 
-mod common;
-#[path = "common/certs.rs"]
-mod certs;
-#[path = "common/exsim.rs"]
-mod exsim;
-#[path = "common/feed.rs"]
-mod feed;
-mod pipeline_support;
+use pipeline_testkit::certs;
+use pipeline_testkit::feed;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{Side, TestBed};
-use exsim::{json_num, ExSim};
+use pipeline_testkit::netns::{Side, TestBed};
+use pipeline_testkit::exsim::{json_num, ExSim};
 use pipeline::pipeline::{Config, Pipeline, PipelineState, Receiver, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stats::Counter;
 use pipeline::xdp::FaultConfig;
 use pipeline::Error;
-use pipeline_support::unique;
+use pipeline_testkit::synthetic::unique;
 
 /// Per-step timeout (set-up, one echo, one close).
 const T: Duration = Duration::from_secs(15);

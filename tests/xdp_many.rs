@@ -6,19 +6,16 @@
 //! Once on a single-queue veth and once on a 4-queue veth with no steering.
 //! Needs root (skipped otherwise; fails under CI).
 
-mod common;
-mod pipeline_support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{Side, TestBed};
+use pipeline_testkit::netns::{Side, TestBed};
 use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stats::Counter;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 const N: usize = 20_000;
 const BASE_PORT: u16 = 9500;
@@ -101,7 +98,7 @@ fn read_feed(p: &mut Pipeline, port: u16, count: usize) -> Result<(), String> {
 }
 
 fn many_connections(queues: u32) {
-    if !common::netns::require_root("many AF_XDP connections") {
+    if !pipeline_testkit::netns::require_root("many AF_XDP connections") {
         return;
     }
     let bed = TestBed::with_queues(queues);
@@ -117,7 +114,7 @@ fn many_connections(queues: u32) {
     let feeds: Vec<(Ipv4Addr, u16)> = (0..9u16)
         .map(|k| (if k == 7 { server2 } else { bed.server_ip }, BASE_PORT + k))
         .collect();
-    let py = common::python::python();
+    let py = pipeline_testkit::python::python();
     let mut srv = Command::new("ip");
     srv.args(["netns", "exec", &bed.server_ns, &py, "-c", SERVER, &N.to_string()]).arg(&cert).arg(&key);
     for (ip, port) in &feeds {
@@ -147,7 +144,7 @@ fn many_connections(queues: u32) {
         // A second process asking for the interface fails at once, naming the holder.
         let t0 = Instant::now();
         let out = Command::new("ip")
-            .args(["netns", "exec", &client_ns, env!("CARGO_BIN_EXE_pipeline"), "connect"])
+            .args(["netns", "exec", &client_ns, pipeline_testkit::pipeline_bin(), "connect"])
             .arg(format!("wss://{}:{}/", feeds[0].0, feeds[0].1))
             .args(["--transport", "xdp", "--iface", &ifname, "--count", "1", "--timeout", "20"])
             .output()

@@ -1,11 +1,9 @@
 //! `pipeline`: connect to a WebSocket through the pipeline, watch a running pipeline's
 //! counters, or run the demo. Plain `std::env::args` parsing; `pipeline --help`.
 
-#[path = "pipeline/connect.rs"]
 mod connect;
-#[path = "pipeline/demo.rs"]
 mod demo;
-#[path = "pipeline/stat.rs"]
+mod signals;
 mod stat;
 
 use std::process::ExitCode;
@@ -75,4 +73,9 @@ fn main() -> ExitCode {
 pub fn usage_error(msg: &str) -> ExitCode {
     eprintln!("pipeline: {msg} (see pipeline --help)");
     ExitCode::from(2)
+}
+
+/// The value after option `name`, or the error saying it is missing.
+pub fn option_value(it: &mut std::slice::Iter<'_, String>, name: &str) -> Result<String, String> {
+    it.next().cloned().ok_or_else(|| format!("{name} needs a value"))
 }

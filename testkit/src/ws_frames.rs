@@ -1,7 +1,5 @@
-//! Shared helpers for the WebSocket integration tests: server-frame encoding, a
-//! simulated byte ring that drives the parser, and a client-frame decoder written
-//! independently of the library's builder.
-#![allow(dead_code)]
+//! WebSocket test helpers: server-frame encoding, a simulated byte ring that drives the
+//! parser, and a client-frame decoder written independently of the library's builder.
 
 use pipeline::ws::{Delivery, Event, Parser, ParserConfig};
 

@@ -3,15 +3,13 @@
 //! test), and over the kernel transport on loopback (always). Also: bad options are
 //! refused, and the demo leaves no network namespace or shared memory behind.
 
-mod common;
-
 use std::process::Command;
 
 fn demo(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .arg("demo")
         .args(args)
-        .env("PIPELINE_REPO", env!("CARGO_MANIFEST_DIR"))
+        .env("PIPELINE_REPO", concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .expect("run pipeline demo");
     let text = format!(
@@ -43,7 +41,7 @@ fn demo_kernel_loopback_20000_no_drops() {
 
 #[test]
 fn demo_xdp_20000_no_drops() {
-    if !common::netns::require_root("pipeline demo over AF_XDP") {
+    if !pipeline_testkit::netns::require_root("pipeline demo over AF_XDP") {
         return;
     }
     let (ok, out) = demo(&["--count", "20000", "--rate", "0"]);

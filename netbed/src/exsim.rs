@@ -1,14 +1,13 @@
 //! Runs `tools/exchange_sim.py` (the TLS WebSocket feed server) inside a namespace of a
-//! [`TestBed`](super::netns::TestBed): waits for its "listening" line, and on `finish`
+//! [`TestBed`](crate::netns::TestBed): waits for its "listening" line, and on `finish`
 //! returns its JSON summary line. Killed on drop; it also exits when our end of its
 //! stdin closes (`--exit-on-stdin-eof`), so a dying test takes it along.
-#![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command};
 
-use crate::common::python::python;
+use crate::process::spawn_announcing;
 
 pub struct ExSim {
     child: Child,
@@ -18,56 +17,45 @@ pub struct ExSim {
 
 impl ExSim {
     /// `ns`: network namespace to run in (None = current). `args`: extra CLI options.
+    /// Panics if the venv's Python is missing or the simulator does not start (tests).
     pub fn start(ns: Option<&str>, host: &str, cert: &Path, key: &Path, args: &[&str]) -> ExSim {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/exchange_sim.py");
+        ExSim::spawn(&crate::python::python(), ns, host, cert, key, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`ExSim::start`] with a chosen interpreter, returning what went wrong.
+    pub fn spawn(
+        python: &str,
+        ns: Option<&str>,
+        host: &str,
+        cert: &Path,
+        key: &Path,
+        args: &[&str],
+    ) -> Result<ExSim, String> {
+        let script = crate::tool("exchange_sim.py");
         let mut c = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, &python()]);
+                c.args(["netns", "exec", ns, python]);
                 c
             }
-            None => Command::new(python()),
+            None => Command::new(python),
         };
         c.arg(&script)
-            .args([
-                "--host",
-                host,
-                "--port",
-                "0",
-                "--exit-on-stdin-eof",
-                "--cert",
-            ])
+            .args(["--host", host, "--port", "0", "--exit-on-stdin-eof", "--cert"])
             .arg(cert)
             .arg("--key")
             .arg(key)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn tools/exchange_sim.py");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        let n = out.read_line(&mut line).unwrap_or(0);
-        let port = line
-            .split("\"port\":")
-            .nth(1)
-            .and_then(|p| p.trim().trim_end_matches('}').trim().parse::<u16>().ok());
-        match port {
-            Some(port) if n > 0 => ExSim {
-                child,
-                stdout: Some(out),
-                port,
-            },
-            _ => {
-                let _ = child.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                let _ = child.wait();
-                panic!("exchange_sim.py did not start: {line:?} {err}");
-            }
-        }
+            .args(args);
+        let (child, out, port) = spawn_announcing(&mut c, "exchange_sim.py", |line| {
+            line.split("\"port\":")
+                .nth(1)
+                .and_then(|p| p.trim().trim_end_matches('}').trim().parse::<u16>().ok())
+        })?;
+        Ok(ExSim {
+            child,
+            stdout: Some(out),
+            port,
+        })
     }
 
     /// Stop the server (stdin EOF) and return its summary line.

@@ -2,11 +2,12 @@
 //! server-side TCP ([`SimPeer`]), a lossy link ([`Link`]) with seeded loss,
 //! duplication, reordering and delay, and a [`Harness`] that runs both ends over
 //! virtual time (µs). Test infrastructure: it allocates freely and is not used on any
-//! production path.
+//! production path. It drives the library's `pipeline::tcp::Connection` through its
+//! public API only.
 
-use super::conn::{Connection, Event, RxVerdict, TcpConfig, Transmit};
-use super::seq::{dist, gt, le, lt};
-use crate::wire::{
+use pipeline::tcp::seq::{dist, gt, le, lt};
+use pipeline::tcp::{Connection, Event, RxVerdict, TcpConfig, Transmit};
+use pipeline::wire::{
     emit_tcp_frame, flags, parse_tcp_frame, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr,
 };
 use std::cmp::Reverse;
@@ -498,7 +499,7 @@ impl SimPeer {
         }
     }
 
-    fn on_established(&mut self, now: u64, seg: &crate::wire::TcpSegment<&[u8]>) {
+    fn on_established(&mut self, now: u64, seg: &pipeline::wire::TcpSegment<&[u8]>) {
         let ack = seg.ack();
         let wnd = (seg.window() as u32) << self.client_scale;
         let payload = seg.payload();

@@ -1,6 +1,5 @@
-//! Hand-made frames for the AF_XDP tests (deliberately independent of `src/wire`).
-
-#![allow(dead_code)]
+//! Hand-made frames for the AF_XDP tests (deliberately independent of `src/wire`),
+//! and raw-socket helpers to send them.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};

@@ -1,13 +1,11 @@
 //! The `pipeline` command line: connect (synthetic server), failures, stat.
 
-mod pipeline_support;
-
 use std::process::Command;
 use std::time::Duration;
 
 use pipeline::pipeline::Pipeline;
 use pipeline::runner::Layout;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pipeline"))

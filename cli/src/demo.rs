@@ -3,35 +3,28 @@
 //! namespace behind a veth pair and the pipeline connects over AF_XDP from a second
 //! namespace. Otherwise (said in one line): the kernel transport on loopback.
 //!
+//! The namespaces and veth pair, the simulator and the certificates come from
+//! `pipeline-netbed`, the same code the tests and the veth benchmark use.
+//!
 //! Everything it creates (namespaces, veth, temporary directory, the simulator) is
 //! removed at the end, also on failure and on Ctrl-C (SIGINT/SIGTERM end the run
 //! through the normal path so the guards' `Drop` run).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
+use pipeline_netbed::exsim::ExSim;
+use pipeline_netbed::feed::{crc32, mono_ns};
+use pipeline_netbed::netns::{missing_privileges, Side, TestBed};
+use pipeline_netbed::process::run_checked;
+use pipeline_netbed::{certs, python};
 
-use super::usage_error;
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
-
-fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::Relaxed)
-}
-
-const SERVER_IP: &str = "10.201.1.1";
-const CLIENT_IP: &str = "10.201.1.2";
+use crate::signals::{self, interrupted};
+use crate::{option_value, usage_error};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Want {
@@ -62,11 +55,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let mut val = |name: &str| option_value(&mut it, name);
         match a.as_str() {
             "--count" => {
                 o.count = val("--count")?
@@ -108,91 +97,6 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// The repository (for tools/): $PIPELINE_REPO, an ancestor of the executable holding
-/// tools/exchange_sim.py, or the source tree this binary was built from.
-fn repo() -> PathBuf {
-    if let Some(r) = std::env::var_os("PIPELINE_REPO") {
-        return r.into();
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1) {
-            if dir.join("tools/exchange_sim.py").exists() {
-                return dir.to_path_buf();
-            }
-        }
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> String {
-    if let Ok(p) = std::env::var("PL_PYTHON") {
-        return p;
-    }
-    let venv = "/opt/libpipeline-venv/bin/python";
-    if Path::new(venv).exists() {
-        venv.into()
-    } else {
-        "python3".into()
-    }
-}
-
-fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Why AF_XDP + namespaces cannot be used here, or None.
-fn no_xdp_reason() -> Option<String> {
-    // SAFETY: no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        return Some(format!("not root (euid {euid})"));
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        .unwrap_or(0);
-    let need = [
-        (12, "CAP_NET_ADMIN"),
-        (13, "CAP_NET_RAW"),
-        (14, "CAP_IPC_LOCK"),
-        (21, "CAP_SYS_ADMIN"),
-        (39, "CAP_BPF"),
-    ];
-    let missing: Vec<&str> = need
-        .iter()
-        .filter(|(b, _)| eff & (1u64 << b) == 0)
-        .map(|(_, n)| *n)
-        .collect();
-    if !missing.is_empty() {
-        return Some(format!("missing {}", missing.join(", ")));
-    }
-    if Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        return Some("`ip` (iproute2) is not installed".into());
-    }
-    None
-}
-
 /// Temporary directory, removed on drop.
 struct TempDir(PathBuf);
 impl Drop for TempDir {
@@ -201,76 +105,12 @@ impl Drop for TempDir {
     }
 }
 
-/// Two namespaces and a veth pair (like tests/common/netns.rs); deleted on drop.
-struct Bed {
-    client_ns: String,
-    server_ns: String,
-    client_if: String,
-}
-
-impl Bed {
-    fn new() -> Result<Bed, String> {
-        reap_stale();
-        let base = format!("pld{}", std::process::id());
-        let bed = Bed {
-            client_ns: format!("{base}c"),
-            server_ns: format!("{base}s"),
-            client_if: format!("{base}c"),
-        };
-        let server_if = format!("{base}s");
-        // From here on Drop removes whatever exists.
-        run(&["ip", "netns", "add", &bed.client_ns])?;
-        run(&["ip", "netns", "add", &bed.server_ns])?;
-        run(&[
-            "ip",
-            "link",
-            "add",
-            &bed.client_if,
-            "netns",
-            &bed.client_ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &server_if,
-            "netns",
-            &bed.server_ns,
-        ])?;
-        for (ns, ifn, ip) in [
-            (&bed.client_ns, &bed.client_if, CLIENT_IP),
-            (&bed.server_ns, &server_if, SERVER_IP),
-        ] {
-            run(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                ifn,
-            ])?;
-            run(&["ip", "-n", ns, "link", "set", "dev", ifn, "up"])?;
-            run(&["ip", "-n", ns, "link", "set", "dev", "lo", "up"])?;
-            // Checksum offload off (else the kernel peer's frames reach the XSK with
-            // partial checksums); segmentation offloads off: no oversized frames.
-            if run(&[
-                "ip", "netns", "exec", ns, "ethtool", "-K", ifn, "tx", "off", "tso", "off", "gso",
-                "off", "gro", "off",
-            ])
-            .is_err()
-            {
-                run(&["ip", "netns", "exec", ns, "ethtool", "-K", ifn, "tx", "off"])?;
-            }
-        }
-        Ok(bed)
-    }
-}
-
 /// "native" / "generic (skb)" from `ip -d link` (in the caller's namespace), while the
 /// program is attached.
 fn xdp_mode(iface: &str) -> String {
-    let d = run(&["ip", "-d", "link", "show", "dev", iface]).unwrap_or_default();
+    let d = run_checked(&["ip", "-d", "link", "show", "dev", iface])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     if d.contains("xdpgeneric") {
         "XDP generic (skb) mode".into()
     } else if d.contains("xdpdrv") || d.contains("xdp ") || d.contains("prog/xdp") {
@@ -278,245 +118,6 @@ fn xdp_mode(iface: &str) -> String {
     } else {
         "XDP mode unknown".into()
     }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        for ns in [&self.client_ns, &self.server_ns] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// Namespaces `pld<pid>c|s` of demos that were killed before cleaning up.
-fn reap_stale() {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("pld") else {
-            continue;
-        };
-        let pid = rest.trim_end_matches(['c', 's']);
-        if rest.len() == pid.len() + 1
-            && !pid.is_empty()
-            && pid.bytes().all(|b| b.is_ascii_digit())
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &name])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// The simulator process; killed on drop (it also exits when its stdin closes).
-struct Sim {
-    child: Child,
-    stdout: Option<BufReader<ChildStdout>>,
-    port: u16,
-}
-
-impl Sim {
-    fn start(
-        ns: Option<&str>,
-        host: &str,
-        cert: &Path,
-        key: &Path,
-        o: &Opts,
-    ) -> Result<Sim, String> {
-        let script = repo().join("tools/exchange_sim.py");
-        let mut c = match ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, &python()]);
-                c
-            }
-            None => Command::new(python()),
-        };
-        c.arg(&script)
-            .args([
-                "--host",
-                host,
-                "--port",
-                "0",
-                "--once",
-                "--exit-on-stdin-eof",
-                "--cert",
-            ])
-            .arg(cert)
-            .arg("--key")
-            .arg(key)
-            .args([
-                "--count",
-                &o.count.to_string(),
-                "--rate",
-                &o.rate.to_string(),
-                "--sizes",
-                &o.sizes,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", script.display()))?;
-        let mut out = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        let _ = out.read_line(&mut line);
-        let port = line
-            .split("\"port\":")
-            .nth(1)
-            .and_then(|p| p.trim().trim_end_matches('}').trim().parse().ok());
-        match port {
-            Some(port) => Ok(Sim {
-                child,
-                stdout: Some(out),
-                port,
-            }),
-            None => {
-                let _ = child.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                let _ = child.wait();
-                Err(format!(
-                    "the exchange simulator did not start: {}{}",
-                    line.trim(),
-                    err.trim()
-                ))
-            }
-        }
-    }
-
-    /// Stop it and return its JSON summary line.
-    fn finish(mut self) -> String {
-        drop(self.child.stdin.take());
-        let mut rest = String::new();
-        if let Some(mut o) = self.stdout.take() {
-            let _ = o.read_to_string(&mut rest);
-        }
-        let _ = self.child.wait();
-        rest.lines()
-            .rev()
-            .find(|l| l.contains("\"summary\""))
-            .unwrap_or("")
-            .to_string()
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn certs(dir: &Path, xdp: bool) -> Result<(PathBuf, PathBuf, PathBuf), String> {
-    let sh = repo().join("tools/testcerts.sh");
-    let d = dir.to_str().ok_or("non-UTF-8 temp dir")?;
-    run(&["sh", sh.to_str().ok_or("non-UTF-8 path")?, d])?;
-    if !xdp {
-        return Ok((
-            dir.join("ca.pem"),
-            dir.join("server.pem"),
-            dir.join("server.key"),
-        ));
-    }
-    // testcerts.sh names localhost/127.0.0.1: add a leaf for the veth address.
-    let (key, csr, pem, ext) = (
-        dir.join("feed.key"),
-        dir.join("feed.csr"),
-        dir.join("feed.pem"),
-        dir.join("feed.ext"),
-    );
-    std::fs::write(
-        &ext,
-        format!("subjectAltName=IP:{SERVER_IP},DNS:feed.test\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"),
-    )
-    .map_err(|e| e.to_string())?;
-    let s = |p: &PathBuf| p.to_str().unwrap_or_default().to_string();
-    run(&[
-        "openssl",
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        &s(&key),
-    ])?;
-    run(&[
-        "openssl",
-        "req",
-        "-new",
-        "-key",
-        &s(&key),
-        "-subj",
-        "/CN=feed",
-        "-out",
-        &s(&csr),
-    ])?;
-    run(&[
-        "openssl",
-        "x509",
-        "-req",
-        "-in",
-        &s(&csr),
-        "-CA",
-        &format!("{d}/ca.pem"),
-        "-CAkey",
-        &format!("{d}/ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-sha256",
-        "-extfile",
-        &s(&ext),
-        "-out",
-        &s(&pem),
-    ])?;
-    Ok((dir.join("ca.pem"), pem, key))
-}
-
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let t = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, e) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *e = c;
-        }
-        t
-    });
-    let mut c = !0u32;
-    for &b in data {
-        c = t[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
-    }
-    !c
 }
 
 /// What a message of exchange_sim.py says: (seq, send time or 0, intact).
@@ -612,7 +213,7 @@ fn client(
             );
         }
         let got = rx.next_frame_timeout(Duration::from_millis(20)).map(|f| {
-            let now = now_ns();
+            let now = mono_ns();
             (f.opcode(), check(f.payload(), want), f.payload().len(), now)
         });
         match got {
@@ -692,35 +293,12 @@ fn client(
     })
 }
 
-/// Run `f` on a thread that has joined network namespace `ns`.
-fn in_netns<R: Send>(ns: &str, f: impl FnOnce() -> R + Send) -> Result<R, String> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let file = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
-            // SAFETY: setns on a valid namespace fd; affects only this thread (and the
-            // threads it creates).
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
-            }
-            Ok(f())
-        })
-        .join()
-        .unwrap_or_else(|_| Err("client thread panicked".into()))
-    })
-}
-
 pub fn main(args: &[String]) -> ExitCode {
     let o = match parse(args) {
         Ok(o) => o,
         Err(e) => return usage_error(&e),
     };
-    // SAFETY: handlers that only store to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGHUP, on_signal as *const () as libc::sighandler_t);
-    }
+    signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     match demo(&o) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(if interrupted() { 130 } else { 1 }),
@@ -735,12 +313,12 @@ fn demo(o: &Opts) -> Result<bool, String> {
     let xdp = match o.transport {
         Want::Kernel => false,
         Want::Xdp => {
-            if let Some(r) = no_xdp_reason() {
+            if let Some(r) = missing_privileges() {
                 return Err(format!("--transport xdp: {r}"));
             }
             true
         }
-        Want::Auto => match no_xdp_reason() {
+        Want::Auto => match missing_privileges() {
             None => true,
             Some(r) => {
                 println!("AF_XDP needs root with CAP_NET_ADMIN/CAP_NET_RAW/CAP_BPF/CAP_IPC_LOCK ({r}): running the same demo over the kernel transport on loopback");
@@ -750,7 +328,21 @@ fn demo(o: &Opts) -> Result<bool, String> {
     };
     let tmp = TempDir(std::env::temp_dir().join(format!("pipeline-demo-{}", std::process::id())));
     std::fs::create_dir_all(&tmp.0).map_err(|e| format!("{}: {e}", tmp.0.display()))?;
-    let (ca, cert, key) = certs(&tmp.0, xdp)?;
+    // A fresh test CA; the "veth" leaf is valid for the bed's server address.
+    let certs = certs::generate(&tmp.0)?;
+    let ca = certs.ca();
+    let (cert, key) = certs.leaf(if xdp { "veth" } else { "server" });
+    let py = python::find().unwrap_or_else(|_| "python3".into());
+    let sim_args = [
+        "--once".to_string(),
+        "--count".into(),
+        o.count.to_string(),
+        "--rate".into(),
+        o.rate.to_string(),
+        "--sizes".into(),
+        o.sizes.clone(),
+    ];
+    let sim_args: Vec<&str> = sim_args.iter().map(String::as_str).collect();
     let rate = if o.rate > 0.0 {
         format!("{:.0} msg/s", o.rate)
     } else {
@@ -760,29 +352,30 @@ fn demo(o: &Opts) -> Result<bool, String> {
     let sim_summary;
     let mut mode = String::new();
     if xdp {
-        let bed = Bed::new()?;
+        let bed = TestBed::create(&format!("pld{}", std::process::id()), 1)?;
         if interrupted() {
             return Err("interrupted".into());
         }
-        let sim = Sim::start(Some(&bed.server_ns), SERVER_IP, &cert, &key, o)?;
+        let server_ip = bed.server_ip.to_string();
+        let sim = ExSim::spawn(&py, Some(&bed.server_ns), &server_ip, &cert, &key, &sim_args)?;
         println!(
-            "exchange simulator: wss://{SERVER_IP}:{}/ in netns {} ({} messages, sizes {}, {rate}; TLS, fresh test CA)",
+            "exchange simulator: wss://{server_ip}:{}/ in netns {} ({} messages, sizes {}, {rate}; TLS, fresh test CA)",
             sim.port, bed.server_ns, o.count, o.sizes
         );
         println!(
             "client: AF_XDP on {} (netns {}, veth pair, tx checksum offload off on both ends)",
             bed.client_if, bed.client_ns
         );
-        let url = format!("wss://{SERVER_IP}:{}/", sim.port);
+        let url = format!("wss://{server_ip}:{}/", sim.port);
         let iface = bed.client_if.clone();
         let mode_ref = &mut mode;
-        outcome = in_netns(&bed.client_ns, move || {
+        outcome = bed.try_in_ns(Side::Client, move || {
             client(&url, &ca, Some(&iface), o, mode_ref)
         })??;
         sim_summary = sim.finish();
         drop(bed);
     } else {
-        let sim = Sim::start(None, "127.0.0.1", &cert, &key, o)?;
+        let sim = ExSim::spawn(&py, None, "127.0.0.1", &cert, &key, &sim_args)?;
         println!(
             "exchange simulator: wss://127.0.0.1:{}/ ({} messages, sizes {}, {rate}; TLS, fresh test CA)",
             sim.port, o.count, o.sizes

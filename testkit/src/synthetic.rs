@@ -1,5 +1,5 @@
-//! Shared helpers of the pipeline tests: synthetic scripts and shm clean-up guards.
-#![allow(dead_code)]
+//! Helpers of the `Pipeline` tests: scripts for the library's synthetic transport
+//! (`TransportKind::Synthetic`), a config for it, and shared-memory clean-up guards.
 
 use std::sync::Arc;
 

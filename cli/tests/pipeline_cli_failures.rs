@@ -2,16 +2,10 @@
 //! a refused certificate (unknown CA, expired), a non-101 upgrade, a missing capability.
 //! (A refused connection and bad arguments are in pipeline_cli.rs.)
 
-mod common;
-#[path = "common/certs.rs"]
-mod certs;
-#[path = "common/ws_server.rs"]
-mod ws_server;
-
 use std::process::{Command, Output, Stdio};
 
-use certs::certs;
-use ws_server::Server;
+use pipeline_testkit::certs::certs;
+use pipeline_testkit::ws_server::Server;
 
 fn connect(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pipeline"))

@@ -8,7 +8,7 @@ use pipeline::runner::{Layout, WaitKind};
 use pipeline::shm::ShmDir;
 use pipeline::stats::{DisconnectReason, State, StatsRegion};
 
-use super::usage_error;
+use crate::usage_error;
 
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);

@@ -1,16 +1,19 @@
-//! Network-namespace test bed: two namespaces joined by a veth pair.
+//! Network-namespace bed: two namespaces joined by a veth pair. The tests, the veth
+//! benchmark and `pipeline demo` all use this one.
 //!
 //! ```text
 //!   netns <base>c  (client: our AF_XDP socket)          netns <base>s  (server: kernel peer)
 //!   <veth>c  10.200.1.2/24  <------- veth ------->  <veth>s  10.200.1.1/24
 //! ```
 //!
-//! Names are unique per process and bed (`pl<pid>_<n>c` / `...s`), so tests run in
-//! parallel and alongside other users of the machine. Addresses live inside our own
-//! namespaces, so every bed can use the same private subnet.
+//! Names are unique per process and bed (`pl<pid>_<n>c` / `...s` for tests,
+//! `pld<pid>c` / `...s` for the demo), so tests run in parallel and alongside other
+//! users of the machine. Addresses live inside our own namespaces, so every bed can use
+//! the same private subnet.
 //!
 //! Dropping the bed (also while a test panics) deletes both namespaces, which destroys
-//! the veth pair and detaches any XDP program on it.
+//! the veth pair and detaches any XDP program on it. Namespaces whose creator died
+//! before that (SIGKILL) are removed by the next bed.
 //!
 //! Usage:
 //! ```ignore
@@ -19,13 +22,14 @@
 //! bed.server_cmd(&["ping", "-c1", &bed.client_ip.to_string()]);
 //! ```
 
-#![allow(dead_code)]
-
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+pub use crate::process::{run, try_run};
+use crate::process::run_checked;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -52,9 +56,24 @@ pub struct TestBed {
 /// fails with the reason); otherwise print "skipped: needs root (reason)" and return
 /// `false` so the test returns early.
 pub fn require_root(what: &str) -> bool {
+    match missing_privileges() {
+        None => true,
+        Some(r) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("{what} needs root with CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF, CAP_NET_RAW, CAP_IPC_LOCK ({r}); CI is set, so this is a failure");
+            }
+            eprintln!("skipped: needs root ({what}: {r})");
+            false
+        }
+    }
+}
+
+/// Why a bed (and AF_XDP) cannot be used here, or `None`: not root, a missing
+/// capability, no network namespaces, no `ip`.
+pub fn missing_privileges() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    let reason = if euid != 0 {
+    if euid != 0 {
         Some(format!("euid is {euid}"))
     } else if let Some(missing) = missing_caps() {
         Some(format!("missing {missing}"))
@@ -64,16 +83,6 @@ pub fn require_root(what: &str) -> bool {
         Some("`ip` (iproute2) not installed".to_string())
     } else {
         None
-    };
-    match reason {
-        None => true,
-        Some(r) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("{what} needs root with CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF, CAP_NET_RAW, CAP_IPC_LOCK ({r}); CI is set, so this is a failure");
-            }
-            eprintln!("skipped: needs root ({what}: {r})");
-            false
-        }
     }
 }
 
@@ -92,41 +101,12 @@ fn missing_caps() -> Option<String> {
     }
 }
 
-/// Run a command; panic with its output if it fails.
-pub fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
-    if !out.status.success() {
-        panic!(
-            "{args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out
-}
-
-/// Run a command, return success and combined output (no panic).
-pub fn try_run(args: &[&str]) -> (bool, String) {
-    match Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output() {
-        Ok(o) => (
-            o.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
-        ),
-        Err(e) => (false, format!("spawn {args:?}: {e}")),
-    }
-}
-
-fn parse_mac(s: &str) -> [u8; 6] {
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     let mut m = [0u8; 6];
     for (b, p) in m.iter_mut().zip(s.trim().split(':')) {
-        *b = u8::from_str_radix(p, 16).expect("mac byte");
+        *b = u8::from_str_radix(p, 16).map_err(|_| format!("bad MAC address {s:?}"))?;
     }
-    m
+    Ok(m)
 }
 
 impl TestBed {
@@ -146,12 +126,20 @@ impl TestBed {
     /// Like [`TestBed::new`] with `queues` RX and TX queues on each veth end (no
     /// steering: the kernel spreads flows over them by hash).
     pub fn with_queues(queues: u32) -> TestBed {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let base = format!("pl{}_{n}", std::process::id());
+        TestBed::create(&base, queues).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The bed with namespaces and interfaces `<base>c` / `<base>s`; `Err` says which
+    /// step failed (whatever was created is removed). `base` is `pl<pid>_<n>` or
+    /// `pld<pid>`, the forms the stale-namespace reaper knows.
+    pub fn create(base: &str, queues: u32) -> Result<TestBed, String> {
         static REAP: std::sync::Once = std::sync::Once::new();
         REAP.call_once(reap_stale_namespaces);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        let base = format!("pl{pid}_{n}");
-        assert!(base.len() < 15, "interface name too long: {base}");
+        if base.len() >= 15 {
+            return Err(format!("interface name too long: {base}"));
+        }
         let bed = TestBed {
             client_ns: format!("{base}c"),
             server_ns: format!("{base}s"),
@@ -165,33 +153,35 @@ impl TestBed {
         };
         // From here on, Drop cleans up whatever exists.
         let mut bed = bed;
-        run(&["ip", "netns", "add", &bed.client_ns]);
-        run(&["ip", "netns", "add", &bed.server_ns]);
+        run_checked(&["ip", "netns", "add", &bed.client_ns])?;
+        run_checked(&["ip", "netns", "add", &bed.server_ns])?;
         let q = queues.to_string();
-        run(&[
+        run_checked(&[
             "ip", "link", "add", &bed.client_if, "netns", &bed.client_ns, "numrxqueues", &q, "numtxqueues", &q, "type",
             "veth", "peer", "name", &bed.server_if, "netns", &bed.server_ns, "numrxqueues", &q, "numtxqueues", &q,
-        ]);
+        ])?;
         for (ns, ifn, ip) in [
             (bed.client_ns.clone(), bed.client_if.clone(), bed.client_ip),
             (bed.server_ns.clone(), bed.server_if.clone(), bed.server_ip),
         ] {
             let cidr = format!("{ip}/{}", bed.prefix_len);
-            run(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", &ifn]);
-            run(&["ip", "-n", &ns, "link", "set", "dev", &ifn, "up"]);
-            run(&["ip", "-n", &ns, "link", "set", "dev", "lo", "up"]);
+            run_checked(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", &ifn])?;
+            run_checked(&["ip", "-n", &ns, "link", "set", "dev", &ifn, "up"])?;
+            run_checked(&["ip", "-n", &ns, "link", "set", "dev", "lo", "up"])?;
             // Checksum offload off: otherwise the kernel peer's frames reach the XSK with
             // partial checksums; TSO/GSO/GRO off: no oversized frames.
             let (ok, out) = try_run(&["ip", "netns", "exec", &ns, "ethtool", "-K", &ifn, "tx", "off", "tso", "off", "gso", "off", "gro", "off"]);
             if !ok {
                 // `tx off` is the one that matters; retry it alone.
                 let (ok2, out2) = try_run(&["ip", "netns", "exec", &ns, "ethtool", "-K", &ifn, "tx", "off"]);
-                assert!(ok2, "ethtool -K {ifn} tx off failed: {out}\n{out2}");
+                if !ok2 {
+                    return Err(format!("ethtool -K {ifn} tx off failed: {out}\n{out2}"));
+                }
             }
         }
-        bed.client_mac = parse_mac(&bed.read_sys(Side::Client, "address"));
-        bed.server_mac = parse_mac(&bed.read_sys(Side::Server, "address"));
-        bed
+        bed.client_mac = parse_mac(&bed.try_read_sys(Side::Client, "address")?)?;
+        bed.server_mac = parse_mac(&bed.try_read_sys(Side::Server, "address")?)?;
+        Ok(bed)
     }
 
     pub fn ns(&self, side: Side) -> &str {
@@ -215,9 +205,12 @@ impl TestBed {
 
     /// `/sys/class/net/<if>/<attr>` as seen inside the namespace.
     pub fn read_sys(&self, side: Side, attr: &str) -> String {
+        self.try_read_sys(side, attr).unwrap_or_else(|e| panic!("{e}"))
+    }
+    fn try_read_sys(&self, side: Side, attr: &str) -> Result<String, String> {
         let path = format!("/sys/class/net/{}/{attr}", self.ifname(side));
-        let out = run(&["ip", "netns", "exec", self.ns(side), "cat", &path]);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let out = run_checked(&["ip", "netns", "exec", self.ns(side), "cat", &path])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// An interface statistics counter (`rx_packets`, `tx_packets`, ...).
@@ -261,6 +254,24 @@ impl TestBed {
                 Ok(r) => r,
                 Err(p) => std::panic::resume_unwind(p),
             }
+        })
+    }
+    /// [`TestBed::in_ns`] that reports instead of panicking: `Err` when the thread
+    /// cannot join the namespace or `f` panics.
+    pub fn try_in_ns<F, R>(&self, side: Side, f: F) -> Result<R, String>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let path = format!("/run/netns/{}", self.ns(side));
+        let p = &path;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                try_enter_netns(p)?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(format!("the thread in {path} panicked")))
         })
     }
     pub fn in_client<F: FnOnce() -> R + Send, R: Send>(&self, f: F) -> R {
@@ -314,32 +325,46 @@ impl TestBed {
     }
 }
 
-/// Delete test-bed namespaces (`pl<pid>_<n>c|s`) whose creating process is gone — left
-/// behind when a test process was SIGKILLed (e.g. by a timeout) before Drop ran.
+/// The creator's pid of a bed namespace name: `pl<pid>_<n>c|s` (tests) or
+/// `pld<pid>c|s` (the demo); `None` for any other name.
+fn bed_pid(name: &str) -> Option<&str> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let body = name.strip_suffix('c').or_else(|| name.strip_suffix('s'))?;
+    if let Some(pid) = body.strip_prefix("pld") {
+        return digits(pid).then_some(pid);
+    }
+    let (pid, n) = body.strip_prefix("pl")?.split_once('_')?;
+    (digits(pid) && digits(n)).then_some(pid)
+}
+
+/// Delete bed namespaces whose creating process is gone — left behind when a test or
+/// demo was SIGKILLed (e.g. by a timeout) before Drop ran.
 fn reap_stale_namespaces() {
     let Ok(dir) = std::fs::read_dir("/run/netns") else { return };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("pl") else { continue };
-        let Some((pid, tail)) = rest.split_once('_') else { continue };
-        let well_formed = !pid.is_empty()
-            && pid.bytes().all(|b| b.is_ascii_digit())
-            && tail.len() >= 2
-            && tail[..tail.len() - 1].bytes().all(|b| b.is_ascii_digit())
-            && (tail.ends_with('c') || tail.ends_with('s'));
-        if well_formed && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let Some(pid) = bed_pid(&name) else { continue };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             eprintln!("test bed: removing stale namespace {name} (pid {pid} is gone)");
             let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
         }
     }
 }
 
-/// Join a network namespace on the calling thread.
+/// Join a network namespace on the calling thread; panics if it cannot.
 pub fn enter_netns(path: &str) {
-    let f = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    try_enter_netns(path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Join a network namespace on the calling thread (and the threads it creates later).
+pub fn try_enter_netns(path: &str) -> Result<(), String> {
+    let f = File::open(path).map_err(|e| format!("open {path}: {e}"))?;
     // SAFETY: setns on a valid namespace fd; affects only the calling thread.
     let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns({path}): {}", std::io::Error::last_os_error());
+    if r != 0 {
+        return Err(format!("setns({path}): {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 impl Drop for TestBed {
@@ -348,6 +373,22 @@ impl Drop for TestBed {
         // program attached to it.
         for ns in [&self.client_ns, &self.server_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bed_pid;
+
+    #[test]
+    fn bed_names() {
+        assert_eq!(bed_pid("pl123_4c"), Some("123"));
+        assert_eq!(bed_pid("pl123_45s"), Some("123"));
+        assert_eq!(bed_pid("pld77c"), Some("77"));
+        assert_eq!(bed_pid("pld77s"), Some("77"));
+        for other in ["pl123c", "pl_1c", "pl12_c", "pld7_1c", "plx1_2c", "pl1_2x", "feed", "pldc"] {
+            assert_eq!(bed_pid(other), None, "{other}");
         }
     }
 }

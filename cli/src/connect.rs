@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,14 +9,9 @@ use pipeline::pipeline::{Config, DisconnectKind, DisconnectReason, Pipeline, Pip
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stage::{encode_server_frame, Delivery, SyntheticScript};
 
-use super::stat::json;
-use super::usage_error;
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
+use crate::signals::{self, interrupted};
+use crate::stat::json;
+use crate::{option_value, usage_error};
 
 struct Opts {
     cfg: Config,
@@ -38,11 +32,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     };
     let mut synthetic: Option<usize> = None;
     while let Some(a) = it.next() {
-        let mut val = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let mut val = |name: &str| option_value(&mut it, name);
         match a.as_str() {
             "--transport" => {
                 cfg.transport = match val("--transport")?.as_str() {
@@ -173,11 +163,7 @@ pub fn main(args: &[String]) -> ExitCode {
         Ok(o) => o,
         Err(e) => return usage_error(&e),
     };
-    // SAFETY: installing a handler that only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    signals::install(&[libc::SIGINT, libc::SIGTERM]);
     let mut p = match Pipeline::start(o.cfg) {
         Ok(p) => p,
         Err(e) => {
@@ -200,7 +186,7 @@ pub fn main(args: &[String]) -> ExitCode {
                 p.name()
             );
             while !p.wait_disconnected(Duration::from_millis(100)) {
-                if INTERRUPTED.load(Ordering::Relaxed) {
+                if interrupted() {
                     let _ = p.close(1001, "interrupted");
                     p.wait_disconnected(Duration::from_secs(5));
                     break;
@@ -225,7 +211,7 @@ pub fn main(args: &[String]) -> ExitCode {
     let mut n = 0u64;
     let mut closing = false;
     let code = loop {
-        if INTERRUPTED.load(Ordering::Relaxed) && !closing {
+        if interrupted() && !closing {
             closing = true;
             let _ = p.close(1001, "interrupted");
         }
@@ -262,7 +248,7 @@ pub fn main(args: &[String]) -> ExitCode {
                     if clean(&reason) && (o.count.is_none() || o.count <= Some(n)) {
                         break 0;
                     }
-                    if INTERRUPTED.load(Ordering::Relaxed) {
+                    if interrupted() {
                         break 130;
                     }
                     eprintln!("pipeline: {reason}");

@@ -2,7 +2,6 @@
 //! content and the checks a client makes on every message. Plain functions over bytes,
 //! no WebSocket code: the tests and the veth benchmark receive the messages through the
 //! library's own `Pipeline`.
-#![allow(dead_code)]
 
 /// Size of message `seq` with `--sizes mixed`.
 pub fn mixed_size(seq: u64) -> usize {

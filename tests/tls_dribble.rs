@@ -83,7 +83,9 @@ fn dribble(mut s: TcpStream, mut srv: TlsSession, mut rng: Rng) -> bool {
     panic!("server: no end within 60 s");
 }
 
-fn run(v: TlsVersion, seed: u64) {
+/// Returns the number of polls that found ciphertext waiting (the socket buffer was
+/// full): how much of the partial-send path this seed's timing exercised.
+fn run(v: TlsVersion, seed: u64) -> u64 {
     let (cert, key) = certs().leaf("server");
     let sctx = TlsContext::new_server(&cert, &key, TlsVersion::Tls12, TlsVersion::Tls13).unwrap();
     let cctx = TlsContext::new(&TlsConfig {
@@ -114,7 +116,7 @@ fn run(v: TlsVersion, seed: u64) {
     let mut got = Vec::new();
     let mut out = vec![0u8; 70_000];
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut would_block, mut partial) = (0, 0);
+    let (mut would_block, mut partial) = (0, 0u64);
     while got.len() < data.len() {
         assert!(Instant::now() < deadline, "stalled: sent {sent}, got {}", got.len());
         if sent < data.len() {
@@ -138,7 +140,6 @@ fn run(v: TlsVersion, seed: u64) {
         }
     }
     assert!(got == data, "{v:?} seed {seed}: echo differs");
-    assert!(partial > 0, "the small socket buffer never left ciphertext unsent");
     assert!(s.stats().recv_calls > 100, "{} recv calls: the pieces were not short", s.stats().recv_calls);
     eprintln!(
         "{v:?} seed {seed}: {} recv calls, {} send calls, {would_block} WouldBlock, {partial} polls with ciphertext waiting",
@@ -148,18 +149,19 @@ fn run(v: TlsVersion, seed: u64) {
     s.close_graceful(Duration::from_secs(5)).unwrap();
     assert!(!s.socket().is_open());
     assert!(server.join().unwrap(), "server did not see our close_notify");
+    partial
 }
 
 #[test]
 fn dribbling_peer_tls13() {
-    for seed in [1u64, 2, 3] {
-        run(TlsVersion::Tls13, seed);
-    }
+    // Whether a given seed fills the 4 KiB socket buffer depends on scheduling; over
+    // the seeds together some must (else this test exercised no partial send).
+    let partial: u64 = [1u64, 2, 3].iter().map(|&s| run(TlsVersion::Tls13, s)).sum();
+    assert!(partial > 0, "the small socket buffer never left ciphertext unsent");
 }
 
 #[test]
 fn dribbling_peer_tls12() {
-    for seed in [4u64, 5] {
-        run(TlsVersion::Tls12, seed);
-    }
+    let partial: u64 = [4u64, 5, 6].iter().map(|&s| run(TlsVersion::Tls12, s)).sum();
+    assert!(partial > 0, "the small socket buffer never left ciphertext unsent");
 }

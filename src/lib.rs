@@ -14,6 +14,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod ffi;
 pub mod ring;
 pub mod runner;

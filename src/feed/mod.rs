@@ -19,11 +19,13 @@
 //! - [`rotation`]: [`Rotation`], make-before-break replacement of a leg.
 
 pub mod backoff;
+pub mod liveness;
 
 pub use backoff::{
     Backoff, CloseCodePolicy, Decision as ReconnectDecision, DisconnectCause, GiveUpReason,
     ReconnectPolicy, SetupStep,
 };
+pub use liveness::{Liveness, LivenessAction, LivenessConfig};
 
 /// A configuration value the cores refuse, with what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,12 +19,14 @@
 //! - [`rotation`]: [`Rotation`], make-before-break replacement of a leg.
 
 pub mod backoff;
+pub mod key;
 pub mod liveness;
 
 pub use backoff::{
     Backoff, CloseCodePolicy, Decision as ReconnectDecision, DisconnectCause, GiveUpReason,
     ReconnectPolicy, SetupStep,
 };
+pub use key::{BinaryField, Endian, JsonField, Key, KeyExtractor};
 pub use liveness::{Liveness, LivenessAction, LivenessConfig};
 
 /// A configuration value the cores refuse, with what is wrong.

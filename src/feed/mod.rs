@@ -18,10 +18,14 @@
 //!   *contiguous* mode, working on `(leg, key, handle)` tuples so payloads are never copied.
 //! - [`rotation`]: [`Rotation`], make-before-break replacement of a leg.
 
+pub mod arbiter;
 pub mod backoff;
 pub mod key;
 pub mod liveness;
 
+pub use arbiter::{
+    Arbiter, ArbiterConfig, ArbiterMode, Decision, DropReason, LagHistogram, LegStats, LAG_BUCKETS,
+};
 pub use backoff::{
     Backoff, CloseCodePolicy, Decision as ReconnectDecision, DisconnectCause, GiveUpReason,
     ReconnectPolicy, SetupStep,

@@ -22,6 +22,7 @@ pub mod arbiter;
 pub mod backoff;
 pub mod key;
 pub mod liveness;
+pub mod rotation;
 
 pub use arbiter::{
     Arbiter, ArbiterConfig, ArbiterMode, Decision, DropReason, LagHistogram, LegStats, LAG_BUCKETS,
@@ -32,6 +33,7 @@ pub use backoff::{
 };
 pub use key::{BinaryField, Endian, JsonField, Key, KeyExtractor};
 pub use liveness::{Liveness, LivenessAction, LivenessConfig};
+pub use rotation::{Rotation, RotationAction, RotationConfig, RotationState};
 
 /// A configuration value the cores refuse, with what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,10 +30,15 @@
 //!   missing range in order. When the hold is full, the earliest-arrived held message
 //!   is released the same way (with its gaps) to make room.
 //!
-//! The first message of a stream is delivered as it comes and sets the start; a message
-//! older than the last delivered is a duplicate even if no leg delivered it (its slot in
-//! the stream is past). [`reset_streams`](Arbiter::reset_streams) forgets every stream
-//! (for a feed whose sequence restarts, e.g. after a snapshot).
+//! Where a stream starts: in monotonic mode, at its first message. In contiguous mode
+//! the first messages of a stream are held like any others (the *start hold*), because
+//! the leg that connected first may not bring the lowest sequence first; the stream
+//! starts at the lowest sequence held when the earliest of them expires, without a gap
+//! event. [`expect`](Arbiter::expect) sets the start explicitly (from a snapshot), and
+//! skips the start hold. A message older than the next expected is a duplicate even if
+//! no leg delivered it (its place in the stream is past).
+//! [`reset_streams`](Arbiter::reset_streams) forgets every stream (for a feed whose
+//! sequence restarts).
 //!
 //! Messages without a key come from the *primary* leg only: the configured one while it
 //! is up, otherwise the next up leg after it (wrapping); when no leg is up, the
@@ -247,8 +252,10 @@ pub struct LegStats {
 #[derive(Debug, Clone, Copy)]
 struct Stream {
     id: u32,
-    has_last: bool,
-    last: u64,
+    /// Something was delivered (or [`Arbiter::expect`] set the start).
+    started: bool,
+    /// The next sequence expected (monotonic: the smallest still deliverable).
+    next: u64,
     /// Held messages of this stream, ascending by sequence.
     head: u32,
     tail: u32,
@@ -381,11 +388,43 @@ impl Arbiter {
     pub fn primary(&self) -> usize {
         self.active_primary
     }
-    /// The last sequence delivered on `stream`.
-    pub fn last_delivered(&self, stream: u32) -> Option<u64> {
+    /// The next sequence the arbiter expects (would deliver) on `stream`.
+    pub fn next_expected(&self, stream: u32) -> Option<u64> {
         let i = self.find_stream(stream)?;
         let s = &self.streams[i as usize];
-        s.has_last.then_some(s.last)
+        s.started.then_some(s.next)
+    }
+
+    /// Set where `stream` starts (or resumes): `next` is the first sequence to deliver,
+    /// e.g. from a snapshot (Binance: `lastUpdateId + 1`). Held messages of the stream
+    /// below it are dropped, those from it on delivered as far as they are contiguous.
+    /// Returns false if the stream table is full.
+    pub fn expect(&mut self, stream: u32, next: u64, out: &mut impl FnMut(Decision)) -> bool {
+        let Some(si) = self.stream_index(stream) else {
+            return false;
+        };
+        {
+            let st = &mut self.streams[si as usize];
+            st.started = true;
+            st.next = next;
+        }
+        loop {
+            let st = self.streams[si as usize];
+            if st.head == NIL || self.slots[st.head as usize].seq >= next {
+                break;
+            }
+            let h = self.remove(st.head);
+            let leg = usize::from(h.leg);
+            self.legs[leg].dups += 1;
+            self.legs[leg].lag_unknown += 1;
+            out(Decision::Drop {
+                leg,
+                handle: h.handle,
+                reason: DropReason::Duplicate,
+            });
+        }
+        self.flush_stream(si, out);
+        true
     }
 
     fn choose_primary(&mut self) {
@@ -481,8 +520,8 @@ impl Arbiter {
         // Within the capacity reserved in `new`: no allocation.
         self.streams.push(Stream {
             id,
-            has_last: false,
-            last: 0,
+            started: false,
+            next: 0,
             head: NIL,
             tail: NIL,
             finger: NIL,
@@ -607,9 +646,9 @@ impl Arbiter {
         match self.cfg.mode {
             ArbiterMode::Monotonic => {
                 let s = &mut self.streams[si as usize];
-                if !s.has_last || key.seq > s.last {
-                    s.has_last = true;
-                    s.last = key.seq;
+                if !s.started || key.seq >= s.next {
+                    s.started = true;
+                    s.next = key.seq.saturating_add(1);
                     let now = self.clock;
                     self.deliver(leg, handle, key, now, out);
                 } else {
@@ -633,24 +672,22 @@ impl Arbiter {
     ) {
         let now = self.clock;
         let s = self.streams[si as usize];
-        if !s.has_last {
-            let s = &mut self.streams[si as usize];
-            s.has_last = true;
-            s.last = key.seq;
-            self.deliver(leg, handle, key, now, out);
-            return;
+        // A stream that has not started holds its first messages too (the start hold):
+        // another leg may bring a lower sequence within the window; the stream starts at
+        // the lowest one held when the earliest of them expires.
+        if s.started {
+            if key.seq < s.next {
+                self.drop_dup(leg, handle, key, None, out);
+                return;
+            }
+            if key.seq == s.next {
+                self.streams[si as usize].next = key.seq.saturating_add(1);
+                self.deliver(leg, handle, key, now, out);
+                self.flush_stream(si, out);
+                return;
+            }
         }
-        if key.seq <= s.last {
-            self.drop_dup(leg, handle, key, None, out);
-            return;
-        }
-        if key.seq == s.last + 1 {
-            self.streams[si as usize].last = key.seq;
-            self.deliver(leg, handle, key, now, out);
-            self.flush_stream(si, out);
-            return;
-        }
-        // Ahead of the next expected: already held?
+        // Ahead of the next expected (or not started yet): already held?
         let (pos, found) = self.search(si, key.seq);
         if found {
             let first_at = self.slots[pos as usize].arrival;
@@ -786,11 +823,11 @@ impl Arbiter {
     fn flush_stream(&mut self, si: u32, out: &mut impl FnMut(Decision)) {
         loop {
             let st = self.streams[si as usize];
-            if st.head == NIL || self.slots[st.head as usize].seq != st.last.wrapping_add(1) {
+            if !st.started || st.head == NIL || self.slots[st.head as usize].seq != st.next {
                 return;
             }
             let s = self.remove(st.head);
-            self.streams[si as usize].last = s.seq;
+            self.streams[si as usize].next = s.seq.saturating_add(1);
             let id = st.id;
             self.deliver(
                 usize::from(s.leg),
@@ -809,12 +846,12 @@ impl Arbiter {
         let si = self.slots[e as usize].stream;
         loop {
             let st = self.streams[si as usize];
-            if st.head == NIL || st.last >= target {
+            if st.head == NIL || (st.started && st.next > target) {
                 return;
             }
             let h = self.slots[st.head as usize];
-            let from = st.last.wrapping_add(1);
-            if h.seq > from {
+            let from = st.next;
+            if st.started && h.seq > from {
                 self.gaps += 1;
                 self.gap_seqs = self.gap_seqs.saturating_add(h.seq - from);
                 out(Decision::Gap {
@@ -824,7 +861,9 @@ impl Arbiter {
                 });
             }
             let s = self.remove(st.head);
-            self.streams[si as usize].last = s.seq;
+            let stm = &mut self.streams[si as usize];
+            stm.started = true;
+            stm.next = s.seq.saturating_add(1);
             self.deliver(
                 usize::from(s.leg),
                 s.handle,
@@ -894,6 +933,10 @@ mod tests {
         Arbiter::new(ArbiterConfig::new(legs, ArbiterMode::Contiguous)).unwrap()
     }
 
+    fn start(a: &mut Arbiter, stream: u32, next: u64) {
+        assert!(a.expect(stream, next, &mut |d| panic!("{d:?}")));
+    }
+
     use Decision::*;
 
     #[test]
@@ -938,6 +981,7 @@ mod tests {
     #[test]
     fn contiguous_fill_from_other_leg() {
         let mut a = contiguous(2);
+        start(&mut a, 0, 100);
         assert_eq!(
             run(&mut a, 0, Some(100), 1, 0),
             [Deliver { leg: 0, handle: 1 }]
@@ -990,6 +1034,7 @@ mod tests {
     #[test]
     fn contiguous_gap_after_window() {
         let mut a = contiguous(2);
+        start(&mut a, 0, 1);
         run(&mut a, 0, Some(1), 1, 0);
         assert_eq!(
             run(&mut a, 0, Some(4), 4, 100),
@@ -1050,6 +1095,7 @@ mod tests {
     #[test]
     fn earliest_arrival_expires_first() {
         let mut a = contiguous(1);
+        start(&mut a, 0, 1);
         run(&mut a, 0, Some(1), 1, 0);
         run(&mut a, 0, Some(10), 10, 0); // arrives first
         run(&mut a, 0, Some(5), 5, 500_000); // arrives later, lower sequence
@@ -1080,6 +1126,7 @@ mod tests {
         let mut cfg = ArbiterConfig::new(2, ArbiterMode::Contiguous);
         cfg.hold_capacity = 3;
         let mut a = Arbiter::new(cfg).unwrap();
+        start(&mut a, 0, 1);
         run(&mut a, 0, Some(1), 1, 0);
         for s in [3, 4, 5] {
             assert_eq!(run(&mut a, 0, Some(s), s, s), [Hold { leg: 0, handle: s }]);
@@ -1124,6 +1171,7 @@ mod tests {
         let mut cfg = ArbiterConfig::new(1, ArbiterMode::Contiguous);
         cfg.hold_window_ns = 0;
         let mut a = Arbiter::new(cfg).unwrap();
+        start(&mut a, 0, 1);
         run(&mut a, 0, Some(1), 1, 5);
         assert_eq!(
             run(&mut a, 0, Some(3), 3, 5),
@@ -1179,6 +1227,8 @@ mod tests {
         let mut cfg = ArbiterConfig::new(2, ArbiterMode::Contiguous);
         cfg.max_streams = 2;
         let mut a = Arbiter::new(cfg).unwrap();
+        start(&mut a, 7, 1);
+        start(&mut a, 9, 1);
         let mut v = Vec::new();
         let mut m = |a: &mut Arbiter, leg, s, q, h| {
             v.clear();
@@ -1208,13 +1258,14 @@ mod tests {
         );
         assert_eq!(m(&mut a, 0, 11, 1, 7), [Deliver { leg: 0, handle: 7 }]);
         assert_eq!(a.stream_overflow(), 2);
-        assert_eq!(a.last_delivered(7), Some(3));
-        assert_eq!(a.last_delivered(11), None);
+        assert_eq!(a.next_expected(7), Some(4));
+        assert_eq!(a.next_expected(11), None);
     }
 
     #[test]
     fn reset_and_flush() {
         let mut a = contiguous(1);
+        start(&mut a, 0, 10);
         run(&mut a, 0, Some(10), 1, 0);
         run(&mut a, 0, Some(12), 2, 0);
         let mut v = Vec::new();
@@ -1230,11 +1281,78 @@ mod tests {
                 Deliver { leg: 0, handle: 2 }
             ]
         );
+        assert_eq!(a.next_expected(0), None);
+        // A restarted sequence starts afresh (through the start hold).
+        assert_eq!(run(&mut a, 0, Some(1), 3, 0), [Hold { leg: 0, handle: 3 }]);
+        v.clear();
+        a.flush(&mut |d| v.push(d));
+        assert_eq!(v, [Deliver { leg: 0, handle: 3 }]);
+    }
+
+    #[test]
+    fn start_hold_takes_the_lowest_sequence_within_the_window() {
+        let mut a = contiguous(2);
+        assert_eq!(run(&mut a, 0, Some(5), 5, 0), [Hold { leg: 0, handle: 5 }]);
         assert_eq!(
-            run(&mut a, 0, Some(1), 3, 0),
-            [Deliver { leg: 0, handle: 3 }],
-            "a restarted sequence"
+            run(&mut a, 1, Some(4), 14, 100),
+            [Hold { leg: 1, handle: 14 }]
         );
+        assert_eq!(
+            run(&mut a, 0, Some(6), 6, 200),
+            [Hold { leg: 0, handle: 6 }]
+        );
+        assert_eq!(
+            run(&mut a, 1, Some(5), 15, 300),
+            [Drop {
+                leg: 1,
+                handle: 15,
+                reason: DropReason::Duplicate
+            }]
+        );
+        assert_eq!(a.next_expected(0), None);
+        let mut v = Vec::new();
+        a.poll(999_999, &mut |d| v.push(d));
+        assert!(v.is_empty());
+        a.poll(1_000_000, &mut |d| v.push(d));
+        assert_eq!(
+            v,
+            [
+                Deliver { leg: 1, handle: 14 },
+                Deliver { leg: 0, handle: 5 },
+                Deliver { leg: 0, handle: 6 }
+            ]
+        );
+        assert_eq!(a.next_expected(0), Some(7));
+        assert_eq!(a.gaps(), (0, 0), "the start is not a gap");
+        assert_eq!(
+            run(&mut a, 1, Some(7), 17, 1_000_001),
+            [Deliver { leg: 1, handle: 17 }]
+        );
+    }
+
+    #[test]
+    fn expect_sets_the_start_and_drops_held_below_it() {
+        let mut a = contiguous(2);
+        run(&mut a, 0, Some(3), 3, 0);
+        run(&mut a, 0, Some(5), 5, 0);
+        run(&mut a, 0, Some(6), 6, 0);
+        let mut v = Vec::new();
+        assert!(a.expect(0, 5, &mut |d| v.push(d)));
+        assert_eq!(
+            v,
+            [
+                Drop {
+                    leg: 0,
+                    handle: 3,
+                    reason: DropReason::Duplicate
+                },
+                Deliver { leg: 0, handle: 5 },
+                Deliver { leg: 0, handle: 6 }
+            ]
+        );
+        assert_eq!(a.held(), 0);
+        let s = a.stats(0);
+        assert_eq!(s.won + s.dups, s.received);
     }
 
     #[test]
@@ -1287,7 +1405,12 @@ mod tests {
         ] {
             assert!(Arbiter::new(bad).is_err(), "{bad:?}");
         }
-        let mut a = Arbiter::new(ArbiterConfig { lag_cache: 0, ..ok }).unwrap();
+        let mut a = Arbiter::new(ArbiterConfig {
+            lag_cache: 0,
+            mode: ArbiterMode::Monotonic,
+            ..ok
+        })
+        .unwrap();
         run(&mut a, 0, Some(1), 1, 0);
         run(&mut a, 1, Some(1), 2, 0);
         assert_eq!(a.stats(1).lag_unknown, 1);

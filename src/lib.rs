@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod ffi;
 pub mod ring;
 pub mod runner;

@@ -317,6 +317,9 @@ fn parse_uint(b: &[u8], i: usize) -> Option<(u64, usize)> {
     Some((v, j))
 }
 
+/// A key-reading closure (what [`KeyExtractor::Custom`] holds).
+pub type KeyFn = Box<dyn FnMut(&[u8]) -> Option<Key> + Send>;
+
 /// How to read a message's key.
 pub enum KeyExtractor {
     /// Messages have no key (single leg, or arbitration by primary leg only).
@@ -334,7 +337,7 @@ pub enum KeyExtractor {
     /// A plain function returning `(stream id, sequence)`.
     Callback(fn(&[u8]) -> Option<(u32, u64)>),
     /// Anything else (the FFI layer wraps a C callback and its user data in one).
-    Custom(Box<dyn FnMut(&[u8]) -> Option<Key> + Send>),
+    Custom(KeyFn),
 }
 
 impl std::fmt::Debug for KeyExtractor {

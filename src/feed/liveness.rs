@@ -232,9 +232,8 @@ mod tests {
         let mut t = 0;
         let dead_at = loop {
             t += MS;
-            match l.poll(t) {
-                LivenessAction::Dead { silent_ns } => break (t, silent_ns),
-                _ => {}
+            if let LivenessAction::Dead { silent_ns } = l.poll(t) {
+                break (t, silent_ns);
             }
         };
         assert_eq!(dead_at, (250 * MS, 250 * MS));

@@ -31,7 +31,7 @@ pub use backoff::{
     Backoff, CloseCodePolicy, Decision as ReconnectDecision, DisconnectCause, GiveUpReason,
     ReconnectPolicy, SetupStep,
 };
-pub use key::{BinaryField, Endian, JsonField, Key, KeyExtractor};
+pub use key::{BinaryField, Endian, JsonField, Key, KeyExtractor, KeyFn};
 pub use liveness::{Liveness, LivenessAction, LivenessConfig};
 pub use rotation::{Rotation, RotationAction, RotationConfig, RotationState};
 

@@ -13,21 +13,37 @@
 //!   simple blocking client (`docs/pipeline.md`).
 //! - [`ffi`]: the C ABI, nothing else.
 
-pub mod config;
-pub mod error;
-pub mod feed;
+//!
+//! **The public API is [`pipeline`] and [`error`]**: `Pipeline`, its `Config`, frames,
+//! states, disconnect reasons, errors (and the C ABI in `include/pipeline.h`). Everything
+//! else is internal. The `internals` feature makes the layers public for this
+//! workspace's tests, benchmarks, CLI and test kit only: they are not a stable API.
+#![cfg_attr(not(feature = "internals"), allow(dead_code, unused_imports))]
+
+/// A layer: public with the `internals` feature (tests, benches, the CLI), else private.
+macro_rules! layer {
+    ($($(#[$m:meta])* $name:ident),* $(,)?) => {
+        $(
+            $(#[$m])*
+            #[cfg(feature = "internals")]
+            pub mod $name;
+            $(#[$m])*
+            #[cfg(not(feature = "internals"))]
+            mod $name;
+        )*
+    };
+}
+
+layer!(config, feed, ring, runner, shm, stage, stats, tcp, tls, transport, wire, ws, xdp);
+
+// Written out (not through `layer!`): it defines `#[macro_export]` macros, which may not
+// come from a macro-expanded module. Its `extern "C"` functions are exported either way.
+#[cfg(feature = "internals")]
 pub mod ffi;
-pub mod ring;
-pub mod runner;
-pub mod shm;
-pub mod stage;
-pub mod tcp;
-pub mod tls;
-pub mod transport;
-pub mod wire;
-pub mod ws;
-pub mod xdp;
+#[cfg(not(feature = "internals"))]
+mod ffi;
+
+pub mod error;
+pub mod pipeline;
 
 pub use error::{Error, Result};
-pub mod pipeline;
-pub mod stats;

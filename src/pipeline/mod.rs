@@ -25,17 +25,27 @@ use crate::error::{Error, Result};
 use crate::ring::{
     ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxWriter, PongFrame, WsFrameInfo, FLAG_MORE,
 };
-use crate::runner::{self, Layout, Placement, Running, WaitKind};
+use crate::runner::{self, Placement, Running};
 use crate::shm::{names, ShmDir};
 use crate::stage::{
-    AppClientStage, Engine, EngineStage, FrameReader, OnMessage, RawFrame, Stage, StreamTransport,
+    AppClientStage, Engine, EngineStage, FrameReader, RawFrame, Stage, StreamTransport,
     SyntheticTransport, TlsTransport, TransportStage, WebSocketStage, XdpRings, XdpTransport,
 };
-use crate::stats::{Counter, State, StatsRegion, COUNTERS};
+use crate::stats::{StatsRegion, COUNTERS};
 pub use crate::stats::{DisconnectKind, DisconnectReason, StageExit};
 use crate::ws::{ClientHandshake, HandshakeConfig};
 
 pub use crate::stats::State as PipelineState;
+
+// Everything a `Config`, a frame or a state names, so users need only this module (the
+// layers behind it are internal; see the crate docs).
+pub use crate::feed::{CloseCodePolicy, LivenessConfig, ReconnectPolicy};
+pub use crate::ring::OverrunPolicy;
+pub use crate::runner::{Layout, WaitKind};
+pub use crate::stage::{encode_server_frame, Delivery, OnMessage, SyntheticScript};
+pub use crate::stats::{Counter, State};
+pub use crate::tcp::TcpConfig;
+pub use crate::xdp::{AttachRequest, FaultConfig, ZeroCopy};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

@@ -17,13 +17,13 @@ mod config;
 pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind, XdpOptions};
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::ring::{
-    ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxWriter, PongFrame, WsFrameInfo, FLAG_MORE,
+    ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxSender, Piece, PongFrame, WsFrameInfo,
 };
 use crate::runner::{self, Placement, Running};
 use crate::shm::{names, ShmDir};
@@ -238,6 +238,97 @@ impl Receiver {
     }
 }
 
+/// Sends on a pipeline, from any thread: `Clone` it for each one. No lock: senders
+/// reserve their record in MSG_OUTBOX with one CAS and publish in order (see
+/// `ring::OutboxSender`), so threads never wait on each other beyond a copy.
+#[derive(Clone)]
+pub struct Sender {
+    out: OutboxSender,
+    stats: StatsRegion,
+    max: usize,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("max", &self.max).finish()
+    }
+}
+
+impl Sender {
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.max {
+            return Err(Error::Config(format!(
+                "message of {len} bytes exceeds the MSG_OUTBOX record limit {}",
+                self.max
+            )));
+        }
+        Ok(())
+    }
+
+    fn push(&self, kind: OutboxKind, piece: Piece, payload: &[u8]) -> Result<()> {
+        match self.stats.state() {
+            State::Disconnected { reason } => return Err(Error::Closed(reason.message)),
+            State::Closing if kind != OutboxKind::Close => {
+                return Err(Error::Closed("close in progress".into()))
+            }
+            _ => {}
+        }
+        self.check_len(payload.len())?;
+        self.out.push(kind, piece, payload)
+    }
+
+    /// Queue a text message. `Err(WouldBlock)` when MSG_OUTBOX is full.
+    pub fn send_text(&self, text: &str) -> Result<()> {
+        self.push(OutboxKind::Text, Piece::Whole, text.as_bytes())
+    }
+
+    /// Queue a binary message. `Err(WouldBlock)` when MSG_OUTBOX is full.
+    pub fn send_binary(&self, data: &[u8]) -> Result<()> {
+        self.push(OutboxKind::Binary, Piece::Whole, data)
+    }
+
+    /// Queue one fragment of a message sent in pieces: the first with `binary` saying
+    /// its kind, the same kind for the rest, `is_final` on the last. The server sees
+    /// one message (a text message's UTF-8 may be split anywhere across fragments).
+    /// PINGs and a close may go in between; another message may not, from any sender
+    /// (`Err(Config)` until the last fragment is queued). `Err(WouldBlock)` when
+    /// MSG_OUTBOX is full: queue the same fragment again.
+    pub fn send_fragment(&self, binary: bool, data: &[u8], is_final: bool) -> Result<()> {
+        let kind = if binary { OutboxKind::Binary } else { OutboxKind::Text };
+        let piece = if is_final { Piece::Last } else { Piece::More };
+        self.push(kind, piece, data)
+    }
+
+    /// Queue a PING (payload <= 125 bytes).
+    pub fn ping(&self, data: &[u8]) -> Result<()> {
+        if data.len() > 125 {
+            return Err(Error::Config("PING payload longer than 125 bytes".into()));
+        }
+        self.push(OutboxKind::Ping, Piece::Whole, data)
+    }
+
+    /// Start the close handshake with `code` (1000 normal) and a short reason.
+    /// The state goes Closing at once, then Disconnected when the server answers, or
+    /// after `Config::close_timeout` if it does not (the reason then says so).
+    pub fn close(&self, code: u16, reason: &str) -> Result<()> {
+        // The same rule the parser applies to the server's codes (RFC 6455 §7.4):
+        // 1004-1006, 1015 and the unassigned 1016-2999 may not be sent.
+        if !crate::ws::frame::is_valid_close_code(code) {
+            return Err(Error::Config(format!("close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)")));
+        }
+        if reason.len() > 123 {
+            return Err(Error::Config("close reason longer than 123 bytes".into()));
+        }
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(reason.as_bytes());
+        self.push(OutboxKind::Close, Piece::Whole, &p)?;
+        // Closing from now, not from when the transport gets to the record: its
+        // close timeout then also covers a transport stuck behind earlier frames.
+        self.stats.advance_state(&State::Closing);
+        Ok(())
+    }
+}
+
 /// A snapshot of the stats counters.
 #[derive(Clone, Debug)]
 pub struct Stats {
@@ -261,11 +352,7 @@ pub struct Pipeline {
     name: String,
     stats: StatsRegion,
     inbox: MsgInbox,
-    outbox: Mutex<OutboxWriter>,
-    outbox_max: usize,
-    /// The kind (`OutboxKind as u16`) of a message being sent in fragments, 0 if none;
-    /// changed only under the `outbox` lock.
-    fragmenting: AtomicU16,
+    sender: Sender,
     receiver: Option<Receiver>,
     callback: bool,
     // Behind locks so that `stop` and `on_state_change` take `&self`: the C API hands
@@ -463,13 +550,12 @@ impl Pipeline {
         };
         let running = runner::place(stages, &placement, &stats)?;
         let outbox_max = outbox.max_payload();
+        let sender = Sender { out: outbox.sender(), stats: stats.clone(), max: outbox_max };
         Ok(Pipeline {
             name,
             stats,
             inbox,
-            outbox: Mutex::new(outbox.writer()),
-            outbox_max,
-            fragmenting: AtomicU16::new(0),
+            sender,
             receiver,
             callback,
             running: Mutex::new(Some(running)),
@@ -522,100 +608,40 @@ impl Pipeline {
         &self.inbox
     }
 
-    fn push(&self, kind: OutboxKind, payload: &[u8]) -> Result<()> {
-        self.push_part(kind, None, payload)
-    }
-
-    /// `fragment`: `Some(is_final)` for a piece of a message sent in fragments.
-    fn push_part(&self, kind: OutboxKind, fragment: Option<bool>, payload: &[u8]) -> Result<()> {
-        match self.stats.state() {
-            State::Disconnected { reason } => return Err(Error::Closed(reason.message)),
-            State::Closing if kind != OutboxKind::Close => {
-                return Err(Error::Closed("close in progress".into()))
-            }
-            _ => {}
-        }
-        self.check_send_len(payload.len())?;
-        let mut w = self
-            .outbox
-            .lock()
-            .map_err(|_| Error::Closed("sender poisoned by a panic".into()))?;
-        let open = self.fragmenting.load(Ordering::Relaxed);
-        let data = matches!(kind, OutboxKind::Text | OutboxKind::Binary);
-        if data && open != 0 && (fragment.is_none() || open != kind as u16) {
-            return Err(Error::Config(
-                "a message sent in fragments is still open: finish it with send_fragment(.., true) first".into(),
-            ));
-        }
-        let flags = if fragment == Some(false) { FLAG_MORE } else { 0 };
-        w.push(kind, flags, payload)?;
-        if let Some(is_final) = fragment {
-            self.fragmenting
-                .store(if is_final { 0 } else { kind as u16 }, Ordering::Relaxed);
-        }
-        Ok(())
+    /// A sender for other threads: cheap to clone, no lock (see [`Sender`]).
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
     }
 
     /// Is `len` within the MSG_OUTBOX record limit? (The C API asks before it looks at
     /// the caller's bytes, so a huge `len` is refused without being read.)
     pub(crate) fn check_send_len(&self, len: usize) -> Result<()> {
-        if len > self.outbox_max {
-            return Err(Error::Config(format!(
-                "message of {len} bytes exceeds the MSG_OUTBOX record limit {}",
-                self.outbox_max
-            )));
-        }
-        Ok(())
+        self.sender.check_len(len)
     }
 
     /// Queue a text message. `Err(WouldBlock)` when MSG_OUTBOX is full.
     pub fn send_text(&self, text: &str) -> Result<()> {
-        self.push(OutboxKind::Text, text.as_bytes())
+        self.sender.send_text(text)
     }
 
     /// Queue a binary message. `Err(WouldBlock)` when MSG_OUTBOX is full.
     pub fn send_binary(&self, data: &[u8]) -> Result<()> {
-        self.push(OutboxKind::Binary, data)
+        self.sender.send_binary(data)
     }
 
-    /// Queue one fragment of a message sent in pieces: the first with `binary` saying
-    /// its kind, the same kind for the rest, `is_final` on the last. The server sees
-    /// one message (a text message's UTF-8 may be split anywhere across fragments).
-    /// PINGs and a close may go in between; another message may not
-    /// (`Err(Config)` until the last fragment is queued). `Err(WouldBlock)` when
-    /// MSG_OUTBOX is full: queue the same fragment again.
+    /// Queue one fragment of a message sent in pieces (see [`Sender::send_fragment`]).
     pub fn send_fragment(&self, binary: bool, data: &[u8], is_final: bool) -> Result<()> {
-        let kind = if binary { OutboxKind::Binary } else { OutboxKind::Text };
-        self.push_part(kind, Some(is_final), data)
+        self.sender.send_fragment(binary, data, is_final)
     }
 
     /// Queue a PING (payload <= 125 bytes).
     pub fn ping(&self, data: &[u8]) -> Result<()> {
-        if data.len() > 125 {
-            return Err(Error::Config("PING payload longer than 125 bytes".into()));
-        }
-        self.push(OutboxKind::Ping, data)
+        self.sender.ping(data)
     }
 
-    /// Start the close handshake with `code` (1000 normal) and a short reason.
-    /// The state goes Closing at once, then Disconnected when the server answers, or
-    /// after `Config::close_timeout` if it does not (the reason then says so).
+    /// Start the close handshake (see [`Sender::close`]).
     pub fn close(&self, code: u16, reason: &str) -> Result<()> {
-        // The same rule the parser applies to the server's codes (RFC 6455 §7.4):
-        // 1004-1006, 1015 and the unassigned 1016-2999 may not be sent.
-        if !crate::ws::frame::is_valid_close_code(code) {
-            return Err(Error::Config(format!("close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)")));
-        }
-        if reason.len() > 123 {
-            return Err(Error::Config("close reason longer than 123 bytes".into()));
-        }
-        let mut p = code.to_be_bytes().to_vec();
-        p.extend_from_slice(reason.as_bytes());
-        self.push(OutboxKind::Close, &p)?;
-        // Closing from now, not from when the transport gets to the record: its
-        // close timeout then also covers a transport stuck behind earlier frames.
-        self.stats.advance_state(&State::Closing);
-        Ok(())
+        self.sender.close(code, reason)
     }
 
     /// Wait until the state is Disconnected (true) or `timeout` passes (false).

@@ -7,29 +7,10 @@ use pipeline::feed::{
     JsonField, Key, KeyExtractor, Liveness, LivenessConfig, ReconnectPolicy, Rotation,
     RotationConfig,
 };
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-static ARMED: AtomicBool = AtomicBool::new(false);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if ARMED.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: forwarding the caller's layout to the system allocator.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+use pipeline_testkit::alloc::{self, CountingAlloc};
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAlloc = CountingAlloc;
 
 #[test]
 fn no_allocation_per_message() {
@@ -87,7 +68,7 @@ fn no_allocation_per_message() {
         contiguous.expect(s, 0, &mut sink);
     }
 
-    ARMED.store(true, Ordering::SeqCst);
+    alloc::arm();
     let mut now = 1u64;
     for round in 0..200u64 {
         for (i, m) in msgs.iter().enumerate() {
@@ -129,10 +110,10 @@ fn no_allocation_per_message() {
         backoff.connected(now);
     }
     small.flush(&mut sink);
-    ARMED.store(false, Ordering::SeqCst);
+    let allocs = alloc::disarm();
 
     assert_eq!(
-        ALLOCS.load(Ordering::SeqCst),
+        allocs,
         0,
         "allocations on the per-message path"
     );

@@ -3,7 +3,7 @@
 //! Skipped (with a note) when python3 + websockets is missing.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pipeline::pipeline::{Config, Pipeline, PipelineState};
@@ -31,13 +31,7 @@ async def main():
 asyncio.run(main())
 "#;
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use pipeline_testkit::ChildGuard as Server;
 
 fn server(n: usize) -> Option<(Server, u16)> {
     server_with(n, &[])

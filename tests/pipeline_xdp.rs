@@ -37,22 +37,9 @@ fn wss_over_af_xdp_through_every_stage() {
     // The venv tools/setup.sh makes (asserts with a clear message when it is missing:
     // never a silent skip).
     let py = pipeline_testkit::python::python();
-    let dir = std::env::temp_dir().join(format!("plxdp{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
-    let o = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=feed",
-        ])
-        .arg("-addext")
-        .arg(format!("subjectAltName=IP:{}", bed.server_ip))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    // The test CA's leaf for the server's address; the pipeline verifies against the CA.
+    let (cert, key) = pipeline_testkit::certs::certs().leaf("veth");
+    let ca = pipeline_testkit::certs::certs().ca();
     let n = 20_000;
     let mut srv = Command::new("ip")
         .args([
@@ -79,12 +66,12 @@ fn wss_over_af_xdp_through_every_stage() {
     for layout in [Layout::Inline, Layout::Threads, Layout::Processes] {
         let (name, _g) = unique(&format!("xdp{}", layout.name()));
         let url = format!("wss://{}:9443/", bed.server_ip);
-        let cert = cert.clone();
+        let ca = ca.clone();
         r = bed.in_client(move || -> Result<(), String> {
             let mut cfg = Config::new(&url);
             cfg.name = Some(name);
             cfg.transport = TransportKind::Xdp;
-            cfg.ca_file = Some(cert.clone());
+            cfg.ca_file = Some(ca.clone());
             cfg.layout = Some(layout);
             cfg.wait = Some(WaitKind::Backoff);
             cfg.timeout = Duration::from_secs(10);
@@ -135,6 +122,5 @@ fn wss_over_af_xdp_through_every_stage() {
     }
     let _ = srv.kill();
     let _ = srv.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     r.unwrap();
 }

@@ -39,6 +39,8 @@ pub fn complete(dir: &Path) -> bool {
         "cnonly.key",
         "veth.pem",
         "veth.key",
+        "veth2.pem",
+        "veth2.key",
     ]
     .iter()
     .all(|f| dir.join(f).exists())

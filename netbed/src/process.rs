@@ -74,3 +74,13 @@ pub fn spawn_announcing(
 pub fn port_line(line: &str) -> Option<u16> {
     line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok())
 }
+
+/// A child process killed and reaped when the guard drops (also while a test panics).
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -5,6 +5,7 @@
 //! | module | holds |
 //! | --- | --- |
 //! | [`netns`], [`exsim`], [`feed`] | re-exported from `pipeline-netbed` (the one copy, shared with `pipeline demo`): the veth pair between two namespaces, the exchange simulator, its feed format |
+//! | [`alloc`] | a counting global allocator for the no-allocation tests |
 //! | [`certs`] | the test CA and leaves, generated once per target directory |
 //! | [`python`] | the venv interpreter that has `websockets` |
 //! | [`tls_server`], [`ws_server`] | a TLS echo server and a scripted third-party WebSocket server (Python) |
@@ -18,8 +19,10 @@
 //! the library, because users reach it — `pipeline connect --synthetic N`, the C API's
 //! `PL_TRANSPORT_SYNTHETIC` — to try layouts and the stats tool without a network.
 
+pub use pipeline_netbed::process::ChildGuard;
 pub use pipeline_netbed::{exsim, feed, netns};
 
+pub mod alloc;
 pub mod certs;
 pub mod synthetic;
 pub mod tcp_sim;

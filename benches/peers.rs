@@ -39,7 +39,8 @@
 //!
 //! Measures:
 //! - msgs/s: from the first message to the "done" after the last, at the client; median
-//!   of the rounds (3);
+//!   of the rounds (3); a run is at least the base count (1M / 500k / 150k / 12k) and
+//!   lasts about 1.5 s at the warm-up's rate (at most 8x the base count);
 //! - CPU per message, per thread from `/proc/self/task/<tid>/schedstat` (exact run time):
 //!   `client` = every thread of this process except the server thread, the bench's own
 //!   coordinating thread and the idle burner (so the Pipeline's stage thread, tokio's
@@ -813,6 +814,7 @@ impl Drop for Burner {
 
 #[derive(Clone, Debug, Default)]
 struct Run {
+    count: u64,
     msgs_per_s: f64,
     client_ns: f64,
     server_ns: f64,
@@ -854,11 +856,19 @@ impl Env<'_> {
         }
     }
 
-    /// One measured run on a fresh connection (after a warm-up of a tenth of it).
-    fn measure(&self, kind: Kind, size: usize, count: u64, rate: u64, latency: bool) -> Run {
+    /// One measured run on a fresh connection, after a warm-up of a tenth of `count`.
+    /// Flat out, the run is at least `count` messages and lasts about `secs` at the
+    /// warm-up's rate (at most 8x `count`): short runs on this shared box are noise.
+    fn measure(&self, kind: Kind, size: usize, count: u64, rate: u64, latency: bool, secs: f64) -> Run {
         let mut peer = self.connect(kind);
         let warm = if rate == 0 { (count / 10).max(100) } else { 2_000.min(count) };
-        peer.run(size, warm, rate, false);
+        let w = peer.run(size, warm, rate, false);
+        let count = if rate == 0 {
+            let warm_rate = (warm - 1) as f64 / (w.end_ns.saturating_sub(w.first_ns).max(1) as f64 / 1e9);
+            ((warm_rate * secs) as u64).clamp(count, count * 8)
+        } else {
+            count
+        };
         let burner = if latency && !kind.spins() { Some(Burner::start()) } else { None };
         let me = gettid();
         let mut exclude = vec![me];
@@ -873,6 +883,7 @@ impl Env<'_> {
         let (c, s, k, p0, p1) = cpu_delta(&s0, &s1, self.ctl.tid.load(Ordering::SeqCst), &exclude);
         let el = r.end_ns.saturating_sub(r.first_ns) as f64 / 1e9;
         Run {
+            count,
             msgs_per_s: (count - 1) as f64 / el.max(1e-9),
             client_ns: c as f64 / count as f64,
             server_ns: s as f64 / count as f64,
@@ -1079,6 +1090,8 @@ fn main() {
     let profile: Option<u64> = std::env::var("PL_BENCH_PROFILE").ok().and_then(|s| s.parse().ok());
     let rounds: usize = std::env::var("PL_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(if smoke { 1 } else { 3 });
     let (scale, lat_runs, lat_count) = if smoke { (50, 1, 2_000) } else { (1, 3, 40_000) };
+    // Flat-out runs last about this long (at least the base count; see Env::measure).
+    let run_secs = if smoke { 0.0 } else { 1.5 };
     let mut kinds = vec![Kind::Xdp, Kind::Kernel, Kind::Tokio, Kind::Blocking];
     if let Some(l) = env_list("PL_BENCH_CLIENTS") {
         kinds.retain(|k| l.iter().any(|n| k.key().starts_with(n.as_str())));
@@ -1129,12 +1142,13 @@ fn main() {
         for &(size, count) in &sizes {
             let count = (count / scale).max(200);
             for &k in &kinds {
-                let r = env.measure(k, size, count, 0, false);
+                let r = env.measure(k, size, count, 0, false, run_secs);
                 eprintln!(
-                    "  round {}: {:>6} {:<36} {:>9} msg/s  client {:>6.0} + server {:>5.0} + softirq {:>4.0} = {:>6.0} ns/msg  (cpu0 {:.0} %, cpu1 {:.0} %)",
+                    "  round {}: {:>6} {:<36} {:>8} msgs {:>9} msg/s  client {:>6.0} + server {:>5.0} + softirq {:>4.0} = {:>6.0} ns/msg  (cpu0 {:.0} %, cpu1 {:.0} %)",
                     round + 1,
                     size_name(size),
                     k.name(),
+                    r.count,
                     rate_str(r.msgs_per_s),
                     r.client_ns,
                     r.server_ns,
@@ -1151,7 +1165,7 @@ fn main() {
     let mut lat: HashMap<Kind, Vec<Run>> = HashMap::new();
     for i in 0..lat_runs {
         for &k in &kinds {
-            let r = env.measure(k, 256, lat_count, 20_000, true);
+            let r = env.measure(k, 256, lat_count, 20_000, true, 0.0);
             let mut s = r.lat_ns.clone();
             s.sort_unstable();
             eprintln!(

@@ -59,9 +59,11 @@
 //!
 //! Env:
 //! - `PL_BENCH_SMOKE=1`: a quick check that it works (1 round, a fiftieth of the
-//!   messages, 2,000 latency messages); writes `*-smoke.*.tmp` files (git-ignored);
+//!   messages, 2,000 latency messages);
 //! - `PL_BENCH_CLIENTS=xdp,kernel,tokio,openssl` and `PL_BENCH_SIZES=64,256` pick a
-//!   subset; `PL_BENCH_ROUNDS=N` the rounds (default 3);
+//!   subset (`PL_BENCH_SIZES=none`: latency only); `PL_BENCH_ROUNDS=N` the rounds
+//!   (default 3). Smoke and subset runs write `bench-results/peers-partial.*.tmp`
+//!   (git-ignored): only a full run writes `peers.json` and `peers-latency.svg`;
 //! - `PL_BENCH_WAIT=backoff|yield|spin`: the Pipelines' wait (default spin);
 //! - `PL_BENCH_PROFILE=SECS`: no tables; the xdp client at 256 B flat out for SECS seconds
 //!   under `perf record -t <its stage thread>` (`target/peers-xdp-256.perf.data`), then
@@ -99,6 +101,12 @@ const CLIENT_CPU: usize = 1;
 const RECORD: usize = 16384;
 
 // ---------------------------------------------------------------- CPU accounting
+
+/// USER_HZ (the unit of /proc/stat).
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64
+}
 
 fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
@@ -159,21 +167,44 @@ fn cpu_jiffies() -> [(u64, u64); 2] {
 #[derive(Clone)]
 struct Snap {
     tasks: HashMap<i32, u64>,
+    /// Involuntary context switches per thread (preempted while runnable).
+    nvcsw: HashMap<i32, u64>,
+    /// Steal jiffies of cpu0 + cpu1 (the hypervisor ran someone else).
+    steal: u64,
     ksoft: u64,
     cpus: [(u64, u64); 2],
 }
 
 fn snap(ksoft: &[u32]) -> Snap {
     let mut tasks = HashMap::new();
+    let mut nvcsw = HashMap::new();
     if let Ok(d) = std::fs::read_dir("/proc/self/task") {
         for e in d.flatten() {
             if let Ok(tid) = e.file_name().to_string_lossy().parse::<i32>() {
                 tasks.insert(tid, schedstat(&format!("/proc/self/task/{tid}/schedstat")));
+                let st = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap_or_default();
+                let n = st.lines().find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                nvcsw.insert(tid, n);
             }
         }
     }
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let steal = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu0 ") || l.starts_with("cpu1 "))
+        .filter_map(|l| l.split_whitespace().nth(8).and_then(|x| x.parse::<u64>().ok()))
+        .sum();
     let ksoft = ksoft.iter().filter(|p| **p > 0).map(|p| schedstat(&format!("/proc/{p}/schedstat"))).sum();
-    Snap { tasks, ksoft, cpus: cpu_jiffies() }
+    Snap { tasks, nvcsw, steal, ksoft, cpus: cpu_jiffies() }
+}
+
+/// Involuntary context switches of the client's threads between two snapshots.
+fn client_preemptions(a: &Snap, b: &Snap, server: i32, exclude: &[i32]) -> u64 {
+    b.nvcsw
+        .iter()
+        .filter(|(tid, _)| **tid != server && !exclude.contains(tid))
+        .map(|(tid, n)| n.saturating_sub(a.nvcsw.get(tid).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// CPU used between two snapshots: (client ns, server ns, softirq ns, cpu0 %, cpu1 %).
@@ -821,6 +852,10 @@ struct Run {
     softirq_ns: f64,
     cpu0: f64,
     cpu1: f64,
+    /// Involuntary context switches of the client's threads during the run.
+    preempted: u64,
+    /// Hypervisor steal on CPU 0 + CPU 1 during the run (ms, tick-sampled).
+    steal_ms: u64,
     lat_ns: Vec<u64>,
 }
 
@@ -880,7 +915,10 @@ impl Env<'_> {
         peer.close();
         assert_eq!(r.got, count, "{}: messages", kind.name());
         assert_eq!(r.bad, 0, "{}: messages out of order or of the wrong size", kind.name());
-        let (c, s, k, p0, p1) = cpu_delta(&s0, &s1, self.ctl.tid.load(Ordering::SeqCst), &exclude);
+        let srv = self.ctl.tid.load(Ordering::SeqCst);
+        let (c, s, k, p0, p1) = cpu_delta(&s0, &s1, srv, &exclude);
+        let preempted = client_preemptions(&s0, &s1, srv, &exclude);
+        let steal_ms = (s1.steal - s0.steal) * 1000 / clock_ticks();
         let el = r.end_ns.saturating_sub(r.first_ns) as f64 / 1e9;
         Run {
             count,
@@ -890,6 +928,8 @@ impl Env<'_> {
             softirq_ns: k as f64 / count as f64,
             cpu0: p0,
             cpu1: p1,
+            preempted,
+            steal_ms,
             lat_ns: r.lat,
         }
     }
@@ -943,6 +983,8 @@ struct Lat {
     p99: f64,
     p999: f64,
     runs: Vec<(f64, f64, f64)>,
+    /// Per run: involuntary context switches of the client, steal ms.
+    preempted: Vec<(u64, u64)>,
     /// All runs' samples, sorted (ns): the picture.
     all: Vec<u64>,
 }
@@ -950,6 +992,7 @@ struct Lat {
 fn summarize_lat(rs: &mut [Run]) -> Lat {
     let mut runs = Vec::new();
     let mut all = Vec::new();
+    let preempted = rs.iter().map(|r| (r.preempted, r.steal_ms)).collect();
     for r in rs.iter_mut() {
         r.lat_ns.sort_unstable();
         runs.push((pct(&r.lat_ns, 0.5), pct(&r.lat_ns, 0.99), pct(&r.lat_ns, 0.999)));
@@ -961,6 +1004,7 @@ fn summarize_lat(rs: &mut [Run]) -> Lat {
         p99: median(runs.iter().map(|x| x.1).collect()),
         p999: median(runs.iter().map(|x| x.2).collect()),
         runs,
+        preempted,
         all,
     }
 }
@@ -1169,12 +1213,14 @@ fn main() {
             let mut s = r.lat_ns.clone();
             s.sort_unstable();
             eprintln!(
-                "  latency run {}: {:<36} p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs",
+                "  latency run {}: {:<36} p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs  (client preempted {} times, steal {} ms)",
                 i + 1,
                 k.name(),
                 pct(&s, 0.5),
                 pct(&s, 0.99),
-                pct(&s, 0.999)
+                pct(&s, 0.999),
+                r.preempted,
+                r.steal_ms
             );
             lat.entry(k).or_default().push(r);
         }
@@ -1250,16 +1296,17 @@ fn report(
     ratio_row("xdp / kernel, both CPUs", Kind::Xdp, Kind::Kernel, &|x| x.both_ns);
 
     println!("\nlatency, 256 B at 20,000 msg/s, one record per message (µs; median of {lat_runs} runs)");
-    println!("| client | p50 | p99 | p99.9 | runs (p50 / p99 / p99.9) |");
-    println!("| --- | ---: | ---: | ---: | --- |");
+    println!("| client | p50 | p99 | p99.9 | runs (p50 / p99 / p99.9) | client preempted (times), steal (ms), per run |");
+    println!("| --- | ---: | ---: | ---: | --- | --- |");
     for &k in kinds {
         let x = l.get(&k).cloned().unwrap_or_default();
         let runs: Vec<String> = x.runs.iter().map(|r| format!("{:.0}/{:.0}/{:.0}", r.0, r.1, r.2)).collect();
-        println!("| {} | {:.1} | {:.1} | {:.1} | {} |", k.name(), x.p50, x.p99, x.p999, runs.join(", "));
+        let pre: Vec<String> = x.preempted.iter().map(|(p, st)| format!("{p}, {st}")).collect();
+        println!("| {} | {:.1} | {:.1} | {:.1} | {} | {} |", k.name(), x.p50, x.p99, x.p999, runs.join(", "), pre.join("; "));
     }
     let lr = |a: Kind, b: Kind, label: &str| {
         if let (Some(x), Some(y)) = (l.get(&a), l.get(&b)) {
-            println!("| {label} | {:.2}x | {:.2}x | {:.2}x | |", ratio(x.p50, y.p50), ratio(x.p99, y.p99), ratio(x.p999, y.p999));
+            println!("| {label} | {:.2}x | {:.2}x | {:.2}x | | |", ratio(x.p50, y.p50), ratio(x.p99, y.p99), ratio(x.p999, y.p999));
         }
     };
     lr(Kind::Xdp, Kind::Tokio, "xdp / tokio-tungstenite (target <= 0.5x)");
@@ -1290,11 +1337,12 @@ fn report(
         }
         let x = l.get(&k).cloned().unwrap_or_default();
         j += &format!(
-            "], \"latency_256B_20k\": {{\"p50_us\": {:.1}, \"p99_us\": {:.1}, \"p999_us\": {:.1}, \"runs\": [{}]}}}}{}\n",
+            "], \"latency_256B_20k\": {{\"p50_us\": {:.1}, \"p99_us\": {:.1}, \"p999_us\": {:.1}, \"runs\": [{}], \"client_preempted_steal_ms\": [{}]}}}}{}\n",
             x.p50,
             x.p99,
             x.p999,
             x.runs.iter().map(|r| format!("[{:.1}, {:.1}, {:.1}]", r.0, r.1, r.2)).collect::<Vec<_>>().join(", "),
+            x.preempted.iter().map(|(p, st)| format!("[{p}, {st}]")).collect::<Vec<_>>().join(", "),
             if i + 1 < kinds.len() { "," } else { "" }
         );
     }
@@ -1326,7 +1374,9 @@ fn report(
     j += &format!("}},\n  \"sizes\": [{}]\n}}\n", sizes.iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>().join(", "));
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
     let _ = std::fs::create_dir_all(&dir);
-    let (jf, sf) = if smoke { ("peers-smoke.json.tmp", "peers-latency-smoke.svg.tmp") } else { ("peers.json", "peers-latency.svg") };
+    // Only a full run (every client, every size, not smoke) writes the results files.
+    let partial = smoke || kinds.len() < 4 || sizes.len() < 4;
+    let (jf, sf) = if partial { ("peers-partial.json.tmp", "peers-latency-partial.svg.tmp") } else { ("peers.json", "peers-latency.svg") };
     std::fs::write(dir.join(jf), j).expect("write json");
     let series: Vec<(String, &[u64])> = kinds.iter().filter_map(|k| l.get(k).map(|x| (k.name().to_string(), x.all.as_slice()))).collect();
     let title = format!("256 B messages at 20,000 msg/s over veth, {} runs pooled{}", lat_runs, if smoke { " (SMOKE)" } else { "" });

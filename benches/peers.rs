@@ -10,7 +10,7 @@
 //! test bed does that); the client veth's receive work is steered to CPU 1 with RPS;
 //! every client runs on CPU 1.
 //!
-//! The feed server: Rust + OpenSSL (the library's `TlsStream` over a kernel socket),
+//! The feed server: Rust + OpenSSL (the library's `TlsTransport` over a kernel socket),
 //! TLS 1.3 with only TLS_AES_128_GCM_SHA256, a WebSocket upgrade, then commands from the
 //! client ("run SIZE COUNT RATE", a masked text frame). A message is a binary frame
 //! `[seq u64 LE][CLOCK_MONOTONIC send ns u64 LE][pattern]`; a text frame "done" ends a
@@ -69,23 +69,16 @@
 //!   under `perf record -t <its stage thread>` (`target/peers-xdp-256.perf.data`), then
 //!   `perf report`'s top symbols.
 
-#[path = "../tests/common/certs.rs"]
-mod certs;
-#[path = "../tests/common/feed.rs"]
-mod feed;
-#[path = "../tests/common/netns.rs"]
-mod netns;
-
-use feed::mono_ns;
-use netns::{Side, TestBed};
+use pipeline_testkit::certs;
+use pipeline_testkit::feed::mono_ns;
+use pipeline_testkit::netns::{self, Side, TestBed};
 use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
+use pipeline::stage::TlsTransport;
 use pipeline::tls::{TlsContext, TlsVersion};
-use pipeline::transport::kernel_tls::TlsStream;
-use pipeline::transport::ByteTransport;
+use pipeline::transport::kernel::KernelSocket;
 use pipeline::{Error, Result};
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -233,43 +226,6 @@ fn cpu_delta(a: &Snap, b: &Snap, server: i32, exclude: &[i32]) -> (u64, u64, u64
 
 // ---------------------------------------------------------------- server
 
-/// A non-blocking std TcpStream as a ByteTransport (the server's side).
-struct StdSock(TcpStream, bool);
-
-impl ByteTransport for StdSock {
-    fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
-        match self.0.read(buf) {
-            Ok(0) => {
-                self.1 = false;
-                Err(Error::Closed("client closed".into()))
-            }
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(Error::WouldBlock),
-            Err(e) => Err(Error::io("peers server recv", e)),
-        }
-    }
-    fn send(&mut self, d: &[u8]) -> Result<usize> {
-        match self.0.write(d) {
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(Error::WouldBlock),
-            Err(e) => Err(Error::io("peers server send", e)),
-        }
-    }
-    fn close(&mut self) {
-        self.1 = false;
-        let _ = self.0.shutdown(std::net::Shutdown::Both);
-    }
-    fn is_open(&self) -> bool {
-        self.1
-    }
-    fn wait(&mut self, writable: bool, timeout: Duration) -> Result<()> {
-        let mut p = libc::pollfd { fd: self.0.as_raw_fd(), events: if writable { libc::POLLOUT } else { libc::POLLIN }, revents: 0 };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, timeout.as_millis().clamp(1, 1000) as i32) };
-        Ok(())
-    }
-}
-
 struct ServerCtl {
     tid: AtomicI32,
     stop: AtomicBool,
@@ -297,13 +253,13 @@ fn server_main(l: TcpListener, cert: PathBuf, key: PathBuf, ctl: Arc<ServerCtl>)
 
 fn serve(s: TcpStream, ctx: &TlsContext) -> Result<()> {
     s.set_nodelay(true).map_err(|e| Error::io("nodelay", e))?;
-    s.set_nonblocking(true).map_err(|e| Error::io("nonblocking", e))?;
     let session = ctx.server_session()?;
     // The feed's cipher: TLS 1.3 AES-128-GCM only.
     // SAFETY: a live SSL* and a NUL-terminated string.
     let ok = unsafe { openssl_sys::SSL_set_ciphersuites(session.as_ptr(), c"TLS_AES_128_GCM_SHA256".as_ptr()) };
     assert_eq!(ok, 1, "SSL_set_ciphersuites");
-    let mut tls = TlsStream::new(StdSock(s, true), session);
+    // The pipeline's own TLS glue, serving the server's side of an accepted socket.
+    let mut tls = TlsTransport::new(KernelSocket::from_std(s)?, session);
     tls.handshake(T)?;
     assert_eq!(tls.session().cipher(), "TLS_AES_128_GCM_SHA256");
     let mut inb: Vec<u8> = Vec::new();

@@ -426,6 +426,30 @@ impl Pipeline {
         for &c in &cfg.cores {
             runner::cpu_set_for(c)?;
         }
+        // Placement, decided before anything connects: the stages are known from the
+        // config (xdp?, transport, websocket, app?); spinning loops that outnumber
+        // their cores are refused here (runner::check_spin_fit).
+        let mut stage_names: Vec<&str> = Vec::new();
+        if matches!(cfg.transport, TransportKind::Xdp) {
+            stage_names.push("xdp");
+        }
+        stage_names.extend(["transport", "websocket"]);
+        if cb.is_some() {
+            stage_names.push("app");
+        }
+        let nstages = stage_names.len() + 1; // as before: the stages + the AppClient's thread (a stage, the caller's polling thread, or another process)
+        let allowed = runner::allowed_cores();
+        let cores = runner::usable_cores(&cfg.cores, &allowed);
+        let (dl, dw) = runner::choose_defaults(nstages, cores);
+        let layout = cfg.layout.unwrap_or(dl);
+        let mut wait = cfg.wait.unwrap_or(dw);
+        let mut spin_note = "";
+        if cfg.wait.is_none() && runner::check_spin_fit(layout, wait, &stage_names, &cfg.cores, &allowed).is_err() {
+            // A chosen (not asked for) spin that would not fit: back off instead.
+            wait = WaitKind::Backoff;
+            spin_note = " (not spin: the stages would outnumber their cores)";
+        }
+        runner::check_spin_fit(layout, wait, &stage_names, &cfg.cores, &allowed)?;
         if cfg.insecure {
             eprintln!("pipeline {name}: WARNING: certificate and host name verification are OFF (--insecure)");
         }
@@ -509,17 +533,13 @@ impl Pipeline {
                 taken: 0,
             });
         }
-        let nstages = stages.len() + 1; // the AppClient: a stage, the caller's polling thread, or another process
-        let cores = runner::available_cores();
-        let (dl, dw) = runner::choose_defaults(nstages, cores);
-        let layout = cfg.layout.unwrap_or(dl);
-        let wait = cfg.wait.unwrap_or(dw);
+        debug_assert_eq!(stages.len(), stage_names.len(), "the placement check counted other stages");
         stats.set(Counter::Layout, layout as u64);
         stats.set(Counter::Wait, wait as u64);
         stats.set(Counter::Stages, stages.len() as u64);
         if !cfg.quiet {
             eprintln!(
-                "pipeline {name}: layout {}, wait {} ({} stage(s){}, {cores} core(s){}; transport {})",
+                "pipeline {name}: layout {}, wait {}{spin_note} ({} stage(s){}, {cores} core(s){}; transport {})",
                 layout.name(),
                 wait.name(),
                 stages.len(),

@@ -127,9 +127,10 @@ counters! {
     Generation = "generation",
     /// Transport: the MSG_INBOX stream position where the current generation's bytes start.
     GenerationStart = "generation_start",
-    /// Transport: the reconnect attempt in progress (1-based; 0 while connected).
+    /// Transport: the last reconnect attempt (1-based, consecutive; 0 before any).
     ReconnectAttempt = "reconnect_attempt",
-    /// Transport: the [`DisconnectKind`] code of the last lost connection that reconnected.
+    /// Transport: the [`DisconnectKind`] code of the last lost connection that
+    /// reconnected (low 32 bits) and its close code, if any (bits 32..48).
     ReconnectCause = "reconnect_cause",
     /// Transport: connections declared dead by the liveness check (no data, no PONG).
     LivenessTimeouts = "liveness_timeouts",
@@ -618,11 +619,11 @@ impl StatsRegion {
     /// The state with its reason.
     pub fn state(&self) -> State {
         match self.state_code() {
-            0 => match self.get(Counter::ReconnectAttempt) {
+            0 => match self.get(Counter::Reconnects) {
                 0 => State::Connecting,
-                a => State::Reconnecting {
-                    attempt: a as u32,
-                    cause: DisconnectKind::decode(self.get(Counter::ReconnectCause) as u32, 0, 0, 0, String::new()),
+                _ => State::Reconnecting {
+                    attempt: self.get(Counter::ReconnectAttempt) as u32,
+                    cause: self.state_from_cause(),
                 },
             },
             1 => State::Connected,
@@ -644,7 +645,8 @@ impl StatsRegion {
 
     /// The kind of the last loss that reconnected.
     pub fn state_from_cause(&self) -> DisconnectKind {
-        DisconnectKind::decode(self.get(Counter::ReconnectCause) as u32, 0, 0, 0, String::new())
+        let v = self.get(Counter::ReconnectCause);
+        DisconnectKind::decode(v as u32, (v >> 32) as u32, 0, 0, String::new())
     }
 
     /// The connection was lost and will be made again: record the attempt and the kind of
@@ -653,7 +655,7 @@ impl StatsRegion {
     /// Disconnected: returns false then (the pipeline is over). Transport stage only.
     pub fn reconnecting(&self, attempt: u32, cause: &DisconnectKind) -> bool {
         self.set(Counter::ReconnectAttempt, attempt as u64);
-        self.set(Counter::ReconnectCause, cause.code() as u64);
+        self.set(Counter::ReconnectCause, cause.code() as u64 | (cause.close_code() as u64) << 32);
         let st = self.slot(Counter::State as usize);
         let mut cur = st.load(Ordering::Acquire);
         loop {

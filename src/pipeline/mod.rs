@@ -664,22 +664,32 @@ impl Pipeline {
         let flag = stop.clone();
         let mut last = stats.state_code();
         let mut last_reconnects = stats.get(Counter::Reconnects);
+        let mut last_generation = stats.get(Counter::Generation);
         let handle = std::thread::spawn(move || loop {
             // Read the flag first: a stop publishes Disconnected before raising it, so
             // the state read below always includes the final change.
             let stopping = flag.load(Ordering::Acquire);
             let code = stats.state_code();
             let reconnects = stats.get(Counter::Reconnects);
-            if reconnects != last_reconnects && code == last && code != 0 {
-                // A whole reconnect fell between two looks: report it all the same.
-                cb(&State::Reconnecting {
-                    attempt: stats.get(Counter::ReconnectAttempt).max(1) as u32,
-                    cause: stats.state_from_cause(),
-                });
-                last = 0;
-            }
-            last_reconnects = reconnects;
-            if code != last || (code == 0 && reconnects != last_reconnects) {
+            let generation = stats.get(Counter::Generation);
+            if reconnects != last_reconnects || generation != last_generation {
+                // Reconnects faster than the watcher looks: the events it missed, in
+                // order (a new connection comes up before it can be lost again).
+                let st = stats.state();
+                if generation != last_generation && (reconnects != last_reconnects || st != State::Connected) {
+                    cb(&State::Connected);
+                }
+                if reconnects != last_reconnects && !matches!(st, State::Reconnecting { .. }) {
+                    cb(&State::Reconnecting {
+                        attempt: stats.get(Counter::ReconnectAttempt).max(1) as u32,
+                        cause: stats.state_from_cause(),
+                    });
+                }
+                last_reconnects = reconnects;
+                last_generation = generation;
+                last = st.code();
+                cb(&st);
+            } else if code != last {
                 last = code;
                 cb(&stats.state());
             }

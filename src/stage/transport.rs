@@ -341,11 +341,13 @@ impl<T: Transport> TransportStage<T> {
                 // Recorded (if nothing was) so `stats.reason()` says what was lost while
                 // reconnecting; `reconnecting` then frees the claim for the next end.
                 self.stats.note_reason(&reason);
+                // Before the state moves: a reader seeing code 0 with reconnects > 0
+                // knows it is a reconnect, not the first connect.
+                self.stats.add(Counter::Reconnects, 1);
                 if !self.stats.reconnecting(attempt, &reason.kind) {
                     self.phase = Phase::Done;
                     return Ok(Progress::Busy);
                 }
-                self.stats.add(Counter::Reconnects, 1);
                 self.reset_connection();
                 self.phase = Phase::Waiting { at_ns };
                 Ok(Progress::Busy)
@@ -448,7 +450,6 @@ impl<T: Transport> TransportStage<T> {
             f.seen_pongs = self.stats.get(Counter::PongsReceived);
         }
         self.stats.advance_state(&State::Connected);
-        self.stats.set(Counter::ReconnectAttempt, 0);
     }
 
     /// Liveness: increments of the WebSocket stage's counters are arrivals; a PING is
@@ -759,7 +760,8 @@ impl<T: Transport> TransportStage<T> {
             _ => {}
         }
         moved |= self.tx_step(now)?;
-        if matches!(self.phase, Phase::Done) {
+        // Done, or lost and waiting to reconnect: nothing more of this connection.
+        if !matches!(self.phase, Phase::Open) {
             return Ok(Progress::Busy);
         }
         if let Some((at, reset, why)) = &self.eof {

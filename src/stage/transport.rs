@@ -455,6 +455,9 @@ impl<T: Transport> TransportStage<T> {
     /// Liveness: increments of the WebSocket stage's counters are arrivals; a PING is
     /// due every interval; `Some(reason)` when the connection is dead.
     fn check_liveness(&mut self, now: u64) -> Option<DisconnectReason> {
+        if self.eof.is_some() {
+            return None; // the end is known already; no PING into a dead socket
+        }
         let f = self.feed.as_mut()?;
         let l = f.liveness.as_mut()?;
         let frames = self.stats.get(Counter::Frames);
@@ -547,7 +550,7 @@ impl<T: Transport> TransportStage<T> {
                 while self.pongs.get(0).is_some_and(|p| p.generation != gen) {
                     self.pongs.pop();
                 }
-                if f.ping_due && !self.close_sent {
+                if f.ping_due && !self.close_sent && self.eof.is_none() {
                     f.ping_due = false;
                     self.frame(OpCode::Ping, true, b"pl-live")?;
                     self.stats.add(Counter::PingsSent, 1);

@@ -44,6 +44,9 @@ typedef enum PlState {
   PL_STATE_CONNECTED = 1,
   PL_STATE_CLOSING = 2,
   PL_STATE_DISCONNECTED = 3,
+  // Output only: a connection was lost and reconnect is on (waiting for the backoff
+  // or connecting again); `pl_get_reconnect` has the attempt and the loss's kind.
+  PL_STATE_RECONNECTING = 4,
 } PlState;
 
 // Flags or-ed into the callback's `opcode` and `PlFrame.opcode`.
@@ -204,6 +207,21 @@ typedef struct PlConfig {
   size_t synthetic_len;
   // PL_TRANSPORT_SYNTHETIC: largest read (0: unlimited), to split frames.
   size_t synthetic_chunk;
+  // Reconnect after a lost connection (exponential backoff with jitter; close codes
+  // 1000/1001/1011/1012/1013 and the like reconnect, 1008 does not). Default off.
+  bool reconnect;
+  // First backoff delay and its cap, in milliseconds (0: 100 and 10000).
+  uint32_t reconnect_initial_ms;
+  uint32_t reconnect_max_ms;
+  // Give up after this many consecutive attempts (0: never).
+  uint32_t reconnect_max_attempts;
+  // Text messages sent after every (re)connect, before CONNECTED (subscriptions).
+  const char *const *subscriptions;
+  size_t subscriptions_len;
+  // Client PING every this many milliseconds, and the connection is dead after
+  // `liveness_timeout_ms` without data or a PONG (both 0: off).
+  uint32_t ping_interval_ms;
+  uint32_t liveness_timeout_ms;
 } PlConfig;
 
 // A received frame, read in place. Give it back with `pl_release`.
@@ -218,6 +236,9 @@ typedef struct PlFrame {
   bool after_overrun;
   // Library use: the frame's stream position.
   uint64_t pos;
+  // `PL_FRAME_*` bits: `PL_FRAME_AFTER_RECONNECT` on the first frame of a new
+  // connection (a message cut by the disconnect was not delivered).
+  uint32_t flags;
 } PlFrame;
 
 // Called on each connection state change after `pl_start` returned (which is the
@@ -285,6 +306,12 @@ typedef struct PlStats {
   uint64_t app_frames;
   uint64_t app_bytes;
   uint64_t polled_frames;
+  uint64_t generation;
+  uint64_t generation_start;
+  uint64_t reconnect_attempt;
+  uint64_t reconnect_cause;
+  uint64_t liveness_timeouts;
+  uint64_t user_close;
 } PlStats;
 
 #ifdef __cplusplus
@@ -383,6 +410,19 @@ enum PlResult pl_wait_disconnected(struct pl_pipeline *p, uint32_t timeout_ms);
 // # Safety
 // `p` from `pl_start`; `out` writable; `reason` NULL or `len` writable bytes.
 enum PlResult pl_get_state(struct pl_pipeline *p, enum PlState *out, char *reason, size_t len);
+
+// While `PL_STATE_RECONNECTING`: the attempt (1-based, consecutive; 0 when not
+// reconnecting) and the `PlDisconnectKind` of the loss; always: the connection
+// generation (0 for the first connection, +1 per reconnect) and how many reconnects
+// were scheduled in all. Any out pointer may be NULL. Thread-safe.
+//
+// # Safety
+// `p` from `pl_start`; each non-NULL pointer writable.
+enum PlResult pl_get_reconnect(struct pl_pipeline *p,
+                               uint32_t *attempt,
+                               uint32_t *cause_kind,
+                               uint64_t *generation,
+                               uint64_t *reconnects);
 
 // The name of a disconnect kind (e.g. "PL_DISCONNECT_TCP_RESET"), a static
 // NUL-terminated string; "unknown" for a value that is not a `PlDisconnectKind`.

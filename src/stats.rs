@@ -120,6 +120,23 @@ counters! {
     AppBytes = "app_bytes",
     /// AppClient: polling-mode frames taken with next_frame/pl_poll.
     PolledFrames = "polled_frames",
+    /// Transport: the connection's generation (0 for the first, +1 per reconnect).
+    /// Stored, with [`Counter::GenerationStart`] first, before the new connection's first
+    /// byte is committed to MSG_INBOX (see `TransportStage`, "One stream across
+    /// reconnects").
+    Generation = "generation",
+    /// Transport: the MSG_INBOX stream position where the current generation's bytes start.
+    GenerationStart = "generation_start",
+    /// Transport: the last reconnect attempt (1-based, consecutive; 0 before any).
+    ReconnectAttempt = "reconnect_attempt",
+    /// Transport: the [`DisconnectKind`] code of the last lost connection that
+    /// reconnected (low 32 bits) and its close code, if any (bits 32..48).
+    ReconnectCause = "reconnect_cause",
+    /// Transport: connections declared dead by the liveness check (no data, no PONG).
+    LivenessTimeouts = "liveness_timeouts",
+    /// Application: 1 once `Pipeline::close` queued our close (a loss after it never
+    /// reconnects).
+    UserClose = "user_close",
 }
 
 /// Number of counter slots.
@@ -405,6 +422,10 @@ pub enum State {
     Connecting,
     /// The WebSocket is open.
     Connected,
+    /// A connection was lost and reconnect is on: waiting for the backoff, or connecting
+    /// again (state code 0, like `Connecting`; `attempt` is 1-based and consecutive,
+    /// `cause` the kind of the loss).
+    Reconnecting { attempt: u32, cause: DisconnectKind },
     /// A close handshake is in progress.
     Closing,
     /// Over; the reason says why (peer close code, error, dead stage, stop): match on
@@ -415,7 +436,7 @@ pub enum State {
 impl State {
     pub fn code(&self) -> u64 {
         match self {
-            State::Connecting => 0,
+            State::Connecting | State::Reconnecting { .. } => 0,
             State::Connected => 1,
             State::Closing => 2,
             State::Disconnected { .. } => 3,
@@ -513,6 +534,24 @@ impl StatsRegion {
         self.slot(c as usize).store(v, Ordering::Relaxed);
     }
 
+    /// Set a counter with Release ordering: stores before it (other counters, ring
+    /// bytes) are visible to whoever loads it with [`StatsRegion::get_acquire`].
+    #[inline]
+    pub fn set_release(&self, c: Counter, v: u64) {
+        self.slot(c as usize).store(v, Ordering::Release);
+    }
+
+    /// Load a counter with Acquire ordering (pairs with [`StatsRegion::set_release`]).
+    #[inline]
+    pub fn get_acquire(&self, c: Counter) -> u64 {
+        self.slot(c as usize).load(Ordering::Acquire)
+    }
+
+    /// The reason recorded for the current connection, if one was (claim published).
+    pub fn noted_reason(&self) -> Option<DisconnectReason> {
+        (self.ctl32(CLAIM_OFF).load(Ordering::Acquire) == 2).then(|| self.reason())
+    }
+
     /// Add to a counter: a Relaxed load and a Relaxed store, correct because each
     /// counter has one writer, and no locked instruction on the hot path.
     #[inline]
@@ -580,7 +619,13 @@ impl StatsRegion {
     /// The state with its reason.
     pub fn state(&self) -> State {
         match self.state_code() {
-            0 => State::Connecting,
+            0 => match self.get(Counter::Reconnects) {
+                0 => State::Connecting,
+                _ => State::Reconnecting {
+                    attempt: self.get(Counter::ReconnectAttempt) as u32,
+                    cause: self.state_from_cause(),
+                },
+            },
             1 => State::Connected,
             2 => State::Closing,
             _ => State::Disconnected {
@@ -596,6 +641,37 @@ impl StatsRegion {
         }
         self.slot(Counter::State as usize)
             .fetch_max(s.code(), Ordering::AcqRel);
+    }
+
+    /// The kind of the last loss that reconnected.
+    pub fn state_from_cause(&self) -> DisconnectKind {
+        let v = self.get(Counter::ReconnectCause);
+        DisconnectKind::decode(v as u32, (v >> 32) as u32, 0, 0, String::new())
+    }
+
+    /// The connection was lost and will be made again: record the attempt and the kind of
+    /// the loss, forget the loss's reason (the next end is judged afresh), and move the
+    /// state back to Connecting (the one transition against `fetch_max`). Never from
+    /// Disconnected: returns false then (the pipeline is over). Transport stage only.
+    pub fn reconnecting(&self, attempt: u32, cause: &DisconnectKind) -> bool {
+        self.set(Counter::ReconnectAttempt, attempt as u64);
+        self.set(Counter::ReconnectCause, cause.code() as u64 | (cause.close_code() as u64) << 32);
+        let st = self.slot(Counter::State as usize);
+        let mut cur = st.load(Ordering::Acquire);
+        loop {
+            if cur >= 3 {
+                return false;
+            }
+            match st.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(c) => cur = c,
+            }
+        }
+        // The claim only: the text stays until the next reason overwrites it.
+        let _ = self
+            .ctl32(CLAIM_OFF)
+            .compare_exchange(2, 0, Ordering::AcqRel, Ordering::Acquire);
+        true
     }
 
     /// Disconnect with `reason` (the first reason wins) and stop every stage.

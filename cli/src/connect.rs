@@ -31,6 +31,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         stats_json: None,
     };
     let mut synthetic: Option<usize> = None;
+    let (mut ping_ns, mut live_ns): (Option<u64>, Option<u64>) = (None, None);
     while let Some(a) = it.next() {
         let mut val = |name: &str| option_value(&mut it, name);
         match a.as_str() {
@@ -62,6 +63,23 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--ca-file" => cfg.ca_file = Some(val("--ca-file")?.into()),
             "--insecure" => cfg.insecure = true,
             "--send" => o.sends.push(val("--send")?),
+            "--reconnect" => cfg.reconnect = pipeline::feed::ReconnectPolicy::standard(),
+            "--subscribe" => cfg
+                .subscriptions
+                .push(pipeline::pipeline::Subscription::Text(val("--subscribe")?)),
+            "--ping-interval" | "--liveness-timeout" => {
+                let name = a.as_str();
+                let v: f64 = val(name)?.parse().map_err(|_| format!("{name} needs seconds"))?;
+                if !(v > 0.0 && v < 86_400.0) {
+                    return Err(format!("{name} must be between 0 and 86400 seconds"));
+                }
+                let ns = (v * 1e9) as u64;
+                if name == "--ping-interval" {
+                    ping_ns = Some(ns);
+                } else {
+                    live_ns = Some(ns);
+                }
+            }
             "--count" => {
                 o.count = Some(
                     val("--count")?
@@ -123,6 +141,19 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             ..Default::default()
         });
     }
+    if ping_ns.is_some() || live_ns.is_some() {
+        // One given: the other from it (timeout = 3 intervals; interval = timeout / 3).
+        let (i, t) = match (ping_ns, live_ns) {
+            (Some(i), Some(t)) => (i, t),
+            (Some(i), None) => (i, i * 3),
+            (None, Some(t)) => (t / 3, t),
+            _ => unreachable!(),
+        };
+        cfg.liveness = Some(
+            pipeline::feed::LivenessConfig::new(i, t)
+                .map_err(|e| format!("--ping-interval/--liveness-timeout: {e}"))?,
+        );
+    }
     o.cfg = cfg;
     Ok(o)
 }
@@ -171,6 +202,22 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if p.stats_region().get(pipeline::stats::Counter::Reconnects) == 0 {
+        // Events, one line each on stderr (stdout stays one line per message).
+        let stats = p.stats_region().clone();
+        p.on_state_change(Box::new(move |st| match st {
+            PipelineState::Reconnecting { attempt, cause } => eprintln!(
+                "pipeline: reconnecting: attempt {attempt} after {} ({})",
+                cause.name(),
+                stats.reason().message
+            ),
+            PipelineState::Connected => eprintln!(
+                "pipeline: connected: generation {}",
+                stats.get(pipeline::stats::Counter::Generation)
+            ),
+            _ => {}
+        }));
+    }
     for s in &o.sends {
         if let Err(e) = p.send_text(s) {
             eprintln!("pipeline: send: {e}");

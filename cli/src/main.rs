@@ -19,6 +19,11 @@ usage:
       --ca-file PATH               CA bundle (default: the system's)
       --insecure                   do not verify the certificate (loud)
       --send TEXT                  send TEXT after the handshake (repeatable)
+      --reconnect                  reconnect after a lost connection (backoff 100 ms .. 10 s
+                                   with jitter; 1008 and our own close do not reconnect)
+      --subscribe TEXT             send TEXT after every (re)connect, before it is reported connected
+      --ping-interval SECS         client PING every SECS (with --liveness-timeout)
+      --liveness-timeout SECS      dead after SECS without data or PONG (then reconnect)
       --count N                    stop after N messages with a normal close
       --timeout SECS               handshake deadline (default 10)
       --close-timeout SECS         how long to wait for the server's close (default 5)

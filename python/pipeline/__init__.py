@@ -94,7 +94,7 @@ class Message:
     `release()`; after that it is released (using it raises ValueError). `bytes()` and
     `text()` copy."""
 
-    __slots__ = ("payload", "opcode", "more", "after_overrun", "_owner", "_frame")
+    __slots__ = ("payload", "opcode", "more", "after_overrun", "after_reconnect", "_owner", "_frame")
 
     def __init__(self, owner, frame):
         n = frame.len
@@ -107,6 +107,9 @@ class Message:
         self.opcode = frame.opcode & 0xFF
         self.more = bool(frame.opcode & _ffi.PL_OPCODE_MORE)
         self.after_overrun = bool(frame.after_overrun)
+        # The first frame of a new connection after a reconnect (a message the
+        # disconnect cut was not delivered).
+        self.after_reconnect = bool(frame.flags & _ffi.PL_FRAME_AFTER_RECONNECT)
         self._owner = owner
         self._frame = frame
 
@@ -145,7 +148,9 @@ class Pipeline:
     wait "auto"|"spin"|"yield"|"backoff", cores [int], ca_file, insecure, timeout
     (seconds), name, max_message, inbox_size, outbox_size, delivery "messages"|"frames",
     overrun "backpressure"|"overwrite", headers (list of "Name: value" or dict),
-    subprotocols [str], quiet, external_consumer.
+    subprotocols [str], quiet, external_consumer; reconnect (bool), reconnect_initial
+    and reconnect_max (seconds), reconnect_max_attempts, subscriptions [str] (sent after
+    every (re)connect before "connected"), ping_interval and liveness_timeout (seconds).
     """
 
     def __init__(self, url, **options):
@@ -200,6 +205,18 @@ class Pipeline:
                 self._keep += [items, arr]
                 setattr(cfg, key, arr)
                 setattr(cfg, key + "_len", len(items))
+        if "reconnect" in options:
+            cfg.reconnect = bool(options.pop("reconnect"))
+        for key in ("reconnect_initial", "reconnect_max", "ping_interval", "liveness_timeout"):
+            if key in options:
+                setattr(cfg, key + "_ms", int(float(options.pop(key)) * 1000))
+        if "reconnect_max_attempts" in options:
+            cfg.reconnect_max_attempts = int(options.pop("reconnect_max_attempts"))
+        if "subscriptions" in options:
+            items = [_cstr(x) for x in (options.pop("subscriptions") or [])]
+            arr = (ctypes.c_char_p * len(items))(*items)
+            self._keep += [items, arr]
+            cfg.subscriptions, cfg.subscriptions_len = arr, len(items)
         if options:
             raise PipelineError(2, "unknown option(s): %s" % ", ".join(sorted(options)), "config")
         self.external_consumer = bool(cfg.external_consumer)
@@ -345,6 +362,16 @@ class Pipeline:
         name = _ffi.STATES.get(st.value, str(st.value))
         kind = self.disconnect().kind if name == "disconnected" else DisconnectKind.NONE
         return State(name, buf.value.decode("utf-8", "replace"), kind)
+
+    def reconnect_info(self):
+        """(attempt, cause kind, generation, reconnects): attempt is 1-based while the
+        state is "reconnecting" (0 otherwise) and cause the DisconnectKind of the loss;
+        generation counts connections after the first."""
+        a, k = ctypes.c_uint32(), ctypes.c_uint32()
+        g, r = ctypes.c_uint64(), ctypes.c_uint64()
+        _check(_l().pl_get_reconnect(self._h(), ctypes.byref(a), ctypes.byref(k), ctypes.byref(g),
+                                     ctypes.byref(r)), "reconnect")
+        return a.value, _kind(k.value), g.value, r.value
 
     def disconnect(self):
         """Why the pipeline disconnected, as a Disconnect (kind NONE while it has not)."""

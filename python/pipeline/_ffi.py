@@ -21,7 +21,8 @@ LAYOUTS = {"auto": 0, "processes": 1, "threads": 2, "inline": 3}
 WAITS = {"auto": 0, "spin": 1, "yield": 2, "backoff": 3}
 DELIVERIES = {"messages": 0, "frames": 1}
 OVERRUNS = {"backpressure": 0, "overwrite": 1}
-STATES = {0: "connecting", 1: "connected", 2: "closing", 3: "disconnected"}
+STATES = {0: "connecting", 1: "connected", 2: "closing", 3: "disconnected", 4: "reconnecting"}
+PL_FRAME_AFTER_RECONNECT = 1
 # PlDisconnectKind (PL_DISCONNECT_<NAME>), in code order; PlDisconnect.kind is a uint32_t
 # and a newer library may add codes.
 DISCONNECT_KINDS = [
@@ -63,6 +64,14 @@ class PlConfig(ctypes.Structure):
         ("synthetic_data", POINTER(c_uint8)),
         ("synthetic_len", c_size_t),
         ("synthetic_chunk", c_size_t),
+        ("reconnect", c_bool),
+        ("reconnect_initial_ms", c_uint32),
+        ("reconnect_max_ms", c_uint32),
+        ("reconnect_max_attempts", c_uint32),
+        ("subscriptions", POINTER(c_char_p)),
+        ("subscriptions_len", c_size_t),
+        ("ping_interval_ms", c_uint32),
+        ("liveness_timeout_ms", c_uint32),
     ]
 
 
@@ -73,6 +82,7 @@ class PlFrame(ctypes.Structure):
         ("opcode", c_uint32),
         ("after_overrun", c_bool),
         ("pos", c_uint64),
+        ("flags", c_uint32),
     ]
 
 
@@ -95,7 +105,8 @@ STAT_NAMES = [
     "inbox_high_water", "retransmits", "dup_acks", "drops", "reconnects", "frames",
     "messages", "payload_bytes", "pings_received", "pongs_received", "reassembled",
     "overruns", "frame_ring_high_water", "frame_ring_full", "app_frames", "app_bytes",
-    "polled_frames",
+    "polled_frames", "generation", "generation_start", "reconnect_attempt", "reconnect_cause",
+    "liveness_timeouts", "user_close",
 ]
 
 
@@ -143,6 +154,9 @@ def load():
     lib.pl_start.restype = c_int
     lib.pl_start.argtypes = [POINTER(PlConfig), POINTER(c_void_p)]
     lib.pl_poll.restype = c_int
+    lib.pl_get_reconnect.argtypes = [c_void_p, POINTER(c_uint32), POINTER(c_uint32), POINTER(c_uint64),
+                                     POINTER(c_uint64)]
+    lib.pl_get_reconnect.restype = c_int
     lib.pl_poll.argtypes = [c_void_p, POINTER(PlFrame)]
     lib.pl_release.restype = c_int
     lib.pl_release.argtypes = [c_void_p, POINTER(PlFrame)]

@@ -13,7 +13,7 @@ use crate::pipeline::{Config, Pipeline, Receiver, TransportKind};
 use crate::ring::OverrunPolicy;
 use crate::runner::{Layout, WaitKind};
 use crate::stage::{Delivery, SyntheticScript};
-use crate::stats::{DisconnectKind, StageExit, State, COUNTERS};
+use crate::stats::{Counter, DisconnectKind, StageExit, State, COUNTERS};
 
 /// Which transport carries the connection.
 #[repr(C)]
@@ -125,6 +125,9 @@ pub enum PlState {
     PL_STATE_CONNECTED = 1,
     PL_STATE_CLOSING = 2,
     PL_STATE_DISCONNECTED = 3,
+    /// Output only: a connection was lost and reconnect is on (waiting for the backoff
+    /// or connecting again); `pl_get_reconnect` has the attempt and the loss's kind.
+    PL_STATE_RECONNECTING = 4,
 }
 
 /// Flags or-ed into the callback's `opcode` and `PlFrame.opcode`.
@@ -208,6 +211,21 @@ pub struct PlConfig {
     pub synthetic_len: usize,
     /// PL_TRANSPORT_SYNTHETIC: largest read (0: unlimited), to split frames.
     pub synthetic_chunk: usize,
+    /// Reconnect after a lost connection (exponential backoff with jitter; close codes
+    /// 1000/1001/1011/1012/1013 and the like reconnect, 1008 does not). Default off.
+    pub reconnect: bool,
+    /// First backoff delay and its cap, in milliseconds (0: 100 and 10000).
+    pub reconnect_initial_ms: u32,
+    pub reconnect_max_ms: u32,
+    /// Give up after this many consecutive attempts (0: never).
+    pub reconnect_max_attempts: u32,
+    /// Text messages sent after every (re)connect, before CONNECTED (subscriptions).
+    pub subscriptions: *const *const c_char,
+    pub subscriptions_len: usize,
+    /// Client PING every this many milliseconds, and the connection is dead after
+    /// `liveness_timeout_ms` without data or a PONG (both 0: off).
+    pub ping_interval_ms: u32,
+    pub liveness_timeout_ms: u32,
 }
 
 /// A received frame, read in place. Give it back with `pl_release`.
@@ -224,7 +242,13 @@ pub struct PlFrame {
     pub after_overrun: bool,
     /// Library use: the frame's stream position.
     pub pos: u64,
+    /// `PL_FRAME_*` bits: `PL_FRAME_AFTER_RECONNECT` on the first frame of a new
+    /// connection (a message cut by the disconnect was not delivered).
+    pub flags: u32,
 }
+
+/// `PlFrame.flags`: the first frame after a reconnect.
+pub const PL_FRAME_AFTER_RECONNECT: u32 = 1;
 
 /// Every counter of the stats region (see docs/pipeline.md for their meaning).
 #[repr(C)]
@@ -265,6 +289,12 @@ pub struct PlStats {
     pub app_frames: u64,
     pub app_bytes: u64,
     pub polled_frames: u64,
+    pub generation: u64,
+    pub generation_start: u64,
+    pub reconnect_attempt: u64,
+    pub reconnect_cause: u64,
+    pub liveness_timeouts: u64,
+    pub user_close: u64,
 }
 static_assertions::const_assert_eq!(std::mem::size_of::<PlStats>(), COUNTERS * 8);
 
@@ -361,6 +391,14 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
             synthetic_data: std::ptr::null(),
             synthetic_len: 0,
             synthetic_chunk: 0,
+            reconnect: false,
+            reconnect_initial_ms: 0,
+            reconnect_max_ms: 0,
+            reconnect_max_attempts: 0,
+            subscriptions: std::ptr::null(),
+            subscriptions_len: 0,
+            ping_interval_ms: 0,
+            liveness_timeout_ms: 0,
         };
         // SAFETY: cfg is non-null and writable per the contract.
         unsafe { cfg.write(c) };
@@ -441,6 +479,33 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
     cfg.subprotocols = unsafe { str_list(c.subprotocols, c.subprotocols_len, "subprotocols")? };
     cfg.quiet = c.quiet;
     cfg.external_consumer = c.external_consumer;
+    if c.reconnect {
+        let mut r = crate::feed::ReconnectPolicy::standard();
+        if c.reconnect_initial_ms > 0 {
+            r.initial_ns = c.reconnect_initial_ms as u64 * 1_000_000;
+        }
+        if c.reconnect_max_ms > 0 {
+            r.max_ns = c.reconnect_max_ms as u64 * 1_000_000;
+        }
+        if c.reconnect_max_attempts > 0 {
+            r.max_attempts = Some(c.reconnect_max_attempts);
+        }
+        r.validate().map_err(|e| Error::Config(e.to_string()))?;
+        cfg.reconnect = r;
+    }
+    cfg.subscriptions = unsafe { str_list(c.subscriptions, c.subscriptions_len, "subscriptions")? }
+        .into_iter()
+        .map(crate::stage::Subscription::Text)
+        .collect();
+    if c.ping_interval_ms > 0 || c.liveness_timeout_ms > 0 {
+        cfg.liveness = Some(
+            crate::feed::LivenessConfig::new(
+                c.ping_interval_ms as u64 * 1_000_000,
+                c.liveness_timeout_ms as u64 * 1_000_000,
+            )
+            .map_err(|e| Error::Config(e.to_string()))?,
+        );
+    }
     Ok(cfg)
 }
 
@@ -550,6 +615,7 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
                         opcode: op,
                         after_overrun: f.after_overrun,
                         pos: f.pos,
+                        flags: if f.after_reconnect { PL_FRAME_AFTER_RECONNECT } else { 0 },
                     }
                 };
                 Ok(())
@@ -601,6 +667,7 @@ pub unsafe extern "C" fn pl_release(p: *mut pl_pipeline, frame: *const PlFrame) 
             opcode: 0,
             fin: true,
             after_overrun: false,
+            after_reconnect: false,
         };
         poll.rx.reader().release(&raw);
         poll.rx.reader().publish();
@@ -693,6 +760,7 @@ unsafe impl Send for CStateCallback {}
 fn pl_state_of(st: &State) -> (PlState, &str) {
     match st {
         State::Connecting => (PlState::PL_STATE_CONNECTING, ""),
+        State::Reconnecting { .. } => (PlState::PL_STATE_RECONNECTING, ""),
         State::Connected => (PlState::PL_STATE_CONNECTED, ""),
         State::Closing => (PlState::PL_STATE_CLOSING, ""),
         State::Disconnected { reason } => (PlState::PL_STATE_DISCONNECTED, reason.message.as_str()),
@@ -779,6 +847,48 @@ pub unsafe extern "C" fn pl_get_state(
         }
         // SAFETY: out is non-null and writable.
         unsafe { *out = code };
+        Ok(())
+    })
+}
+
+/// While `PL_STATE_RECONNECTING`: the attempt (1-based, consecutive; 0 when not
+/// reconnecting) and the `PlDisconnectKind` of the loss; always: the connection
+/// generation (0 for the first connection, +1 per reconnect) and how many reconnects
+/// were scheduled in all. Any out pointer may be NULL. Thread-safe.
+///
+/// # Safety
+/// `p` from `pl_start`; each non-NULL pointer writable.
+#[no_mangle]
+pub unsafe extern "C" fn pl_get_reconnect(
+    p: *mut pl_pipeline,
+    attempt: *mut u32,
+    cause_kind: *mut u32,
+    generation: *mut u64,
+    reconnects: *mut u64,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p);
+        let pp = pipe_ref(p);
+        let s = pp.p.stats_region();
+        let (a, k) = match pp.p.state() {
+            State::Reconnecting { attempt, cause } => (attempt, cause.code()),
+            _ => (0, 0),
+        };
+        // SAFETY: each pointer is NULL or writable per the contract.
+        unsafe {
+            if !attempt.is_null() {
+                *attempt = a;
+            }
+            if !cause_kind.is_null() {
+                *cause_kind = k;
+            }
+            if !generation.is_null() {
+                *generation = s.get(Counter::Generation);
+            }
+            if !reconnects.is_null() {
+                *reconnects = s.get(Counter::Reconnects);
+            }
+        }
         Ok(())
     })
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::ring::OverrunPolicy;
 use crate::runner::{Layout, WaitKind};
-use crate::stage::{Delivery, SyntheticScript};
+use crate::feed::{LivenessConfig, ReconnectPolicy};
+use crate::stage::{Delivery, Subscription, SyntheticScript};
 use crate::tcp::TcpConfig;
 use crate::xdp::{AttachRequest, FaultConfig, ZeroCopy};
 
@@ -100,6 +101,16 @@ pub struct Config {
     pub external_consumer: bool,
     /// Do not print the layout line on stderr.
     pub quiet: bool,
+    /// Reconnect after a lost connection (off by default: `ReconnectPolicy::standard()`
+    /// switches it on). See docs/pipeline.md, "Reconnect".
+    pub reconnect: ReconnectPolicy,
+    /// Messages sent after every (re)connect, before the connection is reported
+    /// Connected (subscriptions, log-ins).
+    pub subscriptions: Vec<Subscription>,
+    /// Client PINGs every `ping_interval_ns`; the connection is dead (and reconnected,
+    /// if reconnect is on) when neither data nor a PONG arrived within `timeout_ns`.
+    /// Off by default.
+    pub liveness: Option<LivenessConfig>,
 }
 
 impl Config {
@@ -127,6 +138,9 @@ impl Config {
             subprotocols: Vec::new(),
             external_consumer: false,
             quiet: false,
+            reconnect: ReconnectPolicy::default(),
+            subscriptions: Vec::new(),
+            liveness: None,
         }
     }
 }

@@ -16,6 +16,7 @@ mod config;
 
 pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind, XdpOptions};
+pub use crate::stage::Subscription;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -157,6 +158,12 @@ impl Frame<'_> {
     /// MSG_INBOX was overrun before this frame (overwrite policy): data was lost.
     pub fn after_overrun(&self) -> bool {
         self.raw.after_overrun
+    }
+    /// The first frame of a new connection after a reconnect: the stream goes on, but a
+    /// message the disconnect cut was not delivered and messages the server sent while
+    /// we were away are not replayed (resubscribe, or fetch a snapshot).
+    pub fn after_reconnect(&self) -> bool {
+        self.raw.after_reconnect
     }
     /// Overwrite policy: is the payload still intact (not overwritten by the transport
     /// while you held it)? Check after reading it. Always true with backpressure.
@@ -321,6 +328,8 @@ impl Sender {
         }
         let mut p = code.to_be_bytes().to_vec();
         p.extend_from_slice(reason.as_bytes());
+        // Before the record: whatever ends the connection from now on does not reconnect.
+        self.stats.set(Counter::UserClose, 1);
         self.push(OutboxKind::Close, Piece::Whole, &p)?;
         // Closing from now, not from when the transport gets to the record: its
         // close timeout then also covers a transport stuck behind earlier frames.
@@ -473,9 +482,22 @@ impl Pipeline {
         let mut local = None;
         // Monomorphised per transport: no dynamic dispatch on the hot path.
         let ts = |t: &mut Vec<Box<dyn Stage>>, stage: Box<dyn Stage>| t.push(stage);
+        let feed = (cfg.reconnect.enabled || !cfg.subscriptions.is_empty() || cfg.liveness.is_some())
+            .then(|| crate::stage::FeedOptions {
+                reconnect: cfg.reconnect,
+                subscriptions: cfg.subscriptions.clone(),
+                liveness: cfg.liveness,
+                seed: crate::stage::now_ns() ^ (std::process::id() as u64) << 32,
+                url: url.clone(),
+                handshake: HandshakeConfig {
+                    protocols: cfg.subprotocols.clone(),
+                    headers: cfg.headers.clone(),
+                    ..Default::default()
+                },
+            });
         macro_rules! transport_stage {
-            ($t:expr) => {
-                Box::new(TransportStage::new(
+            ($t:expr) => {{
+                let t = TransportStage::new(
                     $t,
                     handshake.clone(),
                     inbox.writer(),
@@ -484,8 +506,12 @@ impl Pipeline {
                     stats.clone(),
                     outbox.max_payload(),
                     cfg.close_timeout,
-                )?)
-            };
+                )?;
+                Box::new(match feed.clone() {
+                    Some(f) => t.with_feed(f)?,
+                    None => t,
+                })
+            }};
         }
         match &cfg.transport {
             TransportKind::Synthetic(script) => ts(
@@ -676,7 +702,9 @@ impl Pipeline {
         self.stats.state_code() == 3
     }
 
-    /// Call `cb` on every later state change (Closing, Disconnected with its reason),
+    /// Call `cb` on every later state change (Closing, Disconnected with its reason;
+    /// with reconnect on, `Reconnecting { attempt, cause }` after a loss and Connected
+    /// again once the new connection is up and resubscribed),
     /// from a watcher thread that looks at the shared state once per millisecond — off
     /// the data path, so it costs the stages nothing. `start` returning is the
     /// Connected event. The last call is for Disconnected; replacing the callback stops
@@ -690,12 +718,33 @@ impl Pipeline {
         let stats = self.stats.clone();
         let flag = stop.clone();
         let mut last = stats.state_code();
+        let mut last_reconnects = stats.get(Counter::Reconnects);
+        let mut last_generation = stats.get(Counter::Generation);
         let handle = std::thread::spawn(move || loop {
             // Read the flag first: a stop publishes Disconnected before raising it, so
             // the state read below always includes the final change.
             let stopping = flag.load(Ordering::Acquire);
             let code = stats.state_code();
-            if code != last {
+            let reconnects = stats.get(Counter::Reconnects);
+            let generation = stats.get(Counter::Generation);
+            if reconnects != last_reconnects || generation != last_generation {
+                // Reconnects faster than the watcher looks: the events it missed, in
+                // order (a new connection comes up before it can be lost again).
+                let st = stats.state();
+                if generation != last_generation && (reconnects != last_reconnects || st != State::Connected) {
+                    cb(&State::Connected);
+                }
+                if reconnects != last_reconnects && !matches!(st, State::Reconnecting { .. }) {
+                    cb(&State::Reconnecting {
+                        attempt: stats.get(Counter::ReconnectAttempt).max(1) as u32,
+                        cause: stats.state_from_cause(),
+                    });
+                }
+                last_reconnects = reconnects;
+                last_generation = generation;
+                last = st.code();
+                cb(&st);
+            } else if code != last {
                 last = code;
                 cb(&stats.state());
             }

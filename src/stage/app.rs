@@ -23,6 +23,9 @@ pub struct RawFrame {
     pub fin: bool,
     /// MSG_INBOX was overrun before this frame (overwrite policy): data was lost.
     pub after_overrun: bool,
+    /// The first frame of a new connection after a reconnect (a message the disconnect
+    /// cut was not delivered).
+    pub after_reconnect: bool,
 }
 
 /// Reads WS_FRAME_INFO and hands out deliverable frames in order; control-frame
@@ -35,6 +38,8 @@ pub struct FrameReader {
     /// Position published to the transport with `release_to`.
     released: u64,
     overrun: bool,
+    /// A reconnect happened before the next data frame.
+    reconnect: bool,
     /// Entries consumed locally but not yet released on the ring.
     unreleased: u32,
     /// Overwrite policy: check every frame against the writer's position.
@@ -53,6 +58,7 @@ impl FrameReader {
             done: r,
             released: r,
             overrun: false,
+            reconnect: false,
             unreleased: 0,
             overwrite,
             skipped: 0,
@@ -76,6 +82,9 @@ impl FrameReader {
             self.frames.advance(1);
             self.unreleased += 1;
             let pos = MsgInbox::expand_pos(info.msg_inbox_offset, self.done);
+            if info.flags() & WsFrameInfo::FLAG_RECONNECT != 0 {
+                self.reconnect = true;
+            }
             if info.flags() & WsFrameInfo::FLAG_OVERRUN != 0 {
                 self.overrun = true;
                 self.done = self.done.max(pos);
@@ -97,12 +106,16 @@ impl FrameReader {
                         opcode: info.opcode(),
                         fin: info.is_final(),
                         after_overrun: self.overrun,
+                        after_reconnect: self.reconnect,
                     };
                     self.overrun = false;
+                    self.reconnect = false;
                     return Some(f);
                 }
                 _ => {
-                    // Control frame: nothing to deliver, its bytes are done with.
+                    // Control frame (or a generation boundary, WsFrameInfo::OP_GENERATION:
+                    // the old connection's unparsed tail ends there): nothing to
+                    // deliver, its bytes are done with.
                     self.done = self.done.max(pos + info.payload_len as u64);
                 }
             }

@@ -21,6 +21,17 @@ use crate::transport::kernel::{KernelSocket, KernelSocketOptions};
 pub struct StreamTransport {
     io: KernelSocket,
     counters: TransportCounters,
+    /// Where to connect again (`connect` sets it; `new` over a given socket cannot reconnect).
+    dial: Option<Dial>,
+}
+
+/// What a kernel transport needs to make its connection again.
+#[derive(Clone)]
+struct Dial {
+    host: String,
+    port: u16,
+    sock: KernelSocketOptions,
+    handshake_timeout: Duration,
 }
 
 impl StreamTransport {
@@ -30,13 +41,21 @@ impl StreamTransport {
             connect_timeout: timeout,
             ..Default::default()
         };
-        Ok(StreamTransport::new(KernelSocket::connect(host, port, &opts)?))
+        let mut t = StreamTransport::new(KernelSocket::connect(host, port, &opts)?);
+        t.dial = Some(Dial {
+            host: host.to_string(),
+            port,
+            sock: opts,
+            handshake_timeout: timeout,
+        });
+        Ok(t)
     }
 
     pub fn new(io: KernelSocket) -> Self {
         StreamTransport {
             io,
             counters: TransportCounters::default(),
+            dial: None,
         }
     }
 }
@@ -78,6 +97,16 @@ impl Transport for StreamTransport {
     fn counters(&self) -> TransportCounters {
         self.counters
     }
+    /// Resolve again and connect a new socket (blocks up to the connect timeout).
+    fn reconnect(&mut self, _now_ns: u64) -> Result<()> {
+        let d = self
+            .dial
+            .as_ref()
+            .ok_or_else(|| Error::Config("this kernel transport was built over a socket: it cannot reconnect".into()))?;
+        self.io.close();
+        self.io = KernelSocket::connect(&d.host, d.port, &d.sock)?;
+        Ok(())
+    }
 }
 
 /// Ciphertext bytes asked of the socket per `recv`.
@@ -108,6 +137,8 @@ pub struct TlsTransport {
     tx: Vec<u8>,
     tx_off: usize,
     stats: StreamStats,
+    /// The context (with its resumption slot) and where to connect again.
+    dial: Option<(TlsContext, Dial)>,
 }
 
 impl TlsTransport {
@@ -145,6 +176,15 @@ impl TlsTransport {
         let tls = ctx.client_session(host)?;
         let mut s = TlsTransport::new(io, tls);
         s.handshake(handshake_timeout)?;
+        s.dial = Some((
+            ctx.clone(),
+            Dial {
+                host: host.to_string(),
+                port,
+                sock: sock.clone(),
+                handshake_timeout,
+            },
+        ));
         Ok(s)
     }
 
@@ -157,6 +197,7 @@ impl TlsTransport {
             tx: Vec::with_capacity(64 * 1024),
             tx_off: 0,
             stats: StreamStats::default(),
+            dial: None,
         }
     }
 
@@ -389,6 +430,27 @@ impl Transport for TlsTransport {
     fn shutdown(&mut self, _now_ns: u64) -> Result<()> {
         self.close();
         Ok(())
+    }
+    /// Resolve again, connect a new socket and run a new TLS handshake that offers the
+    /// session the context saved from the last one (resumed when the server allows;
+    /// the certificate is verified either way). Blocks up to the connect timeout plus
+    /// the handshake timeout.
+    fn reconnect(&mut self, _now_ns: u64) -> Result<()> {
+        let (ctx, d) = self
+            .dial
+            .clone()
+            .ok_or_else(|| Error::Config("this TLS transport was built over a socket: it cannot reconnect".into()))?;
+        self.close();
+        let io = KernelSocket::connect(&d.host, d.port, &d.sock)?;
+        let tls = ctx.client_session(&d.host)?;
+        self.io = io;
+        self.tls = tls;
+        self.tx.clear();
+        self.tx_off = 0;
+        self.handshake(d.handshake_timeout)
+    }
+    fn resumed(&self) -> bool {
+        self.tls.session_reused()
     }
     fn counters(&self) -> TransportCounters {
         let st = self.stats;

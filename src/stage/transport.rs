@@ -59,6 +59,18 @@ pub trait Transport: Send {
     fn counters(&self) -> TransportCounters {
         TransportCounters::default()
     }
+    /// Replace the connection with a fresh one to the same server (a reconnect): resolve
+    /// the host again, a new socket or flow, a new TLS session that resumes the previous
+    /// one when the server allows. The old connection is closed first. Afterwards the
+    /// stage drives the new one as it did the first (`drive` until established, then the
+    /// upgrade). The kernel transports block here up to their connect/handshake timeout.
+    fn reconnect(&mut self, _now_ns: u64) -> Result<()> {
+        Err(Error::Config(format!("the {} transport cannot reconnect", self.name())))
+    }
+    /// Did the current connection resume a TLS session (abbreviated handshake)?
+    fn resumed(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -86,6 +98,46 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     fn counters(&self) -> TransportCounters {
         (**self).counters()
     }
+    fn reconnect(&mut self, now_ns: u64) -> Result<()> {
+        (**self).reconnect(now_ns)
+    }
+    fn resumed(&self) -> bool {
+        (**self).resumed()
+    }
+}
+
+/// A message sent after every (re)connect, before the connection is reported Connected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subscription {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// Reconnect, resubscribe and liveness of one connection (see [`TransportStage::with_feed`]).
+#[derive(Clone)]
+pub struct FeedOptions {
+    pub reconnect: crate::feed::ReconnectPolicy,
+    pub subscriptions: Vec<Subscription>,
+    pub liveness: Option<crate::feed::LivenessConfig>,
+    /// Jitter seed (production: random).
+    pub seed: u64,
+    /// To build a fresh upgrade request (a new key) for every connection.
+    pub url: crate::ws::WsUrl,
+    pub handshake: crate::ws::HandshakeConfig,
+}
+
+/// The feed state the stage keeps across connections.
+struct Feed {
+    opts: FeedOptions,
+    backoff: crate::feed::Backoff,
+    liveness: Option<crate::feed::Liveness>,
+    /// The WebSocket stage's `frames` and `pongs_received` counters when last looked at:
+    /// only their increments count as proof of life (never our sends, never a clock).
+    seen_frames: u64,
+    seen_pongs: u64,
+    ping_due: bool,
+    /// Connection generation (0 for the first).
+    generation: u64,
 }
 
 enum Phase {
@@ -94,7 +146,11 @@ enum Phase {
         hs: Box<ClientHandshake>,
         sent: usize,
     },
+    /// Sending the subscriptions (index of the next one), then Connected.
+    Subscribing { next: usize },
     Open,
+    /// The connection was lost: the next attempt starts at `at_ns` (backoff).
+    Waiting { at_ns: u64 },
     Done,
 }
 
@@ -133,6 +189,11 @@ pub struct TransportStage<T: Transport> {
     /// When this stage first saw the state Closing (whoever set it: our close, the
     /// WebSocket stage after a protocol error or a server close, `Pipeline::close`).
     closing_since: Option<u64>,
+    /// Reconnect / resubscribe / liveness (None: the pipeline ends with its connection).
+    feed: Option<Feed>,
+    /// Our own close (a MSG_OUTBOX close record) went out: a loss after it never
+    /// reconnects.
+    user_close_sent: bool,
 }
 
 impl<T: Transport> TransportStage<T> {
@@ -171,7 +232,26 @@ impl<T: Transport> TransportStage<T> {
             polls: 0,
             close_timeout,
             closing_since: None,
+            feed: None,
+            user_close_sent: false,
         })
+    }
+
+    /// Reconnect on the losses `opts.reconnect` allows, send `opts.subscriptions` after
+    /// every (re)connect before reporting Connected, and ping / watch liveness.
+    pub fn with_feed(mut self, opts: FeedOptions) -> Result<Self> {
+        let backoff = crate::feed::Backoff::new(opts.reconnect, opts.seed)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        self.feed = Some(Feed {
+            backoff,
+            liveness: None,
+            seen_frames: 0,
+            seen_pongs: 0,
+            ping_due: false,
+            generation: self.stats.get(Counter::Generation),
+            opts,
+        });
+        Ok(self)
     }
 
     pub fn transport(&self) -> &T {
@@ -204,6 +284,211 @@ impl<T: Transport> TransportStage<T> {
         Ok(Progress::Busy)
     }
 
+    /// Every end of a connection comes here: reconnect after the backoff if the policy
+    /// says so (and it was not our close, nor a stop), else finish with the reason.
+    /// `cause` overrides the cause derived from the reason's kind (liveness, set-up).
+    fn lost(
+        &mut self,
+        now: u64,
+        reason: DisconnectReason,
+        cause: Option<crate::feed::DisconnectCause>,
+    ) -> Result<Progress> {
+        use crate::feed::{DisconnectCause as C, GiveUpReason, ReconnectDecision, SetupStep};
+        let setup = matches!(self.phase, Phase::Upgrading { .. } | Phase::Subscribing { .. });
+        let Some(feed) = self.feed.as_mut() else {
+            return self.finish(now, reason);
+        };
+        // The first reason recorded on this connection is its cause (a server close or
+        // a protocol error the WebSocket stage noted before the transport saw the end).
+        let reason = self.stats.noted_reason().unwrap_or(reason);
+        if self.user_close_sent
+            || self.stats.get(Counter::UserClose) != 0
+            || !self.stats.running()
+            || self.stats.state_code() >= 3
+        {
+            return self.finish(now, reason);
+        }
+        let cause = cause.or(match &reason.kind {
+            _ if setup => Some(C::SetupFailed(match reason.kind {
+                DisconnectKind::Tls => SetupStep::Tls,
+                DisconnectKind::Network | DisconnectKind::TcpReset | DisconnectKind::Timeout => {
+                    SetupStep::Connect
+                }
+                _ => SetupStep::Upgrade,
+            })),
+            DisconnectKind::TcpReset | DisconnectKind::Network => Some(C::Reset),
+            DisconnectKind::TcpClosed | DisconnectKind::ClosedAfterOurClose => Some(C::Fin),
+            DisconnectKind::Tls => Some(C::Tls),
+            DisconnectKind::ServerClosed { code, .. } | DisconnectKind::CloseCompleted { code } => {
+                Some(C::Close(*code))
+            }
+            DisconnectKind::ProtocolError { close_code } => Some(C::Close(*close_code)),
+            DisconnectKind::CloseTimeout => Some(C::Close(1006)),
+            DisconnectKind::Timeout => Some(C::SetupFailed(SetupStep::Connect)),
+            _ => None,
+        });
+        let Some(cause) = cause else {
+            return self.finish(now, reason);
+        };
+        match feed.backoff.on_disconnect(cause, now) {
+            ReconnectDecision::GiveUp(GiveUpReason::Disabled) => self.finish(now, reason),
+            ReconnectDecision::GiveUp(why) => {
+                let msg = format!("{} ({why})", reason.message);
+                self.finish(now, DisconnectReason::new(reason.kind, msg))
+            }
+            ReconnectDecision::Reconnect { attempt, at_ns, .. } => {
+                let _ = self.t.shutdown(now);
+                // Recorded (if nothing was) so `stats.reason()` says what was lost while
+                // reconnecting; `reconnecting` then frees the claim for the next end.
+                self.stats.note_reason(&reason);
+                // Before the state moves: a reader seeing code 0 with reconnects > 0
+                // knows it is a reconnect, not the first connect.
+                self.stats.add(Counter::Reconnects, 1);
+                if !self.stats.reconnecting(attempt, &reason.kind) {
+                    self.phase = Phase::Done;
+                    return Ok(Progress::Busy);
+                }
+                self.reset_connection();
+                self.phase = Phase::Waiting { at_ns };
+                Ok(Progress::Busy)
+            }
+        }
+    }
+
+    /// Forget the lost connection's in-flight state (a frame half written, the close
+    /// handshake, answers owed to the old server).
+    fn reset_connection(&mut self) {
+        self.tx_off = 0;
+        self.tx_len = 0;
+        self.finish_after_tx = None;
+        self.close_sent = false;
+        self.sending_fragments = false;
+        self.eof = None;
+        self.closing_since = None;
+        while self.pongs.pop().is_some() {}
+        if let Some(f) = self.feed.as_mut() {
+            f.ping_due = false;
+        }
+    }
+
+    /// Waiting for the backoff; then a new connection (its failure is another loss).
+    fn wait_and_reconnect(&mut self, now: u64, at_ns: u64) -> Result<Progress> {
+        if now < at_ns || !self.stats.running() {
+            return Ok(Progress::Idle);
+        }
+        let feed = self.feed.as_mut().expect("Waiting only with a feed");
+        feed.backoff.poll(now);
+        let hs = crate::ws::ClientHandshake::new(&feed.opts.url, &feed.opts.handshake);
+        match hs.and_then(|hs| self.t.reconnect(now).map(|_| hs)) {
+            Ok(hs) => {
+                self.phase = Phase::Upgrading {
+                    hs: Box::new(hs),
+                    sent: 0,
+                };
+                Ok(Progress::Busy)
+            }
+            Err(e) => {
+                let kind = DisconnectKind::from_error(&e);
+                let step = match kind {
+                    DisconnectKind::Tls => crate::feed::SetupStep::Tls,
+                    _ => crate::feed::SetupStep::Connect,
+                };
+                let r = DisconnectReason::new(kind, format!("reconnect failed: {e}"));
+                self.lost(now, r, Some(crate::feed::DisconnectCause::SetupFailed(step)))
+            }
+        }
+    }
+
+    /// A new connection's upgrade is done: before its first byte goes into MSG_INBOX,
+    /// publish where it starts and its generation (Release: the WebSocket stage loads
+    /// the generation with Acquire after its Acquire load of the write position, so it
+    /// sees both whenever it sees a byte of the new connection).
+    fn new_generation(&mut self) {
+        let Some(feed) = self.feed.as_mut() else { return };
+        if feed.backoff.attempts_total() == 0 {
+            return; // the first connection is generation 0
+        }
+        feed.generation += 1;
+        self.stats.set(Counter::GenerationStart, self.inbox.position());
+        self.stats.set_release(Counter::Generation, feed.generation);
+    }
+
+    /// Send the subscriptions (framed by this stage), then report Connected.
+    fn subscribe(&mut self, now: u64, mut next: usize) -> Result<bool> {
+        let mut moved = false;
+        loop {
+            if !self.flush_tx(now)? {
+                self.phase = Phase::Subscribing { next };
+                return Ok(moved);
+            }
+            let sub = self.feed.as_ref().and_then(|f| f.opts.subscriptions.get(next).cloned());
+            match sub {
+                Some(Subscription::Text(t)) => self.frame(OpCode::Text, true, t.as_bytes())?,
+                Some(Subscription::Binary(b)) => self.frame(OpCode::Binary, true, &b)?,
+                None => break,
+            }
+            self.stats.add(Counter::SentMessages, 1);
+            next += 1;
+            moved = true;
+        }
+        self.connected(now);
+        Ok(true)
+    }
+
+    fn connected(&mut self, now: u64) {
+        self.phase = Phase::Open;
+        self.stats.set(Counter::ConnectedAtNs, now);
+        if let Some(f) = self.feed.as_mut() {
+            f.backoff.connected(now);
+            if let Some(cfg) = f.opts.liveness {
+                match f.liveness.as_mut() {
+                    Some(l) => l.restart(now),
+                    None => f.liveness = Some(crate::feed::Liveness::new(cfg, now)),
+                }
+            }
+            f.seen_frames = self.stats.get(Counter::Frames);
+            f.seen_pongs = self.stats.get(Counter::PongsReceived);
+        }
+        self.stats.advance_state(&State::Connected);
+    }
+
+    /// Liveness: increments of the WebSocket stage's counters are arrivals; a PING is
+    /// due every interval; `Some(reason)` when the connection is dead.
+    fn check_liveness(&mut self, now: u64) -> Option<DisconnectReason> {
+        if self.eof.is_some() {
+            return None; // the end is known already; no PING into a dead socket
+        }
+        let f = self.feed.as_mut()?;
+        let l = f.liveness.as_mut()?;
+        let frames = self.stats.get(Counter::Frames);
+        if frames != f.seen_frames {
+            f.seen_frames = frames;
+            l.on_data(now);
+        }
+        let pongs = self.stats.get(Counter::PongsReceived);
+        if pongs != f.seen_pongs {
+            f.seen_pongs = pongs;
+            l.on_pong(now);
+        }
+        match l.poll(now) {
+            crate::feed::LivenessAction::Nothing => None,
+            crate::feed::LivenessAction::SendPing => {
+                f.ping_due = true;
+                None
+            }
+            crate::feed::LivenessAction::Dead { silent_ns } => {
+                self.stats.add(Counter::LivenessTimeouts, 1);
+                Some(DisconnectReason::new(
+                    DisconnectKind::Timeout,
+                    format!(
+                        "liveness: no data and no pong from the server for {:.2} s",
+                        silent_ns as f64 / 1e9
+                    ),
+                ))
+            }
+        }
+    }
+
     fn upgrade(&mut self, now: u64) -> Result<bool> {
         let Phase::Upgrading { hs, sent } = &mut self.phase else {
             return Ok(false);
@@ -232,6 +517,7 @@ impl<T: Transport> TransportStage<T> {
             return Ok(moved);
         }
         if let HandshakeStatus::Done { consumed, .. } = hs.feed(&buf[..n])? {
+            self.new_generation();
             let rest = &buf[consumed..n];
             if !rest.is_empty() && self.inbox.write(rest) < rest.len() {
                 return Err(Error::Overrun(
@@ -239,9 +525,11 @@ impl<T: Transport> TransportStage<T> {
                 ));
             }
             self.stats.add(Counter::InboxBytes, rest.len() as u64);
-            self.phase = Phase::Open;
-            self.stats.set(Counter::ConnectedAtNs, now);
-            self.stats.advance_state(&State::Connected);
+            if self.feed.is_some() {
+                self.phase = Phase::Subscribing { next: 0 };
+            } else {
+                self.connected(now);
+            }
         }
         Ok(true)
     }
@@ -253,8 +541,22 @@ impl<T: Transport> TransportStage<T> {
                 return Ok(moved);
             }
             if let Some(reason) = self.finish_after_tx.take() {
-                self.finish(now, reason)?;
+                self.lost(now, reason, None)?;
                 return Ok(true);
+            }
+            if let Some(f) = self.feed.as_mut() {
+                // Entries the WebSocket stage made for an older connection: not ours to answer.
+                let gen = f.generation as u8;
+                while self.pongs.get(0).is_some_and(|p| p.generation != gen) {
+                    self.pongs.pop();
+                }
+                if f.ping_due && !self.close_sent && self.eof.is_none() {
+                    f.ping_due = false;
+                    self.frame(OpCode::Ping, true, b"pl-live")?;
+                    self.stats.add(Counter::PingsSent, 1);
+                    moved = true;
+                    continue;
+                }
             }
             // Control replies first (PONG, CLOSE reply), then the user's records. Our
             // CLOSE (a reply, or a protocol error's) waits for the records already in
@@ -341,6 +643,7 @@ impl<T: Transport> TransportStage<T> {
             moved = true;
             if opcode == OpCode::Close {
                 self.close_sent = true;
+                self.user_close_sent = true;
                 self.stats.advance_state(&State::Closing);
             } else {
                 self.stats.add(counter, 1);
@@ -405,8 +708,22 @@ impl<T: Transport> Stage for TransportStage<T> {
     }
 
     fn poll(&mut self, now: u64) -> Result<Progress> {
-        if matches!(self.phase, Phase::Done) {
-            return Ok(Progress::Idle);
+        match self.poll_connection(now) {
+            Err(e) if self.feed.is_some() && !matches!(self.phase, Phase::Done) => {
+                let reason = DisconnectReason::stage_error("transport", &e);
+                self.lost(now, reason, None)
+            }
+            r => r,
+        }
+    }
+}
+
+impl<T: Transport> TransportStage<T> {
+    fn poll_connection(&mut self, now: u64) -> Result<Progress> {
+        match self.phase {
+            Phase::Done => return Ok(Progress::Idle),
+            Phase::Waiting { at_ns } => return self.wait_and_reconnect(now, at_ns),
+            _ => {}
         }
         self.t.rx_space(self.inbox.free(READ_CHUNK));
         let mut moved = self.t.drive(now)?;
@@ -416,6 +733,13 @@ impl<T: Transport> Stage for TransportStage<T> {
         if matches!(self.phase, Phase::Upgrading { .. }) {
             moved |= self.upgrade(now)?;
             return Ok(Progress::from_bool(moved));
+        }
+        if let Phase::Subscribing { next } = self.phase {
+            moved |= self.subscribe(now, next)?;
+            return Ok(Progress::from_bool(moved));
+        }
+        if let Some(dead) = self.check_liveness(now) {
+            return self.lost(now, dead, Some(crate::feed::DisconnectCause::LivenessTimeout));
         }
         // Every path to Closing ends: a server that never answers our close, or never
         // reads it (the write stays stuck), gets `close_timeout`, then the shutdown.
@@ -434,12 +758,13 @@ impl<T: Transport> Stage for TransportStage<T> {
                         self.close_timeout
                     ),
                 );
-                return self.finish(now, reason);
+                return self.lost(now, reason, None);
             }
             _ => {}
         }
         moved |= self.tx_step(now)?;
-        if matches!(self.phase, Phase::Done) {
+        // Done, or lost and waiting to reconnect: nothing more of this connection.
+        if !matches!(self.phase, Phase::Open) {
             return Ok(Progress::Busy);
         }
         if let Some((at, reset, why)) = &self.eof {
@@ -457,7 +782,7 @@ impl<T: Transport> Stage for TransportStage<T> {
                     };
                     DisconnectReason::new(kind, format!("connection lost: {why} (no WebSocket close)"))
                 };
-                return self.finish(now, reason);
+                return self.lost(now, reason, None);
             }
             return Ok(Progress::from_bool(moved));
         }

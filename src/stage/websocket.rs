@@ -87,6 +87,14 @@ pub struct WebSocketStage {
     failing: Option<(u16, String, u64)>,
     /// The configured limit, for the 1009 reason.
     max_message: usize,
+    /// The connection generation being parsed (see [`WebSocketStage::next_generation`]).
+    generation: u64,
+    /// The next data entry carries FLAG_RECONNECT.
+    reconnected: bool,
+    /// A newer generation is published and what is left of the old one is an
+    /// incomplete frame or message: switch at the next poll.
+    old_tail_done: bool,
+    parser_cfg: ParserConfig,
 }
 
 impl WebSocketStage {
@@ -105,16 +113,22 @@ impl WebSocketStage {
             Delivery::Messages => ws::Delivery::Messages,
             Delivery::Frames => ws::Delivery::Frames,
         };
+        let parser_cfg = ParserConfig {
+            delivery: d,
+            max_message,
+        };
+        let generation = stats.get_acquire(Counter::Generation);
         WebSocketStage {
             inbox,
             frames,
             pongs,
             stats,
             delivery,
-            parser: Parser::new(ParserConfig {
-                delivery: d,
-                max_message,
-            }),
+            parser: Parser::new(parser_cfg),
+            generation,
+            reconnected: false,
+            old_tail_done: false,
+            parser_cfg,
             pos,
             closed: false,
             overwrite,
@@ -124,6 +138,55 @@ impl WebSocketStage {
             failing: None,
             max_message,
         }
+    }
+
+    /// One stream across reconnects. The transport publishes a new generation and the
+    /// MSG_INBOX position where its bytes start before committing any of them. The old
+    /// connection's bytes before that position are parsed first (complete messages are
+    /// still delivered); what is left of them (a message the disconnect cut) is dropped:
+    /// a fresh parser starts at the new position, a release-only
+    /// [`WsFrameInfo::OP_GENERATION`] entry lets the readers release the old tail, the
+    /// closed / failing state of the old connection is forgotten, and the next data
+    /// entry carries [`WsFrameInfo::FLAG_RECONNECT`]. Returns `Some` when it switched
+    /// (or must retry), `None` to parse as usual (up to `limit` bytes when a switch is
+    /// pending).
+    fn next_generation(&mut self, now: u64, limit: &mut Option<u64>) -> Option<Progress> {
+        // Acquire: pairs with the transport's Release store (after GenerationStart).
+        let gen = self.stats.get_acquire(Counter::Generation);
+        if gen == self.generation {
+            return None;
+        }
+        let start = self.stats.get(Counter::GenerationStart);
+        if !self.closed && self.failing.is_none() && self.pos < start && !self.old_tail_done {
+            *limit = Some(start - self.pos);
+            return None;
+        }
+        if self.frames.free() == 0 && !self.overwrite {
+            self.stats.add(Counter::FrameRingFull, 1);
+            return Some(Progress::Idle);
+        }
+        self.parser = Parser::new(self.parser_cfg);
+        self.generation = gen;
+        self.pos = start.max(self.pos);
+        self.closed = false;
+        self.failing = None;
+        self.pong = None;
+        self.close = None;
+        self.old_tail_done = false;
+        self.reconnected = true;
+        let g = WsFrameInfo::new(self.pos, 0, now, WsFrameInfo::OP_GENERATION, true, 0);
+        if self.frames.stage(g).is_err() {
+            self.stats.add(Counter::FrameRingFull, 1);
+        }
+        self.frames.publish();
+        self.inbox.set_parsed_pos(self.pos);
+        Some(Progress::Busy)
+    }
+
+    fn control(&self, opcode: u8, payload: &[u8]) -> Option<PongFrame> {
+        let mut p = PongFrame::new(opcode, payload)?;
+        p.generation = self.generation as u8;
+        Some(p)
     }
 
     /// Fail the connection for the deferred protocol error once the AppClient has
@@ -172,14 +235,20 @@ impl WebSocketStage {
             format!("websocket protocol error: {reason} (we closed with {code})"),
         ));
         self.closed = true;
-        self.close = PongFrame::new(op::CLOSE, &code.to_be_bytes());
-        self.flush_control();
+        self.close = self.control(op::CLOSE, &code.to_be_bytes());
+        // Closing before the CLOSE is on the ring: the transport that takes it (and may
+        // reconnect right after) never sees Closing arrive late.
         self.stats.advance_state(&State::Closing);
+        self.flush_control();
     }
 
     fn info(&mut self, pos: u64, len: u64, opcode: u8, fin: bool, mut flags: u8, now: u64) {
         if self.lost {
             flags |= WsFrameInfo::FLAG_OVERRUN;
+        }
+        if self.reconnected && opcode < op::CLOSE {
+            flags |= WsFrameInfo::FLAG_RECONNECT;
+            self.reconnected = false;
         }
         let i = WsFrameInfo::new(pos, len as u32, now, opcode, fin, flags);
         // Space was checked before the event was taken (or, overwriting, we drop).
@@ -225,7 +294,7 @@ impl WebSocketStage {
             Event::Ping(pl) => {
                 self.stats.add(Counter::PingsReceived, 1);
                 // Replaces an older unsent answer: only the latest PING needs one.
-                self.pong = PongFrame::new(op::PONG, pl.as_bytes());
+                self.pong = self.control(op::PONG, pl.as_bytes());
                 self.flush_control();
                 self.marker(op::PING, now);
             }
@@ -257,9 +326,9 @@ impl WebSocketStage {
                 } else {
                     &code
                 };
-                self.close = PongFrame::new(op::CLOSE, reply);
-                self.flush_control();
+                self.close = self.control(op::CLOSE, reply);
                 self.stats.advance_state(&State::Closing);
+                self.flush_control();
                 self.marker(op::CLOSE, now);
                 self.closed = true;
             }
@@ -295,6 +364,13 @@ impl Stage for WebSocketStage {
     }
 
     fn poll(&mut self, now: u64) -> Result<Progress> {
+        // (Acquire of the write position first: a byte of a new connection seen there
+        // implies its generation is visible below.)
+        let readable = self.inbox.readable_from(self.pos);
+        let mut limit = None;
+        if let Some(p) = self.next_generation(now, &mut limit) {
+            return Ok(p);
+        }
         let sent = (self.pong.is_some() || self.close.is_some()) && self.flush_control();
         if self.failing.is_some() {
             return Ok(Progress::from_bool(self.fail_when_taken(now) || sent));
@@ -314,8 +390,14 @@ impl Stage for WebSocketStage {
                 return Ok(Progress::Busy);
             }
         }
-        let avail = self.inbox.readable_from(self.pos);
+        let mut avail = readable;
+        if let Some(l) = limit {
+            avail = avail.min(l as usize);
+        }
         if avail == 0 {
+            if limit.is_some() {
+                self.old_tail_done = true;
+            }
             return Ok(Progress::from_bool(sent));
         }
         // SAFETY: [pos, pos + avail) is written (below write_pos) and not released: the
@@ -359,6 +441,10 @@ impl Stage for WebSocketStage {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if limit.is_some() && need_more {
+            // The old connection's last frame or message will never be completed.
+            self.old_tail_done = true;
         }
         let released = self.parser.release();
         self.pos += released as u64;

@@ -24,6 +24,7 @@ pub use pipeline_netbed::{exsim, feed, netns};
 
 pub mod alloc;
 pub mod certs;
+pub mod feed_server;
 pub mod synthetic;
 pub mod tcp_sim;
 pub mod tls_server;

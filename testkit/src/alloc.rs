@@ -1,12 +1,20 @@
 //! A counting global allocator for "nothing allocates on the hot path" tests. Each test
 //! binary declares it (`#[global_allocator] static A: CountingAlloc = CountingAlloc;`),
 //! arms it around the code under test and reads the count.
+//!
+//! Only the arming thread's allocations count: the test harness's own threads allocate
+//! now and then (a loaded machine made one in five runs see 4 foreign allocations).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-static ARMED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    // `const` initialisation: reading it never allocates (no lazy init inside `alloc`).
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
 
 /// Forwards to the system allocator, counting allocations while armed.
 pub struct CountingAlloc;
@@ -15,7 +23,9 @@ pub struct CountingAlloc;
 // memory handed out.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if ARMED.load(Ordering::Relaxed) {
+        // `try_with`: during thread teardown the slot may be gone; that thread is not
+        // the one under test.
+        if ARMED.try_with(|a| a.get()).unwrap_or(false) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: forwarding the caller's layout to the system allocator.
@@ -27,14 +37,14 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 }
 
-/// Start counting (from zero).
+/// Start counting this thread's allocations (from zero).
 pub fn arm() {
     ALLOCS.store(0, Ordering::SeqCst);
-    ARMED.store(true, Ordering::SeqCst);
+    ARMED.with(|a| a.set(true));
 }
 
-/// Stop counting; the allocations since [`arm`].
+/// Stop counting; this thread's allocations since [`arm`].
 pub fn disarm() -> usize {
-    ARMED.store(false, Ordering::SeqCst);
+    ARMED.with(|a| a.set(false));
     ALLOCS.load(Ordering::SeqCst)
 }

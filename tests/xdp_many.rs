@@ -134,6 +134,7 @@ fn many_connections(queues: u32) {
         if t0.elapsed() > Duration::from_secs(10) {
             return Err(format!("second process took {:?} to fail", t0.elapsed()));
         }
+        eprintln!("second process refused in {:?}: {}", t0.elapsed(), err.lines().last().unwrap_or(""));
 
         // A kernel connection from the second local address with the same ports as
         // feed 2 (server ip:port and local port) is not redirected: it connects, and

@@ -272,8 +272,14 @@ fn xdp_reconnect_with_a_lost_syn_is_saved_by_the_syn_retransmit() {
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
-fn shm_files() -> usize {
-    std::fs::read_dir("/dev/shm").map(|d| d.count()).unwrap_or(0)
+/// This pipeline's shared-memory files (its directory's files, and anything else in
+/// /dev/shm named after it); the rest of /dev/shm belongs to other processes.
+fn shm_files(name: &str) -> usize {
+    let ours = std::fs::read_dir("/dev/shm")
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().contains(name)).count())
+        .unwrap_or(0);
+    let inside = std::fs::read_dir(format!("/dev/shm/pipeline_{name}")).map(|d| d.count()).unwrap_or(0);
+    ours + inside
 }
 fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -332,12 +338,13 @@ fn xdp_200_reconnects_leak_no_frames_fds_shm_or_memory() {
         };
         wait_for(&format!("{WARM}-0"));
         std::thread::sleep(Duration::from_millis(150));
-        let (e0, f0, s0, r0) = (quiet_engine(&ifname), fds(), shm_files(), rss_kib());
+        let (e0, f0, s0, r0) = (quiet_engine(&ifname), fds(), shm_files(&name), rss_kib());
         let t1 = Instant::now();
         wait_for(&format!("{}-0", WARM + 1 + N));
         let dt = t1.elapsed();
         std::thread::sleep(Duration::from_millis(150));
-        let (e1, f1, s1, r1) = (quiet_engine(&ifname), fds(), shm_files(), rss_kib());
+        let (e1, f1, s1, r1) = (quiet_engine(&ifname), fds(), shm_files(&name), rss_kib());
+        assert!(s0 > 0, "found the pipeline's shm files");
         let reconnects = p.stats().get(Counter::Reconnects);
         eprintln!(
             "{N} reconnects in {dt:?} ({:.1} ms each; total {reconnects} since start {:?} ago)\n  before: fds {f0} shm {s0} rss {r0} KiB engine {e0:?}\n  after:  fds {f1} shm {s1} rss {r1} KiB engine {e1:?}",

@@ -735,7 +735,15 @@ impl Pipeline {
             let code = stats.state_code();
             let reconnects = stats.get(Counter::Reconnects);
             let generation = stats.get(Counter::Generation);
-            if reconnects != last_reconnects || generation != last_generation {
+            // `reconnects` counts a loss just before the state moves: a look in
+            // between (still Connected or Closing, same generation) would report a Connected that
+            // never happened. Look again next round.
+            let unmoved = reconnects != last_reconnects
+                && generation == last_generation
+                && (code == State::Connected.code() || code == State::Closing.code())
+                && !stopping;
+            if unmoved {
+            } else if reconnects != last_reconnects || generation != last_generation {
                 // Reconnects faster than the watcher looks: the events it missed, in
                 // order (a new connection comes up before it can be lost again).
                 let st = stats.state();

@@ -63,6 +63,9 @@ pub struct XdpTransport {
     rx_space: usize,
     tls_done: bool,
     eof: Option<String>,
+    /// The peer reset the established connection: reported by `read` once the bytes
+    /// that came before it are read.
+    reset: Option<String>,
     fatal: Option<Error>,
     now_us: u64,
     ack_drops: u64,
@@ -98,6 +101,7 @@ impl XdpTransport {
             rx_space: 1 << 20,
             tls_done: false,
             eof: None,
+            reset: None,
             fatal: None,
             now_us: 0,
             ack_drops: 0,
@@ -313,6 +317,10 @@ impl XdpTransport {
                     self.eof
                         .get_or_insert_with(|| "the server closed the TCP connection".into());
                 }
+                Event::Closed(r @ crate::tcp::CloseReason::ResetByPeer { .. }) if self.tls_done => {
+                    // Like a kernel socket: what arrived before the RST is read first.
+                    self.reset.get_or_insert_with(|| r.to_string());
+                }
                 Event::Closed(r) => {
                     if r.is_error() {
                         self.fatal.get_or_insert(r.to_error());
@@ -361,6 +369,9 @@ impl Transport for XdpTransport {
 
     fn read(&mut self, buf: &mut [u8], _now_ns: u64) -> Result<usize> {
         match self.tls.read_plaintext(buf) {
+            Ok(0) if self.tls.buffered_ciphertext() == 0 && self.reset.is_some() => {
+                Err(Error::Reset(self.reset.clone().unwrap_or_default()))
+            }
             Ok(0) => match &self.eof {
                 Some(why) if self.tls.buffered_ciphertext() == 0 => Err(Error::Closed(why.clone())),
                 _ => Ok(0),
@@ -523,6 +534,7 @@ impl XdpTransport {
         self.conn_counted = false;
         self.tls_done = false;
         self.eof = None;
+        self.reset = None;
         self.fatal = None;
         self.connect_deadline_us = Some(self.now_us + d.timeout.as_micros() as u64);
         Ok(())

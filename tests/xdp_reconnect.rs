@@ -355,8 +355,8 @@ fn xdp_200_reconnects_leak_no_frames_fds_shm_or_memory() {
         assert_eq!(e1.flows_replaced - e0.flows_replaced, N as u64 + 1);
         // Every frame is somewhere the engine knows: free, or held by the connection.
         let pools = [pipeline::config::ACK_FRAMES, pipeline::config::PONG_FRAMES, pipeline::config::MSG_FRAMES];
-        for k in 0..3 {
-            assert_eq!(e1.tx_free[k] + e1.tx_held[k], pools[k], "pool {k}: {e1:?}");
+        for (k, size) in pools.iter().enumerate() {
+            assert_eq!(e1.tx_free[k] + e1.tx_held[k], *size, "pool {k}: {e1:?}");
         }
         assert_eq!((e1.tx_in_flight, e1.rx_held, e1.rx_refill_pending), (0, 0, 0), "{e1:?}");
         // Free ACK/PONG frames exactly as before; data frames the connection keeps as
@@ -452,8 +452,8 @@ fn xdp_reconnects_under_the_fault_hook_pass_the_old_flows_frames() {
         let e = quiet_engine(&ifname);
         eprintln!("fault hook: {N} reconnects; engine {e:?}");
         let pools = [pipeline::config::ACK_FRAMES, pipeline::config::PONG_FRAMES, pipeline::config::MSG_FRAMES];
-        for k in 0..3 {
-            assert_eq!(e.tx_free[k] + e.tx_held[k], pools[k], "pool {k}: {e:?}");
+        for (k, size) in pools.iter().enumerate() {
+            assert_eq!(e.tx_free[k] + e.tx_held[k], *size, "pool {k}: {e:?}");
         }
         assert_eq!(e.tx_refused, 0);
         assert_eq!(e.xdp.pools.rx_bad_release, 0, "no frame released twice");

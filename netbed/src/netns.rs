@@ -312,6 +312,49 @@ impl TestBed {
         let _ = std::fs::remove_file(path);
     }
 
+    /// A black hole: the server's namespace drops every packet from and to the client
+    /// (nftables, input and output hooks), so the server neither sees nor answers
+    /// anything and its kernel sends no RST. `false` removes it. Independent of
+    /// [`TestBed::set_server_loss`].
+    pub fn set_server_blackhole(&self, on: bool) {
+        let _ = self.try_cmd(Side::Server, &["nft", "delete", "table", "inet", "pl_blackhole"]);
+        if !on {
+            return;
+        }
+        let c = self.client_ip;
+        let rules = format!(
+            "table inet pl_blackhole {{\n chain in {{\n  type filter hook input priority -10; policy accept;\n  ip saddr {c} drop\n }}\n chain out {{\n  type filter hook output priority -10; policy accept;\n  ip daddr {c} drop\n }}\n}}\n"
+        );
+        let path = std::env::temp_dir().join(format!("{}-blackhole.nft", self.server_ns));
+        std::fs::write(&path, rules).expect("write nft rules");
+        self.server_cmd(&["nft", "-f", path.to_str().expect("utf-8 path")]);
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// While on, the server's input hook drops every SYN from the client (segments of
+    /// established connections pass), counting them ([`TestBed::dropped_client_syns`]).
+    /// For testing a lost SYN's retransmission.
+    pub fn drop_client_syns(&self, on: bool) {
+        let _ = self.try_cmd(Side::Server, &["nft", "delete", "table", "inet", "pl_syn"]);
+        if !on {
+            return;
+        }
+        let c = self.client_ip;
+        let rules = format!(
+            "table inet pl_syn {{\n chain in {{\n  type filter hook input priority -20; policy accept;\n  ip saddr {c} tcp flags & (syn | ack) == syn counter drop\n }}\n}}\n"
+        );
+        let path = std::env::temp_dir().join(format!("{}-syn.nft", self.server_ns));
+        std::fs::write(&path, rules).expect("write nft rules");
+        self.server_cmd(&["nft", "-f", path.to_str().expect("utf-8 path")]);
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Packets the [`TestBed::drop_client_syns`] rule dropped so far.
+    pub fn dropped_client_syns(&self) -> u64 {
+        let (_, out) = self.try_cmd(Side::Server, &["nft", "list", "table", "inet", "pl_syn"]);
+        out.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
     /// `ip -d link show dev <if>` inside the namespace.
     pub fn link_details(&self, side: Side) -> String {
         let out = self.cmd(side, &["ip", "-d", "link", "show", "dev", self.ifname(side)]);

@@ -52,7 +52,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The next hop's MAC: from the neighbour table, asking the kernel to resolve it (a
 /// UDP datagram to the discard port makes it ARP) when it is not there yet.
-fn next_hop_mac(hop: std::net::Ipv4Addr, ifname: &str, timeout: Duration) -> Result<[u8; 6]> {
+pub(crate) fn next_hop_mac(hop: std::net::Ipv4Addr, ifname: &str, timeout: Duration) -> Result<[u8; 6]> {
     let deadline = Instant::now() + timeout;
     let mut poked = false;
     loop {
@@ -122,7 +122,7 @@ fn xdp_setup(
     if let Some(f) = cfg.xdp.tcp_tweak {
         f(&mut tcfg);
     }
-    let mut conn = crate::tcp::Connection::new(tcfg)?;
+    let mut conn = crate::tcp::Connection::new(tcfg.clone())?;
     conn.connect(crate::stage::now_ns() / 1000)?;
     let ctx = crate::tls::TlsContext::new(&crate::tls::TlsConfig {
         ca_file: cfg.ca_file.clone(),
@@ -130,7 +130,15 @@ fn xdp_setup(
         ..Default::default()
     })?;
     let tls = ctx.client_session(&url.host)?;
-    let t = XdpTransport::new(conn, tls, tport, port, reg);
+    let t = XdpTransport::new(conn, tls, tport, port, reg).with_dial(crate::stage::XdpDial {
+        host: url.host.clone(),
+        port: url.port,
+        ctx,
+        tcp: tcfg,
+        rx_loss_percent: cfg.xdp.rx_loss_percent,
+        iface_forced: cfg.iface.is_some(),
+        timeout: cfg.timeout,
+    });
     Ok((EngineStage::new(engine, stats.clone()), t))
 }
 
@@ -727,7 +735,15 @@ impl Pipeline {
             let code = stats.state_code();
             let reconnects = stats.get(Counter::Reconnects);
             let generation = stats.get(Counter::Generation);
-            if reconnects != last_reconnects || generation != last_generation {
+            // `reconnects` counts a loss just before the state moves: a look in
+            // between (still Connected or Closing, same generation) would report a Connected that
+            // never happened. Look again next round.
+            let unmoved = reconnects != last_reconnects
+                && generation == last_generation
+                && (code == State::Connected.code() || code == State::Closing.code())
+                && !stopping;
+            if unmoved {
+            } else if reconnects != last_reconnects || generation != last_generation {
                 // Reconnects faster than the watcher looks: the events it missed, in
                 // order (a new connection comes up before it can be lost again).
                 let st = stats.state();

@@ -26,7 +26,7 @@ pub use synthetic::{encode_server_frame, SyntheticCapture, SyntheticScript, Synt
 pub use transport::{FeedOptions, Subscription, Transport, TransportCounters, TransportStage};
 pub use websocket::{Delivery, WebSocketStage};
 pub use xdp_poll::{Engine, EnginePort, EngineStage, EngineStats, Registration, TransportPort, XdpRings};
-pub use xdp_transport::{resolve_v4, XdpTransport};
+pub use xdp_transport::{resolve_v4, XdpDial, XdpTransport};
 
 use crate::error::Result;
 

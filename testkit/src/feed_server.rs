@@ -2,8 +2,9 @@
 //! connection gets the WebSocket upgrade, then text messages `"<conn>-<i>"` every
 //! `interval`, and ends the way its [`Ending`] says after `messages` of them: a TCP
 //! RST, a FIN (no close frame), a close frame 1001, or a stall (the connection stays
-//! open but nothing is sent, read or answered, PINGs included: a black hole at the
-//! WebSocket level). It records what each connection received (the subscription check)
+//! open but nothing is sent or answered, PINGs included: a black hole at the WebSocket
+//! level; what the client sends is read and discarded, so the connection's thread and
+//! socket go when the client ends it). It records what each connection received (the subscription check)
 //! and whether its TLS session was resumed.
 
 use std::collections::VecDeque;
@@ -40,6 +41,7 @@ pub struct ConnRecord {
 }
 
 pub struct FeedServer {
+    pub host: String,
     pub port: u16,
     pub tls: bool,
     plan: Arc<Mutex<VecDeque<(usize, Ending)>>>,
@@ -102,14 +104,21 @@ impl FeedServer {
 
     /// On a given port (0: any), e.g. a server coming back where it was.
     pub fn start_on(tls: bool, port: u16, plan: Vec<(usize, Ending)>, interval: Duration) -> FeedServer {
-        let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        Self::start_at("127.0.0.1", "server", tls, port, plan, interval)
+    }
+
+    /// On `host:port` with the test CA's leaf certificate `leaf` (e.g. `"veth"` for the
+    /// namespace test bed's 10.200.1.1; call it on a thread inside the server's
+    /// namespace: the listener and every connection's thread stay there).
+    pub fn start_at(host: &str, leaf: &str, tls: bool, port: u16, plan: Vec<(usize, Ending)>, interval: Duration) -> FeedServer {
+        let l = TcpListener::bind((host, port)).unwrap();
         let port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
         let plan = Arc::new(Mutex::new(VecDeque::from(plan)));
         let conns: Arc<Mutex<Vec<Arc<Mutex<ConnRecord>>>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = tls.then(|| {
-            let (c, k) = certs().leaf("server");
+            let (c, k) = certs().leaf(leaf);
             TlsContext::new_server(&c, &k, TlsVersion::Tls12, TlsVersion::Tls13).unwrap()
         });
         let (p, cs, st) = (plan.clone(), conns.clone(), stop.clone());
@@ -132,11 +141,11 @@ impl FeedServer {
                 }
             }
         });
-        FeedServer { port, tls, plan, conns, stop }
+        FeedServer { host: host.to_string(), port, tls, plan, conns, stop }
     }
 
     pub fn url(&self) -> String {
-        format!("{}://127.0.0.1:{}/feed", if self.tls { "wss" } else { "ws" }, self.port)
+        format!("{}://{}:{}/feed", if self.tls { "wss" } else { "ws" }, self.host, self.port)
     }
 
     /// Connections accepted so far.
@@ -215,6 +224,9 @@ fn serve(
     let mut closing_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         if stalled {
+            // Read and discard (PINGs unanswered), so the connection ends (and its
+            // socket closes) when the client goes away.
+            io.read(&mut buf)?;
             std::thread::sleep(Duration::from_millis(5));
             continue;
         }

@@ -44,6 +44,10 @@ pub mod ffi;
 mod ffi;
 
 pub mod error;
+// Note for the layers: an expression path `crate::pipeline::f(..)` from inside another
+// layer made rustc load the dev-dependency copy of this crate into the unit-test binary
+// (two copies of every `#[no_mangle]` C function: a link error). Shared helpers live in
+// their layer (e.g. `xdp::addr::next_hop_mac`), and layers do not call into `pipeline`.
 pub mod pipeline;
 
 pub use error::{Error, Result};

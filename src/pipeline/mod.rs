@@ -50,29 +50,6 @@ pub use crate::xdp::{AttachRequest, FaultConfig, ZeroCopy};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// The next hop's MAC: from the neighbour table, asking the kernel to resolve it (a
-/// UDP datagram to the discard port makes it ARP) when it is not there yet.
-pub(crate) fn next_hop_mac(hop: std::net::Ipv4Addr, ifname: &str, timeout: Duration) -> Result<[u8; 6]> {
-    let deadline = Instant::now() + timeout;
-    let mut poked = false;
-    loop {
-        if let Some(m) = crate::xdp::addr::neighbor_mac(hop, ifname)? {
-            return Ok(m);
-        }
-        if !poked {
-            poked = true;
-            if let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") {
-                let _ = s.send_to(&[0], (hop, 9));
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Net(format!(
-                "no ARP answer from {hop} on {ifname} within {timeout:?}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 
 /// Set up the XDP path: route, MACs, port reservation, this interface's AF_XDP engine
@@ -103,7 +80,7 @@ fn xdp_setup(
     xc.attach = cfg.xdp.attach;
     xc.zero_copy = cfg.xdp.zero_copy;
     let engine = Engine::for_interface(&xc, name, cfg.quiet)?;
-    let hop_mac = next_hop_mac(route.next_hop(server_ip), &ifname, cfg.timeout)?;
+    let hop_mac = crate::xdp::addr::next_hop_mac(route.next_hop(server_ip), &ifname, cfg.timeout)?;
     let port = PortReservation::new(local_ip, 0)?;
     let flow = Flow {
         server_ip,

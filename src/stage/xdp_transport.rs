@@ -508,7 +508,7 @@ impl XdpTransport {
         }
         let local_ip = addr::ipv4_of(&ifname)?;
         let local_mac = addr::mac_of(&ifname)?;
-        let hop_mac = crate::pipeline::next_hop_mac(route.next_hop(server_ip), &ifname, d.timeout)?;
+        let hop_mac = crate::xdp::addr::next_hop_mac(route.next_hop(server_ip), &ifname, d.timeout)?;
         let port = PortReservation::new(local_ip, 0)?;
         let flow = Flow {
             server_ip,

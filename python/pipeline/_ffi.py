@@ -107,6 +107,12 @@ STAT_NAMES = [
     "overruns", "frame_ring_high_water", "frame_ring_full", "app_frames", "app_bytes",
     "polled_frames", "generation", "generation_start", "reconnect_attempt", "reconnect_cause",
     "liveness_timeouts", "user_close",
+    "feed_received", "feed_won", "feed_dups", "feed_keyless_won", "feed_keyless_dropped",
+    "feed_held", "feed_ups", "feed_downs", "feed_lag_sum_ns", "feed_lag_max_ns",
+    "feed_lag_unknown",
+] + ["feed_lag_b%02d" % b for b in range(24)] + [
+    "feed_delivered", "feed_gaps", "feed_gap_seqs", "feed_rotations",
+    "feed_rotation_aborts", "feed_legs_up", "feed_held_now",
 ]
 
 

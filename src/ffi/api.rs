@@ -295,6 +295,29 @@ pub struct PlStats {
     pub reconnect_cause: u64,
     pub liveness_timeouts: u64,
     pub user_close: u64,
+    /// Feed leg counters (docs/feed.md): messages received, won, duplicates,
+    /// keyless won / dropped, held, ups, downs, lag sum / max / unknown, and the lag
+    /// histogram (bucket 0 < 1 us, bucket b in 1..=22 is [2^(b-1), 2^b) us, 23 above).
+    pub feed_received: u64,
+    pub feed_won: u64,
+    pub feed_dups: u64,
+    pub feed_keyless_won: u64,
+    pub feed_keyless_dropped: u64,
+    pub feed_held: u64,
+    pub feed_ups: u64,
+    pub feed_downs: u64,
+    pub feed_lag_sum_ns: u64,
+    pub feed_lag_max_ns: u64,
+    pub feed_lag_unknown: u64,
+    pub feed_lag: [u64; 24],
+    /// Feed-wide counters (in the feed's own region).
+    pub feed_delivered: u64,
+    pub feed_gaps: u64,
+    pub feed_gap_seqs: u64,
+    pub feed_rotations: u64,
+    pub feed_rotation_aborts: u64,
+    pub feed_legs_up: u64,
+    pub feed_held_now: u64,
 }
 static_assertions::const_assert_eq!(std::mem::size_of::<PlStats>(), COUNTERS * 8);
 

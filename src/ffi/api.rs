@@ -352,7 +352,7 @@ struct CCallback {
 // AppClient stage's thread (documented on `pl_on_message`).
 unsafe impl Send for CCallback {}
 
-unsafe fn opt_str(p: *const c_char, what: &str) -> Result<Option<String>> {
+pub(super) unsafe fn opt_str(p: *const c_char, what: &str) -> Result<Option<String>> {
     if p.is_null() {
         return Ok(None);
     }
@@ -429,7 +429,7 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
     })
 }
 
-unsafe fn to_config(c: &PlConfig) -> Result<Config> {
+pub(super) unsafe fn to_config(c: &PlConfig) -> Result<Config> {
     // SAFETY (whole function): pointers come from the caller's PlConfig, documented
     // as NUL-terminated strings or arrays of the stated lengths.
     let url = unsafe { opt_str(c.url, "url")? }.ok_or(Error::NullArg("cfg->url"))?;
@@ -1061,7 +1061,7 @@ pub struct PlDisconnect {
 }
 
 /// Copy `s` into `dst` NUL-terminated, truncated at a NUL or to fit.
-fn fill_cstr(dst: &mut [c_char], s: &str) {
+pub(super) fn fill_cstr(dst: &mut [c_char], s: &str) {
     let b = s.split('\0').next().unwrap_or("").as_bytes();
     let n = b.len().min(dst.len().saturating_sub(1));
     for (d, &c) in dst.iter_mut().zip(&b[..n]) {

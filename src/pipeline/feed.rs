@@ -142,8 +142,10 @@ impl std::fmt::Display for FeedEvent {
 enum Fate {
     /// With the arbiter (held, or just handed in).
     Given,
-    /// Delivered: in the output queue or with the consumer.
+    /// Delivered: in the output queue.
     Delivered,
+    /// Handed to the consumer (a `FeedFrame`, a C `PlFeedItem`).
+    HandedOut,
     /// Dropped or consumed.
     Done,
 }
@@ -171,7 +173,7 @@ struct Leg {
     ended: bool,
 }
 
-enum Out {
+pub(crate) enum Out {
     Frame { leg: usize, raw: RawFrame, key: Option<Key> },
     Event(FeedEvent),
 }
@@ -524,7 +526,10 @@ impl Feed {
         }
         match self.out.pop_front()? {
             Out::Event(e) => Some(FeedItem::Event(e)),
-            Out::Frame { leg, raw, key } => Some(FeedItem::Frame(FeedFrame { feed: self, leg, raw, key })),
+            Out::Frame { leg, raw, key } => {
+                self.hand_out(leg, raw.pos);
+                Some(FeedItem::Frame(FeedFrame { feed: self, leg, raw, key }))
+            }
         }
     }
 
@@ -545,7 +550,10 @@ impl Feed {
         loop {
             match self.out.pop_front()? {
                 Out::Event(e) => self.keep_event(e),
-                Out::Frame { leg, raw, key } => return Some(FeedFrame { feed: self, leg, raw, key }),
+                Out::Frame { leg, raw, key } => {
+                    self.hand_out(leg, raw.pos);
+                    return Some(FeedFrame { feed: self, leg, raw, key });
+                }
             }
         }
     }
@@ -593,6 +601,52 @@ impl Feed {
     /// Events [`Feed::next_frame`] had to drop because nobody took them (more than 4096).
     pub fn events_dropped(&self) -> u64 {
         self.events_dropped
+    }
+
+    /// The C API's poll: the next item as positions (no borrow). A frame must be given
+    /// back with [`Feed::release_raw`]; until then its payload stays valid.
+    pub(crate) fn next_raw(&mut self) -> Option<Out> {
+        if self.out.is_empty() {
+            self.pump();
+        }
+        let o = self.out.pop_front()?;
+        if let Out::Frame { leg, raw, .. } = &o {
+            self.hand_out(*leg, raw.pos);
+        }
+        Some(o)
+    }
+
+    fn hand_out(&mut self, leg: usize, pos: u64) {
+        if let Some(l) = self.slots[leg].as_mut() {
+            if let Some(i) = l.find(pos) {
+                l.pending[i].fate = Fate::HandedOut;
+            }
+        }
+    }
+
+    /// The payload of a frame from [`Feed::next_raw`].
+    ///
+    /// # Safety
+    /// The frame must have come from `next_raw` and not be released yet.
+    pub(crate) unsafe fn payload_raw(&self, leg: usize, raw: &RawFrame) -> Option<&[u8]> {
+        let l = self.slots.get(leg)?.as_ref()?;
+        // SAFETY: the caller's contract; the frame is Delivered in its leg's pending list.
+        Some(unsafe { l.rx.reader.payload(raw) })
+    }
+
+    /// The C API's release, in any order: false if `(leg, pos)` is not a frame handed
+    /// out and not yet released.
+    pub(crate) fn release_raw(&mut self, leg: usize, pos: u64) -> bool {
+        let ok = self
+            .slots
+            .get(leg)
+            .and_then(|l| l.as_ref())
+            .and_then(|l| l.find(pos).map(|i| l.pending[i].fate == Fate::HandedOut))
+            .unwrap_or(false);
+        if ok {
+            self.consumed(leg, pos);
+        }
+        ok
     }
 
     fn keep_event(&mut self, e: FeedEvent) {
@@ -648,6 +702,7 @@ impl Feed {
             let _ = o.thread.join();
         }
         self.out.clear();
+        self.publish_stats();
         for s in self.slots.iter_mut() {
             if let Some(l) = s.take() {
                 l.p.stop();
@@ -703,7 +758,7 @@ impl Feed {
         self.finish_retired();
         if now.saturating_sub(self.stats_at) >= STATS_EVERY_NS {
             self.stats_at = now;
-            self.write_stats();
+            self.publish_stats();
         }
     }
 
@@ -911,7 +966,9 @@ impl Feed {
         }
     }
 
-    fn write_stats(&self) {
+    /// Copy the arbiter's counters into the stats regions now (the merge step does it
+    /// every 10 ms, and at stop).
+    pub fn publish_stats(&self) {
         for (i, l) in self.slots.iter().enumerate() {
             if let Some(l) = l {
                 l.write_stats(self.arbiter.stats(i));

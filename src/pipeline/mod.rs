@@ -13,7 +13,7 @@
 //! ```
 
 mod config;
-mod feed;
+pub(crate) mod feed;
 
 pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind, XdpOptions};

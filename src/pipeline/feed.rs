@@ -10,8 +10,10 @@
 //!     match feed.next_timeout(std::time::Duration::from_secs(1)) {
 //!         Some(FeedItem::Frame(f)) => println!("leg {}: {}", f.leg(), f.text().unwrap_or("")),
 //!         Some(FeedItem::Event(e)) => eprintln!("{e}"),
-//!         None if feed.finished() => break,
 //!         None => {}
+//!     }
+//!     if feed.finished() {
+//!         break; // every leg gone for good, everything delivered
 //!     }
 //! }
 //! # Ok::<(), pipeline::Error>(())
@@ -520,6 +522,7 @@ impl Feed {
     }
 
     /// The next item of the merged stream (frame or event), if one is ready.
+    #[allow(clippy::should_implement_trait)] // items borrow the feed: not an Iterator
     pub fn next(&mut self) -> Option<FeedItem<'_>> {
         if self.out.is_empty() {
             self.pump();

@@ -66,9 +66,9 @@ fn ab_disjoint_drops_kill_and_back() {
 
     let (name, _g) = unique("feed_ab");
     let (_g0, _g1, _g2) = (
-        unique(&format!("feed_ab-0")).1,
-        unique(&format!("feed_ab-1")).1,
-        unique(&format!("feed_ab-2")).1,
+        unique("feed_ab-0").1,
+        unique("feed_ab-1").1,
+        unique("feed_ab-2").1,
     );
     let mut cfg = FeedConfig::new(vec![leg(&sa.url()), leg(&sb.url())], KeyExtractor::json("seq").unwrap());
     cfg.name = Some(name.clone());

@@ -140,6 +140,61 @@ typedef enum PlDisconnectKind {
   PL_DISCONNECT_INTERNAL = 17,
 } PlDisconnectKind;
 
+// `PlFeedConfig.key`: how a message's key (stream, sequence) is read.
+typedef enum PlKeyKind {
+  // No key (one leg only).
+  PL_KEY_NONE = 0,
+  // An integer field of a JSON object (`json_field`, a name or a dotted path; the
+  // stream from `json_stream_field` if set, else 0).
+  PL_KEY_JSON = 1,
+  // A fixed-offset binary integer (`binary_offset`, `binary_width` 1/2/4/8,
+  // `binary_big_endian`).
+  PL_KEY_BINARY = 2,
+  // `key_fn(key_user, payload, len, &stream, &seq)` returning 1 (a key) or 0 (none).
+  PL_KEY_CALLBACK = 3,
+} PlKeyKind;
+
+// `PlFeedConfig.mode`.
+typedef enum PlFeedMode {
+  // Deliver a key only if beyond the last delivered (duplicates dropped, never waits).
+  PL_FEED_MONOTONIC = 0,
+  // Keys step by one: a message ahead of a gap is held until another leg fills it or
+  // `hold_us` passes, then a `PL_FEED_GAP` item names the missing range.
+  PL_FEED_CONTIGUOUS = 1,
+} PlFeedMode;
+
+// `PlFeedItem.kind`.
+typedef enum PlFeedItemKind {
+  // A frame of the merged stream (release it with `pl_feed_release`).
+  PL_FEED_FRAME = 1,
+  // Sequences `seq..=to` of `stream` came from no leg within the hold window.
+  PL_FEED_GAP = 2,
+  // Leg `leg` is connected (again); `generation` 0 is its first connection.
+  PL_FEED_LEG_UP = 3,
+  // Leg `leg` lost its connection: `cause` is the `PL_DISCONNECT_*` kind;
+  // `generation` holds the reconnect attempt (0: it will not come back).
+  PL_FEED_LEG_DOWN = 4,
+  // A rotation began: leg `leg` is being opened to replace `old_leg`.
+  PL_FEED_ROTATION_STARTED = 5,
+  // Leg `leg` replaced `old_leg` (`PL_FEED_IN_STEP` in flags unless forced).
+  PL_FEED_ROTATION_DONE = 6,
+  // The new leg `leg` failed or never got in step; `old_leg` carries on.
+  PL_FEED_ROTATION_ABORTED = 7,
+} PlFeedItemKind;
+
+// `PlFeedItem.flags` bits.
+typedef enum PlFeedItemFlags {
+  // The first frame of its leg's new connection after a reconnect.
+  PL_FEED_AFTER_RECONNECT = 1,
+  // The frame has a key (`stream`, `seq`).
+  PL_FEED_HAS_KEY = 2,
+  // A rotation completed in step.
+  PL_FEED_IN_STEP = 4,
+} PlFeedItemFlags;
+
+// A running feed (opaque). Calls are serialised on a lock inside.
+typedef struct pl_feed pl_feed;
+
 // A running pipeline (opaque).
 //
 // Every call but `pl_free` reaches it through a shared reference only: the C caller
@@ -312,7 +367,124 @@ typedef struct PlStats {
   uint64_t reconnect_cause;
   uint64_t liveness_timeouts;
   uint64_t user_close;
+  // Feed leg counters (docs/feed.md): messages received, won, duplicates,
+  // keyless won / dropped, held, ups, downs, lag sum / max / unknown, and the lag
+  // histogram (bucket 0 < 1 us, bucket b in 1..=22 is [2^(b-1), 2^b) us, 23 above).
+  uint64_t feed_received;
+  uint64_t feed_won;
+  uint64_t feed_dups;
+  uint64_t feed_keyless_won;
+  uint64_t feed_keyless_dropped;
+  uint64_t feed_held;
+  uint64_t feed_ups;
+  uint64_t feed_downs;
+  uint64_t feed_lag_sum_ns;
+  uint64_t feed_lag_max_ns;
+  uint64_t feed_lag_unknown;
+  uint64_t feed_lag_b00;
+  uint64_t feed_lag_b01;
+  uint64_t feed_lag_b02;
+  uint64_t feed_lag_b03;
+  uint64_t feed_lag_b04;
+  uint64_t feed_lag_b05;
+  uint64_t feed_lag_b06;
+  uint64_t feed_lag_b07;
+  uint64_t feed_lag_b08;
+  uint64_t feed_lag_b09;
+  uint64_t feed_lag_b10;
+  uint64_t feed_lag_b11;
+  uint64_t feed_lag_b12;
+  uint64_t feed_lag_b13;
+  uint64_t feed_lag_b14;
+  uint64_t feed_lag_b15;
+  uint64_t feed_lag_b16;
+  uint64_t feed_lag_b17;
+  uint64_t feed_lag_b18;
+  uint64_t feed_lag_b19;
+  uint64_t feed_lag_b20;
+  uint64_t feed_lag_b21;
+  uint64_t feed_lag_b22;
+  uint64_t feed_lag_b23;
+  // Feed-wide counters (in the feed's own region).
+  uint64_t feed_delivered;
+  uint64_t feed_gaps;
+  uint64_t feed_gap_seqs;
+  uint64_t feed_rotations;
+  uint64_t feed_rotation_aborts;
+  uint64_t feed_legs_up;
+  uint64_t feed_held_now;
 } PlStats;
+
+// Reads one message's key: return 1 and set `*stream` and `*seq`, or 0 (no key).
+// Called from the thread calling `pl_feed_poll`; `payload` is valid during the call.
+typedef int (*pl_key_fn)(void *user,
+                         const uint8_t *payload,
+                         size_t len,
+                         uint32_t *stream,
+                         uint64_t *seq);
+
+// A feed: `legs_len` connections carrying the same feed, one merged stream.
+typedef struct PlFeedConfig {
+  // One `PlConfig` per leg (polling delivery: `on_message` NULL; messages, not
+  // frames). Their `name` is ignored: leg i is `<name>-<i>`.
+  const struct PlConfig *legs;
+  size_t legs_len;
+  // The feed's shared-memory name (its counters: `pipeline stat NAME`); NULL: chosen.
+  const char *name;
+  // A `PlKeyKind`.
+  uint32_t key;
+  const char *json_field;
+  const char *json_stream_field;
+  size_t binary_offset;
+  uint32_t binary_width;
+  bool binary_big_endian;
+  pl_key_fn key_fn;
+  void *key_user;
+  // `PL_FEED_MONOTONIC` or `PL_FEED_CONTIGUOUS`.
+  uint32_t mode;
+  // Contiguous mode: the hold window in microseconds (default 1000; 0: never wait).
+  uint32_t hold_us;
+  // Contiguous mode: most messages held at once (default 4096).
+  uint32_t hold_capacity;
+  // The leg keyless messages come from while it is up (default 0).
+  uint32_t primary;
+  // Rotate (make before break) every this many milliseconds (0: only on request).
+  uint32_t rotate_every_ms;
+  // Do not print the feed's line on stderr.
+  bool quiet;
+} PlFeedConfig;
+
+// One item of the merged stream: a frame (read in place in its leg's MSG_INBOX) or an
+// event (`text` says it in one line).
+typedef struct PlFeedItem {
+  // A `PlFeedItemKind`.
+  uint32_t kind;
+  // The frame's leg; the leg of a LEG_* event; the new leg of a ROTATION_* event.
+  uint32_t leg;
+  // Frames: the payload, valid until `pl_feed_release` of this item.
+  const uint8_t *payload;
+  size_t len;
+  // Frames: 1 text, 2 binary.
+  uint32_t opcode;
+  // `PlFeedItemFlags` bits: `PL_FEED_AFTER_RECONNECT`, `PL_FEED_HAS_KEY`, `PL_FEED_IN_STEP`.
+  uint32_t flags;
+  // Library use: the frame's position in its leg's MSG_INBOX.
+  uint64_t pos;
+  // Frames with a key and gaps: the stream.
+  uint32_t stream;
+  // ROTATION_*: the old leg.
+  uint32_t old_leg;
+  // Frames: the key's sequence; gaps: the first missing sequence.
+  uint64_t seq;
+  // Gaps: the last missing sequence.
+  uint64_t to;
+  // LEG_UP: the generation; LEG_DOWN: the reconnect attempt (0: not reconnecting).
+  uint64_t generation;
+  // LEG_DOWN: the `PL_DISCONNECT_*` kind of the loss.
+  uint32_t cause;
+  // Events: one line for people, NUL-terminated ("" for frames).
+  char text[160];
+} PlFeedItem;
 
 #ifdef __cplusplus
 extern "C" {
@@ -470,6 +642,65 @@ enum PlResult pl_stop(struct pl_pipeline *p);
 // # Safety
 // `p` from `pl_start`, not in use by any other thread, not used afterwards.
 void pl_free(struct pl_pipeline *p);
+
+// Fill `cfg` with the defaults (no legs, JSON key unset, monotonic, 1 ms hold).
+//
+// # Safety
+// `cfg` NULL or writable.
+enum PlResult pl_feed_config_init(struct PlFeedConfig *cfg);
+
+// Start every leg and the merge; `*out` is written only on success. Free it with
+// `pl_feed_free`.
+//
+// # Safety
+// `cfg` initialised (`pl_feed_config_init`), `legs` pointing to `legs_len` PlConfigs;
+// `out` writable.
+enum PlResult pl_feed_start(const struct PlFeedConfig *cfg, struct pl_feed **out);
+
+// The next item without blocking: `PL_OK` and `*out` filled (a frame or an event), or
+// `PL_ERR_WOULD_BLOCK` (nothing yet), or `PL_ERR_CLOSED` (every leg gone and drained).
+// Frames may be released in any order; each one pins its leg's MSG_INBOX from its
+// position on until released.
+//
+// # Safety
+// `f` from `pl_feed_start`, `out` writable.
+enum PlResult pl_feed_poll(struct pl_feed *f, struct PlFeedItem *out);
+
+// Done with a frame item from `pl_feed_poll` (events need no release). An item that is
+// not a frame handed out and not yet released is `PL_ERR_CONFIG`.
+//
+// # Safety
+// `f` from `pl_feed_start`; `item` readable.
+enum PlResult pl_feed_release(struct pl_feed *f, const struct PlFeedItem *item);
+
+// Rotate now (make before break): a new leg like the oldest one replaces it once in
+// step. `forced` (a server's shutdown notice): replace it even if never in step.
+//
+// # Safety
+// `f` from `pl_feed_start`.
+enum PlResult pl_feed_rotate(struct pl_feed *f, bool forced);
+
+// Counters: `leg` < 0 gives the feed's own (`feed_delivered`, `feed_gaps`, ..., and
+// the legs' feed counters summed); otherwise that leg's pipeline counters with its
+// `feed_*` counters (won, dups, lag histogram). `PL_ERR_CONFIG` for an empty slot.
+//
+// # Safety
+// `f` from `pl_feed_start`; `out` writable.
+enum PlResult pl_feed_get_stats(struct pl_feed *f, int leg, struct PlStats *out);
+
+// Close every leg (the close handshake; they do not reconnect). Poll until
+// `PL_ERR_CLOSED` to drain.
+//
+// # Safety
+// `f` from `pl_feed_start`; `reason` NULL or NUL-terminated.
+enum PlResult pl_feed_close(struct pl_feed *f, uint16_t code, const char *reason);
+
+// Stop every leg and free the feed. NULL is a no-op; no other call on `f` may be
+// running or come later.
+//
+// # Safety
+// `f` from `pl_feed_start`, not used afterwards.
+void pl_feed_free(struct pl_feed *f);
 
 #ifdef __cplusplus
 }  // extern "C"

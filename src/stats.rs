@@ -137,6 +137,88 @@ counters! {
     /// Application: 1 once `Pipeline::close` queued our close (a loss after it never
     /// reconnects).
     UserClose = "user_close",
+    // ---- Feeds (`pipeline::Feed`, docs/feed.md): written by the feed's merge step (the
+    // consumer), the leg counters in each leg's region, the feed-wide ones in the feed's
+    // own region (`/dev/shm/pipeline_<feed>/stats.shm`).
+    /// Feed leg: messages this leg brought to the arbiter.
+    FeedReceived = "feed_received",
+    /// Feed leg: keyed messages delivered from this leg (it brought them first).
+    FeedWon = "feed_won",
+    /// Feed leg: keyed messages dropped as duplicates (another leg was first).
+    FeedDups = "feed_dups",
+    /// Feed leg: keyless messages delivered (this leg was the primary).
+    FeedKeylessWon = "feed_keyless_won",
+    /// Feed leg: keyless messages dropped (not the primary).
+    FeedKeylessDropped = "feed_keyless_dropped",
+    /// Feed leg: messages held at some point (contiguous mode, waiting for a gap to fill).
+    FeedHeld = "feed_held",
+    /// Feed leg: times the leg came up (connected) / went down.
+    FeedUps = "feed_ups",
+    FeedDowns = "feed_downs",
+    /// Feed leg: sum and maximum of the lag behind the winner (ns), and duplicates whose
+    /// winner was no longer remembered.
+    FeedLagSumNs = "feed_lag_sum_ns",
+    FeedLagMaxNs = "feed_lag_max_ns",
+    FeedLagUnknown = "feed_lag_unknown",
+    /// Feed leg: duplicates that trailed the winner by < 1 us (lag histogram bucket 0).
+    FeedLag00 = "feed_lag_b00",
+    /// Feed leg: duplicates that trailed the winner by [1, 2) us (lag histogram bucket 1).
+    FeedLag01 = "feed_lag_b01",
+    /// Feed leg: duplicates that trailed the winner by [2, 4) us (lag histogram bucket 2).
+    FeedLag02 = "feed_lag_b02",
+    /// Feed leg: duplicates that trailed the winner by [4, 8) us (lag histogram bucket 3).
+    FeedLag03 = "feed_lag_b03",
+    /// Feed leg: duplicates that trailed the winner by [8, 16) us (lag histogram bucket 4).
+    FeedLag04 = "feed_lag_b04",
+    /// Feed leg: duplicates that trailed the winner by [16, 32) us (lag histogram bucket 5).
+    FeedLag05 = "feed_lag_b05",
+    /// Feed leg: duplicates that trailed the winner by [32, 64) us (lag histogram bucket 6).
+    FeedLag06 = "feed_lag_b06",
+    /// Feed leg: duplicates that trailed the winner by [64, 128) us (lag histogram bucket 7).
+    FeedLag07 = "feed_lag_b07",
+    /// Feed leg: duplicates that trailed the winner by [128, 256) us (lag histogram bucket 8).
+    FeedLag08 = "feed_lag_b08",
+    /// Feed leg: duplicates that trailed the winner by [256, 512) us (lag histogram bucket 9).
+    FeedLag09 = "feed_lag_b09",
+    /// Feed leg: duplicates that trailed the winner by [512, 1024) us (lag histogram bucket 10).
+    FeedLag10 = "feed_lag_b10",
+    /// Feed leg: duplicates that trailed the winner by [1024, 2048) us (lag histogram bucket 11).
+    FeedLag11 = "feed_lag_b11",
+    /// Feed leg: duplicates that trailed the winner by [2048, 4096) us (lag histogram bucket 12).
+    FeedLag12 = "feed_lag_b12",
+    /// Feed leg: duplicates that trailed the winner by [4096, 8192) us (lag histogram bucket 13).
+    FeedLag13 = "feed_lag_b13",
+    /// Feed leg: duplicates that trailed the winner by [8192, 16384) us (lag histogram bucket 14).
+    FeedLag14 = "feed_lag_b14",
+    /// Feed leg: duplicates that trailed the winner by [16384, 32768) us (lag histogram bucket 15).
+    FeedLag15 = "feed_lag_b15",
+    /// Feed leg: duplicates that trailed the winner by [32768, 65536) us (lag histogram bucket 16).
+    FeedLag16 = "feed_lag_b16",
+    /// Feed leg: duplicates that trailed the winner by [65536, 131072) us (lag histogram bucket 17).
+    FeedLag17 = "feed_lag_b17",
+    /// Feed leg: duplicates that trailed the winner by [131072, 262144) us (lag histogram bucket 18).
+    FeedLag18 = "feed_lag_b18",
+    /// Feed leg: duplicates that trailed the winner by [262144, 524288) us (lag histogram bucket 19).
+    FeedLag19 = "feed_lag_b19",
+    /// Feed leg: duplicates that trailed the winner by [524288, 1048576) us (lag histogram bucket 20).
+    FeedLag20 = "feed_lag_b20",
+    /// Feed leg: duplicates that trailed the winner by [1048576, 2097152) us (lag histogram bucket 21).
+    FeedLag21 = "feed_lag_b21",
+    /// Feed leg: duplicates that trailed the winner by [2097152, 4194304) us (lag histogram bucket 22).
+    FeedLag22 = "feed_lag_b22",
+    /// Feed leg: duplicates that trailed the winner by >= 4194304 us (lag histogram bucket 23).
+    FeedLag23 = "feed_lag_b23",
+    /// Feed: messages delivered on the merged stream.
+    FeedDelivered = "feed_delivered",
+    /// Feed: gap events, and sequence numbers they named.
+    FeedGaps = "feed_gaps",
+    FeedGapSeqs = "feed_gap_seqs",
+    /// Feed: rotations completed / aborted (the new leg never got in step).
+    FeedRotations = "feed_rotations",
+    FeedRotationAborts = "feed_rotation_aborts",
+    /// Feed: legs up now, and messages held now.
+    FeedLegsUp = "feed_legs_up",
+    FeedHeldNow = "feed_held_now",
 }
 
 /// Number of counter slots.

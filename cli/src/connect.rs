@@ -13,11 +13,14 @@ use crate::signals::{self, interrupted};
 use crate::stat::json;
 use crate::{option_value, usage_error};
 
-struct Opts {
-    cfg: Config,
-    sends: Vec<String>,
-    count: Option<u64>,
-    stats_json: Option<String>,
+pub(crate) struct Opts {
+    pub(crate) cfg: Config,
+    /// Further URLs: legs of one feed with the first.
+    pub(crate) more_urls: Vec<String>,
+    pub(crate) feed: crate::feed::FeedOpts,
+    pub(crate) sends: Vec<String>,
+    pub(crate) count: Option<u64>,
+    pub(crate) stats_json: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -26,6 +29,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut cfg = Config::new("");
     let mut o = Opts {
         cfg: Config::new(""),
+        more_urls: Vec::new(),
+        feed: Default::default(),
         sends: Vec::new(),
         count: None,
         stats_json: None,
@@ -106,6 +111,22 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 cfg.close_timeout = Duration::from_secs_f64(s);
             }
             "--stats-json" => o.stats_json = Some(val("--stats-json")?),
+            "--dedup-json-field" => o.feed.field = Some(val("--dedup-json-field")?),
+            "--contiguous" => o.feed.contiguous = true,
+            "--hold-ms" => {
+                let v: f64 = val("--hold-ms")?.parse().map_err(|_| "--hold-ms needs milliseconds".to_string())?;
+                if !(v >= 0.0 && v <= 60_000.0) {
+                    return Err("--hold-ms must be between 0 and 60000".into());
+                }
+                o.feed.hold_ms = Some(v);
+            }
+            "--rotate-every" => {
+                let v: f64 = val("--rotate-every")?.parse().map_err(|_| "--rotate-every needs seconds".to_string())?;
+                if !(v >= 0.1 && v < 86_400.0) {
+                    return Err("--rotate-every must be between 0.1 and 86400 seconds".into());
+                }
+                o.feed.rotate_every = Some(v);
+            }
             "--name" => cfg.name = Some(val("--name")?),
             "--frames" => cfg.delivery = Delivery::Frames,
             "--external-consumer" => cfg.external_consumer = true,
@@ -118,13 +139,21 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             s if s.starts_with('-') => return Err(format!("unknown option {s:?}")),
             s => {
-                if url.replace(s.to_string()).is_some() {
-                    return Err("only one URL".into());
+                if url.is_none() {
+                    url = Some(s.to_string());
+                } else {
+                    o.more_urls.push(s.to_string());
                 }
             }
         }
     }
     cfg.url = url.ok_or("connect needs a URL")?;
+    if !o.more_urls.is_empty() && o.feed.field.is_none() {
+        return Err("several URLs are legs of one feed and need a key to arbitrate on: --dedup-json-field NAME".into());
+    }
+    if o.feed.field.is_none() && (o.feed.contiguous || o.feed.hold_ms.is_some()) {
+        return Err("--contiguous and --hold-ms go with --dedup-json-field NAME".into());
+    }
     if let Some(n) = synthetic {
         let mut data = Vec::new();
         for i in 0..n {
@@ -158,7 +187,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {
         s.push_str(&format!("{x:02x}"));
@@ -195,6 +224,9 @@ pub fn main(args: &[String]) -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     signals::install(&[libc::SIGINT, libc::SIGTERM]);
+    if o.feed.wanted() || !o.more_urls.is_empty() {
+        return crate::feed::main(o);
+    }
     let mut p = match Pipeline::start(o.cfg) {
         Ok(p) => p,
         Err(e) => {

@@ -3,6 +3,7 @@
 
 mod connect;
 mod demo;
+mod feed;
 mod signals;
 mod stat;
 
@@ -10,7 +11,9 @@ use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage:
-  pipeline connect URL [options]   print each received message (text as a line, binary as hex)
+  pipeline connect URL [URL ...] [options]
+                                   print each received message (text as a line, binary as hex);
+                                   several URLs are the legs of one feed (A/B), merged by key
       --transport xdp|kernel       byte transport (default kernel)
       --iface IF                   interface for --transport xdp
       --layout processes|threads|inline
@@ -24,6 +27,14 @@ usage:
       --subscribe TEXT             send TEXT after every (re)connect, before it is reported connected
       --ping-interval SECS         client PING every SECS (with --liveness-timeout)
       --liveness-timeout SECS      dead after SECS without data or PONG (then reconnect)
+      --dedup-json-field NAME      a feed: the key is the integer field NAME of each JSON message
+                                   (e.g. seq, or Binance's u); monotonic: duplicates dropped
+      --contiguous                 keys step by one: hold a message ahead of a gap until another
+                                   leg fills it or --hold-ms passes, then a gap event
+      --hold-ms MS                 the hold window (default 1)
+      --rotate-every SECS          make-before-break: every SECS open a new leg, retire the old
+                                   one once it is in step (no gap, no duplicate)
+                                   (feed events -- gap, leg up/down, rotation -- go to stderr)
       --count N                    stop after N messages with a normal close
       --timeout SECS               handshake deadline (default 10)
       --close-timeout SECS         how long to wait for the server's close (default 5)

@@ -65,11 +65,34 @@ fn table(name: &str, counters: &[(String, u64)], reason: Option<&DisconnectReaso
     if let Some(r) = reason {
         s.push_str(&format!("reason: {} [{}]\n", r.message, r.kind.name()));
     }
+    // Feed counters only where a feed wrote them; the lag histogram on one line.
+    let feed = counters.iter().any(|(n, v)| n.starts_with("feed_") && *v != 0);
     for (n, v) in counters {
-        if matches!(n.as_str(), "state" | "layout" | "wait") {
+        if matches!(n.as_str(), "state" | "layout" | "wait")
+            || (n.starts_with("feed_") && !feed)
+            || n.starts_with("feed_lag_b")
+        {
             continue;
         }
         s.push_str(&format!("  {n:<24} {v:>16}\n"));
+    }
+    if feed {
+        let mut h = String::new();
+        for (n, v) in counters {
+            if let Some(b) = n.strip_prefix("feed_lag_b").and_then(|b| b.parse::<u32>().ok()) {
+                if *v != 0 {
+                    let edge = match b {
+                        0 => "<1us".to_string(),
+                        23.. => ">=4.2s".to_string(),
+                        b => format!("<{}us", 1u64 << b),
+                    };
+                    h.push_str(&format!(" {edge}:{v}"));
+                }
+            }
+        }
+        if !h.is_empty() {
+            s.push_str(&format!("  feed lag behind winner  {h}\n"));
+        }
     }
     s
 }

@@ -107,11 +107,67 @@ STAT_NAMES = [
     "overruns", "frame_ring_high_water", "frame_ring_full", "app_frames", "app_bytes",
     "polled_frames", "generation", "generation_start", "reconnect_attempt", "reconnect_cause",
     "liveness_timeouts", "user_close",
+    "feed_received", "feed_won", "feed_dups", "feed_keyless_won", "feed_keyless_dropped",
+    "feed_held", "feed_ups", "feed_downs", "feed_lag_sum_ns", "feed_lag_max_ns",
+    "feed_lag_unknown",
+] + ["feed_lag_b%02d" % b for b in range(24)] + [
+    "feed_delivered", "feed_gaps", "feed_gap_seqs", "feed_rotations",
+    "feed_rotation_aborts", "feed_legs_up", "feed_held_now",
 ]
 
 
 class PlStats(ctypes.Structure):
     _fields_ = [(n, c_uint64) for n in STAT_NAMES]
+
+
+KEY_NONE, KEY_JSON, KEY_BINARY, KEY_CALLBACK = 0, 1, 2, 3
+FEED_MONOTONIC, FEED_CONTIGUOUS = 0, 1
+FEED_ITEM_KINDS = {1: "frame", 2: "gap", 3: "leg_up", 4: "leg_down", 5: "rotation_started",
+                   6: "rotation_done", 7: "rotation_aborted"}
+FEED_AFTER_RECONNECT, FEED_HAS_KEY, FEED_IN_STEP = 1, 2, 4
+
+KEY_FN = CFUNCTYPE(c_int, c_void_p, POINTER(c_uint8), c_size_t, POINTER(c_uint32), POINTER(c_uint64))
+
+
+class PlFeedConfig(ctypes.Structure):
+    _fields_ = [
+        ("legs", POINTER(PlConfig)),
+        ("legs_len", c_size_t),
+        ("name", c_char_p),
+        ("key", c_uint32),  # a PlKeyKind value
+        ("json_field", c_char_p),
+        ("json_stream_field", c_char_p),
+        ("binary_offset", c_size_t),
+        ("binary_width", c_uint32),
+        ("binary_big_endian", c_bool),
+        ("key_fn", KEY_FN),
+        ("key_user", c_void_p),
+        ("mode", c_uint32),  # a PlFeedMode value
+        ("hold_us", c_uint32),
+        ("hold_capacity", c_uint32),
+        ("primary", c_uint32),
+        ("rotate_every_ms", c_uint32),
+        ("quiet", c_bool),
+    ]
+
+
+class PlFeedItem(ctypes.Structure):
+    _fields_ = [
+        ("kind", c_uint32),  # a PlFeedItemKind value
+        ("leg", c_uint32),
+        ("payload", c_void_p),
+        ("len", c_size_t),
+        ("opcode", c_uint32),
+        ("flags", c_uint32),
+        ("pos", c_uint64),
+        ("stream", c_uint32),
+        ("old_leg", c_uint32),
+        ("seq", c_uint64),
+        ("to", c_uint64),
+        ("generation", c_uint64),
+        ("cause", c_uint32),
+        ("text", c_char * 160),
+    ]
 
 
 def _candidates():
@@ -182,5 +238,21 @@ def load():
     lib.pl_stop.argtypes = [c_void_p]
     lib.pl_free.restype = None
     lib.pl_free.argtypes = [c_void_p]
+    lib.pl_feed_config_init.restype = c_int
+    lib.pl_feed_config_init.argtypes = [POINTER(PlFeedConfig)]
+    lib.pl_feed_start.restype = c_int
+    lib.pl_feed_start.argtypes = [POINTER(PlFeedConfig), POINTER(c_void_p)]
+    lib.pl_feed_poll.restype = c_int
+    lib.pl_feed_poll.argtypes = [c_void_p, POINTER(PlFeedItem)]
+    lib.pl_feed_release.restype = c_int
+    lib.pl_feed_release.argtypes = [c_void_p, POINTER(PlFeedItem)]
+    lib.pl_feed_rotate.restype = c_int
+    lib.pl_feed_rotate.argtypes = [c_void_p, c_bool]
+    lib.pl_feed_get_stats.restype = c_int
+    lib.pl_feed_get_stats.argtypes = [c_void_p, c_int, POINTER(PlStats)]
+    lib.pl_feed_close.restype = c_int
+    lib.pl_feed_close.argtypes = [c_void_p, c_uint16, c_char_p]
+    lib.pl_feed_free.restype = None
+    lib.pl_feed_free.argtypes = [c_void_p]
     lib.path = path
     return lib

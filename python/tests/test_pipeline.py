@@ -31,6 +31,8 @@ class Layout(unittest.TestCase):
             "PlFrame": [f[0] for f in _ffi.PlFrame._fields_],
             "PlStats": [f[0] for f in _ffi.PlStats._fields_],
             "PlDisconnect": [f[0] for f in _ffi.PlDisconnect._fields_],
+            "PlFeedConfig": [f[0] for f in _ffi.PlFeedConfig._fields_],
+            "PlFeedItem": [f[0] for f in _ffi.PlFeedItem._fields_],
         }
         src = ['#include "pipeline.h"', "#include <stdio.h>", "#include <stddef.h>", "int main(void){"]
         for st, names in fields.items():

@@ -295,6 +295,52 @@ pub struct PlStats {
     pub reconnect_cause: u64,
     pub liveness_timeouts: u64,
     pub user_close: u64,
+    /// Feed leg counters (docs/feed.md): messages received, won, duplicates,
+    /// keyless won / dropped, held, ups, downs, lag sum / max / unknown, and the lag
+    /// histogram (bucket 0 < 1 us, bucket b in 1..=22 is [2^(b-1), 2^b) us, 23 above).
+    pub feed_received: u64,
+    pub feed_won: u64,
+    pub feed_dups: u64,
+    pub feed_keyless_won: u64,
+    pub feed_keyless_dropped: u64,
+    pub feed_held: u64,
+    pub feed_ups: u64,
+    pub feed_downs: u64,
+    pub feed_lag_sum_ns: u64,
+    pub feed_lag_max_ns: u64,
+    pub feed_lag_unknown: u64,
+    pub feed_lag_b00: u64,
+    pub feed_lag_b01: u64,
+    pub feed_lag_b02: u64,
+    pub feed_lag_b03: u64,
+    pub feed_lag_b04: u64,
+    pub feed_lag_b05: u64,
+    pub feed_lag_b06: u64,
+    pub feed_lag_b07: u64,
+    pub feed_lag_b08: u64,
+    pub feed_lag_b09: u64,
+    pub feed_lag_b10: u64,
+    pub feed_lag_b11: u64,
+    pub feed_lag_b12: u64,
+    pub feed_lag_b13: u64,
+    pub feed_lag_b14: u64,
+    pub feed_lag_b15: u64,
+    pub feed_lag_b16: u64,
+    pub feed_lag_b17: u64,
+    pub feed_lag_b18: u64,
+    pub feed_lag_b19: u64,
+    pub feed_lag_b20: u64,
+    pub feed_lag_b21: u64,
+    pub feed_lag_b22: u64,
+    pub feed_lag_b23: u64,
+    /// Feed-wide counters (in the feed's own region).
+    pub feed_delivered: u64,
+    pub feed_gaps: u64,
+    pub feed_gap_seqs: u64,
+    pub feed_rotations: u64,
+    pub feed_rotation_aborts: u64,
+    pub feed_legs_up: u64,
+    pub feed_held_now: u64,
 }
 static_assertions::const_assert_eq!(std::mem::size_of::<PlStats>(), COUNTERS * 8);
 
@@ -329,7 +375,7 @@ struct CCallback {
 // AppClient stage's thread (documented on `pl_on_message`).
 unsafe impl Send for CCallback {}
 
-unsafe fn opt_str(p: *const c_char, what: &str) -> Result<Option<String>> {
+pub(super) unsafe fn opt_str(p: *const c_char, what: &str) -> Result<Option<String>> {
     if p.is_null() {
         return Ok(None);
     }
@@ -406,7 +452,7 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
     })
 }
 
-unsafe fn to_config(c: &PlConfig) -> Result<Config> {
+pub(super) unsafe fn to_config(c: &PlConfig) -> Result<Config> {
     // SAFETY (whole function): pointers come from the caller's PlConfig, documented
     // as NUL-terminated strings or arrays of the stated lengths.
     let url = unsafe { opt_str(c.url, "url")? }.ok_or(Error::NullArg("cfg->url"))?;
@@ -1038,7 +1084,7 @@ pub struct PlDisconnect {
 }
 
 /// Copy `s` into `dst` NUL-terminated, truncated at a NUL or to fit.
-fn fill_cstr(dst: &mut [c_char], s: &str) {
+pub(super) fn fill_cstr(dst: &mut [c_char], s: &str) {
     let b = s.split('\0').next().unwrap_or("").as_bytes();
     let n = b.len().min(dst.len().saturating_sub(1));
     for (d, &c) in dst.iter_mut().zip(&b[..n]) {

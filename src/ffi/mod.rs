@@ -19,9 +19,11 @@
 //! committed header differs from a fresh one.
 
 mod api;
+mod feed;
 mod boundary;
 
 pub use api::*;
+pub use feed::*;
 
 pub use boundary::{boundary, set_last_error};
 

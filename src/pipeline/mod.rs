@@ -13,6 +13,7 @@
 //! ```
 
 mod config;
+pub(crate) mod feed;
 
 pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind, XdpOptions};
@@ -41,6 +42,12 @@ pub use crate::stats::State as PipelineState;
 // Everything a `Config`, a frame or a state names, so users need only this module (the
 // layers behind it are internal; see the crate docs).
 pub use crate::feed::{CloseCodePolicy, LivenessConfig, ReconnectPolicy};
+// Feeds: K legs, one merged stream (docs/feed.md).
+pub use crate::feed::{
+    ArbiterMode, BinaryField, Endian, JsonField, Key, KeyExtractor, LagHistogram, LegStats,
+    RotationConfig, LAG_BUCKETS,
+};
+pub use feed::{Feed, FeedConfig, FeedEvent, FeedFrame, FeedItem};
 pub use crate::ring::OverrunPolicy;
 pub use crate::runner::{Layout, WaitKind};
 pub use crate::stage::{encode_server_frame, Delivery, OnMessage, SyntheticScript};

@@ -322,3 +322,221 @@ fn client_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     let payload = b[h..h + len].iter().enumerate().map(|(i, x)| x ^ mask[i & 3]).collect();
     Some((b[0] & 0x0f, payload, h + len))
 }
+
+// ------------------------------------------------------------------ sequence feeds
+
+/// What a [`SeqServer`] streams. Every connection sends `{"seq":N,"src":"TAG"}` for
+/// the *global* sequence: N is due at `origin + N * interval` (so two servers with one
+/// origin carry the same feed, as two exchange gateways do), plus this server's own
+/// delay for N (drawn from `[0, max_delay)` by a seeded hash; messages stay in order).
+/// A connection starts at the sequence due when it opens. Sequences `drop(N)` says are
+/// skipped; every `heartbeat_every` sequences a keyless `{"hb":N,"src":"TAG"}` follows.
+/// After `end` the connection stays open and quiet.
+#[derive(Clone)]
+pub struct SeqSpec {
+    pub tag: String,
+    pub origin: Instant,
+    pub interval: Duration,
+    pub drop: Arc<dyn Fn(u64) -> bool + Send + Sync>,
+    pub max_delay: Duration,
+    pub seed: u64,
+    pub end: u64,
+    pub heartbeat_every: u64,
+}
+
+impl SeqSpec {
+    pub fn new(tag: &str, origin: Instant, interval: Duration, end: u64) -> SeqSpec {
+        SeqSpec {
+            tag: tag.to_string(),
+            origin,
+            interval,
+            drop: Arc::new(|_| false),
+            max_delay: Duration::ZERO,
+            seed: 1,
+            end,
+            heartbeat_every: 0,
+        }
+    }
+
+    fn delay(&self, n: u64) -> Duration {
+        let us = self.max_delay.as_micros() as u64;
+        if us == 0 {
+            return Duration::ZERO;
+        }
+        let mut z = (self.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Duration::from_micros((z ^ (z >> 31)) % us)
+    }
+}
+
+/// A ws:// server on 127.0.0.1 streaming a [`SeqSpec`] to every connection; it can be
+/// killed (every connection reset, the port closed) and brought back on the same port.
+pub struct SeqServer {
+    pub port: u16,
+    spec: SeqSpec,
+    run: Arc<AtomicBool>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SeqServer {
+    pub fn start(spec: SeqSpec) -> SeqServer {
+        let mut s = SeqServer {
+            port: 0,
+            spec,
+            run: Arc::new(AtomicBool::new(false)),
+            accepted: Arc::default(),
+        };
+        s.listen();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/feed", self.port)
+    }
+
+    /// Connections accepted so far (over every life of the server).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    fn listen(&mut self) {
+        let l = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        self.port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let run = Arc::new(AtomicBool::new(true));
+        self.run = run.clone();
+        let spec = self.spec.clone();
+        let accepted = self.accepted.clone();
+        std::thread::spawn(move || {
+            while run.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        let (spec, run) = (spec.clone(), run.clone());
+                        std::thread::spawn(move || {
+                            let _ = serve_seq(s, &spec, &run);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+    }
+
+    /// Reset every connection and stop listening (the server "dies").
+    pub fn kill(&mut self) {
+        self.run.store(false, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    /// Listen again on the same port.
+    pub fn restart(&mut self) {
+        self.listen();
+    }
+}
+
+impl Drop for SeqServer {
+    fn drop(&mut self) {
+        self.run.store(false, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn reset(s: &TcpStream) {
+    let lg = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt on our own socket with a valid linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &lg as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+    };
+}
+
+fn serve_seq(s: TcpStream, spec: &SeqSpec, run: &AtomicBool) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    s.set_nonblocking(true)?;
+    let mut io = Io::Plain(s.try_clone()?);
+    let mut req = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let end = loop {
+        let n = io.read(&mut buf)?;
+        req.extend_from_slice(&buf[..n]);
+        if let Some(p) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        if Instant::now() > deadline {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let text = String::from_utf8_lossy(&req[..end]).into_owned();
+    let key = text
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case("sec-websocket-key"))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        pipeline::ws::handshake::accept_key(&key)
+    );
+    io.write_all(resp.as_bytes())?;
+    let mut client: Vec<u8> = req.split_off(end + 4);
+    let now = Instant::now();
+    let mut n = if now > spec.origin {
+        (now.duration_since(spec.origin).as_nanos() / spec.interval.as_nanos().max(1)) as u64
+    } else {
+        0
+    };
+    let mut not_before = now;
+    let mut out = Vec::with_capacity(1 << 16);
+    loop {
+        if !run.load(Ordering::Relaxed) {
+            reset(&s);
+            return Ok(());
+        }
+        // The client: PING -> PONG, CLOSE -> reply and end.
+        let got = io.read(&mut buf)?;
+        client.extend_from_slice(&buf[..got]);
+        while let Some((op, payload, used)) = client_frame(&client) {
+            client.drain(..used);
+            match op {
+                0x9 => encode_server_frame(&mut out, 0xA, true, &payload),
+                0x8 => {
+                    encode_server_frame(&mut out, 0x8, true, &payload[..payload.len().min(2)]);
+                    io.write_all(&out)?;
+                    std::thread::sleep(Duration::from_millis(50));
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        // Everything due by now, in one write.
+        let now = Instant::now();
+        while n <= spec.end {
+            let due = (spec.origin + spec.interval * (n as u32) + spec.delay(n)).max(not_before);
+            if due > now {
+                break;
+            }
+            not_before = due;
+            if !(spec.drop)(n) {
+                encode_server_frame(&mut out, 0x1, true, format!("{{\"seq\":{n},\"src\":\"{}\"}}", spec.tag).as_bytes());
+            }
+            if spec.heartbeat_every > 0 && n % spec.heartbeat_every == spec.heartbeat_every - 1 {
+                encode_server_frame(&mut out, 0x1, true, format!("{{\"hb\":{n},\"src\":\"{}\"}}", spec.tag).as_bytes());
+            }
+            n += 1;
+        }
+        if !out.is_empty() {
+            io.write_all(&out)?;
+            out.clear();
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}

@@ -55,6 +55,12 @@ typedef enum PlOpcodeFlags {
   PL_OPCODE_MORE = 256,
 } PlOpcodeFlags;
 
+// `PlFrame.flags` bits (an enum so that cbindgen exports the constant).
+typedef enum PlFrameFlags {
+  // The first frame of a new connection after a reconnect.
+  PL_FRAME_AFTER_RECONNECT = 1,
+} PlFrameFlags;
+
 // Which transport carries the connection.
 typedef enum PlTransport {
   // Kernel TCP socket + OpenSSL (default; no privileges).

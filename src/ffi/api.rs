@@ -247,8 +247,17 @@ pub struct PlFrame {
     pub flags: u32,
 }
 
-/// `PlFrame.flags`: the first frame after a reconnect.
-pub const PL_FRAME_AFTER_RECONNECT: u32 = 1;
+/// `PlFrame.flags` bits (an enum so that cbindgen exports the constant).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlFrameFlags {
+    /// The first frame of a new connection after a reconnect.
+    PL_FRAME_AFTER_RECONNECT = 1,
+}
+
+/// `PlFrame.flags` value of [`PlFrameFlags::PL_FRAME_AFTER_RECONNECT`].
+pub const PL_FRAME_AFTER_RECONNECT: u32 = PlFrameFlags::PL_FRAME_AFTER_RECONNECT as u32;
 
 /// Every counter of the stats region (see docs/pipeline.md for their meaning).
 #[repr(C)]

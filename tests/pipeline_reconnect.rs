@@ -97,6 +97,7 @@ fn subscribed(c: &Capture) -> bool {
 
 #[test]
 fn reset_fin_and_close_1001_each_reconnect_and_resubscribe() {
+    let _s = shared();
     let (name, _g) = unique("rc_ends");
     let c = caps(4);
     let config = cfg(
@@ -153,6 +154,7 @@ fn reset_fin_and_close_1001_each_reconnect_and_resubscribe() {
 
 #[test]
 fn a_message_cut_by_the_disconnect_is_not_delivered() {
+    let _s = shared();
     let (name, _g) = unique("rc_cut");
     let c = caps(2);
     let mut first = conn("a", 3, End::Fin, &c[0]);
@@ -172,6 +174,7 @@ fn a_message_cut_by_the_disconnect_is_not_delivered() {
 
 #[test]
 fn a_fragment_in_progress_is_dropped_in_messages_delivery() {
+    let _s = shared();
     let (name, _g) = unique("rc_frag");
     let c = caps(2);
     let mut first = conn("a", 2, End::Reset, &c[0]);
@@ -187,6 +190,7 @@ fn a_fragment_in_progress_is_dropped_in_messages_delivery() {
 
 #[test]
 fn close_1008_and_our_close_do_not_reconnect() {
+    let _s = shared();
     let (name, _g) = unique("rc_1008");
     let c = caps(2);
     let p = Pipeline::start(cfg(&name, conn("a", 1, End::Close(1008), &c[0]), vec![conn("b", 1, End::Open, &c[1])]))
@@ -221,6 +225,7 @@ fn reason_of(p: &Pipeline) -> DisconnectKind {
 
 #[test]
 fn reconnect_off_ends_as_before() {
+    let _s = shared();
     let (name, _g) = unique("rc_off");
     let c = caps(2);
     let mut config = cfg(&name, conn("a", 2, End::Fin, &c[0]), vec![conn("b", 1, End::Open, &c[1])]);
@@ -234,6 +239,7 @@ fn reconnect_off_ends_as_before() {
 
 #[test]
 fn max_attempts_gives_up_with_the_reason() {
+    let _s = shared();
     let (name, _g) = unique("rc_giveup");
     let c = caps(1);
     let mut config = cfg(&name, conn("a", 1, End::Fin, &c[0]), vec![conn("b", 0, End::Fin, &c[0])]);
@@ -253,6 +259,7 @@ fn max_attempts_gives_up_with_the_reason() {
 
 #[test]
 fn liveness_pings_and_a_silent_server_is_reconnected() {
+    let _s = shared();
     let (name, _g) = unique("rc_live");
     let c = caps(2);
     let mut config = cfg(&name, conn("a", 2, End::Silent, &c[0]), vec![conn("b", 2, End::Open, &c[1])]);
@@ -273,6 +280,7 @@ fn liveness_pings_and_a_silent_server_is_reconnected() {
 
 #[test]
 fn data_keeps_a_connection_alive() {
+    let _s = shared();
     // Data every few ms (a slow synthetic rate) and no PONG ever: alive.
     let (name, _g) = unique("rc_alive");
     let c = caps(1);
@@ -304,8 +312,17 @@ fn shm_files(name: &str) -> usize {
     std::fs::read_dir(pipeline::shm::ShmDir::path_for(name)).map(|d| d.count()).unwrap_or(0)
 }
 
+/// The leak test counts the process's fds and RSS: the other tests of this binary, run
+/// in parallel, would move them. It takes this lock for writing, they take it to read.
+static PROCESS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    PROCESS.read().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn two_hundred_reconnects_leak_nothing() {
+    let _alone = PROCESS.write().unwrap_or_else(|e| e.into_inner());
     let (name, _g) = unique("rc_200");
     let c = caps(1);
     let mut config = cfg(&name, conn("x", 3, End::Fin, &c[0]), vec![conn("x", 3, End::Fin, &c[0])]);

@@ -365,6 +365,9 @@ pub struct Pipeline {
     local: Option<std::net::SocketAddrV4>,
     /// The state-change watcher: its stop flag and thread.
     watcher: Mutex<Option<Watcher>>,
+    /// Until the first `on_state_change`: the moment `start` returned (Connected, no
+    /// reconnect yet), so the first callback also hears what happened in between.
+    watch_from_start: AtomicBool,
     // Last: removed when the pipeline goes.
     dir: Mutex<Option<ShmDir>>,
 }
@@ -598,6 +601,7 @@ impl Pipeline {
             callback,
             running: Mutex::new(Some(running)),
             watcher: Mutex::new(None),
+            watch_from_start: AtomicBool::new(true),
             layout,
             wait,
             local,
@@ -699,8 +703,12 @@ impl Pipeline {
     /// again once the new connection is up and resubscribed),
     /// from a watcher thread that looks at the shared state once per millisecond — off
     /// the data path, so it costs the stages nothing. `start` returning is the
-    /// Connected event. The last call is for Disconnected; replacing the callback stops
-    /// the previous watcher. May be called from any thread, and from the callback itself.
+    /// Connected event; the first callback installed also hears the changes since then
+    /// (a reconnect can happen before it is installed), a replacement only later ones.
+    /// Several reconnects between two looks are replayed as events in order, one
+    /// Reconnecting per attempt and one Connected per new connection. The last call is
+    /// for Disconnected; replacing the callback stops the previous watcher. May be called
+    /// from any thread, and from the callback itself.
     pub fn on_state_change(&self, mut cb: Box<dyn FnMut(&State) + Send>) {
         // Never join while holding the lock: the old watcher's callback may itself be
         // calling on_state_change or stop.
@@ -709,9 +717,19 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = self.stats.clone();
         let flag = stop.clone();
-        let mut last = stats.state_code();
-        let mut last_reconnects = stats.get(Counter::Reconnects);
-        let mut last_generation = stats.get(Counter::Generation);
+        // The first callback starts from `start`'s return (Connected, generation 0): a
+        // reconnect right after start is then not lost to the race with installing it.
+        let (mut last, mut last_reconnects, mut last_generation, mut last_was_reconnecting) =
+            if self.watch_from_start.swap(false, Ordering::AcqRel) {
+                (State::Connected.code(), 0, 0, false)
+            } else {
+                (
+                    stats.state_code(),
+                    stats.get(Counter::Reconnects),
+                    stats.get(Counter::Generation),
+                    matches!(stats.state(), State::Reconnecting { .. }),
+                )
+            };
         let handle = std::thread::spawn(move || loop {
             // Read the flag first: a stop publishes Disconnected before raising it, so
             // the state read below always includes the final change.
@@ -728,25 +746,57 @@ impl Pipeline {
                 && !stopping;
             if unmoved {
             } else if reconnects != last_reconnects || generation != last_generation {
-                // Reconnects faster than the watcher looks: the events it missed, in
-                // order (a new connection comes up before it can be lost again).
+                // Attempts scheduled (`reconnects`) and new connections (`generation`)
+                // since the last look, replayed in a valid order: every attempt is one
+                // Reconnecting, every new connection one Connected after an attempt (the
+                // first may follow the Reconnecting reported last time); attempts that
+                // failed come first; if we are reconnecting now, the last event is that.
                 let st = stats.state();
-                if generation != last_generation && (reconnects != last_reconnects || st != State::Connected) {
+                let dr = reconnects.saturating_sub(last_reconnects);
+                let dg = generation.saturating_sub(last_generation);
+                let now_reconnecting = matches!(st, State::Reconnecting { .. });
+                let end_r = (now_reconnecting && dr > 0) as u64;
+                let need = dg.saturating_sub((last_was_reconnecting && dg > 0) as u64);
+                let mut for_conns = need.min(dr - end_r);
+                let extra = dr - end_r - for_conns;
+                let attempt_now = stats.get(Counter::ReconnectAttempt).max(1);
+                let cause = stats.state_from_cause();
+                let mut left = dr;
+                let mut attempt = || {
+                    left = left.saturating_sub(1);
+                    State::Reconnecting { attempt: attempt_now.saturating_sub(left).max(1) as u32, cause: cause.clone() }
+                };
+                for _ in 0..extra {
+                    cb(&attempt());
+                }
+                for i in 0..dg {
+                    if (i > 0 || !last_was_reconnecting) && for_conns > 0 {
+                        for_conns -= 1;
+                        cb(&attempt());
+                    }
                     cb(&State::Connected);
                 }
-                if reconnects != last_reconnects && !matches!(st, State::Reconnecting { .. }) {
-                    cb(&State::Reconnecting {
-                        attempt: stats.get(Counter::ReconnectAttempt).max(1) as u32,
-                        cause: stats.state_from_cause(),
-                    });
+                if end_r == 1 {
+                    cb(&st);
+                } else if !now_reconnecting && !matches!(st, State::Connected) {
+                    cb(&st); // Closing or Disconnected after the last connection
                 }
+                last_was_reconnecting = now_reconnecting;
                 last_reconnects = reconnects;
                 last_generation = generation;
                 last = st.code();
-                cb(&st);
             } else if code != last {
-                last = code;
-                cb(&stats.state());
+                let st = stats.state();
+                // A reconnect that began between the reads above and this one is the
+                // counter branch's to report (next round), with its events in order;
+                // reporting `st` here too would repeat it.
+                if stats.get(Counter::Reconnects) == last_reconnects
+                    && stats.get(Counter::Generation) == last_generation
+                {
+                    last = st.code();
+                    last_was_reconnecting = matches!(st, State::Reconnecting { .. });
+                    cb(&st);
+                }
             }
             if code == 3 || stopping {
                 return;

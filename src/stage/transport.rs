@@ -768,7 +768,14 @@ impl<T: Transport> TransportStage<T> {
             return Ok(Progress::Busy);
         }
         if let Some((at, reset, why)) = &self.eof {
-            if now.saturating_sub(*at) > EOF_GRACE_NS {
+            // The grace is for a CLOSE still to be parsed. It can end at once when the
+            // WebSocket stage has parsed every byte we wrote, nothing waits on PONGS, and
+            // nobody is closing (a CLOSE in flight moves the state to Closing before it
+            // is queued): a reconnect after a RST or FIN then starts without 100 ms idle.
+            let drained = self.stats.state_code() == State::Connected.code()
+                && self.inbox.inbox().parsed_pos() >= self.inbox.position()
+                && self.pongs.available() == 0;
+            if drained || now.saturating_sub(*at) > EOF_GRACE_NS {
                 let reason = if self.close_sent {
                     DisconnectReason::new(
                         DisconnectKind::ClosedAfterOurClose,

@@ -83,6 +83,7 @@ fn causes(ev: &[PipelineState]) -> Vec<DisconnectKind> {
 
 #[test]
 fn xdp_rst_fin_close_1001_and_stall_reconnect_resume_and_resubscribe() {
+    let _s = shared();
     let Some(bed) = TestBed::new_or_skip("XDP reconnect") else { return };
     let per = 5;
     let plan = vec![(per, Ending::Rst), (per, Ending::Fin), (per, Ending::Close1001), (per, Ending::Stall)];
@@ -223,16 +224,19 @@ fn black_hole(xdp: bool) {
 
 #[test]
 fn xdp_black_hole_is_detected_by_liveness_and_survived() {
+    let _s = shared();
     black_hole(true);
 }
 
 #[test]
 fn kernel_black_hole_is_detected_by_liveness_and_survived() {
+    let _s = shared();
     black_hole(false);
 }
 
 #[test]
 fn xdp_reconnect_with_a_lost_syn_is_saved_by_the_syn_retransmit() {
+    let _s = shared();
     let Some(bed) = TestBed::new_or_skip("XDP lost SYN") else { return };
     let server = server(&bed, vec![(5, Ending::Rst)], Duration::from_millis(2));
     let bed = &bed;
@@ -302,8 +306,17 @@ fn quiet_engine(ifname: &str) -> EngineStats {
     }
 }
 
+/// The leak test counts the process's fds and RSS: the other tests of this binary, run
+/// in parallel, would move them. It takes this lock for writing, they take it to read.
+static PROCESS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    PROCESS.read().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn xdp_200_reconnects_leak_no_frames_fds_shm_or_memory() {
+    let _alone = PROCESS.write().unwrap_or_else(|e| e.into_inner());
     let Some(bed) = TestBed::new_or_skip("XDP 200 reconnects") else { return };
     const WARM: usize = 10;
     const N: usize = 200;
@@ -400,6 +413,7 @@ fn xdp_200_reconnects_leak_no_frames_fds_shm_or_memory() {
 /// still carry some. They must go back (not reach the new connection, not leak).
 #[test]
 fn xdp_reconnects_under_the_fault_hook_pass_the_old_flows_frames() {
+    let _s = shared();
     let Some(bed) = TestBed::new_or_skip("XDP reconnect + fault hook") else { return };
     const N: usize = 30;
     let server = server(&bed, vec![(4, Ending::Rst); N], Duration::from_millis(1));

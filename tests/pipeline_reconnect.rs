@@ -357,3 +357,35 @@ fn two_hundred_reconnects_leak_nothing() {
     p.stop();
 }
 
+
+/// A message we were sending in fragments when the connection was lost is not
+/// continued on the new one (that server never saw its start): its remaining pieces are
+/// dropped up to its last, and the next message goes out whole.
+#[test]
+fn a_fragmented_send_cut_by_a_reconnect_is_not_continued() {
+    let _s = shared();
+    let (name, _g) = unique("rc_frag");
+    let c = caps(2);
+    let mut first = conn("a", 3, End::Reset, &c[0]);
+    first.bytes_per_sec = 200; // ~ 100 ms before the RST: time to send the first piece
+    let mut p = Pipeline::start(cfg(&name, first, vec![conn("b", 3, End::Open, &c[1])])).unwrap();
+    p.send_fragment(false, b"part-one ", false).unwrap();
+    let got = collect(&mut p, 6, Duration::from_secs(10));
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert!(p.stats().get(Counter::Reconnects) >= 1);
+    // The rest of the cut message, then a whole one.
+    p.send_fragment(false, b"part-two", true).unwrap();
+    p.send_text("after").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !c[1].lock().unwrap().iter().any(|f| f.2 == b"after") {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let first_conn = c[0].lock().unwrap().clone();
+    assert!(first_conn.contains(&(0x1, false, b"part-one ".to_vec())), "{first_conn:?}");
+    let second = c[1].lock().unwrap().clone();
+    assert!(subscribed(&c[1]), "{second:?}");
+    assert!(second.iter().all(|f| f.0 != 0x0), "a continuation reached the new connection: {second:?}");
+    assert!(!second.iter().any(|f| f.2 == b"part-two"), "{second:?}");
+    assert!(second.contains(&(0x1, true, b"after".to_vec())), "{second:?}");
+    p.stop();
+}

@@ -179,6 +179,9 @@ pub struct TransportStage<T: Transport> {
     finish_after_tx: Option<DisconnectReason>,
     close_sent: bool,
     sending_fragments: bool,
+    /// A message sent in fragments was cut by a reconnect: its remaining pieces are
+    /// dropped (the new connection never saw its start) up to its last one.
+    dropping_fragments: bool,
     builder: FrameBuilder,
     /// The stream ended at this time, by a reset (true) or not, for this reason; finish
     /// after a grace period.
@@ -227,6 +230,7 @@ impl<T: Transport> TransportStage<T> {
             finish_after_tx: None,
             close_sent: false,
             sending_fragments: false,
+            dropping_fragments: false,
             builder: FrameBuilder::new()?,
             eof: None,
             polls: 0,
@@ -362,6 +366,7 @@ impl<T: Transport> TransportStage<T> {
         self.tx_len = 0;
         self.finish_after_tx = None;
         self.close_sent = false;
+        self.dropping_fragments = self.sending_fragments;
         self.sending_fragments = false;
         self.eof = None;
         self.closing_since = None;
@@ -611,6 +616,17 @@ impl<T: Transport> TransportStage<T> {
             let cont = self.sending_fragments;
             let (opcode, fin, counter) = match self.outbox.peek()? {
                 None => return Ok(moved),
+                Some(rec)
+                    if self.dropping_fragments
+                        && matches!(rec.kind, Some(OutboxKind::Text | OutboxKind::Binary)) =>
+                {
+                    // A piece of the message the reconnect cut: never sent.
+                    self.dropping_fragments = rec.flags & FLAG_MORE != 0;
+                    self.outbox.consume();
+                    self.stats.add(Counter::Drops, 1);
+                    moved = true;
+                    continue;
+                }
                 Some(rec) => {
                     let fin = rec.flags & FLAG_MORE == 0;
                     let (mut opc, c) = match rec.kind {

@@ -159,7 +159,7 @@ class Pipeline:
         self._current = None
         self._keep = []
         cfg = PlConfig()
-        _check(lib.pl_config_init(ctypes.byref(cfg)), "config")
+        _check(lib.pl_config_init_size(ctypes.byref(cfg), ctypes.sizeof(cfg)), "config")
         self._keep.append(_cstr(url))
         cfg.url = self._keep[-1]
 

@@ -28,15 +28,18 @@ PL_FRAME_AFTER_RECONNECT = 1
 DISCONNECT_KINDS = [
     "NONE", "SERVER_CLOSED", "CLOSE_COMPLETED", "CLOSE_TIMEOUT", "CLOSED_AFTER_OUR_CLOSE",
     "PROTOCOL_ERROR", "UPGRADE_FAILED", "TCP_RESET", "TCP_CLOSED", "TLS", "NETWORK", "TIMEOUT",
-    "STAGE_DIED", "STAGE_PANICKED", "STOPPED", "OVERRUN", "IO", "INTERNAL",
+    "STAGE_DIED", "STAGE_PANICKED", "STOPPED", "OVERRUN", "IO", "INTERNAL", "CALLBACK_ERROR",
 ]
 PL_OPCODE_MORE = 256
 
 ON_MESSAGE = CFUNCTYPE(None, c_void_p, POINTER(c_uint8), c_size_t, c_uint32)
+# pl_on_message_ex: (user, sender, payload, len, opcode) -> 0 to continue.
+ON_MESSAGE_EX = CFUNCTYPE(c_int32, c_void_p, c_void_p, POINTER(c_uint8), c_size_t, c_uint32)
 
 
 class PlConfig(ctypes.Structure):
     _fields_ = [
+        ("struct_size", c_size_t),  # sizeof(PlConfig): pl_config_init_size sets it
         ("url", c_char_p),
         ("name", c_char_p),
         ("transport", c_uint32),  # a PlTransport value: uint32_t at the ABI
@@ -72,6 +75,7 @@ class PlConfig(ctypes.Structure):
         ("subscriptions_len", c_size_t),
         ("ping_interval_ms", c_uint32),
         ("liveness_timeout_ms", c_uint32),
+        ("on_message_ex", ON_MESSAGE_EX),
     ]
 
 
@@ -149,8 +153,16 @@ def load():
     lib.pl_result_name.argtypes = [c_int]
     lib.pl_last_error.restype = c_size_t
     lib.pl_last_error.argtypes = [c_void_p, c_size_t]
-    lib.pl_config_init.restype = c_int
-    lib.pl_config_init.argtypes = [POINTER(PlConfig)]
+    lib.pl_config_init_size.restype = c_int
+    lib.pl_config_init_size.argtypes = [POINTER(PlConfig), c_size_t]
+    lib.pl_abi_version.restype = c_uint32
+    lib.pl_abi_version.argtypes = []
+    lib.pl_sender_send_text.restype = c_int
+    lib.pl_sender_send_text.argtypes = [c_void_p, c_char_p, c_size_t]
+    lib.pl_sender_send_binary.restype = c_int
+    lib.pl_sender_send_binary.argtypes = [c_void_p, c_char_p, c_size_t]
+    lib.pl_sender_set_error.restype = c_int
+    lib.pl_sender_set_error.argtypes = [c_void_p, c_char_p]
     lib.pl_start.restype = c_int
     lib.pl_start.argtypes = [POINTER(PlConfig), POINTER(c_void_p)]
     lib.pl_poll.restype = c_int

@@ -72,6 +72,12 @@ typedef enum PlState {
   PL_STATE_RECONNECTING = 4,
 } PlState;
 
+// Flags or-ed into the callback's `opcode` and `PlFrame.opcode`.
+typedef enum PlOpcodeFlags {
+  // More frames of this message follow (`PL_DELIVERY_FRAMES` only).
+  PL_OPCODE_MORE = 256,
+} PlOpcodeFlags;
+
 // Which transport carries the connection.
 typedef enum PlTransport {
   // Kernel TCP socket + OpenSSL (default; no privileges).

@@ -139,7 +139,8 @@ pub enum PlOpcodeFlags {
     PL_OPCODE_MORE = 0x100,
 }
 
-/// `PL_OPCODE_MORE` as a number.
+/// `PL_OPCODE_MORE` as a number (Rust only: C has the enum's constant).
+/// cbindgen:ignore
 pub const PL_OPCODE_MORE: u32 = PlOpcodeFlags::PL_OPCODE_MORE as u32;
 
 /// Message callback: runs on the AppClient stage (its thread, its process in the

@@ -18,7 +18,8 @@ import time
 from . import _ffi
 from ._ffi import PlConfig, PlDisconnect, PlFrame, PlStats
 
-__all__ = ["Pipeline", "Message", "PipelineError", "State", "Disconnect", "DisconnectKind", "version",
+__all__ = ["Pipeline", "Message", "PipelineError", "ConfigError", "PipelineConnectionError", "ClosedError",
+           "EndOfStream", "PipelineTimeoutError", "State", "Disconnect", "DisconnectKind", "version",
            "library_path"]
 
 _lib = None
@@ -52,13 +53,75 @@ class PipelineError(Exception):
         super().__init__("%s%s: %s" % (what + ": " if what else "", self.code_name, message))
 
 
-def _check(code, what):
-    if code == _ffi.PL_OK:
-        return
+class ConfigError(PipelineError, ValueError):
+    """A bad option, URL, size or argument (PL_ERR_CONFIG, PL_ERR_NULL_ARG)."""
+
+
+class PipelineConnectionError(PipelineError, ConnectionError):
+    """The network, TLS or WebSocket failed, or the connection is closed (PL_ERR_NET,
+    PL_ERR_TLS, PL_ERR_WEBSOCKET, PL_ERR_CLOSED)."""
+
+
+class ClosedError(PipelineConnectionError):
+    """The connection is closed (PL_ERR_CLOSED): e.g. a send after the disconnect."""
+
+
+class EndOfStream(ClosedError, EOFError):
+    """poll() after the stream ended and every message was read: not a timeout
+    (recv(timeout) returns None for that)."""
+
+
+class PipelineTimeoutError(PipelineError, TimeoutError):
+    """A timeout expired (PL_ERR_TIMEOUT), e.g. the set-up deadline."""
+
+
+_ERRORS = {1: ConfigError, 2: ConfigError, 6: PipelineConnectionError, 7: PipelineConnectionError,
+           8: PipelineConnectionError, 9: ClosedError, 12: PipelineTimeoutError}
+
+
+def _last_error():
     n = _l().pl_last_error(None, 0)
     buf = ctypes.create_string_buffer(n + 1)
     _l().pl_last_error(buf, n + 1)
-    raise PipelineError(code, buf.value.decode("utf-8", "replace"), what)
+    return buf.value.decode("utf-8", "replace")
+
+
+def _check(code, what):
+    if code == _ffi.PL_OK:
+        return
+    raise _ERRORS.get(code, PipelineError)(code, _last_error(), what)
+
+
+def _start(cfg, keep):
+    """pl_start on a worker thread, so that Ctrl-C (KeyboardInterrupt) reaches the
+    caller at once instead of after the set-up timeout. If interrupted, the set-up
+    finishes in the background and its pipeline (if any) is freed there."""
+    import threading
+    h = ctypes.c_void_p()
+    out = {"keep": keep}  # the strings cfg points to live as long as the worker
+
+    def run():
+        r = _l().pl_start(ctypes.byref(cfg), ctypes.byref(h))
+        out["r"] = r
+        if r != _ffi.PL_OK:
+            out["msg"] = _last_error()  # thread-local in the library
+        if out.get("abandoned") and r == _ffi.PL_OK:
+            _l().pl_free(h)
+
+    t = threading.Thread(target=run, name="pipeline-start", daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.05)
+    except BaseException:
+        out["abandoned"] = True
+        if not t.is_alive() and out.get("r") == _ffi.PL_OK and h.value:
+            _l().pl_free(h)  # it finished just now: free it here
+        raise
+    r = out["r"]
+    if r != _ffi.PL_OK:
+        raise _ERRORS.get(r, PipelineError)(r, out.get("msg", ""), "start")
+    return h
 
 
 DisconnectKind = enum.IntEnum("DisconnectKind", [(n, i) for i, n in enumerate(_ffi.DISCONNECT_KINDS)])
@@ -170,7 +233,7 @@ class Pipeline:
             try:
                 return table[str(v).lower()]
             except KeyError:
-                raise PipelineError(2, "%s=%r: expected one of %s" % (key, v, ", ".join(table)), "config")
+                raise ConfigError(2, "%s=%r: expected one of %s" % (key, v, ", ".join(table)), "config")
 
         for key, table in (("transport", _ffi.TRANSPORTS), ("layout", _ffi.LAYOUTS), ("wait", _ffi.WAITS),
                            ("delivery", _ffi.DELIVERIES), ("overrun", _ffi.OVERRUNS)):
@@ -205,6 +268,14 @@ class Pipeline:
                 self._keep += [items, arr]
                 setattr(cfg, key, arr)
                 setattr(cfg, key + "_len", len(items))
+        if "synthetic" in options:  # transport="synthetic": the server's bytes after the upgrade
+            data = bytes(options.pop("synthetic"))
+            buf = (ctypes.c_uint8 * max(len(data), 1)).from_buffer_copy(data or b"\0")
+            self._keep.append(buf)
+            cfg.synthetic_data = ctypes.cast(buf, ctypes.POINTER(ctypes.c_uint8))
+            cfg.synthetic_len = len(data)
+        if "synthetic_chunk" in options:
+            cfg.synthetic_chunk = int(options.pop("synthetic_chunk"))
         if "reconnect" in options:
             cfg.reconnect = bool(options.pop("reconnect"))
         for key in ("reconnect_initial", "reconnect_max", "ping_interval", "liveness_timeout"):
@@ -218,11 +289,9 @@ class Pipeline:
             self._keep += [items, arr]
             cfg.subscriptions, cfg.subscriptions_len = arr, len(items)
         if options:
-            raise PipelineError(2, "unknown option(s): %s" % ", ".join(sorted(options)), "config")
+            raise ConfigError(2, "unknown option(s): %s" % ", ".join(sorted(options)), "config")
         self.external_consumer = bool(cfg.external_consumer)
-        h = ctypes.c_void_p()
-        _check(lib.pl_start(ctypes.byref(cfg), ctypes.byref(h)), "start")
-        self._handle = h
+        self._handle = _start(cfg, self._keep)
         self._frame = PlFrame()
 
     # -- lifetime ------------------------------------------------------------------
@@ -241,7 +310,7 @@ class Pipeline:
 
     def _h(self):
         if self._handle is None:
-            raise PipelineError(9, "the pipeline was shut down", "use")
+            raise ClosedError(9, "the pipeline was shut down", "use")
         return self._handle
 
     def shutdown(self, graceful=True, timeout=5.0):
@@ -279,28 +348,26 @@ class Pipeline:
             self._release_current()
 
     def poll(self):
-        """The next message without waiting, or None. Releases the previous one."""
+        """The next message without waiting, or None if none yet; raises EndOfStream once
+        the connection ended and every message was read. Releases the previous one."""
         self._release_current()
         f = PlFrame()
         r = _l().pl_poll(self._h(), ctypes.byref(f))
         if r == _ffi.PL_ERR_WOULD_BLOCK:
             return None
         if r == _ffi.PL_ERR_CLOSED:
-            raise StopIteration
+            raise EndOfStream(r, "the stream ended and every message was read", "poll")
         _check(r, "poll")
         self._current = Message(self, f)
         return self._current
 
     def recv(self, timeout=None):
-        """The next message, waiting up to `timeout` seconds (None: until closed).
-        None on timeout or once the connection is closed and drained."""
+        """The next message, waiting up to `timeout` seconds (None: until it comes).
+        None on timeout; raises EndOfStream once the connection ended and is drained."""
         deadline = None if timeout is None else time.monotonic() + timeout
         idle = 0
         while True:
-            try:
-                m = self.poll()
-            except StopIteration:
-                return None
+            m = self.poll()
             if m is not None:
                 return m
             idle += 1
@@ -311,10 +378,12 @@ class Pipeline:
 
     def __iter__(self):
         while True:
-            m = self.recv()
-            if m is None:
+            try:
+                m = self.recv()
+            except EndOfStream:
                 return
-            yield m
+            if m is not None:
+                yield m
 
     # -- send / close ----------------------------------------------------------------
     def send(self, data, timeout=5.0):
@@ -343,7 +412,7 @@ class Pipeline:
             try:
                 while self.poll() is not None:
                     pass
-            except StopIteration:
+            except EndOfStream:
                 return True
             except PipelineError:
                 pass

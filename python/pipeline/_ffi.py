@@ -16,7 +16,7 @@ RESULT_NAMES = {
     13: "PL_ERR_PANIC",
 }
 PL_OK, PL_ERR_CLOSED, PL_ERR_WOULD_BLOCK, PL_ERR_TIMEOUT = 0, 9, 11, 12
-TRANSPORTS = {"kernel": 0, "xdp": 1}
+TRANSPORTS = {"kernel": 0, "xdp": 1, "synthetic": 2}
 LAYOUTS = {"auto": 0, "processes": 1, "threads": 2, "inline": 3}
 WAITS = {"auto": 0, "spin": 1, "yield": 2, "backoff": 3}
 DELIVERIES = {"messages": 0, "frames": 1}
@@ -124,7 +124,10 @@ def _candidates():
         yield pathlib.Path(env)
         return
     here = pathlib.Path(__file__).resolve().parent
-    yield here / "libpipeline.so"
+    # Built into the package by setup.py (setuptools-rust names it like an extension:
+    # libpipeline.cpython-311-x86_64-linux-gnu.so), or copied as libpipeline.so.
+    for p in sorted(here.glob("libpipeline*.so")):
+        yield p
     # Running from (or installed from) a checkout: the repo's target/release.
     roots = [here.parent.parent]
     marker = here / "_repo_root.txt"  # written by setup.py at install time

@@ -99,7 +99,7 @@ if (cd "$TMP" && env -u PIPELINE_LIB PL_PYTHON="$PY" "$TMP/v/bin/python" -m unit
     >"$TMP/unit.log" 2>&1; then
   result python-unittest ok "$(tail -1 "$TMP/unit.log")"
 else
-  tail -30 "$TMP/unit.log"; result python-unittest FAIL
+  grep -A25 -E "^(FAIL|ERROR):" "$TMP/unit.log" | head -60; result python-unittest FAIL
 fi
 
 echo

@@ -56,5 +56,28 @@ fn main() {
         parts[0], parts[1], parts[2], parts[3]
     );
     fs::write(out, text).unwrap();
+    soname();
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// The installed name of the shared library (docs/c-api.md, "Names"): Debian's man-db
+/// owns `libpipeline.so.1`, so ours is `libwspipe.so.<ABI>`. Cargo still writes
+/// `libpipeline.so` (the crate's name); this sets its SONAME, and, so that programs
+/// linked in-tree (tests, cpp_examples) find what their NEEDED entry names, puts the
+/// `libwspipe.so.<ABI>` and `libwspipe.so` links next to it (the install step makes
+/// real files and links of its own).
+fn soname() {
+    const ABI: &str = "0"; // = PL_ABI_VERSION in src/ffi/abi.rs
+    let so = format!("libwspipe.so.{ABI}");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{so}");
+    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    if let Some(dir) = out.ancestors().nth(3) {
+        for link in [so.as_str(), "libwspipe.so"] {
+            let p = dir.join(link);
+            if fs::symlink_metadata(&p).is_err() {
+                let _ = std::os::unix::fs::symlink("libpipeline.so", &p);
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@
  *   summary: messages=N gaps=0 bad=0 text=T seconds=S rate=R/s latency_us p50=.. p99=.. max=..
  * Exit status: 0 all N read in order, 1 gap/corruption/overrun, 2 usage or open failure,
  * 3 timeout. Control frames never reach it: plc_next skips them. */
-#include "pipeline_consumer.h"
+#include <wspipe/pipeline_consumer.h>
 #include "feed_check.h"
 
 #include <signal.h>

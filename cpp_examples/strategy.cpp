@@ -1,4 +1,4 @@
-// strategy: a C++17 "strategy" on libpipeline (include/pipeline.h, -lpipeline).
+// strategy: a C++17 "strategy" on libpipeline (<wspipe/pipeline.h>, libwspipe: pkg-config wspipe or CMake wspipe::wspipe).
 //
 //   strategy URL [--transport kernel|xdp] [--iface IF] [--ca-file F] [--insecure]
 //                [--count N] [--send TEXT] [--layout L] [--wait W] [--name NAME]
@@ -12,7 +12,7 @@
 // Ctrl-C closes with 1001. At the end one summary line:
 //   summary: messages=N gaps=0 bad=0 text=T seconds=S rate=R/s latency_us p50=.. p99=.. p99.9=.. max=..
 // Exit status 0 only if the count was reached (when given) with no gap and no bad message.
-#include "pipeline.h"
+#include <wspipe/pipeline.h>
 #include "feed_check.h"
 
 #include <algorithm>

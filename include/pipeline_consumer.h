@@ -44,8 +44,8 @@
  *
  * Compiles as C11 and C++17 (GCC/Clang atomics builtins), POSIX only.
  */
-#ifndef PIPELINE_CONSUMER_H
-#define PIPELINE_CONSUMER_H
+#ifndef WSPIPE_PIPELINE_CONSUMER_H
+#define WSPIPE_PIPELINE_CONSUMER_H
 
 /* pread, MAP_ANONYMOUS, O_CLOEXEC are POSIX/BSD, not ISO C: ask for them when the
  * includer has not chosen a feature set (include this header first in strict -std=c11). */
@@ -427,4 +427,4 @@ static inline void plc_release(plc_consumer *c, const plc_frame *f) {
 }
 #endif
 
-#endif /* PIPELINE_CONSUMER_H */
+#endif /* WSPIPE_PIPELINE_CONSUMER_H */

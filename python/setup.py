@@ -1,24 +1,27 @@
-"""Install-time helper: records the checkout that is being installed, so the installed
-package finds that checkout's target/release/libpipeline.so (unless PIPELINE_LIB is
-set). Set PIPELINE_BUNDLE_LIB=1 to copy libpipeline.so into the package instead."""
-import os
+"""Builds the Rust library as part of `pip install ./python` / `pip wheel ./python`:
+setuptools-rust runs `cargo build --release --lib` on ../Cargo.toml (the library crate
+of this checkout; CARGO_TARGET_DIR is honoured) and puts the cdylib into the package
+as pipeline/libpipeline.so, so the installed package (or wheel) carries its library.
+The wheel is a platform wheel (linux_<arch>): the library links the system's OpenSSL 3
+(libssl3), libelf1 and zlib1g — see python/README.md.
+
+PIPELINE_LIB at run time still overrides the bundled library (docs/consumers.md)."""
 import pathlib
-import shutil
 
 from setuptools import setup
-from setuptools.command.build_py import build_py
+from setuptools_rust import Binding, RustExtension
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-
-class BuildPy(build_py):
-    def run(self):
-        super().run()
-        pkg = pathlib.Path(self.build_lib) / "pipeline"
-        (pkg / "_repo_root.txt").write_text(str(HERE.parent) + "\n")
-        if os.environ.get("PIPELINE_BUNDLE_LIB"):
-            target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", HERE.parent / "target"))
-            shutil.copy2(target / "release" / "libpipeline.so", pkg / "libpipeline.so")
-
-
-setup(cmdclass={"build_py": BuildPy})
+setup(
+    rust_extensions=[
+        RustExtension(
+            "pipeline.libpipeline",
+            path=str(HERE.parent / "Cargo.toml"),
+            binding=Binding.NoBinding,
+            py_limited_api=False,
+        )
+    ],
+    package_data={"pipeline": ["py.typed", "*.pyi"]},
+    zip_safe=False,
+)

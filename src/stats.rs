@@ -334,11 +334,15 @@ pub enum DisconnectKind {
     Io,
     /// Anything else a stage reported (configuration, shared memory, capability).
     Internal,
+    /// The application's message callback reported an error (returned non-zero from a
+    /// `pl_on_message_ex`; the C++ wrapper's exceptions land here): the connection
+    /// ended, the message is the callback's reason (an exception's `what()`).
+    CallbackError,
 }
 
 impl DisconnectKind {
     /// Every kind's code and name, in code order (`pl_disconnect_kind_name`, the CLI).
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 19] = [
         "unknown",
         "server_closed",
         "close_completed",
@@ -357,6 +361,7 @@ impl DisconnectKind {
         "overrun",
         "io",
         "internal",
+        "callback_error",
     ];
 
     /// The stable numeric code (stats region, C's `PL_DISCONNECT_*`, Python).
@@ -380,6 +385,7 @@ impl DisconnectKind {
             DisconnectKind::Overrun => 15,
             DisconnectKind::Io => 16,
             DisconnectKind::Internal => 17,
+            DisconnectKind::CallbackError => 18,
         }
     }
 
@@ -464,6 +470,7 @@ impl DisconnectKind {
             15 => DisconnectKind::Overrun,
             16 => DisconnectKind::Io,
             17 => DisconnectKind::Internal,
+            18 => DisconnectKind::CallbackError,
             _ => DisconnectKind::Unknown,
         }
     }

@@ -38,10 +38,17 @@ fn every_public_header_compiles_alone_as_c11_and_cpp17() {
     let mut n = 0;
     for entry in std::fs::read_dir(root().join("include")).unwrap() {
         let h = entry.unwrap().path();
+        let stem = h.file_stem().unwrap().to_string_lossy().to_string();
+        if h.extension().and_then(|e| e.to_str()) == Some("hpp") {
+            // The C++ wrapper: C++17, and C++20 (where it offers std::span).
+            compile("c++", "c++17", "c++", &h, &tmp.join(format!("{stem}_hpp17.o")));
+            compile("c++", "c++20", "c++", &h, &tmp.join(format!("{stem}_hpp20.o")));
+            n += 1;
+            continue;
+        }
         if h.extension().and_then(|e| e.to_str()) != Some("h") {
             continue;
         }
-        let stem = h.file_stem().unwrap().to_string_lossy().to_string();
         compile("cc", "c11", "c", &h, &tmp.join(format!("{stem}_c.o")));
         compile("c++", "c++17", "c++", &h, &tmp.join(format!("{stem}_cpp.o")));
         n += 1;

@@ -114,7 +114,7 @@ fn out_of_range_enum_values_are_config_errors_naming_the_field() {
         }
         let n = std::ffi::CStr::from_ptr(pl_result_name(PlResult::PL_ERR_PANIC as i32));
         assert_eq!(n.to_str().unwrap(), "PL_ERR_PANIC");
-        for kind in [18u32, 1000, u32::MAX] {
+        for kind in [19u32, 1000, u32::MAX] {
             let n = std::ffi::CStr::from_ptr(pl_disconnect_kind_name(kind));
             assert_eq!(n.to_str().unwrap(), "unknown", "{kind}");
         }
@@ -149,6 +149,7 @@ fn disconnect_kinds_match_the_rust_codes() {
         (K::Overrun, PlDisconnectKind::PL_DISCONNECT_OVERRUN),
         (K::Io, PlDisconnectKind::PL_DISCONNECT_IO),
         (K::Internal, PlDisconnectKind::PL_DISCONNECT_INTERNAL),
+        (K::CallbackError, PlDisconnectKind::PL_DISCONNECT_CALLBACK_ERROR),
     ];
     assert_eq!(kinds.len(), K::NAMES.len());
     for (k, c) in kinds {

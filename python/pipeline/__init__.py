@@ -18,7 +18,9 @@ import time
 from . import _ffi
 from ._ffi import PlConfig, PlDisconnect, PlFrame, PlStats
 
-__all__ = ["Pipeline", "Message", "Feed", "FeedMessage", "FeedEvent", "PipelineError", "State", "Disconnect", "DisconnectKind", "version",
+__all__ = ["Pipeline", "Message", "Feed", "FeedMessage", "FeedEvent", "PipelineError", "ConfigError",
+           "PipelineConnectionError", "ClosedError", "EndOfStream", "PipelineTimeoutError", "State", "Disconnect",
+           "DisconnectKind", "version",
            "library_path"]
 
 _lib = None
@@ -52,13 +54,75 @@ class PipelineError(Exception):
         super().__init__("%s%s: %s" % (what + ": " if what else "", self.code_name, message))
 
 
-def _check(code, what):
-    if code == _ffi.PL_OK:
-        return
+class ConfigError(PipelineError, ValueError):
+    """A bad option, URL, size or argument (PL_ERR_CONFIG, PL_ERR_NULL_ARG)."""
+
+
+class PipelineConnectionError(PipelineError, ConnectionError):
+    """The network, TLS or WebSocket failed, or the connection is closed (PL_ERR_NET,
+    PL_ERR_TLS, PL_ERR_WEBSOCKET, PL_ERR_CLOSED)."""
+
+
+class ClosedError(PipelineConnectionError):
+    """The connection is closed (PL_ERR_CLOSED): e.g. a send after the disconnect."""
+
+
+class EndOfStream(ClosedError, EOFError):
+    """poll() after the stream ended and every message was read: not a timeout
+    (recv(timeout) returns None for that)."""
+
+
+class PipelineTimeoutError(PipelineError, TimeoutError):
+    """A timeout expired (PL_ERR_TIMEOUT), e.g. the set-up deadline."""
+
+
+_ERRORS = {1: ConfigError, 2: ConfigError, 6: PipelineConnectionError, 7: PipelineConnectionError,
+           8: PipelineConnectionError, 9: ClosedError, 12: PipelineTimeoutError}
+
+
+def _last_error():
     n = _l().pl_last_error(None, 0)
     buf = ctypes.create_string_buffer(n + 1)
     _l().pl_last_error(buf, n + 1)
-    raise PipelineError(code, buf.value.decode("utf-8", "replace"), what)
+    return buf.value.decode("utf-8", "replace")
+
+
+def _check(code, what):
+    if code == _ffi.PL_OK:
+        return
+    raise _ERRORS.get(code, PipelineError)(code, _last_error(), what)
+
+
+def _start(cfg, keep):
+    """pl_start on a worker thread, so that Ctrl-C (KeyboardInterrupt) reaches the
+    caller at once instead of after the set-up timeout. If interrupted, the set-up
+    finishes in the background and its pipeline (if any) is freed there."""
+    import threading
+    h = ctypes.c_void_p()
+    out = {"keep": keep}  # the strings cfg points to live as long as the worker
+
+    def run():
+        r = _l().pl_start(ctypes.byref(cfg), ctypes.byref(h))
+        out["r"] = r
+        if r != _ffi.PL_OK:
+            out["msg"] = _last_error()  # thread-local in the library
+        if out.get("abandoned") and r == _ffi.PL_OK:
+            _l().pl_free(h)
+
+    t = threading.Thread(target=run, name="pipeline-start", daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.05)
+    except BaseException:
+        out["abandoned"] = True
+        if not t.is_alive() and out.get("r") == _ffi.PL_OK and h.value:
+            _l().pl_free(h)  # it finished just now: free it here
+        raise
+    r = out["r"]
+    if r != _ffi.PL_OK:
+        raise _ERRORS.get(r, PipelineError)(r, out.get("msg", ""), "start")
+    return h
 
 
 DisconnectKind = enum.IntEnum("DisconnectKind", [(n, i) for i, n in enumerate(_ffi.DISCONNECT_KINDS)])
@@ -145,7 +209,7 @@ def _make_config(url, options, keep):
     """A PlConfig from Pipeline-style options (the strings it points to go in `keep`)."""
     lib = _l()
     cfg = PlConfig()
-    _check(lib.pl_config_init(ctypes.byref(cfg)), "config")
+    _check(lib.pl_config_init_size(ctypes.byref(cfg), ctypes.sizeof(cfg)), "config")
     keep.append(_cstr(url))
     cfg.url = keep[-1]
 
@@ -156,7 +220,7 @@ def _make_config(url, options, keep):
         try:
             return table[str(v).lower()]
         except KeyError:
-            raise PipelineError(2, "%s=%r: expected one of %s" % (key, v, ", ".join(table)), "config")
+            raise ConfigError(2, "%s=%r: expected one of %s" % (key, v, ", ".join(table)), "config")
 
     for key, table in (("transport", _ffi.TRANSPORTS), ("layout", _ffi.LAYOUTS), ("wait", _ffi.WAITS),
                        ("delivery", _ffi.DELIVERIES), ("overrun", _ffi.OVERRUNS)):
@@ -204,7 +268,7 @@ def _make_config(url, options, keep):
         keep += [items, arr]
         cfg.subscriptions, cfg.subscriptions_len = arr, len(items)
     if options:
-        raise PipelineError(2, "unknown option(s): %s" % ", ".join(sorted(options)), "config")
+        raise ConfigError(2, "unknown option(s): %s" % ", ".join(sorted(options)), "config")
     return cfg
 
 
@@ -227,9 +291,7 @@ class Pipeline:
         self._keep = []
         cfg = _make_config(url, options, self._keep)
         self.external_consumer = bool(cfg.external_consumer)
-        h = ctypes.c_void_p()
-        _check(lib.pl_start(ctypes.byref(cfg), ctypes.byref(h)), "start")
-        self._handle = h
+        self._handle = _start(cfg, self._keep)
         self._frame = PlFrame()
 
     # -- lifetime ------------------------------------------------------------------
@@ -248,7 +310,7 @@ class Pipeline:
 
     def _h(self):
         if self._handle is None:
-            raise PipelineError(9, "the pipeline was shut down", "use")
+            raise ClosedError(9, "the pipeline was shut down", "use")
         return self._handle
 
     def shutdown(self, graceful=True, timeout=5.0):
@@ -286,28 +348,26 @@ class Pipeline:
             self._release_current()
 
     def poll(self):
-        """The next message without waiting, or None. Releases the previous one."""
+        """The next message without waiting, or None if none yet; raises EndOfStream once
+        the connection ended and every message was read. Releases the previous one."""
         self._release_current()
         f = PlFrame()
         r = _l().pl_poll(self._h(), ctypes.byref(f))
         if r == _ffi.PL_ERR_WOULD_BLOCK:
             return None
         if r == _ffi.PL_ERR_CLOSED:
-            raise StopIteration
+            raise EndOfStream(r, "the stream ended and every message was read", "poll")
         _check(r, "poll")
         self._current = Message(self, f)
         return self._current
 
     def recv(self, timeout=None):
-        """The next message, waiting up to `timeout` seconds (None: until closed).
-        None on timeout or once the connection is closed and drained."""
+        """The next message, waiting up to `timeout` seconds (None: until it comes).
+        None on timeout; raises EndOfStream once the connection ended and is drained."""
         deadline = None if timeout is None else time.monotonic() + timeout
         idle = 0
         while True:
-            try:
-                m = self.poll()
-            except StopIteration:
-                return None
+            m = self.poll()
             if m is not None:
                 return m
             idle += 1
@@ -318,10 +378,12 @@ class Pipeline:
 
     def __iter__(self):
         while True:
-            m = self.recv()
-            if m is None:
+            try:
+                m = self.recv()
+            except EndOfStream:
                 return
-            yield m
+            if m is not None:
+                yield m
 
     # -- send / close ----------------------------------------------------------------
     def send(self, data, timeout=5.0):
@@ -350,7 +412,7 @@ class Pipeline:
             try:
                 while self.poll() is not None:
                     pass
-            except StopIteration:
+            except EndOfStream:
                 return True
             except PipelineError:
                 pass

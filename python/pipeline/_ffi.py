@@ -16,7 +16,7 @@ RESULT_NAMES = {
     13: "PL_ERR_PANIC",
 }
 PL_OK, PL_ERR_CLOSED, PL_ERR_WOULD_BLOCK, PL_ERR_TIMEOUT = 0, 9, 11, 12
-TRANSPORTS = {"kernel": 0, "xdp": 1}
+TRANSPORTS = {"kernel": 0, "xdp": 1, "synthetic": 2}
 LAYOUTS = {"auto": 0, "processes": 1, "threads": 2, "inline": 3}
 WAITS = {"auto": 0, "spin": 1, "yield": 2, "backoff": 3}
 DELIVERIES = {"messages": 0, "frames": 1}
@@ -28,15 +28,18 @@ PL_FRAME_AFTER_RECONNECT = 1
 DISCONNECT_KINDS = [
     "NONE", "SERVER_CLOSED", "CLOSE_COMPLETED", "CLOSE_TIMEOUT", "CLOSED_AFTER_OUR_CLOSE",
     "PROTOCOL_ERROR", "UPGRADE_FAILED", "TCP_RESET", "TCP_CLOSED", "TLS", "NETWORK", "TIMEOUT",
-    "STAGE_DIED", "STAGE_PANICKED", "STOPPED", "OVERRUN", "IO", "INTERNAL",
+    "STAGE_DIED", "STAGE_PANICKED", "STOPPED", "OVERRUN", "IO", "INTERNAL", "CALLBACK_ERROR",
 ]
 PL_OPCODE_MORE = 256
 
 ON_MESSAGE = CFUNCTYPE(None, c_void_p, POINTER(c_uint8), c_size_t, c_uint32)
+# pl_on_message_ex: (user, sender, payload, len, opcode) -> 0 to continue.
+ON_MESSAGE_EX = CFUNCTYPE(c_int32, c_void_p, c_void_p, POINTER(c_uint8), c_size_t, c_uint32)
 
 
 class PlConfig(ctypes.Structure):
     _fields_ = [
+        ("struct_size", c_size_t),  # sizeof(PlConfig): pl_config_init_size sets it
         ("url", c_char_p),
         ("name", c_char_p),
         ("transport", c_uint32),  # a PlTransport value: uint32_t at the ABI
@@ -72,6 +75,7 @@ class PlConfig(ctypes.Structure):
         ("subscriptions_len", c_size_t),
         ("ping_interval_ms", c_uint32),
         ("liveness_timeout_ms", c_uint32),
+        ("on_message_ex", ON_MESSAGE_EX),
     ]
 
 
@@ -176,7 +180,10 @@ def _candidates():
         yield pathlib.Path(env)
         return
     here = pathlib.Path(__file__).resolve().parent
-    yield here / "libpipeline.so"
+    # Built into the package by setup.py (setuptools-rust names it like an extension:
+    # libpipeline.cpython-311-x86_64-linux-gnu.so), or copied as libpipeline.so.
+    for p in sorted(here.glob("libpipeline*.so")):
+        yield p
     # Running from (or installed from) a checkout: the repo's target/release.
     roots = [here.parent.parent]
     marker = here / "_repo_root.txt"  # written by setup.py at install time
@@ -205,8 +212,16 @@ def load():
     lib.pl_result_name.argtypes = [c_int]
     lib.pl_last_error.restype = c_size_t
     lib.pl_last_error.argtypes = [c_void_p, c_size_t]
-    lib.pl_config_init.restype = c_int
-    lib.pl_config_init.argtypes = [POINTER(PlConfig)]
+    lib.pl_config_init_size.restype = c_int
+    lib.pl_config_init_size.argtypes = [POINTER(PlConfig), c_size_t]
+    lib.pl_abi_version.restype = c_uint32
+    lib.pl_abi_version.argtypes = []
+    lib.pl_sender_send_text.restype = c_int
+    lib.pl_sender_send_text.argtypes = [c_void_p, c_char_p, c_size_t]
+    lib.pl_sender_send_binary.restype = c_int
+    lib.pl_sender_send_binary.argtypes = [c_void_p, c_char_p, c_size_t]
+    lib.pl_sender_set_error.restype = c_int
+    lib.pl_sender_set_error.argtypes = [c_void_p, c_char_p]
     lib.pl_start.restype = c_int
     lib.pl_start.argtypes = [POINTER(PlConfig), POINTER(c_void_p)]
     lib.pl_poll.restype = c_int

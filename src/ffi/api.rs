@@ -139,7 +139,8 @@ pub enum PlOpcodeFlags {
     PL_OPCODE_MORE = 0x100,
 }
 
-/// `PL_OPCODE_MORE` as a number.
+/// `PL_OPCODE_MORE` as a number (Rust only: C has the enum's constant).
+/// cbindgen:ignore
 pub const PL_OPCODE_MORE: u32 = PlOpcodeFlags::PL_OPCODE_MORE as u32;
 
 /// Message callback: runs on the AppClient stage (its thread, its process in the
@@ -161,6 +162,11 @@ pub type pl_on_state = Option<unsafe extern "C" fn(user: *mut c_void, state: PlS
 /// Start-up options. Fill with `pl_config_init`, then set what you need.
 #[repr(C)]
 pub struct PlConfig {
+    /// `sizeof(PlConfig)` as the caller was compiled: set by `pl_config_init` (the
+    /// header's macro passes the caller's size). The ABI policy (docs/c-api.md): fields
+    /// are only ever appended, and a library reads only the first `struct_size` bytes,
+    /// taking defaults for fields the caller's header did not have.
+    pub struct_size: usize,
     /// "wss://host[:port]/path" or "ws://..." (required).
     pub url: *const c_char,
     /// Shared-memory name (/dev/shm/pipeline_<name>/); NULL: "<pid>-<n>".
@@ -226,6 +232,9 @@ pub struct PlConfig {
     /// `liveness_timeout_ms` without data or a PONG (both 0: off).
     pub ping_interval_ms: u32,
     pub liveness_timeout_ms: u32,
+    /// Callback delivery that can send and fail (see `pl_on_message_ex`); gets
+    /// `on_message_user`. Set this or `on_message`, not both.
+    pub on_message_ex: super::sender::pl_on_message_ex,
 }
 
 /// A received frame, read in place. Give it back with `pl_release`.
@@ -247,17 +256,8 @@ pub struct PlFrame {
     pub flags: u32,
 }
 
-/// `PlFrame.flags` bits (an enum so that cbindgen exports the constant).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(non_camel_case_types)]
-pub enum PlFrameFlags {
-    /// The first frame of a new connection after a reconnect.
-    PL_FRAME_AFTER_RECONNECT = 1,
-}
-
-/// `PlFrame.flags` value of [`PlFrameFlags::PL_FRAME_AFTER_RECONNECT`].
-pub const PL_FRAME_AFTER_RECONNECT: u32 = PlFrameFlags::PL_FRAME_AFTER_RECONNECT as u32;
+/// `PlFrame.flags`: the first frame after a reconnect.
+pub const PL_FRAME_AFTER_RECONNECT: u32 = 1;
 
 /// Every counter of the stats region (see docs/pipeline.md for their meaning).
 #[repr(C)]
@@ -409,7 +409,11 @@ unsafe fn str_list(p: *const *const c_char, n: usize, what: &str) -> Result<Vec<
 }
 
 /// Fill `cfg` with the defaults (all pointers NULL, AUTO layout and wait, kernel
-/// transport, 10 s timeout, 1 MiB messages, 4 MiB MSG_INBOX).
+/// transport, 10 s timeout, 1 MiB messages, 4 MiB MSG_INBOX) for this library's whole
+/// `PlConfig`. In C and C++ the header's macro of the same name calls
+/// `pl_config_init_size(cfg, sizeof *cfg)` instead, so a program built against an older
+/// header never has more written than its struct holds; bindings (ctypes) call
+/// `pl_config_init_size` with their own size.
 ///
 /// # Safety
 /// `cfg` must be NULL or point to writable memory for a `PlConfig`.
@@ -419,6 +423,7 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
         ffi_nonnull!(cfg);
         let d = Config::new("");
         let c = PlConfig {
+            struct_size: std::mem::size_of::<PlConfig>(),
             url: std::ptr::null(),
             name: std::ptr::null(),
             transport: PlTransport::PL_TRANSPORT_KERNEL as u32,
@@ -454,6 +459,7 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
             subscriptions_len: 0,
             ping_interval_ms: 0,
             liveness_timeout_ms: 0,
+            on_message_ex: None,
         };
         // SAFETY: cfg is non-null and writable per the contract.
         unsafe { cfg.write(c) };
@@ -578,11 +584,15 @@ pub unsafe extern "C" fn pl_start(
 ) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(cfg, out);
-        // SAFETY: non-null, initialised per the contract.
-        let c = unsafe { &*cfg };
+        // SAFETY: non-null, initialised per the contract (its first `struct_size` bytes).
+        let c = &unsafe { super::abi::read_config(cfg)? };
         let config = unsafe { to_config(c)? };
-        let mut p = match c.on_message {
-            Some(f) => {
+        let mut p = match (c.on_message, c.on_message_ex) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config("set on_message or on_message_ex, not both".into()));
+            }
+            (None, Some(f)) => super::sender::start_ex(config, f, c.on_message_user)?,
+            (Some(f), None) => {
                 let cb = CCallback {
                     f,
                     user: c.on_message_user,
@@ -597,7 +607,7 @@ pub unsafe extern "C" fn pl_start(
                     }),
                 )?
             }
-            None => Pipeline::start(config)?,
+            (None, None) => Pipeline::start(config)?,
         };
         let rx = match p.receiver() {
             Some(rx) => Ok(Polling { rx, handed_out_end: 0 }),
@@ -992,10 +1002,13 @@ pub enum PlDisconnectKind {
     PL_DISCONNECT_IO = 16,
     /// Anything else (configuration, shared memory, capability).
     PL_DISCONNECT_INTERNAL = 17,
+    /// The message callback returned non-zero (`pl_on_message_ex`; an exception caught by
+    /// the C++ wrapper): the message has its reason (`pl_sender_set_error`).
+    PL_DISCONNECT_CALLBACK_ERROR = 18,
 }
 
 impl PlDisconnectKind {
-    const ALL: [PlDisconnectKind; 18] = [
+    const ALL: [PlDisconnectKind; 19] = [
         PlDisconnectKind::PL_DISCONNECT_NONE,
         PlDisconnectKind::PL_DISCONNECT_SERVER_CLOSED,
         PlDisconnectKind::PL_DISCONNECT_CLOSE_COMPLETED,
@@ -1014,6 +1027,7 @@ impl PlDisconnectKind {
         PlDisconnectKind::PL_DISCONNECT_OVERRUN,
         PlDisconnectKind::PL_DISCONNECT_IO,
         PlDisconnectKind::PL_DISCONNECT_INTERNAL,
+        PlDisconnectKind::PL_DISCONNECT_CALLBACK_ERROR,
     ];
 
     /// The name as a NUL-terminated static string.
@@ -1037,6 +1051,7 @@ impl PlDisconnectKind {
             PlDisconnectKind::PL_DISCONNECT_OVERRUN => "PL_DISCONNECT_OVERRUN\0",
             PlDisconnectKind::PL_DISCONNECT_IO => "PL_DISCONNECT_IO\0",
             PlDisconnectKind::PL_DISCONNECT_INTERNAL => "PL_DISCONNECT_INTERNAL\0",
+            PlDisconnectKind::PL_DISCONNECT_CALLBACK_ERROR => "PL_DISCONNECT_CALLBACK_ERROR\0",
         }
     }
 }

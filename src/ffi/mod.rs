@@ -18,12 +18,16 @@
 //! (`tools/gen-header.sh`, which parses only `src/ffi`); CI fails when the
 //! committed header differs from a fresh one.
 
+mod abi;
 mod api;
 mod feed;
 mod boundary;
+mod sender;
 
+pub use abi::*;
 pub use api::*;
 pub use feed::*;
+pub use sender::*;
 
 pub use boundary::{boundary, set_last_error};
 

@@ -50,7 +50,7 @@ pub use crate::feed::{
 pub use feed::{Feed, FeedConfig, FeedEvent, FeedFrame, FeedItem};
 pub use crate::ring::OverrunPolicy;
 pub use crate::runner::{Layout, WaitKind};
-pub use crate::stage::{encode_server_frame, Delivery, OnMessage, SyntheticScript};
+pub use crate::stage::{encode_server_frame, Delivery, OnMessage, OnMessageFallible, SyntheticScript};
 pub use crate::stats::{Counter, State};
 pub use crate::tcp::TcpConfig;
 pub use crate::xdp::{AttachRequest, FaultConfig, ZeroCopy};
@@ -390,6 +390,12 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+/// The callback `start_inner` installs.
+enum Callback {
+    Plain(OnMessage),
+    WithSender(Box<dyn FnOnce(Sender) -> OnMessageFallible + Send>),
+}
+
 impl Pipeline {
     /// Start with polling delivery ([`Pipeline::receiver`] / [`Pipeline::next_frame`]).
     /// Returns once the WebSocket is open, or fails with the reason.
@@ -400,10 +406,22 @@ impl Pipeline {
     /// Start with callback delivery: `cb(payload, opcode, fin)` runs on the AppClient
     /// stage (its thread, its process, or the inline loop) with the payload in place.
     pub fn start_with_callback(cfg: Config, cb: OnMessage) -> Result<Pipeline> {
-        Self::start_inner(cfg, Some(cb))
+        Self::start_inner(cfg, Some(Callback::Plain(cb)))
     }
 
-    fn start_inner(cfg: Config, cb: Option<OnMessage>) -> Result<Pipeline> {
+    /// Start with a callback that can send and fail: `make` gets this pipeline's
+    /// [`Sender`] (valid in every layout) before any frame arrives and returns the
+    /// callback; an `Err(reason)` from it ends the connection with
+    /// [`DisconnectKind::CallbackError`]. In every layout the callback runs in this
+    /// process (in `processes`, on a thread of it), where the caller's state lives.
+    pub fn start_with_sender_callback(
+        cfg: Config,
+        make: Box<dyn FnOnce(Sender) -> OnMessageFallible + Send>,
+    ) -> Result<Pipeline> {
+        Self::start_inner(cfg, Some(Callback::WithSender(make)))
+    }
+
+    fn start_inner(cfg: Config, cb: Option<Callback>) -> Result<Pipeline> {
         let url = Url::parse(&cfg.url)?;
         let name = match &cfg.name {
             Some(n) => n.clone(),
@@ -543,10 +561,16 @@ impl Pipeline {
             cfg.max_message,
         )));
         let callback = cb.is_some();
+        let outbox_max = outbox.max_payload();
+        let sender = Sender { out: outbox.sender(), stats: stats.clone(), max: outbox_max };
         let mut receiver = None;
         if let Some(cb) = cb {
             let reader = FrameReader::new(frames_rx, inbox.clone());
-            stages.push(Box::new(AppClientStage::new(reader, cb, stats.clone())));
+            let handler = match cb {
+                Callback::Plain(f) => crate::stage::Handler::Plain(f),
+                Callback::WithSender(make) => crate::stage::Handler::Fallible(make(sender.clone())),
+            };
+            stages.push(Box::new(AppClientStage::new(reader, handler, stats.clone())));
         } else if !cfg.external_consumer {
             receiver = Some(Receiver {
                 reader: FrameReader::new(frames_rx, inbox.clone()),
@@ -590,8 +614,6 @@ impl Pipeline {
             name: name.clone(),
         };
         let running = runner::place(stages, &placement, &stats)?;
-        let outbox_max = outbox.max_payload();
-        let sender = Sender { out: outbox.sender(), stats: stats.clone(), max: outbox_max };
         Ok(Pipeline {
             name,
             stats,

@@ -13,6 +13,17 @@ use crate::stats::{Counter, StatsRegion};
 /// always true; in `Frames` delivery continuations have opcode 0.
 pub type OnMessage = Box<dyn FnMut(&[u8], u8, bool) + Send>;
 
+/// A message callback that can fail: `Err(reason)` ends the connection with
+/// `DisconnectKind::CallbackError` and that reason (the C API's `pl_on_message_ex`; the
+/// C++ wrapper turns an exception into this instead of letting it unwind into Rust).
+pub type OnMessageFallible = Box<dyn FnMut(&[u8], u8, bool) -> std::result::Result<(), String> + Send>;
+
+/// What the AppClient stage calls.
+pub enum Handler {
+    Plain(OnMessage),
+    Fallible(OnMessageFallible),
+}
+
 /// One deliverable frame, as stream positions (no borrow).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawFrame {
@@ -221,13 +232,15 @@ const DELIVER_PER_POLL: usize = 256;
 /// WS_FRAME_INFO -> `on_message`.
 pub struct AppClientStage {
     reader: FrameReader,
-    cb: OnMessage,
+    cb: Handler,
     stats: StatsRegion,
+    /// The callback failed: nothing more is delivered (the loop is ending).
+    failed: bool,
 }
 
 impl AppClientStage {
-    pub fn new(reader: FrameReader, cb: OnMessage, stats: StatsRegion) -> Self {
-        AppClientStage { reader, cb, stats }
+    pub fn new(reader: FrameReader, cb: Handler, stats: StatsRegion) -> Self {
+        AppClientStage { reader, cb, stats, failed: false }
     }
 }
 
@@ -236,17 +249,39 @@ impl Stage for AppClientStage {
         "app"
     }
 
+    /// The callback runs where the user's state lives: in the `processes` layout this
+    /// stage is a thread of the process that started the pipeline, never a forked
+    /// child (whose copy of the user's memory nobody would ever see).
+    fn stays_in_process(&self) -> bool {
+        true
+    }
+
     fn poll(&mut self, _now: u64) -> Result<Progress> {
+        if self.failed {
+            return Ok(Progress::Idle);
+        }
         let mut n = 0u64;
         let mut bytes = 0u64;
         while (n as usize) < DELIVER_PER_POLL {
             let Some(f) = self.reader.take() else { break };
             // SAFETY: `f` was just handed out and is released only below.
             let payload = unsafe { self.reader.payload(&f) };
-            (self.cb)(payload, f.opcode, f.fin);
+            let r = match &mut self.cb {
+                Handler::Plain(cb) => {
+                    cb(payload, f.opcode, f.fin);
+                    Ok(())
+                }
+                Handler::Fallible(cb) => cb(payload, f.opcode, f.fin),
+            };
             self.reader.release(&f);
             n += 1;
             bytes += f.len as u64;
+            if let Err(reason) = r {
+                self.failed = true;
+                self.stats
+                    .disconnect_with(crate::stats::DisconnectKind::CallbackError, format!("message callback failed: {reason}"));
+                break;
+            }
         }
         self.reader.publish();
         if n > 0 {

@@ -20,7 +20,7 @@ mod websocket;
 mod xdp_poll;
 mod xdp_transport;
 
-pub use app::{AppClientStage, FrameReader, OnMessage, RawFrame};
+pub use app::{AppClientStage, FrameReader, Handler, OnMessage, OnMessageFallible, RawFrame};
 pub use kernel::{StreamStats, StreamTransport, TlsTransport};
 pub use synthetic::{encode_server_frame, SyntheticCapture, SyntheticScript, SyntheticTransport};
 pub use transport::{FeedOptions, Subscription, Transport, TransportCounters, TransportStage};

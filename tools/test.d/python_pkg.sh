@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The Python package the way a Python shop installs it:
+#   - from a fresh clone (git clone of this checkout's HEAD + the working tree's changes
+#     are NOT included: commit first), `python3 -m venv v && v/bin/pip install ./python`
+#     builds the Rust library (setuptools-rust) into the package; a script outside the
+#     tree receives a TLS feed from tools/exchange_sim.py;
+#   - `pip wheel ./python` gives a platform wheel (linux_<arch>, library inside); it
+#     installs into another fresh venv and receives a feed there;
+#   - `mypy --strict` passes on python/examples/typed_reader.py, which then runs: an
+#     asyncio task ticks while the feed is read;
+#   - python/tests (unittest): exception types (ValueError, ConnectionError,
+#     TimeoutError), end-of-stream distinct from timeout, Ctrl-C during start.
+#   bash tools/test.d/python_pkg.sh    (CARGO_TARGET_DIR is shared with the clone's
+#   build so the Rust dependencies are not rebuilt)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+PY=${PL_PYTHON:-/opt/libpipeline-venv/bin/python}
+N=${N:-3000}
+FAILED=0
+PASSED=0
+declare -a RESULTS=()
+TMP=$(mktemp -d /tmp/plpy.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+result() {
+  RESULTS+=("$1: $2${3:+ ($3)}")
+  if [ "$2" = ok ]; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
+  echo "--- $1: $2${3:+ ($3)}"
+}
+t0=$SECONDS
+sh tools/testcerts.sh "$TMP/certs" >/dev/null
+start_sim() {
+  local out=$TMP/sim.$RANDOM.out
+  "$PY" tools/exchange_sim.py --host 127.0.0.1 --port 0 --once \
+    --cert "$TMP/certs/server.pem" --key "$TMP/certs/server.key" --count "$N" >"$out" 2>&1 </dev/null &
+  SIM_PID=$!
+  PIDS+=("$SIM_PID")
+  local port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*"port": \([0-9]*\).*/\1/p' "$out" | head -n1)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { cat "$out"; return 1; }
+  URL="wss://127.0.0.1:$port/"
+}
+stop_sim() { kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; }
+feed() { # name venv-python
+  local log=$TMP/$1.log
+  start_sim
+  (cd "$TMP" && timeout 120 "$2" "$REPO/python/examples/typed_reader.py" "$URL" --ca-file "$TMP/certs/ca.pem" \
+    --count "$N") >"$log" 2>&1 || true
+  stop_sim
+  if grep -q "summary: messages=$N ticks=" "$log"; then result "$1" ok "$(grep summary: "$log")"; else tail -5 "$log"; result "$1" FAIL; fi
+}
+
+echo "== fresh clone + venv + pip install ./python (builds the Rust library)"
+git clone -q --no-hardlinks "$REPO" "$TMP/clone"
+python3 -m venv "$TMP/v"
+if (cd "$TMP/clone" && unset PIPELINE_LIB && "$TMP/v/bin/pip" install --quiet ./python) >"$TMP/pip.log" 2>&1; then
+  lib=$(cd "$TMP" && env -u PIPELINE_LIB "$TMP/v/bin/python" -c 'import pipeline; print(pipeline.library_path())')
+  case "$lib" in "$TMP/v/"*) result pip-install ok "$lib" ;; *) result pip-install FAIL "library from $lib" ;; esac
+else
+  tail -20 "$TMP/pip.log"; result pip-install FAIL
+fi
+rm -rf "$TMP/clone"  # the installed package must not need the tree
+feed venv-feed "$TMP/v/bin/python"
+
+echo "== pip wheel -> another fresh venv"
+if (cd "$REPO" && "$TMP/v/bin/pip" wheel --quiet --no-deps -w "$TMP/wheels" ./python) >"$TMP/wheel.log" 2>&1; then
+  whl=$(ls "$TMP"/wheels/*.whl)
+  case "$whl" in *-linux_*.whl|*manylinux*.whl) result wheel-platform-tag ok "$(basename "$whl")" ;;
+    *) result wheel-platform-tag FAIL "$(basename "$whl")" ;; esac
+  python3 -m venv "$TMP/w"
+  "$TMP/w/bin/pip" install --quiet "$whl"
+  feed wheel-feed "$TMP/w/bin/python"
+else
+  tail -20 "$TMP/wheel.log"; result wheel FAIL
+fi
+
+echo "== mypy --strict on the typed example"
+"$TMP/v/bin/pip" install --quiet mypy
+if (cd "$TMP" && "$TMP/v/bin/mypy" --strict "$REPO/python/examples/typed_reader.py") >"$TMP/mypy.log" 2>&1; then
+  result mypy-strict ok "$(tail -1 "$TMP/mypy.log")"
+else
+  cat "$TMP/mypy.log"; result mypy-strict FAIL
+fi
+
+echo "== python/tests against the installed package"
+# (The tests run the simulator and the example with PL_PYTHON: this venv, so it needs
+# the simulator's websockets too.)
+"$TMP/v/bin/pip" install --quiet 'websockets>=12'
+if (cd "$TMP" && env -u PIPELINE_LIB PL_PYTHON="$TMP/v/bin/python" "$TMP/v/bin/python" -m unittest discover -s "$REPO/python/tests") \
+    >"$TMP/unit.log" 2>&1; then
+  result python-unittest ok "$(tail -1 "$TMP/unit.log")"
+else
+  grep -A25 -E "^(FAIL|ERROR):" "$TMP/unit.log" | head -60; result python-unittest FAIL
+fi
+
+echo
+echo "== python package: $PASSED passed, $FAILED failed ($((SECONDS - t0)) s)"
+printf '  %s\n' "${RESULTS[@]}"
+[ "$FAILED" = 0 ]

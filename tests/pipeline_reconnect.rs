@@ -364,7 +364,7 @@ fn two_hundred_reconnects_leak_nothing() {
 #[test]
 fn a_fragmented_send_cut_by_a_reconnect_is_not_continued() {
     let _s = shared();
-    let (name, _g) = unique("rc_frag");
+    let (name, _g) = unique("rc_fragsend");
     let c = caps(2);
     let mut first = conn("a", 3, End::Reset, &c[0]);
     first.bytes_per_sec = 200; // ~ 100 ms before the RST: time to send the first piece

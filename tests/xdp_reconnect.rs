@@ -238,7 +238,10 @@ fn kernel_black_hole_is_detected_by_liveness_and_survived() {
 fn xdp_reconnect_with_a_lost_syn_is_saved_by_the_syn_retransmit() {
     let _s = shared();
     let Some(bed) = TestBed::new_or_skip("XDP lost SYN") else { return };
-    let server = server(&bed, vec![(5, Ending::Rst)], Duration::from_millis(2));
+    // 60 ms between messages: the RST (and the reconnect's SYN) comes ~300 ms after
+    // start, well after the SYN-dropping rule below is in place (a reconnect follows a
+    // RST within the 20 ms backoff).
+    let server = server(&bed, vec![(5, Ending::Rst)], Duration::from_millis(60));
     let bed = &bed;
     bed.in_client(|| {
         let (name, _g) = unique("xrc_syn");

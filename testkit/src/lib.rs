@@ -23,6 +23,7 @@ pub use pipeline_netbed::process::ChildGuard;
 pub use pipeline_netbed::{exsim, feed, netns};
 
 pub mod alloc;
+pub mod c_program;
 pub mod certs;
 pub mod feed_server;
 pub mod synthetic;

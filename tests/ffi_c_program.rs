@@ -3,14 +3,9 @@
 
 use pipeline_testkit::c_program::{assert_success, CProgram};
 
-const PROGRAM: &str = r#"
-#define _POSIX_C_SOURCE 200809L
-#include "pipeline.h"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
+const PROGRAM: &str = concat!(
+    pipeline_testkit::c_prelude!(),
+    r#"
 #define N 20000
 static unsigned char data[N * 40];
 static size_t data_len;
@@ -30,15 +25,6 @@ static void on_message(void *user, const uint8_t *payload, size_t len, uint32_t 
     snprintf(want, sizeof want, "tick %zu", seen);
     if (opcode != 1 || len != strlen(want) || memcmp(payload, want, len) != 0 || user != (void *)&seen) bad++;
     seen++;
-}
-
-static void nap(void) { struct timespec ts = {0, 100000}; nanosleep(&ts, NULL); }
-
-static int fail(const char *what, enum PlResult r) {
-    char msg[256];
-    pl_last_error(msg, sizeof msg);
-    fprintf(stderr, "%s: %s: %s\n", what, pl_result_name(r), msg);
-    return 1;
 }
 
 int main(int argc, char **argv) {
@@ -115,7 +101,8 @@ int main(int argc, char **argv) {
     printf("ok %zu %zu\n", got, (size_t)seen);
     return 0;
 }
-"#;
+"#
+);
 
 #[test]
 fn a_c_program_drives_a_pipeline() {

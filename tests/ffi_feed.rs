@@ -9,23 +9,9 @@ use std::time::{Duration, Instant};
 use pipeline_testkit::c_program::{assert_success, CProgram};
 use pipeline_testkit::feed_server::{SeqServer, SeqSpec};
 
-const PROGRAM: &str = r#"
-#define _POSIX_C_SOURCE 200809L
-#include "pipeline.h"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-static void nap(void) { struct timespec ts = {0, 100000}; nanosleep(&ts, NULL); }
-
-static int fail(const char *what, enum PlResult r) {
-    char msg[256];
-    pl_last_error(msg, sizeof msg);
-    fprintf(stderr, "%s: %s: %s\n", what, pl_result_name(r), msg);
-    return 1;
-}
-
+const PROGRAM: &str = concat!(
+    pipeline_testkit::c_prelude!(),
+    r#"
 /* {"seq":N,...} -> N */
 static int seq_key(void *user, const uint8_t *p, size_t len, uint32_t *stream, uint64_t *seq) {
     (void)user;
@@ -135,7 +121,8 @@ int main(int argc, char **argv) {
     printf("ok %llu %llu %llu %llu %llu\n", got, gaps, ups, (unsigned long long)a.feed_won, (unsigned long long)b.feed_won);
     return 0;
 }
-"#;
+"#
+);
 
 #[test]
 fn a_c_program_runs_a_feed() {

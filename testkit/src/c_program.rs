@@ -77,3 +77,29 @@ impl Drop for CProgram {
         std::fs::remove_dir_all(&self.dir).ok();
     }
 }
+
+/// The opening of a C test program, as a literal for `concat!`: `pipeline.h` and the C
+/// headers it uses, `nap()` (sleep 100 µs) and `fail(what, r)` (print what failed with
+/// the result's name and `pl_last_error`; returns 1).
+#[macro_export]
+macro_rules! c_prelude {
+    () => {
+        r#"
+#define _POSIX_C_SOURCE 200809L
+#include "pipeline.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void nap(void) { struct timespec ts = {0, 100000}; nanosleep(&ts, NULL); }
+
+static int fail(const char *what, enum PlResult r) {
+    char msg[256];
+    pl_last_error(msg, sizeof msg);
+    fprintf(stderr, "%s: %s: %s\n", what, pl_result_name(r), msg);
+    return 1;
+}
+"#
+    };
+}

@@ -7,7 +7,7 @@ use std::ffi::{c_void, CStr, CString};
 use std::time::{Duration, Instant};
 
 use pipeline::ffi::*;
-use pipeline_testkit::ffi::{text_frames, ShmGuard};
+use pipeline_testkit::ffi::{numbered_frames, ShmGuard};
 
 /// The callback's state: a plain struct in this process (not shared memory). In the
 /// processes layout a callback in a forked child would leave it at 0.
@@ -44,7 +44,7 @@ unsafe extern "C" fn on_msg(user: *mut c_void, s: *mut pl_sender, payload: *cons
 }
 
 fn run(layout: PlLayout, tag: &str, n: usize, fail_at: usize) -> (State, PlDisconnect, String, PlStats) {
-    let data = text_frames(n);
+    let data = numbered_frames(n);
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("cbx{}_{tag}", std::process::id())).unwrap();
     let _g = ShmGuard(name.to_str().unwrap().into());

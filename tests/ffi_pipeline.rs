@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pipeline::ffi::*;
-use pipeline_testkit::ffi::{last_error, text_frames, ShmGuard};
+use pipeline_testkit::ffi::{last_error, numbered_frames, ShmGuard};
 
 unsafe fn base_config(cfg: &mut PlConfig, url: &CString, name: &CString, data: &[u8]) {
     assert_eq!(pl_config_init(cfg), PlResult::PL_OK);
@@ -160,7 +160,7 @@ fn refused_connection_is_a_net_error() {
 #[test]
 fn poll_release_send_close_state_stats() {
     let n = 5000;
-    let data = text_frames(n);
+    let data = numbered_frames(n);
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("f{}_poll", std::process::id())).unwrap();
     let _g = ShmGuard(name.to_str().unwrap().into());
@@ -262,7 +262,7 @@ unsafe extern "C" fn on_msg(user: *mut c_void, payload: *const u8, len: usize, o
 #[test]
 fn callback_delivery_and_poll_refused() {
     let n = 3000;
-    let data = text_frames(n);
+    let data = numbered_frames(n);
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("f{}_cb", std::process::id())).unwrap();
     let _g = ShmGuard(name.to_str().unwrap().into());
@@ -321,7 +321,7 @@ unsafe extern "C" fn on_state(user: *mut c_void, state: PlState, reason: *const 
 
 #[test]
 fn state_changes_reach_the_state_callback_with_the_reason() {
-    let data = text_frames(10);
+    let data = numbered_frames(10);
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("f{}_state", std::process::id())).unwrap();
     let _g = ShmGuard(name.to_str().unwrap().into());
@@ -366,7 +366,7 @@ unsafe extern "C" fn on_state_noop(_: *mut c_void, _: PlState, _: *const std::ff
 #[test]
 fn overlapping_calls_on_one_handle_never_duplicate_or_lose_frames() {
     let n = 20_000;
-    let data = text_frames(n);
+    let data = numbered_frames(n);
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("f{}_mt", std::process::id())).unwrap();
     let _g = ShmGuard(name.to_str().unwrap().into());
@@ -449,7 +449,7 @@ fn send_text_checks_the_size_limit_before_scanning_the_bytes() {
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("f{}_big", std::process::id())).unwrap();
     let _g = ShmGuard(name.to_str().unwrap().into());
-    let data = text_frames(1);
+    let data = numbered_frames(1);
     // SAFETY: valid pointers; the mapping outlives its use; the handle is freed once.
     unsafe {
         let mut cfg = std::mem::zeroed::<PlConfig>();

@@ -18,13 +18,6 @@ fn slow() -> SyntheticScript {
     }
 }
 
-fn reason(p: &Pipeline) -> pipeline::pipeline::DisconnectReason {
-    match p.state() {
-        PipelineState::Disconnected { reason } => reason,
-        s => panic!("not disconnected: {s:?}"),
-    }
-}
-
 #[test]
 fn the_applications_own_children_keep_their_exit_statuses() {
     let (name, _g) = unique("sup_app_children");
@@ -75,7 +68,7 @@ fn two_processes_pipelines_each_notice_only_their_own_dead_stage() {
             "round {round}: B never noticed its websocket stage (pid {}) died",
             pids[1]
         );
-        let r = reason(&pb);
+        let r = disconnect_reason(&pb);
         assert_eq!(
             r.kind,
             pipeline::pipeline::DisconnectKind::StageDied {

@@ -2,17 +2,10 @@
 
 use pipeline::ffi::pl_last_error;
 
-/// Removes the pipeline's shared-memory directory `/dev/shm/pipeline_<name>` on drop.
-pub struct ShmGuard(pub String);
-
-impl Drop for ShmGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&self.0));
-    }
-}
+pub use crate::synthetic::ShmGuard;
 
 /// `n` unmasked final text frames "msg 0", "msg 1", ... back to back: a synthetic feed.
-pub fn text_frames(n: usize) -> Vec<u8> {
+pub fn numbered_frames(n: usize) -> Vec<u8> {
     let mut v = Vec::new();
     for i in 0..n {
         pipeline::stage::encode_server_frame(&mut v, 1, true, format!("msg {i}").as_bytes());

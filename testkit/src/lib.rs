@@ -26,6 +26,7 @@ pub mod alloc;
 pub mod c_program;
 pub mod certs;
 pub mod feed_server;
+pub mod reconnect;
 pub mod ffi;
 pub mod synthetic;
 pub mod tcp_sim;

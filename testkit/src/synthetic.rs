@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use pipeline::pipeline::{Config, TransportKind};
+use pipeline::pipeline::{Config, DisconnectReason, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::shm::ShmDir;
 use pipeline::stage::{encode_server_frame, SyntheticScript};
@@ -58,4 +58,12 @@ pub fn config(name: &str, s: SyntheticScript, layout: Layout) -> Config {
     c.frame_ring = 4096;
     c.quiet = true;
     c
+}
+
+/// Why `p` disconnected; panics unless it is `Disconnected`.
+pub fn disconnect_reason(p: &Pipeline) -> DisconnectReason {
+    match p.state() {
+        PipelineState::Disconnected { reason } => reason,
+        s => panic!("not disconnected: {s:?}"),
+    }
 }

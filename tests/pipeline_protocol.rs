@@ -344,27 +344,7 @@ fn a_killed_stage_process_is_noticed_and_reported() {
     };
     let p = Pipeline::start(config(&name, s, Layout::Processes)).unwrap();
     let pids = p.child_pids();
-    assert_eq!(
-        pids.len(),
-        2,
-        "transport and websocket children (polling: no app child)"
-    );
-    // SAFETY: killing our own child.
-    unsafe { libc::kill(pids[1], libc::SIGKILL) };
-    assert!(
-        p.wait_disconnected(Duration::from_secs(10)),
-        "the supervisor must notice"
-    );
-    let r = disconnect_reason(&p);
-    assert_eq!(
-        r.kind,
-        pipeline::pipeline::DisconnectKind::StageDied {
-            stage: "websocket".into(),
-            pid: pids[1],
-            exit: pipeline::pipeline::StageExit::Signal(9)
-        },
-        "{r}"
-    );
+    let r = kill_websocket_stage(&p, Duration::from_secs(10), "");
     assert_eq!(r.message, format!("stage websocket (pid {}) killed by signal 9", pids[1]));
     p.stop();
     // Every child is gone.
@@ -514,11 +494,7 @@ fn overwrite_policy_loses_old_frames_but_never_delivers_garbage() {
     );
     assert!(flagged > 0, "the loss is flagged");
     assert!(p.stats().get(Counter::Overruns) > 0 || p.stats().get(Counter::FrameRingFull) > 0);
-    assert!(
-        matches!(p.state(), PipelineState::Connected),
-        "{:?}",
-        p.state()
-    );
+    assert_connected(&p, "");
     p.stop();
 }
 

@@ -3,7 +3,7 @@
 #   . tools/lib/testlib.sh
 # Sets REPO, PATH (+ ~/.cargo/bin), CARGO_TARGET_DIR (default $REPO/target), PY
 # (PL_PYTHON or the project venv), PASSED/FAILED/RESULTS, PIDS, t0; defines result,
-# kill_pids, sim_start/stop_sim and summary.
+# kill_pids, use_tmp, sim_start/stop_sim and summary.
 REPO=$PWD
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
@@ -14,9 +14,21 @@ declare -a RESULTS=()
 PIDS=()
 t0=$SECONDS
 
-# kill_pids: kill every background process recorded in PIDS (for cleanup traps).
+# kill_pids: kill every background process recorded in PIDS.
 kill_pids() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+}
+
+# use_tmp TAG: TMP = a fresh /tmp/TAG.XXXXXX; on exit the processes in PIDS are killed,
+# the script's cleanup_extra (if it defines one) runs and TMP is removed.
+use_tmp() {
+  TMP=$(mktemp -d "/tmp/$1.XXXXXX")
+  trap tl_cleanup EXIT
+}
+tl_cleanup() {
+  kill_pids
+  if declare -F cleanup_extra >/dev/null; then cleanup_extra; fi
+  rm -rf "$TMP"
 }
 
 result() { # name ok|FAIL [detail]

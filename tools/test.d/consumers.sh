@@ -14,19 +14,16 @@ TARGET=$CARGO_TARGET_DIR
 N=${N:-20000}
 PIPELINE=$TARGET/release/pipeline
 
-TMP=$(mktemp -d /tmp/plcons.XXXXXX)
+use_tmp plcons
 NS_C=plt$$c
 NS_S=plt$$s
 SERVER_IP=10.202.1.1
 CLIENT_IP=10.202.1.2
-cleanup() {
-  kill_pids
+cleanup_extra() {
   ip netns del "$NS_C" 2>/dev/null || true
   ip netns del "$NS_S" 2>/dev/null || true
-  rm -rf "$TMP"
   rm -rf /dev/shm/pipeline_plt$$* 2>/dev/null || true
 }
-trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== build: libpipeline (release), cpp_examples (make + pkg-config), pip install ./python"

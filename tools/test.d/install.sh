@@ -17,12 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tools/lib/testlib.sh
 N=${N:-3000}
-TMP=$(mktemp -d /tmp/plinst.XXXXXX)
-cleanup() {
-  kill_pids
-  rm -rf "$TMP" /dev/shm/pipeline_pli$$* 2>/dev/null || true
-}
-trap cleanup EXIT
+use_tmp plinst
+cleanup_extra() { rm -rf /dev/shm/pipeline_pli$$* 2>/dev/null || true; }
 
 echo "== Debian's libpipeline-dev and cmake (installed alongside on purpose)"
 need=()

@@ -16,12 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tools/lib/testlib.sh
 N=${N:-3000}
-TMP=$(mktemp -d /tmp/plpy.XXXXXX)
-cleanup() {
-  kill_pids
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+use_tmp plpy
 sh tools/testcerts.sh "$TMP/certs" >/dev/null
 start_sim() { sim_start 127.0.0.1 server --count "$N"; } # -> SIM_PID, URL
 feed() { # name venv-python

@@ -118,6 +118,28 @@ fn mpsc_throughput() -> f64 {
     t0.elapsed().as_nanos() as f64 / N_MPSC as f64
 }
 
+/// Round trips of 0, 1, ... (PINGS, or until BUDGET) through `send` and the echo that
+/// `recv` spins on; ns per one-way handoff.
+fn time_pingpong(mut send: impl FnMut(u64), mut recv: impl FnMut() -> Option<u64>) -> f64 {
+    let t0 = Instant::now();
+    let mut done = 0u64;
+    for v in 0..PINGS {
+        send(v);
+        loop {
+            if let Some(r) = recv() {
+                assert_eq!(r, v);
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        done += 1;
+        if v % 256 == 0 && t0.elapsed() > BUDGET {
+            break;
+        }
+    }
+    t0.elapsed().as_nanos() as f64 / done as f64 / 2.0
+}
+
 fn ring_pingpong() -> f64 {
     let dir = ShmDir::create(&name("pp")).unwrap();
     let (mut pa, mut ca) = ElemRing::<u64>::create(&dir, "raw_inbox.shm", 64).unwrap().split();
@@ -138,23 +160,7 @@ fn ring_pingpong() -> f64 {
     });
     pin(1);
     let (p, c) = (&mut pa, &mut cb);
-    let t0 = Instant::now();
-    let mut done = 0u64;
-    for v in 0..PINGS {
-        p.push(v).unwrap();
-        loop {
-            if let Some(r) = c.pop() {
-                assert_eq!(r, v);
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        done += 1;
-        if v % 256 == 0 && t0.elapsed() > BUDGET {
-            break;
-        }
-    }
-    let ns = t0.elapsed().as_nanos() as f64 / done as f64 / 2.0;
+    let ns = time_pingpong(|v| p.push(v).unwrap(), || c.pop());
     p.push(STOP).unwrap();
     echo.join().unwrap();
     ns
@@ -177,23 +183,7 @@ fn mpsc_pingpong() -> f64 {
         }
     });
     pin(1);
-    let t0 = Instant::now();
-    let mut done = 0u64;
-    for v in 0..PINGS {
-        tx_a.send(v).unwrap();
-        loop {
-            if let Ok(r) = rx_b.try_recv() {
-                assert_eq!(r, v);
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        done += 1;
-        if v % 256 == 0 && t0.elapsed() > BUDGET {
-            break;
-        }
-    }
-    let ns = t0.elapsed().as_nanos() as f64 / done as f64 / 2.0;
+    let ns = time_pingpong(|v| tx_a.send(v).unwrap(), || rx_b.try_recv().ok());
     tx_a.send(STOP).unwrap();
     echo.join().unwrap();
     ns

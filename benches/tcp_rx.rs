@@ -58,6 +58,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// End of a batch of 16: open the receive window again and emit the ACKs that are due
+/// into `ackbuf`; how many.
+fn grant_and_ack(c: &mut Connection, now: u64, ackbuf: &mut [u8]) -> usize {
+    c.set_rx_space(1 << 30);
+    let mut acks = 0;
+    while let Some(tx) = c.poll_transmit(now) {
+        if let Transmit::Control(seg) = tx {
+            let n = c.emit_control(&seg, ackbuf).unwrap();
+            black_box(&ackbuf[..n]);
+            acks += 1;
+        }
+    }
+    acks
+}
+
 /// ns per segment for one run over all frames.
 fn rx_run(frames: &[Vec<u8>], verify: bool) -> f64 {
     let mut c = established(verify);
@@ -72,14 +87,7 @@ fn rx_run(frames: &[Vec<u8>], verify: bool) -> f64 {
             black_box(d);
         });
         if i % 16 == 15 {
-            c.set_rx_space(1 << 30);
-            while let Some(tx) = c.poll_transmit(now) {
-                if let Transmit::Control(seg) = tx {
-                    let n = c.emit_control(&seg, &mut ackbuf).unwrap();
-                    black_box(&ackbuf[..n]);
-                    acks += 1;
-                }
-            }
+            acks += grant_and_ack(&mut c, now, &mut ackbuf);
         }
     }
     let ns = t.elapsed().as_nanos() as f64 / frames.len() as f64;
@@ -112,13 +120,7 @@ fn rx_hot_run(ring: &mut [Vec<u8>], total: usize, verify: bool) -> f64 {
             black_box(d);
         });
         if i % 16 == 15 {
-            c.set_rx_space(1 << 30);
-            while let Some(tx) = c.poll_transmit(now) {
-                if let Transmit::Control(seg) = tx {
-                    let n = c.emit_control(&seg, &mut ackbuf).unwrap();
-                    black_box(&ackbuf[..n]);
-                }
-            }
+            grant_and_ack(&mut c, now, &mut ackbuf);
         }
     }
     let ns = t.elapsed().as_nanos() as f64 / total as f64;

@@ -11,23 +11,9 @@ use std::time::Instant;
 use pipeline::ws::mask::{apply_mask, apply_mask_naive};
 use pipeline::ws::utf8::validate;
 use pipeline::ws::{Delivery, Event, Parser, ParserConfig};
+use pipeline_testkit::ws_frames::frame;
 
 const RUNS: usize = 15;
-
-fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
-    let mut v = vec![b0];
-    if payload.len() < 126 {
-        v.push(payload.len() as u8);
-    } else if payload.len() <= 0xFFFF {
-        v.push(126);
-        v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    } else {
-        v.push(127);
-        v.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    }
-    v.extend_from_slice(payload);
-    v
-}
 
 /// JSON-ish ASCII resembling a trade message, `n` bytes.
 fn ascii_payload(n: usize, seed: usize) -> Vec<u8> {
@@ -81,6 +67,13 @@ struct Row {
     secs: f64,
     best: f64,
     per_item: Option<(usize, &'static str)>,
+}
+
+impl Row {
+    /// A row without a per-item column.
+    fn plain(name: String, bytes: usize, secs: f64, best: f64) -> Row {
+        Row { name, bytes, secs, best, per_item: None }
+    }
 }
 
 fn parse_all(buf: &[u8]) -> usize {
@@ -184,23 +177,11 @@ fn main() {
         let (secs, best) = time(iters, || {
             black_box(validate(black_box(buf)));
         });
-        rows.push(Row {
-            name: format!("utf8 ours {label}"),
-            bytes: buf.len(),
-            secs,
-            best,
-            per_item: None,
-        });
+        rows.push(Row::plain(format!("utf8 ours {label}"), buf.len(), secs, best));
         let (secs, best) = time(iters, || {
             black_box(std::str::from_utf8(black_box(buf)).is_ok());
         });
-        rows.push(Row {
-            name: format!("utf8 std::str::from_utf8 {label}"),
-            bytes: buf.len(),
-            secs,
-            best,
-            per_item: None,
-        });
+        rows.push(Row::plain(format!("utf8 std::str::from_utf8 {label}"), buf.len(), secs, best));
     }
 
     // Masking: ours vs naive.
@@ -211,23 +192,11 @@ fn main() {
         let (secs, best) = time(iters, || {
             apply_mask(black_box(&mut buf), key, 0);
         });
-        rows.push(Row {
-            name: format!("mask {size} B (u64)"),
-            bytes: size,
-            secs,
-            best,
-            per_item: None,
-        });
+        rows.push(Row::plain(format!("mask {size} B (u64)"), size, secs, best));
         let (secs, best) = time(iters, || {
             apply_mask_naive(black_box(&mut buf), key, 0);
         });
-        rows.push(Row {
-            name: format!("mask {size} B naive byte loop"),
-            bytes: size,
-            secs,
-            best,
-            per_item: None,
-        });
+        rows.push(Row::plain(format!("mask {size} B naive byte loop"), size, secs, best));
     }
 
     println!(

@@ -1,18 +1,10 @@
 //! Every public header compiles on its own as C11 and as C++17, and a C program using
 //! `pipeline.h` links against `libpipeline.so` and gets sane answers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// target/<profile>/ next to this test binary (target/<profile>/deps/ctest-…).
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
+use pipeline_testkit::c_program::{include_dir, CProgram};
 
 fn compile(compiler: &str, std: &str, lang: &str, header: &Path, out: &Path) {
     let src = out.with_extension(if lang == "c" { "c" } else { "cpp" });
@@ -36,7 +28,7 @@ fn every_public_header_compiles_alone_as_c11_and_cpp17() {
     let tmp = std::env::temp_dir().join(format!("plhdr{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let mut n = 0;
-    for entry in std::fs::read_dir(root().join("include")).unwrap() {
+    for entry in std::fs::read_dir(include_dir()).unwrap() {
         let h = entry.unwrap().path();
         let stem = h.file_stem().unwrap().to_string_lossy().to_string();
         if h.extension().and_then(|e| e.to_str()) == Some("hpp") {
@@ -59,11 +51,8 @@ fn every_public_header_compiles_alone_as_c11_and_cpp17() {
 
 #[test]
 fn a_c_program_links_and_reads_errors() {
-    let tmp = std::env::temp_dir().join(format!("plhdrlink{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let src = tmp.join("main.c");
-    std::fs::write(
-        &src,
+    let prog = CProgram::build(
+        "plhdrlink",
         r#"#include "pipeline.h"
 #include <stdio.h>
 #include <string.h>
@@ -78,25 +67,9 @@ int main(void) {
     return 0;
 }
 "#,
-    )
-    .unwrap();
-    let exe = tmp.join("main");
-    let lib = lib_dir();
-    assert!(lib.join("libpipeline.so").exists(), "libpipeline.so not built in {}", lib.display());
-    let o = Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .arg(format!("-I{}", root().join("include").display()))
-        .arg(format!("-L{}", lib.display()))
-        .args(["-lpipeline", &format!("-Wl,-rpath,{}", lib.display())])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "link failed: {}", String::from_utf8_lossy(&o.stderr));
-    let run = Command::new(&exe).output().unwrap();
-    std::fs::remove_dir_all(&tmp).ok();
-    assert!(run.status.success(), "C program failed: {:?} {}", run.status, String::from_utf8_lossy(&run.stderr));
-    assert!(String::from_utf8_lossy(&run.stdout).starts_with("ok "));
+        &["-std=c11", "-Wall", "-Werror"],
+    );
+    assert!(prog.run_ok::<&str>(&[]).starts_with("ok "));
 }
 
 /// Values C can put in an enum-typed slot that no enumerator names: the library takes
@@ -104,11 +77,8 @@ int main(void) {
 /// `pl_result_name` names unknown codes "unknown" instead of reading out of bounds.
 #[test]
 fn a_c_program_passing_out_of_range_enum_values_gets_errors_not_ub() {
-    let tmp = std::env::temp_dir().join(format!("plhdrenum{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let src = tmp.join("main.c");
-    std::fs::write(
-        &src,
+    let prog = CProgram::build(
+        "plhdrenum",
         r#"#include "pipeline.h"
 #include <stdio.h>
 #include <string.h>
@@ -145,29 +115,7 @@ int main(void) {
     return 0;
 }
 "#,
-    )
-    .unwrap();
-    let exe = tmp.join("main");
-    let lib = lib_dir();
-    assert!(lib.join("libpipeline.so").exists(), "libpipeline.so not built in {}", lib.display());
-    let o = Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .arg(format!("-I{}", root().join("include").display()))
-        .arg(format!("-L{}", lib.display()))
-        .args(["-lpipeline", &format!("-Wl,-rpath,{}", lib.display())])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "compile failed: {}", String::from_utf8_lossy(&o.stderr));
-    let run = Command::new(&exe).output().unwrap();
-    std::fs::remove_dir_all(&tmp).ok();
-    assert!(
-        run.status.success(),
-        "C program failed: {:?}\nstdout: {}\nstderr: {}",
-        run.status,
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+        &["-std=c11", "-Wall", "-Werror"],
     );
-    assert!(String::from_utf8_lossy(&run.stdout).ends_with("ok\n"));
+    assert!(prog.run_ok::<&str>(&[]).ends_with("ok\n"));
 }

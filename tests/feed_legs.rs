@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 
 use pipeline::pipeline::{
     ArbiterMode, Config, Counter, Feed, FeedConfig, FeedEvent, FeedItem, KeyExtractor, Layout,
-    ReconnectPolicy, RotationConfig, State, WaitKind,
+    RotationConfig, State, WaitKind,
 };
 use pipeline_testkit::feed_server::{SeqServer, SeqSpec};
+use pipeline_testkit::reconnect::{quick_reconnect, MS};
 use pipeline_testkit::synthetic::unique;
-
-const MS: u64 = 1_000_000;
 
 fn leg(url: &str) -> Config {
     let mut c = Config::new(url);
@@ -29,13 +28,7 @@ fn leg(url: &str) -> Config {
     c.wait = Some(WaitKind::Backoff);
     c.timeout = Duration::from_secs(2);
     c.quiet = true;
-    c.reconnect = ReconnectPolicy {
-        initial_ns: 20 * MS,
-        max_ns: 150 * MS,
-        jitter: 0.0,
-        storm_attempts: 0,
-        ..ReconnectPolicy::standard()
-    };
+    c.reconnect = quick_reconnect(150);
     c
 }
 

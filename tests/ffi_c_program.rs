@@ -1,27 +1,11 @@
 //! A C program uses the pipeline through include/pipeline.h and libpipeline.so:
 //! synthetic server, polling and callback delivery, send, close, state, stats.
 
-use std::path::PathBuf;
-use std::process::Command;
+use pipeline_testkit::c_program::{assert_success, CProgram};
 
-fn lib_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-const PROGRAM: &str = r#"
-#define _POSIX_C_SOURCE 200809L
-#include "pipeline.h"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
+const PROGRAM: &str = concat!(
+    pipeline_testkit::c_prelude!(),
+    r#"
 #define N 20000
 static unsigned char data[N * 40];
 static size_t data_len;
@@ -41,15 +25,6 @@ static void on_message(void *user, const uint8_t *payload, size_t len, uint32_t 
     snprintf(want, sizeof want, "tick %zu", seen);
     if (opcode != 1 || len != strlen(want) || memcmp(payload, want, len) != 0 || user != (void *)&seen) bad++;
     seen++;
-}
-
-static void nap(void) { struct timespec ts = {0, 100000}; nanosleep(&ts, NULL); }
-
-static int fail(const char *what, enum PlResult r) {
-    char msg[256];
-    pl_last_error(msg, sizeof msg);
-    fprintf(stderr, "%s: %s: %s\n", what, pl_result_name(r), msg);
-    return 1;
 }
 
 int main(int argc, char **argv) {
@@ -126,44 +101,16 @@ int main(int argc, char **argv) {
     printf("ok %zu %zu\n", got, (size_t)seen);
     return 0;
 }
-"#;
+"#
+);
 
 #[test]
 fn a_c_program_drives_a_pipeline() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let tmp = std::env::temp_dir().join(format!("plcprog{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let src = tmp.join("main.c");
-    std::fs::write(&src, PROGRAM).unwrap();
-    let exe = tmp.join("main");
-    let lib = lib_dir();
-    let o = Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .arg(format!("-I{}", root.join("include").display()))
-        .arg(format!("-L{}", lib.display()))
-        .args(["-lpipeline", &format!("-Wl,-rpath,{}", lib.display())])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "compile failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let prog = CProgram::build("plcprog", PROGRAM, &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"]);
     let name = format!("c{}", std::process::id());
-    let run = Command::new(&exe).arg(&name).output().unwrap();
+    let run = prog.run(&[&name]);
     for suffix in ["_poll", "_cb"] {
-        let _ =
-            std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&format!("{name}{suffix}")));
+        let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&format!("{name}{suffix}")));
     }
-    std::fs::remove_dir_all(&tmp).ok();
-    assert!(
-        run.status.success(),
-        "C program failed: {:?}\nstdout: {}\nstderr: {}",
-        run.status,
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(String::from_utf8_lossy(&run.stdout).starts_with("ok 20000 20000"));
+    assert!(assert_success(&run).starts_with("ok 20000 20000"));
 }

@@ -7,21 +7,7 @@ use std::ffi::{c_void, CStr, CString};
 use std::time::{Duration, Instant};
 
 use pipeline::ffi::*;
-
-struct Guard(String);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&self.0));
-    }
-}
-
-fn frames(n: usize) -> Vec<u8> {
-    let mut v = Vec::new();
-    for i in 0..n {
-        pipeline::stage::encode_server_frame(&mut v, 1, true, format!("msg {i}").as_bytes());
-    }
-    v
-}
+use pipeline_testkit::ffi::{numbered_frames, ShmGuard};
 
 /// The callback's state: a plain struct in this process (not shared memory). In the
 /// processes layout a callback in a forked child would leave it at 0.
@@ -58,10 +44,10 @@ unsafe extern "C" fn on_msg(user: *mut c_void, s: *mut pl_sender, payload: *cons
 }
 
 fn run(layout: PlLayout, tag: &str, n: usize, fail_at: usize) -> (State, PlDisconnect, String, PlStats) {
-    let data = frames(n);
+    let data = numbered_frames(n);
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("cbx{}_{tag}", std::process::id())).unwrap();
-    let _g = Guard(name.to_str().unwrap().into());
+    let _g = ShmGuard(name.to_str().unwrap().into());
     let mut st = State { seen: 0, bad: 0, sent_ok: 0, fail_at };
     // SAFETY: valid pointers that outlive the pipeline; the callback is a plain function.
     unsafe {

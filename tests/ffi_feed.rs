@@ -3,30 +3,15 @@
 //! contiguous mode; then one leg with a C key callback. Every sequence once and in order,
 //! the gap as a PL_FEED_GAP item, legs up as PL_FEED_LEG_UP, wins split in the leg stats.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pipeline_testkit::c_program::{assert_success, CProgram};
 use pipeline_testkit::feed_server::{SeqServer, SeqSpec};
 
-const PROGRAM: &str = r#"
-#define _POSIX_C_SOURCE 200809L
-#include "pipeline.h"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-static void nap(void) { struct timespec ts = {0, 100000}; nanosleep(&ts, NULL); }
-
-static int fail(const char *what, enum PlResult r) {
-    char msg[256];
-    pl_last_error(msg, sizeof msg);
-    fprintf(stderr, "%s: %s: %s\n", what, pl_result_name(r), msg);
-    return 1;
-}
-
+const PROGRAM: &str = concat!(
+    pipeline_testkit::c_prelude!(),
+    r#"
 /* {"seq":N,...} -> N */
 static int seq_key(void *user, const uint8_t *p, size_t len, uint32_t *stream, uint64_t *seq) {
     (void)user;
@@ -136,11 +121,8 @@ int main(int argc, char **argv) {
     printf("ok %llu %llu %llu %llu %llu\n", got, gaps, ups, (unsigned long long)a.feed_won, (unsigned long long)b.feed_won);
     return 0;
 }
-"#;
-
-fn lib_dir() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
-}
+"#
+);
 
 #[test]
 fn a_c_program_runs_a_feed() {
@@ -156,36 +138,13 @@ fn a_c_program_runs_a_feed() {
     b.seed = 9;
     let (sa, sb) = (SeqServer::start(a), SeqServer::start(b));
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let tmp = std::env::temp_dir().join(format!("plcfeed{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let src = tmp.join("main.c");
-    std::fs::write(&src, PROGRAM).unwrap();
-    let exe = tmp.join("main");
-    let lib = lib_dir();
-    let o = Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .arg(format!("-I{}", root.join("include").display()))
-        .arg(format!("-L{}", lib.display()))
-        .args(["-lpipeline", &format!("-Wl,-rpath,{}", lib.display())])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "compile failed: {}", String::from_utf8_lossy(&o.stderr));
+    let prog = CProgram::build("plcfeed", PROGRAM, &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"]);
     let name = format!("cf{}", std::process::id());
-    let run = Command::new(&exe).args([&name, &sa.url(), &sb.url(), &end.to_string()]).output().unwrap();
+    let run = prog.run(&[&name, &sa.url(), &sb.url(), &end.to_string()]);
     for n in [format!("{name}"), format!("{name}-0"), format!("{name}-1"), format!("{name}-2"), format!("{name}_cb"), format!("{name}_cb-0"), format!("{name}_cb-1")] {
         let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&n));
     }
-    std::fs::remove_dir_all(&tmp).ok();
-    let out = String::from_utf8_lossy(&run.stdout);
-    eprintln!("{out}");
-    assert!(
-        run.status.success(),
-        "C program failed: {:?}\nstdout: {out}\nstderr: {}",
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
-    );
+    eprintln!("{}", String::from_utf8_lossy(&run.stdout));
+    let out = assert_success(&run);
     assert!(out.starts_with("ok 3000 1 2 "), "{out}");
 }

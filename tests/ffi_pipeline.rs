@@ -5,28 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pipeline::ffi::*;
-
-struct Guard(String);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&self.0));
-    }
-}
-
-fn frames(n: usize) -> Vec<u8> {
-    let mut v = Vec::new();
-    for i in 0..n {
-        pipeline::stage::encode_server_frame(&mut v, 1, true, format!("msg {i}").as_bytes());
-    }
-    v
-}
-
-fn last_error() -> String {
-    let mut b = vec![0u8; 512];
-    // SAFETY: 512 writable bytes.
-    let n = unsafe { pl_last_error(b.as_mut_ptr() as *mut _, b.len()) };
-    String::from_utf8_lossy(&b[..n.min(511)]).into_owned()
-}
+use pipeline_testkit::ffi::{last_error, numbered_frames, ShmGuard};
 
 unsafe fn base_config(cfg: &mut PlConfig, url: &CString, name: &CString, data: &[u8]) {
     assert_eq!(pl_config_init(cfg), PlResult::PL_OK);
@@ -89,7 +68,7 @@ fn out_of_range_enum_values_are_config_errors_naming_the_field() {
     unsafe {
         let url = CString::new("ws://127.0.0.1:1/").unwrap();
         let name = CString::new(format!("f{}_enum", std::process::id())).unwrap();
-        let _g = Guard(name.to_str().unwrap().into());
+        let _g = ShmGuard(name.to_str().unwrap().into());
         for field in ["transport", "layout", "wait", "delivery", "overrun"] {
             let mut cfg = std::mem::zeroed::<PlConfig>();
             base_config(&mut cfg, &url, &name, &[]);
@@ -166,7 +145,7 @@ fn refused_connection_is_a_net_error() {
     unsafe {
         let url = CString::new("wss://127.0.0.1:1/").unwrap();
         let name = CString::new(format!("f{}_k", std::process::id())).unwrap();
-        let _g = Guard(name.to_str().unwrap().into());
+        let _g = ShmGuard(name.to_str().unwrap().into());
         let mut cfg = std::mem::zeroed::<PlConfig>();
         base_config(&mut cfg, &url, &name, &[]);
         cfg.transport = PlTransport::PL_TRANSPORT_KERNEL as u32;
@@ -181,10 +160,10 @@ fn refused_connection_is_a_net_error() {
 #[test]
 fn poll_release_send_close_state_stats() {
     let n = 5000;
-    let data = frames(n);
+    let data = numbered_frames(n);
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("f{}_poll", std::process::id())).unwrap();
-    let _g = Guard(name.to_str().unwrap().into());
+    let _g = ShmGuard(name.to_str().unwrap().into());
     // SAFETY: valid pointers throughout; the handle is freed once.
     unsafe {
         let mut cfg = std::mem::zeroed::<PlConfig>();
@@ -283,10 +262,10 @@ unsafe extern "C" fn on_msg(user: *mut c_void, payload: *const u8, len: usize, o
 #[test]
 fn callback_delivery_and_poll_refused() {
     let n = 3000;
-    let data = frames(n);
+    let data = numbered_frames(n);
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("f{}_cb", std::process::id())).unwrap();
-    let _g = Guard(name.to_str().unwrap().into());
+    let _g = ShmGuard(name.to_str().unwrap().into());
     // SAFETY: valid pointers; the callback is a plain function.
     unsafe {
         let mut cfg = std::mem::zeroed::<PlConfig>();
@@ -342,10 +321,10 @@ unsafe extern "C" fn on_state(user: *mut c_void, state: PlState, reason: *const 
 
 #[test]
 fn state_changes_reach_the_state_callback_with_the_reason() {
-    let data = frames(10);
+    let data = numbered_frames(10);
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("f{}_state", std::process::id())).unwrap();
-    let _g = Guard(name.to_str().unwrap().into());
+    let _g = ShmGuard(name.to_str().unwrap().into());
     // SAFETY: valid pointers throughout; the handle is freed once.
     let (d, msg) = unsafe {
         let mut cfg = std::mem::zeroed::<PlConfig>();
@@ -387,10 +366,10 @@ unsafe extern "C" fn on_state_noop(_: *mut c_void, _: PlState, _: *const std::ff
 #[test]
 fn overlapping_calls_on_one_handle_never_duplicate_or_lose_frames() {
     let n = 20_000;
-    let data = frames(n);
+    let data = numbered_frames(n);
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("f{}_mt", std::process::id())).unwrap();
-    let _g = Guard(name.to_str().unwrap().into());
+    let _g = ShmGuard(name.to_str().unwrap().into());
     // SAFETY: valid pointers throughout; the handle is freed once, after every thread.
     unsafe {
         let mut cfg = std::mem::zeroed::<PlConfig>();
@@ -469,8 +448,8 @@ fn overlapping_calls_on_one_handle_never_duplicate_or_lose_frames() {
 fn send_text_checks_the_size_limit_before_scanning_the_bytes() {
     let url = CString::new("wss://synthetic.test/x").unwrap();
     let name = CString::new(format!("f{}_big", std::process::id())).unwrap();
-    let _g = Guard(name.to_str().unwrap().into());
-    let data = frames(1);
+    let _g = ShmGuard(name.to_str().unwrap().into());
+    let data = numbered_frames(1);
     // SAFETY: valid pointers; the mapping outlives its use; the handle is freed once.
     unsafe {
         let mut cfg = std::mem::zeroed::<PlConfig>();

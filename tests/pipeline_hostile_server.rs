@@ -16,13 +16,6 @@ type Capture = Arc<Mutex<Vec<(u8, bool, Vec<u8>)>>>;
 /// Generous: these machines are shared and loaded; the assertions are on outcomes.
 const LONG: Duration = Duration::from_secs(20);
 
-fn reason(p: &Pipeline) -> pipeline::pipeline::DisconnectReason {
-    match p.state() {
-        PipelineState::Disconnected { reason } => reason,
-        s => panic!("not disconnected: {s:?}"),
-    }
-}
-
 fn close_codes(c: &Capture) -> Vec<Vec<u8>> {
     c.lock()
         .unwrap()
@@ -47,7 +40,7 @@ fn assert_closed_with_1009(p: &Pipeline, cap: &Capture) {
         p.state(),
         p.stats().iter().filter(|c| c.1 > 0).collect::<Vec<_>>()
     );
-    let r = reason(p);
+    let r = disconnect_reason(p);
     assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::ProtocolError { close_code: 1009 }, "{r}");
     assert_eq!(close_codes(cap), vec![1009u16.to_be_bytes().to_vec()], "{r}");
 }
@@ -130,7 +123,7 @@ fn client_close_ends_when_the_server_ignores_it() {
     let p = Pipeline::start(c).unwrap();
     p.close(1000, "bye").unwrap();
     assert!(p.wait_disconnected(LONG), "still {:?}", p.state());
-    let r = reason(&p);
+    let r = disconnect_reason(&p);
     assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::CloseTimeout, "{r}");
     assert!(r.message.contains("300ms"), "{r}");
     assert_eq!(close_codes(&cap), vec![b"\x03\xe8bye".to_vec()]);
@@ -148,7 +141,7 @@ fn close_after_a_protocol_error_ends_when_the_server_stops_reading() {
     c.close_timeout = Duration::from_millis(300);
     let p = Pipeline::start(c).unwrap();
     assert!(p.wait_disconnected(LONG), "still {:?}", p.state());
-    let r = reason(&p);
+    let r = disconnect_reason(&p);
     assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::ProtocolError { close_code: 1002 }, "{r}");
     assert!(r.message.contains("masked"), "{r}");
     p.stop();

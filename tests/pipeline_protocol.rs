@@ -28,13 +28,6 @@ fn captured(c: &Capture, op: u8, within: Duration) -> Option<Vec<u8>> {
     }
 }
 
-fn reason(p: &Pipeline) -> pipeline::pipeline::DisconnectReason {
-    match p.state() {
-        PipelineState::Disconnected { reason } => reason,
-        s => panic!("not disconnected: {s:?}"),
-    }
-}
-
 #[test]
 fn polled_payloads_point_into_msg_inbox() {
     let (name, _g) = unique("inplace");
@@ -244,7 +237,7 @@ fn ping_is_answered_and_server_close_is_echoed() {
             Some(&[0x03, 0xe9][..]),
             "close reply echoes the code"
         );
-        let r = reason(&p);
+        let r = disconnect_reason(&p);
         assert_eq!(
             r.kind,
             pipeline::pipeline::DisconnectKind::ServerClosed { code: 1001, reason: "going away".into() },
@@ -280,7 +273,7 @@ fn client_close_completes_the_handshake() {
     p.send_binary(&[1, 2, 3]).unwrap();
     p.close(1000, "bye").unwrap();
     assert!(p.wait_disconnected(Duration::from_secs(10)));
-    let r = reason(&p);
+    let r = disconnect_reason(&p);
     assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::CloseCompleted { code: 1000 }, "{r}");
     let c = cap.lock().unwrap().clone();
     assert_eq!(c[0], (1, true, b"hello".to_vec()));
@@ -318,7 +311,7 @@ fn masked_server_frame_is_a_protocol_error() {
     };
     let p = Pipeline::start(config(&name, s, Layout::Inline)).unwrap();
     assert!(p.wait_disconnected(Duration::from_secs(10)));
-    let r = reason(&p);
+    let r = disconnect_reason(&p);
     assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::ProtocolError { close_code: 1002 }, "{r}");
     assert!(r.message.contains("masked"), "{r}");
     assert_eq!(
@@ -337,7 +330,7 @@ fn dropped_connection_is_reported() {
     };
     let p = Pipeline::start(config(&name, s, Layout::Threads)).unwrap();
     assert!(p.wait_disconnected(Duration::from_secs(10)));
-    let r = reason(&p);
+    let r = disconnect_reason(&p);
     assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::TcpClosed, "{r}");
     p.stop();
 }
@@ -351,27 +344,7 @@ fn a_killed_stage_process_is_noticed_and_reported() {
     };
     let p = Pipeline::start(config(&name, s, Layout::Processes)).unwrap();
     let pids = p.child_pids();
-    assert_eq!(
-        pids.len(),
-        2,
-        "transport and websocket children (polling: no app child)"
-    );
-    // SAFETY: killing our own child.
-    unsafe { libc::kill(pids[1], libc::SIGKILL) };
-    assert!(
-        p.wait_disconnected(Duration::from_secs(10)),
-        "the supervisor must notice"
-    );
-    let r = reason(&p);
-    assert_eq!(
-        r.kind,
-        pipeline::pipeline::DisconnectKind::StageDied {
-            stage: "websocket".into(),
-            pid: pids[1],
-            exit: pipeline::pipeline::StageExit::Signal(9)
-        },
-        "{r}"
-    );
+    let r = kill_websocket_stage(&p, Duration::from_secs(10), "");
     assert_eq!(r.message, format!("stage websocket (pid {}) killed by signal 9", pids[1]));
     p.stop();
     // Every child is gone.
@@ -441,7 +414,7 @@ fn stop_removes_the_shm_directory_in_every_layout() {
             "{} left its directory",
             layout.name()
         );
-        assert_eq!(reason(&p).kind, pipeline::pipeline::DisconnectKind::Stopped, "{}", reason(&p));
+        assert_eq!(disconnect_reason(&p).kind, pipeline::pipeline::DisconnectKind::Stopped, "{}", disconnect_reason(&p));
     }
 }
 
@@ -521,11 +494,7 @@ fn overwrite_policy_loses_old_frames_but_never_delivers_garbage() {
     );
     assert!(flagged > 0, "the loss is flagged");
     assert!(p.stats().get(Counter::Overruns) > 0 || p.stats().get(Counter::FrameRingFull) > 0);
-    assert!(
-        matches!(p.state(), PipelineState::Connected),
-        "{:?}",
-        p.state()
-    );
+    assert_connected(&p, "");
     p.stop();
 }
 
@@ -549,7 +518,7 @@ fn a_panicking_callback_disconnects_with_the_message() {
         let ok = p.wait_disconnected(Duration::from_secs(10));
         std::panic::set_hook(prev);
         assert!(ok, "{}: not disconnected", layout.name());
-        let r = reason(&p);
+        let r = disconnect_reason(&p);
         assert!(
             matches!(&r.kind, pipeline::pipeline::DisconnectKind::StagePanicked { stage } if stage.split('+').any(|s| s == "app")),
             "{}: {r:?}",

@@ -17,6 +17,7 @@ use pipeline::runner::{Layout, WaitKind};
 use pipeline::stage::Delivery;
 use pipeline::stats::Counter;
 use pipeline::ws::handshake::accept_key;
+use pipeline_testkit::ws_frames::frame;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -66,22 +67,6 @@ fn upgrade(s: &mut TcpStream, extra: &[u8]) {
     let mut r = response(&key);
     r.extend_from_slice(extra);
     s.write_all(&r).unwrap();
-}
-
-/// A server frame (unmasked).
-fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
-    let mut v = vec![b0];
-    if payload.len() < 126 {
-        v.push(payload.len() as u8);
-    } else if payload.len() <= 0xffff {
-        v.push(126);
-        v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    } else {
-        v.push(127);
-        v.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    }
-    v.extend_from_slice(payload);
-    v
 }
 
 /// A client frame as read from the wire: (b0, mask key, unmasked payload).

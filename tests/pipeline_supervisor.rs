@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use pipeline::pipeline::{Pipeline, PipelineState};
+use pipeline::pipeline::Pipeline;
 use pipeline::runner::Layout;
 use pipeline::stage::SyntheticScript;
 use pipeline_testkit::synthetic::*;
@@ -15,13 +15,6 @@ fn slow() -> SyntheticScript {
     SyntheticScript {
         bytes_per_sec: 100_000,
         ..script(text_frames(100_000), 0)
-    }
-}
-
-fn reason(p: &Pipeline) -> pipeline::pipeline::DisconnectReason {
-    match p.state() {
-        PipelineState::Disconnected { reason } => reason,
-        s => panic!("not disconnected: {s:?}"),
     }
 }
 
@@ -49,11 +42,7 @@ fn the_applications_own_children_keep_their_exit_statuses() {
         }
     }
     assert_eq!(got, 20, "statuses the application lost: {lost:?}");
-    assert!(
-        matches!(p.state(), PipelineState::Connected),
-        "the pipeline is unaffected: {:?}",
-        p.state()
-    );
+    assert_connected(&p, "the pipeline is unaffected: ");
     p.stop();
 }
 
@@ -66,31 +55,9 @@ fn two_processes_pipelines_each_notice_only_their_own_dead_stage() {
     for round in 0..4 {
         let (b, _gb) = unique(&format!("sup_b{round}"));
         let pb = Pipeline::start(config(&b, slow(), Layout::Processes)).unwrap();
-        let pids = pb.child_pids();
-        assert_eq!(pids.len(), 2);
-        // SAFETY: killing a stage process of pipeline B (our own grandchild-free child).
-        unsafe { libc::kill(pids[1], libc::SIGKILL) };
-        assert!(
-            pb.wait_disconnected(Duration::from_secs(5)),
-            "round {round}: B never noticed its websocket stage (pid {}) died",
-            pids[1]
-        );
-        let r = reason(&pb);
-        assert_eq!(
-            r.kind,
-            pipeline::pipeline::DisconnectKind::StageDied {
-                stage: "websocket".into(),
-                pid: pids[1],
-                exit: pipeline::pipeline::StageExit::Signal(9)
-            },
-            "round {round}: {r}"
-        );
+        kill_websocket_stage(&pb, Duration::from_secs(5), &format!("round {round}: "));
         pb.stop();
-        assert!(
-            matches!(pa.state(), PipelineState::Connected),
-            "round {round}: A is unaffected: {:?}",
-            pa.state()
-        );
+        assert_connected(&pa, &format!("round {round}: A is unaffected: "));
     }
     pa.stop();
 }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use pipeline::ring::{MsgInbox, MsgOutbox, OutboxKind, OverrunPolicy, Piece, FLAG_MORE};
+use pipeline::ring::{InboxWriter, MsgInbox, MsgOutbox, OutboxKind, OverrunPolicy, Piece, FLAG_MORE};
 use pipeline::shm::ShmDir;
 
 fn unique(tag: &str) -> String {
@@ -14,6 +14,47 @@ fn unique(tag: &str) -> String {
 
 fn pattern(pos: u64) -> u8 {
     (pos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
+}
+
+/// Writes the stream's bytes `pattern(0..total)` in chunks of varying size (the next
+/// size `chunk * 7 % modulus + 1`), yielding while the ring is full.
+fn write_pattern(w: &mut InboxWriter, total: u64, modulus: usize) {
+    let mut chunk = 1usize;
+    while w.position() < total {
+        let at = w.position();
+        let buf = w.buf(chunk.min((total - at) as usize));
+        if buf.is_empty() {
+            std::thread::yield_now();
+            continue;
+        }
+        let n = buf.len();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = pattern(at + i as u64);
+        }
+        w.commit(n);
+        chunk = chunk * 7 % modulus + 1;
+    }
+}
+
+/// Reads and checks `pattern(0..total)`, releasing as it goes: `take(readable)` says how
+/// many of the readable bytes to take at a time; yields while nothing is readable.
+fn read_pattern(inbox: &MsgInbox, total: u64, mut take: impl FnMut(usize) -> usize) {
+    let mut pos = 0u64;
+    while pos < total {
+        let avail = inbox.readable_from(pos);
+        if avail == 0 {
+            std::thread::yield_now();
+            continue;
+        }
+        let n = take(avail);
+        // SAFETY: [pos, pos+n) is written and we have not released it.
+        let got = unsafe { inbox.slice(pos, n) };
+        for (i, b) in got.iter().enumerate() {
+            assert_eq!(*b, pattern(pos + i as u64), "stream byte {}", pos + i as u64);
+        }
+        pos += n as u64;
+        inbox.release_to(pos);
+    }
 }
 
 #[test]
@@ -104,41 +145,14 @@ fn inbox_stream_across_threads_with_random_chunking() {
     let inbox = MsgInbox::create(&dir, 1 << 16, OverrunPolicy::Backpressure).unwrap();
     let mut w = inbox.writer();
     let t = std::thread::spawn(move || {
-        let mut chunk = 1usize;
-        while w.position() < TOTAL {
-            let at = w.position();
-            let want = chunk.min((TOTAL - at) as usize);
-            let buf = w.buf(want);
-            if buf.is_empty() {
-                std::thread::yield_now();
-                continue;
-            }
-            let n = buf.len();
-            for (i, b) in buf.iter_mut().enumerate() {
-                *b = pattern(at + i as u64);
-            }
-            w.commit(n);
-            chunk = chunk * 7 % 20011 + 1;
-        }
+        write_pattern(&mut w, TOTAL, 20011);
     });
-    let mut pos = 0u64;
     let mut step = 3usize;
-    while pos < TOTAL {
-        let avail = inbox.readable_from(pos);
-        if avail == 0 {
-            std::thread::yield_now();
-            continue;
-        }
+    read_pattern(&inbox, TOTAL, |avail| {
         let n = avail.min(step);
-        // SAFETY: [pos, pos+n) is written and we have not released it.
-        let got = unsafe { inbox.slice(pos, n) };
-        for (i, b) in got.iter().enumerate() {
-            assert_eq!(*b, pattern(pos + i as u64), "stream byte {}", pos + i as u64);
-        }
-        pos += n as u64;
-        inbox.release_to(pos);
         step = step * 5 % 30011 + 1;
-    }
+        n
+    });
     t.join().unwrap();
     assert_eq!(inbox.overrun_bytes(), 0);
 }
@@ -319,42 +333,13 @@ fn inbox_across_forked_processes() {
         let ok = std::panic::catch_unwind(|| {
             let d = ShmDir::open(&name).unwrap();
             let ib = MsgInbox::attach(&d).unwrap();
-            let mut w = ib.writer();
-            let mut chunk = 1usize;
-            while w.position() < TOTAL {
-                let at = w.position();
-                let buf = w.buf(chunk.min((TOTAL - at) as usize));
-                if buf.is_empty() {
-                    std::thread::yield_now();
-                    continue;
-                }
-                let n = buf.len();
-                for (i, b) in buf.iter_mut().enumerate() {
-                    *b = pattern(at + i as u64);
-                }
-                w.commit(n);
-                chunk = chunk * 7 % 16411 + 1;
-            }
+            write_pattern(&mut ib.writer(), TOTAL, 16411);
         })
         .is_ok();
         // SAFETY: leave the child without running the harness's destructors.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
-    let mut pos = 0u64;
-    while pos < TOTAL {
-        let avail = inbox.readable_from(pos);
-        if avail == 0 {
-            std::thread::yield_now();
-            continue;
-        }
-        // SAFETY: written and unreleased.
-        let got = unsafe { inbox.slice(pos, avail) };
-        for (i, b) in got.iter().enumerate() {
-            assert_eq!(*b, pattern(pos + i as u64));
-        }
-        pos += avail as u64;
-        inbox.release_to(pos);
-    }
+    read_pattern(&inbox, TOTAL, |avail| avail);
     let mut status = 0;
     // SAFETY: our child.
     unsafe { libc::waitpid(pid, &mut status, 0) };

@@ -19,18 +19,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipeline::feed::{LivenessConfig, ReconnectPolicy};
-use pipeline::pipeline::{Config, DisconnectKind, Pipeline, PipelineState, Subscription, TransportKind};
-use pipeline::runner::{Layout, WaitKind};
+use pipeline::feed::LivenessConfig;
+use pipeline::pipeline::{Config, DisconnectKind, Pipeline, PipelineState, TransportKind};
 use pipeline::stage::{Engine, EngineStats};
 use pipeline::stats::Counter;
-use pipeline_testkit::certs::certs;
 use pipeline_testkit::feed_server::{Ending, FeedServer};
 use pipeline_testkit::netns::{Side, TestBed};
+use pipeline_testkit::reconnect::{
+    causes, check_four_endings, close_without_reconnect, feed_config, four_endings, nonzero, record_states, MS, SUB,
+};
 use pipeline_testkit::synthetic::unique;
 
-const MS: u64 = 1_000_000;
-const SUB: &str = "{\"op\":\"subscribe\",\"args\":[\"trades\"]}";
 
 fn fast_rto(t: &mut pipeline::tcp::TcpConfig) {
     t.rto_min_us = 20_000;
@@ -43,42 +42,14 @@ fn server(bed: &TestBed, plan: Vec<(usize, Ending)>, interval: Duration) -> Feed
 }
 
 fn config(name: &str, server: &FeedServer, xdp: bool) -> Config {
-    let mut c = Config::new(&server.url());
-    c.name = Some(name.to_string());
-    c.ca_file = Some(certs().ca());
-    c.layout = Some(Layout::Inline);
-    c.wait = Some(WaitKind::Backoff);
-    c.timeout = Duration::from_secs(3);
-    c.quiet = true;
+    let mut c = feed_config(name, server);
     if xdp {
         c.transport = TransportKind::Xdp;
         c.xdp.tcp_tweak = Some(fast_rto);
     } else {
         c.transport = TransportKind::Kernel;
     }
-    c.reconnect = ReconnectPolicy {
-        initial_ns: 20 * MS,
-        max_ns: 200 * MS,
-        jitter: 0.0,
-        storm_attempts: 0,
-        ..ReconnectPolicy::standard()
-    };
-    c.subscriptions = vec![Subscription::Text(SUB.into())];
-    c.liveness = Some(LivenessConfig::new(100 * MS, 400 * MS).unwrap());
     c
-}
-
-fn nonzero(p: &Pipeline) -> String {
-    p.stats().iter().filter(|(_, v)| *v > 0).map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ")
-}
-
-fn causes(ev: &[PipelineState]) -> Vec<DisconnectKind> {
-    ev.iter()
-        .filter_map(|s| match s {
-            PipelineState::Reconnecting { cause, .. } => Some(cause.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
@@ -86,63 +57,18 @@ fn xdp_rst_fin_close_1001_and_stall_reconnect_resume_and_resubscribe() {
     let _s = shared();
     let Some(bed) = TestBed::new_or_skip("XDP reconnect") else { return };
     let per = 5;
-    let plan = vec![(per, Ending::Rst), (per, Ending::Fin), (per, Ending::Close1001), (per, Ending::Stall)];
-    let server = server(&bed, plan, Duration::from_millis(2));
+    let server = server(&bed, four_endings(per), Duration::from_millis(2));
     let ifname = bed.client_if.clone();
     bed.in_client(|| {
         let (name, _g) = unique("xrc_end");
         let mut p = Pipeline::start(config(&name, &server, true)).unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let ev = events.clone();
-        p.on_state_change(Box::new(move |s| ev.lock().unwrap().push(s.clone())));
+        let events = record_states(&mut p);
         let mut rx = p.receiver().unwrap();
-        let t0 = Instant::now();
-        let mut got: Vec<(String, bool)> = Vec::new();
-        while got.len() < 5 * per && t0.elapsed() < Duration::from_secs(30) {
-            if let Some(f) = rx.next_frame_timeout(Duration::from_millis(50)) {
-                got.push((f.text().unwrap().to_string(), f.after_reconnect()));
-            }
-        }
-        let texts: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
-        let want: Vec<String> = (0..5).flat_map(|c| (0..per).map(move |i| format!("{c}-{i}"))).collect();
-        assert_eq!(texts, want, "one stream across four reconnects; {}", nonzero(&p));
-        for (i, g) in got.iter().enumerate() {
-            assert_eq!(g.1, i > 0 && i % per == 0, "FLAG_RECONNECT exactly on each new connection's first message ({i})");
-        }
-        let conns = server.connections();
-        assert_eq!(conns.len(), 5);
-        for (i, c) in conns.iter().enumerate() {
-            assert_eq!(c.received.first(), Some(&(0x1, SUB.as_bytes().to_vec())), "connection {i} got the subscription first");
-            if i > 0 {
-                assert!(c.resumed, "connection {i} resumed the TLS session");
-            }
-        }
-        assert!(conns[2].received.iter().any(|f| f.0 == 0x8 && f.1 == 1001u16.to_be_bytes()), "our CLOSE reply to 1001");
-        std::thread::sleep(Duration::from_millis(20));
-        let ev = events.lock().unwrap().clone();
-        let c = causes(&ev);
-        assert_eq!(c.len(), 4, "{ev:?}");
-        assert_eq!(c[0], DisconnectKind::TcpReset, "{ev:?}");
-        assert_eq!(c[1], DisconnectKind::TcpClosed, "{ev:?}");
-        assert!(matches!(c[2], DisconnectKind::ServerClosed { code: 1001, .. }), "{:?}", c[2]);
-        assert_eq!(c[3], DisconnectKind::Timeout, "liveness");
-        assert_eq!(ev.iter().filter(|s| **s == PipelineState::Connected).count(), 4, "{ev:?}");
-        let st = p.stats();
-        assert_eq!(st.get(Counter::Reconnects), 4);
-        assert_eq!(st.get(Counter::Generation), 4);
-        assert_eq!(st.get(Counter::LivenessTimeouts), 1);
+        check_four_endings(&p, &mut rx, &events, &server, per, Duration::from_secs(30), true);
         let es = Engine::stats_for(&ifname).expect("the engine runs");
         assert_eq!(es.flows_replaced, 4, "{es:?}");
         assert_eq!(es.tx_refused, 0, "{es:?}");
-        p.close(1000, "bye").unwrap();
-        assert!(p.wait_disconnected(Duration::from_secs(5)));
-        assert!(
-            matches!(p.state(), PipelineState::Disconnected { reason } if matches!(reason.kind, DisconnectKind::CloseCompleted { code: 1000 })),
-            "{:?}",
-            p.state()
-        );
-        assert_eq!(server.connections().len(), 5, "our close does not reconnect");
-        p.stop();
+        close_without_reconnect(&p, &server);
     });
     assert!(!bed.has_xdp(Side::Client), "program detached after stop");
 }

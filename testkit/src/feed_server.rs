@@ -167,30 +167,9 @@ impl Drop for FeedServer {
     }
 }
 
-fn serve(
-    s: TcpStream,
-    ctx: Option<TlsContext>,
-    id: usize,
-    (messages, ending): (usize, Ending),
-    interval: Duration,
-    rec: Arc<Mutex<ConnRecord>>,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<()> {
-    s.set_nodelay(true)?;
-    let mut io = match ctx {
-        Some(ctx) => {
-            let ks = KernelSocket::from_std(s).map_err(|e| std::io::Error::other(e.to_string()))?;
-            let mut t = TlsTransport::new(ks, ctx.server_session().unwrap());
-            t.handshake(Duration::from_secs(5)).map_err(|e| std::io::Error::other(e.to_string()))?;
-            rec.lock().unwrap().resumed = t.session().session_reused();
-            Io::Tls(Box::new(t))
-        }
-        None => {
-            s.set_nonblocking(true)?;
-            Io::Plain(s)
-        }
-    };
-    // The upgrade.
+/// Reads the client's upgrade request (within 5 s) and answers 101; the bytes the client
+/// sent after the request.
+fn accept_upgrade(io: &mut Io) -> std::io::Result<Vec<u8>> {
     let mut req = Vec::new();
     let mut buf = vec![0u8; 65536];
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -217,7 +196,35 @@ fn serve(
         pipeline::ws::handshake::accept_key(&key)
     );
     io.write_all(resp.as_bytes())?;
-    let mut client: Vec<u8> = req.split_off(end + 4);
+    Ok(req.split_off(end + 4))
+}
+
+fn serve(
+    s: TcpStream,
+    ctx: Option<TlsContext>,
+    id: usize,
+    (messages, ending): (usize, Ending),
+    interval: Duration,
+    rec: Arc<Mutex<ConnRecord>>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    let mut io = match ctx {
+        Some(ctx) => {
+            let ks = KernelSocket::from_std(s).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let mut t = TlsTransport::new(ks, ctx.server_session().unwrap());
+            t.handshake(Duration::from_secs(5)).map_err(|e| std::io::Error::other(e.to_string()))?;
+            rec.lock().unwrap().resumed = t.session().session_reused();
+            Io::Tls(Box::new(t))
+        }
+        None => {
+            s.set_nonblocking(true)?;
+            Io::Plain(s)
+        }
+    };
+    // The upgrade.
+    let mut client = accept_upgrade(&mut io)?;
+    let mut buf = vec![0u8; 65536];
     let mut sent = 0usize;
     let mut next = Instant::now();
     let mut stalled = false;
@@ -461,33 +468,8 @@ fn serve_seq(s: TcpStream, spec: &SeqSpec, run: &AtomicBool) -> std::io::Result<
     s.set_nodelay(true)?;
     s.set_nonblocking(true)?;
     let mut io = Io::Plain(s.try_clone()?);
-    let mut req = Vec::new();
+    let mut client = accept_upgrade(&mut io)?;
     let mut buf = vec![0u8; 65536];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let end = loop {
-        let n = io.read(&mut buf)?;
-        req.extend_from_slice(&buf[..n]);
-        if let Some(p) = req.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p;
-        }
-        if Instant::now() > deadline {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    };
-    let text = String::from_utf8_lossy(&req[..end]).into_owned();
-    let key = text
-        .split("\r\n")
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.trim().eq_ignore_ascii_case("sec-websocket-key"))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default();
-    let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-        pipeline::ws::handshake::accept_key(&key)
-    );
-    io.write_all(resp.as_bytes())?;
-    let mut client: Vec<u8> = req.split_off(end + 4);
     let now = Instant::now();
     let mut n = if now > spec.origin {
         (now.duration_since(spec.origin).as_nanos() / spec.interval.as_nanos().max(1)) as u64

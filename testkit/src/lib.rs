@@ -23,8 +23,11 @@ pub use pipeline_netbed::process::ChildGuard;
 pub use pipeline_netbed::{exsim, feed, netns};
 
 pub mod alloc;
+pub mod c_program;
 pub mod certs;
 pub mod feed_server;
+pub mod reconnect;
+pub mod ffi;
 pub mod synthetic;
 pub mod tcp_sim;
 pub mod tls_server;

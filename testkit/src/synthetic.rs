@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use pipeline::pipeline::{Config, TransportKind};
+use pipeline::pipeline::{Config, DisconnectReason, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::shm::ShmDir;
 use pipeline::stage::{encode_server_frame, SyntheticScript};
@@ -58,4 +58,40 @@ pub fn config(name: &str, s: SyntheticScript, layout: Layout) -> Config {
     c.frame_ring = 4096;
     c.quiet = true;
     c
+}
+
+/// Why `p` disconnected; panics unless it is `Disconnected`.
+pub fn disconnect_reason(p: &Pipeline) -> DisconnectReason {
+    match p.state() {
+        PipelineState::Disconnected { reason } => reason,
+        s => panic!("not disconnected: {s:?}"),
+    }
+}
+
+/// In the processes layout: SIGKILLs `p`'s websocket stage (its second child), waits up
+/// to `within` for the supervisor to notice and checks the reason names that stage and
+/// signal (`ctx` prefixes the failure messages). The reason.
+pub fn kill_websocket_stage(p: &Pipeline, within: std::time::Duration, ctx: &str) -> DisconnectReason {
+    let pids = p.child_pids();
+    assert_eq!(pids.len(), 2, "{ctx}transport and websocket children (polling: no app child)");
+    // SAFETY: killing a stage process of our own pipeline.
+    unsafe { libc::kill(pids[1], libc::SIGKILL) };
+    assert!(p.wait_disconnected(within), "{ctx}the supervisor never noticed its websocket stage (pid {}) died", pids[1]);
+    let r = disconnect_reason(p);
+    assert_eq!(
+        r.kind,
+        pipeline::pipeline::DisconnectKind::StageDied {
+            stage: "websocket".into(),
+            pid: pids[1],
+            exit: pipeline::pipeline::StageExit::Signal(9)
+        },
+        "{ctx}{r}"
+    );
+    r
+}
+
+/// Asserts `p` is `Connected` (the message: `ctx` and the state it is in).
+pub fn assert_connected(p: &Pipeline, ctx: &str) {
+    let st = p.state();
+    assert!(matches!(st, PipelineState::Connected), "{ctx}{st:?}");
 }

@@ -15,27 +15,10 @@
 #   bash tools/test.d/install.sh    (CARGO_TARGET_DIR honoured)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-REPO=$PWD
-export PATH="$HOME/.cargo/bin:$PATH"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-PY=${PL_PYTHON:-/opt/libpipeline-venv/bin/python}
+. tools/lib/testlib.sh
 N=${N:-3000}
-FAILED=0
-PASSED=0
-declare -a RESULTS=()
-TMP=$(mktemp -d /tmp/plinst.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  rm -rf "$TMP" /dev/shm/pipeline_pli$$* 2>/dev/null || true
-}
-trap cleanup EXIT
-result() {
-  RESULTS+=("$1: $2${3:+ ($3)}")
-  if [ "$2" = ok ]; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
-  echo "--- $1: $2${3:+ ($3)}"
-}
-t0=$SECONDS
+use_tmp plinst
+cleanup_extra() { rm -rf /dev/shm/pipeline_pli$$* 2>/dev/null || true; }
 
 echo "== Debian's libpipeline-dev and cmake (installed alongside on purpose)"
 need=()
@@ -122,22 +105,7 @@ if [ "$build_ok" = 1 ]; then result out-of-tree-builds ok; else result out-of-tr
 
 echo "== certificates + feeds"
 sh tools/testcerts.sh "$TMP/certs" >/dev/null
-start_sim() { # ARGS... -> URL
-  local out=$TMP/sim.$RANDOM.out
-  "$PY" tools/exchange_sim.py --host 127.0.0.1 --port 0 --once \
-    --cert "$TMP/certs/server.pem" --key "$TMP/certs/server.key" "$@" >"$out" 2>&1 </dev/null &
-  SIM_PID=$!
-  PIDS+=("$SIM_PID")
-  local port=""
-  for _ in $(seq 100); do
-    port=$(sed -n 's/.*"port": \([0-9]*\).*/\1/p' "$out" | head -n1)
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  [ -n "$port" ] || { cat "$out"; return 1; }
-  URL="wss://127.0.0.1:$port/"
-}
-stop_sim() { kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; }
+start_sim() { sim_start 127.0.0.1 server "$@"; } # ARGS... -> SIM_PID, URL
 feed() { # name expect-regex program args...
   local name=$1 want=$2 prog=$3; shift 3
   local log=$TMP/$name.log
@@ -172,7 +140,4 @@ for layout in inline processes; do
   fi
 done
 
-echo
-echo "== install: $PASSED passed, $FAILED failed ($((SECONDS - t0)) s)"
-printf '  %s\n' "${RESULTS[@]}"
-[ "$FAILED" = 0 ]
+summary install

@@ -1,0 +1,105 @@
+//! A C program built against `include/pipeline.h` and `libpipeline.so`, for the tests
+//! that drive the library through its C ABI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// target/<profile>/ of the running test binary (target/<profile>/deps/<test>-…),
+/// where `cargo build --lib` puts libpipeline.so.
+pub fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The repository's `include/`.
+pub fn include_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("include")
+}
+
+/// A compiled C program in a temporary directory, removed on drop.
+pub struct CProgram {
+    dir: PathBuf,
+    /// The executable.
+    pub exe: PathBuf,
+}
+
+impl CProgram {
+    /// Writes `source` as `main.c` into `$TMPDIR/<tag><pid>/` and compiles it with `cc`
+    /// and `flags` (e.g. `-std=c11 -Wall -Werror`) against `include/` and
+    /// `-lpipeline` (rpath to [`lib_dir`]); panics with the compiler's output on failure.
+    pub fn build(tag: &str, source: &str, flags: &[&str]) -> CProgram {
+        let dir = std::env::temp_dir().join(format!("{tag}{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("main.c");
+        std::fs::write(&src, source).unwrap();
+        let exe = dir.join("main");
+        let lib = lib_dir();
+        assert!(lib.join("libpipeline.so").exists(), "libpipeline.so not built in {}", lib.display());
+        let o = Command::new("cc")
+            .args(flags)
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .arg(format!("-I{}", include_dir().display()))
+            .arg(format!("-L{}", lib.display()))
+            .args(["-lpipeline", &format!("-Wl,-rpath,{}", lib.display())])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "compile failed: {}", String::from_utf8_lossy(&o.stderr));
+        CProgram { dir, exe }
+    }
+
+    /// Runs it with `args`.
+    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
+        Command::new(&self.exe).args(args).output().unwrap()
+    }
+
+    /// Runs it with `args`; see [`assert_success`].
+    pub fn run_ok<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> String {
+        assert_success(&self.run(args))
+    }
+}
+
+/// Panics (showing the program's stdout and stderr) unless it exited 0; its stdout.
+pub fn assert_success(run: &Output) -> String {
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "C program failed: {:?}\nstdout: {out}\nstderr: {}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+impl Drop for CProgram {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// The opening of a C test program, as a literal for `concat!`: `pipeline.h` and the C
+/// headers it uses, `nap()` (sleep 100 µs) and `fail(what, r)` (print what failed with
+/// the result's name and `pl_last_error`; returns 1).
+#[macro_export]
+macro_rules! c_prelude {
+    () => {
+        r#"
+#define _POSIX_C_SOURCE 200809L
+#include "pipeline.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void nap(void) { struct timespec ts = {0, 100000}; nanosleep(&ts, NULL); }
+
+static int fail(const char *what, enum PlResult r) {
+    char msg[256];
+    pl_last_error(msg, sizeof msg);
+    fprintf(stderr, "%s: %s: %s\n", what, pl_result_name(r), msg);
+    return 1;
+}
+"#
+    };
+}

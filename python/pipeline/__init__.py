@@ -255,6 +255,14 @@ def _make_config(url, options, keep):
             keep += [items, arr]
             setattr(cfg, key, arr)
             setattr(cfg, key + "_len", len(items))
+    if "synthetic" in options:  # transport="synthetic": the server's bytes after the upgrade
+        data = bytes(options.pop("synthetic"))
+        buf = (ctypes.c_uint8 * max(len(data), 1)).from_buffer_copy(data or b"\0")
+        keep.append(buf)
+        cfg.synthetic_data = ctypes.cast(buf, ctypes.POINTER(ctypes.c_uint8))
+        cfg.synthetic_len = len(data)
+    if "synthetic_chunk" in options:
+        cfg.synthetic_chunk = int(options.pop("synthetic_chunk"))
     if "reconnect" in options:
         cfg.reconnect = bool(options.pop("reconnect"))
     for key in ("reconnect_initial", "reconnect_max", "ping_interval", "liveness_timeout"):

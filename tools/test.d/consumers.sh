@@ -9,22 +9,38 @@
 #   bash tools/test.d/consumers.sh        (CARGO_TARGET_DIR honoured; N=messages per run)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-. tools/lib/testlib.sh
-TARGET=$CARGO_TARGET_DIR
+REPO=$PWD
+export PATH="$HOME/.cargo/bin:$PATH"
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+export CARGO_TARGET_DIR=$TARGET
+PY=${PL_PYTHON:-/opt/libpipeline-venv/bin/python}
 N=${N:-20000}
 PIPELINE=$TARGET/release/pipeline
+FAILED=0
+PASSED=0
+declare -a RESULTS=()
 
-use_tmp plcons
+TMP=$(mktemp -d /tmp/plcons.XXXXXX)
 NS_C=plt$$c
 NS_S=plt$$s
 SERVER_IP=10.202.1.1
 CLIENT_IP=10.202.1.2
-cleanup_extra() {
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   ip netns del "$NS_C" 2>/dev/null || true
   ip netns del "$NS_S" 2>/dev/null || true
+  rm -rf "$TMP"
   rm -rf /dev/shm/pipeline_plt$$* 2>/dev/null || true
 }
+trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+result() { # name ok|FAIL [detail]
+  RESULTS+=("$1: $2${3:+ ($3)}")
+  if [ "$2" = ok ]; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
+  echo "--- $1: $2${3:+ ($3)}"
+}
 
 echo "== build: libpipeline (release), cpp_examples (make + pkg-config), pip install ./python"
 cargo build --release -j2 --lib --bin pipeline
@@ -53,8 +69,26 @@ fi
 # start_sim MODE ARGS... -> sets SIM_PID, URL (MODE kernel|xdp). --once: exits after the connection.
 start_sim() {
   local mode=$1; shift
-  if [ "$mode" = xdp ]; then SIM_NETNS=$NS_S sim_start "$SERVER_IP" veth "$@"; else sim_start 127.0.0.1 server "$@"; fi
+  local out=$TMP/sim.$RANDOM.out
+  if [ "$mode" = xdp ]; then
+    ip netns exec "$NS_S" "$PY" tools/exchange_sim.py --host "$SERVER_IP" --port 0 --once \
+      --cert "$TMP/certs/veth.pem" --key "$TMP/certs/veth.key" "$@" >"$out" 2>&1 </dev/null &
+  else
+    "$PY" tools/exchange_sim.py --host 127.0.0.1 --port 0 --once \
+      --cert "$TMP/certs/server.pem" --key "$TMP/certs/server.key" "$@" >"$out" 2>&1 </dev/null &
+  fi
+  SIM_PID=$!
+  PIDS+=("$SIM_PID")
+  local port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*"port": \([0-9]*\).*/\1/p' "$out" | head -n1)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { cat "$out"; return 1; }
+  if [ "$mode" = xdp ]; then URL="wss://$SERVER_IP:$port/"; else URL="wss://127.0.0.1:$port/"; fi
 }
+stop_sim() { kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; }
 
 # in_client MODE CMD...: run in the client namespace for xdp.
 in_client() {
@@ -144,4 +178,7 @@ else
   run_consumers xdp
 fi
 
-summary consumers
+echo
+echo "== consumers: $PASSED passed, $FAILED failed"
+printf '  %s\n' "${RESULTS[@]}"
+[ "$FAILED" = 0 ]

@@ -27,7 +27,7 @@ rc=0
 (cd "$WORK" && PLC_FUZZ_TMP="$SHM" "$BIN" "$WORK/corpus" "$REPO/tests/c/fuzz_corpus/consumer" \
   -max_total_time="$SECS" -timeout=10 -print_final_stats=1 -artifact_prefix="$WORK/") >"$WORK/log" 2>&1 || rc=$?
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$WORK/log" | tail -n1)
-if [ "$rc" != 0 ] || grep -q "ERROR: \|runtime error\|deadly signal" "$WORK/log"; then
+if [ "$rc" != 0 ] || grep "ERROR: \|runtime error\|deadly signal" >/dev/null "$WORK/log"; then
   tail -n 40 "$WORK/log"
   for a in "$WORK"/crash-* "$WORK"/timeout-* "$WORK"/leak-* "$WORK"/oom-*; do
     [ -e "$a" ] || continue

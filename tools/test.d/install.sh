@@ -15,15 +15,32 @@
 #   bash tools/test.d/install.sh    (CARGO_TARGET_DIR honoured)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-. tools/lib/testlib.sh
+REPO=$PWD
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+PY=${PL_PYTHON:-/opt/libpipeline-venv/bin/python}
 N=${N:-3000}
-use_tmp plinst
-cleanup_extra() { rm -rf /dev/shm/pipeline_pli$$* 2>/dev/null || true; }
+FAILED=0
+PASSED=0
+declare -a RESULTS=()
+TMP=$(mktemp -d /tmp/plinst.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  rm -rf "$TMP" /dev/shm/pipeline_pli$$* 2>/dev/null || true
+}
+trap cleanup EXIT
+result() {
+  RESULTS+=("$1: $2${3:+ ($3)}")
+  if [ "$2" = ok ]; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
+  echo "--- $1: $2${3:+ ($3)}"
+}
+t0=$SECONDS
 
 echo "== Debian's libpipeline-dev and cmake (installed alongside on purpose)"
 need=()
 for p in libpipeline-dev cmake; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
@@ -40,7 +57,7 @@ clash=""
 ours=$(cd "$PREFIX" && find . -mindepth 1 \( -type f -o -type l \) | sed 's|^\./||')
 theirs=$(dpkg -L libpipeline-dev libpipeline1 | sed 's|^/usr/||; s|^lib/x86_64-linux-gnu/|lib/|')
 for f in $ours; do
-  if printf '%s\n' "$theirs" | grep -qx "$f"; then clash="$clash $f"; fi
+  if printf '%s\n' "$theirs" | grep -x "$f" >/dev/null; then clash="$clash $f"; fi
   case "$f" in include/pipeline.h|*/libpipeline.*|libpipeline.*) clash="$clash $f" ;; esac
 done
 soname=$(readelf -d "$PREFIX/lib/libwspipe.so.0" | sed -n 's/.*soname: \[\(.*\)\]/\1/p')
@@ -50,7 +67,7 @@ for h in pipeline.h pipeline_consumer.h pipeline.hpp; do
 done
 guard=$(sed -n 's/^#define \(PIPELINE_H\)$/\1/p' /usr/include/pipeline.h)
 [ "$guard" = PIPELINE_H ] || echo "(Debian's guard is not PIPELINE_H here?)"
-pkg-config --modversion libpipeline | grep -q '^1\.' || clash="$clash pkg-config:libpipeline-is-not-debians"
+pkg-config --modversion libpipeline | grep '^1\.' >/dev/null || clash="$clash pkg-config:libpipeline-is-not-debians"
 if [ -z "$clash" ]; then result names ok "SONAME $soname; debian: $(pkg-config --modversion libpipeline)"; else result names FAIL "$clash"; fi
 
 echo "== both headers in one program, both libraries linked"
@@ -77,7 +94,7 @@ export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig
 if c++ -std=c++17 -Wall -Werror "$TMP/both.cpp" -o "$TMP/both_cpp" $(pkg-config --cflags --libs wspipe libpipeline) &&
    cc -std=c11 -Wall -Werror "$TMP/both.c" -o "$TMP/both_c" $(pkg-config --cflags --libs wspipe libpipeline) &&
    "$TMP/both_cpp" && "$TMP/both_c" &&
-   ldd "$TMP/both_cpp" | grep -q 'libwspipe.so.0 => '"$PREFIX" && ldd "$TMP/both_cpp" | grep -q 'libpipeline.so.1 => /'; then
+   ldd "$TMP/both_cpp" | grep "libwspipe.so.0 => $PREFIX" >/dev/null && ldd "$TMP/both_cpp" | grep 'libpipeline.so.1 => /' >/dev/null; then
   result both-headers ok
 else
   result both-headers FAIL
@@ -95,17 +112,32 @@ cmake -S "$APP" -B "$APP/cm-static" -DCMAKE_PREFIX_PATH="$PREFIX" -DWSPIPE_STATI
 make -s -C "$APP" WSPIPE_PREFIX="$PREFIX" BUILD=pc-dyn >/dev/null || build_ok=0
 make -s -C "$APP" WSPIPE_PREFIX="$PREFIX" BUILD=pc-static STATIC=1 >/dev/null || build_ok=0
 for b in cm-dyn pc-dyn; do
-  ldd "$APP/$b/cb_strategy" | grep -q "libwspipe.so.0 => $PREFIX" || { echo "$b: not linked to $PREFIX's libwspipe.so.0"; build_ok=0; }
+  ldd "$APP/$b/cb_strategy" | grep "libwspipe.so.0 => $PREFIX" >/dev/null || { echo "$b: not linked to $PREFIX's libwspipe.so.0"; build_ok=0; }
 done
 for b in cm-static pc-static; do
-  ldd "$APP/$b/cb_strategy" | grep -q "wspipe\|libpipeline" && { echo "$b: links a shared wspipe/libpipeline"; build_ok=0; }
+  ldd "$APP/$b/cb_strategy" | grep "wspipe\|libpipeline" >/dev/null && { echo "$b: links a shared wspipe/libpipeline"; build_ok=0; }
 done
-ldd "$APP/pc-dyn/consumer_reader" | grep -q wspipe && { echo "consumer_reader links the library"; build_ok=0; }
+ldd "$APP/pc-dyn/consumer_reader" | grep wspipe >/dev/null && { echo "consumer_reader links the library"; build_ok=0; }
 if [ "$build_ok" = 1 ]; then result out-of-tree-builds ok; else result out-of-tree-builds FAIL; fi
 
 echo "== certificates + feeds"
 sh tools/testcerts.sh "$TMP/certs" >/dev/null
-start_sim() { sim_start 127.0.0.1 server "$@"; } # ARGS... -> SIM_PID, URL
+start_sim() { # ARGS... -> URL
+  local out=$TMP/sim.$RANDOM.out
+  "$PY" tools/exchange_sim.py --host 127.0.0.1 --port 0 --once \
+    --cert "$TMP/certs/server.pem" --key "$TMP/certs/server.key" "$@" >"$out" 2>&1 </dev/null &
+  SIM_PID=$!
+  PIDS+=("$SIM_PID")
+  local port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*"port": \([0-9]*\).*/\1/p' "$out" | head -n1)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { cat "$out"; return 1; }
+  URL="wss://127.0.0.1:$port/"
+}
+stop_sim() { kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; }
 feed() { # name expect-regex program args...
   local name=$1 want=$2 prog=$3; shift 3
   local log=$TMP/$name.log
@@ -140,4 +172,7 @@ for layout in inline processes; do
   fi
 done
 
-summary install
+echo
+echo "== install: $PASSED passed, $FAILED failed ($((SECONDS - t0)) s)"
+printf '  %s\n' "${RESULTS[@]}"
+[ "$FAILED" = 0 ]

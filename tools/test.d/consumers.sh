@@ -9,6 +9,7 @@
 #   bash tools/test.d/consumers.sh        (CARGO_TARGET_DIR honoured; N=messages per run)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tools/lib/sim.sh
 REPO=$PWD
 export PATH="$HOME/.cargo/bin:$PATH"
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
@@ -79,16 +80,10 @@ start_sim() {
   fi
   SIM_PID=$!
   PIDS+=("$SIM_PID")
-  local port=""
-  for _ in $(seq 100); do
-    port=$(sed -n 's/.*"port": \([0-9]*\).*/\1/p' "$out" | head -n1)
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  [ -n "$port" ] || { cat "$out"; return 1; }
+  local port
+  port=$(sim_port "$out") || { cat "$out"; return 1; }
   if [ "$mode" = xdp ]; then URL="wss://$SERVER_IP:$port/"; else URL="wss://127.0.0.1:$port/"; fi
 }
-stop_sim() { kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; }
 
 # in_client MODE CMD...: run in the client namespace for xdp.
 in_client() {

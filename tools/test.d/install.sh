@@ -15,26 +15,15 @@
 #   bash tools/test.d/install.sh    (CARGO_TARGET_DIR honoured)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-REPO=$PWD
-export PATH="$HOME/.cargo/bin:$PATH"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-PY=${PL_PYTHON:-/opt/libpipeline-venv/bin/python}
+. tools/lib/sim.sh
+. tools/lib/preamble.sh
 N=${N:-3000}
-FAILED=0
-PASSED=0
-declare -a RESULTS=()
 TMP=$(mktemp -d /tmp/plinst.XXXXXX)
-PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   rm -rf "$TMP" /dev/shm/pipeline_pli$$* 2>/dev/null || true
 }
 trap cleanup EXIT
-result() {
-  RESULTS+=("$1: $2${3:+ ($3)}")
-  if [ "$2" = ok ]; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
-  echo "--- $1: $2${3:+ ($3)}"
-}
 t0=$SECONDS
 
 echo "== Debian's libpipeline-dev and cmake (installed alongside on purpose)"
@@ -128,16 +117,10 @@ start_sim() { # ARGS... -> URL
     --cert "$TMP/certs/server.pem" --key "$TMP/certs/server.key" "$@" >"$out" 2>&1 </dev/null &
   SIM_PID=$!
   PIDS+=("$SIM_PID")
-  local port=""
-  for _ in $(seq 100); do
-    port=$(sed -n 's/.*"port": \([0-9]*\).*/\1/p' "$out" | head -n1)
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  [ -n "$port" ] || { cat "$out"; return 1; }
+  local port
+  port=$(sim_port "$out") || { cat "$out"; return 1; }
   URL="wss://127.0.0.1:$port/"
 }
-stop_sim() { kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; }
 feed() { # name expect-regex program args...
   local name=$1 want=$2 prog=$3; shift 3
   local log=$TMP/$name.log

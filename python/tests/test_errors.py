@@ -94,6 +94,12 @@ class Errors(unittest.TestCase):
             self.assertIn("interrupted", out)
         finally:
             srv.close()
+            # The interrupted start may leave its shared memory behind (the process
+            # exits while the set-up thread still holds it): remove what it created.
+            import glob
+            import shutil
+            for d in glob.glob("/dev/shm/pipeline_%d-*" % p.pid):
+                shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ impl MsgOutbox {
 
     fn over(ring: ByteRing) -> Result<Self> {
         let claim = AtomicU64::new(ring.write_pos() & POS_MASK);
-        Ok(MsgOutbox { senders: Arc::new(SenderCore { ring: ring.clone(), claim }), ring })
+        Ok(MsgOutbox { senders: Arc::new(SenderCore { ring: ring.clone(), claim, serial: std::sync::Mutex::new(()) }), ring })
     }
 
     /// Largest payload one record can carry.
@@ -111,6 +111,10 @@ struct SenderCore {
     /// Next free position | open fragmented message's kind << 56. Senders reserve space
     /// by CAS on it, so a record's place and the fragment rule are decided in one step.
     claim: AtomicU64,
+    /// Serialises claim, copy and publish. The lock-free protocol (claim by CAS, publish
+    /// in claim order) hung once in CI with four senders on two cores, cause not yet
+    /// found: until it is, senders take this short lock (held for one record's copy).
+    serial: std::sync::Mutex<()>,
 }
 
 /// The AppClient's handle on MSG_OUTBOX: many senders, one ring. Clone it freely.
@@ -180,6 +184,7 @@ impl OutboxSender {
         }
         let need = padded(len) as u64;
         let cap = ring.capacity() as u64;
+        let _serial = self.core.serial.lock().unwrap_or_else(|e| e.into_inner());
         let mut c = self.core.claim.load(Ordering::Acquire);
         let pos = loop {
             let (pos, open) = (c & POS_MASK, (c >> 56) as u16);

@@ -205,6 +205,22 @@ def _cstr(s):
     return None if s is None else (s.encode() if isinstance(s, str) else bytes(s))
 
 
+
+def _wait_for(poll, timeout):
+    """Call `poll` until it returns something, backing off when idle (spin, then 50 us,
+    then 0.5 ms sleeps); None once `timeout` seconds (None: no limit) have passed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    idle = 0
+    while True:
+        m = poll()
+        if m is not None:
+            return m
+        idle += 1
+        if deadline is not None and time.monotonic() > deadline:
+            return None
+        if idle > 64:
+            time.sleep(0.00005 if idle < 2000 else 0.0005)
+
 def _make_config(url, options, keep):
     """A PlConfig from Pipeline-style options (the strings it points to go in `keep`)."""
     lib = _l()
@@ -372,17 +388,7 @@ class Pipeline:
     def recv(self, timeout=None):
         """The next message, waiting up to `timeout` seconds (None: until it comes).
         None on timeout; raises EndOfStream once the connection ended and is drained."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        idle = 0
-        while True:
-            m = self.poll()
-            if m is not None:
-                return m
-            idle += 1
-            if deadline is not None and time.monotonic() > deadline:
-                return None
-            if idle > 64:
-                time.sleep(0.00005 if idle < 2000 else 0.0005)
+        return _wait_for(self.poll, timeout)
 
     def __iter__(self):
         while True:
@@ -653,20 +659,10 @@ class Feed:
 
     def recv(self, timeout=None):
         """The next item, waiting up to `timeout` seconds (None: until every leg is gone)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        idle = 0
-        while True:
-            try:
-                m = self.poll()
-            except StopIteration:
-                return None
-            if m is not None:
-                return m
-            idle += 1
-            if deadline is not None and time.monotonic() > deadline:
-                return None
-            if idle > 64:
-                time.sleep(0.00005 if idle < 2000 else 0.0005)
+        try:
+            return _wait_for(self.poll, timeout)
+        except StopIteration:  # every leg is gone
+            return None
 
     def __iter__(self):
         while True:

@@ -599,7 +599,7 @@ fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
 }
 
 /// A forked stage process. Until `run_loop` starts, only async-signal-safe system
-/// calls (prctl, getppid, sched_setaffinity, write, _exit) on data made before the
+/// calls (prctl, getppid, sched_setaffinity, writev, _exit) on data made before the
 /// fork: no allocation, no formatting, no `eprintln!` (stderr's lock), no mutex — a
 /// lock some other parent thread held at the fork stays locked forever here.
 fn child_main(
@@ -633,11 +633,16 @@ fn child_main(
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
             let mut digits = [0u8; 10];
             let d = decimal(errno as u32, &mut digits);
-            for part in [&pin.msg[..], d, b")\n"] {
-                // SAFETY: write(2) on fd 2 from buffers that live across the call; a
-                // short or failed write only loses the message.
-                unsafe { libc::write(2, part.as_ptr() as *const libc::c_void, part.len()) };
-            }
+            // One writev(2): the stage processes start together, and three writes each
+            // interleaved their lines mid-message. A single write of under PIPE_BUF
+            // bytes to a pipe is atomic.
+            let iov = [&pin.msg[..], d, b")\n"].map(|part| libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            });
+            // SAFETY: writev(2) on fd 2 from buffers that live across the call; a
+            // short or failed write only loses the message.
+            unsafe { libc::writev(2, iov.as_ptr(), iov.len() as libc::c_int) };
         }
     }
     // From here on the stage loop runs as it does in the other layouts. (Its error and

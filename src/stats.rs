@@ -112,6 +112,15 @@ counters! {
     AppBytes = "app_bytes",
     /// AppClient: polling-mode frames taken with next_frame/pl_poll.
     PolledFrames = "polled_frames",
+    /// permessage-deflate: the negotiated parameters (`ws::deflate::Negotiated::to_word`;
+    /// 0 not offered, 1 declined by the server).
+    Deflate = "deflate",
+    /// WebSocket: compressed messages inflated into MSG_INBOX.
+    InflatedMessages = "inflated_messages",
+    /// WebSocket: bytes those messages inflated to.
+    InflatedBytes = "inflated_bytes",
+    /// Transport: messages we sent compressed.
+    CompressedSent = "compressed_sent",
 }
 
 /// Number of counter slots.

@@ -76,7 +76,7 @@ STAT_NAMES = [
     "inbox_high_water", "retransmits", "dup_acks", "drops", "reconnects", "frames",
     "messages", "payload_bytes", "pings_received", "pongs_received", "reassembled",
     "overruns", "frame_ring_high_water", "frame_ring_full", "app_frames", "app_bytes",
-    "polled_frames",
+    "polled_frames", "deflate", "inflated_messages", "inflated_bytes", "compressed_sent",
 ]
 
 

@@ -264,6 +264,10 @@ pub struct PlStats {
     pub app_frames: u64,
     pub app_bytes: u64,
     pub polled_frames: u64,
+    pub deflate: u64,
+    pub inflated_messages: u64,
+    pub inflated_bytes: u64,
+    pub compressed_sent: u64,
 }
 static_assertions::const_assert_eq!(std::mem::size_of::<PlStats>(), COUNTERS * 8);
 

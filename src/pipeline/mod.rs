@@ -336,11 +336,27 @@ impl Pipeline {
         let (frames_tx, frames_rx) =
             ElemRing::<WsFrameInfo>::create(&dir, names::WS_FRAME_INFO, cfg.frame_ring)?.split();
 
+        // permessage-deflate offered: the transport writes WIRE_INBOX, and the WebSocket
+        // stage inflates (or copies) each message into MSG_INBOX (docs/architecture.md).
+        let wire = match cfg.deflate {
+            None => None,
+            Some(d) => {
+                d.validate()?;
+                Some(MsgInbox::create_named(
+                    &dir,
+                    names::WIRE_INBOX,
+                    cfg.inbox_size,
+                    crate::ring::OverrunPolicy::Backpressure,
+                )?)
+            }
+        };
+        let tx_inbox = wire.as_ref().unwrap_or(&inbox);
         let handshake = ClientHandshake::new(
             &url,
             &HandshakeConfig {
                 protocols: cfg.subprotocols.clone(),
                 headers: cfg.headers.clone(),
+                deflate: cfg.deflate,
                 ..Default::default()
             },
         )?;
@@ -353,7 +369,7 @@ impl Pipeline {
                 Box::new(TransportStage::new(
                     $t,
                     handshake.clone(),
-                    inbox.writer(),
+                    tx_inbox.writer(),
                     outbox.reader(),
                     pongs_rx,
                     stats.clone(),
@@ -388,8 +404,9 @@ impl Pipeline {
                 ts(&mut stages, transport_stage!(t));
             }
         }
-        stages.push(Box::new(WebSocketStage::new(
+        stages.push(Box::new(WebSocketStage::with_wire(
             inbox.clone(),
+            wire.clone(),
             frames_tx,
             pongs_tx,
             stats.clone(),

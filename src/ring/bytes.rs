@@ -18,6 +18,9 @@
 //!   ctl + 384   dirty (u32) MSG_INBOX: set by an overwriting producer, cleared by the reader
 //!   ctl + 388   mode  (u32) MSG_INBOX: 0 backpressure, 1 overwrite
 //!   ctl + 392   overrun_bytes (u64) MSG_INBOX: total bytes overwritten unread
+//!   ctl + 400   extension (u32) the inbox the transport writes: the negotiated
+//!               permessage-deflate parameters (`ws::deflate::Negotiated::to_word`,
+//!               1 = none), stored before the first byte after the upgrade
 //! ```
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -32,6 +35,7 @@ pub(crate) const AUX_OFF: usize = 256;
 pub(crate) const DIRTY_OFF: usize = 384;
 pub(crate) const MODE_OFF: usize = 388;
 pub(crate) const OVERRUN_OFF: usize = 392;
+pub(crate) const EXT_OFF: usize = 400;
 
 /// A mapped byte ring. Cloning shares the mapping.
 #[derive(Clone)]

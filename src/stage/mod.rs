@@ -22,7 +22,7 @@ mod xdp_transport;
 
 pub use app::{AppClientStage, FrameReader, OnMessage, RawFrame};
 pub use kernel::{StreamTransport, TlsTransport};
-pub use synthetic::{encode_server_frame, SyntheticCapture, SyntheticScript, SyntheticTransport};
+pub use synthetic::{encode_server_frame, encode_server_frame_rsv1, SyntheticCapture, SyntheticScript, SyntheticTransport};
 pub use transport::{Transport, TransportCounters, TransportStage};
 pub use websocket::{Delivery, WebSocketStage};
 pub use xdp_poll::{Engine, EnginePort, EngineStage, EngineStats, Registration, TransportPort, XdpRings};

@@ -25,6 +25,14 @@ pub fn encode_server_frame(out: &mut Vec<u8>, opcode: u8, fin: bool, payload: &[
     out.extend_from_slice(payload);
 }
 
+/// [`encode_server_frame`] with RSV1 set: the first frame of a permessage-deflate
+/// message (`payload` is raw deflate data, its `00 00 ff ff` tail removed).
+pub fn encode_server_frame_rsv1(out: &mut Vec<u8>, opcode: u8, fin: bool, payload: &[u8]) {
+    let at = out.len();
+    encode_server_frame(out, opcode, fin, payload);
+    out[at] |= 0x40;
+}
+
 /// Client frames seen by the synthetic server: `(opcode, fin, unmasked payload)`.
 pub type SyntheticCapture = Arc<Mutex<Vec<(u8, bool, Vec<u8>)>>>;
 
@@ -51,6 +59,9 @@ pub struct SyntheticScript {
     /// Stop reading after this many client bytes after the upgrade: our writes then
     /// return 0 forever (a closed TCP window).
     pub stop_reading_after: Option<usize>,
+    /// Answer an offer of permessage-deflate with this `Sec-WebSocket-Extensions`
+    /// value (e.g. `"permessage-deflate"`); `None`: decline every extension.
+    pub extensions: Option<String>,
 }
 
 /// The synthetic server as a [`Transport`].
@@ -206,8 +217,13 @@ impl Transport for SyntheticTransport {
                         close_code: 0,
                         reason: "synthetic: no Sec-WebSocket-Key".into(),
                     })?;
+                let offered = text.to_ascii_lowercase().contains("permessage-deflate");
+                let ext = match &self.script.extensions {
+                    Some(e) if offered => format!("Sec-WebSocket-Extensions: {e}\r\n"),
+                    _ => String::new(),
+                };
                 let resp = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{ext}\r\n",
                     crate::ws::handshake::accept_key(&key)
                 );
                 self.priority.extend_from_slice(resp.as_bytes());

@@ -13,6 +13,7 @@ use super::{Progress, Stage};
 use crate::error::{Error, Result};
 use crate::ring::{Consumer, InboxWriter, OutboxKind, OutboxReader, PongFrame, FLAG_MORE};
 use crate::stats::{Counter, State, StatsRegion};
+use crate::ws::deflate::Deflater;
 use crate::ws::{ClientHandshake, FrameBuilder, HandshakeStatus, OpCode};
 
 /// Counters a transport keeps (copied into the stats region by the stage).
@@ -132,6 +133,10 @@ pub struct TransportStage<T: Transport> {
     /// When this stage first saw the state Closing (whoever set it: our close, the
     /// WebSocket stage after a protocol error or a server close, `Pipeline::close`).
     closing_since: Option<u64>,
+    /// permessage-deflate negotiated: our compressor.
+    deflater: Option<Deflater>,
+    /// The message being sent in fragments is compressed.
+    compressing: bool,
 }
 
 impl<T: Transport> TransportStage<T> {
@@ -149,6 +154,7 @@ impl<T: Transport> TransportStage<T> {
         max_frame: usize,
         close_timeout: std::time::Duration,
     ) -> Result<Self> {
+        let offered = handshake.deflate_offer().is_some();
         Ok(TransportStage {
             t,
             stats,
@@ -159,7 +165,12 @@ impl<T: Transport> TransportStage<T> {
                 hs: Box::new(handshake),
                 sent: 0,
             },
-            tx: vec![0; max_frame + crate::ws::frame::MAX_HEADER_LEN],
+            // Room for a compressed frame when permessage-deflate is offered.
+            tx: vec![
+                0;
+                if offered { Deflater::bound(max_frame) } else { max_frame }
+                    + crate::ws::frame::MAX_HEADER_LEN
+            ],
             tx_off: 0,
             tx_len: 0,
             finish_after_tx: None,
@@ -170,6 +181,8 @@ impl<T: Transport> TransportStage<T> {
             polls: 0,
             close_timeout,
             closing_since: None,
+            deflater: None,
+            compressing: false,
         })
     }
 
@@ -231,6 +244,18 @@ impl<T: Transport> TransportStage<T> {
             return Ok(moved);
         }
         if let HandshakeStatus::Done { consumed, .. } = hs.feed(&buf[..n])? {
+            // The agreed permessage-deflate parameters, for the WebSocket stage (stored
+            // before the first byte after the upgrade is committed) and our compressor.
+            let word = match (hs.deflate_offer(), hs.deflate()) {
+                (None, _) => 0,
+                (Some(_), None) => 1,
+                (Some(cfg), Some(neg)) => {
+                    self.deflater = Some(Deflater::new(&neg, &cfg));
+                    neg.to_word()
+                }
+            };
+            self.inbox.set_extension(word);
+            self.stats.set(Counter::Deflate, word as u64);
             let rest = &buf[consumed..n];
             if !rest.is_empty() && self.inbox.write(rest) < rest.len() {
                 return Err(Error::Overrun(
@@ -316,8 +341,33 @@ impl<T: Transport> TransportStage<T> {
                         opc = OpCode::Continuation;
                     }
                     let fin = fin || !data;
-                    self.tx_len = self.builder.encode(opc, fin, rec.payload, &mut self.tx)?;
-                    self.tx_off = 0;
+                    // permessage-deflate: a message is compressed or not as a whole,
+                    // decided on its first fragment (size threshold); RSV1 marks only
+                    // the first frame; masking comes after compression.
+                    let compress = match self.deflater.as_ref() {
+                        Some(d) if data => {
+                            if !cont {
+                                self.compressing = d.wants(rec.payload.len());
+                            }
+                            self.compressing
+                        }
+                        _ => false,
+                    };
+                    if compress {
+                        let h = crate::ws::frame::MAX_HEADER_LEN;
+                        let d = self.deflater.as_mut().expect("deflater");
+                        let n = d.compress(rec.payload, &mut self.tx[h..], fin)?;
+                        let start = self.builder.encode_in_place(opc, fin, &mut self.tx[..h + n], h)?;
+                        if !cont {
+                            self.tx[start] |= 0x40;
+                            self.stats.add(Counter::CompressedSent, 1);
+                        }
+                        self.tx_off = start;
+                        self.tx_len = h + n;
+                    } else {
+                        self.tx_len = self.builder.encode(opc, fin, rec.payload, &mut self.tx)?;
+                        self.tx_off = 0;
+                    }
                     (opc, fin, c)
                 }
             };

@@ -15,6 +15,7 @@
 pub mod builder;
 pub mod close;
 pub mod connection;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
@@ -26,6 +27,7 @@ pub mod utf8;
 
 pub use builder::{FrameBuilder, MaskMode};
 pub use close::{CloseAction, CloseHandshake, CloseState};
+pub use deflate::{DeflateConfig, Negotiated as DeflateParams};
 pub use connection::{Connection, ConnectionConfig};
 pub use frame::{close_code, CloseFrame, ControlPayload, Data, Event, MessageKind, OpCode};
 pub use handshake::{ClientHandshake, HandshakeConfig, HandshakeStatus};

@@ -161,6 +161,19 @@ typedef struct PlConfig {
   size_t synthetic_len;
   // PL_TRANSPORT_SYNTHETIC: largest read (0: unlimited), to split frames.
   size_t synthetic_chunk;
+  // permessage-deflate (RFC 7692): 0 off (the default), 1 offer it. Compressed
+  // messages are inflated into MSG_INBOX: frames are read exactly as without it.
+  uint32_t compression;
+  // Offer `client_max_window_bits`: 0 without a value, 8..15 with that value.
+  uint32_t deflate_client_max_window_bits;
+  // Offer `server_max_window_bits=N` (8..15); 0: do not.
+  uint32_t deflate_server_max_window_bits;
+  // Offer `client_no_context_takeover`.
+  bool deflate_client_no_context_takeover;
+  // Offer `server_no_context_takeover`.
+  bool deflate_server_no_context_takeover;
+  // Our messages shorter than this go uncompressed (default 64).
+  size_t deflate_threshold;
 } PlConfig;
 
 // A received frame, read in place. Give it back with `pl_release`.
@@ -220,6 +233,10 @@ typedef struct PlStats {
   uint64_t app_frames;
   uint64_t app_bytes;
   uint64_t polled_frames;
+  uint64_t deflate;
+  uint64_t inflated_messages;
+  uint64_t inflated_bytes;
+  uint64_t compressed_sent;
 } PlStats;
 
 #ifdef __cplusplus

@@ -121,7 +121,10 @@ class Pipeline:
     wait "auto"|"spin"|"yield"|"backoff", cores [int], ca_file, insecure, timeout
     (seconds), name, max_message, inbox_size, outbox_size, delivery "messages"|"frames",
     overrun "backpressure"|"overwrite", headers (list of "Name: value" or dict),
-    subprotocols [str], quiet, external_consumer.
+    subprotocols [str], quiet, external_consumer, compression (False/None, True or
+    "permessage-deflate", or a dict of client_max_window_bits, server_max_window_bits,
+    client_no_context_takeover, server_no_context_takeover, threshold: RFC 7692 offered
+    with those parameters; compressed messages arrive inflated, read as usual).
     """
 
     def __init__(self, url, **options):
@@ -159,6 +162,23 @@ class Pipeline:
         for key in ("max_message", "inbox_size", "outbox_size"):
             if key in options:
                 setattr(cfg, key, int(options.pop(key)))
+        if "compression" in options:
+            c = options.pop("compression")
+            if c in (None, False, 0, "none", "off"):
+                cfg.compression = 0
+            elif c in (True, 1, "permessage-deflate", "deflate") or isinstance(c, dict):
+                cfg.compression = 1
+                params = dict(c) if isinstance(c, dict) else {}
+                for k in ("client_max_window_bits", "server_max_window_bits", "threshold"):
+                    if k in params:
+                        setattr(cfg, "deflate_" + k, int(params.pop(k)))
+                for k in ("client_no_context_takeover", "server_no_context_takeover"):
+                    if k in params:
+                        setattr(cfg, "deflate_" + k, bool(params.pop(k)))
+                if params:
+                    raise PipelineError(2, "compression: unknown parameter(s) %s" % ", ".join(sorted(params)), "config")
+            else:
+                raise PipelineError(2, "compression=%r: expected False, True, \"permessage-deflate\" or a dict" % (c,), "config")
         if "timeout" in options:
             cfg.timeout_ms = int(float(options.pop("timeout")) * 1000)
         if "cores" in options:

@@ -56,6 +56,12 @@ class PlConfig(ctypes.Structure):
         ("synthetic_data", POINTER(c_uint8)),
         ("synthetic_len", c_size_t),
         ("synthetic_chunk", c_size_t),
+        ("compression", c_uint32),
+        ("deflate_client_max_window_bits", c_uint32),
+        ("deflate_server_max_window_bits", c_uint32),
+        ("deflate_client_no_context_takeover", c_bool),
+        ("deflate_server_no_context_takeover", c_bool),
+        ("deflate_threshold", c_size_t),
     ]
 
 

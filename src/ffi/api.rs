@@ -207,6 +207,19 @@ pub struct PlConfig {
     pub synthetic_len: usize,
     /// PL_TRANSPORT_SYNTHETIC: largest read (0: unlimited), to split frames.
     pub synthetic_chunk: usize,
+    /// permessage-deflate (RFC 7692): 0 off (the default), 1 offer it. Compressed
+    /// messages are inflated into MSG_INBOX: frames are read exactly as without it.
+    pub compression: u32,
+    /// Offer `client_max_window_bits`: 0 without a value, 8..15 with that value.
+    pub deflate_client_max_window_bits: u32,
+    /// Offer `server_max_window_bits=N` (8..15); 0: do not.
+    pub deflate_server_max_window_bits: u32,
+    /// Offer `client_no_context_takeover`.
+    pub deflate_client_no_context_takeover: bool,
+    /// Offer `server_no_context_takeover`.
+    pub deflate_server_no_context_takeover: bool,
+    /// Our messages shorter than this go uncompressed (default 64).
+    pub deflate_threshold: usize,
 }
 
 /// A received frame, read in place. Give it back with `pl_release`.
@@ -364,6 +377,12 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
             synthetic_data: std::ptr::null(),
             synthetic_len: 0,
             synthetic_chunk: 0,
+            compression: 0,
+            deflate_client_max_window_bits: 0,
+            deflate_server_max_window_bits: 0,
+            deflate_client_no_context_takeover: false,
+            deflate_server_no_context_takeover: false,
+            deflate_threshold: crate::ws::DeflateConfig::default().threshold,
         };
         // SAFETY: cfg is non-null and writable per the contract.
         unsafe { cfg.write(c) };
@@ -444,6 +463,30 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
     cfg.subprotocols = unsafe { str_list(c.subprotocols, c.subprotocols_len, "subprotocols")? };
     cfg.quiet = c.quiet;
     cfg.external_consumer = c.external_consumer;
+    cfg.deflate = match c.compression {
+        0 => None,
+        1 => {
+            let bits = |v: u32, field: &str| -> Result<u8> {
+                u8::try_from(v).ok().filter(|&b| b == 0 || (8..=15).contains(&b)).ok_or_else(|| {
+                    Error::Config(format!("PlConfig.{field} = {v}: expected 0 or 8..15"))
+                })
+            };
+            let d = crate::ws::DeflateConfig {
+                client_max_window_bits: bits(c.deflate_client_max_window_bits, "deflate_client_max_window_bits")?,
+                server_max_window_bits: bits(c.deflate_server_max_window_bits, "deflate_server_max_window_bits")?,
+                client_no_context_takeover: c.deflate_client_no_context_takeover,
+                server_no_context_takeover: c.deflate_server_no_context_takeover,
+                threshold: c.deflate_threshold,
+                ..Default::default()
+            };
+            Some(d)
+        }
+        v => {
+            return Err(Error::Config(format!(
+                "PlConfig.compression = {v}: expected 0 (off) or 1 (permessage-deflate)"
+            )))
+        }
+    };
     Ok(cfg)
 }
 

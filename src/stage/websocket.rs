@@ -570,6 +570,9 @@ impl WebSocketStage {
                             compressed: d.compressed,
                         });
                     }
+                    if d.frame_end {
+                        self.stats.add(Counter::Frames, 1);
+                    }
                     let mut p = Piece { pos: base + d.offset as u64, len: d.len, d, tail: None };
                     match f.write(&mut p, max_message, &self.stats) {
                         PieceOutcome::Done => self.piece_done(&p, now),

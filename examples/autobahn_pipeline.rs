@@ -82,7 +82,7 @@ fn config(a: &Args, path: &str) -> Config {
     // Autobahn's 9.* cases send up to 16 MiB messages; the inbox holds two.
     c.max_message = 16 << 20;
     c.inbox_size = 32 << 20;
-    c.outbox_size = 32 << 20;
+    c.outbox_size = 64 << 20; // a record holds at most half the outbox
     c.layout = Some(Layout::Inline);
     c.wait = Some(WaitKind::Backoff);
     c.close_timeout = Duration::from_secs(5);

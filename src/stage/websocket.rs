@@ -190,10 +190,8 @@ impl Inflow {
                 Err(e) => return PieceOutcome::Fail(ws::close_code::INTERNAL_ERROR, e.to_string()),
             };
             if r.produced > 0 {
-                if m.kind == MessageKind::Text {
-                    if self.utf8.feed(&b[..r.produced]).is_err() {
-                        return PieceOutcome::Fail(ws::close_code::INVALID_PAYLOAD, "invalid UTF-8 in a text message".into());
-                    }
+                if m.kind == MessageKind::Text && self.utf8.feed(&b[..r.produced]).is_err() {
+                    return PieceOutcome::Fail(ws::close_code::INVALID_PAYLOAD, "invalid UTF-8 in a text message".into());
                 }
                 self.out.commit(r.produced);
                 m.written += r.produced;

@@ -315,7 +315,7 @@ impl Parser {
         let Some(opcode) = OpCode::from_u8(h.b0 & 0x0f) else {
             return self.fail(PROTOCOL_ERROR, "reserved opcode");
         };
-        if rsv != 0 && matches!(opcode, OpCode::Continuation) || rsv != 0 && opcode.is_control() {
+        if rsv != 0 && (matches!(opcode, OpCode::Continuation) || opcode.is_control()) {
             return self.fail(
                 PROTOCOL_ERROR,
                 "RSV1 set on a control or continuation frame (permessage-deflate marks a message's first frame only)",

@@ -4,9 +4,10 @@
 //! Instant-based, medians of several runs; prints a table and writes
 //! bench-results/tcp_rx.json.
 
+use pipeline_testkit::tcp_sim::peer_frame;
 use pipeline::tcp::{Connection, TcpConfig, Transmit};
 use pipeline::wire::{
-    checksum, emit_tcp_frame, flags, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr,
+    checksum, flags, MacAddr, TcpOptionsRepr,
 };
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -29,29 +30,6 @@ fn cfg(verify: bool) -> TcpConfig {
     c
 }
 
-fn peer_frame(seq: u32, ack: u32, fl: u8, payload: &[u8], opts: TcpOptionsRepr) -> Vec<u8> {
-    let r = TcpFrameRepr {
-        src_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-        dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        src_ip: Ipv4Addr::new(10, 0, 0, 1),
-        dst_ip: Ipv4Addr::new(10, 0, 0, 2),
-        ip_ident: 1,
-        ttl: 64,
-        tcp: TcpRepr {
-            src_port: 443,
-            dst_port: 40000,
-            seq,
-            ack,
-            flags: fl,
-            window: 65535,
-            options: opts,
-        },
-    };
-    let mut b = vec![0u8; 2048];
-    let n = emit_tcp_frame(&mut b, &r, payload).unwrap();
-    b.truncate(n);
-    b
-}
 
 fn established(verify: bool) -> Connection {
     let mut c = Connection::new(cfg(verify)).unwrap();

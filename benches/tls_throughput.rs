@@ -10,8 +10,7 @@
 //!
 //! `cargo bench --bench tls_throughput` (harness = false).
 
-#[path = "../tests/common/certs.rs"]
-mod certs;
+use pipeline_testkit::certs;
 
 use pipeline::tls::{ReadBio, TlsConfig, TlsContext, TlsSession, TlsVersion};
 use std::time::Instant;

@@ -191,7 +191,9 @@ int main(int argc, char **argv) {
                 (unsigned long long)text, secs, secs > 0 ? static_cast<double>(want) / secs : 0.0,
                 pct(lat_ns, 50), pct(lat_ns, 99), pct(lat_ns, 99.9), pct(lat_ns, 100),
                 (unsigned long long)s.drops, (unsigned long long)s.overruns);
-    std::fprintf(stderr, "strategy: %s\n", why);
+    PlDisconnect d;
+    if (pl_get_disconnect(p, &d, nullptr, 0) != PL_OK) d.kind = PL_DISCONNECT_NONE;
+    std::fprintf(stderr, "strategy: %s [%s]\n", why, pl_disconnect_kind_name(d.kind));
     pl_free(p);
     if (g_interrupted.load()) return 130;
     if (gaps || bad || (count >= 0 && want < static_cast<uint64_t>(count))) status = 1;

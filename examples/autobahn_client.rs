@@ -1,8 +1,13 @@
-//! Drives the Autobahn|Testsuite fuzzing server with `pipeline::client::WsClient`.
+//! Drives the Autobahn|Testsuite fuzzing server with `pipeline::pipeline::Pipeline` —
+//! the product's own path: kernel transport (`ws://`, or `wss://` through the
+//! pipeline's TLS glue), the transport / WebSocket stages run by the runner in the
+//! `inline` layout with `backoff` waits, a polling [`Receiver`]. permessage-deflate
+//! (RFC 7692) is offered (`Config::deflate`), so the compression cases 12.* and 13.*
+//! run too; `--no-deflate` offers nothing.
 //!
 //! ```text
 //! cargo run --release --example autobahn_client -- ws://127.0.0.1:9001 \
-//!     [--agent NAME] [--cases N..M] [--ca-file PEM] [--quiet]
+//!     [--agent NAME] [--cases N..M] [--ca-file PEM] [--no-deflate] [--quiet]
 //! ```
 //!
 //! `getCaseCount`, then for every case `runCase?case=n&agent=A`, echoing every message
@@ -15,20 +20,22 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use pipeline::client::{ClientConfig, Message, WsClient};
-use pipeline::ws::MessageKind;
+use pipeline::pipeline::{Config, DeflateConfig, Pipeline, PipelineState, Receiver};
+use pipeline::runner::{Layout, WaitKind};
+use pipeline::Error;
 
 struct Args {
     base: String,
     agent: String,
     cases: Option<(usize, usize)>,
     ca_file: Option<String>,
+    deflate: bool,
     quiet: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: autobahn_client ws[s]://HOST:PORT [--agent NAME] [--cases N..M] [--ca-file PEM] [--quiet]"
+        "usage: autobahn_client ws[s]://HOST:PORT [--agent NAME] [--cases N..M] [--ca-file PEM] [--no-deflate] [--quiet]"
     );
     std::process::exit(2)
 }
@@ -39,6 +46,7 @@ fn parse_args() -> Args {
         agent: "libpipeline".into(),
         cases: None,
         ca_file: None,
+        deflate: true,
         quiet: false,
     };
     let mut it = std::env::args().skip(1);
@@ -46,6 +54,7 @@ fn parse_args() -> Args {
         match s.as_str() {
             "--agent" => a.agent = it.next().unwrap_or_else(|| usage()),
             "--ca-file" => a.ca_file = Some(it.next().unwrap_or_else(|| usage())),
+            "--no-deflate" => a.deflate = false,
             "--quiet" | "-q" => a.quiet = true,
             "--cases" => {
                 let v = it.next().unwrap_or_else(|| usage());
@@ -71,80 +80,104 @@ fn parse_args() -> Args {
     a
 }
 
-fn config(a: &Args) -> ClientConfig {
-    let mut c = ClientConfig::default();
-    if let Some(ca) = &a.ca_file {
-        c = c.ca_file(ca);
-    }
-    // Autobahn's 9.* cases send up to 16 MiB messages (the default limit). Some cases
-    // expect the server to close after a long wait; keep the linger short.
+/// One connection's config. Autobahn's 9.* cases send messages of up to 16 MiB and
+/// expect them echoed: `max_message` 16 MiB in a 32 MiB MSG_INBOX (room for fragment
+/// headers and control frames), and a 64 MiB MSG_OUTBOX (a record holds up to half).
+fn config(a: &Args, url: String) -> Config {
+    let mut c = Config::new(&url);
+    c.layout = Some(Layout::Inline);
+    c.wait = Some(WaitKind::Backoff);
+    c.ca_file = a.ca_file.as_ref().map(Into::into);
+    c.max_message = 16 << 20;
+    c.inbox_size = 32 << 20;
+    c.outbox_size = 64 << 20;
     c.close_timeout = Duration::from_secs(5);
-    c.close_linger = Duration::from_secs(2);
+    c.quiet = true;
+    if a.deflate {
+        c.deflate = Some(DeflateConfig::default());
+    }
     c
 }
 
+fn start(a: &Args, path: &str) -> pipeline::Result<(Pipeline, Receiver)> {
+    let mut p = Pipeline::start(config(a, format!("{}{path}", a.base)))?;
+    let rx = p.receiver().expect("polling delivery");
+    Ok((p, rx))
+}
+
+fn reason(p: &Pipeline) -> String {
+    match p.state() {
+        PipelineState::Disconnected { reason } => reason.message,
+        s => format!("{s:?}"),
+    }
+}
+
 /// Connect to `path`, wait for one text message (getCaseCount).
-fn get_text(base: &str, path: &str, cfg: &ClientConfig) -> pipeline::Result<String> {
-    let mut ws = WsClient::connect(&format!("{base}{path}"), cfg)?;
+fn get_text(a: &Args, path: &str) -> pipeline::Result<String> {
+    let (p, mut rx) = start(a, path)?;
     let mut out = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        match ws.recv_timeout(Duration::from_secs(1))? {
-            Some(Message::Text(t)) => out = Some(t.to_string()),
-            Some(Message::Closed { .. }) => break,
-            _ => {}
+        if let Some(f) = rx.next_frame_timeout(Duration::from_secs(1)) {
+            out = f.text().map(str::to_string);
+        } else if p.wait_disconnected(Duration::ZERO) {
+            break;
         }
     }
-    out.ok_or_else(|| pipeline::Error::Closed(format!("no answer on {path}")))
+    out.ok_or_else(|| Error::Closed(format!("no answer on {path}: {}", reason(&p))))
+}
+
+/// Queue `send` until MSG_OUTBOX has room (the transport stage drains it meanwhile).
+fn send_retrying(mut send: impl FnMut() -> pipeline::Result<()>) -> pipeline::Result<()> {
+    loop {
+        match send() {
+            Err(Error::WouldBlock) => std::thread::sleep(Duration::from_micros(50)),
+            r => return r,
+        }
+    }
 }
 
 /// Echo until the server closes. Returns how the case ended.
-fn run_case(base: &str, n: usize, agent: &str, cfg: &ClientConfig) -> String {
-    let url = format!("{base}/runCase?case={n}&agent={agent}");
-    let mut ws = match WsClient::connect(&url, cfg) {
-        Ok(ws) => ws,
+fn run_case(a: &Args, n: usize) -> String {
+    let (p, mut rx) = match start(a, &format!("/runCase?case={n}&agent={}", a.agent)) {
+        Ok(x) => x,
         Err(e) => return format!("connect failed: {e}"),
     };
-    // The payload is borrowed from the client's receive buffer: copy it out to send it
-    // back (one reused buffer).
-    let mut echo: Vec<u8> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let kind = match ws.recv_timeout(Duration::from_secs(1)) {
-            Ok(Some(Message::Text(t))) => {
-                echo.clear();
-                echo.extend_from_slice(t.as_bytes());
-                MessageKind::Text
-            }
-            Ok(Some(Message::Binary(b))) => {
-                echo.clear();
-                echo.extend_from_slice(b);
-                MessageKind::Binary
-            }
-            Ok(Some(Message::Closed { code, reason })) => {
-                return format!("closed by server {code} {reason:?}")
-            }
-            Ok(Some(_)) => continue, // ping (auto-answered), pong, frames
-            Ok(None) => {
-                if Instant::now() > deadline {
-                    let _ = ws.close(1000, "");
-                    return "gave up after 120 s".into();
+        match rx.next_frame_timeout(Duration::from_secs(1)) {
+            // The payload is in place in MSG_INBOX; sending copies it into MSG_OUTBOX,
+            // and dropping the frame afterwards releases it.
+            Some(f) => {
+                let r = match f.opcode() {
+                    1 => match f.text() {
+                        Some(t) => send_retrying(|| p.send_text(t)),
+                        None => Err(Error::Config("text message not UTF-8".into())),
+                    },
+                    _ => send_retrying(|| p.send_binary(f.payload())),
+                };
+                if let Err(e) = r {
+                    // Closing or closed meanwhile (a protocol error further on).
+                    if !matches!(e, Error::Closed(_)) {
+                        return format!("send error: {e}");
+                    }
                 }
-                continue;
             }
-            Err(e) => return format!("error: {e}"),
-        };
-        if let Err(e) = ws.send_message(kind, &echo) {
-            return format!("send error: {e}");
+            None if p.wait_disconnected(Duration::ZERO) => return reason(&p),
+            None if Instant::now() > deadline => {
+                let _ = p.close(1000, "");
+                p.wait_disconnected(Duration::from_secs(6));
+                return "gave up after 120 s".into();
+            }
+            None => {}
         }
     }
 }
 
 fn main() -> ExitCode {
     let a = parse_args();
-    let cfg = config(&a);
     let t0 = Instant::now();
-    let count: usize = match get_text(&a.base, "/getCaseCount", &cfg) {
+    let count: usize = match get_text(&a, "/getCaseCount") {
         Ok(s) => match s.trim().parse() {
             Ok(n) => n,
             Err(_) => {
@@ -160,27 +193,22 @@ fn main() -> ExitCode {
     let (lo, hi) = a.cases.unwrap_or((1, count));
     let hi = hi.min(count);
     eprintln!(
-        "autobahn_client: {count} cases on the server, running {lo}..={hi} as agent {:?}",
-        a.agent
+        "autobahn_client: {count} cases on the server, running {lo}..={hi} as agent {:?} (Pipeline, inline + backoff{})",
+        a.agent,
+        if a.deflate { ", permessage-deflate offered" } else { "" }
     );
     for n in lo..=hi {
         let t = Instant::now();
-        let how = run_case(&a.base, n, &a.agent, &cfg);
+        let how = run_case(&a, n);
         if !a.quiet {
-            eprintln!(
-                "case {n:>3}/{hi}: {:>7.3} s  {how}",
-                t.elapsed().as_secs_f64()
-            );
+            eprintln!("case {n:>3}/{hi}: {:>7.3} s  {how}", t.elapsed().as_secs_f64());
         }
     }
-    // The server writes its report while handling this request.
-    match WsClient::connect(&format!("{}/updateReports?agent={}", a.base, a.agent), &cfg) {
-        Ok(mut ws) => loop {
-            match ws.recv_timeout(Duration::from_secs(60)) {
-                Ok(Some(Message::Closed { .. })) | Err(_) | Ok(None) => break,
-                Ok(Some(_)) => {}
-            }
-        },
+    // The server writes its report while handling this request, then closes.
+    match start(&a, &format!("/updateReports?agent={}", a.agent)) {
+        Ok((p, _rx)) => {
+            p.wait_disconnected(Duration::from_secs(60));
+        }
         Err(e) => {
             eprintln!("updateReports failed: {e}");
             return ExitCode::FAILURE;

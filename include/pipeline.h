@@ -44,6 +44,9 @@ typedef enum PlState {
   PL_STATE_CONNECTED = 1,
   PL_STATE_CLOSING = 2,
   PL_STATE_DISCONNECTED = 3,
+  // Output only: a connection was lost and reconnect is on (waiting for the backoff
+  // or connecting again); `pl_get_reconnect` has the attempt and the loss's kind.
+  PL_STATE_RECONNECTING = 4,
 } PlState;
 
 // Flags or-ed into the callback's `opcode` and `PlFrame.opcode`.
@@ -51,6 +54,12 @@ typedef enum PlOpcodeFlags {
   // More frames of this message follow (`PL_DELIVERY_FRAMES` only).
   PL_OPCODE_MORE = 256,
 } PlOpcodeFlags;
+
+// `PlFrame.flags` bits (an enum so that cbindgen exports the constant).
+typedef enum PlFrameFlags {
+  // The first frame of a new connection after a reconnect.
+  PL_FRAME_AFTER_RECONNECT = 1,
+} PlFrameFlags;
 
 // Which transport carries the connection.
 typedef enum PlTransport {
@@ -93,6 +102,104 @@ typedef enum PlOverrun {
   // Keep writing; overwritten frames are lost and reported.
   PL_OVERRUN_OVERWRITE = 1,
 } PlOverrun;
+
+// Why a pipeline disconnected: `PlDisconnect.kind` (a `uint32_t` at the ABI: a newer
+// library may add kinds, so keep a default branch). The numbers are stable; the same
+// codes are in the stats region and `pipeline stat --json` ("reason_kind" names them
+// in lower case without the prefix).
+typedef enum PlDisconnectKind {
+  // Not disconnected (or no kind recorded).
+  PL_DISCONNECT_NONE = 0,
+  // The server sent a close frame (answered): `close_code`, `close_reason`.
+  PL_DISCONNECT_SERVER_CLOSED = 1,
+  // Our close (`pl_close`) was answered: `close_code` is the server's reply.
+  PL_DISCONNECT_CLOSE_COMPLETED = 2,
+  // The server did not answer our close within the close timeout.
+  PL_DISCONNECT_CLOSE_TIMEOUT = 3,
+  // After our close the server ended the TCP/TLS stream without a close frame.
+  PL_DISCONNECT_CLOSED_AFTER_OUR_CLOSE = 4,
+  // The server broke the protocol; we closed with `close_code` (1002, 1007, 1009 ...).
+  PL_DISCONNECT_PROTOCOL_ERROR = 5,
+  // The WebSocket upgrade failed.
+  PL_DISCONNECT_UPGRADE_FAILED = 6,
+  // The peer reset the TCP connection.
+  PL_DISCONNECT_TCP_RESET = 7,
+  // The stream ended (TCP FIN, TLS close_notify) without a WebSocket close.
+  PL_DISCONNECT_TCP_CLOSED = 8,
+  // TLS failure.
+  PL_DISCONNECT_TLS = 9,
+  // TCP/IP failure (refused, unreachable, retransmissions timed out).
+  PL_DISCONNECT_NETWORK = 10,
+  // Set-up did not finish in time (or another stage timeout).
+  PL_DISCONNECT_TIMEOUT = 11,
+  // A stage process died: `stage`, `pid`, `signal` / `exit_status`.
+  PL_DISCONNECT_STAGE_DIED = 12,
+  // A stage panicked (a bug, or a panicking callback): `stage`.
+  PL_DISCONNECT_STAGE_PANICKED = 13,
+  // `pl_stop` / `pl_free` (the application).
+  PL_DISCONNECT_STOPPED = 14,
+  // A ring or buffer could not hold what had to go in it.
+  PL_DISCONNECT_OVERRUN = 15,
+  // A system call failed.
+  PL_DISCONNECT_IO = 16,
+  // Anything else (configuration, shared memory, capability).
+  PL_DISCONNECT_INTERNAL = 17,
+} PlDisconnectKind;
+
+// `PlFeedConfig.key`: how a message's key (stream, sequence) is read.
+typedef enum PlKeyKind {
+  // No key (one leg only).
+  PL_KEY_NONE = 0,
+  // An integer field of a JSON object (`json_field`, a name or a dotted path; the
+  // stream from `json_stream_field` if set, else 0).
+  PL_KEY_JSON = 1,
+  // A fixed-offset binary integer (`binary_offset`, `binary_width` 1/2/4/8,
+  // `binary_big_endian`).
+  PL_KEY_BINARY = 2,
+  // `key_fn(key_user, payload, len, &stream, &seq)` returning 1 (a key) or 0 (none).
+  PL_KEY_CALLBACK = 3,
+} PlKeyKind;
+
+// `PlFeedConfig.mode`.
+typedef enum PlFeedMode {
+  // Deliver a key only if beyond the last delivered (duplicates dropped, never waits).
+  PL_FEED_MONOTONIC = 0,
+  // Keys step by one: a message ahead of a gap is held until another leg fills it or
+  // `hold_us` passes, then a `PL_FEED_GAP` item names the missing range.
+  PL_FEED_CONTIGUOUS = 1,
+} PlFeedMode;
+
+// `PlFeedItem.kind`.
+typedef enum PlFeedItemKind {
+  // A frame of the merged stream (release it with `pl_feed_release`).
+  PL_FEED_FRAME = 1,
+  // Sequences `seq..=to` of `stream` came from no leg within the hold window.
+  PL_FEED_GAP = 2,
+  // Leg `leg` is connected (again); `generation` 0 is its first connection.
+  PL_FEED_LEG_UP = 3,
+  // Leg `leg` lost its connection: `cause` is the `PL_DISCONNECT_*` kind;
+  // `generation` holds the reconnect attempt (0: it will not come back).
+  PL_FEED_LEG_DOWN = 4,
+  // A rotation began: leg `leg` is being opened to replace `old_leg`.
+  PL_FEED_ROTATION_STARTED = 5,
+  // Leg `leg` replaced `old_leg` (`PL_FEED_IN_STEP` in flags unless forced).
+  PL_FEED_ROTATION_DONE = 6,
+  // The new leg `leg` failed or never got in step; `old_leg` carries on.
+  PL_FEED_ROTATION_ABORTED = 7,
+} PlFeedItemKind;
+
+// `PlFeedItem.flags` bits.
+typedef enum PlFeedItemFlags {
+  // The first frame of its leg's new connection after a reconnect.
+  PL_FEED_AFTER_RECONNECT = 1,
+  // The frame has a key (`stream`, `seq`).
+  PL_FEED_HAS_KEY = 2,
+  // A rotation completed in step.
+  PL_FEED_IN_STEP = 4,
+} PlFeedItemFlags;
+
+// A running feed (opaque). Calls are serialised on a lock inside.
+typedef struct pl_feed pl_feed;
 
 // A running pipeline (opaque).
 //
@@ -161,6 +268,21 @@ typedef struct PlConfig {
   size_t synthetic_len;
   // PL_TRANSPORT_SYNTHETIC: largest read (0: unlimited), to split frames.
   size_t synthetic_chunk;
+  // Reconnect after a lost connection (exponential backoff with jitter; close codes
+  // 1000/1001/1011/1012/1013 and the like reconnect, 1008 does not). Default off.
+  bool reconnect;
+  // First backoff delay and its cap, in milliseconds (0: 100 and 10000).
+  uint32_t reconnect_initial_ms;
+  uint32_t reconnect_max_ms;
+  // Give up after this many consecutive attempts (0: never).
+  uint32_t reconnect_max_attempts;
+  // Text messages sent after every (re)connect, before CONNECTED (subscriptions).
+  const char *const *subscriptions;
+  size_t subscriptions_len;
+  // Client PING every this many milliseconds, and the connection is dead after
+  // `liveness_timeout_ms` without data or a PONG (both 0: off).
+  uint32_t ping_interval_ms;
+  uint32_t liveness_timeout_ms;
   // permessage-deflate (RFC 7692): 0 off (the default), 1 offer it. Compressed
   // messages are inflated into MSG_INBOX: frames are read exactly as without it.
   uint32_t compression;
@@ -188,13 +310,38 @@ typedef struct PlFrame {
   bool after_overrun;
   // Library use: the frame's stream position.
   uint64_t pos;
+  // `PL_FRAME_*` bits: `PL_FRAME_AFTER_RECONNECT` on the first frame of a new
+  // connection (a message cut by the disconnect was not delivered).
+  uint32_t flags;
 } PlFrame;
 
 // Called on each connection state change after `pl_start` returned (which is the
-// CONNECTED event): CLOSING, then DISCONNECTED with the reason ("closed by the server
-// (1000 bye)", "reset by peer", "stopped by the application", ...). `reason` is
-// NUL-terminated and valid only during the call. Runs on a library watcher thread.
+// CONNECTED event): CLOSING, then DISCONNECTED with the reason's message ("closed by
+// server: code 1001 going away", "stopped by the application", ...; for its kind call
+// `pl_get_disconnect`, also from inside the callback). `reason` is NUL-terminated and
+// valid only during the call. Runs on a library watcher thread.
 typedef void (*pl_on_state)(void *user, enum PlState state, const char *reason);
+
+// Why the pipeline disconnected, as `pl_get_disconnect` fills it. Fields a kind does
+// not use are 0 (`exit_status` -1, strings empty).
+typedef struct PlDisconnect {
+  // A `PlDisconnectKind` value; `PL_DISCONNECT_NONE` while not disconnected.
+  uint32_t kind;
+  // SERVER_CLOSED, CLOSE_COMPLETED: the server's close code; PROTOCOL_ERROR: the code
+  // we closed with; else 0.
+  uint32_t close_code;
+  // STAGE_DIED: the stage process's pid.
+  int32_t pid;
+  // STAGE_DIED: the signal that killed it, else 0.
+  int32_t signal;
+  // STAGE_DIED: its exit status if it exited, else -1.
+  int32_t exit_status;
+  // SERVER_CLOSED: the server's close reason text, NUL-terminated (may be empty).
+  char close_reason[124];
+  // STAGE_DIED, STAGE_PANICKED: the stage ("websocket"; "transport+websocket+app"
+  // for the inline loop), NUL-terminated.
+  char stage[32];
+} PlDisconnect;
 
 // Every counter of the stats region (see docs/pipeline.md for their meaning).
 typedef struct PlStats {
@@ -233,11 +380,134 @@ typedef struct PlStats {
   uint64_t app_frames;
   uint64_t app_bytes;
   uint64_t polled_frames;
+  uint64_t generation;
+  uint64_t generation_start;
+  uint64_t reconnect_attempt;
+  uint64_t reconnect_cause;
+  uint64_t liveness_timeouts;
+  uint64_t user_close;
+  // Feed leg counters (docs/feed.md): messages received, won, duplicates,
+  // keyless won / dropped, held, ups, downs, lag sum / max / unknown, and the lag
+  // histogram (bucket 0 < 1 us, bucket b in 1..=22 is [2^(b-1), 2^b) us, 23 above).
+  uint64_t feed_received;
+  uint64_t feed_won;
+  uint64_t feed_dups;
+  uint64_t feed_keyless_won;
+  uint64_t feed_keyless_dropped;
+  uint64_t feed_held;
+  uint64_t feed_ups;
+  uint64_t feed_downs;
+  uint64_t feed_lag_sum_ns;
+  uint64_t feed_lag_max_ns;
+  uint64_t feed_lag_unknown;
+  uint64_t feed_lag_b00;
+  uint64_t feed_lag_b01;
+  uint64_t feed_lag_b02;
+  uint64_t feed_lag_b03;
+  uint64_t feed_lag_b04;
+  uint64_t feed_lag_b05;
+  uint64_t feed_lag_b06;
+  uint64_t feed_lag_b07;
+  uint64_t feed_lag_b08;
+  uint64_t feed_lag_b09;
+  uint64_t feed_lag_b10;
+  uint64_t feed_lag_b11;
+  uint64_t feed_lag_b12;
+  uint64_t feed_lag_b13;
+  uint64_t feed_lag_b14;
+  uint64_t feed_lag_b15;
+  uint64_t feed_lag_b16;
+  uint64_t feed_lag_b17;
+  uint64_t feed_lag_b18;
+  uint64_t feed_lag_b19;
+  uint64_t feed_lag_b20;
+  uint64_t feed_lag_b21;
+  uint64_t feed_lag_b22;
+  uint64_t feed_lag_b23;
+  // Feed-wide counters (in the feed's own region).
+  uint64_t feed_delivered;
+  uint64_t feed_gaps;
+  uint64_t feed_gap_seqs;
+  uint64_t feed_rotations;
+  uint64_t feed_rotation_aborts;
+  uint64_t feed_legs_up;
+  uint64_t feed_held_now;
   uint64_t deflate;
   uint64_t inflated_messages;
   uint64_t inflated_bytes;
   uint64_t compressed_sent;
 } PlStats;
+
+// Reads one message's key: return 1 and set `*stream` and `*seq`, or 0 (no key).
+// Called from the thread calling `pl_feed_poll`; `payload` is valid during the call.
+typedef int (*pl_key_fn)(void *user,
+                         const uint8_t *payload,
+                         size_t len,
+                         uint32_t *stream,
+                         uint64_t *seq);
+
+// A feed: `legs_len` connections carrying the same feed, one merged stream.
+typedef struct PlFeedConfig {
+  // One `PlConfig` per leg (polling delivery: `on_message` NULL; messages, not
+  // frames). Their `name` is ignored: leg i is `<name>-<i>`.
+  const struct PlConfig *legs;
+  size_t legs_len;
+  // The feed's shared-memory name (its counters: `pipeline stat NAME`); NULL: chosen.
+  const char *name;
+  // A `PlKeyKind`.
+  uint32_t key;
+  const char *json_field;
+  const char *json_stream_field;
+  size_t binary_offset;
+  uint32_t binary_width;
+  bool binary_big_endian;
+  pl_key_fn key_fn;
+  void *key_user;
+  // `PL_FEED_MONOTONIC` or `PL_FEED_CONTIGUOUS`.
+  uint32_t mode;
+  // Contiguous mode: the hold window in microseconds (default 1000; 0: never wait).
+  uint32_t hold_us;
+  // Contiguous mode: most messages held at once (default 4096).
+  uint32_t hold_capacity;
+  // The leg keyless messages come from while it is up (default 0).
+  uint32_t primary;
+  // Rotate (make before break) every this many milliseconds (0: only on request).
+  uint32_t rotate_every_ms;
+  // Do not print the feed's line on stderr.
+  bool quiet;
+} PlFeedConfig;
+
+// One item of the merged stream: a frame (read in place in its leg's MSG_INBOX) or an
+// event (`text` says it in one line).
+typedef struct PlFeedItem {
+  // A `PlFeedItemKind`.
+  uint32_t kind;
+  // The frame's leg; the leg of a LEG_* event; the new leg of a ROTATION_* event.
+  uint32_t leg;
+  // Frames: the payload, valid until `pl_feed_release` of this item.
+  const uint8_t *payload;
+  size_t len;
+  // Frames: 1 text, 2 binary.
+  uint32_t opcode;
+  // `PlFeedItemFlags` bits: `PL_FEED_AFTER_RECONNECT`, `PL_FEED_HAS_KEY`, `PL_FEED_IN_STEP`.
+  uint32_t flags;
+  // Library use: the frame's position in its leg's MSG_INBOX.
+  uint64_t pos;
+  // Frames with a key and gaps: the stream.
+  uint32_t stream;
+  // ROTATION_*: the old leg.
+  uint32_t old_leg;
+  // Frames: the key's sequence; gaps: the first missing sequence.
+  uint64_t seq;
+  // Gaps: the last missing sequence.
+  uint64_t to;
+  // LEG_UP: the generation; LEG_DOWN: the reconnect attempt (0: not reconnecting).
+  uint64_t generation;
+  // LEG_DOWN: the `PL_DISCONNECT_*` kind of the loss.
+  uint32_t cause;
+  // Events: one line for people, NUL-terminated ("" for frames).
+  char text[160];
+} PlFeedItem;
 
 #ifdef __cplusplus
 extern "C" {
@@ -336,6 +606,36 @@ enum PlResult pl_wait_disconnected(struct pl_pipeline *p, uint32_t timeout_ms);
 // `p` from `pl_start`; `out` writable; `reason` NULL or `len` writable bytes.
 enum PlResult pl_get_state(struct pl_pipeline *p, enum PlState *out, char *reason, size_t len);
 
+// While `PL_STATE_RECONNECTING`: the attempt (1-based, consecutive; 0 when not
+// reconnecting) and the `PlDisconnectKind` of the loss; always: the connection
+// generation (0 for the first connection, +1 per reconnect) and how many reconnects
+// were scheduled in all. Any out pointer may be NULL. Thread-safe.
+//
+// # Safety
+// `p` from `pl_start`; each non-NULL pointer writable.
+enum PlResult pl_get_reconnect(struct pl_pipeline *p,
+                               uint32_t *attempt,
+                               uint32_t *cause_kind,
+                               uint64_t *generation,
+                               uint64_t *reconnects);
+
+// The name of a disconnect kind (e.g. "PL_DISCONNECT_TCP_RESET"), a static
+// NUL-terminated string; "unknown" for a value that is not a `PlDisconnectKind`.
+const char *pl_disconnect_kind_name(uint32_t kind);
+
+// Why the pipeline disconnected: `*out` gets the kind and its details
+// (`PL_DISCONNECT_NONE` while not disconnected), and (if `message` is not NULL) the
+// one-line message, NUL-terminated and truncated to `len - 1` bytes (the text
+// `pl_get_state` gives; "" while connected). Decide on `out->kind`, show the message.
+// Thread-safe; may be called from the `on_state` callback.
+//
+// # Safety
+// `p` from `pl_start`; `out` writable; `message` NULL or `len` writable bytes.
+enum PlResult pl_get_disconnect(struct pl_pipeline *p,
+                                struct PlDisconnect *out,
+                                char *message,
+                                size_t len);
+
 // A snapshot of every counter. Thread-safe.
 //
 // # Safety
@@ -365,6 +665,65 @@ enum PlResult pl_stop(struct pl_pipeline *p);
 // # Safety
 // `p` from `pl_start`, not in use by any other thread, not used afterwards.
 void pl_free(struct pl_pipeline *p);
+
+// Fill `cfg` with the defaults (no legs, JSON key unset, monotonic, 1 ms hold).
+//
+// # Safety
+// `cfg` NULL or writable.
+enum PlResult pl_feed_config_init(struct PlFeedConfig *cfg);
+
+// Start every leg and the merge; `*out` is written only on success. Free it with
+// `pl_feed_free`.
+//
+// # Safety
+// `cfg` initialised (`pl_feed_config_init`), `legs` pointing to `legs_len` PlConfigs;
+// `out` writable.
+enum PlResult pl_feed_start(const struct PlFeedConfig *cfg, struct pl_feed **out);
+
+// The next item without blocking: `PL_OK` and `*out` filled (a frame or an event), or
+// `PL_ERR_WOULD_BLOCK` (nothing yet), or `PL_ERR_CLOSED` (every leg gone and drained).
+// Frames may be released in any order; each one pins its leg's MSG_INBOX from its
+// position on until released.
+//
+// # Safety
+// `f` from `pl_feed_start`, `out` writable.
+enum PlResult pl_feed_poll(struct pl_feed *f, struct PlFeedItem *out);
+
+// Done with a frame item from `pl_feed_poll` (events need no release). An item that is
+// not a frame handed out and not yet released is `PL_ERR_CONFIG`.
+//
+// # Safety
+// `f` from `pl_feed_start`; `item` readable.
+enum PlResult pl_feed_release(struct pl_feed *f, const struct PlFeedItem *item);
+
+// Rotate now (make before break): a new leg like the oldest one replaces it once in
+// step. `forced` (a server's shutdown notice): replace it even if never in step.
+//
+// # Safety
+// `f` from `pl_feed_start`.
+enum PlResult pl_feed_rotate(struct pl_feed *f, bool forced);
+
+// Counters: `leg` < 0 gives the feed's own (`feed_delivered`, `feed_gaps`, ..., and
+// the legs' feed counters summed); otherwise that leg's pipeline counters with its
+// `feed_*` counters (won, dups, lag histogram). `PL_ERR_CONFIG` for an empty slot.
+//
+// # Safety
+// `f` from `pl_feed_start`; `out` writable.
+enum PlResult pl_feed_get_stats(struct pl_feed *f, int leg, struct PlStats *out);
+
+// Close every leg (the close handshake; they do not reconnect). Poll until
+// `PL_ERR_CLOSED` to drain.
+//
+// # Safety
+// `f` from `pl_feed_start`; `reason` NULL or NUL-terminated.
+enum PlResult pl_feed_close(struct pl_feed *f, uint16_t code, const char *reason);
+
+// Stop every leg and free the feed. NULL is a no-op; no other call on `f` may be
+// running or come later.
+//
+// # Safety
+// `f` from `pl_feed_start`, not used afterwards.
+void pl_feed_free(struct pl_feed *f);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -109,6 +109,10 @@ typedef struct plc_frame_info {
 
 #define PLC_FLAG_MESSAGE 1u
 #define PLC_FLAG_OVERRUN 2u
+/* The first data entry of a new connection after a reconnect (a message the disconnect
+ * cut was not delivered). plc_next passes over the generation boundary entry (opcode
+ * 0xF, release-only) like over control frames. */
+#define PLC_FLAG_RECONNECT 4u
 
 /* A frame handed to the reader. */
 typedef struct plc_frame {

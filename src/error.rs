@@ -16,8 +16,11 @@ pub enum Error {
     Shm(String),
     /// A privilege or kernel feature is missing; `how` tells how to grant it.
     Capability { what: String, how: String },
-    /// TCP/IP: refused, reset, timed out, ARP failed ...
+    /// TCP/IP: refused, timed out, ARP failed ...
     Net(String),
+    /// The peer reset the TCP connection (RST). Shown as a network error; its own
+    /// variant so the disconnect reason can say `TcpReset` without reading text.
+    Reset(String),
     /// TLS: handshake failure, certificate refused, alert received.
     Tls(String),
     /// The peer broke the WebSocket protocol (or the upgrade); `close_code` is what we
@@ -54,7 +57,7 @@ impl fmt::Display for Error {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Shm(m) => write!(f, "shared memory: {m}"),
             Error::Capability { what, how } => write!(f, "missing capability: {what} ({how})"),
-            Error::Net(m) => write!(f, "network: {m}"),
+            Error::Net(m) | Error::Reset(m) => write!(f, "network: {m}"),
             Error::Tls(m) => write!(f, "tls: {m}"),
             Error::WebSocket { close_code, reason } => {
                 if *close_code == 0 {

@@ -6,9 +6,17 @@
 //! same line):
 //! ```text
 //!   slot i (i < COUNTERS):  name[56] (NUL padded)   value: u64
-//!   text area at TEXT_OFF:  reason_len: u32, pad, reason[REASON_BYTES]
+//!   text area at TEXT_OFF:  reason_len: u32, kind: u32, code: u32, pid: i32,
+//!                           exit: u32, aux_len: u32, pad to 64, reason[REASON_BYTES],
+//!                           aux[AUX_BYTES]
 //! ```
-//! Control area (header page): `running` (u32: 1 run, 0 drain and stop, 2 stop now) at 0, `reason_claimed` (u32) at 4.
+//! `kind` is the [`DisconnectKind`] code (0 = none recorded, as in a region written
+//! before the kind existed: these fields sit in what was padding, so the layout version
+//! did not change); `code` the close code (server close, our close's answer, protocol
+//! error) or the stage's signal / exit status; `pid` and `exit` ([`StageExit`]) for a
+//! dead stage; `aux` the server's close reason or the stage's name.
+//! Control area (header page): `running` (u32: 1 run, 0 drain and stop, 2 stop now) at
+//! 0, `reason_claimed` (u32: 0 free, 1 being written, 2 published) at 4.
 //!
 //! Writers: every counter has exactly one owner stage, which updates it with a Relaxed
 //! load + Relaxed store ([`StatsRegion::add`]): no read-modify-write instruction on the
@@ -112,6 +120,107 @@ counters! {
     AppBytes = "app_bytes",
     /// AppClient: polling-mode frames taken with next_frame/pl_poll.
     PolledFrames = "polled_frames",
+    /// Transport: the connection's generation (0 for the first, +1 per reconnect).
+    /// Stored, with [`Counter::GenerationStart`] first, before the new connection's first
+    /// byte is committed to MSG_INBOX (see `TransportStage`, "One stream across
+    /// reconnects").
+    Generation = "generation",
+    /// Transport: the MSG_INBOX stream position where the current generation's bytes start
+    /// (WIRE_INBOX's, the ring the transport writes, when permessage-deflate is offered).
+    GenerationStart = "generation_start",
+    /// Transport: the last reconnect attempt (1-based, consecutive; 0 before any).
+    ReconnectAttempt = "reconnect_attempt",
+    /// Transport: the [`DisconnectKind`] code of the last lost connection that
+    /// reconnected (low 32 bits) and its close code, if any (bits 32..48).
+    ReconnectCause = "reconnect_cause",
+    /// Transport: connections declared dead by the liveness check (no data, no PONG).
+    LivenessTimeouts = "liveness_timeouts",
+    /// Application: 1 once `Pipeline::close` queued our close (a loss after it never
+    /// reconnects).
+    UserClose = "user_close",
+    // ---- Feeds (`pipeline::Feed`, docs/feed.md): written by the feed's merge step (the
+    // consumer), the leg counters in each leg's region, the feed-wide ones in the feed's
+    // own region (`/dev/shm/pipeline_<feed>/stats.shm`).
+    /// Feed leg: messages this leg brought to the arbiter.
+    FeedReceived = "feed_received",
+    /// Feed leg: keyed messages delivered from this leg (it brought them first).
+    FeedWon = "feed_won",
+    /// Feed leg: keyed messages dropped as duplicates (another leg was first).
+    FeedDups = "feed_dups",
+    /// Feed leg: keyless messages delivered (this leg was the primary).
+    FeedKeylessWon = "feed_keyless_won",
+    /// Feed leg: keyless messages dropped (not the primary).
+    FeedKeylessDropped = "feed_keyless_dropped",
+    /// Feed leg: messages held at some point (contiguous mode, waiting for a gap to fill).
+    FeedHeld = "feed_held",
+    /// Feed leg: times the leg came up (connected) / went down.
+    FeedUps = "feed_ups",
+    FeedDowns = "feed_downs",
+    /// Feed leg: sum and maximum of the lag behind the winner (ns), and duplicates whose
+    /// winner was no longer remembered.
+    FeedLagSumNs = "feed_lag_sum_ns",
+    FeedLagMaxNs = "feed_lag_max_ns",
+    FeedLagUnknown = "feed_lag_unknown",
+    /// Feed leg: duplicates that trailed the winner by < 1 us (lag histogram bucket 0).
+    FeedLag00 = "feed_lag_b00",
+    /// Feed leg: duplicates that trailed the winner by [1, 2) us (lag histogram bucket 1).
+    FeedLag01 = "feed_lag_b01",
+    /// Feed leg: duplicates that trailed the winner by [2, 4) us (lag histogram bucket 2).
+    FeedLag02 = "feed_lag_b02",
+    /// Feed leg: duplicates that trailed the winner by [4, 8) us (lag histogram bucket 3).
+    FeedLag03 = "feed_lag_b03",
+    /// Feed leg: duplicates that trailed the winner by [8, 16) us (lag histogram bucket 4).
+    FeedLag04 = "feed_lag_b04",
+    /// Feed leg: duplicates that trailed the winner by [16, 32) us (lag histogram bucket 5).
+    FeedLag05 = "feed_lag_b05",
+    /// Feed leg: duplicates that trailed the winner by [32, 64) us (lag histogram bucket 6).
+    FeedLag06 = "feed_lag_b06",
+    /// Feed leg: duplicates that trailed the winner by [64, 128) us (lag histogram bucket 7).
+    FeedLag07 = "feed_lag_b07",
+    /// Feed leg: duplicates that trailed the winner by [128, 256) us (lag histogram bucket 8).
+    FeedLag08 = "feed_lag_b08",
+    /// Feed leg: duplicates that trailed the winner by [256, 512) us (lag histogram bucket 9).
+    FeedLag09 = "feed_lag_b09",
+    /// Feed leg: duplicates that trailed the winner by [512, 1024) us (lag histogram bucket 10).
+    FeedLag10 = "feed_lag_b10",
+    /// Feed leg: duplicates that trailed the winner by [1024, 2048) us (lag histogram bucket 11).
+    FeedLag11 = "feed_lag_b11",
+    /// Feed leg: duplicates that trailed the winner by [2048, 4096) us (lag histogram bucket 12).
+    FeedLag12 = "feed_lag_b12",
+    /// Feed leg: duplicates that trailed the winner by [4096, 8192) us (lag histogram bucket 13).
+    FeedLag13 = "feed_lag_b13",
+    /// Feed leg: duplicates that trailed the winner by [8192, 16384) us (lag histogram bucket 14).
+    FeedLag14 = "feed_lag_b14",
+    /// Feed leg: duplicates that trailed the winner by [16384, 32768) us (lag histogram bucket 15).
+    FeedLag15 = "feed_lag_b15",
+    /// Feed leg: duplicates that trailed the winner by [32768, 65536) us (lag histogram bucket 16).
+    FeedLag16 = "feed_lag_b16",
+    /// Feed leg: duplicates that trailed the winner by [65536, 131072) us (lag histogram bucket 17).
+    FeedLag17 = "feed_lag_b17",
+    /// Feed leg: duplicates that trailed the winner by [131072, 262144) us (lag histogram bucket 18).
+    FeedLag18 = "feed_lag_b18",
+    /// Feed leg: duplicates that trailed the winner by [262144, 524288) us (lag histogram bucket 19).
+    FeedLag19 = "feed_lag_b19",
+    /// Feed leg: duplicates that trailed the winner by [524288, 1048576) us (lag histogram bucket 20).
+    FeedLag20 = "feed_lag_b20",
+    /// Feed leg: duplicates that trailed the winner by [1048576, 2097152) us (lag histogram bucket 21).
+    FeedLag21 = "feed_lag_b21",
+    /// Feed leg: duplicates that trailed the winner by [2097152, 4194304) us (lag histogram bucket 22).
+    FeedLag22 = "feed_lag_b22",
+    /// Feed leg: duplicates that trailed the winner by >= 4194304 us (lag histogram bucket 23).
+    FeedLag23 = "feed_lag_b23",
+    /// Feed: messages delivered on the merged stream.
+    FeedDelivered = "feed_delivered",
+    /// Feed: gap events, and sequence numbers they named.
+    FeedGaps = "feed_gaps",
+    FeedGapSeqs = "feed_gap_seqs",
+    /// Feed: rotations completed / aborted (the new leg never got in step).
+    FeedRotations = "feed_rotations",
+    FeedRotationAborts = "feed_rotation_aborts",
+    /// Feed: legs up now, and messages held now.
+    FeedLegsUp = "feed_legs_up",
+    FeedHeldNow = "feed_held_now",
+    // ---- permessage-deflate (RFC 7692, docs/websocket.md).
     /// permessage-deflate: the negotiated parameters (`ws::deflate::Negotiated::to_word`;
     /// 0 not offered, 1 declined by the server).
     Deflate = "deflate",
@@ -129,14 +238,275 @@ const SLOT: usize = 64;
 const NAME_BYTES: usize = 56;
 /// Bytes of the disconnect-reason text (longer reasons are truncated).
 pub const REASON_BYTES: usize = 448;
+/// Bytes of the reason's auxiliary text (the server's close reason, at most 123 bytes,
+/// or a stage name).
+pub const AUX_BYTES: usize = 128;
 const TEXT_OFF: usize = COUNTERS * SLOT;
-const PAYLOAD: usize = {
-    let n = TEXT_OFF + 64 + REASON_BYTES;
-    (n + 4095) & !4095
-};
+const AUX_OFF: usize = TEXT_OFF + 64 + REASON_BYTES;
+const TEXT_END: usize = AUX_OFF + AUX_BYTES;
+const PAYLOAD: usize = (TEXT_END + 4095) & !4095;
+// Offsets inside the 64-byte text header at TEXT_OFF.
+const R_LEN: usize = 0;
+const R_KIND: usize = 4;
+const R_CODE: usize = 8;
+const R_PID: usize = 12;
+const R_EXIT: usize = 16;
+const R_AUX_LEN: usize = 20;
 
 const RUNNING_OFF: usize = 0;
 const CLAIM_OFF: usize = 4;
+
+/// How a stage process ended (the `processes` layout's supervisor saw it go).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageExit {
+    /// Killed by this signal.
+    Signal(i32),
+    /// Exited with this status.
+    Exited(i32),
+    /// Someone else in this process collected its exit status (`waitpid(-1)`,
+    /// `SIGCHLD` ignored): it is gone, how is unknown.
+    CollectedElsewhere,
+    /// Another wait status (raw value).
+    Other(i32),
+}
+
+impl StageExit {
+    /// From a `waitpid` status.
+    pub fn from_wait_status(status: i32) -> StageExit {
+        if libc::WIFSIGNALED(status) {
+            StageExit::Signal(libc::WTERMSIG(status))
+        } else if libc::WIFEXITED(status) {
+            StageExit::Exited(libc::WEXITSTATUS(status))
+        } else {
+            StageExit::Other(status)
+        }
+    }
+    fn encode(self) -> (u32, u32) {
+        match self {
+            StageExit::Signal(s) => (1, s as u32),
+            StageExit::Exited(s) => (2, s as u32),
+            StageExit::CollectedElsewhere => (3, 0),
+            StageExit::Other(s) => (4, s as u32),
+        }
+    }
+    fn decode(tag: u32, code: u32) -> StageExit {
+        match tag {
+            1 => StageExit::Signal(code as i32),
+            2 => StageExit::Exited(code as i32),
+            3 => StageExit::CollectedElsewhere,
+            _ => StageExit::Other(code as i32),
+        }
+    }
+}
+
+/// Why the pipeline disconnected: what tests, the CLI and applications decide on
+/// (never the message text). Each kind has a stable numeric [`DisconnectKind::code`],
+/// stored in the stats region and handed to C (`PL_DISCONNECT_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisconnectKind {
+    /// No kind recorded (not disconnected, or a region written by an older library).
+    Unknown,
+    /// The server sent a close frame (we answered it): its code and reason text.
+    ServerClosed { code: u16, reason: String },
+    /// We closed (`Pipeline::close`) and the server answered with `code`.
+    CloseCompleted { code: u16 },
+    /// We closed and the server did not answer within `close_timeout`: the transport
+    /// was shut down without the close handshake.
+    CloseTimeout,
+    /// We closed and the server ended the TCP/TLS stream without a close frame.
+    ClosedAfterOurClose,
+    /// The server broke the protocol and we closed with `close_code` (1002, 1007,
+    /// 1009 ...).
+    ProtocolError { close_code: u16 },
+    /// The WebSocket upgrade failed (not a 101, a bad `Sec-WebSocket-Accept`, the
+    /// connection closed during it).
+    UpgradeFailed,
+    /// The peer reset the TCP connection (RST).
+    TcpReset,
+    /// The stream ended (TCP FIN, or TLS close_notify) without a WebSocket close.
+    TcpClosed,
+    /// TLS failed (handshake, certificate, alert, decryption).
+    Tls,
+    /// TCP/IP failed (refused, unreachable, ARP, retransmissions timed out).
+    Network,
+    /// Set-up (TCP, TLS and WebSocket handshakes) did not finish within `Config::timeout`,
+    /// or another timeout of a stage.
+    Timeout,
+    /// A stage process died while the pipeline ran (`processes` layout).
+    StageDied { stage: String, pid: i32, exit: StageExit },
+    /// A stage panicked (a bug, or a panicking callback in the AppClient stage);
+    /// `stage` names the stage(s) of the loop that caught it.
+    StagePanicked { stage: String },
+    /// The application stopped the pipeline (`Pipeline::stop`, drop, `pl_stop`).
+    Stopped,
+    /// A ring or buffer could not hold what had to go in it.
+    Overrun,
+    /// A system call failed.
+    Io,
+    /// Anything else a stage reported (configuration, shared memory, capability).
+    Internal,
+}
+
+impl DisconnectKind {
+    /// Every kind's code and name, in code order (`pl_disconnect_kind_name`, the CLI).
+    pub const NAMES: [&'static str; 18] = [
+        "unknown",
+        "server_closed",
+        "close_completed",
+        "close_timeout",
+        "closed_after_our_close",
+        "protocol_error",
+        "upgrade_failed",
+        "tcp_reset",
+        "tcp_closed",
+        "tls",
+        "network",
+        "timeout",
+        "stage_died",
+        "stage_panicked",
+        "stopped",
+        "overrun",
+        "io",
+        "internal",
+    ];
+
+    /// The stable numeric code (stats region, C's `PL_DISCONNECT_*`, Python).
+    pub fn code(&self) -> u32 {
+        match self {
+            DisconnectKind::Unknown => 0,
+            DisconnectKind::ServerClosed { .. } => 1,
+            DisconnectKind::CloseCompleted { .. } => 2,
+            DisconnectKind::CloseTimeout => 3,
+            DisconnectKind::ClosedAfterOurClose => 4,
+            DisconnectKind::ProtocolError { .. } => 5,
+            DisconnectKind::UpgradeFailed => 6,
+            DisconnectKind::TcpReset => 7,
+            DisconnectKind::TcpClosed => 8,
+            DisconnectKind::Tls => 9,
+            DisconnectKind::Network => 10,
+            DisconnectKind::Timeout => 11,
+            DisconnectKind::StageDied { .. } => 12,
+            DisconnectKind::StagePanicked { .. } => 13,
+            DisconnectKind::Stopped => 14,
+            DisconnectKind::Overrun => 15,
+            DisconnectKind::Io => 16,
+            DisconnectKind::Internal => 17,
+        }
+    }
+
+    /// The stable snake_case name of a code ("unknown" for a code no kind has).
+    pub fn name_of(code: u32) -> &'static str {
+        Self::NAMES.get(code as usize).copied().unwrap_or("unknown")
+    }
+
+    /// The stable snake_case name ("server_closed", "tcp_reset" ...).
+    pub fn name(&self) -> &'static str {
+        Self::name_of(self.code())
+    }
+
+    /// The close code the kind carries: the server's (ServerClosed, CloseCompleted) or
+    /// ours (ProtocolError); 0 otherwise.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            DisconnectKind::ServerClosed { code, .. } | DisconnectKind::CloseCompleted { code } => *code,
+            DisconnectKind::ProtocolError { close_code } => *close_code,
+            _ => 0,
+        }
+    }
+
+    /// The kind of a failure a stage returned (the runner records it).
+    pub fn from_error(e: &Error) -> DisconnectKind {
+        match e {
+            Error::Tls(_) => DisconnectKind::Tls,
+            Error::Net(_) => DisconnectKind::Network,
+            Error::Reset(_) => DisconnectKind::TcpReset,
+            Error::Closed(_) => DisconnectKind::TcpClosed,
+            Error::Timeout(_) => DisconnectKind::Timeout,
+            Error::WebSocket { close_code: 0, .. } => DisconnectKind::UpgradeFailed,
+            Error::WebSocket { close_code, .. } => DisconnectKind::ProtocolError {
+                close_code: *close_code,
+            },
+            Error::Overrun(_) => DisconnectKind::Overrun,
+            Error::Io { .. } => DisconnectKind::Io,
+            Error::Config(_)
+            | Error::Shm(_)
+            | Error::Capability { .. }
+            | Error::WouldBlock
+            | Error::NullArg(_) => DisconnectKind::Internal,
+        }
+    }
+
+    /// (code, pid, exit tag, aux text) as stored in the region.
+    fn encode(&self) -> (u32, i32, u32, &str) {
+        match self {
+            DisconnectKind::ServerClosed { code, reason } => (*code as u32, 0, 0, reason),
+            DisconnectKind::CloseCompleted { code } => (*code as u32, 0, 0, ""),
+            DisconnectKind::ProtocolError { close_code } => (*close_code as u32, 0, 0, ""),
+            DisconnectKind::StageDied { stage, pid, exit } => {
+                let (tag, code) = exit.encode();
+                (code, *pid, tag, stage)
+            }
+            DisconnectKind::StagePanicked { stage } => (0, 0, 0, stage),
+            _ => (0, 0, 0, ""),
+        }
+    }
+
+    fn decode(kind: u32, code: u32, pid: i32, exit: u32, aux: String) -> DisconnectKind {
+        let code16 = code as u16;
+        match kind {
+            1 => DisconnectKind::ServerClosed { code: code16, reason: aux },
+            2 => DisconnectKind::CloseCompleted { code: code16 },
+            3 => DisconnectKind::CloseTimeout,
+            4 => DisconnectKind::ClosedAfterOurClose,
+            5 => DisconnectKind::ProtocolError { close_code: code16 },
+            6 => DisconnectKind::UpgradeFailed,
+            7 => DisconnectKind::TcpReset,
+            8 => DisconnectKind::TcpClosed,
+            9 => DisconnectKind::Tls,
+            10 => DisconnectKind::Network,
+            11 => DisconnectKind::Timeout,
+            12 => DisconnectKind::StageDied {
+                stage: aux,
+                pid,
+                exit: StageExit::decode(exit, code),
+            },
+            13 => DisconnectKind::StagePanicked { stage: aux },
+            14 => DisconnectKind::Stopped,
+            15 => DisconnectKind::Overrun,
+            16 => DisconnectKind::Io,
+            17 => DisconnectKind::Internal,
+            _ => DisconnectKind::Unknown,
+        }
+    }
+}
+
+/// A disconnect: its [`DisconnectKind`] (what to decide on) and a one-line message for
+/// people (`closed by server: code 1001 going away`); `Display` prints the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisconnectReason {
+    pub kind: DisconnectKind,
+    pub message: String,
+}
+
+impl DisconnectReason {
+    pub fn new(kind: DisconnectKind, message: impl Into<String>) -> DisconnectReason {
+        DisconnectReason {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A stage's failure: the kind from the error, the message `"<stage> stage: <e>"`.
+    pub fn stage_error(stage: &str, e: &Error) -> DisconnectReason {
+        DisconnectReason::new(DisconnectKind::from_error(e), format!("{stage} stage: {e}"))
+    }
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// The pipeline's connection state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,16 +515,21 @@ pub enum State {
     Connecting,
     /// The WebSocket is open.
     Connected,
+    /// A connection was lost and reconnect is on: waiting for the backoff, or connecting
+    /// again (state code 0, like `Connecting`; `attempt` is 1-based and consecutive,
+    /// `cause` the kind of the loss).
+    Reconnecting { attempt: u32, cause: DisconnectKind },
     /// A close handshake is in progress.
     Closing,
-    /// Over; the reason says why (peer close code, error, dead stage, stop).
-    Disconnected { reason: String },
+    /// Over; the reason says why (peer close code, error, dead stage, stop): match on
+    /// `reason.kind`, show `reason.message`.
+    Disconnected { reason: DisconnectReason },
 }
 
 impl State {
     pub fn code(&self) -> u64 {
         match self {
-            State::Connecting => 0,
+            State::Connecting | State::Reconnecting { .. } => 0,
             State::Connected => 1,
             State::Closing => 2,
             State::Disconnected { .. } => 3,
@@ -212,7 +587,7 @@ impl StatsRegion {
         sp.payload_bytes = 0;
         sp.capacity = 0;
         let region = dir.attach_region(names::STATS, sp)?;
-        if region.payload_len() < TEXT_OFF + 64 + REASON_BYTES {
+        if region.payload_len() < TEXT_END {
             return Err(Error::Shm(format!(
                 "{}: stats region too small",
                 region.path().display()
@@ -250,6 +625,24 @@ impl StatsRegion {
     #[inline]
     pub fn set(&self, c: Counter, v: u64) {
         self.slot(c as usize).store(v, Ordering::Relaxed);
+    }
+
+    /// Set a counter with Release ordering: stores before it (other counters, ring
+    /// bytes) are visible to whoever loads it with [`StatsRegion::get_acquire`].
+    #[inline]
+    pub fn set_release(&self, c: Counter, v: u64) {
+        self.slot(c as usize).store(v, Ordering::Release);
+    }
+
+    /// Load a counter with Acquire ordering (pairs with [`StatsRegion::set_release`]).
+    #[inline]
+    pub fn get_acquire(&self, c: Counter) -> u64 {
+        self.slot(c as usize).load(Ordering::Acquire)
+    }
+
+    /// The reason recorded for the current connection, if one was (claim published).
+    pub fn noted_reason(&self) -> Option<DisconnectReason> {
+        (self.ctl32(CLAIM_OFF).load(Ordering::Acquire) == 2).then(|| self.reason())
     }
 
     /// Add to a counter: a Relaxed load and a Relaxed store, correct because each
@@ -319,7 +712,13 @@ impl StatsRegion {
     /// The state with its reason.
     pub fn state(&self) -> State {
         match self.state_code() {
-            0 => State::Connecting,
+            0 => match self.get(Counter::Reconnects) {
+                0 => State::Connecting,
+                _ => State::Reconnecting {
+                    attempt: self.get(Counter::ReconnectAttempt) as u32,
+                    cause: self.state_from_cause(),
+                },
+            },
             1 => State::Connected,
             2 => State::Closing,
             _ => State::Disconnected {
@@ -337,41 +736,120 @@ impl StatsRegion {
             .fetch_max(s.code(), Ordering::AcqRel);
     }
 
+    /// The kind of the last loss that reconnected.
+    pub fn state_from_cause(&self) -> DisconnectKind {
+        let v = self.get(Counter::ReconnectCause);
+        DisconnectKind::decode(v as u32, (v >> 32) as u32, 0, 0, String::new())
+    }
+
+    /// The connection was lost and will be made again: record the attempt and the kind of
+    /// the loss, forget the loss's reason (the next end is judged afresh), and move the
+    /// state back to Connecting (the one transition against `fetch_max`). Never from
+    /// Disconnected: returns false then (the pipeline is over). Transport stage only.
+    pub fn reconnecting(&self, attempt: u32, cause: &DisconnectKind) -> bool {
+        self.set(Counter::ReconnectAttempt, attempt as u64);
+        self.set(Counter::ReconnectCause, cause.code() as u64 | (cause.close_code() as u64) << 32);
+        let st = self.slot(Counter::State as usize);
+        let mut cur = st.load(Ordering::Acquire);
+        loop {
+            if cur >= 3 {
+                return false;
+            }
+            match st.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(c) => cur = c,
+            }
+        }
+        // The claim only: the text stays until the next reason overwrites it.
+        let _ = self
+            .ctl32(CLAIM_OFF)
+            .compare_exchange(2, 0, Ordering::AcqRel, Ordering::Acquire);
+        true
+    }
+
     /// Disconnect with `reason` (the first reason wins) and stop every stage.
-    pub fn disconnect(&self, reason: &str) {
-        self.advance_state(&State::Disconnected {
-            reason: reason.to_string(),
-        });
+    pub fn disconnect(&self, reason: DisconnectReason) {
+        self.advance_state(&State::Disconnected { reason });
         self.stop_running();
     }
 
-    /// Record why the pipeline is ending, before the state says so (the first reason
-    /// recorded wins: later echoes of the shutdown do not replace the cause).
-    pub fn note_reason(&self, reason: &str) {
-        if self.ctl32(CLAIM_OFF).swap(1, Ordering::AcqRel) != 0 {
-            return;
-        }
-        let b = reason.as_bytes();
-        let n = b.len().min(REASON_BYTES);
-        // SAFETY: the text area lies inside the payload; the claim flag above makes
-        // this the only writer ever; readers read `n` bytes only after the Release
-        // store of the length.
-        unsafe {
-            let base = self.region.payload_ptr().add(TEXT_OFF);
-            std::ptr::copy_nonoverlapping(b.as_ptr(), base.add(64), n);
-            (*(base as *const AtomicU32)).store(n as u32, Ordering::Release);
-        }
+    /// [`StatsRegion::disconnect`] with a kind and a message.
+    pub fn disconnect_with(&self, kind: DisconnectKind, message: impl Into<String>) {
+        self.disconnect(DisconnectReason::new(kind, message));
     }
 
-    /// The disconnect reason ("" while none).
-    pub fn reason(&self) -> String {
-        // SAFETY: see `set_reason`: the length is published after the bytes.
+    fn text32(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: TEXT_OFF + off (< 64, 4-aligned) lies in the payload's text header;
+        // TEXT_OFF is a multiple of 64 in a page-aligned payload.
+        unsafe { &*(self.region.payload_ptr().add(TEXT_OFF + off) as *const AtomicU32) }
+    }
+
+    /// Record why the pipeline is ending, before the state says so (the first reason
+    /// recorded wins: later echoes of the shutdown do not replace the cause). A caller
+    /// that loses the race waits (briefly) until the winner's reason is published, so
+    /// whoever then moves the state to Disconnected never shows it without its reason.
+    pub fn note_reason(&self, reason: &DisconnectReason) {
+        let claim = self.ctl32(CLAIM_OFF);
+        if claim
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Bounded: a writer killed mid-write (a SIGKILLed child) never publishes.
+            for i in 0..10_000 {
+                if claim.load(Ordering::Acquire) == 2 {
+                    break;
+                }
+                if i > 100 {
+                    std::thread::yield_now();
+                }
+            }
+            return;
+        }
+        let b = reason.message.as_bytes();
+        let n = b.len().min(REASON_BYTES);
+        let (code, pid, exit, aux) = reason.kind.encode();
+        let aux = aux.as_bytes();
+        let na = aux.len().min(AUX_BYTES);
+        // SAFETY: the text and aux areas lie inside the payload (PAYLOAD >= TEXT_END);
+        // the claim above makes this the only writer ever; readers read them only after
+        // the Release store of the length.
         unsafe {
-            let base = self.region.payload_ptr().add(TEXT_OFF);
-            let n =
-                ((*(base as *const AtomicU32)).load(Ordering::Acquire) as usize).min(REASON_BYTES);
-            let s = std::slice::from_raw_parts(base.add(64), n);
-            String::from_utf8_lossy(s).into_owned()
+            let base = self.region.payload_ptr();
+            std::ptr::copy_nonoverlapping(b.as_ptr(), base.add(TEXT_OFF + 64), n);
+            std::ptr::copy_nonoverlapping(aux.as_ptr(), base.add(AUX_OFF), na);
+        }
+        self.text32(R_KIND).store(reason.kind.code(), Ordering::Relaxed);
+        self.text32(R_CODE).store(code, Ordering::Relaxed);
+        self.text32(R_PID).store(pid as u32, Ordering::Relaxed);
+        self.text32(R_EXIT).store(exit, Ordering::Relaxed);
+        self.text32(R_AUX_LEN).store(na as u32, Ordering::Relaxed);
+        self.text32(R_LEN).store(n as u32, Ordering::Release);
+        claim.store(2, Ordering::Release);
+    }
+
+    fn text_at(&self, off: usize, n: usize) -> String {
+        // SAFETY: callers pass an area inside the payload and a length bounded by it;
+        // its bytes were written before the Release store of the length they loaded.
+        let s = unsafe { std::slice::from_raw_parts(self.region.payload_ptr().add(off), n) };
+        String::from_utf8_lossy(s).into_owned()
+    }
+
+    /// The disconnect reason recorded so far (kind `Unknown` and "" while none).
+    pub fn reason(&self) -> DisconnectReason {
+        // The claim word says "published" (2) after every field; the length alone
+        // (Release-stored last among the fields) covers a writer older than the claim
+        // values, whose kind fields are zero (Unknown).
+        let _ = self.ctl32(CLAIM_OFF).load(Ordering::Acquire);
+        let n = (self.text32(R_LEN).load(Ordering::Acquire) as usize).min(REASON_BYTES);
+        let kind = self.text32(R_KIND).load(Ordering::Relaxed);
+        let code = self.text32(R_CODE).load(Ordering::Relaxed);
+        let pid = self.text32(R_PID).load(Ordering::Relaxed) as i32;
+        let exit = self.text32(R_EXIT).load(Ordering::Relaxed);
+        let na = (self.text32(R_AUX_LEN).load(Ordering::Relaxed) as usize).min(AUX_BYTES);
+        let aux = self.text_at(AUX_OFF, na);
+        DisconnectReason {
+            kind: DisconnectKind::decode(kind, code, pid, exit, aux),
+            message: self.text_at(TEXT_OFF + 64, n),
         }
     }
 

@@ -98,8 +98,13 @@ int main(int argc, char **argv) {
     PlState st;
     char reason[200];
     pl_get_state(p, &st, reason, sizeof reason);
-    if (st != PL_STATE_DISCONNECTED || strstr(reason, "close handshake completed") == NULL) {
-        fprintf(stderr, "state %d reason %s\n", (int)st, reason);
+    PlDisconnect d;
+    char msg[200];
+    if ((r = pl_get_disconnect(p, &d, msg, sizeof msg)) != PL_OK) return fail("pl_get_disconnect", r);
+    if (st != PL_STATE_DISCONNECTED || d.kind != PL_DISCONNECT_CLOSE_COMPLETED || d.close_code != 1000
+        || strcmp(msg, reason) != 0) {
+        fprintf(stderr, "state %d kind %s (%u) close code %u reason %s / %s\n", (int)st,
+                pl_disconnect_kind_name(d.kind), d.kind, d.close_code, reason, msg);
         return 5;
     }
     PlStats s;

@@ -114,6 +114,48 @@ fn out_of_range_enum_values_are_config_errors_naming_the_field() {
         }
         let n = std::ffi::CStr::from_ptr(pl_result_name(PlResult::PL_ERR_PANIC as i32));
         assert_eq!(n.to_str().unwrap(), "PL_ERR_PANIC");
+        for kind in [18u32, 1000, u32::MAX] {
+            let n = std::ffi::CStr::from_ptr(pl_disconnect_kind_name(kind));
+            assert_eq!(n.to_str().unwrap(), "unknown", "{kind}");
+        }
+        let n = std::ffi::CStr::from_ptr(pl_disconnect_kind_name(PlDisconnectKind::PL_DISCONNECT_TCP_RESET as u32));
+        assert_eq!(n.to_str().unwrap(), "PL_DISCONNECT_TCP_RESET");
+    }
+}
+
+/// Every C disconnect constant is the Rust kind's code, and the names agree.
+#[test]
+fn disconnect_kinds_match_the_rust_codes() {
+    use pipeline::pipeline::DisconnectKind as K;
+    let kinds = [
+        (K::Unknown, PlDisconnectKind::PL_DISCONNECT_NONE),
+        (K::ServerClosed { code: 1000, reason: String::new() }, PlDisconnectKind::PL_DISCONNECT_SERVER_CLOSED),
+        (K::CloseCompleted { code: 1000 }, PlDisconnectKind::PL_DISCONNECT_CLOSE_COMPLETED),
+        (K::CloseTimeout, PlDisconnectKind::PL_DISCONNECT_CLOSE_TIMEOUT),
+        (K::ClosedAfterOurClose, PlDisconnectKind::PL_DISCONNECT_CLOSED_AFTER_OUR_CLOSE),
+        (K::ProtocolError { close_code: 1002 }, PlDisconnectKind::PL_DISCONNECT_PROTOCOL_ERROR),
+        (K::UpgradeFailed, PlDisconnectKind::PL_DISCONNECT_UPGRADE_FAILED),
+        (K::TcpReset, PlDisconnectKind::PL_DISCONNECT_TCP_RESET),
+        (K::TcpClosed, PlDisconnectKind::PL_DISCONNECT_TCP_CLOSED),
+        (K::Tls, PlDisconnectKind::PL_DISCONNECT_TLS),
+        (K::Network, PlDisconnectKind::PL_DISCONNECT_NETWORK),
+        (K::Timeout, PlDisconnectKind::PL_DISCONNECT_TIMEOUT),
+        (
+            K::StageDied { stage: "app".into(), pid: 1, exit: pipeline::pipeline::StageExit::Signal(9) },
+            PlDisconnectKind::PL_DISCONNECT_STAGE_DIED,
+        ),
+        (K::StagePanicked { stage: "app".into() }, PlDisconnectKind::PL_DISCONNECT_STAGE_PANICKED),
+        (K::Stopped, PlDisconnectKind::PL_DISCONNECT_STOPPED),
+        (K::Overrun, PlDisconnectKind::PL_DISCONNECT_OVERRUN),
+        (K::Io, PlDisconnectKind::PL_DISCONNECT_IO),
+        (K::Internal, PlDisconnectKind::PL_DISCONNECT_INTERNAL),
+    ];
+    assert_eq!(kinds.len(), K::NAMES.len());
+    for (k, c) in kinds {
+        assert_eq!(k.code(), c as u32, "{k:?}");
+        // SAFETY: a static NUL-terminated string.
+        let n = unsafe { std::ffi::CStr::from_ptr(pl_disconnect_kind_name(c as u32)) };
+        assert_eq!(n.to_str().unwrap(), format!("PL_DISCONNECT_{}", if c as u32 == 0 { "NONE".to_string() } else { k.name().to_uppercase() }));
     }
 }
 
@@ -154,6 +196,8 @@ fn poll_release_send_close_state_stats() {
             PlResult::PL_OK
         );
         assert_eq!(st, PlState::PL_STATE_CONNECTED);
+        let (d, msg) = disconnect_of(p);
+        assert_eq!((d.kind, d.close_code, msg.as_str()), (0, 0, ""), "not disconnected yet");
         let mut got = 0;
         let deadline = Instant::now() + Duration::from_secs(20);
         while got < n {
@@ -199,8 +243,11 @@ fn poll_release_send_close_state_stats() {
             PlResult::PL_OK
         );
         assert_eq!(st, PlState::PL_STATE_DISCONNECTED);
-        let r = std::ffi::CStr::from_ptr(reason.as_ptr()).to_string_lossy();
-        assert!(r.contains("close handshake completed"), "{r}");
+        let r = std::ffi::CStr::from_ptr(reason.as_ptr()).to_string_lossy().into_owned();
+        let (d, msg) = disconnect_of(p);
+        assert_eq!(d.kind, PlDisconnectKind::PL_DISCONNECT_CLOSE_COMPLETED as u32, "{r}");
+        assert_eq!(d.close_code, 1000, "{r}");
+        assert_eq!(msg, r, "the same message as pl_get_state");
         let mut f = std::mem::zeroed::<PlFrame>();
         assert_eq!(pl_poll(p, &mut f), PlResult::PL_ERR_CLOSED);
         assert_eq!(
@@ -273,6 +320,18 @@ fn callback_delivery_and_poll_refused() {
 
 static STATES: std::sync::Mutex<Vec<(PlState, String)>> = std::sync::Mutex::new(Vec::new());
 
+/// `pl_get_disconnect`: the kind and details, and the message.
+///
+/// # Safety
+/// `p` from `pl_start`, not freed.
+unsafe fn disconnect_of(p: *mut pl_pipeline) -> (PlDisconnect, String) {
+    let mut d = std::mem::zeroed::<PlDisconnect>();
+    let mut msg = [0 as std::ffi::c_char; 256];
+    assert_eq!(pl_get_disconnect(std::ptr::null_mut(), &mut d, msg.as_mut_ptr(), msg.len()), PlResult::PL_ERR_NULL_ARG);
+    assert_eq!(pl_get_disconnect(p, &mut d, msg.as_mut_ptr(), msg.len()), PlResult::PL_OK);
+    (d, std::ffi::CStr::from_ptr(msg.as_ptr()).to_string_lossy().into_owned())
+}
+
 unsafe extern "C" fn on_state(user: *mut c_void, state: PlState, reason: *const std::ffi::c_char) {
     assert_eq!(user as usize, 0xbeef);
     // SAFETY: the library passes a NUL-terminated string valid during the call.
@@ -287,7 +346,7 @@ fn state_changes_reach_the_state_callback_with_the_reason() {
     let name = CString::new(format!("f{}_state", std::process::id())).unwrap();
     let _g = Guard(name.to_str().unwrap().into());
     // SAFETY: valid pointers throughout; the handle is freed once.
-    unsafe {
+    let (d, msg) = unsafe {
         let mut cfg = std::mem::zeroed::<PlConfig>();
         base_config(&mut cfg, &url, &name, &data);
         let mut p: *mut pl_pipeline = std::ptr::null_mut();
@@ -297,14 +356,17 @@ fn state_changes_reach_the_state_callback_with_the_reason() {
         let bye = CString::new("bye").unwrap();
         assert_eq!(pl_close(p, 1000, bye.as_ptr()), PlResult::PL_OK);
         assert_eq!(pl_wait_disconnected(p, 10_000), PlResult::PL_OK);
+        let (d, msg) = disconnect_of(p);
         // The watcher looks once per millisecond; stop joins it after its last report.
         assert_eq!(pl_stop(p), PlResult::PL_OK);
         pl_free(p);
-    }
+        (d, msg)
+    };
     let states = STATES.lock().unwrap().clone();
     let last = states.last().cloned().expect("no state change reported");
     assert_eq!(last.0, PlState::PL_STATE_DISCONNECTED, "{states:?}");
-    assert!(last.1.contains("close handshake completed"), "{states:?}");
+    assert_eq!(d.kind, PlDisconnectKind::PL_DISCONNECT_CLOSE_COMPLETED as u32, "{states:?}");
+    assert_eq!(last.1, msg, "the callback gets the reason's message");
     assert_eq!(states.iter().filter(|s| s.0 == PlState::PL_STATE_DISCONNECTED).count(), 1, "{states:?}");
 }
 

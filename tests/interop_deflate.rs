@@ -5,76 +5,17 @@
 //! echoes of compressible and incompressible payloads from 0 B to 1 MiB, server
 //! streams, server-fragmented compressed messages.
 
-mod common;
-#[path = "common/certs.rs"]
-mod certs;
-
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use certs::certs;
-use common::python::python;
 use pipeline::pipeline::{Config, Pipeline, Receiver};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stats::Counter;
 use pipeline::ws::deflate::Negotiated;
 use pipeline::ws::DeflateConfig;
+use pipeline_testkit::certs::certs;
+use pipeline_testkit::deflate_server::{pattern, DeflateServer as Server};
 
 const T: Duration = Duration::from_secs(30);
-
-struct Server {
-    child: Child,
-    port: u16,
-    tls: bool,
-}
-
-impl Server {
-    fn start(tls: bool, args: &[&str]) -> Server {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/ws_deflate_server.py");
-        let mut cmd = Command::new(python());
-        cmd.arg(&script).args(["127.0.0.1", "0"]).args(args);
-        if tls {
-            let (c, k) = certs().leaf("server");
-            cmd.arg("--cert").arg(c).arg("--key").arg(k);
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tools/ws_deflate_server.py");
-        let mut line = String::new();
-        let n = BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .unwrap_or(0);
-        match line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()) {
-            Some(port) if n > 0 => Server { child, port, tls },
-            _ => {
-                let _ = child.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                let _ = child.wait();
-                panic!("ws_deflate_server.py did not start: {line:?} {err}");
-            }
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        let (scheme, host) = if self.tls { ("wss", "localhost") } else { ("ws", "127.0.0.1") };
-        format!("{scheme}://{host}:{}{path}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn start(srv: &Server, path: &str, d: DeflateConfig) -> (Pipeline, Receiver) {
     let mut c = Config::new(&srv.url(path));
@@ -94,23 +35,6 @@ fn start(srv: &Server, path: &str, d: DeflateConfig) -> (Pipeline, Receiver) {
 fn next(rx: &mut Receiver) -> (u8, Vec<u8>) {
     let f = rx.next_frame_timeout(T).expect("a message within 30 s");
     (f.opcode(), f.payload().to_vec())
-}
-
-/// As tools/ws_deflate_server.py's `pattern`.
-fn pattern(i: usize, size: usize) -> Vec<u8> {
-    if i % 2 == 1 {
-        let mut x = ((i as u64 * 2654435761 + 1) & 0xffff_ffff) as u32;
-        (0..size)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
-    } else {
-        (0..size).map(|j| ((i + j) % 251) as u8).collect()
-    }
 }
 
 fn json(i: usize) -> String {

@@ -3,10 +3,10 @@
 //! element once, in order, and never read a slot before it is written or overwrite one
 //! before it is read (loom's UnsafeCell tracking flags both).
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_ring`
+//! Run: `RUSTFLAGS="--cfg pipeline_loom" cargo test --release --test loom_ring`
 //! (a separate target dir avoids rebuilding the normal one:
 //! `CARGO_TARGET_DIR=target/loom`).
-#![cfg(loom)]
+#![cfg(pipeline_loom)]
 
 use loom::thread;
 use pipeline::ring::ElemRing;

@@ -4,18 +4,16 @@
 //! split, both delivery modes, every layout; our sends compressed; bad data and bombs
 //! closed with the right code.
 
-mod pipeline_support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipeline::pipeline::{Pipeline, PipelineState};
+use pipeline::pipeline::{DisconnectKind, DisconnectReason, Pipeline, PipelineState};
 use pipeline::runner::Layout;
 use pipeline::stage::{encode_server_frame, encode_server_frame_rsv1, Delivery, SyntheticScript};
 use pipeline::stats::Counter;
 use pipeline::ws::deflate::{Deflater, Inflater, Negotiated, TAIL};
 use pipeline::ws::DeflateConfig;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 type Capture = Arc<Mutex<Vec<(u8, bool, Vec<u8>)>>>;
 
@@ -91,7 +89,7 @@ fn ext(bits: u8, no_takeover: bool) -> String {
     e
 }
 
-fn reason(p: &Pipeline) -> String {
+fn reason(p: &Pipeline) -> DisconnectReason {
     match p.state() {
         PipelineState::Disconnected { reason } => reason,
         s => panic!("not disconnected: {s:?}"),
@@ -182,7 +180,7 @@ fn declined_offer_and_plain_server_still_work() {
     let mut c = config(&name, SyntheticScript { extensions: Some("permessage-deflate".into()), ..script(v.clone(), 0) }, Layout::Inline);
     let p = Pipeline::start(c.clone()).unwrap();
     p.wait_disconnected(Duration::from_secs(10));
-    assert!(reason(&p).contains("1002"), "{}", reason(&p));
+    assert_eq!(reason(&p).kind, DisconnectKind::ProtocolError { close_code: 1002 }, "{}", reason(&p));
     drop(p);
     // Negotiated: the RFC 7692 example inflates to "Hello".
     c.deflate = Some(DeflateConfig::default());
@@ -191,7 +189,7 @@ fn declined_offer_and_plain_server_still_work() {
     assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).unwrap().text(), Some("Hello"));
 }
 
-fn closes_with(data: Vec<u8>, max_message: usize, code: &str, tag: &str) -> String {
+fn closes_with(data: Vec<u8>, max_message: usize, code: u16, tag: &str) -> DisconnectReason {
     let (name, _g) = unique(tag);
     let s = SyntheticScript { extensions: Some("permessage-deflate".into()), ..script(data, 0) };
     let mut c = config(&name, s, Layout::Inline);
@@ -200,7 +198,7 @@ fn closes_with(data: Vec<u8>, max_message: usize, code: &str, tag: &str) -> Stri
     let p = Pipeline::start(c).unwrap();
     p.wait_disconnected(Duration::from_secs(10));
     let r = reason(&p);
-    assert!(r.contains(code), "{tag}: {r}");
+    assert_eq!(r.kind, DisconnectKind::ProtocolError { close_code: code }, "{tag}: {r}");
     r
 }
 
@@ -208,26 +206,26 @@ fn closes_with(data: Vec<u8>, max_message: usize, code: &str, tag: &str) -> Stri
 fn bad_compressed_data_closes() {
     let mut v = Vec::new();
     encode_server_frame_rsv1(&mut v, 2, true, &[0xff; 32]);
-    closes_with(v, 1 << 16, "1007", "deflbad");
+    closes_with(v, 1 << 16, 1007, "deflbad");
     // Valid deflate, invalid UTF-8 after inflating (checked on the inflated bytes).
     let mut d = server_deflater(15, false);
     let mut v = Vec::new();
     encode_server_frame_rsv1(&mut v, 1, true, &compress(&mut d, b"ok \xc3\x28 not utf-8"));
-    closes_with(v, 1 << 16, "1007", "deflutf8");
+    closes_with(v, 1 << 16, 1007, "deflutf8");
     // Ends inside a UTF-8 sequence.
     let mut d = server_deflater(15, false);
     let mut v = Vec::new();
     encode_server_frame_rsv1(&mut v, 1, true, &compress(&mut d, b"cut \xe2\x82"));
-    closes_with(v, 1 << 16, "1007", "deflutf8b");
+    closes_with(v, 1 << 16, 1007, "deflutf8b");
     // RSV1 on a continuation: 1002.
     let mut v = Vec::new();
     encode_server_frame_rsv1(&mut v, 1, false, &[0xf2, 0x48]);
     encode_server_frame_rsv1(&mut v, 0, true, &[0xcd, 0xc9, 0xc9, 0x07, 0x00]);
-    closes_with(v, 1 << 16, "1002", "deflcont");
+    closes_with(v, 1 << 16, 1002, "deflcont");
     // RSV1 on a PING: 1002.
     let mut v = Vec::new();
     encode_server_frame_rsv1(&mut v, 9, true, b"x");
-    closes_with(v, 1 << 16, "1002", "deflping");
+    closes_with(v, 1 << 16, 1002, "deflping");
 }
 
 #[test]
@@ -238,8 +236,8 @@ fn inflated_size_is_bounded_by_max_message() {
     let c = compress(&mut d, &zeros);
     let mut v = Vec::new();
     encode_server_frame_rsv1(&mut v, 2, true, &c);
-    let r = closes_with(v, 1 << 16, "1009", "deflbomb");
-    assert!(r.contains("inflates to more than"), "{r}");
+    let r = closes_with(v, 1 << 16, 1009, "deflbomb");
+    assert!(r.message.contains("inflates to more than"), "{r}");
     // Exactly the limit is fine.
     let (name, _g) = unique("defllimit");
     let mut d = server_deflater(15, false);

@@ -1,14 +1,12 @@
 //! Another process is the AppClient: a C program using only include/pipeline_consumer.h
 //! (no link to libpipeline) reads a running pipeline's frames in place.
 
-mod pipeline_support;
-
 use std::process::Command;
 use std::time::Duration;
 
 use pipeline::pipeline::Pipeline;
 use pipeline::runner::Layout;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 const PROGRAM: &str = r#"
 #include "pipeline_consumer.h"

@@ -2,8 +2,6 @@
 //! transport: it must never be able to wedge the pipeline, grow its memory, or keep it
 //! from ending. Each test here failed before the fix it guards (issue 9).
 
-mod pipeline_support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,14 +9,14 @@ use pipeline::pipeline::{Pipeline, PipelineState};
 use pipeline::runner::Layout;
 use pipeline::stage::{encode_server_frame, SyntheticScript};
 use pipeline::stats::Counter;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 type Capture = Arc<Mutex<Vec<(u8, bool, Vec<u8>)>>>;
 
 /// Generous: these machines are shared and loaded; the assertions are on outcomes.
 const LONG: Duration = Duration::from_secs(20);
 
-fn reason(p: &Pipeline) -> String {
+fn reason(p: &Pipeline) -> pipeline::pipeline::DisconnectReason {
     match p.state() {
         PipelineState::Disconnected { reason } => reason,
         s => panic!("not disconnected: {s:?}"),
@@ -50,7 +48,7 @@ fn assert_closed_with_1009(p: &Pipeline, cap: &Capture) {
         p.stats().iter().filter(|c| c.1 > 0).collect::<Vec<_>>()
     );
     let r = reason(p);
-    assert!(r.contains("1009"), "{r}");
+    assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::ProtocolError { close_code: 1009 }, "{r}");
     assert_eq!(close_codes(cap), vec![1009u16.to_be_bytes().to_vec()], "{r}");
 }
 
@@ -133,7 +131,8 @@ fn client_close_ends_when_the_server_ignores_it() {
     p.close(1000, "bye").unwrap();
     assert!(p.wait_disconnected(LONG), "still {:?}", p.state());
     let r = reason(&p);
-    assert!(r.contains("did not answer") && r.contains("300ms"), "{r}");
+    assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::CloseTimeout, "{r}");
+    assert!(r.message.contains("300ms"), "{r}");
     assert_eq!(close_codes(&cap), vec![b"\x03\xe8bye".to_vec()]);
     p.stop();
 }
@@ -150,7 +149,8 @@ fn close_after_a_protocol_error_ends_when_the_server_stops_reading() {
     let p = Pipeline::start(c).unwrap();
     assert!(p.wait_disconnected(LONG), "still {:?}", p.state());
     let r = reason(&p);
-    assert!(r.contains("masked") && r.contains("1002"), "{r}");
+    assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::ProtocolError { close_code: 1002 }, "{r}");
+    assert!(r.message.contains("masked"), "{r}");
     p.stop();
 }
 

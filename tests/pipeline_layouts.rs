@@ -1,8 +1,6 @@
 //! All three layouts deliver the same 100,000 messages in order (backoff waits),
 //! by callback and by polling.
 
-mod pipeline_support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +8,7 @@ use std::time::{Duration, Instant};
 use pipeline::pipeline::Pipeline;
 use pipeline::runner::Layout;
 use pipeline::stats::Counter;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 const N: usize = 100_000;
 
@@ -183,5 +181,72 @@ fn defaults_follow_the_core_count() {
     assert_eq!((p.layout(), p.wait_kind()), (l, w));
     assert_eq!(p.stats().get(Counter::Layout), l as u64);
     assert_eq!(p.stats().get(Counter::Wait), w as u64);
+    p.stop();
+}
+
+/// Spinning loops that outnumber the cores they may run on are refused (a config
+/// error naming the placements that fit); every other combination passes.
+#[test]
+fn spinning_stages_that_outnumber_their_cores_are_refused() {
+    use pipeline::runner::{check_spin_fit, WaitKind};
+    use pipeline::Error;
+    let four = ["xdp", "transport", "websocket", "app"];
+    // threads + spin, unpinned, on 2 allowed cores: 4 spinning threads, 2 cores.
+    match check_spin_fit(Layout::Threads, WaitKind::Spin, &four, &[], &[0, 1]) {
+        Err(Error::Config(m)) => {
+            assert!(m.contains("4 spinning stage loops"), "{m}");
+            assert!(m.contains("may run on 2 core(s)"), "{m}");
+            assert!(m.contains("layout inline with wait spin"), "names the layout that fits: {m}");
+            assert!(m.contains("cores = [1]"), "{m}");
+            assert!(m.contains("wait backoff or yield"), "{m}");
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    // Every stage pinned to core 1 of an 8-core box: they share core 1.
+    match check_spin_fit(Layout::Processes, WaitKind::Spin, &four, &[1], &(0..8).collect::<Vec<_>>()) {
+        Err(Error::Config(m)) => {
+            assert!(m.contains("core 1 would run 4 of them (xdp, transport, websocket, app)"), "{m}");
+            assert!(m.contains("one core per stage, e.g. cores = [4, 5, 6, 7]"), "{m}");
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    // Three stages cycled over two cores: core 0 gets transport and app.
+    let three = ["transport", "websocket", "app"];
+    assert!(matches!(check_spin_fit(Layout::Threads, WaitKind::Spin, &three, &[0, 1], &(0..8).collect::<Vec<_>>()), Err(Error::Config(_))));
+    // Pinned to cores the process may not use: they run unpinned, on the 2 it may.
+    assert!(check_spin_fit(Layout::Threads, WaitKind::Spin, &three, &[5, 6, 7], &[0, 1]).is_err());
+    // What fits.
+    assert!(check_spin_fit(Layout::Inline, WaitKind::Spin, &four, &[1], &[0, 1]).is_ok());
+    assert!(check_spin_fit(Layout::Inline, WaitKind::Spin, &four, &[], &[0]).is_ok());
+    assert!(check_spin_fit(Layout::Threads, WaitKind::Spin, &three, &[], &[0, 1, 2]).is_ok());
+    assert!(check_spin_fit(Layout::Threads, WaitKind::Spin, &four, &[1, 2, 3, 4], &(0..8).collect::<Vec<_>>()).is_ok());
+    for w in [WaitKind::Backoff, WaitKind::Yield] {
+        assert!(check_spin_fit(Layout::Threads, w, &four, &[1], &[0, 1]).is_ok());
+    }
+}
+
+/// End to end: `Pipeline::start` refuses threads + spin with every stage pinned to one
+/// core before anything is created; with the wait left to the defaults it backs off.
+#[test]
+fn start_refuses_spinning_threads_on_one_core() {
+    use pipeline::runner::WaitKind;
+    let (name, _g) = unique("spinfit");
+    let mut c = config(&name, script(text_frames(10), 0), Layout::Threads);
+    c.wait = Some(WaitKind::Spin);
+    c.cores = vec![0];
+    match Pipeline::start(c.clone()) {
+        Err(pipeline::Error::Config(m)) => {
+            assert!(m.contains("core 0 would run 2 of them (transport, websocket)"), "{m}");
+            assert!(m.contains("layout inline with wait spin"), "{m}");
+        }
+        Err(e) => panic!("expected a config error, got {e}"),
+        Ok(_) => panic!("threads + spin with two stages on core 0 started"),
+    }
+    assert!(!pipeline::shm::ShmDir::path_for(&name).exists(), "refused before anything was created");
+    // Not asked for: the default wait is not spin when spin would not fit.
+    c.wait = None;
+    let p = Pipeline::start(c).expect("start with the default wait");
+    assert_eq!(p.layout(), Layout::Threads);
+    assert_ne!(p.wait_kind(), WaitKind::Spin);
     p.stop();
 }

@@ -2,8 +2,6 @@
 //! in place, reassembly, PING/PONG, CLOSE both ways, protocol errors, dead stage
 //! processes, pipelines side by side, clean-up.
 
-mod pipeline_support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +11,7 @@ use pipeline::runner::Layout;
 use pipeline::shm::{names, ShmDir};
 use pipeline::stage::{encode_server_frame, Delivery, Stage, SyntheticScript, WebSocketStage};
 use pipeline::stats::{Counter, StatsRegion};
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 type Capture = Arc<Mutex<Vec<(u8, bool, Vec<u8>)>>>;
 
@@ -30,7 +28,7 @@ fn captured(c: &Capture, op: u8, within: Duration) -> Option<Vec<u8>> {
     }
 }
 
-fn reason(p: &Pipeline) -> String {
+fn reason(p: &Pipeline) -> pipeline::pipeline::DisconnectReason {
     match p.state() {
         PipelineState::Disconnected { reason } => reason,
         s => panic!("not disconnected: {s:?}"),
@@ -212,8 +210,9 @@ fn websocket_stage_answers_ping_and_close_on_the_pongs_ring() {
     let close = pc.pop().expect("close reply on the PONGS ring");
     assert_eq!((close.opcode, close.bytes()), (0x08, &[0x03, 0xe9][..]));
     assert_eq!(stats.state_code(), 2, "closing");
-    assert!(
-        stats.reason().contains("code 1001 going away"),
+    assert_eq!(
+        stats.reason().kind,
+        pipeline::pipeline::DisconnectKind::ServerClosed { code: 1001, reason: "going away".into() },
         "{}",
         stats.reason()
     );
@@ -245,11 +244,13 @@ fn ping_is_answered_and_server_close_is_echoed() {
             Some(&[0x03, 0xe9][..]),
             "close reply echoes the code"
         );
-        assert!(
-            reason(&p).contains("closed by server: code 1001 going away"),
-            "{}",
-            reason(&p)
+        let r = reason(&p);
+        assert_eq!(
+            r.kind,
+            pipeline::pipeline::DisconnectKind::ServerClosed { code: 1001, reason: "going away".into() },
+            "{r}"
         );
+        assert_eq!(r.message, "closed by server: code 1001 going away");
         // The ten messages before the close are still delivered.
         let mut rx = p.receiver().unwrap();
         for i in 0..10 {
@@ -279,11 +280,8 @@ fn client_close_completes_the_handshake() {
     p.send_binary(&[1, 2, 3]).unwrap();
     p.close(1000, "bye").unwrap();
     assert!(p.wait_disconnected(Duration::from_secs(10)));
-    assert!(
-        reason(&p).contains("close handshake completed"),
-        "{}",
-        reason(&p)
-    );
+    let r = reason(&p);
+    assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::CloseCompleted { code: 1000 }, "{r}");
     let c = cap.lock().unwrap().clone();
     assert_eq!(c[0], (1, true, b"hello".to_vec()));
     assert_eq!(c[1], (2, true, vec![1, 2, 3]));
@@ -320,7 +318,9 @@ fn masked_server_frame_is_a_protocol_error() {
     };
     let p = Pipeline::start(config(&name, s, Layout::Inline)).unwrap();
     assert!(p.wait_disconnected(Duration::from_secs(10)));
-    assert!(reason(&p).contains("masked"), "{}", reason(&p));
+    let r = reason(&p);
+    assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::ProtocolError { close_code: 1002 }, "{r}");
+    assert!(r.message.contains("masked"), "{r}");
     assert_eq!(
         captured(&cap, 0x8, Duration::ZERO).as_deref(),
         Some(&1002u16.to_be_bytes()[..])
@@ -337,7 +337,8 @@ fn dropped_connection_is_reported() {
     };
     let p = Pipeline::start(config(&name, s, Layout::Threads)).unwrap();
     assert!(p.wait_disconnected(Duration::from_secs(10)));
-    assert!(reason(&p).contains("connection lost"), "{}", reason(&p));
+    let r = reason(&p);
+    assert_eq!(r.kind, pipeline::pipeline::DisconnectKind::TcpClosed, "{r}");
     p.stop();
 }
 
@@ -362,10 +363,16 @@ fn a_killed_stage_process_is_noticed_and_reported() {
         "the supervisor must notice"
     );
     let r = reason(&p);
-    assert!(
-        r.contains("websocket") && r.contains(&pids[1].to_string()) && r.contains("signal 9"),
+    assert_eq!(
+        r.kind,
+        pipeline::pipeline::DisconnectKind::StageDied {
+            stage: "websocket".into(),
+            pid: pids[1],
+            exit: pipeline::pipeline::StageExit::Signal(9)
+        },
         "{r}"
     );
+    assert_eq!(r.message, format!("stage websocket (pid {}) killed by signal 9", pids[1]));
     p.stop();
     // Every child is gone.
     for pid in pids {
@@ -434,7 +441,7 @@ fn stop_removes_the_shm_directory_in_every_layout() {
             "{} left its directory",
             layout.name()
         );
-        assert!(reason(&p).contains("stopped by the application"));
+        assert_eq!(reason(&p).kind, pipeline::pipeline::DisconnectKind::Stopped, "{}", reason(&p));
     }
 }
 
@@ -543,7 +550,12 @@ fn a_panicking_callback_disconnects_with_the_message() {
         std::panic::set_hook(prev);
         assert!(ok, "{}: not disconnected", layout.name());
         let r = reason(&p);
-        assert!(r.contains("app stage panicked") && r.contains("callback bug at message 50"), "{}: {r}", layout.name());
+        assert!(
+            matches!(&r.kind, pipeline::pipeline::DisconnectKind::StagePanicked { stage } if stage.split('+').any(|s| s == "app")),
+            "{}: {r:?}",
+            layout.name()
+        );
+        assert!(r.message.contains("callback bug at message 50"), "{}: {r}", layout.name());
         p.stop();
     }
 }
@@ -590,5 +602,38 @@ fn sends_from_several_threads_are_serialised() {
             .collect();
         assert_eq!(mine.len(), 2000);
         assert!(mine.iter().enumerate().all(|(i, m)| *m == format!("t{t} {i}")), "thread {t}'s messages out of order");
+    }
+}
+
+/// The reason's kind and details go through the stats region: another process attaching
+/// to it (`pipeline stat`, the C API) reads back the same typed reason; the first
+/// reason wins, kind included.
+#[test]
+fn the_disconnect_kind_round_trips_through_the_stats_region() {
+    use pipeline::pipeline::{DisconnectKind as K, DisconnectReason, StageExit};
+    let kinds = [
+        K::ServerClosed { code: 4001, reason: "bye from server".into() },
+        K::ServerClosed { code: 1000, reason: "x".repeat(123) },
+        K::CloseCompleted { code: 1000 },
+        K::ProtocolError { close_code: 1009 },
+        K::StageDied { stage: "websocket".into(), pid: 4242, exit: StageExit::Signal(9) },
+        K::StageDied { stage: "app".into(), pid: 7, exit: StageExit::Exited(3) },
+        K::StageDied { stage: "transport".into(), pid: 8, exit: StageExit::CollectedElsewhere },
+        K::StagePanicked { stage: "transport+websocket+app".into() },
+        K::TcpReset,
+        K::Stopped,
+    ];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let (name, _g) = unique(&format!("kind{i}"));
+        let dir = ShmDir::create(&name).unwrap();
+        let stats = StatsRegion::create(&dir).unwrap();
+        assert_eq!(stats.reason().kind, K::Unknown, "nothing recorded yet");
+        let r = DisconnectReason::new(kind.clone(), format!("reason {i}"));
+        stats.disconnect(r.clone());
+        stats.disconnect(DisconnectReason::new(K::Stopped, "an echo of the shutdown"));
+        let other = StatsRegion::attach(&ShmDir::open(&name).unwrap()).unwrap();
+        assert_eq!(other.reason(), r, "{kind:?}");
+        assert_eq!(other.state(), PipelineState::Disconnected { reason: r });
+        assert_eq!(K::name_of(kind.code()), kind.name());
     }
 }

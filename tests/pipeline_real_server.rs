@@ -2,17 +2,14 @@
 //! a kernel TCP socket on loopback (`ws://`; `wss://` once the TLS transport lands).
 //! Skipped (with a note) when python3 + websockets is missing.
 
-mod common;
-mod pipeline_support;
-
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pipeline::pipeline::{Config, Pipeline, PipelineState};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stats::Counter;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 const SERVER: &str = r#"
 import asyncio, sys, ssl, websockets
@@ -34,13 +31,7 @@ async def main():
 asyncio.run(main())
 "#;
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use pipeline_testkit::ChildGuard as Server;
 
 fn server(n: usize) -> Option<(Server, u16)> {
     server_with(n, &[])
@@ -49,7 +40,7 @@ fn server(n: usize) -> Option<(Server, u16)> {
 fn server_with(n: usize, extra: &[&str]) -> Option<(Server, u16)> {
     // The venv tools/setup.sh makes (asserts with a clear message when it is missing:
     // never a silent skip).
-    let py = common::python::python();
+    let py = pipeline_testkit::python::python();
     let mut c = Command::new(&py)
         .args(["-c", SERVER, &n.to_string()])
         .args(extra)
@@ -127,9 +118,10 @@ fn real_server_messages_echo_ping_and_close() {
         p.close(1000, "done").unwrap();
         assert!(p.wait_disconnected(Duration::from_secs(10)));
         match p.state() {
-            PipelineState::Disconnected { reason } => {
-                assert!(reason.contains("close handshake completed"), "{reason}")
-            }
+            PipelineState::Disconnected { reason } => assert!(
+                matches!(reason.kind, pipeline::pipeline::DisconnectKind::CloseCompleted { .. }),
+                "{reason}"
+            ),
             s => panic!("{s:?}"),
         }
         p.stop();

@@ -2,15 +2,13 @@
 //! embedding application's children keep their exit statuses, and two pipelines in
 //! one process never reap each other's stages.
 
-mod pipeline_support;
-
 use std::process::Command;
 use std::time::Duration;
 
 use pipeline::pipeline::{Pipeline, PipelineState};
 use pipeline::runner::Layout;
 use pipeline::stage::SyntheticScript;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 /// A slow synthetic feed, so the pipeline stays connected for the whole test.
 fn slow() -> SyntheticScript {
@@ -20,7 +18,7 @@ fn slow() -> SyntheticScript {
     }
 }
 
-fn reason(p: &Pipeline) -> String {
+fn reason(p: &Pipeline) -> pipeline::pipeline::DisconnectReason {
     match p.state() {
         PipelineState::Disconnected { reason } => reason,
         s => panic!("not disconnected: {s:?}"),
@@ -78,10 +76,13 @@ fn two_processes_pipelines_each_notice_only_their_own_dead_stage() {
             pids[1]
         );
         let r = reason(&pb);
-        assert!(
-            r.contains("stage websocket")
-                && r.contains(&pids[1].to_string())
-                && r.contains("killed by signal 9"),
+        assert_eq!(
+            r.kind,
+            pipeline::pipeline::DisconnectKind::StageDied {
+                stage: "websocket".into(),
+                pid: pids[1],
+                exit: pipeline::pipeline::StageExit::Signal(9)
+            },
             "round {round}: {r}"
         );
         pb.stop();

@@ -2,18 +2,15 @@
 //! against Python `websockets` over TLS in the server namespace of a veth test bed.
 //! Needs root (skipped otherwise; fails under CI).
 
-mod common;
-mod pipeline_support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::netns::TestBed;
+use pipeline_testkit::netns::TestBed;
 use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stats::Counter;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 const SERVER: &str = r#"
 import asyncio, sys, ssl, websockets
@@ -39,23 +36,10 @@ fn wss_over_af_xdp_through_every_stage() {
     };
     // The venv tools/setup.sh makes (asserts with a clear message when it is missing:
     // never a silent skip).
-    let py = common::python::python();
-    let dir = std::env::temp_dir().join(format!("plxdp{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
-    let o = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=feed",
-        ])
-        .arg("-addext")
-        .arg(format!("subjectAltName=IP:{}", bed.server_ip))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let py = pipeline_testkit::python::python();
+    // The test CA's leaf for the server's address; the pipeline verifies against the CA.
+    let (cert, key) = pipeline_testkit::certs::certs().leaf("veth");
+    let ca = pipeline_testkit::certs::certs().ca();
     let n = 20_000;
     let mut srv = Command::new("ip")
         .args([
@@ -82,12 +66,12 @@ fn wss_over_af_xdp_through_every_stage() {
     for layout in [Layout::Inline, Layout::Threads, Layout::Processes] {
         let (name, _g) = unique(&format!("xdp{}", layout.name()));
         let url = format!("wss://{}:9443/", bed.server_ip);
-        let cert = cert.clone();
+        let ca = ca.clone();
         r = bed.in_client(move || -> Result<(), String> {
             let mut cfg = Config::new(&url);
             cfg.name = Some(name);
             cfg.transport = TransportKind::Xdp;
-            cfg.ca_file = Some(cert.clone());
+            cfg.ca_file = Some(ca.clone());
             cfg.layout = Some(layout);
             cfg.wait = Some(WaitKind::Backoff);
             cfg.timeout = Duration::from_secs(10);
@@ -124,7 +108,11 @@ fn wss_over_af_xdp_through_every_stage() {
             let st = p.state();
             p.stop();
             match st {
-                PipelineState::Disconnected { reason } if reason.contains("close") => Ok(()),
+                PipelineState::Disconnected { reason }
+                    if matches!(reason.kind, pipeline::pipeline::DisconnectKind::CloseCompleted { code: 1000 }) =>
+                {
+                    Ok(())
+                }
                 s => Err(format!("{}: after close: {s:?}", layout.name())),
             }
         });
@@ -134,6 +122,5 @@ fn wss_over_af_xdp_through_every_stage() {
     }
     let _ = srv.kill();
     let _ = srv.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     r.unwrap();
 }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use pipeline::ring::{MsgInbox, MsgOutbox, OutboxKind, OverrunPolicy, FLAG_MORE};
+use pipeline::ring::{MsgInbox, MsgOutbox, OutboxKind, OverrunPolicy, Piece, FLAG_MORE};
 use pipeline::shm::ShmDir;
 
 fn unique(tag: &str) -> String {
@@ -148,14 +148,14 @@ fn outbox_records_across_threads() {
     const N: u32 = 200_000;
     let dir = ShmDir::create(&unique("othr")).unwrap();
     let outbox = MsgOutbox::create(&dir, 1 << 14).unwrap();
-    let mut w = outbox.writer();
+    let w = outbox.sender();
     let t = std::thread::spawn(move || {
         for i in 0..N {
             let len = (i as usize * 31) % 700;
             let payload: Vec<u8> = (0..len).map(|k| (i as usize + k) as u8).collect();
             let kind = if i % 3 == 0 { OutboxKind::Text } else { OutboxKind::Binary };
             loop {
-                match w.push(kind, (i % 2) as u16, &payload) {
+                match w.push_raw(kind, (i % 2) as u16, &payload) {
                     Ok(()) => break,
                     Err(pipeline::Error::WouldBlock) => std::thread::yield_now(),
                     Err(e) => panic!("{e}"),
@@ -191,13 +191,13 @@ fn outbox_records_across_threads() {
 fn outbox_limits_and_close_record() {
     let dir = ShmDir::create(&unique("olim")).unwrap();
     let outbox = MsgOutbox::create(&dir, 4096).unwrap();
-    let mut w = outbox.writer();
-    let e = w.push(OutboxKind::Binary, 0, &vec![0; 4096]).err().unwrap().to_string();
+    let w = outbox.sender();
+    let e = w.push(OutboxKind::Binary, Piece::Whole, &vec![0; 4096]).err().unwrap().to_string();
     assert!(e.contains("exceeds the MSG_OUTBOX record limit"), "{e}");
     let mut payload = 1000u16.to_be_bytes().to_vec();
     payload.extend_from_slice(b"bye");
-    w.push(OutboxKind::Close, 0, &payload).unwrap();
-    w.push(OutboxKind::Text, FLAG_MORE, b"frag").unwrap();
+    w.push(OutboxKind::Close, Piece::Whole, &payload).unwrap();
+    w.push(OutboxKind::Text, Piece::More, b"frag").unwrap();
     let mut r = outbox.reader();
     let rec = r.peek().unwrap().unwrap();
     assert_eq!((rec.kind, rec.payload), (Some(OutboxKind::Close), &payload[..]));
@@ -208,13 +208,102 @@ fn outbox_limits_and_close_record() {
     assert!(r.peek().unwrap().is_none());
     // Fill until WouldBlock, then drain and continue: the writer sees freed space.
     let mut pushed = 0;
-    while w.push(OutboxKind::Binary, 0, &[7u8; 100]).is_ok() {
+    while w.push_raw(OutboxKind::Binary, 0, &[7u8; 100]).is_ok() {
         pushed += 1;
     }
     assert_eq!(pushed, 4096 / 112);
     r.peek().unwrap().unwrap();
     r.consume();
-    w.push(OutboxKind::Binary, 0, &[7u8; 100]).expect("space freed by the reader");
+    w.push_raw(OutboxKind::Binary, 0, &[7u8; 100]).expect("space freed by the reader");
+}
+
+/// Many senders, one MSG_OUTBOX, no lock: every record arrives whole, each sender's in
+/// its own order, and a message sent in fragments is never interleaved with another
+/// message (whole messages are refused while it is open; PINGs may go between).
+#[test]
+fn outbox_many_senders_no_lock() {
+    const THREADS: u32 = 4;
+    const PER: u32 = 50_000;
+    let dir = ShmDir::create(&unique("ompsc")).unwrap();
+    let outbox = MsgOutbox::create(&dir, 1 << 14).unwrap();
+    let mut hs = Vec::new();
+    for t in 0..THREADS {
+        let w = outbox.sender();
+        hs.push(std::thread::spawn(move || {
+            let mut refused = 0u64;
+            for i in 0..PER {
+                let len = 8 + (i as usize * 7 + t as usize) % 300;
+                let mut payload = vec![(t as u8) ^ (i as u8); len];
+                payload[..4].copy_from_slice(&t.to_le_bytes());
+                payload[4..8].copy_from_slice(&i.to_le_bytes());
+                // Thread 0 sends every 10th message in 3 fragments (+ a PING inside).
+                let pieces: Vec<(OutboxKind, Piece, Vec<u8>)> = if t == 0 && i % 10 == 0 {
+                    vec![
+                        (OutboxKind::Binary, Piece::More, payload.clone()),
+                        (OutboxKind::Ping, Piece::Whole, b"p".to_vec()),
+                        (OutboxKind::Binary, Piece::More, payload.clone()),
+                        (OutboxKind::Binary, Piece::Last, payload.clone()),
+                    ]
+                } else {
+                    vec![(OutboxKind::Binary, Piece::Whole, payload)]
+                };
+                for (kind, piece, p) in pieces {
+                    loop {
+                        match w.push(kind, piece, &p) {
+                            Ok(()) => break,
+                            Err(pipeline::Error::WouldBlock) => std::thread::yield_now(),
+                            // Another thread's fragmented message is open: retry.
+                            Err(pipeline::Error::Config(_)) => {
+                                refused += 1;
+                                std::thread::yield_now();
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            }
+            refused
+        }));
+    }
+    let mut r = outbox.reader();
+    let mut next = [0u32; THREADS as usize];
+    let mut open: Option<u32> = None;
+    let mut records = 0u64;
+    let total_data = (THREADS * PER + PER / 10 * 2) as u64;
+    let mut data = 0u64;
+    while data < total_data {
+        let Some(rec) = r.peek().unwrap() else {
+            std::thread::yield_now();
+            continue;
+        };
+        records += 1;
+        if rec.kind == Some(OutboxKind::Ping) {
+            assert_eq!(open, Some(0), "a PING only inside thread 0's fragmented message");
+            r.consume();
+            continue;
+        }
+        data += 1;
+        let t = u32::from_le_bytes(rec.payload[..4].try_into().unwrap());
+        let i = u32::from_le_bytes(rec.payload[4..8].try_into().unwrap());
+        assert!(rec.payload[8..].iter().all(|&b| b == (t as u8) ^ (i as u8)), "record {t}/{i} torn");
+        if let Some(o) = open {
+            assert_eq!(t, o, "thread {t}'s message inside thread {o}'s fragmented one");
+        }
+        let more = rec.flags & FLAG_MORE != 0;
+        if more {
+            open = Some(t);
+        } else {
+            open = None;
+            assert_eq!(i, next[t as usize], "thread {t} out of order");
+            next[t as usize] += 1;
+        }
+        r.consume();
+    }
+    let refused: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(next, [PER; THREADS as usize]);
+    assert_eq!(records, total_data + (PER / 10) as u64);
+    assert_eq!(outbox.pending_bytes(), 0);
+    eprintln!("{records} records from {THREADS} senders; {refused} sends retried while a fragmented message was open");
 }
 
 #[test]

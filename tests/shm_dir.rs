@@ -240,7 +240,7 @@ fn pipeline_stat_refuses_a_region_others_could_have_written() {
     let name = unique("stat");
     let dir = ShmDir::create(&name).unwrap();
     let _stats = StatsRegion::create(&dir).unwrap();
-    let stat = |n: &str| std::process::Command::new(env!("CARGO_BIN_EXE_pipeline")).args(["stat", n, "--once"]).output().unwrap();
+    let stat = |n: &str| std::process::Command::new(pipeline_testkit::pipeline_bin()).args(["stat", n, "--once"]).output().unwrap();
     let o = stat(&name);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let f = dir.path().join("stats.shm");

@@ -1,6 +1,6 @@
 //! Targeted tests of each connection path, driving the client with crafted segments.
 
-use pipeline::tcp::sim::{Faults, Harness, PeerConfig, SynBehaviour};
+use pipeline_testkit::tcp_sim::{Faults, Harness, PeerConfig, SynBehaviour};
 use pipeline::tcp::{CloseReason, Connection, Event, State, TcpConfig, Transmit};
 use pipeline::wire::{flags, parse_tcp_frame, MacAddr, TcpOptionsRepr, TcpSegment};
 

@@ -1,7 +1,7 @@
 //! Robustness: random and mutated segments from a hostile peer never panic the
 //! connection, in any state, and never make it deliver bytes out of order.
 
-use pipeline::tcp::sim::{Faults, Harness, PeerConfig, Rng};
+use pipeline_testkit::tcp_sim::{Faults, Harness, PeerConfig, Rng};
 use pipeline::tcp::{Connection, State, Transmit};
 use pipeline::wire::{emit_tcp_frame, flags, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr};
 use std::net::Ipv4Addr;

@@ -1,55 +1,14 @@
 //! The hot path allocates nothing after construction: counted with a global allocator.
 
+use pipeline_testkit::tcp_sim::peer_frame as frame;
 use pipeline::tcp::{Connection, TcpConfig, Transmit};
-use pipeline::wire::{emit_tcp_frame, flags, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr};
-use std::alloc::{GlobalAlloc, Layout, System};
+use pipeline::wire::{flags, MacAddr, TcpOptionsRepr};
+use pipeline_testkit::alloc::{self, CountingAlloc};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-static ARMED: AtomicBool = AtomicBool::new(false);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if ARMED.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: forwarding the caller's layout to the system allocator.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAlloc = CountingAlloc;
 
-fn frame(seq: u32, ack: u32, fl: u8, payload: &[u8], opts: TcpOptionsRepr) -> Vec<u8> {
-    let r = TcpFrameRepr {
-        src_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-        dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        src_ip: Ipv4Addr::new(10, 0, 0, 1),
-        dst_ip: Ipv4Addr::new(10, 0, 0, 2),
-        ip_ident: 1,
-        ttl: 64,
-        tcp: TcpRepr {
-            src_port: 443,
-            dst_port: 40000,
-            seq,
-            ack,
-            flags: fl,
-            window: 65535,
-            options: opts,
-        },
-    };
-    let mut b = vec![0u8; 2048];
-    let n = emit_tcp_frame(&mut b, &r, payload).unwrap();
-    b.truncate(n);
-    b
-}
 
 #[test]
 fn no_allocation_on_the_hot_path() {
@@ -125,7 +84,7 @@ fn no_allocation_on_the_hot_path() {
     let mut ackbuf = vec![0u8; 256];
     let off = c.payload_offset();
 
-    ARMED.store(true, Ordering::SeqCst);
+    alloc::arm();
     let mut delivered = 0usize;
     for (k, f) in frames.iter_mut().enumerate().take(3) {
         f[off..off + 1000].fill(k as u8);
@@ -152,7 +111,7 @@ fn no_allocation_on_the_hot_path() {
     c.send_data(20, &mut frames[3], 1000, 3).unwrap();
     let d = c.next_deadline().unwrap();
     while c.poll_transmit(d).is_some() {}
-    ARMED.store(false, Ordering::SeqCst);
+    let allocs = alloc::disarm();
 
     assert_eq!(delivered, 4000);
     assert_eq!(c.stats().ooo_segments_buffered, 2);
@@ -161,7 +120,7 @@ fn no_allocation_on_the_hot_path() {
     assert!(c.sack_enabled(), "the SACK-block path was exercised");
     assert_eq!(c.stats().rto_expirations, 1);
     assert_eq!(
-        ALLOCS.load(Ordering::SeqCst),
+        allocs,
         0,
         "allocations on the hot path"
     );

@@ -1,7 +1,7 @@
 //! End-to-end simulations: the client `Connection` against a simulated server over a
 //! lossy, reordering, duplicating link with virtual time.
 
-use pipeline::tcp::sim::{c2s_byte, s2c_byte, Faults, Harness, PeerConfig};
+use pipeline_testkit::tcp_sim::{c2s_byte, s2c_byte, Faults, Harness, PeerConfig};
 use pipeline::tcp::{CloseReason, Event, State};
 
 fn check_stream(got: &[u8], f: fn(u64) -> u8, what: &str) {

@@ -1,18 +1,13 @@
-//! TLS over the kernel TCP transport against a Python `ssl` echo server.
+//! The pipeline's kernel TLS glue (`stage::TlsTransport` over a `KernelSocket`) against a
+//! Python `ssl` echo server.
 
-#[path = "common/certs.rs"]
-mod certs;
-#[path = "common/tls_server.rs"]
-mod tls_server;
-
-use certs::certs;
+use pipeline_testkit::certs::certs;
 use pipeline::error::Error;
 use pipeline::tls::{ReadBio, TlsConfig, TlsContext, TlsVersion};
+use pipeline::stage::TlsTransport;
 use pipeline::transport::kernel::{KernelSocket, KernelSocketOptions};
-use pipeline::transport::kernel_tls::TlsStream;
-use pipeline::transport::ByteTransport;
 use std::time::{Duration, Instant};
-use tls_server::EchoServer;
+use pipeline_testkit::tls_server::EchoServer;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -30,11 +25,11 @@ fn server(leaf: &str, tls: &str) -> EchoServer {
     EchoServer::start(&c, &k, tls, &[])
 }
 
-fn connect(ctx: &TlsContext, host: &str, port: u16) -> pipeline::Result<TlsStream> {
-    TlsStream::connect(host, port, ctx, &KernelSocketOptions::default(), T)
+fn connect(ctx: &TlsContext, host: &str, port: u16) -> pipeline::Result<TlsTransport> {
+    TlsTransport::connect_with(host, port, ctx, &KernelSocketOptions::default(), T)
 }
 
-fn echo_roundtrip(s: &mut TlsStream, msg: &[u8]) {
+fn echo_roundtrip(s: &mut TlsTransport, msg: &[u8]) {
     s.write_all(msg, T).unwrap();
     let mut got = Vec::new();
     let mut buf = vec![0u8; 65536];
@@ -80,7 +75,7 @@ fn sni_name_differs_from_connect_address() {
     let srv = server("server", "any");
     let ctx = TlsContext::new(&cfg(None)).unwrap();
     let sock = KernelSocket::connect("127.0.0.1", srv.port, &KernelSocketOptions::default()).unwrap();
-    let mut s = TlsStream::new(sock, ctx.client_session("feed.test").unwrap());
+    let mut s = TlsTransport::new(sock, ctx.client_session("feed.test").unwrap());
     s.handshake(T).unwrap();
     echo_roundtrip(&mut s, b"sni");
 }
@@ -326,7 +321,7 @@ fn handshake_timeout_when_server_is_silent() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let ctx = TlsContext::new(&cfg(None)).unwrap();
-    let e = TlsStream::connect("localhost", port, &ctx, &KernelSocketOptions::default(), Duration::from_millis(300))
+    let e = TlsTransport::connect_with("localhost", port, &ctx, &KernelSocketOptions::default(), Duration::from_millis(300))
         .err()
         .expect("must time out");
     assert!(matches!(e, Error::Timeout(_)), "{e}");

@@ -1,10 +1,7 @@
 //! The TLS core driven purely by bytes: a client `TlsSession` against a server
 //! `TlsSession` in memory, ciphertext split at random points. No sockets.
 
-#[path = "common/certs.rs"]
-mod certs;
-
-use certs::certs;
+use pipeline_testkit::certs::certs;
 use pipeline::error::Error;
 use pipeline::tls::{HandshakeStatus, ReadBio, TlsConfig, TlsContext, TlsSession, TlsVersion};
 

@@ -1,12 +1,10 @@
 //! Frame builder: round trip through an independent decoder and the parser, masking
 //! keys (random per frame; zero only when asked), in-place encoding, refusals.
 
-mod ws_common;
-
 use pipeline::ws::builder::{frame_len, header_len};
 use pipeline::ws::frame::MAX_HEADER_LEN;
 use pipeline::ws::{Delivery, FrameBuilder, MaskMode, OpCode};
-use ws_common::*;
+use pipeline_testkit::ws_frames::*;
 
 fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + 3) as u8).collect()

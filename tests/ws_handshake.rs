@@ -3,11 +3,9 @@
 //! unoffered extension/subprotocol, size limit), split at every byte, with early
 //! frame bytes after the header.
 
-mod ws_common;
-
 use pipeline::ws::handshake::accept_key;
 use pipeline::ws::{ClientHandshake, Delivery, HandshakeConfig, HandshakeStatus, WsUrl};
-use ws_common::*;
+use pipeline_testkit::ws_frames::*;
 
 const NONCE: [u8; 16] = *b"the sample nonce"; // RFC 6455 §1.3's example key
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";

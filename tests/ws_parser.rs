@@ -1,10 +1,8 @@
 //! Frame parser: split invariance, every rejection with its close code, UTF-8
 //! (Autobahn 6.x style), delivery modes, release/rebasing, zero-copy offsets.
 
-mod ws_common;
-
 use pipeline::ws::{Delivery, Event, Parser, ParserConfig};
-use ws_common::*;
+use pipeline_testkit::ws_frames::*;
 
 /// A stream with every feature the parser handles: three length forms (the 64-bit
 /// one non-minimal, which we accept), empty frames, a fragmented text message with a

@@ -4,15 +4,12 @@
 //! No busy spinning: the receiver sleeps in poll(2) when idle, so the RTT numbers
 //! include a wakeup and are an upper bound for a busy-polling stage.
 
-mod common;
-mod xdp_common;
-
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use common::netns::{Side, TestBed};
+use pipeline_testkit::netns::{Side, TestBed};
 use pipeline::xdp::{Flow, PortReservation, RxDesc, TxKind, XdpConfig, XdpSocket};
-use xdp_common::*;
+use pipeline_testkit::xdp_frames::*;
 
 fn cpu_time() -> Duration {
     // SAFETY: getrusage into a zeroed struct.

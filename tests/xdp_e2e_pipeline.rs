@@ -11,27 +11,21 @@
 //! Needs root (skipped otherwise; with `CI` set, a failure). Run alone:
 //! `cargo test --test xdp_e2e_pipeline -- --test-threads=1`.
 
-mod common;
-#[path = "common/certs.rs"]
-mod certs;
-#[path = "common/exsim.rs"]
-mod exsim;
-#[path = "common/feed.rs"]
-mod feed;
-mod pipeline_support;
+use pipeline_testkit::certs;
+use pipeline_testkit::feed;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{Side, TestBed};
-use exsim::{json_num, ExSim};
+use pipeline_testkit::netns::{Side, TestBed};
+use pipeline_testkit::exsim::{json_num, ExSim};
 use pipeline::pipeline::{Config, Pipeline, PipelineState, Receiver, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stats::Counter;
 use pipeline::xdp::FaultConfig;
 use pipeline::Error;
-use pipeline_support::unique;
+use pipeline_testkit::synthetic::unique;
 
 /// Per-step timeout (set-up, one echo, one close).
 const T: Duration = Duration::from_secs(15);
@@ -76,12 +70,17 @@ fn nonzero(p: &Pipeline) -> String {
 }
 
 /// The disconnect reason once the pipeline is Disconnected (waits up to `t`).
-fn disconnected(p: &Pipeline, t: Duration) -> String {
+fn disconnected(p: &Pipeline, t: Duration) -> pipeline::pipeline::DisconnectReason {
     assert!(p.wait_disconnected(t), "still {:?} after {t:?}; {}", p.state(), nonzero(p));
     match p.state() {
         PipelineState::Disconnected { reason } => reason,
         s => panic!("state {s:?}"),
     }
+}
+
+/// The kind of a close frame from the server with `code` and `reason`.
+fn server_closed(code: u16, reason: &str) -> pipeline::pipeline::DisconnectKind {
+    pipeline::pipeline::DisconnectKind::ServerClosed { code, reason: reason.into() }
 }
 
 /// Read feed messages `from..to` (in order, each checked) within `deadline`.
@@ -157,7 +156,7 @@ fn feed_test(what: &str, bed_setup: impl FnOnce(&TestBed), tweak: impl FnOnce(&m
             FEED_COUNT as f64 / secs,
             nonzero(&p)
         );
-        assert_eq!(reason, "closed by server: code 1000 closing on request");
+        assert_eq!(reason.kind, server_closed(1000, "closing on request"), "{reason}");
         assert_eq!(s.get(Counter::Messages), FEED_COUNT + 4, "websocket stage message count");
         assert_eq!(s.get(Counter::Overruns), 0);
         p.stop();
@@ -214,7 +213,7 @@ fn feed_compressed_over_xdp() {
     let (ip, port) = (bed.server_ip, srv.port);
     bed.in_client(|| {
         let mut cfg = xdp_config(ip, port, &name);
-        cfg.deflate = Some(pipeline::ws::DeflateConfig::default());
+        cfg.deflate = Some(pipeline::pipeline::DeflateConfig::default());
         let mut p = Pipeline::start(cfg).expect("pipeline over XDP");
         let mut rx = p.receiver().unwrap();
         let t0 = Instant::now();
@@ -230,7 +229,7 @@ fn feed_compressed_over_xdp() {
             N as f64 / secs,
             nonzero(&p)
         );
-        assert_eq!(reason, "closed by server: code 1000 closing on request");
+        assert_eq!(reason.kind, server_closed(1000, "closing on request"), "{reason}");
         assert!(s.get(Counter::InflatedMessages) > N / 2, "{}", nonzero(&p));
         assert!(s.get(Counter::CompressedSent) >= 4);
         p.stop();
@@ -318,7 +317,7 @@ fn echo_and_pings_both_ways() {
         assert_eq!(s.get(Counter::PongsSent), 1);
         assert_eq!(s.get(Counter::PingsSent), 1);
         p.send_text("cmd:close").unwrap();
-        assert_eq!(disconnected(&p, T), "closed by server: code 1000 closing on request");
+        assert_eq!(disconnected(&p, T).kind, server_closed(1000, "closing on request"));
         eprintln!("echo/ping: {}", nonzero(&p));
     });
     let sum = srv.finish();
@@ -344,7 +343,7 @@ fn server_close_ends_the_connection_with_its_code_and_reason() {
         read_feed(&p, &mut rx, 0, 500, Instant::now() + T);
         let reason = disconnected(&p, T);
         eprintln!("server close: {reason}; {}", nonzero(&p));
-        assert_eq!(reason, "closed by server: code 1000 closing after 500 messages");
+        assert_eq!(reason.kind, server_closed(1000, "closing after 500 messages"), "{reason}");
         assert!(rx.next_frame_timeout(Duration::from_millis(200)).is_none(), "a message after the close");
         p.stop();
     });
@@ -365,7 +364,8 @@ fn server_rst_ends_the_connection_with_a_reset_reason() {
         p.send_text("cmd:rst").unwrap();
         let reason = disconnected(&p, T);
         eprintln!("server RST: {reason}");
-        assert!(reason.contains("reset by 10.200.1.1:"), "{reason}");
+        assert_eq!(reason.kind, pipeline::pipeline::DisconnectKind::TcpReset, "{reason}");
+        assert!(reason.message.contains("reset by 10.200.1.1:"), "{reason}");
         p.stop();
     });
     srv.finish();
@@ -402,7 +402,7 @@ fn rst_from_the_server_kernel_mid_stream_ends_the_connection() {
         }
         let reason = disconnected(&p, T);
         eprintln!("RST from the server's kernel: {reason}");
-        assert!(reason.contains("reset"), "{reason}");
+        assert_eq!(reason.kind, pipeline::pipeline::DisconnectKind::TcpReset, "{reason}");
         p.stop();
     });
     drop(srv);
@@ -551,7 +551,7 @@ fn sigkill_leaves_no_xdp_program_and_the_next_start_works() {
         read_feed(&p, &mut rx, 0, 1000, Instant::now() + T);
         p.send_text("cmd:close").unwrap();
         let reason = disconnected(&p, T);
-        assert_eq!(reason, "closed by server: code 1000 closing on request");
+        assert_eq!(reason.kind, server_closed(1000, "closing on request"), "{reason}");
         p.stop();
     });
     eprintln!("second start read 1000 messages in {:?}", t0.elapsed());

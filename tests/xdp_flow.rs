@@ -2,16 +2,13 @@
 //! two network namespaces: only our flow reaches the socket, everything else reaches
 //! the kernel; frames go out through the socket and the answer comes back.
 
-mod common;
-mod xdp_common;
-
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use common::netns::{Side, TestBed};
+use pipeline_testkit::netns::{Side, TestBed};
 use pipeline::xdp::{addr, Flow, PortReservation, TxKind, XdpConfig, XdpSocket};
-use xdp_common::*;
+use pipeline_testkit::xdp_frames::*;
 
 fn so_error(fd: i32) -> i32 {
     let mut err: libc::c_int = 0;

@@ -3,15 +3,12 @@
 //! capability. Child processes are this test binary re-executed with `PL_XDP_CHILD`
 //! set, inside the client namespace (`ip netns exec`).
 
-mod common;
-mod xdp_common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::netns::{Side, TestBed};
+use pipeline_testkit::netns::{Side, TestBed};
 use pipeline::xdp::{XdpConfig, XdpSocket};
 use pipeline::Error;
 

@@ -6,19 +6,17 @@
 //! Once on a single-queue veth and once on a 4-queue veth with no steering.
 //! Needs root (skipped otherwise; fails under CI).
 
-mod common;
-mod pipeline_support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{Side, TestBed};
+use pipeline_testkit::netns::{Side, TestBed};
+use pipeline_testkit::ChildGuard;
 use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stats::Counter;
-use pipeline_support::*;
+use pipeline_testkit::synthetic::*;
 
 const N: usize = 20_000;
 const BASE_PORT: u16 = 9500;
@@ -47,30 +45,6 @@ async def main():
     await asyncio.Future()
 asyncio.run(main())
 "#;
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn cert_for(dir: &std::path::Path, ips: &[Ipv4Addr]) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
-    let san: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
-    let o = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=feed", "-addext"])
-        .arg(format!("subjectAltName={}", san.join(",")))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "openssl: {}", String::from_utf8_lossy(&o.stderr));
-    (cert, key)
-}
 
 fn config(url: &str, name: String, ca: &std::path::Path, transport: TransportKind) -> Config {
     let mut cfg = Config::new(url);
@@ -101,7 +75,7 @@ fn read_feed(p: &mut Pipeline, port: u16, count: usize) -> Result<(), String> {
 }
 
 fn many_connections(queues: u32) {
-    if !common::netns::require_root("many AF_XDP connections") {
+    if !pipeline_testkit::netns::require_root("many AF_XDP connections") {
         return;
     }
     let bed = TestBed::with_queues(queues);
@@ -109,21 +83,21 @@ fn many_connections(queues: u32) {
     let client2 = Ipv4Addr::new(10, 200, 1, 12);
     bed.add_addr(Side::Server, server2);
     bed.add_addr(Side::Client, client2);
-    let dir = std::env::temp_dir().join(format!("plmany{}_{queues}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = cert_for(&dir, &[bed.server_ip, server2]);
+    // The test CA's leaf for both server addresses; the pipelines verify against the CA.
+    let (cert, key) = pipeline_testkit::certs::certs().leaf("veth2");
+    let ca = pipeline_testkit::certs::certs().ca();
 
     // Feeds 0..7 over AF_XDP (feed 7 on the second server address), feed 8 kernel.
     let feeds: Vec<(Ipv4Addr, u16)> = (0..9u16)
         .map(|k| (if k == 7 { server2 } else { bed.server_ip }, BASE_PORT + k))
         .collect();
-    let py = common::python::python();
+    let py = pipeline_testkit::python::python();
     let mut srv = Command::new("ip");
     srv.args(["netns", "exec", &bed.server_ns, &py, "-c", SERVER, &N.to_string()]).arg(&cert).arg(&key);
     for (ip, port) in &feeds {
         srv.arg(format!("{ip}:{port}"));
     }
-    let mut srv = Server(srv.stdout(Stdio::piped()).spawn().unwrap());
+    let mut srv = ChildGuard(srv.stdout(Stdio::piped()).spawn().unwrap());
     let mut line = String::new();
     BufReader::new(srv.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
@@ -136,7 +110,7 @@ fn many_connections(queues: u32) {
         for (k, (ip, port)) in feeds.iter().enumerate() {
             let (name, g) = unique(&format!("m{queues}_{k}"));
             let kind = if k < 8 { TransportKind::Xdp } else { TransportKind::Kernel };
-            let mut cfg = config(&format!("wss://{ip}:{port}/"), name, &cert, kind);
+            let mut cfg = config(&format!("wss://{ip}:{port}/"), name, &ca, kind);
             if k < 8 {
                 cfg.iface = Some(ifname.clone());
             }
@@ -147,7 +121,7 @@ fn many_connections(queues: u32) {
         // A second process asking for the interface fails at once, naming the holder.
         let t0 = Instant::now();
         let out = Command::new("ip")
-            .args(["netns", "exec", &client_ns, env!("CARGO_BIN_EXE_pipeline"), "connect"])
+            .args(["netns", "exec", &client_ns, pipeline_testkit::pipeline_bin(), "connect"])
             .arg(format!("wss://{}:{}/", feeds[0].0, feeds[0].1))
             .args(["--transport", "xdp", "--iface", &ifname, "--count", "1", "--timeout", "20"])
             .output()
@@ -160,6 +134,7 @@ fn many_connections(queues: u32) {
         if t0.elapsed() > Duration::from_secs(10) {
             return Err(format!("second process took {:?} to fail", t0.elapsed()));
         }
+        eprintln!("second process refused in {:?}: {}", t0.elapsed(), err.lines().last().unwrap_or(""));
 
         // A kernel connection from the second local address with the same ports as
         // feed 2 (server ip:port and local port) is not redirected: it connects, and
@@ -172,7 +147,7 @@ fn many_connections(queues: u32) {
         // messages and reopened, and must then get its 20,000 again.
         let mut handles = Vec::new();
         for (k, (mut p, g, port)) in pipes.into_iter().enumerate() {
-            let cert = cert.clone();
+            let ca = ca.clone();
             let ifname = ifname.clone();
             let (ip, _) = feeds[k];
             handles.push(std::thread::spawn(move || -> Result<(u64, u64), String> {
@@ -188,7 +163,7 @@ fn many_connections(queues: u32) {
                     p.wait_disconnected(Duration::from_secs(10));
                     p.stop();
                     let (name, _g2) = unique(&format!("m{queues}_3b"));
-                    let mut cfg = config(&format!("wss://{ip}:{port}/"), name, &cert, TransportKind::Xdp);
+                    let mut cfg = config(&format!("wss://{ip}:{port}/"), name, &ca, TransportKind::Xdp);
                     cfg.iface = Some(ifname);
                     p = Pipeline::start(cfg).map_err(|e| format!("reopen feed {port}: {e}"))?;
                     read_feed(&mut p, port, N)?;
@@ -228,7 +203,6 @@ fn many_connections(queues: u32) {
     // The engine is gone with the last connection: nothing left on the interface.
     let detached = !bed.has_xdp(Side::Client);
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
     result.unwrap();
     assert!(detached, "XDP program still attached after every pipeline stopped");
 }

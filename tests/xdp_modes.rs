@@ -1,15 +1,12 @@
 //! Attach modes, zero-copy refusal on veth, and the two loss injectors (the XDP
 //! program's own and the test bed's nftables rule on the server side).
 
-mod common;
-mod xdp_common;
-
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use common::netns::{Side, TestBed};
+use pipeline_testkit::netns::{Side, TestBed};
 use pipeline::xdp::{AttachMode, AttachRequest, Flow, PortReservation, RxDesc, XdpConfig, XdpSocket, ZeroCopy};
-use xdp_common::*;
+use pipeline_testkit::xdp_frames::*;
 
 fn send_segments(bed: &TestBed, raw: &RawSender, sport: u16, dport: u16, n: u32) {
     let mut buf = [0u8; 256];

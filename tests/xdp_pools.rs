@@ -2,17 +2,14 @@
 //! completion ring, by address range, none lost; RX frames go back to the fill ring
 //! only after the consumer released them.
 
-mod common;
-mod xdp_common;
-
 use std::collections::HashSet;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use common::netns::{Side, TestBed};
+use pipeline_testkit::netns::{Side, TestBed};
 use pipeline::config::{ACK_FRAMES, MSG_FRAMES, PONG_FRAMES, RX_FRAMES};
 use pipeline::xdp::{Flow, PortReservation, RxDesc, TxKind, XdpConfig, XdpSocket, TX_CAPACITY};
-use xdp_common::*;
+use pipeline_testkit::xdp_frames::*;
 
 /// A 60-byte frame of an unassigned EtherType: the server's kernel drops it quietly.
 fn junk(buf: &mut [u8], dst: [u8; 6], src: [u8; 6], n: u32) -> usize {

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Autobahn|Testsuite conformance run for the Pipeline (examples/autobahn_pipeline,
-# permessage-deflate offered).
+# Autobahn|Testsuite conformance run for pipeline::pipeline::Pipeline (examples/autobahn_client.rs:
+# the kernel transport, layout inline, wait backoff, polling receiver, permessage-deflate
+# offered).
 #
 #   tools/autobahn.sh [--mode ws|wss|both] [--cases LIST] [--exclude LIST]
-#                     [--outdir DIR] [--prefix DIR] [--strict] [--client EXAMPLE]
+#                     [--outdir DIR] [--prefix DIR] [--strict]
 #
 # Installs the fuzzing server if missing (AB_PREFIX, default /opt/autobahn; 33 s once),
-# builds the client example (release; --client, default autobahn_pipeline), and for each mode: starts the fuzzing
+# builds examples/autobahn_client (release), and for each mode: starts the fuzzing
 # server on a free 127.0.0.1 port in the background (wss: a fresh self-signed
 # certificate, trusted through --ca-file), runs every selected case, writes the report
 # (OUTDIR/ws, OUTDIR/wss), prints the summary, and stops the server — also on failure
 # or Ctrl-C.
 #
 # Defaults: both modes, every case: 1.* to 10.* and the permessage-deflate cases 12.*
-# and 13.* (11.* does not exist). The 9.* performance cases take ~15 s for ws and ~20 s
-# for wss here, 12.* and 13.* several minutes; --exclude '9.*,12.*,13.*' drops them.
+# and 13.* (11.* does not exist). The 9.* performance cases take ~15 s per scheme here,
+# 12.* and 13.* most of the run; --exclude '9.*,12.*,13.*' drops them.
 #
 # Exit status: 0 when no case FAILED and every case was reported; 1 otherwise (with
 # --strict, NON-STRICT and UNIMPLEMENTED also fail); 2 on setup errors.
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
 
-MODE=both CASES='*' EXCLUDE='' OUTDIR= STRICT=0 EXAMPLE=autobahn_pipeline
+MODE=both CASES='*' EXCLUDE='' OUTDIR= STRICT=0
 PREFIX=${AB_PREFIX:-/opt/autobahn}
 TOOLS=${AUTOBAHN_TOOLS:-$ROOT/../shared/tools/autobahn}
 while [ $# -gt 0 ]; do
@@ -38,8 +39,7 @@ while [ $# -gt 0 ]; do
     --outdir)  OUTDIR=${2:?}; shift 2;;
     --prefix)  PREFIX=${2:?}; shift 2;;
     --strict)  STRICT=1; shift;;
-    --client)  EXAMPLE=${2:?}; shift 2;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
     *) echo "autobahn.sh: unknown argument $1 (see --help)" >&2; exit 2;;
   esac
 done
@@ -62,9 +62,9 @@ if [ ! -x "$PREFIX/bin/wstest" ]; then
 fi
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-log "building examples/$EXAMPLE (release)"
-cargo build --quiet --release --example "$EXAMPLE"
-CLIENT=$CARGO_TARGET_DIR/release/examples/$EXAMPLE
+log "building examples/autobahn_client (release)"
+cargo build --quiet --release --example autobahn_client
+CLIENT=$CARGO_TARGET_DIR/release/examples/autobahn_client
 
 WORK=$(mktemp -d /tmp/autobahn.XXXXXX)
 OUTDIR=${OUTDIR:-$WORK/reports}

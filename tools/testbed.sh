@@ -1,5 +1,5 @@
 #!/bin/sh
-# Manual version of tests/common/netns.rs, for poking at the XDP path by hand.
+# Manual version of netbed/src/netns.rs (the tests' and the demo's bed), for poking at the XDP path by hand.
 #   tools/testbed.sh up   [name]   # netns <name>c / <name>s, veth <name>c <-> <name>s,
 #                                  # 10.200.1.2/24 (client) <-> 10.200.1.1/24 (server)
 #   tools/testbed.sh down [name]   # deletes both namespaces (veth + XDP programs go too)

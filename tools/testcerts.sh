@@ -6,6 +6,7 @@
 #   expired.pem / expired.key  same names, valid 2020-01-01..2021-01-01 (signed by ca)
 #   wronghost.pem / .key       only wrong.example                      (signed by ca)
 #   veth.pem / veth.key        feed.test, 10.200.1.1 (the TestBed's server address) (signed by ca)
+#   veth2.pem / veth2.key      feed.test, 10.200.1.1 and 10.200.1.11 (a second server address)
 #   unknown_ca.pem / .key      an unrelated CA
 #   untrusted.pem / .key       localhost, 127.0.0.1                     (signed by unknown_ca)
 #   wildcard.pem / .key        *.example.test                           (signed by ca)
@@ -85,6 +86,7 @@ leaf wildcard ca "DNS:*.example.test" $NOW_MINUS $FUTURE
 leaf partialwild ca "DNS:f*.example.test" $NOW_MINUS $FUTURE
 leaf_cn_only cnonly ca localhost $NOW_MINUS $FUTURE
 leaf veth ca "DNS:feed.test,IP:10.200.1.1" $NOW_MINUS $FUTURE
+leaf veth2 ca "DNS:feed.test,IP:10.200.1.1,IP:10.200.1.11" $NOW_MINUS $FUTURE
 
 mkca unknown_ca "some other CA"
 cacnf unknown_ca

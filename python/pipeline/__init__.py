@@ -12,12 +12,14 @@ then the checkout's target/release ($CARGO_TARGET_DIR/release first). See docs/c
 """
 import collections
 import ctypes
+import enum
 import time
 
 from . import _ffi
-from ._ffi import PlConfig, PlFrame, PlStats
+from ._ffi import PlConfig, PlDisconnect, PlFrame, PlStats
 
-__all__ = ["Pipeline", "Message", "PipelineError", "State", "version", "library_path"]
+__all__ = ["Pipeline", "Message", "Feed", "FeedMessage", "FeedEvent", "PipelineError", "State", "Disconnect", "DisconnectKind", "version",
+           "library_path"]
 
 _lib = None
 
@@ -59,7 +61,29 @@ def _check(code, what):
     raise PipelineError(code, buf.value.decode("utf-8", "replace"), what)
 
 
-State = collections.namedtuple("State", "name reason")
+DisconnectKind = enum.IntEnum("DisconnectKind", [(n, i) for i, n in enumerate(_ffi.DISCONNECT_KINDS)])
+DisconnectKind.__doc__ = """Why a pipeline disconnected (PL_DISCONNECT_* in pipeline.h): decide on this,
+never on the reason text. NONE while not disconnected."""
+
+
+def _kind(code):
+    """A DisconnectKind, or the bare int for a code a newer library added."""
+    try:
+        return DisconnectKind(code)
+    except ValueError:
+        return code
+
+
+State = collections.namedtuple("State", "name reason kind", defaults=(DisconnectKind.NONE,))
+State.__doc__ = """name: connecting/connected/closing/disconnected; reason: the disconnect message
+(for people); kind: a DisconnectKind (NONE until disconnected)."""
+
+Disconnect = collections.namedtuple(
+    "Disconnect", "kind message close_code close_reason pid signal exit_status stage")
+Disconnect.__doc__ = """Pipeline.disconnect(): kind (DisconnectKind); message; close_code (the
+server's for SERVER_CLOSED / CLOSE_COMPLETED, ours for PROTOCOL_ERROR, else 0); close_reason
+(SERVER_CLOSED); pid, signal, exit_status (-1 if it did not exit), stage (STAGE_DIED,
+STAGE_PANICKED)."""
 
 
 class Message:
@@ -70,7 +94,7 @@ class Message:
     `release()`; after that it is released (using it raises ValueError). `bytes()` and
     `text()` copy."""
 
-    __slots__ = ("payload", "opcode", "more", "after_overrun", "_owner", "_frame")
+    __slots__ = ("payload", "opcode", "more", "after_overrun", "after_reconnect", "_owner", "_frame")
 
     def __init__(self, owner, frame):
         n = frame.len
@@ -83,6 +107,9 @@ class Message:
         self.opcode = frame.opcode & 0xFF
         self.more = bool(frame.opcode & _ffi.PL_OPCODE_MORE)
         self.after_overrun = bool(frame.after_overrun)
+        # The first frame of a new connection after a reconnect (a message the
+        # disconnect cut was not delivered).
+        self.after_reconnect = bool(frame.flags & _ffi.PL_FRAME_AFTER_RECONNECT)
         self._owner = owner
         self._frame = frame
 
@@ -114,6 +141,90 @@ def _cstr(s):
     return None if s is None else (s.encode() if isinstance(s, str) else bytes(s))
 
 
+def _make_config(url, options, keep):
+    """A PlConfig from Pipeline-style options (the strings it points to go in `keep`)."""
+    lib = _l()
+    cfg = PlConfig()
+    _check(lib.pl_config_init(ctypes.byref(cfg)), "config")
+    keep.append(_cstr(url))
+    cfg.url = keep[-1]
+
+    def enum(key, table):
+        v = options.pop(key)
+        if isinstance(v, int):
+            return v
+        try:
+            return table[str(v).lower()]
+        except KeyError:
+            raise PipelineError(2, "%s=%r: expected one of %s" % (key, v, ", ".join(table)), "config")
+
+    for key, table in (("transport", _ffi.TRANSPORTS), ("layout", _ffi.LAYOUTS), ("wait", _ffi.WAITS),
+                       ("delivery", _ffi.DELIVERIES), ("overrun", _ffi.OVERRUNS)):
+        if key in options:
+            setattr(cfg, key, enum(key, table))
+    for key in ("name", "iface", "ca_file"):
+        if key in options:
+            v = options.pop(key)
+            v = None if v is None else _cstr(str(v))
+            keep.append(v)
+            setattr(cfg, key, v)
+    for key in ("insecure", "quiet", "external_consumer"):
+        if key in options:
+            setattr(cfg, key, bool(options.pop(key)))
+    for key in ("max_message", "inbox_size", "outbox_size"):
+        if key in options:
+            setattr(cfg, key, int(options.pop(key)))
+    if "timeout" in options:
+        cfg.timeout_ms = int(float(options.pop("timeout")) * 1000)
+    if "cores" in options:
+        cores = list(options.pop("cores") or [])
+        arr = (ctypes.c_uint32 * len(cores))(*cores)
+        keep.append(arr)
+        cfg.cores, cfg.cores_len = arr, len(cores)
+    for key in ("headers", "subprotocols"):
+        if key in options:
+            v = options.pop(key) or []
+            if isinstance(v, dict):
+                v = ["%s: %s" % kv for kv in v.items()]
+            items = [_cstr(x) for x in v]
+            arr = (ctypes.c_char_p * len(items))(*items)
+            keep += [items, arr]
+            setattr(cfg, key, arr)
+            setattr(cfg, key + "_len", len(items))
+    if "reconnect" in options:
+        cfg.reconnect = bool(options.pop("reconnect"))
+    for key in ("reconnect_initial", "reconnect_max", "ping_interval", "liveness_timeout"):
+        if key in options:
+            setattr(cfg, key + "_ms", int(float(options.pop(key)) * 1000))
+    if "reconnect_max_attempts" in options:
+        cfg.reconnect_max_attempts = int(options.pop("reconnect_max_attempts"))
+    if "subscriptions" in options:
+        items = [_cstr(x) for x in (options.pop("subscriptions") or [])]
+        arr = (ctypes.c_char_p * len(items))(*items)
+        keep += [items, arr]
+        cfg.subscriptions, cfg.subscriptions_len = arr, len(items)
+    if "compression" in options:
+        c = options.pop("compression")
+        if c in (None, False, 0, "none", "off"):
+            cfg.compression = 0
+        elif c in (True, 1, "permessage-deflate", "deflate") or isinstance(c, dict):
+            cfg.compression = 1
+            params = dict(c) if isinstance(c, dict) else {}
+            for k in ("client_max_window_bits", "server_max_window_bits", "threshold"):
+                if k in params:
+                    setattr(cfg, "deflate_" + k, int(params.pop(k)))
+            for k in ("client_no_context_takeover", "server_no_context_takeover"):
+                if k in params:
+                    setattr(cfg, "deflate_" + k, bool(params.pop(k)))
+            if params:
+                raise PipelineError(2, "compression: unknown parameter(s) %s" % ", ".join(sorted(params)), "config")
+        else:
+            raise PipelineError(2, "compression=%r: expected False, True, \"permessage-deflate\" or a dict" % (c,), "config")
+    if options:
+        raise PipelineError(2, "unknown option(s): %s" % ", ".join(sorted(options)), "config")
+    return cfg
+
+
 class Pipeline:
     """A running pipeline (one WebSocket connection). Options map to PlConfig fields:
 
@@ -121,10 +232,13 @@ class Pipeline:
     wait "auto"|"spin"|"yield"|"backoff", cores [int], ca_file, insecure, timeout
     (seconds), name, max_message, inbox_size, outbox_size, delivery "messages"|"frames",
     overrun "backpressure"|"overwrite", headers (list of "Name: value" or dict),
-    subprotocols [str], quiet, external_consumer, compression (False/None, True or
-    "permessage-deflate", or a dict of client_max_window_bits, server_max_window_bits,
-    client_no_context_takeover, server_no_context_takeover, threshold: RFC 7692 offered
-    with those parameters; compressed messages arrive inflated, read as usual).
+    subprotocols [str], quiet, external_consumer; reconnect (bool), reconnect_initial
+    and reconnect_max (seconds), reconnect_max_attempts, subscriptions [str] (sent after
+    every (re)connect before "connected"), ping_interval and liveness_timeout (seconds);
+    compression (False/None, True or "permessage-deflate", or a dict of
+    client_max_window_bits, server_max_window_bits, client_no_context_takeover,
+    server_no_context_takeover, threshold: RFC 7692 offered with those parameters;
+    compressed messages arrive inflated, read as usual).
     """
 
     def __init__(self, url, **options):
@@ -132,72 +246,7 @@ class Pipeline:
         self._handle = None
         self._current = None
         self._keep = []
-        cfg = PlConfig()
-        _check(lib.pl_config_init(ctypes.byref(cfg)), "config")
-        self._keep.append(_cstr(url))
-        cfg.url = self._keep[-1]
-
-        def enum(key, table):
-            v = options.pop(key)
-            if isinstance(v, int):
-                return v
-            try:
-                return table[str(v).lower()]
-            except KeyError:
-                raise PipelineError(2, "%s=%r: expected one of %s" % (key, v, ", ".join(table)), "config")
-
-        for key, table in (("transport", _ffi.TRANSPORTS), ("layout", _ffi.LAYOUTS), ("wait", _ffi.WAITS),
-                           ("delivery", _ffi.DELIVERIES), ("overrun", _ffi.OVERRUNS)):
-            if key in options:
-                setattr(cfg, key, enum(key, table))
-        for key in ("name", "iface", "ca_file"):
-            if key in options:
-                v = options.pop(key)
-                v = None if v is None else _cstr(str(v))
-                self._keep.append(v)
-                setattr(cfg, key, v)
-        for key in ("insecure", "quiet", "external_consumer"):
-            if key in options:
-                setattr(cfg, key, bool(options.pop(key)))
-        for key in ("max_message", "inbox_size", "outbox_size"):
-            if key in options:
-                setattr(cfg, key, int(options.pop(key)))
-        if "compression" in options:
-            c = options.pop("compression")
-            if c in (None, False, 0, "none", "off"):
-                cfg.compression = 0
-            elif c in (True, 1, "permessage-deflate", "deflate") or isinstance(c, dict):
-                cfg.compression = 1
-                params = dict(c) if isinstance(c, dict) else {}
-                for k in ("client_max_window_bits", "server_max_window_bits", "threshold"):
-                    if k in params:
-                        setattr(cfg, "deflate_" + k, int(params.pop(k)))
-                for k in ("client_no_context_takeover", "server_no_context_takeover"):
-                    if k in params:
-                        setattr(cfg, "deflate_" + k, bool(params.pop(k)))
-                if params:
-                    raise PipelineError(2, "compression: unknown parameter(s) %s" % ", ".join(sorted(params)), "config")
-            else:
-                raise PipelineError(2, "compression=%r: expected False, True, \"permessage-deflate\" or a dict" % (c,), "config")
-        if "timeout" in options:
-            cfg.timeout_ms = int(float(options.pop("timeout")) * 1000)
-        if "cores" in options:
-            cores = list(options.pop("cores") or [])
-            arr = (ctypes.c_uint32 * len(cores))(*cores)
-            self._keep.append(arr)
-            cfg.cores, cfg.cores_len = arr, len(cores)
-        for key in ("headers", "subprotocols"):
-            if key in options:
-                v = options.pop(key) or []
-                if isinstance(v, dict):
-                    v = ["%s: %s" % kv for kv in v.items()]
-                items = [_cstr(x) for x in v]
-                arr = (ctypes.c_char_p * len(items))(*items)
-                self._keep += [items, arr]
-                setattr(cfg, key, arr)
-                setattr(cfg, key + "_len", len(items))
-        if options:
-            raise PipelineError(2, "unknown option(s): %s" % ", ".join(sorted(options)), "config")
+        cfg = _make_config(url, options, self._keep)
         self.external_consumer = bool(cfg.external_consumer)
         h = ctypes.c_void_p()
         _check(lib.pl_start(ctypes.byref(cfg), ctypes.byref(h)), "start")
@@ -333,11 +382,33 @@ class Pipeline:
 
     # -- introspection ---------------------------------------------------------------
     def state(self):
-        """State(name, reason): name in connecting/connected/closing/disconnected."""
+        """State(name, reason, kind): name in connecting/connected/closing/disconnected;
+        kind a DisconnectKind (NONE until disconnected)."""
         st = ctypes.c_int()
         buf = ctypes.create_string_buffer(512)
         _check(_l().pl_get_state(self._h(), ctypes.byref(st), buf, len(buf)), "state")
-        return State(_ffi.STATES.get(st.value, str(st.value)), buf.value.decode("utf-8", "replace"))
+        name = _ffi.STATES.get(st.value, str(st.value))
+        kind = self.disconnect().kind if name == "disconnected" else DisconnectKind.NONE
+        return State(name, buf.value.decode("utf-8", "replace"), kind)
+
+    def reconnect_info(self):
+        """(attempt, cause kind, generation, reconnects): attempt is 1-based while the
+        state is "reconnecting" (0 otherwise) and cause the DisconnectKind of the loss;
+        generation counts connections after the first."""
+        a, k = ctypes.c_uint32(), ctypes.c_uint32()
+        g, r = ctypes.c_uint64(), ctypes.c_uint64()
+        _check(_l().pl_get_reconnect(self._h(), ctypes.byref(a), ctypes.byref(k), ctypes.byref(g),
+                                     ctypes.byref(r)), "reconnect")
+        return a.value, _kind(k.value), g.value, r.value
+
+    def disconnect(self):
+        """Why the pipeline disconnected, as a Disconnect (kind NONE while it has not)."""
+        d = PlDisconnect()
+        buf = ctypes.create_string_buffer(512)
+        _check(_l().pl_get_disconnect(self._h(), ctypes.byref(d), buf, len(buf)), "disconnect")
+        dec = lambda b: b.decode("utf-8", "replace")
+        return Disconnect(_kind(d.kind), dec(buf.value), d.close_code, dec(d.close_reason), d.pid,
+                          d.signal, d.exit_status, dec(d.stage))
 
     def stats(self):
         """Every counter (the names of `pipeline stat`) as a dict."""
@@ -356,3 +427,225 @@ class Pipeline:
         """Stop the stages now (no close handshake) and remove the shared memory."""
         self._release_current()
         _check(_l().pl_stop(self._h()), "stop")
+
+
+FeedEvent = collections.namedtuple("FeedEvent", "kind leg old_leg stream first last generation cause in_step text")
+FeedEvent.__doc__ = """An event of a feed's merged stream. `kind`: "gap" (sequences first..=last of
+`stream` came from no leg within the hold window), "leg_up" (`generation`), "leg_down"
+(`cause`: a DisconnectKind; `generation`: the reconnect attempt, 0 if it will not come
+back), "rotation_started", "rotation_done" (`in_step`), "rotation_aborted" (`leg` is the
+new leg, `old_leg` the one it replaces). `text`: one line for people."""
+
+
+class FeedMessage(Message):
+    """A message of a feed's merged stream: a `Message` (payload in place in its leg's
+    shared memory, valid until the next step) plus `leg`, `stream` and `seq` (None
+    without a key)."""
+
+    __slots__ = ("leg", "stream", "seq")
+
+    def __init__(self, owner, item):
+        n = item.len
+        if n:
+            mv = memoryview((ctypes.c_char * n).from_address(item.payload)).cast("B")
+            self.payload = mv.toreadonly()
+            mv.release()
+        else:
+            self.payload = memoryview(b"")
+        self.opcode = item.opcode & 0xFF
+        self.more = False
+        self.after_overrun = False
+        self.after_reconnect = bool(item.flags & _ffi.FEED_AFTER_RECONNECT)
+        self._owner = owner
+        self._frame = item
+        self.leg = item.leg
+        has = bool(item.flags & _ffi.FEED_HAS_KEY)
+        self.stream = item.stream if has else None
+        self.seq = item.seq if has else None
+
+    def __repr__(self):
+        return "<FeedMessage leg=%d seq=%r len=%d>" % (self.leg, self.seq, len(self.payload))
+
+
+class Feed:
+    """K legs carrying the same feed, one merged stream (docs/feed.md).
+
+    `urls`: one URL per leg (or a list of (url, options) pairs); `key`: the JSON field
+    holding the sequence ("seq", Binance's "u", a dotted path), a dict
+    {"offset": n, "width": 8, "big_endian": False} for a binary integer, a callable
+    `f(payload_bytes) -> (stream, seq) or None`, or None (one leg, no key).
+    `stream_key`: a JSON field naming the stream. `contiguous`: hold messages ahead of a
+    gap for `hold_ms` (default 1), then a "gap" event. `rotate_every`: seconds between
+    planned rotations (make before break). Other keyword options apply to every leg
+    (as for Pipeline: layout, wait, reconnect, subscriptions, ...).
+
+        with pipeline.Feed(["ws://a/feed", "ws://b/feed"], key="seq", contiguous=True) as f:
+            for item in f:
+                if isinstance(item, pipeline.FeedEvent):
+                    print(item.text, file=sys.stderr)
+                else:
+                    handle(item.seq, item.payload)
+    """
+
+    def __init__(self, urls, key="seq", stream_key=None, contiguous=False, hold_ms=1.0, hold_capacity=4096,
+                 primary=0, rotate_every=None, name=None, quiet=False, **leg_options):
+        lib = _l()
+        self._handle = None
+        self._current = None
+        self._keep = []
+        legs = []
+        for u in urls:
+            url, opts = (u, {}) if isinstance(u, str) else u
+            o = dict(leg_options)
+            o.setdefault("quiet", quiet)
+            o.update(opts)
+            legs.append(_make_config(url, o, self._keep))
+        arr = (PlConfig * len(legs))(*legs)
+        self._keep.append(arr)
+        fc = _ffi.PlFeedConfig()
+        _check(lib.pl_feed_config_init(ctypes.byref(fc)), "feed config")
+        fc.legs, fc.legs_len = arr, len(legs)
+        if name is not None:
+            self._keep.append(_cstr(name))
+            fc.name = self._keep[-1]
+        if key is None:
+            fc.key = _ffi.KEY_NONE
+        elif isinstance(key, str):
+            fc.key = _ffi.KEY_JSON
+            self._keep.append(_cstr(key))
+            fc.json_field = self._keep[-1]
+            if stream_key is not None:
+                self._keep.append(_cstr(stream_key))
+                fc.json_stream_field = self._keep[-1]
+        elif isinstance(key, dict):
+            fc.key = _ffi.KEY_BINARY
+            fc.binary_offset = int(key.get("offset", 0))
+            fc.binary_width = int(key.get("width", 8))
+            fc.binary_big_endian = bool(key.get("big_endian", False))
+        elif callable(key):
+            fc.key = _ffi.KEY_CALLBACK
+
+            def cb(_user, p, n, stream, seq, _f=key):
+                try:
+                    k = _f(ctypes.string_at(p, n))
+                except Exception:
+                    return 0
+                if k is None:
+                    return 0
+                stream[0], seq[0] = int(k[0]), int(k[1])
+                return 1
+
+            fn = _ffi.KEY_FN(cb)
+            self._keep.append(fn)
+            fc.key_fn = fn
+        else:
+            raise PipelineError(2, "key: a JSON field name, a binary dict, a callable or None", "config")
+        fc.mode = _ffi.FEED_CONTIGUOUS if contiguous else _ffi.FEED_MONOTONIC
+        fc.hold_us = int(float(hold_ms) * 1000)
+        fc.hold_capacity = int(hold_capacity)
+        fc.primary = int(primary)
+        fc.rotate_every_ms = int(float(rotate_every) * 1000) if rotate_every else 0
+        fc.quiet = bool(quiet)
+        h = ctypes.c_void_p()
+        _check(lib.pl_feed_start(ctypes.byref(fc), ctypes.byref(h)), "feed start")
+        self._handle = h
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        return False
+
+    def __del__(self):
+        try:
+            self.shutdown()
+        except Exception:
+            pass
+
+    def _h(self):
+        if self._handle is None:
+            raise PipelineError(9, "the feed was shut down", "use")
+        return self._handle
+
+    def _release_current(self):
+        m = self._current
+        if m is not None:
+            self._current = None
+            m._owner = None
+            try:
+                m.payload.release()
+            except BufferError:
+                pass
+            if self._handle is not None:
+                _l().pl_feed_release(self._handle, ctypes.byref(m._frame))
+
+    def _release(self, m):
+        if m is self._current:
+            self._release_current()
+
+    def poll(self):
+        """The next item without waiting: a FeedMessage, a FeedEvent, or None.
+        Releases the previous message. StopIteration once every leg is gone."""
+        self._release_current()
+        it = _ffi.PlFeedItem()
+        r = _l().pl_feed_poll(self._h(), ctypes.byref(it))
+        if r == _ffi.PL_ERR_WOULD_BLOCK:
+            return None
+        if r == _ffi.PL_ERR_CLOSED:
+            raise StopIteration
+        _check(r, "feed poll")
+        kind = _ffi.FEED_ITEM_KINDS.get(it.kind, "unknown")
+        if kind == "frame":
+            self._current = FeedMessage(self, it)
+            return self._current
+        return FeedEvent(kind, it.leg, it.old_leg, it.stream, it.seq, it.to, it.generation,
+                         _kind(it.cause), bool(it.flags & _ffi.FEED_IN_STEP), it.text.decode("utf-8", "replace"))
+
+    def recv(self, timeout=None):
+        """The next item, waiting up to `timeout` seconds (None: until every leg is gone)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        idle = 0
+        while True:
+            try:
+                m = self.poll()
+            except StopIteration:
+                return None
+            if m is not None:
+                return m
+            idle += 1
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            if idle > 64:
+                time.sleep(0.00005 if idle < 2000 else 0.0005)
+
+    def __iter__(self):
+        while True:
+            m = self.recv()
+            if m is None:
+                return
+            yield m
+
+    def rotate(self, forced=False):
+        """Rotate now (make before break). `forced`: the server announced its shutdown."""
+        _check(_l().pl_feed_rotate(self._h(), bool(forced)), "rotate")
+
+    def stats(self, leg=None):
+        """The feed's counters (leg=None: feed_delivered, feed_gaps, ... and the legs'
+        feed counters summed), or leg `leg`'s (its pipeline counters and feed_won,
+        feed_dups, the lag histogram feed_lag_b00..b23)."""
+        s = PlStats()
+        _check(_l().pl_feed_get_stats(self._h(), -1 if leg is None else int(leg), ctypes.byref(s)), "stats")
+        return {n: getattr(s, n) for n in _ffi.STAT_NAMES}
+
+    def close(self, code=1000, reason=""):
+        """Close every leg (iteration ends once they are gone)."""
+        _check(_l().pl_feed_close(self._h(), code, _cstr(reason or "")), "close")
+
+    def shutdown(self):
+        """Stop every leg and free the feed. Idempotent."""
+        if self._handle is None:
+            return
+        self._release_current()
+        h, self._handle = self._handle, None
+        _l().pl_feed_free(h)

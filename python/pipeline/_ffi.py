@@ -3,8 +3,8 @@ compare the structure sizes and offsets with the C compiler's)."""
 import ctypes
 import os
 import pathlib
-from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_uint16,
-                    c_uint32, c_uint64, c_void_p)
+from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char, c_char_p, c_int, c_int32, c_size_t, c_uint8,
+                    c_uint16, c_uint32, c_uint64, c_void_p)
 
 # enum values (include/pipeline.h). The library takes them as integers (uint32_t in
 # PlConfig, int for pl_result_name) and answers an unknown value with PL_ERR_CONFIG /
@@ -21,7 +21,15 @@ LAYOUTS = {"auto": 0, "processes": 1, "threads": 2, "inline": 3}
 WAITS = {"auto": 0, "spin": 1, "yield": 2, "backoff": 3}
 DELIVERIES = {"messages": 0, "frames": 1}
 OVERRUNS = {"backpressure": 0, "overwrite": 1}
-STATES = {0: "connecting", 1: "connected", 2: "closing", 3: "disconnected"}
+STATES = {0: "connecting", 1: "connected", 2: "closing", 3: "disconnected", 4: "reconnecting"}
+PL_FRAME_AFTER_RECONNECT = 1
+# PlDisconnectKind (PL_DISCONNECT_<NAME>), in code order; PlDisconnect.kind is a uint32_t
+# and a newer library may add codes.
+DISCONNECT_KINDS = [
+    "NONE", "SERVER_CLOSED", "CLOSE_COMPLETED", "CLOSE_TIMEOUT", "CLOSED_AFTER_OUR_CLOSE",
+    "PROTOCOL_ERROR", "UPGRADE_FAILED", "TCP_RESET", "TCP_CLOSED", "TLS", "NETWORK", "TIMEOUT",
+    "STAGE_DIED", "STAGE_PANICKED", "STOPPED", "OVERRUN", "IO", "INTERNAL",
+]
 PL_OPCODE_MORE = 256
 
 ON_MESSAGE = CFUNCTYPE(None, c_void_p, POINTER(c_uint8), c_size_t, c_uint32)
@@ -56,6 +64,14 @@ class PlConfig(ctypes.Structure):
         ("synthetic_data", POINTER(c_uint8)),
         ("synthetic_len", c_size_t),
         ("synthetic_chunk", c_size_t),
+        ("reconnect", c_bool),
+        ("reconnect_initial_ms", c_uint32),
+        ("reconnect_max_ms", c_uint32),
+        ("reconnect_max_attempts", c_uint32),
+        ("subscriptions", POINTER(c_char_p)),
+        ("subscriptions_len", c_size_t),
+        ("ping_interval_ms", c_uint32),
+        ("liveness_timeout_ms", c_uint32),
         ("compression", c_uint32),
         ("deflate_client_max_window_bits", c_uint32),
         ("deflate_server_max_window_bits", c_uint32),
@@ -72,6 +88,19 @@ class PlFrame(ctypes.Structure):
         ("opcode", c_uint32),
         ("after_overrun", c_bool),
         ("pos", c_uint64),
+        ("flags", c_uint32),
+    ]
+
+
+class PlDisconnect(ctypes.Structure):
+    _fields_ = [
+        ("kind", c_uint32),  # a PlDisconnectKind value
+        ("close_code", c_uint32),
+        ("pid", c_int32),
+        ("signal", c_int32),
+        ("exit_status", c_int32),
+        ("close_reason", c_char * 124),
+        ("stage", c_char * 32),
     ]
 
 
@@ -82,12 +111,70 @@ STAT_NAMES = [
     "inbox_high_water", "retransmits", "dup_acks", "drops", "reconnects", "frames",
     "messages", "payload_bytes", "pings_received", "pongs_received", "reassembled",
     "overruns", "frame_ring_high_water", "frame_ring_full", "app_frames", "app_bytes",
-    "polled_frames", "deflate", "inflated_messages", "inflated_bytes", "compressed_sent",
+    "polled_frames", "generation", "generation_start", "reconnect_attempt", "reconnect_cause",
+    "liveness_timeouts", "user_close",
+    "feed_received", "feed_won", "feed_dups", "feed_keyless_won", "feed_keyless_dropped",
+    "feed_held", "feed_ups", "feed_downs", "feed_lag_sum_ns", "feed_lag_max_ns",
+    "feed_lag_unknown",
+] + ["feed_lag_b%02d" % b for b in range(24)] + [
+    "feed_delivered", "feed_gaps", "feed_gap_seqs", "feed_rotations",
+    "feed_rotation_aborts", "feed_legs_up", "feed_held_now",
+    "deflate", "inflated_messages", "inflated_bytes", "compressed_sent",
 ]
 
 
 class PlStats(ctypes.Structure):
     _fields_ = [(n, c_uint64) for n in STAT_NAMES]
+
+
+KEY_NONE, KEY_JSON, KEY_BINARY, KEY_CALLBACK = 0, 1, 2, 3
+FEED_MONOTONIC, FEED_CONTIGUOUS = 0, 1
+FEED_ITEM_KINDS = {1: "frame", 2: "gap", 3: "leg_up", 4: "leg_down", 5: "rotation_started",
+                   6: "rotation_done", 7: "rotation_aborted"}
+FEED_AFTER_RECONNECT, FEED_HAS_KEY, FEED_IN_STEP = 1, 2, 4
+
+KEY_FN = CFUNCTYPE(c_int, c_void_p, POINTER(c_uint8), c_size_t, POINTER(c_uint32), POINTER(c_uint64))
+
+
+class PlFeedConfig(ctypes.Structure):
+    _fields_ = [
+        ("legs", POINTER(PlConfig)),
+        ("legs_len", c_size_t),
+        ("name", c_char_p),
+        ("key", c_uint32),  # a PlKeyKind value
+        ("json_field", c_char_p),
+        ("json_stream_field", c_char_p),
+        ("binary_offset", c_size_t),
+        ("binary_width", c_uint32),
+        ("binary_big_endian", c_bool),
+        ("key_fn", KEY_FN),
+        ("key_user", c_void_p),
+        ("mode", c_uint32),  # a PlFeedMode value
+        ("hold_us", c_uint32),
+        ("hold_capacity", c_uint32),
+        ("primary", c_uint32),
+        ("rotate_every_ms", c_uint32),
+        ("quiet", c_bool),
+    ]
+
+
+class PlFeedItem(ctypes.Structure):
+    _fields_ = [
+        ("kind", c_uint32),  # a PlFeedItemKind value
+        ("leg", c_uint32),
+        ("payload", c_void_p),
+        ("len", c_size_t),
+        ("opcode", c_uint32),
+        ("flags", c_uint32),
+        ("pos", c_uint64),
+        ("stream", c_uint32),
+        ("old_leg", c_uint32),
+        ("seq", c_uint64),
+        ("to", c_uint64),
+        ("generation", c_uint64),
+        ("cause", c_uint32),
+        ("text", c_char * 160),
+    ]
 
 
 def _candidates():
@@ -130,6 +217,9 @@ def load():
     lib.pl_start.restype = c_int
     lib.pl_start.argtypes = [POINTER(PlConfig), POINTER(c_void_p)]
     lib.pl_poll.restype = c_int
+    lib.pl_get_reconnect.argtypes = [c_void_p, POINTER(c_uint32), POINTER(c_uint32), POINTER(c_uint64),
+                                     POINTER(c_uint64)]
+    lib.pl_get_reconnect.restype = c_int
     lib.pl_poll.argtypes = [c_void_p, POINTER(PlFrame)]
     lib.pl_release.restype = c_int
     lib.pl_release.argtypes = [c_void_p, POINTER(PlFrame)]
@@ -143,6 +233,10 @@ def load():
     lib.pl_wait_disconnected.argtypes = [c_void_p, c_uint32]
     lib.pl_get_state.restype = c_int
     lib.pl_get_state.argtypes = [c_void_p, POINTER(c_int), c_void_p, c_size_t]
+    lib.pl_get_disconnect.restype = c_int
+    lib.pl_get_disconnect.argtypes = [c_void_p, POINTER(PlDisconnect), c_void_p, c_size_t]
+    lib.pl_disconnect_kind_name.restype = c_char_p
+    lib.pl_disconnect_kind_name.argtypes = [c_uint32]
     lib.pl_get_stats.restype = c_int
     lib.pl_get_stats.argtypes = [c_void_p, POINTER(PlStats)]
     lib.pl_get_name.restype = c_size_t
@@ -151,5 +245,21 @@ def load():
     lib.pl_stop.argtypes = [c_void_p]
     lib.pl_free.restype = None
     lib.pl_free.argtypes = [c_void_p]
+    lib.pl_feed_config_init.restype = c_int
+    lib.pl_feed_config_init.argtypes = [POINTER(PlFeedConfig)]
+    lib.pl_feed_start.restype = c_int
+    lib.pl_feed_start.argtypes = [POINTER(PlFeedConfig), POINTER(c_void_p)]
+    lib.pl_feed_poll.restype = c_int
+    lib.pl_feed_poll.argtypes = [c_void_p, POINTER(PlFeedItem)]
+    lib.pl_feed_release.restype = c_int
+    lib.pl_feed_release.argtypes = [c_void_p, POINTER(PlFeedItem)]
+    lib.pl_feed_rotate.restype = c_int
+    lib.pl_feed_rotate.argtypes = [c_void_p, c_bool]
+    lib.pl_feed_get_stats.restype = c_int
+    lib.pl_feed_get_stats.argtypes = [c_void_p, c_int, POINTER(PlStats)]
+    lib.pl_feed_close.restype = c_int
+    lib.pl_feed_close.argtypes = [c_void_p, c_uint16, c_char_p]
+    lib.pl_feed_free.restype = None
+    lib.pl_feed_free.argtypes = [c_void_p]
     lib.path = path
     return lib

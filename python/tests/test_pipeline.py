@@ -30,6 +30,9 @@ class Layout(unittest.TestCase):
             "PlConfig": [f[0] for f in _ffi.PlConfig._fields_],
             "PlFrame": [f[0] for f in _ffi.PlFrame._fields_],
             "PlStats": [f[0] for f in _ffi.PlStats._fields_],
+            "PlDisconnect": [f[0] for f in _ffi.PlDisconnect._fields_],
+            "PlFeedConfig": [f[0] for f in _ffi.PlFeedConfig._fields_],
+            "PlFeedItem": [f[0] for f in _ffi.PlFeedItem._fields_],
         }
         src = ['#include "pipeline.h"', "#include <stdio.h>", "#include <stddef.h>", "int main(void){"]
         for st, names in fields.items():
@@ -48,6 +51,15 @@ class Layout(unittest.TestCase):
             self.assertEqual(int(want[st]), ctypes.sizeof(cls), st)
             for n in fields[st]:
                 self.assertEqual(int(want["%s.%s" % (st, n)]), getattr(cls, n).offset, "%s.%s" % (st, n))
+
+    def test_disconnect_kinds_match_header(self):
+        text = (REPO / "include/pipeline.h").read_text()
+        body = text.split("typedef enum PlDisconnectKind {")[1].split("} PlDisconnectKind;")[0]
+        consts = [l.strip().rstrip(",").split(" = ") for l in body.splitlines() if l.strip().startswith("PL_DISCONNECT_")]
+        self.assertEqual([(n, int(v)) for n, v in consts],
+                         [("PL_DISCONNECT_" + k.name, k.value) for k in pipeline.DisconnectKind])
+        for k in pipeline.DisconnectKind:
+            self.assertEqual(pipeline._l().pl_disconnect_kind_name(k.value).decode(), "PL_DISCONNECT_" + k.name)
 
     def test_stats_names_match_header(self):
         text = (REPO / "include/pipeline.h").read_text()
@@ -155,7 +167,9 @@ class Live(unittest.TestCase):
                 self.assertTrue(p.wait_closed(5))
                 st = p.state()
                 self.assertEqual(st.name, "disconnected")
-                self.assertIn("1000", st.reason)
+                self.assertEqual(st.kind, pipeline.DisconnectKind.CLOSE_COMPLETED, st.reason)
+                d = p.disconnect()
+                self.assertEqual((d.kind, d.close_code, d.message), (st.kind, 1000, st.reason))
                 s = p.stats()
                 self.assertGreaterEqual(s["messages"], n)
                 self.assertEqual(s["overruns"], 0)

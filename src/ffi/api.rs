@@ -13,7 +13,7 @@ use crate::pipeline::{Config, Pipeline, Receiver, TransportKind};
 use crate::ring::OverrunPolicy;
 use crate::runner::{Layout, WaitKind};
 use crate::stage::{Delivery, SyntheticScript};
-use crate::stats::{State, COUNTERS};
+use crate::stats::{Counter, DisconnectKind, StageExit, State, COUNTERS};
 
 /// Which transport carries the connection.
 #[repr(C)]
@@ -125,6 +125,9 @@ pub enum PlState {
     PL_STATE_CONNECTED = 1,
     PL_STATE_CLOSING = 2,
     PL_STATE_DISCONNECTED = 3,
+    /// Output only: a connection was lost and reconnect is on (waiting for the backoff
+    /// or connecting again); `pl_get_reconnect` has the attempt and the loss's kind.
+    PL_STATE_RECONNECTING = 4,
 }
 
 /// Flags or-ed into the callback's `opcode` and `PlFrame.opcode`.
@@ -148,9 +151,10 @@ pub type pl_on_message =
     Option<unsafe extern "C" fn(user: *mut c_void, payload: *const u8, len: usize, opcode: u32)>;
 
 /// Called on each connection state change after `pl_start` returned (which is the
-/// CONNECTED event): CLOSING, then DISCONNECTED with the reason ("closed by the server
-/// (1000 bye)", "reset by peer", "stopped by the application", ...). `reason` is
-/// NUL-terminated and valid only during the call. Runs on a library watcher thread.
+/// CONNECTED event): CLOSING, then DISCONNECTED with the reason's message ("closed by
+/// server: code 1001 going away", "stopped by the application", ...; for its kind call
+/// `pl_get_disconnect`, also from inside the callback). `reason` is NUL-terminated and
+/// valid only during the call. Runs on a library watcher thread.
 #[allow(non_camel_case_types)]
 pub type pl_on_state = Option<unsafe extern "C" fn(user: *mut c_void, state: PlState, reason: *const c_char)>;
 
@@ -207,6 +211,21 @@ pub struct PlConfig {
     pub synthetic_len: usize,
     /// PL_TRANSPORT_SYNTHETIC: largest read (0: unlimited), to split frames.
     pub synthetic_chunk: usize,
+    /// Reconnect after a lost connection (exponential backoff with jitter; close codes
+    /// 1000/1001/1011/1012/1013 and the like reconnect, 1008 does not). Default off.
+    pub reconnect: bool,
+    /// First backoff delay and its cap, in milliseconds (0: 100 and 10000).
+    pub reconnect_initial_ms: u32,
+    pub reconnect_max_ms: u32,
+    /// Give up after this many consecutive attempts (0: never).
+    pub reconnect_max_attempts: u32,
+    /// Text messages sent after every (re)connect, before CONNECTED (subscriptions).
+    pub subscriptions: *const *const c_char,
+    pub subscriptions_len: usize,
+    /// Client PING every this many milliseconds, and the connection is dead after
+    /// `liveness_timeout_ms` without data or a PONG (both 0: off).
+    pub ping_interval_ms: u32,
+    pub liveness_timeout_ms: u32,
     /// permessage-deflate (RFC 7692): 0 off (the default), 1 offer it. Compressed
     /// messages are inflated into MSG_INBOX: frames are read exactly as without it.
     pub compression: u32,
@@ -236,7 +255,22 @@ pub struct PlFrame {
     pub after_overrun: bool,
     /// Library use: the frame's stream position.
     pub pos: u64,
+    /// `PL_FRAME_*` bits: `PL_FRAME_AFTER_RECONNECT` on the first frame of a new
+    /// connection (a message cut by the disconnect was not delivered).
+    pub flags: u32,
 }
+
+/// `PlFrame.flags` bits (an enum so that cbindgen exports the constant).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlFrameFlags {
+    /// The first frame of a new connection after a reconnect.
+    PL_FRAME_AFTER_RECONNECT = 1,
+}
+
+/// `PlFrame.flags` value of [`PlFrameFlags::PL_FRAME_AFTER_RECONNECT`].
+pub const PL_FRAME_AFTER_RECONNECT: u32 = PlFrameFlags::PL_FRAME_AFTER_RECONNECT as u32;
 
 /// Every counter of the stats region (see docs/pipeline.md for their meaning).
 #[repr(C)]
@@ -277,6 +311,58 @@ pub struct PlStats {
     pub app_frames: u64,
     pub app_bytes: u64,
     pub polled_frames: u64,
+    pub generation: u64,
+    pub generation_start: u64,
+    pub reconnect_attempt: u64,
+    pub reconnect_cause: u64,
+    pub liveness_timeouts: u64,
+    pub user_close: u64,
+    /// Feed leg counters (docs/feed.md): messages received, won, duplicates,
+    /// keyless won / dropped, held, ups, downs, lag sum / max / unknown, and the lag
+    /// histogram (bucket 0 < 1 us, bucket b in 1..=22 is [2^(b-1), 2^b) us, 23 above).
+    pub feed_received: u64,
+    pub feed_won: u64,
+    pub feed_dups: u64,
+    pub feed_keyless_won: u64,
+    pub feed_keyless_dropped: u64,
+    pub feed_held: u64,
+    pub feed_ups: u64,
+    pub feed_downs: u64,
+    pub feed_lag_sum_ns: u64,
+    pub feed_lag_max_ns: u64,
+    pub feed_lag_unknown: u64,
+    pub feed_lag_b00: u64,
+    pub feed_lag_b01: u64,
+    pub feed_lag_b02: u64,
+    pub feed_lag_b03: u64,
+    pub feed_lag_b04: u64,
+    pub feed_lag_b05: u64,
+    pub feed_lag_b06: u64,
+    pub feed_lag_b07: u64,
+    pub feed_lag_b08: u64,
+    pub feed_lag_b09: u64,
+    pub feed_lag_b10: u64,
+    pub feed_lag_b11: u64,
+    pub feed_lag_b12: u64,
+    pub feed_lag_b13: u64,
+    pub feed_lag_b14: u64,
+    pub feed_lag_b15: u64,
+    pub feed_lag_b16: u64,
+    pub feed_lag_b17: u64,
+    pub feed_lag_b18: u64,
+    pub feed_lag_b19: u64,
+    pub feed_lag_b20: u64,
+    pub feed_lag_b21: u64,
+    pub feed_lag_b22: u64,
+    pub feed_lag_b23: u64,
+    /// Feed-wide counters (in the feed's own region).
+    pub feed_delivered: u64,
+    pub feed_gaps: u64,
+    pub feed_gap_seqs: u64,
+    pub feed_rotations: u64,
+    pub feed_rotation_aborts: u64,
+    pub feed_legs_up: u64,
+    pub feed_held_now: u64,
     pub deflate: u64,
     pub inflated_messages: u64,
     pub inflated_bytes: u64,
@@ -315,7 +401,7 @@ struct CCallback {
 // AppClient stage's thread (documented on `pl_on_message`).
 unsafe impl Send for CCallback {}
 
-unsafe fn opt_str(p: *const c_char, what: &str) -> Result<Option<String>> {
+pub(super) unsafe fn opt_str(p: *const c_char, what: &str) -> Result<Option<String>> {
     if p.is_null() {
         return Ok(None);
     }
@@ -377,6 +463,14 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
             synthetic_data: std::ptr::null(),
             synthetic_len: 0,
             synthetic_chunk: 0,
+            reconnect: false,
+            reconnect_initial_ms: 0,
+            reconnect_max_ms: 0,
+            reconnect_max_attempts: 0,
+            subscriptions: std::ptr::null(),
+            subscriptions_len: 0,
+            ping_interval_ms: 0,
+            liveness_timeout_ms: 0,
             compression: 0,
             deflate_client_max_window_bits: 0,
             deflate_server_max_window_bits: 0,
@@ -390,7 +484,7 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
     })
 }
 
-unsafe fn to_config(c: &PlConfig) -> Result<Config> {
+pub(super) unsafe fn to_config(c: &PlConfig) -> Result<Config> {
     // SAFETY (whole function): pointers come from the caller's PlConfig, documented
     // as NUL-terminated strings or arrays of the stated lengths.
     let url = unsafe { opt_str(c.url, "url")? }.ok_or(Error::NullArg("cfg->url"))?;
@@ -463,6 +557,33 @@ unsafe fn to_config(c: &PlConfig) -> Result<Config> {
     cfg.subprotocols = unsafe { str_list(c.subprotocols, c.subprotocols_len, "subprotocols")? };
     cfg.quiet = c.quiet;
     cfg.external_consumer = c.external_consumer;
+    if c.reconnect {
+        let mut r = crate::feed::ReconnectPolicy::standard();
+        if c.reconnect_initial_ms > 0 {
+            r.initial_ns = c.reconnect_initial_ms as u64 * 1_000_000;
+        }
+        if c.reconnect_max_ms > 0 {
+            r.max_ns = c.reconnect_max_ms as u64 * 1_000_000;
+        }
+        if c.reconnect_max_attempts > 0 {
+            r.max_attempts = Some(c.reconnect_max_attempts);
+        }
+        r.validate().map_err(|e| Error::Config(e.to_string()))?;
+        cfg.reconnect = r;
+    }
+    cfg.subscriptions = unsafe { str_list(c.subscriptions, c.subscriptions_len, "subscriptions")? }
+        .into_iter()
+        .map(crate::stage::Subscription::Text)
+        .collect();
+    if c.ping_interval_ms > 0 || c.liveness_timeout_ms > 0 {
+        cfg.liveness = Some(
+            crate::feed::LivenessConfig::new(
+                c.ping_interval_ms as u64 * 1_000_000,
+                c.liveness_timeout_ms as u64 * 1_000_000,
+            )
+            .map_err(|e| Error::Config(e.to_string()))?,
+        );
+    }
     cfg.deflate = match c.compression {
         0 => None,
         1 => {
@@ -596,12 +717,13 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
                         opcode: op,
                         after_overrun: f.after_overrun,
                         pos: f.pos,
+                        flags: if f.after_reconnect { PL_FRAME_AFTER_RECONNECT } else { 0 },
                     }
                 };
                 Ok(())
             }
             None if disconnected => Err(Error::Closed(match pp.p.state() {
-                State::Disconnected { reason } => reason,
+                State::Disconnected { reason } => reason.message,
                 _ => String::new(),
             })),
             None => Err(Error::WouldBlock),
@@ -647,6 +769,7 @@ pub unsafe extern "C" fn pl_release(p: *mut pl_pipeline, frame: *const PlFrame) 
             opcode: 0,
             fin: true,
             after_overrun: false,
+            after_reconnect: false,
         };
         poll.rx.reader().release(&raw);
         poll.rx.reader().publish();
@@ -739,9 +862,10 @@ unsafe impl Send for CStateCallback {}
 fn pl_state_of(st: &State) -> (PlState, &str) {
     match st {
         State::Connecting => (PlState::PL_STATE_CONNECTING, ""),
+        State::Reconnecting { .. } => (PlState::PL_STATE_RECONNECTING, ""),
         State::Connected => (PlState::PL_STATE_CONNECTED, ""),
         State::Closing => (PlState::PL_STATE_CLOSING, ""),
-        State::Disconnected { reason } => (PlState::PL_STATE_DISCONNECTED, reason.as_str()),
+        State::Disconnected { reason } => (PlState::PL_STATE_DISCONNECTED, reason.message.as_str()),
     }
 }
 
@@ -825,6 +949,264 @@ pub unsafe extern "C" fn pl_get_state(
         }
         // SAFETY: out is non-null and writable.
         unsafe { *out = code };
+        Ok(())
+    })
+}
+
+/// While `PL_STATE_RECONNECTING`: the attempt (1-based, consecutive; 0 when not
+/// reconnecting) and the `PlDisconnectKind` of the loss; always: the connection
+/// generation (0 for the first connection, +1 per reconnect) and how many reconnects
+/// were scheduled in all. Any out pointer may be NULL. Thread-safe.
+///
+/// # Safety
+/// `p` from `pl_start`; each non-NULL pointer writable.
+#[no_mangle]
+pub unsafe extern "C" fn pl_get_reconnect(
+    p: *mut pl_pipeline,
+    attempt: *mut u32,
+    cause_kind: *mut u32,
+    generation: *mut u64,
+    reconnects: *mut u64,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p);
+        let pp = pipe_ref(p);
+        let s = pp.p.stats_region();
+        let (a, k) = match pp.p.state() {
+            State::Reconnecting { attempt, cause } => (attempt, cause.code()),
+            _ => (0, 0),
+        };
+        // SAFETY: each pointer is NULL or writable per the contract.
+        unsafe {
+            if !attempt.is_null() {
+                *attempt = a;
+            }
+            if !cause_kind.is_null() {
+                *cause_kind = k;
+            }
+            if !generation.is_null() {
+                *generation = s.get(Counter::Generation);
+            }
+            if !reconnects.is_null() {
+                *reconnects = s.get(Counter::Reconnects);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Why a pipeline disconnected: `PlDisconnect.kind` (a `uint32_t` at the ABI: a newer
+/// library may add kinds, so keep a default branch). The numbers are stable; the same
+/// codes are in the stats region and `pipeline stat --json` ("reason_kind" names them
+/// in lower case without the prefix).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlDisconnectKind {
+    /// Not disconnected (or no kind recorded).
+    PL_DISCONNECT_NONE = 0,
+    /// The server sent a close frame (answered): `close_code`, `close_reason`.
+    PL_DISCONNECT_SERVER_CLOSED = 1,
+    /// Our close (`pl_close`) was answered: `close_code` is the server's reply.
+    PL_DISCONNECT_CLOSE_COMPLETED = 2,
+    /// The server did not answer our close within the close timeout.
+    PL_DISCONNECT_CLOSE_TIMEOUT = 3,
+    /// After our close the server ended the TCP/TLS stream without a close frame.
+    PL_DISCONNECT_CLOSED_AFTER_OUR_CLOSE = 4,
+    /// The server broke the protocol; we closed with `close_code` (1002, 1007, 1009 ...).
+    PL_DISCONNECT_PROTOCOL_ERROR = 5,
+    /// The WebSocket upgrade failed.
+    PL_DISCONNECT_UPGRADE_FAILED = 6,
+    /// The peer reset the TCP connection.
+    PL_DISCONNECT_TCP_RESET = 7,
+    /// The stream ended (TCP FIN, TLS close_notify) without a WebSocket close.
+    PL_DISCONNECT_TCP_CLOSED = 8,
+    /// TLS failure.
+    PL_DISCONNECT_TLS = 9,
+    /// TCP/IP failure (refused, unreachable, retransmissions timed out).
+    PL_DISCONNECT_NETWORK = 10,
+    /// Set-up did not finish in time (or another stage timeout).
+    PL_DISCONNECT_TIMEOUT = 11,
+    /// A stage process died: `stage`, `pid`, `signal` / `exit_status`.
+    PL_DISCONNECT_STAGE_DIED = 12,
+    /// A stage panicked (a bug, or a panicking callback): `stage`.
+    PL_DISCONNECT_STAGE_PANICKED = 13,
+    /// `pl_stop` / `pl_free` (the application).
+    PL_DISCONNECT_STOPPED = 14,
+    /// A ring or buffer could not hold what had to go in it.
+    PL_DISCONNECT_OVERRUN = 15,
+    /// A system call failed.
+    PL_DISCONNECT_IO = 16,
+    /// Anything else (configuration, shared memory, capability).
+    PL_DISCONNECT_INTERNAL = 17,
+}
+
+impl PlDisconnectKind {
+    const ALL: [PlDisconnectKind; 18] = [
+        PlDisconnectKind::PL_DISCONNECT_NONE,
+        PlDisconnectKind::PL_DISCONNECT_SERVER_CLOSED,
+        PlDisconnectKind::PL_DISCONNECT_CLOSE_COMPLETED,
+        PlDisconnectKind::PL_DISCONNECT_CLOSE_TIMEOUT,
+        PlDisconnectKind::PL_DISCONNECT_CLOSED_AFTER_OUR_CLOSE,
+        PlDisconnectKind::PL_DISCONNECT_PROTOCOL_ERROR,
+        PlDisconnectKind::PL_DISCONNECT_UPGRADE_FAILED,
+        PlDisconnectKind::PL_DISCONNECT_TCP_RESET,
+        PlDisconnectKind::PL_DISCONNECT_TCP_CLOSED,
+        PlDisconnectKind::PL_DISCONNECT_TLS,
+        PlDisconnectKind::PL_DISCONNECT_NETWORK,
+        PlDisconnectKind::PL_DISCONNECT_TIMEOUT,
+        PlDisconnectKind::PL_DISCONNECT_STAGE_DIED,
+        PlDisconnectKind::PL_DISCONNECT_STAGE_PANICKED,
+        PlDisconnectKind::PL_DISCONNECT_STOPPED,
+        PlDisconnectKind::PL_DISCONNECT_OVERRUN,
+        PlDisconnectKind::PL_DISCONNECT_IO,
+        PlDisconnectKind::PL_DISCONNECT_INTERNAL,
+    ];
+
+    /// The name as a NUL-terminated static string.
+    fn name(self) -> &'static str {
+        match self {
+            PlDisconnectKind::PL_DISCONNECT_NONE => "PL_DISCONNECT_NONE\0",
+            PlDisconnectKind::PL_DISCONNECT_SERVER_CLOSED => "PL_DISCONNECT_SERVER_CLOSED\0",
+            PlDisconnectKind::PL_DISCONNECT_CLOSE_COMPLETED => "PL_DISCONNECT_CLOSE_COMPLETED\0",
+            PlDisconnectKind::PL_DISCONNECT_CLOSE_TIMEOUT => "PL_DISCONNECT_CLOSE_TIMEOUT\0",
+            PlDisconnectKind::PL_DISCONNECT_CLOSED_AFTER_OUR_CLOSE => "PL_DISCONNECT_CLOSED_AFTER_OUR_CLOSE\0",
+            PlDisconnectKind::PL_DISCONNECT_PROTOCOL_ERROR => "PL_DISCONNECT_PROTOCOL_ERROR\0",
+            PlDisconnectKind::PL_DISCONNECT_UPGRADE_FAILED => "PL_DISCONNECT_UPGRADE_FAILED\0",
+            PlDisconnectKind::PL_DISCONNECT_TCP_RESET => "PL_DISCONNECT_TCP_RESET\0",
+            PlDisconnectKind::PL_DISCONNECT_TCP_CLOSED => "PL_DISCONNECT_TCP_CLOSED\0",
+            PlDisconnectKind::PL_DISCONNECT_TLS => "PL_DISCONNECT_TLS\0",
+            PlDisconnectKind::PL_DISCONNECT_NETWORK => "PL_DISCONNECT_NETWORK\0",
+            PlDisconnectKind::PL_DISCONNECT_TIMEOUT => "PL_DISCONNECT_TIMEOUT\0",
+            PlDisconnectKind::PL_DISCONNECT_STAGE_DIED => "PL_DISCONNECT_STAGE_DIED\0",
+            PlDisconnectKind::PL_DISCONNECT_STAGE_PANICKED => "PL_DISCONNECT_STAGE_PANICKED\0",
+            PlDisconnectKind::PL_DISCONNECT_STOPPED => "PL_DISCONNECT_STOPPED\0",
+            PlDisconnectKind::PL_DISCONNECT_OVERRUN => "PL_DISCONNECT_OVERRUN\0",
+            PlDisconnectKind::PL_DISCONNECT_IO => "PL_DISCONNECT_IO\0",
+            PlDisconnectKind::PL_DISCONNECT_INTERNAL => "PL_DISCONNECT_INTERNAL\0",
+        }
+    }
+}
+
+// The C constants are the Rust kinds' codes: one table, checked at compile time.
+const _: () = {
+    let mut i = 0;
+    while i < PlDisconnectKind::ALL.len() {
+        assert!(PlDisconnectKind::ALL[i] as usize == i);
+        i += 1;
+    }
+    assert!(PlDisconnectKind::ALL.len() == DisconnectKind::NAMES.len());
+};
+
+/// The name of a disconnect kind (e.g. "PL_DISCONNECT_TCP_RESET"), a static
+/// NUL-terminated string; "unknown" for a value that is not a `PlDisconnectKind`.
+#[no_mangle]
+pub extern "C" fn pl_disconnect_kind_name(kind: u32) -> *const c_char {
+    // No panic boundary needed: a lookup in a constant array and static strings.
+    let s = PlDisconnectKind::ALL
+        .get(kind as usize)
+        .map(|k| k.name())
+        .unwrap_or("unknown\0");
+    s.as_ptr() as *const c_char
+}
+
+// Sizes of PlDisconnect's strings, written as literals in the struct (the header has
+// no constants section): a close reason is at most 123 bytes + NUL; stage names joined
+// with '+' fit 31 + NUL.
+const CLOSE_REASON_LEN: usize = 124;
+const STAGE_NAME_LEN: usize = 32;
+
+/// Why the pipeline disconnected, as `pl_get_disconnect` fills it. Fields a kind does
+/// not use are 0 (`exit_status` -1, strings empty).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PlDisconnect {
+    /// A `PlDisconnectKind` value; `PL_DISCONNECT_NONE` while not disconnected.
+    pub kind: u32,
+    /// SERVER_CLOSED, CLOSE_COMPLETED: the server's close code; PROTOCOL_ERROR: the code
+    /// we closed with; else 0.
+    pub close_code: u32,
+    /// STAGE_DIED: the stage process's pid.
+    pub pid: i32,
+    /// STAGE_DIED: the signal that killed it, else 0.
+    pub signal: i32,
+    /// STAGE_DIED: its exit status if it exited, else -1.
+    pub exit_status: i32,
+    /// SERVER_CLOSED: the server's close reason text, NUL-terminated (may be empty).
+    pub close_reason: [c_char; 124],
+    /// STAGE_DIED, STAGE_PANICKED: the stage ("websocket"; "transport+websocket+app"
+    /// for the inline loop), NUL-terminated.
+    pub stage: [c_char; 32],
+}
+
+/// Copy `s` into `dst` NUL-terminated, truncated at a NUL or to fit.
+pub(super) fn fill_cstr(dst: &mut [c_char], s: &str) {
+    let b = s.split('\0').next().unwrap_or("").as_bytes();
+    let n = b.len().min(dst.len().saturating_sub(1));
+    for (d, &c) in dst.iter_mut().zip(&b[..n]) {
+        *d = c as c_char;
+    }
+    if let Some(end) = dst.get_mut(n) {
+        *end = 0;
+    }
+}
+
+impl PlDisconnect {
+    fn from_kind(k: &DisconnectKind, disconnected: bool) -> PlDisconnect {
+        let mut d = PlDisconnect {
+            kind: if disconnected { k.code() } else { 0 },
+            close_code: k.close_code() as u32,
+            pid: 0,
+            signal: 0,
+            exit_status: -1,
+            close_reason: [0; CLOSE_REASON_LEN],
+            stage: [0; STAGE_NAME_LEN],
+        };
+        match k {
+            DisconnectKind::ServerClosed { reason, .. } => fill_cstr(&mut d.close_reason, reason),
+            DisconnectKind::StageDied { stage, pid, exit } => {
+                fill_cstr(&mut d.stage, stage);
+                d.pid = *pid;
+                match exit {
+                    StageExit::Signal(s) => d.signal = *s,
+                    StageExit::Exited(s) => d.exit_status = *s,
+                    StageExit::CollectedElsewhere | StageExit::Other(_) => {}
+                }
+            }
+            DisconnectKind::StagePanicked { stage } => fill_cstr(&mut d.stage, stage),
+            _ => {}
+        }
+        d
+    }
+}
+
+/// Why the pipeline disconnected: `*out` gets the kind and its details
+/// (`PL_DISCONNECT_NONE` while not disconnected), and (if `message` is not NULL) the
+/// one-line message, NUL-terminated and truncated to `len - 1` bytes (the text
+/// `pl_get_state` gives; "" while connected). Decide on `out->kind`, show the message.
+/// Thread-safe; may be called from the `on_state` callback.
+///
+/// # Safety
+/// `p` from `pl_start`; `out` writable; `message` NULL or `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pl_get_disconnect(
+    p: *mut pl_pipeline,
+    out: *mut PlDisconnect,
+    message: *mut c_char,
+    len: usize,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p, out);
+        let (d, text) = match pipe_ref(p).p.state() {
+            State::Disconnected { reason } => (PlDisconnect::from_kind(&reason.kind, true), reason.message),
+            _ => (PlDisconnect::from_kind(&DisconnectKind::Unknown, false), String::new()),
+        };
+        if !message.is_null() && len > 0 {
+            // SAFETY: the caller promises `len` writable bytes at `message`.
+            fill_cstr(unsafe { std::slice::from_raw_parts_mut(message, len) }, &text);
+        }
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = d };
         Ok(())
     })
 }

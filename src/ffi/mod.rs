@@ -19,9 +19,11 @@
 //! committed header differs from a fresh one.
 
 mod api;
+mod feed;
 mod boundary;
 
 pub use api::*;
+pub use feed::*;
 
 pub use boundary::{boundary, set_last_error};
 
@@ -70,7 +72,7 @@ impl From<&Error> for PlResult {
             Error::Io { .. } => PlResult::PL_ERR_IO,
             Error::Shm(_) => PlResult::PL_ERR_SHM,
             Error::Capability { .. } => PlResult::PL_ERR_CAPABILITY,
-            Error::Net(_) => PlResult::PL_ERR_NET,
+            Error::Net(_) | Error::Reset(_) => PlResult::PL_ERR_NET,
             Error::Tls(_) => PlResult::PL_ERR_TLS,
             Error::WebSocket { .. } => PlResult::PL_ERR_WEBSOCKET,
             Error::Closed(_) => PlResult::PL_ERR_CLOSED,

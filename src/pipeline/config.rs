@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use crate::ring::OverrunPolicy;
 use crate::runner::{Layout, WaitKind};
-use crate::stage::{Delivery, SyntheticScript};
+use crate::feed::{LivenessConfig, ReconnectPolicy};
+use crate::stage::{Delivery, Subscription, SyntheticScript};
 use crate::tcp::TcpConfig;
+use crate::ws::DeflateConfig;
 use crate::xdp::{AttachRequest, FaultConfig, ZeroCopy};
 
 /// Knobs of the AF_XDP transport. The defaults are what production wants; the three
@@ -100,13 +102,23 @@ pub struct Config {
     pub external_consumer: bool,
     /// Do not print the layout line on stderr.
     pub quiet: bool,
+    /// Reconnect after a lost connection (off by default: `ReconnectPolicy::standard()`
+    /// switches it on). See docs/pipeline.md, "Reconnect".
+    pub reconnect: ReconnectPolicy,
+    /// Messages sent after every (re)connect, before the connection is reported
+    /// Connected (subscriptions, log-ins).
+    pub subscriptions: Vec<Subscription>,
+    /// Client PINGs every `ping_interval_ns`; the connection is dead (and reconnected,
+    /// if reconnect is on) when neither data nor a PONG arrived within `timeout_ns`.
+    /// Off by default.
+    pub liveness: Option<LivenessConfig>,
     /// Offer permessage-deflate (RFC 7692) with these parameters; `None` (the default):
     /// no compression. Off by default because it costs latency per message (inflate
     /// runs on the WebSocket stage's core: ~0.3 µs for a 256 B message, see
     /// `docs/websocket.md`) and a second inbox of `inbox_size` bytes; turn it on for
     /// feeds whose bandwidth matters or servers that expect it.
     /// `Some(DeflateConfig::default())` offers `permessage-deflate; client_max_window_bits`.
-    pub deflate: Option<crate::ws::DeflateConfig>,
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Config {
@@ -134,6 +146,9 @@ impl Config {
             subprotocols: Vec::new(),
             external_consumer: false,
             quiet: false,
+            reconnect: ReconnectPolicy::default(),
+            subscriptions: Vec::new(),
+            liveness: None,
             deflate: None,
         }
     }

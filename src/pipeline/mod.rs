@@ -13,9 +13,11 @@
 //! ```
 
 mod config;
+pub(crate) mod feed;
 
 pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind, XdpOptions};
+pub use crate::stage::Subscription;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,44 +25,39 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::ring::{
-    ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxWriter, PongFrame, WsFrameInfo,
+    ElemRing, MsgInbox, MsgOutbox, OutboxKind, OutboxSender, Piece, PongFrame, WsFrameInfo,
 };
-use crate::runner::{self, Layout, Placement, Running, WaitKind};
+use crate::runner::{self, Placement, Running};
 use crate::shm::{names, ShmDir};
 use crate::stage::{
-    AppClientStage, Engine, EngineStage, FrameReader, OnMessage, RawFrame, Stage, StreamTransport,
+    AppClientStage, Engine, EngineStage, FrameReader, RawFrame, Stage, StreamTransport,
     SyntheticTransport, TlsTransport, TransportStage, WebSocketStage, XdpRings, XdpTransport,
 };
-use crate::stats::{Counter, State, StatsRegion, COUNTERS};
+use crate::stats::{StatsRegion, COUNTERS};
+pub use crate::stats::{DisconnectKind, DisconnectReason, StageExit};
 use crate::ws::{ClientHandshake, HandshakeConfig};
 
 pub use crate::stats::State as PipelineState;
 
+// Everything a `Config`, a frame or a state names, so users need only this module (the
+// layers behind it are internal; see the crate docs).
+pub use crate::feed::{CloseCodePolicy, LivenessConfig, ReconnectPolicy};
+// Feeds: K legs, one merged stream (docs/feed.md).
+pub use crate::feed::{
+    ArbiterMode, BinaryField, Endian, JsonField, Key, KeyExtractor, LagHistogram, LegStats,
+    RotationConfig, LAG_BUCKETS,
+};
+pub use feed::{Feed, FeedConfig, FeedEvent, FeedFrame, FeedItem};
+pub use crate::ring::OverrunPolicy;
+pub use crate::runner::{Layout, WaitKind};
+pub use crate::stage::{encode_server_frame, encode_server_frame_rsv1, Delivery, OnMessage, SyntheticScript};
+pub use crate::ws::{DeflateConfig, DeflateParams};
+pub use crate::stats::{Counter, State};
+pub use crate::tcp::TcpConfig;
+pub use crate::xdp::{AttachRequest, FaultConfig, ZeroCopy};
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// The next hop's MAC: from the neighbour table, asking the kernel to resolve it (a
-/// UDP datagram to the discard port makes it ARP) when it is not there yet.
-fn next_hop_mac(hop: std::net::Ipv4Addr, ifname: &str, timeout: Duration) -> Result<[u8; 6]> {
-    let deadline = Instant::now() + timeout;
-    let mut poked = false;
-    loop {
-        if let Some(m) = crate::xdp::addr::neighbor_mac(hop, ifname)? {
-            return Ok(m);
-        }
-        if !poked {
-            poked = true;
-            if let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") {
-                let _ = s.send_to(&[0], (hop, 9));
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Net(format!(
-                "no ARP answer from {hop} on {ifname} within {timeout:?}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 
 /// Set up the XDP path: route, MACs, port reservation, this interface's AF_XDP engine
@@ -91,7 +88,7 @@ fn xdp_setup(
     xc.attach = cfg.xdp.attach;
     xc.zero_copy = cfg.xdp.zero_copy;
     let engine = Engine::for_interface(&xc, name, cfg.quiet)?;
-    let hop_mac = next_hop_mac(route.next_hop(server_ip), &ifname, cfg.timeout)?;
+    let hop_mac = crate::xdp::addr::next_hop_mac(route.next_hop(server_ip), &ifname, cfg.timeout)?;
     let port = PortReservation::new(local_ip, 0)?;
     let flow = Flow {
         server_ip,
@@ -110,7 +107,7 @@ fn xdp_setup(
     if let Some(f) = cfg.xdp.tcp_tweak {
         f(&mut tcfg);
     }
-    let mut conn = crate::tcp::Connection::new(tcfg)?;
+    let mut conn = crate::tcp::Connection::new(tcfg.clone())?;
     conn.connect(crate::stage::now_ns() / 1000)?;
     let ctx = crate::tls::TlsContext::new(&crate::tls::TlsConfig {
         ca_file: cfg.ca_file.clone(),
@@ -118,8 +115,16 @@ fn xdp_setup(
         ..Default::default()
     })?;
     let tls = ctx.client_session(&url.host)?;
-    let t = XdpTransport::new(conn, tls, tport, port, reg);
-    Ok((EngineStage::new(engine), t))
+    let t = XdpTransport::new(conn, tls, tport, port, reg).with_dial(crate::stage::XdpDial {
+        host: url.host.clone(),
+        port: url.port,
+        ctx,
+        tcp: tcfg,
+        rx_loss_percent: cfg.xdp.rx_loss_percent,
+        iface_forced: cfg.iface.is_some(),
+        timeout: cfg.timeout,
+    });
+    Ok((EngineStage::new(engine, stats.clone()), t))
 }
 
 /// A received frame (or message) borrowed from MSG_INBOX. Dropping it (or
@@ -146,6 +151,12 @@ impl Frame<'_> {
     /// MSG_INBOX was overrun before this frame (overwrite policy): data was lost.
     pub fn after_overrun(&self) -> bool {
         self.raw.after_overrun
+    }
+    /// The first frame of a new connection after a reconnect: the stream goes on, but a
+    /// message the disconnect cut was not delivered and messages the server sent while
+    /// we were away are not replayed (resubscribe, or fetch a snapshot).
+    pub fn after_reconnect(&self) -> bool {
+        self.raw.after_reconnect
     }
     /// Overwrite policy: is the payload still intact (not overwritten by the transport
     /// while you held it)? Check after reading it. Always true with backpressure.
@@ -227,6 +238,99 @@ impl Receiver {
     }
 }
 
+/// Sends on a pipeline, from any thread: `Clone` it for each one. No lock: senders
+/// reserve their record in MSG_OUTBOX with one CAS and publish in order (see
+/// `ring::OutboxSender`), so threads never wait on each other beyond a copy.
+#[derive(Clone)]
+pub struct Sender {
+    out: OutboxSender,
+    stats: StatsRegion,
+    max: usize,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("max", &self.max).finish()
+    }
+}
+
+impl Sender {
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.max {
+            return Err(Error::Config(format!(
+                "message of {len} bytes exceeds the MSG_OUTBOX record limit {}",
+                self.max
+            )));
+        }
+        Ok(())
+    }
+
+    fn push(&self, kind: OutboxKind, piece: Piece, payload: &[u8]) -> Result<()> {
+        match self.stats.state() {
+            State::Disconnected { reason } => return Err(Error::Closed(reason.message)),
+            State::Closing if kind != OutboxKind::Close => {
+                return Err(Error::Closed("close in progress".into()))
+            }
+            _ => {}
+        }
+        self.check_len(payload.len())?;
+        self.out.push(kind, piece, payload)
+    }
+
+    /// Queue a text message. `Err(WouldBlock)` when MSG_OUTBOX is full.
+    pub fn send_text(&self, text: &str) -> Result<()> {
+        self.push(OutboxKind::Text, Piece::Whole, text.as_bytes())
+    }
+
+    /// Queue a binary message. `Err(WouldBlock)` when MSG_OUTBOX is full.
+    pub fn send_binary(&self, data: &[u8]) -> Result<()> {
+        self.push(OutboxKind::Binary, Piece::Whole, data)
+    }
+
+    /// Queue one fragment of a message sent in pieces: the first with `binary` saying
+    /// its kind, the same kind for the rest, `is_final` on the last. The server sees
+    /// one message (a text message's UTF-8 may be split anywhere across fragments).
+    /// PINGs and a close may go in between; another message may not, from any sender
+    /// (`Err(Config)` until the last fragment is queued). `Err(WouldBlock)` when
+    /// MSG_OUTBOX is full: queue the same fragment again.
+    pub fn send_fragment(&self, binary: bool, data: &[u8], is_final: bool) -> Result<()> {
+        let kind = if binary { OutboxKind::Binary } else { OutboxKind::Text };
+        let piece = if is_final { Piece::Last } else { Piece::More };
+        self.push(kind, piece, data)
+    }
+
+    /// Queue a PING (payload <= 125 bytes).
+    pub fn ping(&self, data: &[u8]) -> Result<()> {
+        if data.len() > 125 {
+            return Err(Error::Config("PING payload longer than 125 bytes".into()));
+        }
+        self.push(OutboxKind::Ping, Piece::Whole, data)
+    }
+
+    /// Start the close handshake with `code` (1000 normal) and a short reason.
+    /// The state goes Closing at once, then Disconnected when the server answers, or
+    /// after `Config::close_timeout` if it does not (the reason then says so).
+    pub fn close(&self, code: u16, reason: &str) -> Result<()> {
+        // The same rule the parser applies to the server's codes (RFC 6455 §7.4):
+        // 1004-1006, 1015 and the unassigned 1016-2999 may not be sent.
+        if !crate::ws::frame::is_valid_close_code(code) {
+            return Err(Error::Config(format!("close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)")));
+        }
+        if reason.len() > 123 {
+            return Err(Error::Config("close reason longer than 123 bytes".into()));
+        }
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(reason.as_bytes());
+        // Before the record: whatever ends the connection from now on does not reconnect.
+        self.stats.set(Counter::UserClose, 1);
+        self.push(OutboxKind::Close, Piece::Whole, &p)?;
+        // Closing from now, not from when the transport gets to the record: its
+        // close timeout then also covers a transport stuck behind earlier frames.
+        self.stats.advance_state(&State::Closing);
+        Ok(())
+    }
+}
+
 /// A snapshot of the stats counters.
 #[derive(Clone, Debug)]
 pub struct Stats {
@@ -250,8 +354,7 @@ pub struct Pipeline {
     name: String,
     stats: StatsRegion,
     inbox: MsgInbox,
-    outbox: Mutex<OutboxWriter>,
-    outbox_max: usize,
+    sender: Sender,
     receiver: Option<Receiver>,
     callback: bool,
     // Behind locks so that `stop` and `on_state_change` take `&self`: the C API hands
@@ -325,6 +428,30 @@ impl Pipeline {
         for &c in &cfg.cores {
             runner::cpu_set_for(c)?;
         }
+        // Placement, decided before anything connects: the stages are known from the
+        // config (xdp?, transport, websocket, app?); spinning loops that outnumber
+        // their cores are refused here (runner::check_spin_fit).
+        let mut stage_names: Vec<&str> = Vec::new();
+        if matches!(cfg.transport, TransportKind::Xdp) {
+            stage_names.push("xdp");
+        }
+        stage_names.extend(["transport", "websocket"]);
+        if cb.is_some() {
+            stage_names.push("app");
+        }
+        let nstages = stage_names.len() + 1; // as before: the stages + the AppClient's thread (a stage, the caller's polling thread, or another process)
+        let allowed = runner::allowed_cores();
+        let cores = runner::usable_cores(&cfg.cores, &allowed);
+        let (dl, dw) = runner::choose_defaults(nstages, cores);
+        let layout = cfg.layout.unwrap_or(dl);
+        let mut wait = cfg.wait.unwrap_or(dw);
+        let mut spin_note = "";
+        if cfg.wait.is_none() && runner::check_spin_fit(layout, wait, &stage_names, &cfg.cores, &allowed).is_err() {
+            // A chosen (not asked for) spin that would not fit: back off instead.
+            wait = WaitKind::Backoff;
+            spin_note = " (not spin: the stages would outnumber their cores)";
+        }
+        runner::check_spin_fit(layout, wait, &stage_names, &cfg.cores, &allowed)?;
         if cfg.insecure {
             eprintln!("pipeline {name}: WARNING: certificate and host name verification are OFF (--insecure)");
         }
@@ -364,9 +491,25 @@ impl Pipeline {
         let mut local = None;
         // Monomorphised per transport: no dynamic dispatch on the hot path.
         let ts = |t: &mut Vec<Box<dyn Stage>>, stage: Box<dyn Stage>| t.push(stage);
+        let feed = (cfg.reconnect.enabled || !cfg.subscriptions.is_empty() || cfg.liveness.is_some())
+            .then(|| crate::stage::FeedOptions {
+                reconnect: cfg.reconnect,
+                subscriptions: cfg.subscriptions.clone(),
+                liveness: cfg.liveness,
+                seed: crate::stage::now_ns() ^ (std::process::id() as u64) << 32,
+                url: url.clone(),
+                // Every reconnect offers permessage-deflate again (and may get other
+                // parameters, or a decline: the stages take each connection's own).
+                handshake: HandshakeConfig {
+                    protocols: cfg.subprotocols.clone(),
+                    headers: cfg.headers.clone(),
+                    deflate: cfg.deflate,
+                    ..Default::default()
+                },
+            });
         macro_rules! transport_stage {
-            ($t:expr) => {
-                Box::new(TransportStage::new(
+            ($t:expr) => {{
+                let t = TransportStage::new(
                     $t,
                     handshake.clone(),
                     tx_inbox.writer(),
@@ -375,8 +518,12 @@ impl Pipeline {
                     stats.clone(),
                     outbox.max_payload(),
                     cfg.close_timeout,
-                )?)
-            };
+                )?;
+                Box::new(match feed.clone() {
+                    Some(f) => t.with_feed(f)?,
+                    None => t,
+                })
+            }};
         }
         match &cfg.transport {
             TransportKind::Synthetic(script) => ts(
@@ -425,17 +572,13 @@ impl Pipeline {
                 taken: 0,
             });
         }
-        let nstages = stages.len() + 1; // the AppClient: a stage, the caller's polling thread, or another process
-        let cores = runner::available_cores();
-        let (dl, dw) = runner::choose_defaults(nstages, cores);
-        let layout = cfg.layout.unwrap_or(dl);
-        let wait = cfg.wait.unwrap_or(dw);
+        debug_assert_eq!(stages.len(), stage_names.len(), "the placement check counted other stages");
         stats.set(Counter::Layout, layout as u64);
         stats.set(Counter::Wait, wait as u64);
         stats.set(Counter::Stages, stages.len() as u64);
         if !cfg.quiet {
             eprintln!(
-                "pipeline {name}: layout {}, wait {} ({} stage(s){}, {cores} core(s){}; transport {})",
+                "pipeline {name}: layout {}, wait {}{spin_note} ({} stage(s){}, {cores} core(s){}; transport {})",
                 layout.name(),
                 wait.name(),
                 stages.len(),
@@ -466,12 +609,12 @@ impl Pipeline {
         };
         let running = runner::place(stages, &placement, &stats)?;
         let outbox_max = outbox.max_payload();
+        let sender = Sender { out: outbox.sender(), stats: stats.clone(), max: outbox_max };
         Ok(Pipeline {
             name,
             stats,
             inbox,
-            outbox: Mutex::new(outbox.writer()),
-            outbox_max,
+            sender,
             receiver,
             callback,
             running: Mutex::new(Some(running)),
@@ -524,71 +667,40 @@ impl Pipeline {
         &self.inbox
     }
 
-    fn push(&self, kind: OutboxKind, payload: &[u8]) -> Result<()> {
-        match self.stats.state() {
-            State::Disconnected { reason } => return Err(Error::Closed(reason)),
-            State::Closing if kind != OutboxKind::Close => {
-                return Err(Error::Closed("close in progress".into()))
-            }
-            _ => {}
-        }
-        self.check_send_len(payload.len())?;
-        let mut w = self
-            .outbox
-            .lock()
-            .map_err(|_| Error::Closed("sender poisoned by a panic".into()))?;
-        w.push(kind, 0, payload)
+    /// A sender for other threads: cheap to clone, no lock (see [`Sender`]).
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
     }
 
     /// Is `len` within the MSG_OUTBOX record limit? (The C API asks before it looks at
     /// the caller's bytes, so a huge `len` is refused without being read.)
     pub(crate) fn check_send_len(&self, len: usize) -> Result<()> {
-        if len > self.outbox_max {
-            return Err(Error::Config(format!(
-                "message of {len} bytes exceeds the MSG_OUTBOX record limit {}",
-                self.outbox_max
-            )));
-        }
-        Ok(())
+        self.sender.check_len(len)
     }
 
     /// Queue a text message. `Err(WouldBlock)` when MSG_OUTBOX is full.
     pub fn send_text(&self, text: &str) -> Result<()> {
-        self.push(OutboxKind::Text, text.as_bytes())
+        self.sender.send_text(text)
     }
 
     /// Queue a binary message. `Err(WouldBlock)` when MSG_OUTBOX is full.
     pub fn send_binary(&self, data: &[u8]) -> Result<()> {
-        self.push(OutboxKind::Binary, data)
+        self.sender.send_binary(data)
+    }
+
+    /// Queue one fragment of a message sent in pieces (see [`Sender::send_fragment`]).
+    pub fn send_fragment(&self, binary: bool, data: &[u8], is_final: bool) -> Result<()> {
+        self.sender.send_fragment(binary, data, is_final)
     }
 
     /// Queue a PING (payload <= 125 bytes).
     pub fn ping(&self, data: &[u8]) -> Result<()> {
-        if data.len() > 125 {
-            return Err(Error::Config("PING payload longer than 125 bytes".into()));
-        }
-        self.push(OutboxKind::Ping, data)
+        self.sender.ping(data)
     }
 
-    /// Start the close handshake with `code` (1000 normal) and a short reason.
-    /// The state goes Closing at once, then Disconnected when the server answers, or
-    /// after `Config::close_timeout` if it does not (the reason then says so).
+    /// Start the close handshake (see [`Sender::close`]).
     pub fn close(&self, code: u16, reason: &str) -> Result<()> {
-        // The same rule the parser applies to the server's codes (RFC 6455 §7.4):
-        // 1004-1006, 1015 and the unassigned 1016-2999 may not be sent.
-        if !crate::ws::frame::is_valid_close_code(code) {
-            return Err(Error::Config(format!("close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)")));
-        }
-        if reason.len() > 123 {
-            return Err(Error::Config("close reason longer than 123 bytes".into()));
-        }
-        let mut p = code.to_be_bytes().to_vec();
-        p.extend_from_slice(reason.as_bytes());
-        self.push(OutboxKind::Close, &p)?;
-        // Closing from now, not from when the transport gets to the record: its
-        // close timeout then also covers a transport stuck behind earlier frames.
-        self.stats.advance_state(&State::Closing);
-        Ok(())
+        self.sender.close(code, reason)
     }
 
     /// Wait until the state is Disconnected (true) or `timeout` passes (false).
@@ -603,7 +715,9 @@ impl Pipeline {
         self.stats.state_code() == 3
     }
 
-    /// Call `cb` on every later state change (Closing, Disconnected with its reason),
+    /// Call `cb` on every later state change (Closing, Disconnected with its reason;
+    /// with reconnect on, `Reconnecting { attempt, cause }` after a loss and Connected
+    /// again once the new connection is up and resubscribed),
     /// from a watcher thread that looks at the shared state once per millisecond — off
     /// the data path, so it costs the stages nothing. `start` returning is the
     /// Connected event. The last call is for Disconnected; replacing the callback stops
@@ -617,12 +731,41 @@ impl Pipeline {
         let stats = self.stats.clone();
         let flag = stop.clone();
         let mut last = stats.state_code();
+        let mut last_reconnects = stats.get(Counter::Reconnects);
+        let mut last_generation = stats.get(Counter::Generation);
         let handle = std::thread::spawn(move || loop {
             // Read the flag first: a stop publishes Disconnected before raising it, so
             // the state read below always includes the final change.
             let stopping = flag.load(Ordering::Acquire);
             let code = stats.state_code();
-            if code != last {
+            let reconnects = stats.get(Counter::Reconnects);
+            let generation = stats.get(Counter::Generation);
+            // `reconnects` counts a loss just before the state moves: a look in
+            // between (still Connected or Closing, same generation) would report a Connected that
+            // never happened. Look again next round.
+            let unmoved = reconnects != last_reconnects
+                && generation == last_generation
+                && (code == State::Connected.code() || code == State::Closing.code())
+                && !stopping;
+            if unmoved {
+            } else if reconnects != last_reconnects || generation != last_generation {
+                // Reconnects faster than the watcher looks: the events it missed, in
+                // order (a new connection comes up before it can be lost again).
+                let st = stats.state();
+                if generation != last_generation && (reconnects != last_reconnects || st != State::Connected) {
+                    cb(&State::Connected);
+                }
+                if reconnects != last_reconnects && !matches!(st, State::Reconnecting { .. }) {
+                    cb(&State::Reconnecting {
+                        attempt: stats.get(Counter::ReconnectAttempt).max(1) as u32,
+                        cause: stats.state_from_cause(),
+                    });
+                }
+                last_reconnects = reconnects;
+                last_generation = generation;
+                last = st.code();
+                cb(&st);
+            } else if code != last {
                 last = code;
                 cb(&stats.state());
             }
@@ -676,7 +819,7 @@ impl Pipeline {
             let mut running = locked(&self.running);
             if let Some(mut r) = running.take() {
                 self.stats.advance_state(&State::Disconnected {
-                    reason: "stopped by the application".into(),
+                    reason: DisconnectReason::new(DisconnectKind::Stopped, "stopped by the application"),
                 });
                 r.stop(&self.stats);
             }

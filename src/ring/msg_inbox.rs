@@ -135,10 +135,12 @@ impl MsgInbox {
         self.ring.write_pos().saturating_sub(pos) > self.ring.capacity() as u64
     }
 
-    /// The negotiated extension word the transport stored at the upgrade (0: not yet;
-    /// see `ws::deflate::Negotiated::from_word`).
-    pub fn extension(&self) -> u32 {
-        self.ring.ctl32(EXT_OFF).load(Ordering::Acquire)
+    /// The negotiated extension word the transport stored at the upgrade of connection
+    /// `generation` (0: not yet; see `ws::deflate::Negotiated::from_word`). One slot per
+    /// generation parity: a reconnect's word never overwrites the one of the connection
+    /// whose bytes are still being parsed.
+    pub fn extension(&self, generation: u64) -> u32 {
+        self.ring.ctl32(EXT_OFF + 4 * (generation & 1) as usize).load(Ordering::Acquire)
     }
 
     /// Read and clear the dirty flag set by an overwriting writer.
@@ -211,10 +213,11 @@ impl InboxWriter {
         self.write
     }
 
-    /// Store the negotiated extension word (before committing the bytes that follow
-    /// the upgrade: a reader that sees those bytes sees the word).
-    pub fn set_extension(&mut self, word: u32) {
-        self.ring.ctl32(EXT_OFF).store(word, Ordering::Release);
+    /// Store the negotiated extension word of connection `generation` (before
+    /// committing the bytes that follow its upgrade, and before publishing the
+    /// generation: a reader that sees either sees the word).
+    pub fn set_extension(&mut self, generation: u64, word: u32) {
+        self.ring.ctl32(EXT_OFF + 4 * (generation & 1) as usize).store(word, Ordering::Release);
     }
 
     pub fn inbox(&self) -> MsgInbox {

@@ -22,15 +22,15 @@
 //! The two indices sit 128 bytes apart (adjacent-line prefetch pairs 64-byte lines).
 
 use std::marker::PhantomData;
-#[cfg(not(loom))]
+#[cfg(not(pipeline_loom))]
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::types::RingElement;
-#[cfg(not(loom))]
+#[cfg(not(pipeline_loom))]
 use crate::error::{Error, Result};
-#[cfg(not(loom))]
+#[cfg(not(pipeline_loom))]
 use crate::shm::{Region, RegionKind, RegionSpec, ShmDir};
 
 const HEAD_OFF: usize = 0;
@@ -53,15 +53,15 @@ impl<T: RingElement> ElemRing<T> {
 }
 
 /// Where the indices and slots live: a shared-memory region normally; under
-/// `--cfg loom`, heap memory built from loom's atomics and cells so the model checker
+/// `--cfg pipeline_loom`, heap memory built from loom's atomics and cells so the model checker
 /// explores every interleaving of the very same index protocol below.
-#[cfg(not(loom))]
+#[cfg(not(pipeline_loom))]
 struct Backing<T> {
     region: Region,
     _t: PhantomData<T>,
 }
 
-#[cfg(loom)]
+#[cfg(pipeline_loom)]
 struct Backing<T> {
     head: loom::sync::atomic::AtomicU64,
     tail: loom::sync::atomic::AtomicU64,
@@ -70,18 +70,18 @@ struct Backing<T> {
 
 // SAFETY: slots are handed between exactly one producer and one consumer by the index
 // protocol below (which loom checks); the indices are atomics.
-#[cfg(loom)]
+#[cfg(pipeline_loom)]
 unsafe impl<T: Send> Send for Backing<T> {}
 // SAFETY: as above.
-#[cfg(loom)]
+#[cfg(pipeline_loom)]
 unsafe impl<T: Send> Sync for Backing<T> {}
 
-#[cfg(not(loom))]
+#[cfg(not(pipeline_loom))]
 type Atomic = AtomicU64;
-#[cfg(loom)]
+#[cfg(pipeline_loom)]
 type Atomic = loom::sync::atomic::AtomicU64;
 
-#[cfg(loom)]
+#[cfg(pipeline_loom)]
 impl<T: RingElement> ElemRing<T> {
     /// Under loom the rest of the crate still compiles against the normal API; rings are
     /// heap rings there (only the ring model runs under loom).
@@ -123,12 +123,12 @@ impl<T: RingElement> ElemRing<T> {
 
 /// Bytes of `capacity` slots of T, or None when that does not fit a usize (a capacity
 /// read from a file is anybody's number: never let it wrap around).
-#[cfg(not(loom))]
+#[cfg(not(pipeline_loom))]
 fn slots_bytes<T>(capacity: u64) -> Option<usize> {
     usize::try_from(capacity).ok()?.checked_mul(std::mem::size_of::<T>())
 }
 
-#[cfg(not(loom))]
+#[cfg(not(pipeline_loom))]
 fn spec<T>(capacity: u64, payload_bytes: usize) -> RegionSpec {
     RegionSpec {
         kind: RegionKind::ElemRing,
@@ -139,7 +139,7 @@ fn spec<T>(capacity: u64, payload_bytes: usize) -> RegionSpec {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(pipeline_loom))]
 impl<T: RingElement> ElemRing<T> {
     /// Create the ring file `file` in an owned directory. `capacity` is a power of two.
     pub fn create(dir: &ShmDir, file: &str, capacity: usize) -> Result<Self> {

@@ -79,6 +79,13 @@ impl WsFrameInfo {
     pub const FLAG_MESSAGE: u8 = 1;
     /// The entry reports that MSG_INBOX was overrun before this point (data lost).
     pub const FLAG_OVERRUN: u8 = 2;
+    /// The first data entry of a new connection after a reconnect (the previous
+    /// connection's unfinished message, if any, was dropped).
+    pub const FLAG_RECONNECT: u8 = 4;
+    /// Opcode of a release-only entry that ends a connection generation: the readers
+    /// pass over it (like control-frame entries), releasing the old connection's
+    /// unparsed tail up to the new connection's first byte.
+    pub const OP_GENERATION: u8 = 0xF;
 
     pub fn new(pos: u64, len: u32, stamp: u64, opcode: u8, is_final: bool, flags: u8) -> Self {
         WsFrameInfo {
@@ -116,7 +123,9 @@ pub struct PongFrame {
     pub payload_len: u8,
     /// 0x0A PONG (default), 0x08 CLOSE.
     pub opcode: u8,
-    pub _reserved: u8,
+    /// Low byte of the connection generation the entry belongs to (the transport drops
+    /// entries of an older connection after a reconnect).
+    pub generation: u8,
 }
 const_assert_eq!(std::mem::size_of::<PongFrame>(), 128);
 
@@ -127,7 +136,7 @@ impl PongFrame {
         if payload.len() > 125 {
             return None;
         }
-        let mut p = PongFrame { payload: [0; 125], payload_len: payload.len() as u8, opcode, _reserved: 0 };
+        let mut p = PongFrame { payload: [0; 125], payload_len: payload.len() as u8, opcode, generation: 0 };
         p.payload[..payload.len()].copy_from_slice(payload);
         Some(p)
     }
@@ -138,7 +147,7 @@ impl PongFrame {
 
 impl Default for PongFrame {
     fn default() -> Self {
-        PongFrame { payload: [0; 125], payload_len: 0, opcode: 0x0A, _reserved: 0 }
+        PongFrame { payload: [0; 125], payload_len: 0, opcode: 0x0A, generation: 0 }
     }
 }
 

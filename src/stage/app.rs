@@ -23,6 +23,9 @@ pub struct RawFrame {
     pub fin: bool,
     /// MSG_INBOX was overrun before this frame (overwrite policy): data was lost.
     pub after_overrun: bool,
+    /// The first frame of a new connection after a reconnect (a message the disconnect
+    /// cut was not delivered).
+    pub after_reconnect: bool,
 }
 
 /// Reads WS_FRAME_INFO and hands out deliverable frames in order; control-frame
@@ -35,12 +38,21 @@ pub struct FrameReader {
     /// Position published to the transport with `release_to`.
     released: u64,
     overrun: bool,
+    /// A reconnect happened before the next data frame.
+    reconnect: bool,
     /// Entries consumed locally but not yet released on the ring.
     unreleased: u32,
     /// Overwrite policy: check every frame against the writer's position.
     overwrite: bool,
     /// Frames skipped because their bytes were overwritten.
     skipped: u64,
+    /// Deferred release (a feed's merge step): frames are released by position with
+    /// [`FrameReader::release_to`], out of the order they were taken in is not
+    /// allowed, and control entries do not move the release point past frames still
+    /// held; they only move `scanned`.
+    deferred: bool,
+    /// End of everything taken so far (data and control entries).
+    scanned: u64,
 }
 
 impl FrameReader {
@@ -53,9 +65,46 @@ impl FrameReader {
             done: r,
             released: r,
             overrun: false,
+            reconnect: false,
             unreleased: 0,
             overwrite,
             skipped: 0,
+            deferred: false,
+            scanned: r,
+        }
+    }
+
+    /// Switch to deferred release: the caller decides, with
+    /// [`FrameReader::release_to`], how far the bytes may go back to the transport (a
+    /// feed holds frames for arbitration; see `pipeline::feed`). [`FrameReader::release`]
+    /// must not be used then.
+    pub fn set_deferred(&mut self) {
+        self.deferred = true;
+    }
+
+    /// End (stream position) of everything taken so far, control entries included.
+    /// With nothing held, releasing up to here is safe.
+    #[inline]
+    pub fn scanned(&self) -> u64 {
+        self.scanned
+    }
+
+    /// Deferred release: everything before `pos` is done with (published in batches,
+    /// and whenever the ring is found empty).
+    #[inline]
+    pub fn release_to(&mut self, pos: u64) {
+        self.done = self.done.max(pos);
+        if self.unreleased >= 64 {
+            self.publish();
+        }
+    }
+
+    /// Bytes up to `end` need no delivery (a control frame, an overrun marker).
+    #[inline]
+    fn skip_to(&mut self, end: u64) {
+        self.scanned = self.scanned.max(end);
+        if !self.deferred {
+            self.done = self.done.max(end);
         }
     }
 
@@ -76,9 +125,12 @@ impl FrameReader {
             self.frames.advance(1);
             self.unreleased += 1;
             let pos = MsgInbox::expand_pos(info.msg_inbox_offset, self.done);
+            if info.flags() & WsFrameInfo::FLAG_RECONNECT != 0 {
+                self.reconnect = true;
+            }
             if info.flags() & WsFrameInfo::FLAG_OVERRUN != 0 {
                 self.overrun = true;
-                self.done = self.done.max(pos);
+                self.skip_to(pos);
                 continue;
             }
             match info.opcode() {
@@ -88,7 +140,7 @@ impl FrameReader {
                     // Its bytes were overwritten before we got to it: lost.
                     self.skipped += 1;
                     self.overrun = true;
-                    self.done = self.done.max(pos + info.payload_len as u64);
+                    self.skip_to(pos + info.payload_len as u64);
                 }
                 op::TEXT | op::BINARY | op::CONT => {
                     let f = RawFrame {
@@ -97,13 +149,18 @@ impl FrameReader {
                         opcode: info.opcode(),
                         fin: info.is_final(),
                         after_overrun: self.overrun,
+                        after_reconnect: self.reconnect,
                     };
                     self.overrun = false;
+                    self.reconnect = false;
+                    self.scanned = self.scanned.max(pos + info.payload_len as u64);
                     return Some(f);
                 }
                 _ => {
-                    // Control frame: nothing to deliver, its bytes are done with.
-                    self.done = self.done.max(pos + info.payload_len as u64);
+                    // Control frame (or a generation boundary, WsFrameInfo::OP_GENERATION:
+                    // the old connection's unparsed tail ends there): nothing to
+                    // deliver, its bytes are done with.
+                    self.skip_to(pos + info.payload_len as u64);
                 }
             }
         }

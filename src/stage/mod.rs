@@ -21,12 +21,12 @@ mod xdp_poll;
 mod xdp_transport;
 
 pub use app::{AppClientStage, FrameReader, OnMessage, RawFrame};
-pub use kernel::{StreamTransport, TlsTransport};
+pub use kernel::{StreamStats, StreamTransport, TlsTransport};
 pub use synthetic::{encode_server_frame, encode_server_frame_rsv1, SyntheticCapture, SyntheticScript, SyntheticTransport};
-pub use transport::{Transport, TransportCounters, TransportStage};
+pub use transport::{FeedOptions, Subscription, Transport, TransportCounters, TransportStage};
 pub use websocket::{Delivery, WebSocketStage};
 pub use xdp_poll::{Engine, EnginePort, EngineStage, EngineStats, Registration, TransportPort, XdpRings};
-pub use xdp_transport::{resolve_v4, XdpTransport};
+pub use xdp_transport::{resolve_v4, XdpDial, XdpTransport};
 
 use crate::error::Result;
 

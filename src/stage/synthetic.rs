@@ -59,6 +59,12 @@ pub struct SyntheticScript {
     /// Stop reading after this many client bytes after the upgrade: our writes then
     /// return 0 forever (a closed TCP window).
     pub stop_reading_after: Option<usize>,
+    /// After the data, end the stream with a TCP reset (`Error::Reset`) instead.
+    pub reset_at_end: bool,
+    /// The scripts of the connections after this one (reconnects): connection k + 1
+    /// plays `then[k]`, the last one again once they run out. Empty: this transport
+    /// cannot reconnect.
+    pub then: Vec<SyntheticScript>,
     /// Answer an offer of permessage-deflate with this `Sec-WebSocket-Extensions`
     /// value (e.g. `"permessage-deflate"`); `None`: decline every extension.
     pub extensions: Option<String>,
@@ -78,11 +84,17 @@ pub struct SyntheticTransport {
     taken: usize,
     eof: bool,
     counters: TransportCounters,
+    /// Connections made after the first.
+    reconnects: usize,
+    then: Arc<Vec<SyntheticScript>>,
 }
 
 impl SyntheticTransport {
-    pub fn new(script: SyntheticScript) -> Self {
+    pub fn new(mut script: SyntheticScript) -> Self {
+        let then = Arc::new(std::mem::take(&mut script.then));
         SyntheticTransport {
+            reconnects: 0,
+            then,
             script,
             request: Vec::new(),
             priority: Vec::new(),
@@ -182,6 +194,9 @@ impl Transport for SyntheticTransport {
         }
         let data = &self.script.data;
         if self.pos >= data.len() {
+            if self.script.reset_at_end {
+                return Err(Error::Reset("synthetic server reset the connection".into()));
+            }
             if self.script.eof_at_end {
                 return Err(Error::Closed("synthetic server ended the stream".into()));
             }
@@ -258,5 +273,18 @@ impl Transport for SyntheticTransport {
 
     fn counters(&self) -> TransportCounters {
         self.counters
+    }
+
+    fn reconnect(&mut self, _now_ns: u64) -> Result<()> {
+        if self.then.is_empty() {
+            return Err(Error::Config("the synthetic script has no further connections (SyntheticScript::then)".into()));
+        }
+        let next = self.then[self.reconnects.min(self.then.len() - 1)].clone();
+        let (then, reconnects, counters) = (self.then.clone(), self.reconnects + 1, self.counters);
+        *self = SyntheticTransport::new(next);
+        self.then = then;
+        self.reconnects = reconnects;
+        self.counters = counters;
+        Ok(())
     }
 }

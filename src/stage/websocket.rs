@@ -21,7 +21,7 @@
 use super::{Progress, Stage};
 use crate::error::{Error, Result};
 use crate::ring::{InboxWriter, MsgInbox, PongFrame, Producer, WsFrameInfo};
-use crate::stats::{Counter, State, StatsRegion};
+use crate::stats::{Counter, DisconnectKind, DisconnectReason, State, StatsRegion};
 use crate::ws::deflate::{Inflater, Negotiated, TAIL};
 use crate::ws::utf8::Utf8Validator;
 use crate::ws::{self, Data, Event, MessageKind, Parser, ParserConfig};
@@ -49,6 +49,10 @@ pub enum Delivery {
 /// Events per poll (bounded work).
 const EVENTS_PER_POLL: usize = 256;
 
+/// How long a protocol error waits for the AppClient to take the messages parsed
+/// before it (see [`WebSocketStage`]'s `failing`), at most.
+pub(crate) const FAIL_WAIT_NS: u64 = 1_000_000_000;
+
 /// PONGs that may wait on the PONGS ring before newer ones coalesce into one slot. Not
 /// 1: in the threads and processes layouts the transport is often a few microseconds
 /// behind, and PINGs a normal server sends should each get their answer; a flood is
@@ -75,10 +79,27 @@ pub struct WebSocketStage {
     pong: Option<PongFrame>,
     /// Our CLOSE (reply or protocol error), waiting for room on the ring.
     close: Option<PongFrame>,
+    /// A protocol error (code, reason, when) found behind messages the AppClient has
+    /// not taken yet. The stage stops parsing at once, but fails the connection (state
+    /// Closing, our CLOSE) only once the AppClient has taken everything published
+    /// before the bad frame, or after [`FAIL_WAIT_NS`]: an application answering each
+    /// message (an echo) still gets its answers out, the way a synchronous client
+    /// would. (Autobahn 3.2-3.4, 4.1.3-5, 4.2.3-5, 5.15: a valid message, then a bad
+    /// frame, in one write.)
+    failing: Option<(u16, String, u64)>,
+    /// The configured limit, for the 1009 reason.
+    max_message: usize,
+    /// The connection generation being parsed (see [`WebSocketStage::next_generation`]).
+    generation: u64,
+    /// The next data entry carries FLAG_RECONNECT.
+    reconnected: bool,
+    /// A newer generation is published and what is left of the old one is an
+    /// incomplete frame or message: switch at the next poll.
+    old_tail_done: bool,
+    parser_cfg: ParserConfig,
     /// permessage-deflate offered: the transport writes WIRE_INBOX, this stage writes
     /// MSG_INBOX (see [`Inflow`]).
     inflow: Option<Box<Inflow>>,
-    max_message: usize,
 }
 
 /// The permessage-deflate path. The transport's decrypted bytes go to WIRE_INBOX (this
@@ -136,6 +157,17 @@ enum PieceOutcome {
 }
 
 impl Inflow {
+    /// Forget the connection whose bytes were being parsed (a reconnect): its message
+    /// in progress (its bytes in MSG_INBOX are released with the generation entry), a
+    /// piece waiting for room, its inflater and parameters.
+    fn reset(&mut self) {
+        self.known = false;
+        self.inflater = None;
+        self.utf8.reset();
+        self.msg = None;
+        self.pending = None;
+    }
+
     /// Write what is left of `p` into MSG_INBOX. Inflate output space is bounded by
     /// `max_message + 1` for the whole message, so a bomb stops there.
     fn write(&mut self, p: &mut Piece, max_message: usize, stats: &StatsRegion) -> PieceOutcome {
@@ -286,25 +318,119 @@ impl WebSocketStage {
         // Wire bytes of a compressed message may be a little more than its inflated size
         // (stored blocks): allow some slack there; the inflated size is checked exactly.
         let wire_max = if inflow.is_some() { max_message + max_message / 64 + 1024 } else { max_message };
+        let parser_cfg = ParserConfig {
+            delivery: d,
+            max_message: wire_max,
+        };
+        let generation = stats.get_acquire(Counter::Generation);
         WebSocketStage {
             inbox,
             frames,
             pongs,
             stats,
             delivery,
-            parser: Parser::new(ParserConfig {
-                delivery: d,
-                max_message: wire_max,
-            }),
+            parser: Parser::new(parser_cfg),
+            generation,
+            reconnected: false,
+            old_tail_done: false,
+            parser_cfg,
             pos,
             closed: false,
             overwrite,
             lost: false,
             pong: None,
             close: None,
+            failing: None,
             inflow,
             max_message,
         }
+    }
+
+    /// One stream across reconnects. The transport publishes a new generation and the
+    /// MSG_INBOX position where its bytes start before committing any of them. The old
+    /// connection's bytes before that position are parsed first (complete messages are
+    /// still delivered); what is left of them (a message the disconnect cut) is dropped:
+    /// a fresh parser starts at the new position, a release-only
+    /// [`WsFrameInfo::OP_GENERATION`] entry lets the readers release the old tail, the
+    /// closed / failing state of the old connection is forgotten, and the next data
+    /// entry carries [`WsFrameInfo::FLAG_RECONNECT`]. Returns `Some` when it switched
+    /// (or must retry), `None` to parse as usual (up to `limit` bytes when a switch is
+    /// pending).
+    ///
+    /// With permessage-deflate offered the positions are WIRE_INBOX's (the ring the
+    /// transport writes; `pos` is this stage's parse position there) and the switch
+    /// also drops the old connection's half-written message in MSG_INBOX (the
+    /// generation entry points past it, so readers release it), a piece waiting for
+    /// room, the inflater (its window belongs to the old connection) and the
+    /// negotiated parameters: the new connection's are read from its own slot
+    /// (`MsgInbox::extension`) before its first byte is parsed.
+    fn next_generation(&mut self, now: u64, limit: &mut Option<u64>) -> Option<Progress> {
+        // Acquire: pairs with the transport's Release store (after GenerationStart).
+        let gen = self.stats.get_acquire(Counter::Generation);
+        if gen == self.generation {
+            return None;
+        }
+        let start = self.stats.get(Counter::GenerationStart);
+        let waiting = self.inflow.as_ref().is_some_and(|f| f.pending.is_some());
+        if !self.closed && self.failing.is_none() && (self.pos < start || waiting) && !self.old_tail_done {
+            // (A piece of the old connection still waiting for room in MSG_INBOX is
+            // written first: its message may be complete.)
+            *limit = Some(start.saturating_sub(self.pos));
+            return None;
+        }
+        if self.frames.free() == 0 && !self.overwrite {
+            self.stats.add(Counter::FrameRingFull, 1);
+            return Some(Progress::Idle);
+        }
+        self.parser = Parser::new(self.parser_cfg);
+        self.generation = gen;
+        self.pos = start.max(self.pos);
+        self.closed = false;
+        self.failing = None;
+        self.pong = None;
+        self.close = None;
+        self.old_tail_done = false;
+        self.reconnected = true;
+        let release_to = match self.inflow.as_mut() {
+            None => self.pos,
+            Some(f) => {
+                f.wire.release_to(self.pos);
+                f.wire.set_parsed_pos(self.pos);
+                f.reset();
+                f.out.position()
+            }
+        };
+        let g = WsFrameInfo::new(release_to, 0, now, WsFrameInfo::OP_GENERATION, true, 0);
+        if self.frames.stage(g).is_err() {
+            self.stats.add(Counter::FrameRingFull, 1);
+        }
+        self.frames.publish();
+        if self.inflow.is_none() {
+            self.inbox.set_parsed_pos(self.pos);
+        }
+        Some(Progress::Busy)
+    }
+
+    fn control(&self, opcode: u8, payload: &[u8]) -> Option<PongFrame> {
+        let mut p = PongFrame::new(opcode, payload)?;
+        p.generation = self.generation as u8;
+        Some(p)
+    }
+
+    /// Fail the connection for the deferred protocol error once the AppClient has
+    /// taken every entry published before it (or the wait is over).
+    fn fail_when_taken(&mut self, now: u64) -> bool {
+        let Some((_, _, since)) = &self.failing else {
+            return false;
+        };
+        let taken = self.frames.consumer_pos() >= self.frames.position();
+        if !taken && now.saturating_sub(*since) < FAIL_WAIT_NS {
+            return false;
+        }
+        if let Some((code, reason, _)) = self.failing.take() {
+            self.fail(code, &reason);
+        }
+        true
     }
 
     /// Move the waiting PONG and CLOSE to the PONGS ring. The PONG goes while fewer than
@@ -332,18 +458,25 @@ impl WebSocketStage {
     }
 
     fn fail(&mut self, code: u16, reason: &str) {
-        self.stats.note_reason(&format!(
-            "websocket protocol error: {reason} (we closed with {code})"
+        self.stats.note_reason(&DisconnectReason::new(
+            DisconnectKind::ProtocolError { close_code: code },
+            format!("websocket protocol error: {reason} (we closed with {code})"),
         ));
         self.closed = true;
-        self.close = PongFrame::new(op::CLOSE, &code.to_be_bytes());
-        self.flush_control();
+        self.close = self.control(op::CLOSE, &code.to_be_bytes());
+        // Closing before the CLOSE is on the ring: the transport that takes it (and may
+        // reconnect right after) never sees Closing arrive late.
         self.stats.advance_state(&State::Closing);
+        self.flush_control();
     }
 
     fn info(&mut self, pos: u64, len: u64, opcode: u8, fin: bool, mut flags: u8, now: u64) {
         if self.lost {
             flags |= WsFrameInfo::FLAG_OVERRUN;
+        }
+        if self.reconnected && opcode < op::CLOSE {
+            flags |= WsFrameInfo::FLAG_RECONNECT;
+            self.reconnected = false;
         }
         let i = WsFrameInfo::new(pos, len as u32, now, opcode, fin, flags);
         // Space was checked before the event was taken (or, overwriting, we drop).
@@ -394,7 +527,7 @@ impl WebSocketStage {
             Event::Ping(pl) => {
                 self.stats.add(Counter::PingsReceived, 1);
                 // Replaces an older unsent answer: only the latest PING needs one.
-                self.pong = PongFrame::new(op::PONG, pl.as_bytes());
+                self.pong = self.control(op::PONG, pl.as_bytes());
                 self.flush_control();
                 self.marker(op::PING, now);
             }
@@ -406,11 +539,18 @@ impl WebSocketStage {
                 let why = c.reason_str().to_string();
                 let we_closed = self.stats.state_code() >= State::Closing.code();
                 if !we_closed {
-                    self.stats.note_reason(&format!(
+                    let message = format!(
                         "closed by server: code {}{}{}",
                         c.code,
                         if why.is_empty() { "" } else { " " },
                         why
+                    );
+                    self.stats.note_reason(&DisconnectReason::new(
+                        DisconnectKind::ServerClosed {
+                            code: c.code,
+                            reason: why,
+                        },
+                        message,
                     ));
                 }
                 let code = c.code.to_be_bytes();
@@ -419,9 +559,9 @@ impl WebSocketStage {
                 } else {
                     &code
                 };
-                self.close = PongFrame::new(op::CLOSE, reply);
-                self.flush_control();
+                self.close = self.control(op::CLOSE, reply);
                 self.stats.advance_state(&State::Closing);
+                self.flush_control();
                 self.marker(op::CLOSE, now);
                 self.closed = true;
             }
@@ -497,7 +637,9 @@ impl WebSocketStage {
     }
 
     /// The permessage-deflate path: WIRE_INBOX -> parser (pieces) -> MSG_INBOX.
-    fn poll_inflow(&mut self, now: u64, sent: bool) -> Result<Progress> {
+    /// `readable`: WIRE_INBOX bytes from `pos` (loaded before the generation); `limit`:
+    /// a newer connection's bytes start this far ahead (parse only up to there).
+    fn poll_inflow(&mut self, now: u64, sent: bool, readable: usize, limit: Option<u64>) -> Result<Progress> {
         let mut n = 0;
         let mut moved = sent;
         let max_message = self.max_message;
@@ -518,25 +660,32 @@ impl WebSocketStage {
                     return Ok(Progress::from_bool(moved || progressed));
                 }
                 PieceOutcome::Fail(code, why) => {
-                    self.fail(code, &why);
                     self.frames.publish();
+                    self.defer_fail(code, why, now);
+                    self.fail_when_taken(now);
                     return Ok(Progress::Busy);
                 }
             }
         }
         let f = self.inflow.as_mut().expect("inflow");
-        let avail = f.wire.readable_from(self.pos);
+        let avail = match limit {
+            Some(l) => readable.min(l as usize),
+            None => readable,
+        };
         if avail > 0 && !f.known {
             // The transport stored the negotiated parameters before the first byte after
             // the upgrade (release before the bytes' write position; acquire above).
             f.known = true;
-            let word = f.wire.extension();
-            if let Some(neg) = Negotiated::from_word(word) {
-                f.inflater = Some(Inflater::new(&neg));
-                self.parser.set_compression(true);
-            }
+            // Each connection's word has its own slot (by generation parity).
+            let word = f.wire.extension(self.generation);
+            let neg = Negotiated::from_word(word);
+            f.inflater = neg.as_ref().map(Inflater::new);
+            self.parser.set_compression(neg.is_some());
         }
         if avail == 0 {
+            if limit.is_some() {
+                self.old_tail_done = true;
+            }
             if n > 0 {
                 self.frames.publish();
             }
@@ -547,6 +696,7 @@ impl WebSocketStage {
         // FramePieces delivery).
         let slice = unsafe { std::slice::from_raw_parts(f.wire.ring().ptr_at(self.pos), avail) };
         let base = self.pos;
+        let mut need_more = false;
         while n < EVENTS_PER_POLL {
             if self.frames.free() == 0 && !self.overwrite {
                 self.stats.add(Counter::FrameRingFull, 1);
@@ -579,7 +729,7 @@ impl WebSocketStage {
                             break;
                         }
                         PieceOutcome::Fail(code, why) => {
-                            self.fail(code, &why);
+                            self.defer_fail(code, why, now);
                             break;
                         }
                     }
@@ -592,14 +742,25 @@ impl WebSocketStage {
                         break;
                     }
                 }
-                Ok(None) => break,
-                Err(Error::WebSocket { close_code, reason }) => {
-                    self.fail(close_code, &reason);
+                Ok(None) => {
+                    need_more = true;
+                    break;
+                }
+                Err(Error::WebSocket { close_code, mut reason }) => {
+                    if close_code == ws::close_code::MESSAGE_TOO_BIG {
+                        reason = format!("{reason} (max_message {} bytes)", self.max_message);
+                    }
+                    self.defer_fail(close_code, reason, now);
                     n += 1;
                     break;
                 }
                 Err(e) => return Err(e),
             }
+        }
+        let waiting = self.inflow.as_ref().is_some_and(|f| f.pending.is_some());
+        if limit.is_some() && need_more && !waiting {
+            // The old connection's last frame or message will never be completed.
+            self.old_tail_done = true;
         }
         let released = self.parser.release();
         self.pos += released as u64;
@@ -613,7 +774,16 @@ impl WebSocketStage {
             let ring = self.frames.ring();
             self.stats.max(Counter::FrameRingHighWater, self.frames.position() - ring.tail());
         }
+        // Nothing before the bad frame waits for the AppClient: fail at once.
+        self.fail_when_taken(now);
         Ok(Progress::from_bool(moved || n > 0))
+    }
+
+    /// A protocol error on the inflow path: stop parsing now, fail once the messages
+    /// before it are taken (as on the plain path).
+    fn defer_fail(&mut self, code: u16, reason: String, now: u64) {
+        self.closed = true;
+        self.failing = Some((code, reason, now));
     }
 }
 
@@ -623,12 +793,26 @@ impl Stage for WebSocketStage {
     }
 
     fn poll(&mut self, now: u64) -> Result<Progress> {
+        // (Acquire of the write position first: a byte of a new connection seen there
+        // implies its generation is visible below. With permessage-deflate offered the
+        // transport writes WIRE_INBOX.)
+        let readable = match &self.inflow {
+            None => self.inbox.readable_from(self.pos),
+            Some(f) => f.wire.readable_from(self.pos),
+        };
+        let mut limit = None;
+        if let Some(p) = self.next_generation(now, &mut limit) {
+            return Ok(p);
+        }
         let sent = (self.pong.is_some() || self.close.is_some()) && self.flush_control();
+        if self.failing.is_some() {
+            return Ok(Progress::from_bool(self.fail_when_taken(now) || sent));
+        }
         if self.closed {
             return Ok(Progress::from_bool(sent));
         }
         if self.inflow.is_some() {
-            return self.poll_inflow(now, sent);
+            return self.poll_inflow(now, sent, readable, limit);
         }
         if self.overwrite && self.inbox.check_and_clear_dirty() {
             // Overwrite policy: the transport wrote over bytes the AppClient had not
@@ -642,8 +826,14 @@ impl Stage for WebSocketStage {
                 return Ok(Progress::Busy);
             }
         }
-        let avail = self.inbox.readable_from(self.pos);
+        let mut avail = readable;
+        if let Some(l) = limit {
+            avail = avail.min(l as usize);
+        }
         if avail == 0 {
+            if limit.is_some() {
+                self.old_tail_done = true;
+            }
             return Ok(Progress::from_bool(sent));
         }
         // SAFETY: [pos, pos + avail) is written (below write_pos) and not released: the
@@ -675,13 +865,22 @@ impl Stage for WebSocketStage {
                     need_more = true;
                     break;
                 }
-                Err(Error::WebSocket { close_code, reason }) => {
-                    self.fail(close_code, &reason);
+                Err(Error::WebSocket { close_code, mut reason }) => {
+                    if close_code == ws::close_code::MESSAGE_TOO_BIG {
+                        reason = format!("{reason} (max_message {} bytes)", self.max_message);
+                    }
+                    // Stop parsing now; fail once the messages before it are taken.
+                    self.closed = true;
+                    self.failing = Some((close_code, reason, now));
                     n += 1;
                     break;
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if limit.is_some() && need_more {
+            // The old connection's last frame or message will never be completed.
+            self.old_tail_done = true;
         }
         let released = self.parser.release();
         self.pos += released as u64;
@@ -707,6 +906,8 @@ impl Stage for WebSocketStage {
                 self.frames.position() - ring.tail(),
             );
         }
+        // Nothing before the bad frame waits for the AppClient: fail at once.
+        self.fail_when_taken(now);
         Ok(Progress::from_bool(n > 0 || sent))
     }
 }

@@ -36,7 +36,7 @@ use crate::config::{ACK_FRAMES, MSG_FRAMES, PONG_FRAMES, RX_FRAMES, TOTAL_UMEM_F
 use crate::error::{Error, Result};
 use crate::ring::{Consumer, ElemRing, FrameType, Producer, UmemFrameDescriptor};
 use crate::shm::{names, ShmDir};
-use crate::stats::{Counter, StatsRegion};
+use crate::stats::{Counter, DisconnectKind, DisconnectReason, StatsRegion};
 use crate::xdp::fault::{FaultConfig, FaultHook, Verdict};
 use crate::xdp::umem::frame_index;
 use crate::xdp::{Flow, RxDesc, TxKind, UmemView, XdpConfig, XdpMode, XdpSocket, BATCH};
@@ -162,6 +162,20 @@ pub struct EngineStats {
     pub rx_unmatched: u64,
     /// Descriptors refused because the connection does not hold that frame.
     pub tx_refused: u64,
+    /// Frames of a replaced flow (a reconnect) still held by the fault hook, returned
+    /// by [`Registration::set_flow`].
+    pub stale_rx_released: u64,
+    /// Flows replaced by [`Registration::set_flow`] (reconnects).
+    pub flows_replaced: u64,
+    /// Frame accounting, for leak checks: free TX frames in each pool (ACK, PONG, MSG),
+    /// TX frames every connection holds together (on free rings, in its hands, in
+    /// flight), TX frames in flight, RX frames handed to connections and not yet
+    /// released, RX frames released and waiting for a fill ring.
+    pub tx_free: [usize; 3],
+    pub tx_held: [usize; 3],
+    pub tx_in_flight: usize,
+    pub rx_held: usize,
+    pub rx_refill_pending: usize,
     pub xdp: crate::xdp::XdpStats,
 }
 
@@ -177,6 +191,8 @@ struct Core {
     rx_unmatched: u64,
     tx_refused: u64,
     busy_polls: u32,
+    stale_rx_released: u64,
+    flows_replaced: u64,
 }
 
 /// One interface's AF_XDP engine. Shared (`Arc`) by every connection on it in this
@@ -462,6 +478,75 @@ impl Core {
     }
 }
 
+// ---------------------------------------------------------------- reconnect: a new flow
+
+impl Core {
+    /// Replace connection `id`'s 4-tuple (a reconnect from a new local port, maybe to a
+    /// new server address). Under the engine lock, so no poll runs in between: the new
+    /// flow goes into the XDP program's map first, then the slot matches it, then the
+    /// old flow leaves the map. Nothing of the new flow can be unmatched (its SYN has
+    /// not gone out yet, and the map has it before the slot does); frames of the old
+    /// flow still on an rx ring match no connection any more and go back at once
+    /// (`rx_unmatched`). Frames of the old flow the fault hook holds go back here;
+    /// those already on the RAW_INBOX are the transport's to pass (it does, before its
+    /// new connection reads anything). TX frames stay the connection's: the transport
+    /// reuses them (data frames in flight come back to this slot on completion).
+    fn set_flow(&mut self, id: u32, flow: Flow, rx_loss_percent: u32) -> Result<()> {
+        let Some(k) = self.slots.iter().position(|s| s.id == id) else {
+            return Err(Error::Closed("the connection left its AF_XDP engine".into()));
+        };
+        let old = self.slots[k].flow;
+        if old == flow {
+            return Ok(());
+        }
+        if self.slots.iter().any(|s| s.flow == flow) {
+            return Err(Error::Config(format!("flow {flow:?} is already another connection's")));
+        }
+        self.xsk.add_flow(flow)?;
+        if rx_loss_percent > 0 {
+            if let Err(e) = self.xsk.set_rx_loss_percent(&flow, rx_loss_percent) {
+                let _ = self.xsk.remove_flow(&flow);
+                return Err(e);
+            }
+        }
+        let slot = &mut self.slots[k];
+        slot.flow = flow;
+        let _ = self.xsk.remove_flow(&old);
+        if let Some(h) = slot.hook.as_mut() {
+            for d in h.take_all() {
+                let _ = self.xsk.release_rx(d.addr);
+                self.stale_rx_released += 1;
+            }
+        }
+        self.flows_replaced += 1;
+        let _ = self.xsk.refill();
+        Ok(())
+    }
+
+    fn engine_stats(&self) -> EngineStats {
+        let l = self.xsk.ledger();
+        let mut tx_held = [0usize; 3];
+        for s in &self.slots {
+            for (k, h) in tx_held.iter_mut().enumerate() {
+                *h += s.held[k];
+            }
+        }
+        EngineStats {
+            connections: self.slots.len(),
+            rx_unmatched: self.rx_unmatched,
+            tx_refused: self.tx_refused,
+            stale_rx_released: self.stale_rx_released,
+            flows_replaced: self.flows_replaced,
+            tx_free: [l.available(TxKind::Ack), l.available(TxKind::Pong), l.available(TxKind::Msg)],
+            tx_held,
+            tx_in_flight: l.in_flight(),
+            rx_held: l.rx_held(),
+            rx_refill_pending: l.refill_pending(),
+            xdp: self.xsk.stats(),
+        }
+    }
+}
+
 /// The registry of engines of this process, by (network namespace, ifindex).
 static ENGINES: Mutex<Vec<Weak<Engine>>> = Mutex::new(Vec::new());
 
@@ -512,6 +597,8 @@ impl Engine {
                 rx_unmatched: 0,
                 tx_refused: 0,
                 busy_polls: 0,
+                stale_rx_released: 0,
+                flows_replaced: 0,
             }),
         });
         reg.push(Arc::downgrade(&e));
@@ -586,9 +673,18 @@ impl Engine {
 
     pub fn stats(&self) -> EngineStats {
         match self.core.lock() {
-            Ok(c) => EngineStats { connections: c.slots.len(), rx_unmatched: c.rx_unmatched, tx_refused: c.tx_refused, xdp: c.xsk.stats() },
+            Ok(c) => c.engine_stats(),
             Err(_) => EngineStats::default(),
         }
+    }
+
+    /// The stats of this process's running engine on `ifname` in the calling thread's
+    /// network namespace, if there is one (tests and tools: frame accounting across
+    /// reconnects).
+    pub fn stats_for(ifname: &str) -> Option<EngineStats> {
+        let key = (netns_id(), crate::xdp::addr::ifindex(ifname).ok()?);
+        let e = ENGINES.lock().ok()?.iter().filter_map(|w| w.upgrade()).find(|e| e.key == key)?;
+        Some(e.stats())
     }
 }
 
@@ -602,6 +698,11 @@ pub struct Registration {
 impl Registration {
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Move this connection to a new 4-tuple (a reconnect); see `Core::set_flow`.
+    pub fn set_flow(&self, flow: Flow, rx_loss_percent: u32) -> Result<()> {
+        self.engine.lock()?.set_flow(self.id, flow, rx_loss_percent)
     }
 }
 
@@ -617,11 +718,12 @@ impl Drop for Registration {
 /// the shared engine when nobody else is.
 pub struct EngineStage {
     engine: Arc<Engine>,
+    stats: StatsRegion,
 }
 
 impl EngineStage {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        EngineStage { engine }
+    pub fn new(engine: Arc<Engine>, stats: StatsRegion) -> Self {
+        EngineStage { engine, stats }
     }
 }
 
@@ -630,7 +732,15 @@ impl Stage for EngineStage {
         "xdp"
     }
     fn poll(&mut self, now: u64) -> Result<Progress> {
-        self.engine.poll(now)
+        let r = self.engine.poll(now);
+        if let Err(e) = &r {
+            // The engine's only failure: a poll (maybe another connection's) panicked
+            // while holding it. Say so before the runner records the error (first wins).
+            let mut reason = DisconnectReason::stage_error(self.name(), e);
+            reason.kind = DisconnectKind::StagePanicked { stage: self.name().into() };
+            self.stats.note_reason(&reason);
+        }
+        r
     }
     fn stays_in_process(&self) -> bool {
         // The engine's UMEM ledger and sockets live in this process's memory, shared

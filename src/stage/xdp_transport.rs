@@ -15,16 +15,17 @@
 //! refreshed and re-sent), for an acknowledged one it means "free".
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
 
 use super::transport::{Transport, TransportCounters};
 use super::xdp_poll::{Registration, TransportPort};
 use crate::config::{MSG_BASE, MSG_FRAMES};
 use crate::error::{Error, Result};
 use crate::ring::{Consumer, FrameType, Producer, UmemFrameDescriptor};
-use crate::tcp::{Connection, Event, Transmit};
-use crate::tls::{HandshakeStatus, TlsSession};
+use crate::tcp::{Connection, Event, TcpConfig, Transmit};
+use crate::tls::{HandshakeStatus, TlsContext, TlsSession};
 use crate::xdp::umem::frame_index;
-use crate::xdp::{PortReservation, UmemView, TX_CAPACITY};
+use crate::xdp::{Flow, PortReservation, UmemView, TX_CAPACITY};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Msg {
@@ -62,9 +63,20 @@ pub struct XdpTransport {
     rx_space: usize,
     tls_done: bool,
     eof: Option<String>,
+    /// The peer reset the established connection: reported by `read` once the bytes
+    /// that came before it are read.
+    reset: Option<String>,
     fatal: Option<Error>,
     now_us: u64,
     ack_drops: u64,
+    /// Where and how to connect again (None: this transport cannot reconnect).
+    dial: Option<XdpDial>,
+    /// A reconnect's TCP + TLS handshakes must be done by then (µs).
+    connect_deadline_us: Option<u64>,
+    /// Counters of the earlier connections (a reconnect starts a new `Connection`).
+    base: TransportCounters,
+    /// `conn`'s counters are in `base` already (it was aborted for a reconnect).
+    conn_counted: bool,
     _port: PortReservation,
     // Last: leaves the engine (giving back every frame held) after everything above is
     // gone; it also keeps the engine, and so the UMEM mapping, alive until then.
@@ -89,9 +101,14 @@ impl XdpTransport {
             rx_space: 1 << 20,
             tls_done: false,
             eof: None,
+            reset: None,
             fatal: None,
             now_us: 0,
             ack_drops: 0,
+            dial: None,
+            connect_deadline_us: None,
+            base: TransportCounters::default(),
+            conn_counted: false,
             _port: port,
             _reg: reg,
         }
@@ -300,6 +317,10 @@ impl XdpTransport {
                     self.eof
                         .get_or_insert_with(|| "the server closed the TCP connection".into());
                 }
+                Event::Closed(r @ crate::tcp::CloseReason::ResetByPeer { .. }) if self.tls_done => {
+                    // Like a kernel socket: what arrived before the RST is read first.
+                    self.reset.get_or_insert_with(|| r.to_string());
+                }
                 Event::Closed(r) => {
                     if r.is_error() {
                         self.fatal.get_or_insert(r.to_error());
@@ -319,6 +340,7 @@ impl Transport for XdpTransport {
 
     fn drive(&mut self, now_ns: u64) -> Result<bool> {
         self.now_us = now_ns / 1000;
+        self.check_connect_deadline()?;
         let mut moved = self.rx();
         moved |= self.reap_free();
         self.events();
@@ -347,6 +369,9 @@ impl Transport for XdpTransport {
 
     fn read(&mut self, buf: &mut [u8], _now_ns: u64) -> Result<usize> {
         match self.tls.read_plaintext(buf) {
+            Ok(0) if self.tls.buffered_ciphertext() == 0 && self.reset.is_some() => {
+                Err(Error::Reset(self.reset.clone().unwrap_or_default()))
+            }
             Ok(0) => match &self.eof {
                 Some(why) if self.tls.buffered_ciphertext() == 0 => Err(Error::Closed(why.clone())),
                 _ => Ok(0),
@@ -374,14 +399,180 @@ impl Transport for XdpTransport {
 
     fn counters(&self) -> TransportCounters {
         let s = self.conn.stats();
+        let b = self.base;
+        if self.conn_counted {
+            return b;
+        }
         TransportCounters {
-            rx_packets: s.segs_in,
-            rx_bytes: s.bytes_in,
-            tx_packets: s.segs_out,
-            tx_bytes: s.bytes_out,
-            retransmits: s.retransmits,
-            dup_acks: s.dup_acks_sent,
-            drops: s.malformed + s.ooo_segments_dropped + self.ack_drops,
+            rx_packets: b.rx_packets + s.segs_in,
+            rx_bytes: b.rx_bytes + s.bytes_in,
+            tx_packets: b.tx_packets + s.segs_out,
+            tx_bytes: b.tx_bytes + s.bytes_out,
+            retransmits: b.retransmits + s.retransmits,
+            dup_acks: b.dup_acks + s.dup_acks_sent,
+            drops: b.drops + s.malformed + s.ooo_segments_dropped + self.ack_drops,
+        }
+    }
+
+    fn reconnect(&mut self, now_ns: u64) -> Result<()> {
+        self.reconnect_now(now_ns)
+    }
+
+    fn resumed(&self) -> bool {
+        self.tls.session_reused()
+    }
+}
+
+// ------------------------------------------------------------------------- reconnect
+
+/// What an [`XdpTransport`] needs to make its connection again.
+#[derive(Clone)]
+pub struct XdpDial {
+    /// The URL's host (resolved again on every attempt) and port.
+    pub host: String,
+    pub port: u16,
+    /// The context of the first session: its resumption slot holds the session the
+    /// server gave us last, which the next handshake offers.
+    pub ctx: TlsContext,
+    /// The first connection's TCP knobs (MSS, RTO, tweaks); addresses are replaced.
+    pub tcp: TcpConfig,
+    /// `Config.xdp.rx_loss_percent` (a testing knob), applied to every new flow.
+    pub rx_loss_percent: u32,
+    /// The interface was chosen by the user (`Config.iface`), not by the route.
+    pub iface_forced: bool,
+    /// A reconnect's TCP + TLS handshakes (and the next hop's ARP) within this.
+    pub timeout: Duration,
+}
+
+impl XdpTransport {
+    /// Make this transport able to reconnect.
+    pub fn with_dial(mut self, dial: XdpDial) -> Self {
+        self.dial = Some(dial);
+        self
+    }
+
+    /// A reconnect's handshakes not done within the dial's timeout: a set-up failure
+    /// (the stage backs off and tries again). The SYN's own retransmit timer runs in
+    /// `transmit` whatever the state, so a lost SYN is sent again well before this.
+    fn check_connect_deadline(&mut self) -> Result<()> {
+        match self.connect_deadline_us {
+            Some(_) if self.tls_done => self.connect_deadline_us = None,
+            Some(d) if self.now_us >= d => {
+                self.connect_deadline_us = None;
+                let t = self.dial.as_ref().map(|d| d.timeout).unwrap_or_default();
+                return Err(Error::Timeout(format!(
+                    "reconnect to {}: TCP and TLS handshakes not finished after {:.1} s",
+                    self.conn.config().remote,
+                    t.as_secs_f64()
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A new connection to the same server (`Transport::reconnect`): resolve the host
+    /// again, a new local port, the connection's flow moved to the new 4-tuple in its
+    /// engine, a new `tcp::Connection` (SYN queued; `drive` sends it and its
+    /// retransmits) and a new TLS session from the same context (resumed when the server
+    /// allows). Frames: RX descriptors of the old flow are passed; data frames the old
+    /// connection held for retransmission become free; data frames still in flight
+    /// become free when their completion comes (they stay this connection's).
+    fn reconnect_now(&mut self, now_ns: u64) -> Result<()> {
+        use crate::xdp::addr;
+        self.now_us = now_ns / 1000;
+        let Some(d) = self.dial.clone() else {
+            return Err(Error::Config("this XDP transport was built without a dial: it cannot reconnect".into()));
+        };
+        // The old connection first: an RST if it is still synchronized (the server
+        // frees its end; nothing answers on the old port afterwards), and what it still
+        // has to hear from the engine (completions, acknowledgements).
+        self.blocked_rtx = None;
+        self.conn.abort(self.now_us);
+        let _ = self.transmit();
+        self.reap_free();
+        if !self.conn_counted {
+            self.base = self.counters();
+            self.ack_drops = 0;
+            self.conn_counted = true;
+        }
+        // Where to now.
+        let server_ip = resolve_v4(&d.host, d.port)?;
+        let ifname = self._reg.engine().ifname().to_string();
+        let route = addr::route_to(server_ip)?;
+        if !d.iface_forced && route.ifname != ifname {
+            return Err(Error::Net(format!(
+                "{} ({server_ip}) is now reached through {}, not {ifname}: this AF_XDP connection cannot follow",
+                d.host, route.ifname
+            )));
+        }
+        let local_ip = addr::ipv4_of(&ifname)?;
+        let local_mac = addr::mac_of(&ifname)?;
+        let hop_mac = crate::xdp::addr::next_hop_mac(route.next_hop(server_ip), &ifname, d.timeout)?;
+        let port = PortReservation::new(local_ip, 0)?;
+        let flow = Flow {
+            server_ip,
+            server_port: d.port,
+            local_ip,
+            local_port: port.port(),
+        };
+        let mut tcfg = d.tcp.clone();
+        tcfg.local_mac = crate::wire::MacAddr(local_mac);
+        tcfg.remote_mac = crate::wire::MacAddr(hop_mac);
+        tcfg.local = port.addr();
+        tcfg.remote = SocketAddrV4::new(server_ip, d.port);
+        let mut conn = Connection::new(tcfg)?;
+        let tls = d.ctx.client_session(&d.host)?;
+        // The engine matches the new flow from now on; the old one matches nothing.
+        self._reg.set_flow(flow, d.rx_loss_percent)?;
+        self.pass_stale_rx();
+        self.free_old_data_frames();
+        conn.connect(self.now_us)?;
+        self.conn = conn;
+        self.tls = tls;
+        self._port = port; // the old port's reservation goes now
+        self.conn_counted = false;
+        self.tls_done = false;
+        self.eof = None;
+        self.reset = None;
+        self.fatal = None;
+        self.connect_deadline_us = Some(self.now_us + d.timeout.as_micros() as u64);
+        Ok(())
+    }
+
+    /// RX descriptors the old flow left on the RAW_INBOX: passed unread (the engine
+    /// gives their frames back to a fill ring). Nothing of the new flow can be among
+    /// them: its SYN has not gone out yet.
+    fn pass_stale_rx(&mut self) {
+        loop {
+            let n = self.raw_inbox.available();
+            if n == 0 {
+                break;
+            }
+            self.raw_inbox.advance(n);
+        }
+        self.raw_inbox.release();
+    }
+
+    /// The old connection's data frames: held for retransmission (completed) -> free
+    /// at once; in flight -> marked acknowledged, so their completion makes them free
+    /// (`reap_free`); they stay this connection's either way (the engine returns
+    /// completions to this slot).
+    fn free_old_data_frames(&mut self) {
+        for i in 0..self.msg.len() {
+            match self.msg[i] {
+                Msg::Sent { completed: true, .. } => {
+                    self.msg[i] = Msg::Free;
+                    self.local_free.push(crate::xdp::umem::frame_addr(MSG_BASE + i));
+                }
+                Msg::Sent { completed: false, .. } => {
+                    self.msg[i] = Msg::Sent {
+                        completed: false,
+                        acked: true,
+                    }
+                }
+                _ => {}
+            }
         }
     }
 }

@@ -177,6 +177,7 @@ impl CloseReason {
     pub fn to_error(&self) -> Error {
         match self {
             CloseReason::Normal { .. } => Error::Closed(self.to_string()),
+            CloseReason::ResetByPeer { .. } => Error::Reset(self.to_string()),
             _ => Error::Net(self.to_string()),
         }
     }

@@ -25,7 +25,6 @@
 mod conn;
 pub mod reorder;
 pub mod seq;
-pub mod sim;
 
 pub use conn::{CloseReason, Connection, Event, RxVerdict, State, TcpConfig, TcpStats, Transmit};
 

@@ -2,12 +2,22 @@
 
 use libc::c_char;
 
-/// Empty this thread's OpenSSL error queue. Called before every SSL_* operation so that
-/// `SSL_get_error` and our messages only ever see errors from that operation.
+/// Make sure this thread's OpenSSL error queue is empty. Called before every SSL_*
+/// operation so that `SSL_get_error` and our messages only ever see errors from that
+/// operation (other code on the thread may have left some).
+///
+/// Peek first: the queue is almost always empty (our failure paths drain it), and
+/// OpenSSL 3's `ERR_clear_error` walks all 16 slots freeing their strings, which a
+/// profile of the XDP path at 1.3 M records/s showed as 15 % of the stage thread
+/// (`ERR_clear_error` + `CRYPTO_free`). `ERR_peek_error` only reads the top slot.
 #[inline]
 pub(crate) fn clear_error_queue() {
-    // SAFETY: ERR_clear_error only touches this thread's error state.
-    unsafe { openssl_sys::ERR_clear_error() };
+    // SAFETY: ERR_peek_error / ERR_clear_error only touch this thread's error state.
+    unsafe {
+        if super::ffi::ERR_peek_error() != 0 {
+            openssl_sys::ERR_clear_error();
+        }
+    }
 }
 
 /// Pop every error from this thread's OpenSSL error queue, oldest first, as

@@ -21,6 +21,7 @@ extern "C" {
     pub fn SSL_set_msg_callback(ssl: *mut SSL, cb: Option<MsgCallback>);
     pub fn SSL_SESSION_is_resumable(s: *const SSL_SESSION) -> c_int;
     pub fn ERR_error_string_n(e: c_ulong, buf: *mut c_char, len: size_t);
+    pub fn ERR_peek_error() -> c_ulong;
     pub fn BIO_ctrl_pending(b: *mut BIO) -> size_t;
     pub fn BIO_get_new_index() -> c_int;
 }

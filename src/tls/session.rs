@@ -443,6 +443,12 @@ impl TlsSession {
         if self.peer_closed {
             return Err(Error::Closed("peer sent TLS close_notify".into()));
         }
+        // Nothing new to decrypt (no ciphertext waiting in our read BIO, nothing
+        // buffered inside OpenSSL): SSL_read could only say WANT_READ. The stage asks on
+        // every poll, so skip the call (and its error-queue work) in that common case.
+        if self.done && self.buffered_ciphertext() == 0 && !self.has_pending_plaintext() {
+            return Ok(0);
+        }
         clear_error_queue();
         let mut filled = 0;
         while filled < out.len() {

@@ -1,6 +1,6 @@
-//! A non-blocking kernel TCP socket client.
+//! A non-blocking kernel TCP socket client: what the pipeline's kernel transports
+//! (`stage::StreamTransport`, `stage::TlsTransport`) read from and write to.
 
-use super::ByteTransport;
 use crate::error::{Error, Result};
 use libc::{c_int, c_void, socklen_t};
 use std::io;
@@ -199,11 +199,20 @@ impl KernelSocket {
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
     }
-}
 
-impl ByteTransport for KernelSocket {
+    /// Adopt a connected std socket (made non-blocking), e.g. one a test or benchmark
+    /// server accepted: the TLS glue then serves either role.
+    pub fn from_std(s: std::net::TcpStream) -> Result<KernelSocket> {
+        use std::os::fd::IntoRawFd;
+        let peer = s.peer_addr().map_err(|e| Error::io("peer_addr", e))?;
+        s.set_nonblocking(true).map_err(|e| Error::io("set_nonblocking", e))?;
+        Ok(KernelSocket { fd: s.into_raw_fd(), peer, open: true })
+    }
+
+    /// Read up to `buf.len()` bytes: `Ok(n > 0)`, `Err(WouldBlock)` nothing now,
+    /// `Err(Closed(reason))` the stream is over (FIN, reset); anything else is fatal.
     #[inline]
-    fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         if !self.open {
             return Err(Error::Closed("socket already closed".into()));
         }
@@ -223,15 +232,17 @@ impl ByteTransport for KernelSocket {
             return match e.raw_os_error() {
                 Some(libc::EAGAIN) => Err(Error::WouldBlock),
                 Some(libc::EINTR) => continue,
-                Some(libc::ECONNRESET) => Err(Error::Closed(format!("connection reset by peer {}", self.peer))),
-                Some(libc::ETIMEDOUT) => Err(Error::Closed(format!("connection to {} timed out", self.peer))),
+                Some(libc::ECONNRESET) => Err(Error::Reset(format!("connection reset by peer {}", self.peer))),
+                Some(libc::ETIMEDOUT) => Err(Error::Net(format!("connection to {} timed out", self.peer))),
                 _ => Err(Error::io(format!("recv from {}", self.peer), e)),
             };
         }
     }
 
+    /// Write up to `data.len()` bytes (may be partial); `Err(WouldBlock)` when the
+    /// socket buffer is full.
     #[inline]
-    fn send(&mut self, data: &[u8]) -> Result<usize> {
+    pub fn send(&mut self, data: &[u8]) -> Result<usize> {
         if !self.open {
             return Err(Error::Closed("socket already closed".into()));
         }
@@ -256,7 +267,8 @@ impl ByteTransport for KernelSocket {
         }
     }
 
-    fn close(&mut self) {
+    /// Close the socket (idempotent).
+    pub fn close(&mut self) {
         if self.open {
             self.open = false;
             // SAFETY: fd is ours and closed exactly once (guarded by `open`).
@@ -264,11 +276,13 @@ impl ByteTransport for KernelSocket {
         }
     }
 
-    fn is_open(&self) -> bool {
+    pub fn is_open(&self) -> bool {
         self.open
     }
 
-    fn wait(&mut self, writable: bool, timeout: Duration) -> Result<()> {
+    /// Block until readable (or writable too, if `writable`) or `timeout` passes: for
+    /// the blocking set-up steps (TLS handshake) and blocking helpers only.
+    pub fn wait(&mut self, writable: bool, timeout: Duration) -> Result<()> {
         let ev = if writable { libc::POLLIN | libc::POLLOUT } else { libc::POLLIN };
         poll_fd(self.fd, ev, timeout).map_err(|e| Error::io("poll", e))?;
         Ok(())

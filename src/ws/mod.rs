@@ -6,15 +6,13 @@
 //! - [`handshake`]: the HTTP/1.1 Upgrade request and the response validator.
 //! - [`parser`]: incremental, zero-copy frame parser (frames, pieces or messages).
 //! - [`builder`], [`mask`]: client frame encoder with per-frame random masking.
-//! - [`close`]: close payloads and the closing handshake.
-//! - [`connection`]: all of the above tied into one state machine.
+//! - [`close`]: close payloads.
 //! - [`utf8`], [`sha1`], [`rng`]: the small pieces they need.
 //!
 //! See `docs/websocket.md` for the delivery modes, checks and close codes.
 
 pub mod builder;
 pub mod close;
-pub mod connection;
 pub mod deflate;
 pub mod frame;
 pub mod handshake;
@@ -26,9 +24,8 @@ pub mod url;
 pub mod utf8;
 
 pub use builder::{FrameBuilder, MaskMode};
-pub use close::{CloseAction, CloseHandshake, CloseState};
+pub use close::parse_close_payload;
 pub use deflate::{DeflateConfig, Negotiated as DeflateParams};
-pub use connection::{Connection, ConnectionConfig};
 pub use frame::{close_code, CloseFrame, ControlPayload, Data, Event, MessageKind, OpCode};
 pub use handshake::{ClientHandshake, HandshakeConfig, HandshakeStatus};
 pub use parser::{Delivery, Parser, ParserConfig};

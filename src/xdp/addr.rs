@@ -295,6 +295,30 @@ impl PortReservation {
     }
 }
 
+/// The next hop's MAC: from the neighbour table, asking the kernel to resolve it (a
+/// UDP datagram to the discard port makes it ARP) when it is not there yet.
+pub(crate) fn next_hop_mac(hop: std::net::Ipv4Addr, ifname: &str, timeout: std::time::Duration) -> crate::Result<[u8; 6]> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut poked = false;
+    loop {
+        if let Some(m) = neighbor_mac(hop, ifname)? {
+            return Ok(m);
+        }
+        if !poked {
+            poked = true;
+            if let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") {
+                let _ = s.send_to(&[0], (hop, 9));
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(crate::Error::Net(format!(
+                "no ARP answer from {hop} on {ifname} within {timeout:?}"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,7 +57,8 @@ pub struct XdpConfig {
     pub attach: AttachRequest,
     pub zero_copy: ZeroCopy,
     /// How long to keep retrying a bind that fails with EBUSY (a queue released by a
-    /// just-closed socket can stay busy for a moment).
+    /// just-closed socket can stay busy for a moment; seconds on a loaded machine with
+    /// several queues, whose sockets the kernel releases after an RCU grace period).
     pub bind_busy_timeout: Duration,
 }
 
@@ -68,7 +69,7 @@ impl XdpConfig {
             queue: None,
             attach: AttachRequest::Auto,
             zero_copy: ZeroCopy::Auto,
-            bind_busy_timeout: Duration::from_secs(2),
+            bind_busy_timeout: Duration::from_secs(5),
         }
     }
 }

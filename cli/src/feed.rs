@@ -1,0 +1,151 @@
+//! `pipeline connect URL [URL ...] --dedup-json-field NAME [--contiguous] [--hold-ms MS]
+//! [--rotate-every SECS]`: the URLs are the legs of one feed, merged by key. Stdout: one
+//! line per delivered message; stderr: one line per event (gap, leg up/down, rotation).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pipeline::pipeline::{
+    ArbiterMode, Feed, FeedConfig, FeedEvent, FeedItem, KeyExtractor, RotationConfig, State,
+};
+
+use crate::connect::{hex, Opts};
+use crate::signals::interrupted;
+use crate::stat::json;
+
+#[derive(Default)]
+pub(crate) struct FeedOpts {
+    pub(crate) field: Option<String>,
+    pub(crate) contiguous: bool,
+    pub(crate) hold_ms: Option<f64>,
+    pub(crate) rotate_every: Option<f64>,
+}
+
+impl FeedOpts {
+    pub(crate) fn wanted(&self) -> bool {
+        self.field.is_some() || self.rotate_every.is_some()
+    }
+}
+
+pub(crate) fn main(o: Opts) -> ExitCode {
+    let key = match &o.feed.field {
+        Some(f) => match KeyExtractor::json(f) {
+            Ok(k) => k,
+            Err(e) => return crate::usage_error(&format!("--dedup-json-field {f:?}: {e}")),
+        },
+        None => KeyExtractor::None,
+    };
+    let mut legs = vec![o.cfg.clone()];
+    for u in &o.more_urls {
+        let mut c = o.cfg.clone();
+        c.url = u.clone();
+        legs.push(c);
+    }
+    let mut cfg = FeedConfig::new(legs, key);
+    cfg.name = o.cfg.name.clone();
+    cfg.quiet = o.cfg.quiet;
+    if o.feed.contiguous {
+        cfg.mode = ArbiterMode::Contiguous;
+    }
+    if let Some(ms) = o.feed.hold_ms {
+        cfg.hold_window = Duration::from_secs_f64(ms / 1000.0);
+    }
+    cfg.rotation = RotationConfig {
+        every_ns: o.feed.rotate_every.map(|s| (s * 1e9) as u64),
+        ..Default::default()
+    };
+    let mut feed = match Feed::start(cfg) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("pipeline: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for s in &o.sends {
+        if let Err(e) = feed.send_text_all(s) {
+            eprintln!("pipeline: send: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out.lock());
+    let mut n = 0u64;
+    let mut closing = false;
+    let mut clean = true;
+    let code = loop {
+        if interrupted() && !closing {
+            closing = true;
+            let _ = feed.close(1001, "interrupted");
+        }
+        enum Got {
+            Line(String),
+            Event(FeedEvent),
+            Nothing,
+        }
+        let got = match feed.next_timeout(Duration::from_millis(50)) {
+            Some(FeedItem::Frame(f)) => Got::Line(if f.opcode() == 1 {
+                f.text().unwrap_or("").replace('\n', "\\n")
+            } else {
+                hex(f.payload())
+            }),
+            Some(FeedItem::Event(e)) => Got::Event(e),
+            None => Got::Nothing,
+        };
+        match got {
+            Got::Line(_) if o.count.is_some_and(|c| n >= c) => {} // closing
+            Got::Line(line) => {
+                if writeln!(out, "{line}").is_err() {
+                    break 1;
+                }
+                n += 1;
+                if o.count == Some(n) && !closing {
+                    closing = true;
+                    let _ = out.flush();
+                    let _ = feed.close(1000, "done");
+                }
+            }
+            Got::Event(e) => {
+                let _ = out.flush();
+                if let FeedEvent::LegDown { state: State::Disconnected { reason }, .. } = &e {
+                    clean &= matches!(
+                        reason.kind,
+                        pipeline::pipeline::DisconnectKind::CloseCompleted { .. }
+                            | pipeline::pipeline::DisconnectKind::ServerClosed { code: 1000, .. }
+                    );
+                }
+                eprintln!("pipeline: {e}");
+            }
+            Got::Nothing => {
+                let _ = out.flush();
+                if feed.finished() {
+                    break if interrupted() {
+                        130
+                    } else if clean && (o.count.is_none() || o.count <= Some(n)) {
+                        0
+                    } else {
+                        1
+                    };
+                }
+            }
+        }
+    };
+    let _ = out.flush();
+    feed.publish_stats();
+    if let Some(path) = &o.stats_json {
+        let counters = feed.stats_region().snapshot();
+        if let Err(e) = std::fs::write(path, json(feed.name(), &counters, None) + "\n") {
+            eprintln!("pipeline: cannot write {path}: {e}");
+        }
+    }
+    let (r, a) = feed.rotations();
+    let (g, gs) = feed.gaps();
+    eprintln!(
+        "pipeline: feed {}: {} delivered, {g} gap(s) ({gs} sequences), {r} rotation(s){}",
+        feed.name(),
+        feed.delivered(),
+        if a > 0 { format!(", {a} aborted") } else { String::new() }
+    );
+    feed.stop();
+    ExitCode::from(code)
+}

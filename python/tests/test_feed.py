@@ -1,0 +1,98 @@
+"""pipeline.Feed: two legs (two small ws:// servers in this process sending {"seq":N}
+with disjoint drops and one sequence neither sends), merged by the JSON key in
+contiguous mode: every sequence once and in order, a "gap" event for the missing one,
+wins split between the legs, counters that add up."""
+import base64
+import hashlib
+import json
+import socket
+import struct
+import threading
+import time
+import unittest
+
+import pipeline
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def serve(drop, delay, n, ready):
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    ready.append(ls.getsockname()[1])
+
+    def conn(s):
+        req = b""
+        while b"\r\n\r\n" not in req:
+            req += s.recv(4096)
+        key = [l.split(b":", 1)[1].strip() for l in req.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key")][0]
+        acc = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        time.sleep(delay)
+        for i in range(n):
+            if not drop(i):
+                p = json.dumps({"seq": i, "pad": "x" * (i % 50)}).encode()
+                s.sendall(bytes([0x81, len(p)]) + p if len(p) < 126 else bytes([0x81, 126]) + struct.pack(">H", len(p)) + p)
+            if i % 20 == 0:
+                time.sleep(0.002)
+        time.sleep(5)
+        s.close()
+
+    def accept():
+        while True:
+            try:
+                s, _ = ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=conn, args=(s,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return ls
+
+
+class FeedAB(unittest.TestCase):
+    def test_two_legs_merged(self):
+        n = 2000
+        pa, pb = [], []
+        la = serve(lambda i: i % 10 == 3 or i == 1000, 0.0, n, pa)
+        lb = serve(lambda i: i % 10 == 7 or i == 1000, 0.003, n, pb)
+        try:
+            urls = ["ws://127.0.0.1:%d/feed" % pa[0], "ws://127.0.0.1:%d/feed" % pb[0]]
+            seqs, events = [], []
+            with pipeline.Feed(urls, key="seq", contiguous=True, hold_ms=250, layout="inline", wait="backoff",
+                               quiet=True) as f:
+                deadline = time.monotonic() + 20
+                while (not seqs or seqs[-1] != n - 1) and time.monotonic() < deadline:
+                    item = f.recv(timeout=0.1)
+                    if item is None:
+                        continue
+                    if isinstance(item, pipeline.FeedEvent):
+                        events.append(item)
+                        continue
+                    self.assertIsInstance(item.payload, memoryview)
+                    self.assertEqual(json.loads(item.bytes())["seq"], item.seq)
+                    seqs.append(item.seq)
+                self.assertEqual(seqs, [i for i in range(n) if i != 1000])
+                gaps = [e for e in events if e.kind == "gap"]
+                self.assertEqual([(g.stream, g.first, g.last) for g in gaps], [(0, 1000, 1000)])
+                self.assertEqual(gaps[0].text, "gap: stream 0 sequence 1000")
+                self.assertEqual(sorted(e.leg for e in events if e.kind == "leg_up"), [0, 1])
+                s0, s1, all_ = f.stats(0), f.stats(1), f.stats()
+                self.assertGreater(s0["feed_won"], 0)
+                self.assertGreater(s1["feed_won"], 0)
+                self.assertEqual(s0["feed_won"] + s1["feed_won"], len(seqs))
+                self.assertEqual(all_["feed_gaps"], 1)
+                for s in (s0, s1):
+                    self.assertEqual(s["feed_received"], s["feed_won"] + s["feed_dups"])
+                f.close()
+        finally:
+            la.close()
+            lb.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

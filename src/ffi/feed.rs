@@ -1,0 +1,520 @@
+//! The feed's C API (K legs, one merged stream): `pl_feed_config_init`,
+//! `pl_feed_start`, `pl_feed_poll` / `pl_feed_release`, `pl_feed_rotate`,
+//! `pl_feed_get_stats`, `pl_feed_close`, `pl_feed_free`. Thin wrappers over
+//! [`crate::pipeline::Feed`].
+
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::api::{fill_cstr, opt_str, to_config, PlConfig, PlStats};
+use super::boundary;
+use crate::error::{Error, Result};
+use crate::feed::{ArbiterMode, BinaryField, Endian, JsonField, Key, KeyExtractor, RotationConfig};
+use crate::ffi_nonnull;
+use crate::pipeline::feed::Out;
+use crate::pipeline::{Feed, FeedConfig, FeedEvent};
+use crate::stats::{Counter, State, StatsRegion, COUNTERS};
+
+/// `PlFeedConfig.key`: how a message's key (stream, sequence) is read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlKeyKind {
+    /// No key (one leg only).
+    PL_KEY_NONE = 0,
+    /// An integer field of a JSON object (`json_field`, a name or a dotted path; the
+    /// stream from `json_stream_field` if set, else 0).
+    PL_KEY_JSON = 1,
+    /// A fixed-offset binary integer (`binary_offset`, `binary_width` 1/2/4/8,
+    /// `binary_big_endian`).
+    PL_KEY_BINARY = 2,
+    /// `key_fn(key_user, payload, len, &stream, &seq)` returning 1 (a key) or 0 (none).
+    PL_KEY_CALLBACK = 3,
+}
+
+/// `PlFeedConfig.mode`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlFeedMode {
+    /// Deliver a key only if beyond the last delivered (duplicates dropped, never waits).
+    PL_FEED_MONOTONIC = 0,
+    /// Keys step by one: a message ahead of a gap is held until another leg fills it or
+    /// `hold_us` passes, then a `PL_FEED_GAP` item names the missing range.
+    PL_FEED_CONTIGUOUS = 1,
+}
+
+/// `PlFeedItem.kind`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlFeedItemKind {
+    /// A frame of the merged stream (release it with `pl_feed_release`).
+    PL_FEED_FRAME = 1,
+    /// Sequences `seq..=to` of `stream` came from no leg within the hold window.
+    PL_FEED_GAP = 2,
+    /// Leg `leg` is connected (again); `generation` 0 is its first connection.
+    PL_FEED_LEG_UP = 3,
+    /// Leg `leg` lost its connection: `cause` is the `PL_DISCONNECT_*` kind;
+    /// `generation` holds the reconnect attempt (0: it will not come back).
+    PL_FEED_LEG_DOWN = 4,
+    /// A rotation began: leg `leg` is being opened to replace `old_leg`.
+    PL_FEED_ROTATION_STARTED = 5,
+    /// Leg `leg` replaced `old_leg` (`PL_FEED_IN_STEP` in flags unless forced).
+    PL_FEED_ROTATION_DONE = 6,
+    /// The new leg `leg` failed or never got in step; `old_leg` carries on.
+    PL_FEED_ROTATION_ABORTED = 7,
+}
+
+/// `PlFeedItem.flags` bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum PlFeedItemFlags {
+    /// The first frame of its leg's new connection after a reconnect.
+    PL_FEED_AFTER_RECONNECT = 1,
+    /// The frame has a key (`stream`, `seq`).
+    PL_FEED_HAS_KEY = 2,
+    /// A rotation completed in step.
+    PL_FEED_IN_STEP = 4,
+}
+
+const PL_KEY_NONE: u32 = PlKeyKind::PL_KEY_NONE as u32;
+const PL_KEY_JSON: u32 = PlKeyKind::PL_KEY_JSON as u32;
+const PL_KEY_BINARY: u32 = PlKeyKind::PL_KEY_BINARY as u32;
+const PL_KEY_CALLBACK: u32 = PlKeyKind::PL_KEY_CALLBACK as u32;
+const PL_FEED_MONOTONIC: u32 = PlFeedMode::PL_FEED_MONOTONIC as u32;
+const PL_FEED_CONTIGUOUS: u32 = PlFeedMode::PL_FEED_CONTIGUOUS as u32;
+const PL_FEED_FRAME: u32 = PlFeedItemKind::PL_FEED_FRAME as u32;
+const PL_FEED_GAP: u32 = PlFeedItemKind::PL_FEED_GAP as u32;
+const PL_FEED_LEG_UP: u32 = PlFeedItemKind::PL_FEED_LEG_UP as u32;
+const PL_FEED_LEG_DOWN: u32 = PlFeedItemKind::PL_FEED_LEG_DOWN as u32;
+const PL_FEED_ROTATION_STARTED: u32 = PlFeedItemKind::PL_FEED_ROTATION_STARTED as u32;
+const PL_FEED_ROTATION_DONE: u32 = PlFeedItemKind::PL_FEED_ROTATION_DONE as u32;
+const PL_FEED_ROTATION_ABORTED: u32 = PlFeedItemKind::PL_FEED_ROTATION_ABORTED as u32;
+const PL_FEED_AFTER_RECONNECT: u32 = PlFeedItemFlags::PL_FEED_AFTER_RECONNECT as u32;
+const PL_FEED_HAS_KEY: u32 = PlFeedItemFlags::PL_FEED_HAS_KEY as u32;
+const PL_FEED_IN_STEP: u32 = PlFeedItemFlags::PL_FEED_IN_STEP as u32;
+
+/// Reads one message's key: return 1 and set `*stream` and `*seq`, or 0 (no key).
+/// Called from the thread calling `pl_feed_poll`; `payload` is valid during the call.
+#[allow(non_camel_case_types)]
+pub type pl_key_fn =
+    Option<unsafe extern "C" fn(user: *mut c_void, payload: *const u8, len: usize, stream: *mut u32, seq: *mut u64) -> c_int>;
+
+/// A feed: `legs_len` connections carrying the same feed, one merged stream.
+#[repr(C)]
+pub struct PlFeedConfig {
+    /// One `PlConfig` per leg (polling delivery: `on_message` NULL; messages, not
+    /// frames). Their `name` is ignored: leg i is `<name>-<i>`.
+    pub legs: *const PlConfig,
+    pub legs_len: usize,
+    /// The feed's shared-memory name (its counters: `pipeline stat NAME`); NULL: chosen.
+    pub name: *const c_char,
+    /// A `PlKeyKind`.
+    pub key: u32,
+    pub json_field: *const c_char,
+    pub json_stream_field: *const c_char,
+    pub binary_offset: usize,
+    pub binary_width: u32,
+    pub binary_big_endian: bool,
+    pub key_fn: pl_key_fn,
+    pub key_user: *mut c_void,
+    /// `PL_FEED_MONOTONIC` or `PL_FEED_CONTIGUOUS`.
+    pub mode: u32,
+    /// Contiguous mode: the hold window in microseconds (default 1000; 0: never wait).
+    pub hold_us: u32,
+    /// Contiguous mode: most messages held at once (default 4096).
+    pub hold_capacity: u32,
+    /// The leg keyless messages come from while it is up (default 0).
+    pub primary: u32,
+    /// Rotate (make before break) every this many milliseconds (0: only on request).
+    pub rotate_every_ms: u32,
+    /// Do not print the feed's line on stderr.
+    pub quiet: bool,
+}
+
+/// One item of the merged stream: a frame (read in place in its leg's MSG_INBOX) or an
+/// event (`text` says it in one line).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PlFeedItem {
+    /// A `PlFeedItemKind`.
+    pub kind: u32,
+    /// The frame's leg; the leg of a LEG_* event; the new leg of a ROTATION_* event.
+    pub leg: u32,
+    /// Frames: the payload, valid until `pl_feed_release` of this item.
+    pub payload: *const u8,
+    pub len: usize,
+    /// Frames: 1 text, 2 binary.
+    pub opcode: u32,
+    /// `PlFeedItemFlags` bits: `PL_FEED_AFTER_RECONNECT`, `PL_FEED_HAS_KEY`, `PL_FEED_IN_STEP`.
+    pub flags: u32,
+    /// Library use: the frame's position in its leg's MSG_INBOX.
+    pub pos: u64,
+    /// Frames with a key and gaps: the stream.
+    pub stream: u32,
+    /// ROTATION_*: the old leg.
+    pub old_leg: u32,
+    /// Frames: the key's sequence; gaps: the first missing sequence.
+    pub seq: u64,
+    /// Gaps: the last missing sequence.
+    pub to: u64,
+    /// LEG_UP: the generation; LEG_DOWN: the reconnect attempt (0: not reconnecting).
+    pub generation: u64,
+    /// LEG_DOWN: the `PL_DISCONNECT_*` kind of the loss.
+    pub cause: u32,
+    /// Events: one line for people, NUL-terminated ("" for frames).
+    pub text: [c_char; 160],
+}
+
+/// A running feed (opaque). Calls are serialised on a lock inside.
+#[allow(non_camel_case_types)]
+pub struct pl_feed {
+    f: Mutex<Feed>,
+}
+
+struct CKey {
+    f: unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut u32, *mut u64) -> c_int,
+    user: *mut c_void,
+}
+// SAFETY: the C caller promises the callback and its user data may be used from the
+// thread calling pl_feed_poll (documented on `pl_key_fn`).
+unsafe impl Send for CKey {}
+
+/// Fill `cfg` with the defaults (no legs, JSON key unset, monotonic, 1 ms hold).
+///
+/// # Safety
+/// `cfg` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_config_init(cfg: *mut PlFeedConfig) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(cfg);
+        let c = PlFeedConfig {
+            legs: std::ptr::null(),
+            legs_len: 0,
+            name: std::ptr::null(),
+            key: PL_KEY_NONE,
+            json_field: std::ptr::null(),
+            json_stream_field: std::ptr::null(),
+            binary_offset: 0,
+            binary_width: 8,
+            binary_big_endian: false,
+            key_fn: None,
+            key_user: std::ptr::null_mut(),
+            mode: PL_FEED_MONOTONIC,
+            hold_us: 1000,
+            hold_capacity: 4096,
+            primary: 0,
+            rotate_every_ms: 0,
+            quiet: false,
+        };
+        // SAFETY: non-null and writable per the contract.
+        unsafe { cfg.write(c) };
+        Ok(())
+    })
+}
+
+unsafe fn key_of(c: &PlFeedConfig) -> Result<KeyExtractor> {
+    let cfg_err = |e: crate::feed::ConfigError| Error::Config(e.to_string());
+    Ok(match c.key {
+        PL_KEY_NONE => KeyExtractor::None,
+        PL_KEY_JSON => {
+            // SAFETY: NUL-terminated strings per the contract.
+            let seq = unsafe { opt_str(c.json_field, "json_field")? }
+                .ok_or(Error::Config("PL_KEY_JSON needs json_field".into()))?;
+            let stream = match unsafe { opt_str(c.json_stream_field, "json_stream_field")? } {
+                Some(s) => Some(JsonField::new(&s).map_err(cfg_err)?),
+                None => None,
+            };
+            KeyExtractor::Json { seq: JsonField::new(&seq).map_err(cfg_err)?, stream }
+        }
+        PL_KEY_BINARY => {
+            let width = u8::try_from(c.binary_width).map_err(|_| Error::Config("binary_width: 1, 2, 4 or 8".into()))?;
+            let endian = if c.binary_big_endian { Endian::Big } else { Endian::Little };
+            KeyExtractor::Binary { seq: BinaryField::new(c.binary_offset, width, endian).map_err(cfg_err)?, stream: None }
+        }
+        PL_KEY_CALLBACK => {
+            let f = c.key_fn.ok_or(Error::Config("PL_KEY_CALLBACK needs key_fn".into()))?;
+            let k = CKey { f, user: c.key_user };
+            KeyExtractor::Custom(Box::new(move |msg: &[u8]| {
+                let (mut stream, mut seq) = (0u32, 0u64);
+                let k = &k;
+                // SAFETY: the callback's contract (pl_key_fn); the out pointers are ours.
+                let got = unsafe { (k.f)(k.user, msg.as_ptr(), msg.len(), &mut stream, &mut seq) };
+                (got == 1).then(|| Key::new(stream, seq))
+            }))
+        }
+        v => {
+            return Err(Error::Config(format!(
+                "PlFeedConfig.key = {v} is not a PL_KEY_* value (expected PL_KEY_NONE, PL_KEY_JSON, PL_KEY_BINARY or PL_KEY_CALLBACK)"
+            )))
+        }
+    })
+}
+
+/// Start every leg and the merge; `*out` is written only on success. Free it with
+/// `pl_feed_free`.
+///
+/// # Safety
+/// `cfg` initialised (`pl_feed_config_init`), `legs` pointing to `legs_len` PlConfigs;
+/// `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_start(cfg: *const PlFeedConfig, out: *mut *mut pl_feed) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(cfg, out);
+        // SAFETY: non-null, initialised per the contract.
+        let c = unsafe { &*cfg };
+        if c.legs.is_null() || c.legs_len == 0 {
+            return Err(Error::Config("PlFeedConfig.legs: at least one leg".into()));
+        }
+        let mut legs = Vec::with_capacity(c.legs_len);
+        for i in 0..c.legs_len {
+            // SAFETY: `legs_len` configs at `legs` per the contract.
+            let lc = unsafe { &*c.legs.add(i) };
+            if lc.on_message.is_some() {
+                return Err(Error::Config(format!("leg {i}: a feed leg polls (on_message must be NULL)")));
+            }
+            legs.push(unsafe { to_config(lc)? });
+        }
+        let mut fc = FeedConfig::new(legs, unsafe { key_of(c)? });
+        fc.name = unsafe { opt_str(c.name, "name")? };
+        fc.mode = match c.mode {
+            PL_FEED_MONOTONIC => ArbiterMode::Monotonic,
+            PL_FEED_CONTIGUOUS => ArbiterMode::Contiguous,
+            v => return Err(Error::Config(format!("PlFeedConfig.mode = {v}: PL_FEED_MONOTONIC or PL_FEED_CONTIGUOUS"))),
+        };
+        fc.hold_window = Duration::from_micros(c.hold_us as u64);
+        fc.hold_capacity = c.hold_capacity as usize;
+        fc.primary = c.primary as usize;
+        fc.rotation = RotationConfig {
+            every_ns: (c.rotate_every_ms > 0).then(|| c.rotate_every_ms as u64 * 1_000_000),
+            ..Default::default()
+        };
+        fc.quiet = c.quiet;
+        let f = Feed::start(fc)?;
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = Box::into_raw(Box::new(pl_feed { f: Mutex::new(f) })) };
+        Ok(())
+    })
+}
+
+fn feed_ref<'a>(f: *mut pl_feed) -> &'a pl_feed {
+    // SAFETY: callers null-check; the handle came from pl_feed_start and is not freed
+    // while in use (pl_free's contract). Everything goes through the lock.
+    unsafe { &*f }
+}
+
+impl pl_feed {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Feed>> {
+        self.f.lock().map_err(|_| Error::Closed("the feed was poisoned by a panic".into()))
+    }
+}
+
+#[allow(dead_code)]
+fn _feed_handle_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<pl_feed>();
+}
+
+fn empty_item(kind: u32) -> PlFeedItem {
+    PlFeedItem {
+        kind,
+        leg: 0,
+        payload: std::ptr::null(),
+        len: 0,
+        opcode: 0,
+        flags: 0,
+        pos: 0,
+        stream: 0,
+        old_leg: 0,
+        seq: 0,
+        to: 0,
+        generation: 0,
+        cause: 0,
+        text: [0; 160],
+    }
+}
+
+fn event_item(e: &FeedEvent) -> PlFeedItem {
+    let mut it = match e {
+        FeedEvent::Gap { stream, from, to } => PlFeedItem { stream: *stream, seq: *from, to: *to, ..empty_item(PL_FEED_GAP) },
+        FeedEvent::LegUp { leg, generation } => PlFeedItem { leg: *leg as u32, generation: *generation, ..empty_item(PL_FEED_LEG_UP) },
+        FeedEvent::LegDown { leg, state } => {
+            let (cause, attempt) = match state {
+                State::Reconnecting { attempt, cause } => (cause.code(), *attempt as u64),
+                State::Disconnected { reason } => (reason.kind.code(), 0),
+                _ => (0, 0),
+            };
+            PlFeedItem { leg: *leg as u32, cause, generation: attempt, ..empty_item(PL_FEED_LEG_DOWN) }
+        }
+        FeedEvent::RotationStarted { old, new } => {
+            PlFeedItem { leg: *new as u32, old_leg: *old as u32, ..empty_item(PL_FEED_ROTATION_STARTED) }
+        }
+        FeedEvent::RotationDone { old, new, in_step } => PlFeedItem {
+            leg: *new as u32,
+            old_leg: *old as u32,
+            flags: if *in_step { PL_FEED_IN_STEP } else { 0 },
+            ..empty_item(PL_FEED_ROTATION_DONE)
+        },
+        FeedEvent::RotationAborted { old, new, .. } => {
+            PlFeedItem { leg: *new as u32, old_leg: *old as u32, ..empty_item(PL_FEED_ROTATION_ABORTED) }
+        }
+    };
+    fill_cstr(&mut it.text, &e.to_string());
+    it
+}
+
+/// The next item without blocking: `PL_OK` and `*out` filled (a frame or an event), or
+/// `PL_ERR_WOULD_BLOCK` (nothing yet), or `PL_ERR_CLOSED` (every leg gone and drained).
+/// Frames may be released in any order; each one pins its leg's MSG_INBOX from its
+/// position on until released.
+///
+/// # Safety
+/// `f` from `pl_feed_start`, `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_poll(f: *mut pl_feed, out: *mut PlFeedItem) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(f, out);
+        let mut feed = feed_ref(f).lock()?;
+        let item = match feed.next_raw() {
+            Some(Out::Frame { leg, raw, key }) => {
+                // SAFETY: just handed out, released only by pl_feed_release.
+                let payload = unsafe { feed.payload_raw(leg, &raw) }.map_or(std::ptr::null(), |p| p.as_ptr());
+                PlFeedItem {
+                    leg: leg as u32,
+                    payload,
+                    len: raw.len as usize,
+                    opcode: raw.opcode as u32,
+                    flags: if raw.after_reconnect { PL_FEED_AFTER_RECONNECT } else { 0 }
+                        | if key.is_some() { PL_FEED_HAS_KEY } else { 0 },
+                    pos: raw.pos,
+                    stream: key.map_or(0, |k| k.stream),
+                    seq: key.map_or(0, |k| k.seq),
+                    ..empty_item(PL_FEED_FRAME)
+                }
+            }
+            Some(Out::Event(e)) => event_item(&e),
+            None if feed.finished() => return Err(Error::Closed("every leg of the feed is gone".into())),
+            None => return Err(Error::WouldBlock),
+        };
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = item };
+        Ok(())
+    })
+}
+
+/// Done with a frame item from `pl_feed_poll` (events need no release). An item that is
+/// not a frame handed out and not yet released is `PL_ERR_CONFIG`.
+///
+/// # Safety
+/// `f` from `pl_feed_start`; `item` readable.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_release(f: *mut pl_feed, item: *const PlFeedItem) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(f, item);
+        // SAFETY: readable per the contract; only integers are read.
+        let (kind, leg, pos) = unsafe {
+            (
+                std::ptr::addr_of!((*item).kind).read(),
+                std::ptr::addr_of!((*item).leg).read(),
+                std::ptr::addr_of!((*item).pos).read(),
+            )
+        };
+        if kind != PL_FEED_FRAME {
+            return Ok(());
+        }
+        let mut feed = feed_ref(f).lock()?;
+        if !feed.release_raw(leg as usize, pos) {
+            return Err(Error::Config(format!(
+                "pl_feed_release: leg {leg} pos {pos} is not a frame pl_feed_poll handed out (or it was released already)"
+            )));
+        }
+        Ok(())
+    })
+}
+
+/// Rotate now (make before break): a new leg like the oldest one replaces it once in
+/// step. `forced` (a server's shutdown notice): replace it even if never in step.
+///
+/// # Safety
+/// `f` from `pl_feed_start`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_rotate(f: *mut pl_feed, forced: bool) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(f);
+        let mut feed = feed_ref(f).lock()?;
+        if forced {
+            feed.shutdown_notice();
+        } else {
+            feed.rotate();
+        }
+        Ok(())
+    })
+}
+
+fn copy_stats(s: &StatsRegion, out: *mut PlStats) {
+    let mut values = [0u64; COUNTERS];
+    for c in Counter::ALL {
+        values[*c as usize] = s.get(*c);
+    }
+    let mut o = PlStats::default();
+    // SAFETY: PlStats is COUNTERS u64 fields in Counter order (asserted in api.rs).
+    unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), &mut o as *mut PlStats as *mut u64, COUNTERS) };
+    // SAFETY: out non-null (checked by the caller) and writable.
+    unsafe { *out = o };
+}
+
+/// Counters: `leg` < 0 gives the feed's own (`feed_delivered`, `feed_gaps`, ..., and
+/// the legs' feed counters summed); otherwise that leg's pipeline counters with its
+/// `feed_*` counters (won, dups, lag histogram). `PL_ERR_CONFIG` for an empty slot.
+///
+/// # Safety
+/// `f` from `pl_feed_start`; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_get_stats(f: *mut pl_feed, leg: c_int, out: *mut PlStats) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(f, out);
+        let feed = feed_ref(f).lock()?;
+        feed.publish_stats();
+        if leg < 0 {
+            copy_stats(feed.stats_region(), out);
+            return Ok(());
+        }
+        let p = feed.leg(leg as usize).ok_or_else(|| Error::Config(format!("feed slot {leg} holds no leg")))?;
+        copy_stats(p.stats_region(), out);
+        Ok(())
+    })
+}
+
+/// Close every leg (the close handshake; they do not reconnect). Poll until
+/// `PL_ERR_CLOSED` to drain.
+///
+/// # Safety
+/// `f` from `pl_feed_start`; `reason` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_close(f: *mut pl_feed, code: u16, reason: *const c_char) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(f);
+        // SAFETY: NUL-terminated or NULL per the contract.
+        let r = unsafe { opt_str(reason, "reason")? }.unwrap_or_default();
+        feed_ref(f).lock()?.close(code, &r)
+    })
+}
+
+/// Stop every leg and free the feed. NULL is a no-op; no other call on `f` may be
+/// running or come later.
+///
+/// # Safety
+/// `f` from `pl_feed_start`, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_free(f: *mut pl_feed) {
+    if f.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: from Box::into_raw in pl_feed_start, freed once.
+        drop(unsafe { Box::from_raw(f) });
+    }));
+}

@@ -183,3 +183,48 @@ fn both_no_context_takeover_flags() {
     assert!(h.contains("server_no_context_takeover"), "{h}");
     stream(&srv, d);
 }
+
+/// Reconnect with deflate on, over wss:// against websockets: `/stream` sends its
+/// messages compressed and closes with 1000, which the default policy reconnects on;
+/// every connection negotiates again (and resumes TLS), its server compressor starts
+/// fresh, and the client's inflater, parser and WIRE_INBOX position start at the new
+/// connection. Five connections' streams arrive intact, the first message of each
+/// after the first flagged; then an echo round on a last connection.
+#[test]
+fn reconnects_keep_compressed_streams_intact() {
+    let srv = Server::start(true, &["--server-max-window-bits", "11"]);
+    let (n, size) = (300usize, 700usize);
+    let mut c = Config::new(&srv.url(&format!("/stream?n={n}&size={size}&type=json")));
+    c.ca_file = Some(certs().ca().into());
+    c.deflate = Some(DeflateConfig::default());
+    c.inbox_size = 1 << 20;
+    c.max_message = 1 << 16;
+    c.layout = Some(Layout::Threads);
+    c.wait = Some(WaitKind::Backoff);
+    c.quiet = true;
+    c.reconnect = pipeline::pipeline::ReconnectPolicy {
+        initial_ns: 5_000_000,
+        max_ns: 50_000_000,
+        jitter: 0.0,
+        ..pipeline::pipeline::ReconnectPolicy::standard()
+    };
+    let mut p = Pipeline::start(c).expect("start");
+    let mut rx = p.receiver().expect("receiver");
+    for round in 0..5 {
+        for i in 0..n {
+            let f = rx
+                .next_frame_timeout(T)
+                .unwrap_or_else(|| panic!("round {round} message {i}: {:?}", p.state()));
+            let s = json(i);
+            let want = format!("{s}{}", " ".repeat(size.saturating_sub(s.len())));
+            assert_eq!(f.text(), Some(want.as_str()), "round {round} message {i}");
+            assert_eq!(f.after_reconnect(), round > 0 && i == 0, "round {round} message {i} flag");
+        }
+    }
+    let st = p.stats();
+    assert!(st.get(Counter::Reconnects) >= 4, "{}", st.get(Counter::Reconnects));
+    assert!(st.get(Counter::InflatedMessages) >= 5 * n as u64);
+    let neg = Negotiated::from_word(st.get(Counter::Deflate) as u32).expect("negotiated");
+    assert_eq!(neg.server_max_window_bits, 11);
+    p.stop();
+}

@@ -386,3 +386,134 @@ fn invalid_answers_fail_the_upgrade_naming_the_parameter() {
         assert!(e.contains(want), "{ans}: {e}");
     }
 }
+
+/// The client messages one connection's capture holds, inflated with that
+/// connection's parameters (a fresh inflater: the client's compressor must be fresh
+/// per connection too, or its back-references into the old window break this), or
+/// taken as they are when the connection declined.
+fn connection_messages(cap: &Capture, client_bits: Option<(u8, bool)>) -> Vec<Vec<u8>> {
+    match client_bits {
+        Some((bits, nt)) => client_messages(cap, bits, nt).into_iter().map(|m| m.1).collect(),
+        None => cap.lock().unwrap().iter().filter(|f| f.0 < 8).map(|f| f.2.clone()).collect(),
+    }
+}
+
+/// Four connections, each negotiating something else: context takeover with 15-bit
+/// windows; 9-bit server window, 10-bit client window, both no-context-takeover; a
+/// declined offer; the defaults again. Each connection's messages are compressed with
+/// its own fresh server compressor, the first ends inside a compressed fragmented
+/// message (cut: dropped) with a reset, the second with close 1001, the third with a
+/// FIN. Every message of every connection arrives intact and in order, the first one
+/// after each reconnect flagged; what we send on each connection is compressed with
+/// that connection's parameters (or not at all when it declined), by a fresh
+/// compressor.
+#[test]
+fn deflate_across_reconnects_with_other_parameters() {
+    const N: usize = 30;
+    const SENDS: usize = 20;
+    // (server answer, server window + no takeover, client window + no takeover)
+    let conns: [(Option<&str>, (u8, bool), Option<(u8, bool)>); 4] = [
+        (Some("permessage-deflate"), (15, false), Some((15, false))),
+        (
+            Some("permessage-deflate; server_max_window_bits=9; server_no_context_takeover; client_max_window_bits=10; client_no_context_takeover"),
+            (9, true),
+            Some((10, true)),
+        ),
+        (None, (15, false), None),
+        (Some("permessage-deflate"), (15, false), Some((15, false))),
+    ];
+    for layout in [Layout::Inline, Layout::Threads] {
+        let (name, _g) = unique(&format!("deflrc{layout:?}"));
+        let caps: Vec<Capture> = (0..conns.len()).map(|_| Arc::default()).collect();
+        let mut want = Vec::new();
+        let mut scripts = Vec::new();
+        for (k, (ans, (sbits, snt), _)) in conns.iter().enumerate() {
+            // The server's compressor for this connection (its window is the server's).
+            let mut d = Deflater::new(
+                &Negotiated {
+                    server_max_window_bits: 15,
+                    client_max_window_bits: *sbits,
+                    server_no_context_takeover: false,
+                    client_no_context_takeover: *snt,
+                },
+                &DeflateConfig { threshold: 0, level: 6, ..Default::default() },
+            );
+            let mut v = Vec::new();
+            for i in 0..N {
+                let m = format!("conn {k} {}", text(i));
+                match ans {
+                    Some(_) => encode_server_frame_rsv1(&mut v, 0x1, true, &compress(&mut d, m.as_bytes())),
+                    None => encode_server_frame(&mut v, 0x1, true, m.as_bytes()),
+                }
+                want.push(m);
+            }
+            let hold = v.len();
+            let mut s = SyntheticScript {
+                extensions: ans.map(str::to_string),
+                capture: Some(caps[k].clone()),
+                hold_at: Some((hold, SENDS)),
+                ..script(Vec::new(), [0, 7, 333, 0][k])
+            };
+            match k {
+                0 => {
+                    // A compressed message cut by the reset: its first fragment only.
+                    let big: Vec<u8> = (0..5000).flat_map(|i| text(i).into_bytes()).take(60_000).collect();
+                    let c = compress(&mut d, &big);
+                    encode_server_frame_rsv1(&mut v, 0x1, false, &c[..c.len() / 2]);
+                    s.reset_at_end = true;
+                }
+                1 => encode_server_frame(&mut v, 0x8, true, &1001u16.to_be_bytes()),
+                2 => s.eof_at_end = true,
+                _ => {}
+            }
+            s.data = Arc::new(v);
+            scripts.push(s);
+        }
+        let mut first = scripts.remove(0);
+        first.then = scripts;
+        let mut c = config(&name, first, layout);
+        c.deflate = Some(DeflateConfig { threshold: 16, ..Default::default() });
+        c.reconnect = pipeline::pipeline::ReconnectPolicy {
+            initial_ns: 2_000_000,
+            max_ns: 20_000_000,
+            jitter: 0.0,
+            storm_attempts: 0,
+            ..pipeline::pipeline::ReconnectPolicy::standard()
+        };
+        let mut p = Pipeline::start(c).unwrap();
+        let mut rx = p.receiver().unwrap();
+        let sends: Vec<String> = (0..SENDS).map(|i| format!("up {}", text(i))).collect();
+        for (k, chunk) in want.chunks(N).enumerate() {
+            for (i, m) in chunk.iter().enumerate() {
+                let f = rx
+                    .next_frame_timeout(Duration::from_secs(10))
+                    .unwrap_or_else(|| panic!("{layout:?}: connection {k} message {i}: {:?}", p.state()));
+                assert_eq!(f.text(), Some(m.as_str()), "{layout:?}: connection {k} message {i}");
+                assert_eq!(f.after_reconnect(), k > 0 && i == 0, "{layout:?}: connection {k} message {i} flag");
+            }
+            // This connection is live (it holds its end until it has our messages).
+            for m in &sends {
+                p.send_text(m).unwrap();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while caps[3].lock().unwrap().iter().filter(|f| f.0 < 8).count() < SENDS {
+            assert!(Instant::now() < deadline, "{layout:?}: the last connection got our messages");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let st = p.stats();
+        assert_eq!(st.get(Counter::Reconnects), 3);
+        assert_eq!(st.get(Counter::Generation), 3);
+        assert_eq!(st.get(Counter::InflatedMessages), 3 * N as u64, "{layout:?}");
+        assert_eq!(st.get(Counter::CompressedSent), 3 * SENDS as u64, "{layout:?}");
+        for (k, (_, _, client)) in conns.iter().enumerate() {
+            let got = connection_messages(&caps[k], *client);
+            let got: Vec<&[u8]> = got.iter().map(|m| &m[..]).collect();
+            let want: Vec<&[u8]> = sends.iter().map(|m| m.as_bytes()).collect();
+            assert_eq!(got, want, "{layout:?}: what connection {k} got from us");
+        }
+        // The negotiated parameters of the last connection.
+        assert_eq!(Negotiated::from_word(st.get(Counter::Deflate) as u32).map(|n| n.server_max_window_bits), Some(15));
+        p.stop();
+    }
+}

@@ -68,6 +68,11 @@ pub struct SyntheticScript {
     /// Answer an offer of permessage-deflate with this `Sec-WebSocket-Extensions`
     /// value (e.g. `"permessage-deflate"`); `None`: decline every extension.
     pub extensions: Option<String>,
+    /// `Some((offset, n))`: deliver the data up to `offset`, then hold the rest (and the
+    /// end of the stream) until the client has sent `n` data messages (final frames)
+    /// after the upgrade: a server that answers, so a test knows which connection got
+    /// what it sent.
+    pub hold_at: Option<(usize, usize)>,
 }
 
 /// The synthetic server as a [`Transport`].
@@ -82,6 +87,8 @@ pub struct SyntheticTransport {
     client: Vec<u8>,
     /// Client bytes taken after the upgrade (for the reading-rate knobs).
     taken: usize,
+    /// Client data messages (final data frames) seen after the upgrade.
+    client_messages: usize,
     eof: bool,
     counters: TransportCounters,
     /// Connections made after the first.
@@ -103,6 +110,7 @@ impl SyntheticTransport {
             start_ns: 0,
             client: Vec::new(),
             taken: 0,
+            client_messages: 0,
             eof: false,
             counters: TransportCounters::default(),
         }
@@ -154,6 +162,9 @@ impl SyntheticTransport {
                 self.priority.extend_from_slice(&reply);
                 self.eof = true; // stream ends after the reply
             }
+            if op < op::CLOSE && fin {
+                self.client_messages += 1;
+            }
             if let Some(c) = &self.script.capture {
                 if let Ok(mut v) = c.lock() {
                     v.push((op, fin, payload));
@@ -193,6 +204,15 @@ impl Transport for SyntheticTransport {
             return Err(Error::Closed("synthetic server ended the stream".into()));
         }
         let data = &self.script.data;
+        let mut end = data.len();
+        if let Some((at, n)) = self.script.hold_at {
+            if self.client_messages < n {
+                end = end.min(at);
+                if self.pos >= end {
+                    return Ok(0);
+                }
+            }
+        }
         if self.pos >= data.len() {
             if self.script.reset_at_end {
                 return Err(Error::Reset("synthetic server reset the connection".into()));
@@ -202,7 +222,7 @@ impl Transport for SyntheticTransport {
             }
             return Ok(0);
         }
-        let mut n = buf.len().min(data.len() - self.pos);
+        let mut n = buf.len().min(end - self.pos);
         if self.script.chunk > 0 {
             n = n.min(self.script.chunk);
         }

@@ -398,10 +398,22 @@ impl Pipeline {
     /// Start with callback delivery: `cb(payload, opcode, fin)` runs on the AppClient
     /// stage (its thread, its process, or the inline loop) with the payload in place.
     pub fn start_with_callback(cfg: Config, cb: OnMessage) -> Result<Pipeline> {
-        Self::start_inner(cfg, Some(cb))
+        Self::start_inner(cfg, Some(Box::new(move |_| cb)))
     }
 
-    fn start_inner(cfg: Config, cb: Option<OnMessage>) -> Result<Pipeline> {
+    /// Callback delivery for a callback that answers: `make` gets this pipeline's
+    /// [`Sender`] before any message can arrive (messages may be delivered while
+    /// `start` is still setting up, on its thread) and returns the callback, which can
+    /// then send from the AppClient stage — in the `inline` layout from the very loop
+    /// that parsed the message and writes next, with no hand-over between threads (an
+    /// order on a tick, an echo). `Err(WouldBlock)` from a send there means MSG_OUTBOX
+    /// is full: the callback must not wait for room on the loop that drains it.
+    pub fn start_with_sender_callback(cfg: Config, make: impl FnOnce(Sender) -> OnMessage) -> Result<Pipeline> {
+        Self::start_inner(cfg, Some(Box::new(make)))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start_inner(cfg: Config, cb: Option<Box<dyn FnOnce(Sender) -> OnMessage + '_>>) -> Result<Pipeline> {
         let url = Url::parse(&cfg.url)?;
         let name = match &cfg.name {
             Some(n) => n.clone(),
@@ -561,8 +573,10 @@ impl Pipeline {
             cfg.max_message,
         )));
         let callback = cb.is_some();
+        let sender = Sender { out: outbox.sender(), stats: stats.clone(), max: outbox.max_payload() };
         let mut receiver = None;
-        if let Some(cb) = cb {
+        if let Some(make) = cb {
+            let cb = make(sender.clone());
             let reader = FrameReader::new(frames_rx, inbox.clone());
             stages.push(Box::new(AppClientStage::new(reader, cb, stats.clone())));
         } else if !cfg.external_consumer {
@@ -608,8 +622,6 @@ impl Pipeline {
             name: name.clone(),
         };
         let running = runner::place(stages, &placement, &stats)?;
-        let outbox_max = outbox.max_payload();
-        let sender = Sender { out: outbox.sender(), stats: stats.clone(), max: outbox_max };
         Ok(Pipeline {
             name,
             stats,

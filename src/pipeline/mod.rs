@@ -755,10 +755,15 @@ impl Pipeline {
             // `reconnects` counts a loss just before the state moves: a look in
             // between (still Connected or Closing, same generation) would report a Connected that
             // never happened. Look again next round.
-            let unmoved = reconnects != last_reconnects
-                && generation == last_generation
-                && (code == State::Connected.code() || code == State::Closing.code())
-                && !stopping;
+            // Likewise the generation moves when the new connection's upgrade is done,
+            // before its subscriptions go out and the state becomes Connected: a look
+            // in between (same reconnects, still code 0) would report a Connected and
+            // then the same Reconnecting again.
+            let unmoved = !stopping
+                && ((reconnects != last_reconnects
+                    && generation == last_generation
+                    && (code == State::Connected.code() || code == State::Closing.code()))
+                    || (reconnects == last_reconnects && generation != last_generation && code == 0));
             if unmoved {
             } else if reconnects != last_reconnects || generation != last_generation {
                 // Reconnects faster than the watcher looks: the events it missed, in

@@ -328,6 +328,19 @@ typedef struct PlConfig {
   // Callback delivery that can send and fail (see `pl_on_message_ex`); gets
   // `on_message_user`. Set this or `on_message`, not both.
   pl_on_message_ex on_message_ex;
+  // permessage-deflate (RFC 7692): 0 off (the default), 1 offer it. Compressed
+  // messages are inflated into MSG_INBOX: frames are read exactly as without it.
+  uint32_t compression;
+  // Offer `client_max_window_bits`: 0 without a value, 8..15 with that value.
+  uint32_t deflate_client_max_window_bits;
+  // Offer `server_max_window_bits=N` (8..15); 0: do not.
+  uint32_t deflate_server_max_window_bits;
+  // Offer `client_no_context_takeover`.
+  bool deflate_client_no_context_takeover;
+  // Offer `server_no_context_takeover`.
+  bool deflate_server_no_context_takeover;
+  // Our messages shorter than this go uncompressed (default 64).
+  size_t deflate_threshold;
 } PlConfig;
 
 // A received frame, read in place. Give it back with `pl_release`.
@@ -464,6 +477,10 @@ typedef struct PlStats {
   uint64_t feed_rotation_aborts;
   uint64_t feed_legs_up;
   uint64_t feed_held_now;
+  uint64_t deflate;
+  uint64_t inflated_messages;
+  uint64_t inflated_bytes;
+  uint64_t compressed_sent;
 } PlStats;
 
 // Reads one message's key: return 1 and set `*stream` and `*seq`, or 0 (no key).

@@ -125,7 +125,8 @@ counters! {
     /// byte is committed to MSG_INBOX (see `TransportStage`, "One stream across
     /// reconnects").
     Generation = "generation",
-    /// Transport: the MSG_INBOX stream position where the current generation's bytes start.
+    /// Transport: the MSG_INBOX stream position where the current generation's bytes start
+    /// (WIRE_INBOX's, the ring the transport writes, when permessage-deflate is offered).
     GenerationStart = "generation_start",
     /// Transport: the last reconnect attempt (1-based, consecutive; 0 before any).
     ReconnectAttempt = "reconnect_attempt",
@@ -219,6 +220,16 @@ counters! {
     /// Feed: legs up now, and messages held now.
     FeedLegsUp = "feed_legs_up",
     FeedHeldNow = "feed_held_now",
+    // ---- permessage-deflate (RFC 7692, docs/websocket.md).
+    /// permessage-deflate: the negotiated parameters (`ws::deflate::Negotiated::to_word`;
+    /// 0 not offered, 1 declined by the server).
+    Deflate = "deflate",
+    /// WebSocket: compressed messages inflated into MSG_INBOX.
+    InflatedMessages = "inflated_messages",
+    /// WebSocket: bytes those messages inflated to.
+    InflatedBytes = "inflated_bytes",
+    /// Transport: messages we sent compressed.
+    CompressedSent = "compressed_sent",
 }
 
 /// Number of counter slots.

@@ -200,6 +200,44 @@ fn feed_100k_mixed_messages() {
     feed_test("xdp pipeline feed, clean", |_| {}, |_| {});
 }
 
+/// permessage-deflate over AF_XDP: the simulator compresses (websockets' defaults),
+/// the WebSocket stage inflates every message into MSG_INBOX; uploads are compressed.
+#[test]
+fn feed_compressed_over_xdp() {
+    let Some(bed) = TestBed::new_or_skip("xdp pipeline feed, permessage-deflate") else { return };
+    const N: u64 = 20_000;
+    let n = N.to_string();
+    let te = TEXT_EVERY.to_string();
+    let srv = server(&bed, &["--count", &n, "--fragment-every", "13", "--text-every", &te, "--once", "--compression"]);
+    let (name, _g) = unique("feeddeflate");
+    let (ip, port) = (bed.server_ip, srv.port);
+    bed.in_client(|| {
+        let mut cfg = xdp_config(ip, port, &name);
+        cfg.deflate = Some(pipeline::pipeline::DeflateConfig::default());
+        let mut p = Pipeline::start(cfg).expect("pipeline over XDP");
+        let mut rx = p.receiver().unwrap();
+        let t0 = Instant::now();
+        let bytes = read_feed(&p, &mut rx, 0, N, t0 + FEED_DEADLINE);
+        let secs = t0.elapsed().as_secs_f64();
+        upload_and_check_echoes(&p, &mut rx, 4, 256 << 10);
+        p.send_text("cmd:close").unwrap();
+        let reason = disconnected(&p, T);
+        let s = p.stats();
+        eprintln!(
+            "xdp deflate: {N} messages, {:.1} MB inflated in {secs:.1} s ({:.0} msg/s); {reason}\n  counters: {}",
+            bytes as f64 / 1e6,
+            N as f64 / secs,
+            nonzero(&p)
+        );
+        assert_eq!(reason.kind, server_closed(1000, "closing on request"), "{reason}");
+        assert!(s.get(Counter::InflatedMessages) > N / 2, "{}", nonzero(&p));
+        assert!(s.get(Counter::CompressedSent) >= 4);
+        p.stop();
+    });
+    let sum = srv.finish();
+    assert_eq!(json_num(&sum, "sent"), Some(N as f64), "{sum}");
+}
+
 #[test]
 fn feed_100k_with_3pct_loss() {
     // Loss both ways: our XDP program drops 3% of the server's segments (gaps on our

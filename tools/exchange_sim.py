@@ -221,7 +221,8 @@ async def main_async(args):
     async def h(ws):
         await handler(ws, args, st, sizes, finished)
 
-    async with serve(h, args.host, args.port, ssl=ctx, compression=None, max_size=None,
+    async with serve(h, args.host, args.port, ssl=ctx,
+                     compression="deflate" if args.compression else None, max_size=None,
                      ping_interval=None, max_queue=None, write_limit=1 << 20) as server:
         port = server.sockets[0].getsockname()[1]
         print(json.dumps({"event": "listening", "port": port}), flush=True)
@@ -256,6 +257,8 @@ def main():
     p.add_argument("--close-after", type=int, default=0)
     p.add_argument("--rst-after", type=int, default=0)
     p.add_argument("--once", action="store_true")
+    p.add_argument("--compression", action="store_true",
+                   help="accept permessage-deflate (websockets' defaults) when the client offers it")
     p.add_argument("--exit-on-stdin-eof", action="store_true")
     args = p.parse_args()
     if not args.no_tls and not (args.cert and args.key):

@@ -129,6 +129,31 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--name" => cfg.name = Some(val("--name")?),
             "--frames" => cfg.delivery = Delivery::Frames,
+            "--deflate" => {
+                cfg.deflate.get_or_insert_with(Default::default);
+            }
+            "--deflate-client-bits" | "--deflate-server-bits" | "--deflate-threshold" => {
+                let v = val(a)?;
+                let d = cfg.deflate.get_or_insert_with(Default::default);
+                let n: usize = v.parse().map_err(|_| format!("{a} needs a number"))?;
+                match a.as_str() {
+                    "--deflate-threshold" => d.threshold = n,
+                    _ => {
+                        let b = u8::try_from(n).ok().filter(|b| (8..=15).contains(b)).ok_or(format!("{a} {v}: expected 8..15"))?;
+                        if a == "--deflate-client-bits" {
+                            d.client_max_window_bits = b;
+                        } else {
+                            d.server_max_window_bits = b;
+                        }
+                    }
+                }
+            }
+            "--deflate-client-no-context-takeover" => {
+                cfg.deflate.get_or_insert_with(Default::default).client_no_context_takeover = true;
+            }
+            "--deflate-server-no-context-takeover" => {
+                cfg.deflate.get_or_insert_with(Default::default).server_no_context_takeover = true;
+            }
             "--external-consumer" => cfg.external_consumer = true,
             "--synthetic" => {
                 synthetic = Some(

@@ -41,6 +41,12 @@ usage:
       --stats-json PATH            write the final counters as JSON at exit
       --name NAME                  shared-memory name (/dev/shm/pipeline_NAME)
       --frames                     print frames as they arrive (no reassembly)
+      --deflate                    offer permessage-deflate (RFC 7692; off by default)
+      --deflate-client-bits N      offer client_max_window_bits=N (8..15; default: no value)
+      --deflate-server-bits N      offer server_max_window_bits=N (8..15; default: not offered)
+      --deflate-client-no-context-takeover, --deflate-server-no-context-takeover
+      --deflate-threshold BYTES    send messages shorter than this uncompressed (default 64)
+                                   (each --deflate-* option implies --deflate)
       --external-consumer          leave the frames to another process (pipeline_consumer.h)
       --synthetic N                use the built-in synthetic server sending N messages
                                    (no network; for trying layouts and the stat tool)

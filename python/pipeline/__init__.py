@@ -291,6 +291,23 @@ def _make_config(url, options, keep):
         arr = (ctypes.c_char_p * len(items))(*items)
         keep += [items, arr]
         cfg.subscriptions, cfg.subscriptions_len = arr, len(items)
+    if "compression" in options:
+        c = options.pop("compression")
+        if c in (None, False, 0, "none", "off"):
+            cfg.compression = 0
+        elif c in (True, 1, "permessage-deflate", "deflate") or isinstance(c, dict):
+            cfg.compression = 1
+            params = dict(c) if isinstance(c, dict) else {}
+            for k in ("client_max_window_bits", "server_max_window_bits", "threshold"):
+                if k in params:
+                    setattr(cfg, "deflate_" + k, int(params.pop(k)))
+            for k in ("client_no_context_takeover", "server_no_context_takeover"):
+                if k in params:
+                    setattr(cfg, "deflate_" + k, bool(params.pop(k)))
+            if params:
+                raise PipelineError(2, "compression: unknown parameter(s) %s" % ", ".join(sorted(params)), "config")
+        else:
+            raise PipelineError(2, "compression=%r: expected False, True, \"permessage-deflate\" or a dict" % (c,), "config")
     if options:
         raise ConfigError(2, "unknown option(s): %s" % ", ".join(sorted(options)), "config")
     return cfg
@@ -305,7 +322,11 @@ class Pipeline:
     overrun "backpressure"|"overwrite", headers (list of "Name: value" or dict),
     subprotocols [str], quiet, external_consumer; reconnect (bool), reconnect_initial
     and reconnect_max (seconds), reconnect_max_attempts, subscriptions [str] (sent after
-    every (re)connect before "connected"), ping_interval and liveness_timeout (seconds).
+    every (re)connect before "connected"), ping_interval and liveness_timeout (seconds);
+    compression (False/None, True or "permessage-deflate", or a dict of
+    client_max_window_bits, server_max_window_bits, client_no_context_takeover,
+    server_no_context_takeover, threshold: RFC 7692 offered with those parameters;
+    compressed messages arrive inflated, read as usual).
     """
 
     def __init__(self, url, **options):

@@ -76,6 +76,12 @@ class PlConfig(ctypes.Structure):
         ("ping_interval_ms", c_uint32),
         ("liveness_timeout_ms", c_uint32),
         ("on_message_ex", ON_MESSAGE_EX),
+        ("compression", c_uint32),
+        ("deflate_client_max_window_bits", c_uint32),
+        ("deflate_server_max_window_bits", c_uint32),
+        ("deflate_client_no_context_takeover", c_bool),
+        ("deflate_server_no_context_takeover", c_bool),
+        ("deflate_threshold", c_size_t),
     ]
 
 
@@ -117,6 +123,7 @@ STAT_NAMES = [
 ] + ["feed_lag_b%02d" % b for b in range(24)] + [
     "feed_delivered", "feed_gaps", "feed_gap_seqs", "feed_rotations",
     "feed_rotation_aborts", "feed_legs_up", "feed_held_now",
+    "deflate", "inflated_messages", "inflated_bytes", "compressed_sent",
 ]
 
 

@@ -178,6 +178,41 @@ class Live(unittest.TestCase):
         finally:
             sim.kill()
 
+    def test_compressed_feed_and_echo(self):
+        # permessage-deflate (compression=True): the simulator compresses with
+        # websockets' defaults; messages arrive inflated and read as usual.
+        n = 2000
+        sim = Sim(self.certs, "--count", str(n), "--fragment-every", "7", "--compression")
+        try:
+            with pipeline.Pipeline(sim.url, compression=True, **self.opts()) as p:
+                want = 0
+                for msg in p:
+                    if len(msg) >= 24:
+                        self.assertEqual(int.from_bytes(msg.payload[:8], "little"), want)
+                        self.assertEqual(int.from_bytes(msg.payload[16:20], "little"), len(msg))
+                    else:
+                        self.assertEqual(msg.bytes(), bytes((want * 131 + i) & 0xFF for i in range(len(msg))))
+                    want += 1
+                    if want == n:
+                        break
+                p.send("compressed hello " * 20)
+                self.assertEqual(p.recv(timeout=5).text(), "compressed hello " * 20)
+                s = p.stats()
+                self.assertEqual(s["deflate"] & 0x100, 0x100)
+                self.assertGreater(s["inflated_messages"], n // 2)
+                self.assertEqual(s["compressed_sent"], 1)
+                p.close(1000, "done")
+                self.assertTrue(p.wait_closed(5))
+            self.assertEqual(want, n)
+        finally:
+            sim.kill()
+
+    def test_compression_option_errors(self):
+        with self.assertRaises(pipeline.PipelineError):
+            pipeline.Pipeline("ws://127.0.0.1:1/", compression={"bogus": 1}, quiet=True)
+        with self.assertRaises(pipeline.PipelineError):
+            pipeline.Pipeline("ws://127.0.0.1:1/", compression={"server_max_window_bits": 16}, quiet=True)
+
     def test_send_echo_text(self):
         sim = Sim(self.certs, "--count", "0")
         try:

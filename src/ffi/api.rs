@@ -235,6 +235,19 @@ pub struct PlConfig {
     /// Callback delivery that can send and fail (see `pl_on_message_ex`); gets
     /// `on_message_user`. Set this or `on_message`, not both.
     pub on_message_ex: super::sender::pl_on_message_ex,
+    /// permessage-deflate (RFC 7692): 0 off (the default), 1 offer it. Compressed
+    /// messages are inflated into MSG_INBOX: frames are read exactly as without it.
+    pub compression: u32,
+    /// Offer `client_max_window_bits`: 0 without a value, 8..15 with that value.
+    pub deflate_client_max_window_bits: u32,
+    /// Offer `server_max_window_bits=N` (8..15); 0: do not.
+    pub deflate_server_max_window_bits: u32,
+    /// Offer `client_no_context_takeover`.
+    pub deflate_client_no_context_takeover: bool,
+    /// Offer `server_no_context_takeover`.
+    pub deflate_server_no_context_takeover: bool,
+    /// Our messages shorter than this go uncompressed (default 64).
+    pub deflate_threshold: usize,
 }
 
 /// A received frame, read in place. Give it back with `pl_release`.
@@ -350,6 +363,10 @@ pub struct PlStats {
     pub feed_rotation_aborts: u64,
     pub feed_legs_up: u64,
     pub feed_held_now: u64,
+    pub deflate: u64,
+    pub inflated_messages: u64,
+    pub inflated_bytes: u64,
+    pub compressed_sent: u64,
 }
 static_assertions::const_assert_eq!(std::mem::size_of::<PlStats>(), COUNTERS * 8);
 
@@ -460,6 +477,12 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
             ping_interval_ms: 0,
             liveness_timeout_ms: 0,
             on_message_ex: None,
+            compression: 0,
+            deflate_client_max_window_bits: 0,
+            deflate_server_max_window_bits: 0,
+            deflate_client_no_context_takeover: false,
+            deflate_server_no_context_takeover: false,
+            deflate_threshold: crate::ws::DeflateConfig::default().threshold,
         };
         // SAFETY: cfg is non-null and writable per the contract.
         unsafe { cfg.write(c) };
@@ -567,6 +590,30 @@ pub(super) unsafe fn to_config(c: &PlConfig) -> Result<Config> {
             .map_err(|e| Error::Config(e.to_string()))?,
         );
     }
+    cfg.deflate = match c.compression {
+        0 => None,
+        1 => {
+            let bits = |v: u32, field: &str| -> Result<u8> {
+                u8::try_from(v).ok().filter(|&b| b == 0 || (8..=15).contains(&b)).ok_or_else(|| {
+                    Error::Config(format!("PlConfig.{field} = {v}: expected 0 or 8..15"))
+                })
+            };
+            let d = crate::ws::DeflateConfig {
+                client_max_window_bits: bits(c.deflate_client_max_window_bits, "deflate_client_max_window_bits")?,
+                server_max_window_bits: bits(c.deflate_server_max_window_bits, "deflate_server_max_window_bits")?,
+                client_no_context_takeover: c.deflate_client_no_context_takeover,
+                server_no_context_takeover: c.deflate_server_no_context_takeover,
+                threshold: c.deflate_threshold,
+                ..Default::default()
+            };
+            Some(d)
+        }
+        v => {
+            return Err(Error::Config(format!(
+                "PlConfig.compression = {v}: expected 0 (off) or 1 (permessage-deflate)"
+            )))
+        }
+    };
     Ok(cfg)
 }
 

@@ -50,7 +50,10 @@ pub use crate::feed::{
 pub use feed::{Feed, FeedConfig, FeedEvent, FeedFrame, FeedItem};
 pub use crate::ring::OverrunPolicy;
 pub use crate::runner::{Layout, WaitKind};
-pub use crate::stage::{encode_server_frame, Delivery, OnMessage, OnMessageFallible, SyntheticScript};
+pub use crate::stage::{
+    encode_server_frame, encode_server_frame_rsv1, Delivery, OnMessage, OnMessageFallible, SyntheticScript,
+};
+pub use crate::ws::{DeflateConfig, DeflateParams};
 pub use crate::stats::{Counter, State};
 pub use crate::tcp::TcpConfig;
 pub use crate::xdp::{AttachRequest, FaultConfig, ZeroCopy};
@@ -483,11 +486,27 @@ impl Pipeline {
         let (frames_tx, frames_rx) =
             ElemRing::<WsFrameInfo>::create(&dir, names::WS_FRAME_INFO, cfg.frame_ring)?.split();
 
+        // permessage-deflate offered: the transport writes WIRE_INBOX, and the WebSocket
+        // stage inflates (or copies) each message into MSG_INBOX (docs/architecture.md).
+        let wire = match cfg.deflate {
+            None => None,
+            Some(d) => {
+                d.validate()?;
+                Some(MsgInbox::create_named(
+                    &dir,
+                    names::WIRE_INBOX,
+                    cfg.inbox_size,
+                    crate::ring::OverrunPolicy::Backpressure,
+                )?)
+            }
+        };
+        let tx_inbox = wire.as_ref().unwrap_or(&inbox);
         let handshake = ClientHandshake::new(
             &url,
             &HandshakeConfig {
                 protocols: cfg.subprotocols.clone(),
                 headers: cfg.headers.clone(),
+                deflate: cfg.deflate,
                 ..Default::default()
             },
         )?;
@@ -502,9 +521,12 @@ impl Pipeline {
                 liveness: cfg.liveness,
                 seed: crate::stage::now_ns() ^ (std::process::id() as u64) << 32,
                 url: url.clone(),
+                // Every reconnect offers permessage-deflate again (and may get other
+                // parameters, or a decline: the stages take each connection's own).
                 handshake: HandshakeConfig {
                     protocols: cfg.subprotocols.clone(),
                     headers: cfg.headers.clone(),
+                    deflate: cfg.deflate,
                     ..Default::default()
                 },
             });
@@ -513,7 +535,7 @@ impl Pipeline {
                 let t = TransportStage::new(
                     $t,
                     handshake.clone(),
-                    inbox.writer(),
+                    tx_inbox.writer(),
                     outbox.reader(),
                     pongs_rx,
                     stats.clone(),
@@ -552,8 +574,9 @@ impl Pipeline {
                 ts(&mut stages, transport_stage!(t));
             }
         }
-        stages.push(Box::new(WebSocketStage::new(
+        stages.push(Box::new(WebSocketStage::with_wire(
             inbox.clone(),
+            wire.clone(),
             frames_tx,
             pongs_tx,
             stats.clone(),
@@ -762,10 +785,15 @@ impl Pipeline {
             // `reconnects` counts a loss just before the state moves: a look in
             // between (still Connected or Closing, same generation) would report a Connected that
             // never happened. Look again next round.
-            let unmoved = reconnects != last_reconnects
-                && generation == last_generation
-                && (code == State::Connected.code() || code == State::Closing.code())
-                && !stopping;
+            // Likewise the generation moves when the new connection's upgrade is done,
+            // before its subscriptions go out and the state becomes Connected: a look
+            // in between (same reconnects, still code 0) would report a Connected and
+            // then the same Reconnecting again.
+            let unmoved = !stopping
+                && ((reconnects != last_reconnects
+                    && generation == last_generation
+                    && (code == State::Connected.code() || code == State::Closing.code()))
+                    || (reconnects == last_reconnects && generation != last_generation && code == 0));
             if unmoved {
             } else if reconnects != last_reconnects || generation != last_generation {
                 // Attempts scheduled (`reconnects`) and new connections (`generation`)

@@ -18,6 +18,11 @@
 //!   ctl + 384   dirty (u32) MSG_INBOX: set by an overwriting producer, cleared by the reader
 //!   ctl + 388   mode  (u32) MSG_INBOX: 0 backpressure, 1 overwrite
 //!   ctl + 392   overrun_bytes (u64) MSG_INBOX: total bytes overwritten unread
+//!   ctl + 400   extension[2] (u32 each) the inbox the transport writes: the negotiated
+//!               permessage-deflate parameters (`ws::deflate::Negotiated::to_word`,
+//!               1 = none) of connection generation g in slot g % 2, stored before the
+//!               first byte after that connection's upgrade (and before the generation
+//!               is published), so a reader still parsing generation g - 1 keeps its word
 //! ```
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -32,6 +37,7 @@ pub(crate) const AUX_OFF: usize = 256;
 pub(crate) const DIRTY_OFF: usize = 384;
 pub(crate) const MODE_OFF: usize = 388;
 pub(crate) const OVERRUN_OFF: usize = 392;
+pub(crate) const EXT_OFF: usize = 400;
 
 /// A mapped byte ring. Cloning shares the mapping.
 #[derive(Clone)]

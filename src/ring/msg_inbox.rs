@@ -15,7 +15,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::bytes::{ByteRing, AUX_OFF, DIRTY_OFF, MODE_OFF, OVERRUN_OFF, READ_OFF};
+use super::bytes::{ByteRing, AUX_OFF, DIRTY_OFF, EXT_OFF, MODE_OFF, OVERRUN_OFF, READ_OFF};
 use crate::error::Result;
 use crate::shm::{names, ShmDir};
 
@@ -35,7 +35,13 @@ pub struct MsgInbox {
 
 impl MsgInbox {
     pub fn create(dir: &ShmDir, capacity: usize, policy: OverrunPolicy) -> Result<Self> {
-        let ring = ByteRing::create(dir, names::MSG_INBOX, capacity)?;
+        Self::create_named(dir, names::MSG_INBOX, capacity, policy)
+    }
+
+    /// A byte ring of the same kind under another file name (WIRE_INBOX: the wire
+    /// bytes the WebSocket stage inflates from when permessage-deflate is offered).
+    pub fn create_named(dir: &ShmDir, file: &str, capacity: usize, policy: OverrunPolicy) -> Result<Self> {
+        let ring = ByteRing::create(dir, file, capacity)?;
         ring.ctl32(MODE_OFF).store(policy as u32, Ordering::Release);
         Ok(MsgInbox { ring })
     }
@@ -129,6 +135,14 @@ impl MsgInbox {
         self.ring.write_pos().saturating_sub(pos) > self.ring.capacity() as u64
     }
 
+    /// The negotiated extension word the transport stored at the upgrade of connection
+    /// `generation` (0: not yet; see `ws::deflate::Negotiated::from_word`). One slot per
+    /// generation parity: a reconnect's word never overwrites the one of the connection
+    /// whose bytes are still being parsed.
+    pub fn extension(&self, generation: u64) -> u32 {
+        self.ring.ctl32(EXT_OFF + 4 * (generation & 1) as usize).load(Ordering::Acquire)
+    }
+
     /// Read and clear the dirty flag set by an overwriting writer.
     pub fn check_and_clear_dirty(&self) -> bool {
         self.ring.ctl32(DIRTY_OFF).swap(0, Ordering::AcqRel) != 0
@@ -197,6 +211,13 @@ impl InboxWriter {
 
     pub fn position(&self) -> u64 {
         self.write
+    }
+
+    /// Store the negotiated extension word of connection `generation` (before
+    /// committing the bytes that follow its upgrade, and before publishing the
+    /// generation: a reader that sees either sees the word).
+    pub fn set_extension(&mut self, generation: u64, word: u32) {
+        self.ring.ctl32(EXT_OFF + 4 * (generation & 1) as usize).store(word, Ordering::Release);
     }
 
     pub fn inbox(&self) -> MsgInbox {

@@ -35,6 +35,9 @@ pub mod names {
     pub const ACK_OUTBOX: &str = "ack_outbox.shm";
     pub const PONG_OUTBOX: &str = "pong_outbox.shm";
     pub const MSG_INBOX: &str = "msg_inbox.shm";
+    /// permessage-deflate offered: the transport's decrypted bytes, which the
+    /// WebSocket stage parses and inflates (or copies) into MSG_INBOX.
+    pub const WIRE_INBOX: &str = "wire_inbox.shm";
     pub const MSG_OUTBOX: &str = "msg_outbox.shm";
     pub const PONGS: &str = "pongs.shm";
     pub const WS_FRAME_INFO: &str = "ws_frame_info.shm";

@@ -22,7 +22,7 @@ mod xdp_transport;
 
 pub use app::{AppClientStage, FrameReader, Handler, OnMessage, OnMessageFallible, RawFrame};
 pub use kernel::{StreamStats, StreamTransport, TlsTransport};
-pub use synthetic::{encode_server_frame, SyntheticCapture, SyntheticScript, SyntheticTransport};
+pub use synthetic::{encode_server_frame, encode_server_frame_rsv1, SyntheticCapture, SyntheticScript, SyntheticTransport};
 pub use transport::{FeedOptions, Subscription, Transport, TransportCounters, TransportStage};
 pub use websocket::{Delivery, WebSocketStage};
 pub use xdp_poll::{Engine, EnginePort, EngineStage, EngineStats, Registration, TransportPort, XdpRings};

@@ -25,6 +25,14 @@ pub fn encode_server_frame(out: &mut Vec<u8>, opcode: u8, fin: bool, payload: &[
     out.extend_from_slice(payload);
 }
 
+/// [`encode_server_frame`] with RSV1 set: the first frame of a permessage-deflate
+/// message (`payload` is raw deflate data, its `00 00 ff ff` tail removed).
+pub fn encode_server_frame_rsv1(out: &mut Vec<u8>, opcode: u8, fin: bool, payload: &[u8]) {
+    let at = out.len();
+    encode_server_frame(out, opcode, fin, payload);
+    out[at] |= 0x40;
+}
+
 /// Client frames seen by the synthetic server: `(opcode, fin, unmasked payload)`.
 pub type SyntheticCapture = Arc<Mutex<Vec<(u8, bool, Vec<u8>)>>>;
 
@@ -57,6 +65,14 @@ pub struct SyntheticScript {
     /// plays `then[k]`, the last one again once they run out. Empty: this transport
     /// cannot reconnect.
     pub then: Vec<SyntheticScript>,
+    /// Answer an offer of permessage-deflate with this `Sec-WebSocket-Extensions`
+    /// value (e.g. `"permessage-deflate"`); `None`: decline every extension.
+    pub extensions: Option<String>,
+    /// `Some((offset, n))`: deliver the data up to `offset`, then hold the rest (and the
+    /// end of the stream) until the client has sent `n` data messages (final frames)
+    /// after the upgrade: a server that answers, so a test knows which connection got
+    /// what it sent.
+    pub hold_at: Option<(usize, usize)>,
 }
 
 /// The synthetic server as a [`Transport`].
@@ -71,6 +87,8 @@ pub struct SyntheticTransport {
     client: Vec<u8>,
     /// Client bytes taken after the upgrade (for the reading-rate knobs).
     taken: usize,
+    /// Client data messages (final data frames) seen after the upgrade.
+    client_messages: usize,
     eof: bool,
     counters: TransportCounters,
     /// Connections made after the first.
@@ -92,6 +110,7 @@ impl SyntheticTransport {
             start_ns: 0,
             client: Vec::new(),
             taken: 0,
+            client_messages: 0,
             eof: false,
             counters: TransportCounters::default(),
         }
@@ -143,6 +162,9 @@ impl SyntheticTransport {
                 self.priority.extend_from_slice(&reply);
                 self.eof = true; // stream ends after the reply
             }
+            if op < op::CLOSE && fin {
+                self.client_messages += 1;
+            }
             if let Some(c) = &self.script.capture {
                 if let Ok(mut v) = c.lock() {
                     v.push((op, fin, payload));
@@ -182,6 +204,15 @@ impl Transport for SyntheticTransport {
             return Err(Error::Closed("synthetic server ended the stream".into()));
         }
         let data = &self.script.data;
+        let mut end = data.len();
+        if let Some((at, n)) = self.script.hold_at {
+            if self.client_messages < n {
+                end = end.min(at);
+                if self.pos >= end {
+                    return Ok(0);
+                }
+            }
+        }
         if self.pos >= data.len() {
             if self.script.reset_at_end {
                 return Err(Error::Reset("synthetic server reset the connection".into()));
@@ -191,7 +222,7 @@ impl Transport for SyntheticTransport {
             }
             return Ok(0);
         }
-        let mut n = buf.len().min(data.len() - self.pos);
+        let mut n = buf.len().min(end - self.pos);
         if self.script.chunk > 0 {
             n = n.min(self.script.chunk);
         }
@@ -221,8 +252,13 @@ impl Transport for SyntheticTransport {
                         close_code: 0,
                         reason: "synthetic: no Sec-WebSocket-Key".into(),
                     })?;
+                let offered = text.to_ascii_lowercase().contains("permessage-deflate");
+                let ext = match &self.script.extensions {
+                    Some(e) if offered => format!("Sec-WebSocket-Extensions: {e}\r\n"),
+                    _ => String::new(),
+                };
                 let resp = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{ext}\r\n",
                     crate::ws::handshake::accept_key(&key)
                 );
                 self.priority.extend_from_slice(resp.as_bytes());

@@ -13,6 +13,7 @@ use super::{Progress, Stage};
 use crate::error::{Error, Result};
 use crate::ring::{Consumer, InboxWriter, OutboxKind, OutboxReader, PongFrame, FLAG_MORE};
 use crate::stats::{Counter, DisconnectKind, DisconnectReason, State, StatsRegion};
+use crate::ws::deflate::Deflater;
 use crate::ws::{ClientHandshake, FrameBuilder, HandshakeStatus, OpCode};
 
 /// Counters a transport keeps (copied into the stats region by the stage).
@@ -197,6 +198,10 @@ pub struct TransportStage<T: Transport> {
     /// Our own close (a MSG_OUTBOX close record) went out: a loss after it never
     /// reconnects.
     user_close_sent: bool,
+    /// permessage-deflate negotiated: our compressor.
+    deflater: Option<Deflater>,
+    /// The message being sent in fragments is compressed.
+    compressing: bool,
 }
 
 impl<T: Transport> TransportStage<T> {
@@ -214,6 +219,7 @@ impl<T: Transport> TransportStage<T> {
         max_frame: usize,
         close_timeout: std::time::Duration,
     ) -> Result<Self> {
+        let offered = handshake.deflate_offer().is_some();
         Ok(TransportStage {
             t,
             stats,
@@ -224,7 +230,12 @@ impl<T: Transport> TransportStage<T> {
                 hs: Box::new(handshake),
                 sent: 0,
             },
-            tx: vec![0; max_frame + crate::ws::frame::MAX_HEADER_LEN],
+            // Room for a compressed frame when permessage-deflate is offered.
+            tx: vec![
+                0;
+                if offered { Deflater::bound(max_frame) } else { max_frame }
+                    + crate::ws::frame::MAX_HEADER_LEN
+            ],
             tx_off: 0,
             tx_len: 0,
             finish_after_tx: None,
@@ -238,6 +249,8 @@ impl<T: Transport> TransportStage<T> {
             closing_since: None,
             feed: None,
             user_close_sent: false,
+            deflater: None,
+            compressing: false,
         })
     }
 
@@ -368,6 +381,7 @@ impl<T: Transport> TransportStage<T> {
         self.close_sent = false;
         self.dropping_fragments = self.sending_fragments;
         self.sending_fragments = false;
+        self.compressing = false;
         self.eof = None;
         self.closing_since = None;
         while self.pongs.pop().is_some() {}
@@ -408,12 +422,21 @@ impl<T: Transport> TransportStage<T> {
     /// publish where it starts and its generation (Release: the WebSocket stage loads
     /// the generation with Acquire after its Acquire load of the write position, so it
     /// sees both whenever it sees a byte of the new connection).
-    fn new_generation(&mut self) {
-        let Some(feed) = self.feed.as_mut() else { return };
-        if feed.backoff.attempts_total() == 0 {
-            return; // the first connection is generation 0
-        }
-        feed.generation += 1;
+    ///
+    /// `extension` is the connection's permessage-deflate word (0 not offered, 1
+    /// declined, else `Negotiated::to_word`): stored in the inbox's slot for this
+    /// generation first, so the WebSocket stage reads the parameters of the connection
+    /// whose bytes it parses (they may differ after a reconnect).
+    fn new_generation(&mut self, extension: u32) {
+        let next = match self.feed.as_ref() {
+            Some(f) if f.backoff.attempts_total() > 0 => Some(f.generation + 1),
+            _ => None, // the first connection is generation 0
+        };
+        let gen = next.unwrap_or_else(|| self.feed.as_ref().map_or(0, |f| f.generation));
+        self.inbox.set_extension(gen, extension);
+        self.stats.set(Counter::Deflate, extension as u64);
+        let (Some(g), Some(feed)) = (next, self.feed.as_mut()) else { return };
+        feed.generation = g;
         self.stats.set(Counter::GenerationStart, self.inbox.position());
         self.stats.set_release(Counter::Generation, feed.generation);
     }
@@ -522,7 +545,22 @@ impl<T: Transport> TransportStage<T> {
             return Ok(moved);
         }
         if let HandshakeStatus::Done { consumed, .. } = hs.feed(&buf[..n])? {
-            self.new_generation();
+            // The agreed permessage-deflate parameters, for the WebSocket stage (stored
+            // with the generation, before the first byte after the upgrade is
+            // committed) and a fresh compressor: every connection negotiates anew and
+            // starts with an empty window.
+            let word = match (hs.deflate_offer(), hs.deflate()) {
+                (None, _) => 0,
+                (Some(_), None) => 1,
+                (Some(cfg), Some(neg)) => {
+                    self.deflater = Some(Deflater::new(&neg, &cfg));
+                    neg.to_word()
+                }
+            };
+            if word <= 1 {
+                self.deflater = None;
+            }
+            self.new_generation(word);
             let rest = &buf[consumed..n];
             if !rest.is_empty() && self.inbox.write(rest) < rest.len() {
                 return Err(Error::Overrun(
@@ -647,8 +685,33 @@ impl<T: Transport> TransportStage<T> {
                         opc = OpCode::Continuation;
                     }
                     let fin = fin || !data;
-                    self.tx_len = self.builder.encode(opc, fin, rec.payload, &mut self.tx)?;
-                    self.tx_off = 0;
+                    // permessage-deflate: a message is compressed or not as a whole,
+                    // decided on its first fragment (size threshold); RSV1 marks only
+                    // the first frame; masking comes after compression.
+                    let compress = match self.deflater.as_ref() {
+                        Some(d) if data => {
+                            if !cont {
+                                self.compressing = d.wants(rec.payload.len());
+                            }
+                            self.compressing
+                        }
+                        _ => false,
+                    };
+                    if compress {
+                        let h = crate::ws::frame::MAX_HEADER_LEN;
+                        let d = self.deflater.as_mut().expect("deflater");
+                        let n = d.compress(rec.payload, &mut self.tx[h..], fin)?;
+                        let start = self.builder.encode_in_place(opc, fin, &mut self.tx[..h + n], h)?;
+                        if !cont {
+                            self.tx[start] |= 0x40;
+                            self.stats.add(Counter::CompressedSent, 1);
+                        }
+                        self.tx_off = start;
+                        self.tx_len = h + n;
+                    } else {
+                        self.tx_len = self.builder.encode(opc, fin, rec.payload, &mut self.tx)?;
+                        self.tx_off = 0;
+                    }
                     (opc, fin, c)
                 }
             };

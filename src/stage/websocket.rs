@@ -20,9 +20,11 @@
 
 use super::{Progress, Stage};
 use crate::error::{Error, Result};
-use crate::ring::{MsgInbox, PongFrame, Producer, WsFrameInfo};
+use crate::ring::{InboxWriter, MsgInbox, PongFrame, Producer, WsFrameInfo};
 use crate::stats::{Counter, DisconnectKind, DisconnectReason, State, StatsRegion};
-use crate::ws::{self, Event, Parser, ParserConfig};
+use crate::ws::deflate::{Inflater, Negotiated, TAIL};
+use crate::ws::utf8::Utf8Validator;
+use crate::ws::{self, Data, Event, MessageKind, Parser, ParserConfig};
 
 /// Opcodes as carried in `WsFrameInfo`.
 pub(crate) mod op {
@@ -95,6 +97,174 @@ pub struct WebSocketStage {
     /// incomplete frame or message: switch at the next poll.
     old_tail_done: bool,
     parser_cfg: ParserConfig,
+    /// permessage-deflate offered: the transport writes WIRE_INBOX, this stage writes
+    /// MSG_INBOX (see [`Inflow`]).
+    inflow: Option<Box<Inflow>>,
+}
+
+/// The permessage-deflate path. The transport's decrypted bytes go to WIRE_INBOX (this
+/// stage is its only reader); the parser runs over it in `FramePieces` delivery, and
+/// every data payload piece is inflated (RSV1 messages) or copied (the others) straight
+/// into MSG_INBOX, where this stage is the writer. Each message's bytes are contiguous
+/// there (mirror mapping) and its one `WsFrameInfo` points at them: consumers see what
+/// they always see. `max_message` bounds the *inflated* size, checked while inflating:
+/// inflate is never given more than `max_message + 1 - written` bytes of output space,
+/// so a bomb costs at most `max_message` bytes of work and MSG_INBOX memory.
+struct Inflow {
+    wire: MsgInbox,
+    out: InboxWriter,
+    /// The negotiation word has been read (at the first byte after the upgrade).
+    known: bool,
+    inflater: Option<Inflater>,
+    utf8: Utf8Validator,
+    /// The message being written into MSG_INBOX.
+    msg: Option<OutMsg>,
+    /// The piece being written (MSG_INBOX was full): its wire position and what is left.
+    pending: Option<Piece>,
+}
+
+#[derive(Clone, Copy)]
+struct OutMsg {
+    /// MSG_INBOX position of the message's first byte.
+    start: u64,
+    /// Bytes written so far (the message's inflated size so far).
+    written: usize,
+    /// Frames delivery: where the current frame's bytes start.
+    frame_start: u64,
+    frame_first: bool,
+    kind: MessageKind,
+    compressed: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Piece {
+    /// Wire position of the input still to write, and how much.
+    pos: u64,
+    len: usize,
+    d: Data,
+    /// The payload is in; the message's `00 00 ff ff` tail is being inflated (this many
+    /// of its bytes taken).
+    tail: Option<usize>,
+}
+
+enum PieceOutcome {
+    /// Written, and the message (or frame) may be published.
+    Done,
+    /// MSG_INBOX is full: try again later.
+    Stalled,
+    /// A protocol error: close with this code.
+    Fail(u16, String),
+}
+
+impl Inflow {
+    /// Forget the connection whose bytes were being parsed (a reconnect): its message
+    /// in progress (its bytes in MSG_INBOX are released with the generation entry), a
+    /// piece waiting for room, its inflater and parameters.
+    fn reset(&mut self) {
+        self.known = false;
+        self.inflater = None;
+        self.utf8.reset();
+        self.msg = None;
+        self.pending = None;
+    }
+
+    /// Write what is left of `p` into MSG_INBOX. Inflate output space is bounded by
+    /// `max_message + 1` for the whole message, so a bomb stops there.
+    fn write(&mut self, p: &mut Piece, max_message: usize, stats: &StatsRegion) -> PieceOutcome {
+        let Some(m) = self.msg.as_mut() else {
+            return PieceOutcome::Fail(ws::close_code::INTERNAL_ERROR, "websocket stage: piece without a message".into());
+        };
+        if !p.d.compressed {
+            while p.len > 0 {
+                let b = self.out.buf(p.len);
+                if b.is_empty() {
+                    return PieceOutcome::Stalled;
+                }
+                let n = b.len();
+                // SAFETY: [p.pos, p.pos + p.len) of WIRE_INBOX is written and not released
+                // (this stage releases it only past finished pieces).
+                let src = unsafe { self.wire.slice(p.pos, n) };
+                b.copy_from_slice(src);
+                self.out.commit(n);
+                m.written += n;
+                p.pos += n as u64;
+                p.len -= n;
+            }
+            return PieceOutcome::Done;
+        }
+        let Some(inf) = self.inflater.as_mut() else {
+            return PieceOutcome::Fail(
+                ws::close_code::PROTOCOL_ERROR,
+                "compressed message without a negotiated permessage-deflate".into(),
+            );
+        };
+        loop {
+            let room = (max_message + 1).saturating_sub(m.written);
+            if room == 0 {
+                return PieceOutcome::Fail(
+                    ws::close_code::MESSAGE_TOO_BIG,
+                    format!("compressed message inflates to more than the configured limit of {max_message} bytes"),
+                );
+            }
+            let input: &[u8] = match p.tail {
+                // SAFETY: as above.
+                None => unsafe { self.wire.slice(p.pos, p.len) },
+                Some(t) => &TAIL[t..],
+            };
+            let b = self.out.buf(room.min(1 << 20));
+            if b.is_empty() {
+                return PieceOutcome::Stalled;
+            }
+            let space = b.len();
+            let r = match inf.inflate(input, b) {
+                Ok(r) => r,
+                Err(Error::WebSocket { close_code, reason }) => return PieceOutcome::Fail(close_code, reason),
+                Err(e) => return PieceOutcome::Fail(ws::close_code::INTERNAL_ERROR, e.to_string()),
+            };
+            if r.produced > 0 {
+                if m.kind == MessageKind::Text && self.utf8.feed(&b[..r.produced]).is_err() {
+                    return PieceOutcome::Fail(ws::close_code::INVALID_PAYLOAD, "invalid UTF-8 in a text message".into());
+                }
+                self.out.commit(r.produced);
+                m.written += r.produced;
+                stats.add(Counter::InflatedBytes, r.produced as u64);
+            }
+            match p.tail.as_mut() {
+                None => {
+                    p.pos += r.consumed as u64;
+                    p.len -= r.consumed;
+                }
+                Some(t) => *t += r.consumed,
+            }
+            let input_left = match p.tail {
+                None => p.len,
+                Some(t) => TAIL.len() - t,
+            };
+            // Output filled the space: there may be more even without input.
+            if r.produced == space {
+                continue;
+            }
+            if input_left > 0 && (r.consumed > 0 || r.produced > 0) {
+                continue;
+            }
+            if input_left > 0 && !r.stream_end {
+                // No progress with input and space left: zlib wants nothing more.
+                return PieceOutcome::Fail(ws::close_code::INVALID_PAYLOAD, "corrupt permessage-deflate data: no progress".into());
+            }
+            // This input is done. At the message's end, the tail comes next.
+            if p.d.last && p.tail.is_none() {
+                p.tail = Some(0);
+                continue;
+            }
+            if p.d.last && m.kind == MessageKind::Text && !self.utf8.is_complete() {
+                return PieceOutcome::Fail(
+                    ws::close_code::INVALID_PAYLOAD,
+                    "text message ends inside a UTF-8 sequence".into(),
+                );
+            }
+            return PieceOutcome::Done;
+        }
+    }
 }
 
 impl WebSocketStage {
@@ -106,16 +276,51 @@ impl WebSocketStage {
         delivery: Delivery,
         max_message: usize,
     ) -> Self {
-        let pos = inbox.parsed_pos().max(inbox.read_pos());
+        Self::with_wire(inbox, None, frames, pongs, stats, delivery, max_message)
+    }
+
+    /// With `wire` (permessage-deflate offered): parse WIRE_INBOX, which the transport
+    /// writes, and write the (inflated) payloads into `inbox` (MSG_INBOX).
+    pub fn with_wire(
+        inbox: MsgInbox,
+        wire: Option<MsgInbox>,
+        frames: Producer<WsFrameInfo>,
+        pongs: Producer<PongFrame>,
+        stats: StatsRegion,
+        delivery: Delivery,
+        max_message: usize,
+    ) -> Self {
         let max_message = max_message.min(inbox.capacity());
         let overwrite = inbox.policy() == crate::ring::OverrunPolicy::Overwrite;
-        let d = match delivery {
-            Delivery::Messages => ws::Delivery::Messages,
-            Delivery::Frames => ws::Delivery::Frames,
+        let (pos, d, inflow) = match wire {
+            None => (
+                inbox.parsed_pos().max(inbox.read_pos()),
+                match delivery {
+                    Delivery::Messages => ws::Delivery::Messages,
+                    Delivery::Frames => ws::Delivery::Frames,
+                },
+                None,
+            ),
+            Some(w) => (
+                w.parsed_pos().max(w.read_pos()),
+                ws::Delivery::FramePieces,
+                Some(Box::new(Inflow {
+                    out: inbox.writer(),
+                    wire: w,
+                    known: false,
+                    inflater: None,
+                    utf8: Utf8Validator::new(),
+                    msg: None,
+                    pending: None,
+                })),
+            ),
         };
+        // Wire bytes of a compressed message may be a little more than its inflated size
+        // (stored blocks): allow some slack there; the inflated size is checked exactly.
+        let wire_max = if inflow.is_some() { max_message + max_message / 64 + 1024 } else { max_message };
         let parser_cfg = ParserConfig {
             delivery: d,
-            max_message,
+            max_message: wire_max,
         };
         let generation = stats.get_acquire(Counter::Generation);
         WebSocketStage {
@@ -136,6 +341,7 @@ impl WebSocketStage {
             pong: None,
             close: None,
             failing: None,
+            inflow,
             max_message,
         }
     }
@@ -150,6 +356,14 @@ impl WebSocketStage {
     /// entry carries [`WsFrameInfo::FLAG_RECONNECT`]. Returns `Some` when it switched
     /// (or must retry), `None` to parse as usual (up to `limit` bytes when a switch is
     /// pending).
+    ///
+    /// With permessage-deflate offered the positions are WIRE_INBOX's (the ring the
+    /// transport writes; `pos` is this stage's parse position there) and the switch
+    /// also drops the old connection's half-written message in MSG_INBOX (the
+    /// generation entry points past it, so readers release it), a piece waiting for
+    /// room, the inflater (its window belongs to the old connection) and the
+    /// negotiated parameters: the new connection's are read from its own slot
+    /// (`MsgInbox::extension`) before its first byte is parsed.
     fn next_generation(&mut self, now: u64, limit: &mut Option<u64>) -> Option<Progress> {
         // Acquire: pairs with the transport's Release store (after GenerationStart).
         let gen = self.stats.get_acquire(Counter::Generation);
@@ -157,8 +371,11 @@ impl WebSocketStage {
             return None;
         }
         let start = self.stats.get(Counter::GenerationStart);
-        if !self.closed && self.failing.is_none() && self.pos < start && !self.old_tail_done {
-            *limit = Some(start - self.pos);
+        let waiting = self.inflow.as_ref().is_some_and(|f| f.pending.is_some());
+        if !self.closed && self.failing.is_none() && (self.pos < start || waiting) && !self.old_tail_done {
+            // (A piece of the old connection still waiting for room in MSG_INBOX is
+            // written first: its message may be complete.)
+            *limit = Some(start.saturating_sub(self.pos));
             return None;
         }
         if self.frames.free() == 0 && !self.overwrite {
@@ -174,12 +391,23 @@ impl WebSocketStage {
         self.close = None;
         self.old_tail_done = false;
         self.reconnected = true;
-        let g = WsFrameInfo::new(self.pos, 0, now, WsFrameInfo::OP_GENERATION, true, 0);
+        let release_to = match self.inflow.as_mut() {
+            None => self.pos,
+            Some(f) => {
+                f.wire.release_to(self.pos);
+                f.wire.set_parsed_pos(self.pos);
+                f.reset();
+                f.out.position()
+            }
+        };
+        let g = WsFrameInfo::new(release_to, 0, now, WsFrameInfo::OP_GENERATION, true, 0);
         if self.frames.stage(g).is_err() {
             self.stats.add(Counter::FrameRingFull, 1);
         }
         self.frames.publish();
-        self.inbox.set_parsed_pos(self.pos);
+        if self.inflow.is_none() {
+            self.inbox.set_parsed_pos(self.pos);
+        }
         Some(Progress::Busy)
     }
 
@@ -265,6 +493,11 @@ impl WebSocketStage {
     /// after every data frame before it). While a message is being reassembled the
     /// parser keeps its start, so this never releases a message's first fragments.
     fn marker(&mut self, opcode: u8, now: u64) {
+        if self.inflow.is_some() {
+            // Control frames have no bytes in MSG_INBOX on the inflow path (this stage
+            // releases WIRE_INBOX itself): nothing to release.
+            return;
+        }
         let p = self.pos + self.parser.releasable() as u64;
         self.info(p, 0, opcode, true, 0, now);
     }
@@ -358,6 +591,202 @@ fn single_frame(slice: &[u8], off: usize, len: usize) -> bool {
         }
 }
 
+impl WebSocketStage {
+    /// Finish what `write` left: publish a frame (Frames delivery) or the message.
+    fn piece_done(&mut self, p: &Piece, now: u64) {
+        let Some(f) = self.inflow.as_mut() else { return };
+        let Some(m) = f.msg.as_mut() else { return };
+        let end = f.out.position();
+        let kind = m.kind as u8;
+        if p.d.last {
+            if let Some(inf) = f.inflater.as_mut() {
+                if m.compressed {
+                    inf.end_message();
+                }
+            }
+        }
+        let publish: Option<(u64, u64, u8, bool, u8)> = match self.delivery {
+            Delivery::Frames if p.d.frame_end => {
+                let opcode = if m.frame_first { kind } else { op::CONT };
+                let r = (m.frame_start, end - m.frame_start, opcode, p.d.last, 0);
+                m.frame_start = end;
+                m.frame_first = false;
+                Some(r)
+            }
+            Delivery::Messages if p.d.last => {
+                Some((m.start, end - m.start, kind, true, WsFrameInfo::FLAG_MESSAGE))
+            }
+            _ => None,
+        };
+        let compressed = m.compressed;
+        if p.d.last {
+            f.msg = None;
+            self.stats.add(Counter::Messages, 1);
+            if compressed {
+                self.stats.add(Counter::InflatedMessages, 1);
+            }
+        }
+        if let Some((pos, len, opcode, fin, flags)) = publish {
+            self.stats.add(Counter::PayloadBytes, len);
+            if self.overwrite && self.inbox.check_and_clear_dirty() {
+                self.stats.add(Counter::Overruns, 1);
+                self.lost = true;
+            }
+            self.info(pos, len, opcode, fin, flags, now);
+        }
+    }
+
+    /// The permessage-deflate path: WIRE_INBOX -> parser (pieces) -> MSG_INBOX.
+    /// `readable`: WIRE_INBOX bytes from `pos` (loaded before the generation); `limit`:
+    /// a newer connection's bytes start this far ahead (parse only up to there).
+    fn poll_inflow(&mut self, now: u64, sent: bool, readable: usize, limit: Option<u64>) -> Result<Progress> {
+        let mut n = 0;
+        let mut moved = sent;
+        let max_message = self.max_message;
+        // A piece that found MSG_INBOX full last time goes first.
+        if let Some(mut p) = self.inflow.as_mut().and_then(|f| f.pending.take()) {
+            let f = self.inflow.as_mut().expect("inflow");
+            let before = f.out.position();
+            match f.write(&mut p, max_message, &self.stats) {
+                PieceOutcome::Done => {
+                    self.piece_done(&p, now);
+                    n += 1;
+                }
+                PieceOutcome::Stalled => {
+                    let f = self.inflow.as_mut().expect("inflow");
+                    let progressed = f.out.position() != before;
+                    f.pending = Some(p);
+                    f.wire.release_to(p.pos.min(self.pos));
+                    return Ok(Progress::from_bool(moved || progressed));
+                }
+                PieceOutcome::Fail(code, why) => {
+                    self.frames.publish();
+                    self.defer_fail(code, why, now);
+                    self.fail_when_taken(now);
+                    return Ok(Progress::Busy);
+                }
+            }
+        }
+        let f = self.inflow.as_mut().expect("inflow");
+        let avail = match limit {
+            Some(l) => readable.min(l as usize),
+            None => readable,
+        };
+        if avail > 0 && !f.known {
+            // The transport stored the negotiated parameters before the first byte after
+            // the upgrade (release before the bytes' write position; acquire above).
+            f.known = true;
+            // Each connection's word has its own slot (by generation parity).
+            let word = f.wire.extension(self.generation);
+            let neg = Negotiated::from_word(word);
+            f.inflater = neg.as_ref().map(Inflater::new);
+            self.parser.set_compression(neg.is_some());
+        }
+        if avail == 0 {
+            if limit.is_some() {
+                self.old_tail_done = true;
+            }
+            if n > 0 {
+                self.frames.publish();
+            }
+            return Ok(Progress::from_bool(moved || n > 0));
+        }
+        // SAFETY: [pos, pos + avail) of WIRE_INBOX is written and not released; only this
+        // stage reads it, and nothing writes inside it (the parser does not compact in
+        // FramePieces delivery).
+        let slice = unsafe { std::slice::from_raw_parts(f.wire.ring().ptr_at(self.pos), avail) };
+        let base = self.pos;
+        let mut need_more = false;
+        while n < EVENTS_PER_POLL {
+            if self.frames.free() == 0 && !self.overwrite {
+                self.stats.add(Counter::FrameRingFull, 1);
+                break;
+            }
+            match self.parser.next(slice) {
+                Ok(Some(Event::Data(d))) => {
+                    n += 1;
+                    let f = self.inflow.as_mut().expect("inflow");
+                    if d.first {
+                        let start = f.out.position();
+                        f.utf8.reset();
+                        f.msg = Some(OutMsg {
+                            start,
+                            written: 0,
+                            frame_start: start,
+                            frame_first: true,
+                            kind: d.kind,
+                            compressed: d.compressed,
+                        });
+                    }
+                    if d.frame_end {
+                        self.stats.add(Counter::Frames, 1);
+                    }
+                    let mut p = Piece { pos: base + d.offset as u64, len: d.len, d, tail: None };
+                    match f.write(&mut p, max_message, &self.stats) {
+                        PieceOutcome::Done => self.piece_done(&p, now),
+                        PieceOutcome::Stalled => {
+                            f.pending = Some(p);
+                            break;
+                        }
+                        PieceOutcome::Fail(code, why) => {
+                            self.defer_fail(code, why, now);
+                            break;
+                        }
+                    }
+                }
+                Ok(Some(ev)) => {
+                    n += 1;
+                    self.event(ev, &[], now);
+                    self.stats.add(Counter::Frames, 1);
+                    if self.closed {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    need_more = true;
+                    break;
+                }
+                Err(Error::WebSocket { close_code, mut reason }) => {
+                    if close_code == ws::close_code::MESSAGE_TOO_BIG {
+                        reason = format!("{reason} (max_message {} bytes)", self.max_message);
+                    }
+                    self.defer_fail(close_code, reason, now);
+                    n += 1;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let waiting = self.inflow.as_ref().is_some_and(|f| f.pending.is_some());
+        if limit.is_some() && need_more && !waiting {
+            // The old connection's last frame or message will never be completed.
+            self.old_tail_done = true;
+        }
+        let released = self.parser.release();
+        self.pos += released as u64;
+        let f = self.inflow.as_mut().expect("inflow");
+        let keep = f.pending.map_or(self.pos, |p| p.pos.min(self.pos));
+        f.wire.release_to(keep);
+        f.wire.set_parsed_pos(self.pos);
+        moved |= released > 0;
+        if n > 0 {
+            self.frames.publish();
+            let ring = self.frames.ring();
+            self.stats.max(Counter::FrameRingHighWater, self.frames.position() - ring.tail());
+        }
+        // Nothing before the bad frame waits for the AppClient: fail at once.
+        self.fail_when_taken(now);
+        Ok(Progress::from_bool(moved || n > 0))
+    }
+
+    /// A protocol error on the inflow path: stop parsing now, fail once the messages
+    /// before it are taken (as on the plain path).
+    fn defer_fail(&mut self, code: u16, reason: String, now: u64) {
+        self.closed = true;
+        self.failing = Some((code, reason, now));
+    }
+}
+
 impl Stage for WebSocketStage {
     fn name(&self) -> &'static str {
         "websocket"
@@ -365,8 +794,12 @@ impl Stage for WebSocketStage {
 
     fn poll(&mut self, now: u64) -> Result<Progress> {
         // (Acquire of the write position first: a byte of a new connection seen there
-        // implies its generation is visible below.)
-        let readable = self.inbox.readable_from(self.pos);
+        // implies its generation is visible below. With permessage-deflate offered the
+        // transport writes WIRE_INBOX.)
+        let readable = match &self.inflow {
+            None => self.inbox.readable_from(self.pos),
+            Some(f) => f.wire.readable_from(self.pos),
+        };
         let mut limit = None;
         if let Some(p) = self.next_generation(now, &mut limit) {
             return Ok(p);
@@ -377,6 +810,9 @@ impl Stage for WebSocketStage {
         }
         if self.closed {
             return Ok(Progress::from_bool(sent));
+        }
+        if self.inflow.is_some() {
+            return self.poll_inflow(now, sent, readable, limit);
         }
         if self.overwrite && self.inbox.check_and_clear_dirty() {
             // Overwrite policy: the transport wrote over bytes the AppClient had not

@@ -167,6 +167,12 @@ pub struct Data {
     pub first: bool,
     /// These are the last payload bytes of a message (FIN frame, end of its payload).
     pub last: bool,
+    /// These are the last payload bytes of their frame (always true except for
+    /// `FramePieces` delivery).
+    pub frame_end: bool,
+    /// The message is compressed (RSV1 on its first frame, permessage-deflate): the
+    /// payload is deflate data, not yet UTF-8 checked; see [`crate::ws::deflate`].
+    pub compressed: bool,
 }
 
 impl Data {

@@ -36,6 +36,8 @@ pub struct HandshakeConfig {
     pub headers: Vec<(String, String)>,
     /// Largest response header accepted.
     pub max_response: usize,
+    /// Offer permessage-deflate (RFC 7692) with these parameters; `None`: no extension.
+    pub deflate: Option<super::deflate::DeflateConfig>,
 }
 
 impl Default for HandshakeConfig {
@@ -44,6 +46,7 @@ impl Default for HandshakeConfig {
             protocols: Vec::new(),
             headers: Vec::new(),
             max_response: DEFAULT_MAX_RESPONSE,
+            deflate: None,
         }
     }
 }
@@ -99,6 +102,8 @@ pub struct ClientHandshake {
     buf: Vec<u8>,
     max: usize,
     finished: bool,
+    deflate_offer: Option<super::deflate::DeflateConfig>,
+    deflate: Option<super::deflate::Negotiated>,
 }
 
 impl ClientHandshake {
@@ -158,6 +163,10 @@ impl ClientHandshake {
                 cfg.protocols.join(", ")
             ));
         }
+        if let Some(d) = &cfg.deflate {
+            d.validate()?;
+            r.push_str(&format!("Sec-WebSocket-Extensions: {}\r\n", d.offer()));
+        }
         for (n, v) in &cfg.headers {
             r.push_str(&format!("{n}: {}\r\n", v.trim_matches([' ', '\t'])));
         }
@@ -170,12 +179,25 @@ impl ClientHandshake {
             buf: Vec::new(),
             max: cfg.max_response,
             finished: false,
+            deflate_offer: cfg.deflate,
+            deflate: None,
         })
     }
 
     /// The request bytes to send.
     pub fn request(&self) -> &[u8] {
         &self.request
+    }
+
+    /// The permessage-deflate parameters the server agreed to (after `Done`); `None`
+    /// when we did not offer it or the server declined.
+    pub fn deflate(&self) -> Option<super::deflate::Negotiated> {
+        self.deflate
+    }
+
+    /// What we offered for permessage-deflate, if anything.
+    pub fn deflate_offer(&self) -> Option<super::deflate::DeflateConfig> {
+        self.deflate_offer
     }
 
     /// The `Sec-WebSocket-Key` sent.
@@ -208,7 +230,8 @@ impl ClientHandshake {
         let end = from + i + 4;
         self.buf.truncate(end);
         self.finished = true;
-        let protocol = self.validate()?;
+        let (protocol, deflate) = self.validate()?;
+        self.deflate = deflate;
         self.buf = Vec::new();
         Ok(HandshakeStatus::Done {
             consumed: end - old,
@@ -216,7 +239,8 @@ impl ClientHandshake {
         })
     }
 
-    fn validate(&self) -> Result<Option<String>> {
+    #[allow(clippy::type_complexity)]
+    fn validate(&self) -> Result<(Option<String>, Option<super::deflate::Negotiated>)> {
         // Split on CRLF; a bare LF is a framing ambiguity we refuse rather than guess.
         let mut lines: Vec<&[u8]> = Vec::new();
         let mut rest = &self.buf[..self.buf.len() - 4];
@@ -246,6 +270,7 @@ impl ClientHandshake {
         let (mut upgrade, mut connection) = (false, false);
         let mut accept: Option<&[u8]> = None;
         let mut protocol: Option<&[u8]> = None;
+        let mut extensions = String::new();
         for &line in &lines[1..] {
             if line.contains(&b'\r') {
                 return Err(ws_err("malformed upgrade response (bare CR)".into()));
@@ -279,11 +304,12 @@ impl ClientHandshake {
                     return Err(ws_err("duplicate Sec-WebSocket-Accept".into()));
                 }
             } else if name.eq_ignore_ascii_case(b"sec-websocket-extensions") {
+                // Several headers are one comma-separated list (RFC 7230 §3.2.2).
                 if !value.is_empty() {
-                    return Err(ws_err(format!(
-                        "server selected extension {:?} that we did not offer",
-                        String::from_utf8_lossy(value)
-                    )));
+                    if !extensions.is_empty() {
+                        extensions.push_str(", ");
+                    }
+                    extensions.push_str(&String::from_utf8_lossy(value));
                 }
             } else if name.eq_ignore_ascii_case(b"sec-websocket-protocol")
                 && protocol.replace(value).is_some()
@@ -312,10 +338,11 @@ impl ClientHandshake {
             }
             Some(_) => {}
         }
+        let deflate = super::deflate::negotiate(&extensions, self.deflate_offer.as_ref())?;
         match protocol {
-            None => Ok(None),
+            None => Ok((None, deflate)),
             Some(p) => match self.offered.iter().find(|o| o.as_bytes() == p) {
-                Some(o) => Ok(Some(o.clone())),
+                Some(o) => Ok((Some(o.clone()), deflate)),
                 None => Err(ws_err(format!(
                     "server selected subprotocol {:?} that we did not offer",
                     String::from_utf8_lossy(p)

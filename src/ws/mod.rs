@@ -13,6 +13,7 @@
 
 pub mod builder;
 pub mod close;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
@@ -24,6 +25,7 @@ pub mod utf8;
 
 pub use builder::{FrameBuilder, MaskMode};
 pub use close::parse_close_payload;
+pub use deflate::{DeflateConfig, Negotiated as DeflateParams};
 pub use frame::{close_code, CloseFrame, ControlPayload, Data, Event, MessageKind, OpCode};
 pub use handshake::{ClientHandshake, HandshakeConfig, HandshakeStatus};
 pub use parser::{Delivery, Parser, ParserConfig};

@@ -143,6 +143,8 @@ struct Msg {
     kind: MessageKind,
     total: usize,
     first_pending: bool,
+    /// RSV1 on the first frame (permessage-deflate): UTF-8 is checked after inflating.
+    compressed: bool,
 }
 
 /// Message delivery: the contiguous payload gathered so far, `buf[dst..dst+len]`.
@@ -182,6 +184,8 @@ pub struct Parser {
     asm: Option<Asm>,
     utf8: Utf8Validator,
     state: State,
+    /// permessage-deflate was negotiated: RSV1 is allowed on a message's first frame.
+    rsv1: bool,
 }
 
 impl Parser {
@@ -195,7 +199,17 @@ impl Parser {
             asm: None,
             utf8: Utf8Validator::new(),
             state: State::Open,
+            rsv1: false,
         }
+    }
+
+    /// permessage-deflate (RFC 7692) was negotiated: accept RSV1 on the first frame of
+    /// a data message and report such messages with [`Data::compressed`] (their payload
+    /// is deflate data: the caller inflates it and checks UTF-8 on the result; message
+    /// limits apply to the compressed bytes here). RSV1 on a continuation or control
+    /// frame is still a protocol error (1002).
+    pub fn set_compression(&mut self, on: bool) {
+        self.rsv1 = on;
     }
 
     pub fn config(&self) -> &ParserConfig {
@@ -287,15 +301,26 @@ impl Parser {
     fn check_header(&mut self, h: &Header) -> Result<(OpCode, bool, usize)> {
         use close_code::{MESSAGE_TOO_BIG, PROTOCOL_ERROR};
         let fin = h.b0 & 0x80 != 0;
-        if h.b0 & 0x70 != 0 {
+        let rsv = h.b0 & 0x70;
+        if rsv != 0 && !(self.rsv1 && rsv == 0x40) {
             return self.fail(
                 PROTOCOL_ERROR,
-                "reserved bits set without a negotiated extension",
+                if self.rsv1 {
+                    "RSV2 or RSV3 set (only RSV1 is negotiated, by permessage-deflate)"
+                } else {
+                    "reserved bits set without a negotiated extension"
+                },
             );
         }
         let Some(opcode) = OpCode::from_u8(h.b0 & 0x0f) else {
             return self.fail(PROTOCOL_ERROR, "reserved opcode");
         };
+        if rsv != 0 && (matches!(opcode, OpCode::Continuation) || opcode.is_control()) {
+            return self.fail(
+                PROTOCOL_ERROR,
+                "RSV1 set on a control or continuation frame (permessage-deflate marks a message's first frame only)",
+            );
+        }
         if h.masked {
             return self.fail(PROTOCOL_ERROR, "masked frame from the server");
         }
@@ -383,10 +408,15 @@ impl Parser {
                             }
                         };
                         let first_pending = self.msg.map_or(true, |m| m.first_pending);
+                        let compressed = match self.msg {
+                            Some(m) => m.compressed,
+                            None => h.b0 & 0x40 != 0,
+                        };
                         self.msg = Some(Msg {
                             kind,
                             total: total + len,
                             first_pending,
+                            compressed,
                         });
                         if self.cfg.delivery == Delivery::FramePieces {
                             self.keep = self.pos;
@@ -444,7 +474,8 @@ impl Parser {
             let Some(mut m) = self.msg else {
                 return self.fail(close_code::INTERNAL_ERROR, "parser state");
             };
-            if m.kind == MessageKind::Text && avail > c.checked {
+            let text = m.kind == MessageKind::Text && !m.compressed;
+            if text && avail > c.checked {
                 if self.utf8.feed(&buf[pos + c.checked..pos + avail]).is_err() {
                     return self.fail(
                         close_code::INVALID_PAYLOAD,
@@ -461,7 +492,7 @@ impl Parser {
                 }
                 let frame_done = avail == c.left;
                 let last = c.fin && frame_done;
-                if last && m.kind == MessageKind::Text && !self.utf8.is_complete() {
+                if last && text && !self.utf8.is_complete() {
                     return self.fail(
                         close_code::INVALID_PAYLOAD,
                         "text message ends inside a UTF-8 sequence",
@@ -473,6 +504,8 @@ impl Parser {
                     len: avail,
                     first: m.first_pending,
                     last,
+                    frame_end: frame_done,
+                    compressed: m.compressed,
                 };
                 m.first_pending = false;
                 self.pos += avail;
@@ -497,7 +530,7 @@ impl Parser {
             let len = c.left;
             self.pos += len;
             self.cur = None;
-            if c.fin && m.kind == MessageKind::Text && !self.utf8.is_complete() {
+            if c.fin && text && !self.utf8.is_complete() {
                 return self.fail(
                     close_code::INVALID_PAYLOAD,
                     "text message ends inside a UTF-8 sequence",
@@ -510,6 +543,8 @@ impl Parser {
                     len,
                     first: m.first_pending,
                     last: c.fin,
+                    frame_end: true,
+                    compressed: m.compressed,
                 };
                 m.first_pending = false;
                 self.msg = if c.fin { None } else { Some(m) };
@@ -531,6 +566,8 @@ impl Parser {
                     len: a.len,
                     first: true,
                     last: true,
+                    frame_end: true,
+                    compressed: m.compressed,
                 }))
             } else {
                 self.asm = Some(a);

@@ -9,6 +9,7 @@
 //! | [`certs`] | the test CA and leaves, generated once per target directory |
 //! | [`python`] | the venv interpreter that has `websockets` |
 //! | [`tls_server`], [`ws_server`] | a TLS echo server and a scripted third-party WebSocket server (Python) |
+//! | [`deflate_server`] | a permessage-deflate WebSocket server (Python `websockets`) with chosen parameters |
 //! | [`synthetic`] | `Pipeline` configs and scripts for the synthetic transport, shm clean-up guards |
 //! | [`ws_frames`] | server-frame encoding, a simulated MSG_INBOX driving the parser, an independent client-frame decoder |
 //! | [`xdp_frames`] | hand-made Ethernet/IPv4/TCP frames (independent of `pipeline::wire`), raw sockets |
@@ -25,6 +26,7 @@ pub use pipeline_netbed::{exsim, feed, netns};
 pub mod alloc;
 pub mod c_program;
 pub mod certs;
+pub mod deflate_server;
 pub mod feed_server;
 pub mod reconnect;
 pub mod ffi;

@@ -72,6 +72,7 @@
 use pipeline_testkit::certs;
 use pipeline_testkit::feed::mono_ns;
 use pipeline_testkit::netns::{self, Side, TestBed};
+use pipeline_testkit::plot::{latency_svg, Curve};
 use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stage::TlsTransport;
@@ -989,81 +990,6 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
-// ---------------------------------------------------------------- the picture
-
-const COLORS: [&str; 4] = ["#d62728", "#1f77b4", "#2ca02c", "#7f7f7f"];
-
-/// Latency percentile plot: x = one-way latency (µs, log), y = percentile on a "nines"
-/// scale (p50, p90, p99, p99.9, p99.99), one line per client.
-fn svg(series: &[(String, &[u64])], title: &str) -> String {
-    let (w, h) = (900.0f64, 560.0f64);
-    let (l, r, t, b) = (70.0, 260.0, 50.0, 60.0);
-    let pw = w - l - r;
-    let ph = h - t - b;
-    let mut lo = f64::MAX;
-    let mut hi: f64 = 1.0;
-    for (_, s) in series {
-        if let (Some(f), Some(x)) = (s.first(), s.last()) {
-            lo = lo.min((*f as f64 / 1000.0).max(0.1));
-            hi = hi.max(*x as f64 / 1000.0);
-        }
-    }
-    if lo == f64::MAX {
-        lo = 1.0;
-    }
-    let (d0, d1) = (lo.log10().floor(), hi.log10().ceil().max(lo.log10().floor() + 1.0));
-    let ymax = 5.0f64; // p99.999
-    let x_of = |us: f64| l + pw * (us.max(0.1).log10() - d0) / (d1 - d0);
-    let y_of = |nines: f64| t + ph - ph * nines.min(ymax) / ymax;
-    let mut o = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" font-size=\"15\" text-anchor=\"middle\">{title}</text>\n",
-        l + pw / 2.0
-    );
-    // Grid: decades on x, nines on y.
-    let mut d = d0;
-    while d <= d1 + 1e-9 {
-        let x = x_of(10f64.powf(d));
-        o += &format!("<line x1=\"{x:.1}\" y1=\"{t}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#ddd\"/>\n", t + ph);
-        let lab = 10f64.powf(d);
-        let lab = if lab >= 1000.0 { format!("{} ms", lab / 1000.0) } else { format!("{lab} µs") };
-        o += &format!("<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{lab}</text>\n", t + ph + 18.0);
-        d += 1.0;
-    }
-    for (n, lab) in [(0.30103, "p50"), (1.0, "p90"), (2.0, "p99"), (3.0, "p99.9"), (4.0, "p99.99"), (5.0, "p99.999")] {
-        let y = y_of(n);
-        o += &format!("<line x1=\"{l}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\n", l + pw);
-        o += &format!("<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{lab}</text>\n", l - 6.0, y + 4.0);
-    }
-    o += &format!("<rect x=\"{l}\" y=\"{t}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#444\"/>\n");
-    o += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">one-way latency, server send stamp to client receipt (log scale)</text>\n", l + pw / 2.0, h - 16.0);
-    for (i, (name, s)) in series.iter().enumerate() {
-        if s.is_empty() {
-            continue;
-        }
-        let n = s.len() as f64;
-        let top = n.log10();
-        let mut pts = String::new();
-        let steps = 600;
-        for k in 0..=steps {
-            let nines = top * k as f64 / steps as f64;
-            let q = 1.0 - 10f64.powf(-nines);
-            let idx = ((n - 1.0) * q).round() as usize;
-            let us = s[idx.min(s.len() - 1)] as f64 / 1000.0;
-            pts += &format!("{:.1},{:.1} ", x_of(us), y_of(nines));
-        }
-        let c = COLORS[i % COLORS.len()];
-        o += &format!("<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{pts}\"/>\n");
-        let ly = t + 20.0 + 22.0 * i as f64;
-        o += &format!("<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"3\"/>\n", w - r + 15.0, w - r + 40.0);
-        let p50 = pct(s, 0.5);
-        let p99 = pct(s, 0.99);
-        o += &format!("<text x=\"{}\" y=\"{}\">{name}</text>\n", w - r + 46.0, ly + 4.0);
-        o += &format!("<text x=\"{}\" y=\"{}\" fill=\"#555\">p50 {p50:.1} µs, p99 {p99:.1} µs</text>\n", w - r + 46.0, ly + 17.0);
-    }
-    o += "</svg>\n";
-    o
-}
-
 // ---------------------------------------------------------------- main
 
 fn env_list(name: &str) -> Option<Vec<String>> {
@@ -1334,9 +1260,10 @@ fn report(
     let partial = smoke || kinds.len() < 4 || sizes.len() < 4;
     let (jf, sf) = if partial { ("peers-partial.json.tmp", "peers-latency-partial.svg.tmp") } else { ("peers.json", "peers-latency.svg") };
     std::fs::write(dir.join(jf), j).expect("write json");
-    let series: Vec<(String, &[u64])> = kinds.iter().filter_map(|k| l.get(k).map(|x| (k.name().to_string(), x.all.as_slice()))).collect();
+    let series: Vec<(String, Curve)> =
+        kinds.iter().filter_map(|k| l.get(k).map(|x| (k.name().to_string(), Curve::from_sorted_ns(&x.all)))).collect();
     let title = format!("256 B messages at 20,000 msg/s over veth, {} runs pooled{}", lat_runs, if smoke { " (SMOKE)" } else { "" });
-    std::fs::write(dir.join(sf), svg(&series, &title)).expect("write svg");
+    std::fs::write(dir.join(sf), latency_svg(&series, &title, "one-way latency, server send stamp to client receipt")).expect("write svg");
     println!("\nwrote bench-results/{jf} and bench-results/{sf}");
 }
 

@@ -4,6 +4,7 @@
 //!   the privilege check for it;
 //! - [`exsim`]: `tools/exchange_sim.py`, the TLS WebSocket feed server, started inside
 //!   a namespace; [`feed`]: its message format and the checks a client makes;
+//! - [`plot`]: latency distributions as an SVG picture;
 //! - [`certs`]: a CA and leaf certificates from `tools/testcerts.sh`;
 //! - [`python`]: the interpreter that has `websockets`; [`process`]: running commands
 //!   and helper servers; [`repo`]: where `tools/` is.
@@ -17,6 +18,7 @@ pub mod certs;
 pub mod exsim;
 pub mod feed;
 pub mod netns;
+pub mod plot;
 pub mod process;
 pub mod python;
 

@@ -21,7 +21,7 @@
 //! `PL_TRANSPORT_SYNTHETIC` — to try layouts and the stats tool without a network.
 
 pub use pipeline_netbed::process::ChildGuard;
-pub use pipeline_netbed::{exsim, feed, netns};
+pub use pipeline_netbed::{exsim, feed, netns, plot};
 
 pub mod alloc;
 pub mod c_program;

@@ -36,7 +36,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipeline::pipeline::{Config, DeflateConfig, OnMessage, Pipeline, PipelineState, Receiver, Sender};
+use pipeline::pipeline::{Config, DeflateConfig, OnMessageFallible, Pipeline, PipelineState, Receiver, Sender};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::Error;
 
@@ -216,11 +216,15 @@ impl Echo {
 /// Echo until the server closes. Returns how the case ended.
 fn run_case(a: &Args, n: usize) -> String {
     let shared: Arc<Mutex<Option<Arc<Echo>>>> = Arc::default();
-    let make = |sender: Sender| -> OnMessage {
+    let slot = shared.clone();
+    let make = Box::new(move |sender: Sender| -> OnMessageFallible {
         let echo = Arc::new(Echo { sender, backlog: Mutex::default(), error: Mutex::default() });
-        *shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(echo.clone());
-        Box::new(move |payload: &[u8], opcode: u8, _fin: bool| echo.on_message(payload, opcode))
-    };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(echo.clone());
+        Box::new(move |payload: &[u8], opcode: u8, _fin: bool| {
+            echo.on_message(payload, opcode);
+            Ok(())
+        })
+    });
     let url = format!("{}/runCase?case={n}&agent={}", a.base, a.agent);
     let p = match Pipeline::start_with_sender_callback(config(a, url), make) {
         Ok(p) => p,

@@ -244,6 +244,8 @@ pub struct TcpStats {
     pub ooo_segments_dropped: u64,
     pub ooo_bytes_stitched: u64,
     pub acks_sent: u64,
+    /// Pure ACKs the caller had no frame for and handed back ([`Connection::defer_ack`]).
+    pub acks_deferred: u64,
     pub window_updates_sent: u64,
     pub zero_windows_advertised: u64,
     pub zero_window_probes: u64,
@@ -1423,6 +1425,17 @@ impl Connection {
 
     /// Any segment carrying our ACK satisfies the delayed-ACK policy. Owed duplicate
     /// ACKs are still sent as pure ACKs (a data segment is not a duplicate ACK).
+    /// The caller had no frame for the pure ACK `poll_transmit` just returned: owe one
+    /// again instead of losing it. The ACK sent later carries the newest ack number,
+    /// window and SACK blocks, so it stands for this one and for any duplicate ACKs it
+    /// replaces (a lost ACK would leave the sender to find the hole by its RTO).
+    pub fn defer_ack(&mut self) {
+        self.stats.acks_sent = self.stats.acks_sent.saturating_sub(1);
+        self.stats.segs_out = self.stats.segs_out.saturating_sub(1);
+        self.stats.acks_deferred += 1;
+        self.ack_now = true;
+    }
+
     fn note_ack_sent(&mut self) {
         self.stats.acks_sent += 1;
         self.unacked_segs = 0;

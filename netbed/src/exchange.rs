@@ -54,6 +54,9 @@ pub struct ServerCtl {
     pub tid: AtomicI32,
     /// Set to end the server: the accept loop and the runs check it.
     pub stop: AtomicBool,
+    /// Set to cut the current connection's runs short (a client that gave up on a run
+    /// and wants its close answered); cleared when the next connection is accepted.
+    pub end_runs: AtomicBool,
     /// Messages sent in the last run (the demo's "server sent").
     pub sent: AtomicU64,
     /// The core the server thread pins itself to (None: not pinned).
@@ -66,6 +69,7 @@ impl ServerCtl {
         Arc::new(ServerCtl {
             tid: AtomicI32::new(0),
             stop: AtomicBool::new(false),
+            end_runs: AtomicBool::new(false),
             sent: AtomicU64::new(0),
             cpu,
             pacing,
@@ -113,6 +117,7 @@ pub fn server_main(l: TcpListener, cert: PathBuf, key: PathBuf, ctl: Arc<ServerC
     while !ctl.stop.load(Ordering::SeqCst) {
         match l.accept() {
             Ok((s, _)) => {
+                ctl.end_runs.store(false, Ordering::SeqCst);
                 if let Err(e) = serve(s, &ctx, &ctl) {
                     if !matches!(e, Error::Closed(_)) {
                         eprintln!("  feed server: connection ended: {e}");
@@ -164,7 +169,7 @@ pub fn serve(s: TcpStream, ctx: &TlsContext, ctl: &ServerCtl) -> Result<()> {
     tls.write_all(resp.as_bytes(), T)?;
     let pattern = pattern();
     let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
-    let stopped = || ctl.stop.load(Ordering::Relaxed);
+    let stopped = || ctl.stop.load(Ordering::Relaxed) || ctl.end_runs.load(Ordering::Relaxed);
     loop {
         // One masked frame (< 126 bytes) from the client.
         let (op, cmd) = loop {

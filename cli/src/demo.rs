@@ -461,7 +461,7 @@ fn demo(o: &Opts) -> Result<bool, String> {
         drop(bed);
     } else {
         let l = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| format!("feed server: bind 127.0.0.1: {e}"))?;
-        let server = Server::start(l, cert, key, |f| std::thread::spawn(f))?;
+        let server = Server::start(l, cert, key, std::thread::spawn)?;
         println!("feed server (Rust): wss://127.0.0.1:{}/, {what}", server.port);
         println!("client: kernel TCP transport on loopback");
         let url = format!("wss://127.0.0.1:{}/", server.port);

@@ -211,28 +211,14 @@ pub fn serve(s: TcpStream, ctx: &TlsContext, ctl: &ServerCtl) -> Result<()> {
             out.extend_from_slice(&ts.to_le_bytes());
             out.extend_from_slice(&pattern[..size - 16]);
         };
-        if rate == 0 {
-            // Batched: frames packed into 16 KiB records (a larger frame: alone, and
-            // OpenSSL splits it into 16 KiB records).
-            let mut seq = 0;
-            while seq < count && !stopped() {
-                out.clear();
-                let ts = mono_ns();
-                while seq < count && (out.is_empty() || out.len() + size + 4 <= RECORD) {
-                    frame(&mut out, seq, ts);
-                    seq += 1;
-                }
-                tls.write_all(&out, T)?;
-                ctl.sent.store(seq, Ordering::Relaxed);
-            }
-        } else {
+        if let Some(rate) = std::num::NonZeroU64::new(rate) {
             // Paced: one record per message, stamped when sent.
             let t0 = Instant::now();
             for seq in 0..count {
                 if stopped() {
                     break;
                 }
-                let due = t0 + Duration::from_nanos(seq * 1_000_000_000 / rate);
+                let due = t0 + Duration::from_nanos((seq as u128 * 1_000_000_000 / rate.get() as u128) as u64);
                 match ctl.pacing {
                     Pacing::Spin => {
                         while Instant::now() < due {
@@ -250,6 +236,20 @@ pub fn serve(s: TcpStream, ctx: &TlsContext, ctl: &ServerCtl) -> Result<()> {
                 frame(&mut out, seq, mono_ns());
                 tls.write_all(&out, T)?;
                 ctl.sent.store(seq + 1, Ordering::Relaxed);
+            }
+        } else {
+            // Batched: frames packed into 16 KiB records (a larger frame: alone, and
+            // OpenSSL splits it into 16 KiB records).
+            let mut seq = 0;
+            while seq < count && !stopped() {
+                out.clear();
+                let ts = mono_ns();
+                while seq < count && (out.is_empty() || out.len() + size + 4 <= RECORD) {
+                    frame(&mut out, seq, ts);
+                    seq += 1;
+                }
+                tls.write_all(&out, T)?;
+                ctl.sent.store(seq, Ordering::Relaxed);
             }
         }
         tls.write_all(&[0x81, 4, b'd', b'o', b'n', b'e'], T)?;

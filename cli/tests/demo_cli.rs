@@ -249,6 +249,28 @@ fn demo_ctrl_c_exits_130_and_leaves_nothing_behind() {
 }
 
 #[test]
+fn demo_past_its_duration_fails_and_says_incomplete() {
+    // As root both transports over the veth, else the kernel transport on loopback: the
+    // paced run of 5 s is cut at 0.5 s, on both ends.
+    let dir = Dir::new("duration");
+    let (ok, out, pid) = run(command(&[
+        "--count",
+        "2000",
+        "--latency-count",
+        "100000",
+        "--duration",
+        "0.5",
+        "--plot",
+        dir.0.join("d.svg").to_str().unwrap(),
+    ]));
+    assert!(!ok, "{out}");
+    let summaries = out.matches("\nsummary: ").count();
+    assert!(summaries >= 1, "{out}");
+    assert_eq!(out.matches("paced (INCOMPLETE)").count(), summaries, "every transport ran out of time: {out}");
+    nothing_left_behind(pid);
+}
+
+#[test]
 fn demo_refuses_bad_options() {
     for (args, says) in [
         (&["--count", "x"][..], "--count needs a number"),

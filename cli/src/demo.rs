@@ -60,7 +60,7 @@ fn number<T: std::str::FromStr>(v: String, what: &str) -> Result<T, String> {
 
 fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
-        count: 200_000,
+        count: 500_000,
         latency_count: 40_000,
         rate: 20_000,
         size: 256,
@@ -252,36 +252,38 @@ impl Outcome {
 }
 
 /// Ask the server for `count` messages at `rate` (0: flat out), read and check them until
-/// its "done", printing progress. `Ok(None)`: interrupted or past the deadline.
+/// its "done", printing progress. Stops early (the run not `done`) when interrupted or
+/// past `deadline` (CLOCK_MONOTONIC ns). One clock read per message: the one the latency
+/// needs also times the run and the progress lines.
 fn run(
     p: &Pipeline,
     rx: &mut Receiver,
     size: usize,
     count: u64,
     rate: u64,
-    deadline: Instant,
+    deadline: u64,
     ctl: &ServerCtl,
 ) -> Result<Run, String> {
     p.send_text(&command(size, count, rate)).map_err(|e| format!("send the run command: {e}"))?;
-    let mut r = Run { lat: Vec::with_capacity(count.min(50_000_000) as usize), ..Run::default() };
+    let samples = if rate > 0 { count.min(50_000_000) as usize } else { 0 };
+    let mut r = Run { lat: Vec::with_capacity(samples), ..Run::default() };
     let tty = std::io::stdout().is_terminal();
-    let every = Duration::from_millis(if tty { 250 } else { 1000 });
-    let mut next_print = Instant::now() + every;
-    let (mut win_start, mut win_from, mut win_lat_from) = (Instant::now(), 0u64, 0usize);
-    let mut first: Option<Instant> = None;
-    let mut last = Instant::now();
-    while !interrupted() && Instant::now() < deadline {
+    let every: u64 = if tty { 250_000_000 } else { 1_000_000_000 };
+    let start = mono_ns();
+    let mut next_print = start + every;
+    let (mut win_start, mut win_from, mut win_lat_from) = (start, 0u64, 0usize);
+    let (mut first, mut last, mut printed) = (None::<u64>, start, false);
+    while !interrupted() {
         let got = rx.next_frame_timeout(Duration::from_millis(20)).map(|f| {
             let now = mono_ns();
             let p = f.payload();
             let seq = p.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
             (f.opcode(), seq.map(|s| (s, exchange::check(s, size, p))), p == b"done", now, p.len())
         });
-        match got {
+        let now = match got {
             Some((2, seq, _, now, len)) => {
-                let t = Instant::now();
-                first.get_or_insert(t);
-                last = t;
+                first.get_or_insert(now);
+                last = now;
                 r.bytes += len as u64;
                 match seq {
                     Some((s, checked)) if s >= r.want => {
@@ -305,20 +307,25 @@ fn run(
                         r.first_bad.get_or_insert(format!("a {len}-byte message (no sequence number)"));
                     }
                 }
+                now
             }
             Some((1, _, true, _, _)) => {
                 r.done = true;
                 break;
             }
-            Some(_) => {}
+            Some((_, _, _, now, _)) => now,
             None => {
                 if let PipelineState::Disconnected { reason } = p.state() {
                     return Err(format!("disconnected after {} messages: {}", r.want, reason.message));
                 }
+                mono_ns()
             }
+        };
+        if now >= deadline {
+            break;
         }
-        if Instant::now() >= next_print {
-            let dt = win_start.elapsed().as_secs_f64();
+        if now >= next_print {
+            let dt = (now - win_start) as f64 / 1e9;
             let mut w: Vec<u64> = r.lat[win_lat_from..].to_vec();
             w.sort_unstable();
             let lat = if rate > 0 {
@@ -333,14 +340,14 @@ fn run(
                 println!("{line}");
             }
             let _ = std::io::stdout().flush();
-            (win_start, win_from, win_lat_from) = (Instant::now(), r.want, r.lat.len());
-            next_print = Instant::now() + every;
+            (win_start, win_from, win_lat_from, printed) = (now, r.want, r.lat.len(), true);
+            next_print = now + every;
         }
     }
-    if tty && first.is_some_and(|f| f.elapsed() > every) {
+    if tty && printed {
         println!();
     }
-    r.secs = first.map(|f| last.duration_since(f).as_secs_f64()).unwrap_or(0.0);
+    r.secs = first.map(|f| (last - f) as f64 / 1e9).unwrap_or(0.0);
     r.sent = ctl.sent.load(Ordering::Relaxed);
     r.lat.sort_unstable();
     Ok(r)
@@ -367,7 +374,7 @@ fn client(name: &str, url: &str, ca: &Path, xdp: Option<&str>, o: &Opts, ctl: &S
     };
     println!("connected: layout {layout}, wait {wait}");
     let mut rx = p.receiver().ok_or("no receiver")?;
-    let deadline = Instant::now() + Duration::from_secs_f64(o.duration);
+    let deadline = mono_ns() + (o.duration * 1e9) as u64;
     println!("  flat out: {} messages of {} B", o.count, o.size);
     let flat = run(&p, &mut rx, o.size, o.count, 0, deadline, ctl);
     let paced = match &flat {

@@ -55,7 +55,7 @@ usage:
   pipeline demo [options]          the Rust feed server streamed to the pipeline: as root AF_XDP,
                                    then the kernel transport, over a veth pair, side by side with
                                    the ratios and a latency picture; else kernel TCP on loopback
-      --count N                    messages of the flat-out run, msgs/s (default 200000)
+      --count N                    messages of the flat-out run, msgs/s (default 500000)
       --latency-count N            messages of the paced run, latency (default 40000)
       --rate R                     messages per second of the paced run (default 20000)
       --size B                     message size, 16..65535 bytes (default 256)

@@ -134,13 +134,16 @@ struct Server {
     port: u16,
 }
 
+/// What the server thread runs (`spawn` puts it in the right namespace).
+type ServerBody = Box<dyn FnOnce() -> pipeline::Result<()> + Send>;
+
 impl Server {
     /// Start it on `l` (bound in the namespace it serves) and wait until it runs.
     fn start(
         l: TcpListener,
         cert: PathBuf,
         key: PathBuf,
-        spawn: impl FnOnce(Box<dyn FnOnce() -> pipeline::Result<()> + Send>) -> JoinHandle<pipeline::Result<()>>,
+        spawn: impl FnOnce(ServerBody) -> JoinHandle<pipeline::Result<()>>,
     ) -> Result<Server, String> {
         let port = l.local_addr().map_err(|e| format!("feed server address: {e}"))?.port();
         let ctl = ServerCtl::new(None, Pacing::Sleep);
@@ -485,7 +488,6 @@ fn demo(o: &Opts) -> Result<bool, String> {
         let url = format!("wss://127.0.0.1:{}/", server.port);
         keep("kernel TCP (loopback)", client("kernel TCP (loopback)", &url, &ca, None, o, &server.ctl));
     }
-    drop(keep);
     let mut ok = !failed;
     for r in &outcomes {
         ok &= summary(r, o);

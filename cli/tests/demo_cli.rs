@@ -181,9 +181,22 @@ fn demo_without_root_runs_the_kernel_transport_on_loopback() {
     let mut c = command(&["--count", "20000", "--latency-count", "2000", "--plot", picture.to_str().unwrap()]);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        // As root, become nobody: the path a user without privileges takes.
-        std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        c.uid(65534).gid(65534);
+        // As root, become nobody: the path a user without privileges takes. The binary and
+        // the certificate script are copied where nobody can reach them (a checkout under
+        // /root is not).
+        let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap();
+        mode(&dir.0, 0o777);
+        std::fs::create_dir_all(dir.0.join("tools")).unwrap();
+        let script = dir.0.join("tools/testcerts.sh");
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/testcerts.sh"), &script).unwrap();
+        let bin = dir.0.join("pipeline");
+        std::fs::copy(env!("CARGO_BIN_EXE_pipeline"), &bin).unwrap();
+        for p in [&dir.0.join("tools"), &script, &bin] {
+            mode(p, 0o755);
+        }
+        let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
+        c = Command::new(&bin);
+        c.args(args).env("PIPELINE_REPO", &dir.0).uid(65534).gid(65534);
     }
     let (ok, out, pid) = run(c);
     assert!(ok, "pipeline demo failed:\n{out}");

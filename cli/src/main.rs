@@ -52,14 +52,16 @@ usage:
                                    (no network; for trying layouts and the stat tool)
   pipeline stat NAME [--once] [--json]
                                    a running pipeline's counters, refreshed every second
-  pipeline demo [options]          a local exchange simulator streamed to the pipeline (AF_XDP
-                                   over a veth pair as root; else kernel TCP on loopback)
-      --count N                    messages (default 100000)
-      --rate R                     messages per second (default 6000: what the Python
-                                   simulator sustains here; 0 = flat out)
-      --duration SECS              stop after SECS (default 30)
-      --transport auto|xdp|kernel  (default auto: xdp when root)
-      --sizes mixed|N|N,M,...      message sizes (default mixed, as tools/exchange_sim.py)
+  pipeline demo [options]          the Rust feed server streamed to the pipeline: as root AF_XDP,
+                                   then the kernel transport, over a veth pair, side by side with
+                                   the ratios and a latency picture; else kernel TCP on loopback
+      --count N                    messages of the flat-out run, msgs/s (default 500000)
+      --latency-count N            messages of the paced run, latency (default 40000)
+      --rate R                     messages per second of the paced run (default 20000)
+      --size B                     message size, 16..65535 bytes (default 256)
+      --duration SECS              per transport: stop after SECS (default 30)
+      --transport auto|xdp|kernel  (default auto: both when root)
+      --plot FILE                  the latency picture (default ./pipeline-demo-latency.svg)
       --layout L, --wait W         as for connect
   pipeline --help | --version";
 

@@ -533,7 +533,6 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     // Events, one line each on stderr (stdout stays one line per message).
     let stats = p.stats_region().clone();
-    let verbose = o.verbose;
     p.on_state_change(Box::new(move |st| match st {
         PipelineState::Reconnecting { attempt, cause } => eprintln!(
             "pipeline: reconnecting: attempt {attempt} after {} ({})",
@@ -544,7 +543,6 @@ pub fn main(args: &[String]) -> ExitCode {
             "pipeline: connected: generation {}",
             stats.get(pipeline::stats::Counter::Generation)
         ),
-        PipelineState::Closing if verbose => eprintln!("pipeline: closing"),
         _ => {}
     }));
     for s in &o.sends {

@@ -130,9 +130,9 @@ impl Printer {
             };
             // "ts": what is known when the CLI takes the message; per-stage times
             // from the library join it here.
-            let _ = write!(
+            let _ = writeln!(
                 line,
-                "{{\"opcode\":{opcode},\"fin\":{fin},\"length\":{},{body},\"ts\":{{\"cli_recv_unix_ns\":{ns}}}}}\n",
+                "{{\"opcode\":{opcode},\"fin\":{fin},\"length\":{},{body},\"ts\":{{\"cli_recv_unix_ns\":{ns}}}}}",
                 payload.len()
             );
             return;
@@ -253,14 +253,14 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--contiguous" => o.feed.contiguous = true,
             "--hold-ms" => {
                 let v: f64 = val("--hold-ms")?.parse().map_err(|_| "--hold-ms needs milliseconds".to_string())?;
-                if !(v >= 0.0 && v <= 60_000.0) {
+                if !(0.0..=60_000.0).contains(&v) {
                     return Err("--hold-ms must be between 0 and 60000".into());
                 }
                 o.feed.hold_ms = Some(v);
             }
             "--rotate-every" => {
                 let v: f64 = val("--rotate-every")?.parse().map_err(|_| "--rotate-every needs seconds".to_string())?;
-                if !(v >= 0.1 && v < 86_400.0) {
+                if !(0.1..86_400.0).contains(&v) {
                     return Err("--rotate-every must be between 0.1 and 86400 seconds".into());
                 }
                 o.feed.rotate_every = Some(v);

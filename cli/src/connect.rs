@@ -520,6 +520,9 @@ pub fn main(args: &[String]) -> ExitCode {
     };
     signals::install(&[libc::SIGINT, libc::SIGTERM]);
     if o.feed.wanted() || !o.more_urls.is_empty() {
+        if o.exit_on_eof {
+            return usage_error("-E/--exit-on-eof: a feed (several URLs, --dedup-json-field, --rotate-every) does not read stdin");
+        }
         return crate::feed::main(o);
     }
     let max_message = o.cfg.max_message;

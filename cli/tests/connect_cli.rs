@@ -368,6 +368,7 @@ fn bad_options_are_usage_errors() {
         (&["--max-message", "0"], "--max-message 0"),
         (&["--max-message", "lots"], "expected a number of bytes"),
         (&["--no-stdin", "-E"], "--exit-on-eof needs stdin"),
+        (&["-E", "--dedup-json-field", "seq"], "a feed (several URLs"),
     ] {
         // A closed port: a usage error must be found before any connect.
         let o = run(connect("ws://127.0.0.1:9/", args), None);
@@ -533,4 +534,28 @@ fn ws_to_a_tls_port_says_try_wss() {
     );
     assert_status(&o, 0);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "abc\n");
+}
+
+/// A feed (one leg here) prints through the same `--jsonl` and takes `--stats-json -`.
+#[test]
+fn a_feed_takes_jsonl_and_stats_on_stdout() {
+    use pipeline_testkit::feed_server::{SeqServer, SeqSpec};
+    let spec = SeqSpec::new("J", Instant::now() + Duration::from_millis(300), Duration::from_millis(1), 20);
+    let server = SeqServer::start(spec);
+    let (name, _g) = pipeline_testkit::synthetic::unique("cli_feedjsonl");
+    let (_g0, _g1) = (pipeline_testkit::synthetic::unique("cli_feedjsonl-0").1, pipeline_testkit::synthetic::unique("cli_feedjsonl-1").1);
+    let o = run(
+        connect(&server.url(), &["--dedup-json-field", "seq", "--jsonl", "--count", "5", "--stats-json", "-", "--name", &name]),
+        None,
+    );
+    assert_status(&o, 0);
+    let out = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<Json> = out.lines().map(Json::parse).collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    for (i, m) in lines[..5].iter().enumerate() {
+        assert_eq!(m.get("opcode").u64(), 1);
+        let inner = Json::parse(m.get("text").str());
+        assert_eq!(inner.get("seq").u64(), i as u64, "{out}");
+    }
+    assert!(matches!(lines[5].get("counters"), Json::Obj(_)), "{out}");
 }

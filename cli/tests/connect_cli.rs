@@ -265,7 +265,8 @@ fn stdin_lines_are_sent_as_text_and_the_echoes_printed() {
     );
     assert_status(&o, 0);
     let out = String::from_utf8(o.stdout).unwrap();
-    let lines: Vec<&str> = out.lines().collect();
+    // split('\n'), not lines(): a CR left on a message must show.
+    let lines: Vec<&str> = out.strip_suffix('\n').unwrap_or(&out).split('\n').collect();
     assert_eq!(lines.len(), 5, "{out}");
     assert_eq!(&lines[..4], ["one", "two wörld", "", "last, no line end"]);
     let stats = Json::parse(lines[4]);

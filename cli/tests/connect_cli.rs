@@ -376,6 +376,15 @@ fn bad_options_are_usage_errors() {
         assert_status(&o, 2);
         assert!(err(&o).contains(says), "{args:?}: {}", err(&o));
     }
+    // --help of connect names the options and the exit statuses.
+    let o = run(connect("ws://127.0.0.1:9/", &["--help"]), None);
+    assert_status(&o, 0);
+    let h = String::from_utf8_lossy(&o.stdout);
+    for w in ["-H, --header", "--protocol NAME", "-v, --verbose", "--binary raw|hex|base64", "--jsonl", "--max-message BYTES",
+        "--no-stdin", "-E, --exit-on-eof", "--stats-json PATH|-", "exit status of connect", "3 connect failure", "4 TLS",
+        "5 protocol", "6 the server closed", "130 SIGINT, 143 SIGTERM"] {
+        assert!(h.contains(w), "--help lacks {w:?}");
+    }
 }
 
 // --- what is printed ---
@@ -559,4 +568,27 @@ fn a_feed_takes_jsonl_and_stats_on_stdout() {
         assert_eq!(inner.get("seq").u64(), i as u64, "{out}");
     }
     assert!(matches!(lines[5].get("counters"), Json::Obj(_)), "{out}");
+}
+
+/// The server receives exactly the stdin lines (recorded frame by frame, not only
+/// echoed); with `--reconnect -v` a reset is reported as a reconnect and the first
+/// message after it as a gap.
+#[test]
+fn the_server_receives_the_exact_lines_and_verbose_reports_the_reconnect_gap() {
+    use pipeline_testkit::feed_server::{Ending, FeedServer};
+    let server = FeedServer::start(false, vec![(4, Ending::Rst), (usize::MAX, Ending::Keep)], Duration::from_millis(150));
+    let o = run(
+        connect(&server.url(), &["--reconnect", "-v", "--count", "6"]),
+        Some("first line\n  spaced  \n\nünïcode\r\n".as_bytes()),
+    );
+    assert_status(&o, 0);
+    let e = err(&o);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "0-0\n0-1\n0-2\n0-3\n1-0\n1-1\n", "{e}");
+    let conns = server.connections();
+    let texts: Vec<(u8, Vec<u8>)> = conns[0].received.iter().filter(|(op, _)| *op != 8).cloned().collect();
+    let want: Vec<(u8, Vec<u8>)> =
+        ["first line", "  spaced  ", "", "ünïcode"].iter().map(|l| (1u8, l.as_bytes().to_vec())).collect();
+    assert_eq!(texts, want, "what the server received");
+    assert!(e.contains("pipeline: reconnecting: attempt 1 after tcp_reset"), "{e}");
+    assert!(e.contains("pipeline: gap: first message after a reconnect"), "{e}");
 }

@@ -411,10 +411,10 @@ pub fn main(args: &[String]) -> ExitCode {
     signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     match demo(&o) {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(if interrupted() { 130 } else { 1 }),
+        Ok(false) => ExitCode::from(signals::exit_status()),
         Err(e) => {
             eprintln!("pipeline demo: {e}");
-            ExitCode::from(if interrupted() { 130 } else { 1 })
+            ExitCode::from(signals::exit_status())
         }
     }
 }

@@ -53,7 +53,7 @@ pub use crate::runner::{Layout, WaitKind};
 pub use crate::stage::{
     encode_server_frame, encode_server_frame_rsv1, Delivery, OnMessage, OnMessageFallible, SyntheticScript,
 };
-pub use crate::ws::{DeflateConfig, DeflateParams};
+pub use crate::ws::{DeflateConfig, DeflateParams, Upgrade};
 pub use crate::stats::{Counter, State};
 pub use crate::tcp::TcpConfig;
 pub use crate::xdp::{AttachRequest, FaultConfig, ZeroCopy};
@@ -368,6 +368,8 @@ pub struct Pipeline {
     local: Option<std::net::SocketAddrV4>,
     /// The state-change watcher: its stop flag and thread.
     watcher: Mutex<Option<Watcher>>,
+    /// The last completed upgrade (see [`Pipeline::upgrade`]).
+    upgrade: Arc<Mutex<Option<Upgrade>>>,
     /// Until the first `on_state_change`: the moment `start` returned (Connected, no
     /// reconnect yet), so the first callback also hears what happened in between.
     watch_from_start: AtomicBool,
@@ -512,6 +514,7 @@ impl Pipeline {
         )?;
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
         let mut local = None;
+        let upgrade = Arc::new(Mutex::new(None));
         // Monomorphised per transport: no dynamic dispatch on the hot path.
         let ts = |t: &mut Vec<Box<dyn Stage>>, stage: Box<dyn Stage>| t.push(stage);
         let feed = (cfg.reconnect.enabled || !cfg.subscriptions.is_empty() || cfg.liveness.is_some())
@@ -541,7 +544,8 @@ impl Pipeline {
                     stats.clone(),
                     outbox.max_payload(),
                     cfg.close_timeout,
-                )?;
+                )?
+                .with_upgrade_record(upgrade.clone());
                 Box::new(match feed.clone() {
                     Some(f) => t.with_feed(f)?,
                     None => t,
@@ -646,12 +650,21 @@ impl Pipeline {
             callback,
             running: Mutex::new(Some(running)),
             watcher: Mutex::new(None),
+            upgrade,
             watch_from_start: AtomicBool::new(true),
             layout,
             wait,
             local,
             dir: Mutex::new(Some(dir)),
         })
+    }
+
+    /// The WebSocket upgrade as it went over the wire: the request sent, the server's
+    /// response header, the subprotocol it chose (`pipeline connect -v` prints them).
+    /// The first connection's always (set-up runs in this process); a reconnect's too
+    /// where the transport stage runs in this process (`inline`, `threads`).
+    pub fn upgrade(&self) -> Option<Upgrade> {
+        locked(&self.upgrade).clone()
     }
 
     /// The shared-memory name (`/dev/shm/pipeline_<name>/`).

@@ -443,10 +443,9 @@ fn ooo_buffered_stitched_with_dup_ack_each() {
     assert_eq!(h.client.ooo_bytes(), 0);
 }
 
-/// A caller out of ACK frames hands the pure ACK back (`defer_ack`): it is owed again,
-/// and the one ACK sent later carries the newest ack number and SACK blocks, standing
-/// for the duplicate ACKs it replaced. Nothing is lost, and the counters do not count
-/// an ACK that never left.
+/// A caller out of ACK frames hands the pure ACK back (`defer_ack`): it is owed again
+/// as what it was (here two duplicate ACKs), sent later with the newest ack number and
+/// SACK blocks. Nothing is lost, and the counters do not count an ACK that never left.
 #[test]
 fn a_deferred_ack_is_sent_later_up_to_date() {
     let mut h = established(PeerConfig::default(), |_| {});
@@ -463,16 +462,23 @@ fn a_deferred_ack_is_sent_later_up_to_date() {
             panic!("a dup ACK owed")
         };
         assert_eq!(seg.flags, flags::ACK);
-        h.client.defer_ack();
+        h.client.defer_ack(&seg);
     }
-    assert_eq!(h.client.stats().acks_deferred, 2);
-    assert_eq!(h.client.stats().acks_sent, sent_before, "deferred ACKs are not counted as sent");
-    // Frames are back: exactly one ACK goes, with both ranges SACKed.
+    let s = h.client.stats();
+    assert_eq!(s.acks_deferred, 2);
+    assert_eq!(s.acks_sent, sent_before, "deferred ACKs are not counted as sent");
+    let dups_before = s.dup_acks_sent;
+    // Frames are back: both dup ACKs go (a sender without SACK counts them), each
+    // with the newest SACK blocks.
     let out = drain(&mut h);
-    assert_eq!(acks(&out), vec![base]);
-    let Transmit::Control(last) = out[0].0 else { panic!() };
-    assert_eq!(last.options.sack.as_slice(), &[(base.wrapping_add(1000), base.wrapping_add(3000))]);
-    assert_eq!(h.client.stats().acks_sent, sent_before + 1);
+    assert_eq!(acks(&out), vec![base, base]);
+    for o in &out {
+        let Transmit::Control(seg) = o.0 else { panic!() };
+        assert_eq!(seg.options.sack.as_slice(), &[(base.wrapping_add(1000), base.wrapping_add(3000))]);
+    }
+    let s = h.client.stats();
+    assert_eq!(s.acks_sent, sent_before + 2);
+    assert_eq!(s.dup_acks_sent, dups_before + 2);
 }
 
 #[test]

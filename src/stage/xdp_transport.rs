@@ -269,7 +269,7 @@ impl XdpTransport {
                             // and stop until frames return; TCP sends one up-to-date
                             // ACK then. Dropping them cost the sender its fast
                             // retransmits (3 % loss: 40,952 ACKs lost in 100,000 msgs).
-                            self.conn.defer_ack();
+                            self.conn.defer_ack(&seg);
                             break;
                         }
                         self.ack_drops += 1; // TCP repeats SYN, FIN and RST by its timers

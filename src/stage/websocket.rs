@@ -175,6 +175,14 @@ impl Inflow {
             return PieceOutcome::Fail(ws::close_code::INTERNAL_ERROR, "websocket stage: piece without a message".into());
         };
         if !p.d.compressed {
+            // The parser's limit has slack for compressed wire bytes when deflate is
+            // offered; an uncompressed message gets the exact one here.
+            if m.written + p.len > max_message {
+                return PieceOutcome::Fail(
+                    ws::close_code::MESSAGE_TOO_BIG,
+                    format!("message too big: more than the configured limit of {max_message} bytes"),
+                );
+            }
             while p.len > 0 {
                 let b = self.out.buf(p.len);
                 if b.is_empty() {
@@ -746,10 +754,8 @@ impl WebSocketStage {
                     need_more = true;
                     break;
                 }
-                Err(Error::WebSocket { close_code, mut reason }) => {
-                    if close_code == ws::close_code::MESSAGE_TOO_BIG {
-                        reason = format!("{reason} (max_message {} bytes)", self.max_message);
-                    }
+                Err(Error::WebSocket { close_code, reason }) => {
+                    let reason = with_limit(close_code, reason, self.max_message);
                     self.defer_fail(close_code, reason, now);
                     n += 1;
                     break;
@@ -865,13 +871,10 @@ impl Stage for WebSocketStage {
                     need_more = true;
                     break;
                 }
-                Err(Error::WebSocket { close_code, mut reason }) => {
-                    if close_code == ws::close_code::MESSAGE_TOO_BIG {
-                        reason = format!("{reason} (max_message {} bytes)", self.max_message);
-                    }
+                Err(Error::WebSocket { close_code, reason }) => {
+                    let reason = with_limit(close_code, reason, self.max_message);
                     // Stop parsing now; fail once the messages before it are taken.
-                    self.closed = true;
-                    self.failing = Some((close_code, reason, now));
+                    self.defer_fail(close_code, reason, now);
                     n += 1;
                     break;
                 }
@@ -911,3 +914,14 @@ impl Stage for WebSocketStage {
         Ok(Progress::from_bool(n > 0 || sent))
     }
 }
+
+/// A parser's 1009 reason with the configured limit, which the parser (seeing the
+/// wire limit) does not know.
+fn with_limit(close_code: u16, reason: String, max_message: usize) -> String {
+    if close_code == ws::close_code::MESSAGE_TOO_BIG {
+        format!("{reason} (max_message {max_message} bytes)")
+    } else {
+        reason
+    }
+}
+

@@ -697,10 +697,20 @@ enum PlResult pl_get_disconnect(struct pl_pipeline *p,
                                 char *message,
                                 size_t len);
 
-// A snapshot of every counter. Thread-safe.
+// A snapshot of every counter. Thread-safe. `size` is the caller's `sizeof(PlStats)`
+// (the header's `pl_get_stats(p, out)` macro passes it): only that many bytes are
+// written, so a program built against an older header gets the counters it knows.
 //
 // # Safety
-// `p` from `pl_start`; `out` writable.
+// `p` from `pl_start`; `out` has `size` writable bytes.
+enum PlResult pl_get_stats_size(struct pl_pipeline *p, struct PlStats *out, size_t size);
+
+// The 0.1 layout's counters only (`PL_STATS_MIN_SIZE` bytes): the symbol programs
+// built before the sized call use. The header's `pl_get_stats` macro calls
+// `pl_get_stats_size` instead.
+//
+// # Safety
+// `p` from `pl_start`; `out` writable for the 0.1 `PlStats`.
 enum PlResult pl_get_stats(struct pl_pipeline *p, struct PlStats *out);
 
 // Copy the pipeline's shared-memory name into `buf` (NUL-terminated, truncated);
@@ -767,9 +777,17 @@ enum PlResult pl_feed_rotate(struct pl_feed *f, bool forced);
 // Counters: `leg` < 0 gives the feed's own (`feed_delivered`, `feed_gaps`, ..., and
 // the legs' feed counters summed); otherwise that leg's pipeline counters with its
 // `feed_*` counters (won, dups, lag histogram). `PL_ERR_CONFIG` for an empty slot.
+// `size` is the caller's `sizeof(PlStats)` (the header's `pl_feed_get_stats` macro).
 //
 // # Safety
-// `f` from `pl_feed_start`; `out` writable.
+// `f` from `pl_feed_start`; `out` has `size` writable bytes.
+enum PlResult pl_feed_get_stats_size(struct pl_feed *f, int leg, struct PlStats *out, size_t size);
+
+// The 0.1 layout's counters only: the symbol programs built before the sized call
+// use (the header's `pl_feed_get_stats` macro calls `pl_feed_get_stats_size`).
+//
+// # Safety
+// `f` from `pl_feed_start`; `out` writable for the 0.1 `PlStats`.
 enum PlResult pl_feed_get_stats(struct pl_feed *f, int leg, struct PlStats *out);
 
 // Close every leg (the close handshake; they do not reconnect). Poll until
@@ -821,4 +839,12 @@ enum PlResult pl_sender_set_error(struct pl_sender *s, const char *reason);
  * so a program built against this header keeps working with a newer library. */
 #ifndef pl_config_init
 #define pl_config_init(cfg) pl_config_init_size((cfg), sizeof(*(cfg)))
+#endif
+/* Likewise pl_get_stats / pl_feed_get_stats fill as many counters as the caller's
+ * PlStats has. */
+#ifndef pl_get_stats
+#define pl_get_stats(p, out) pl_get_stats_size((p), (out), sizeof(*(out)))
+#endif
+#ifndef pl_feed_get_stats
+#define pl_feed_get_stats(f, leg, out) pl_feed_get_stats_size((f), (leg), (out), sizeof(*(out)))
 #endif

@@ -492,3 +492,40 @@ fn send_text_checks_the_size_limit_before_scanning_the_bytes() {
         pl_free(p);
     }
 }
+
+/// `PlStats` grows like `PlConfig`: the plain `pl_get_stats` symbol (what a program
+/// built before the sized call links) writes the 0.1 layout and not a byte past it;
+/// `pl_get_stats_size` writes exactly the caller's size; sizes outside the 0.1 layout
+/// to this library's, or not whole counters, are `PL_ERR_CONFIG`.
+#[test]
+fn stats_fill_only_the_callers_size() {
+    let data = numbered_frames(10);
+    let url = CString::new("wss://synthetic.test/x").unwrap();
+    let name = CString::new(format!("f{}_statsz", std::process::id())).unwrap();
+    let _g = ShmGuard(name.to_str().unwrap().into());
+    let full = std::mem::size_of::<PlStats>();
+    let v01 = std::mem::offset_of!(PlStats, deflate);
+    const CANARY: u64 = 0xa5a5_a5a5_a5a5_a5a5;
+    // SAFETY: valid pointers throughout; the buffer outlives every call; freed once.
+    unsafe {
+        let mut cfg = std::mem::zeroed::<PlConfig>();
+        base_config(&mut cfg, &url, &name, &data);
+        let mut p: *mut pl_pipeline = std::ptr::null_mut();
+        assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());
+        let mut buf = vec![CANARY; full / 8 + 4];
+        let out = buf.as_mut_ptr() as *mut PlStats;
+        assert_eq!(pl_get_stats(p, out), PlResult::PL_OK);
+        assert_eq!(buf[0], 1, "state: connected");
+        assert!(buf[v01 / 8..].iter().all(|&w| w == CANARY), "pl_get_stats wrote past the 0.1 layout");
+        buf.fill(CANARY);
+        assert_eq!(pl_get_stats_size(p, out, full), PlResult::PL_OK);
+        assert_eq!(buf[0], 1);
+        assert_ne!(buf[v01 / 8], CANARY, "the counter after the 0.1 layout is written");
+        assert!(buf[full / 8..].iter().all(|&w| w == CANARY), "wrote past the caller's size");
+        for bad in [0, v01 - 8, full + 8, v01 + 4] {
+            assert_eq!(pl_get_stats_size(p, out, bad), PlResult::PL_ERR_CONFIG, "size {bad}");
+            assert!(last_error().contains("PlStats size"), "{}", last_error());
+        }
+        pl_free(p);
+    }
+}

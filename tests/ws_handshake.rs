@@ -309,6 +309,11 @@ fn a_tls_answer_to_a_plain_upgrade_says_try_wss() {
         let e = plain(false).feed(&rec).unwrap_err().to_string();
         assert!(e.contains("try wss://") && e.contains(what), "{e}");
         assert!(plain(true).feed(&rec).map_or_else(|e| !e.to_string().contains("wss://"), |_| true));
+        // The record's first byte alone in one read, the rest in the next.
+        let mut h = plain(false);
+        assert!(h.feed(&rec[..1]).is_ok());
+        let e = h.feed(&rec[1..]).unwrap_err().to_string();
+        assert!(e.contains("try wss://") && e.contains(what), "split read: {e}");
     }
     assert!(plain(false).closed_hint().contains("try wss://"));
     assert_eq!(plain(true).closed_hint(), "");

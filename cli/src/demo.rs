@@ -80,8 +80,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--size" => o.size = number(val("--size")?, "--size (bytes)")?,
             "--duration" => {
                 o.duration = number(val("--duration")?, "--duration (seconds)")?;
-                if o.duration.is_nan() || o.duration <= 0.0 {
-                    return Err("--duration must be > 0".into());
+                if o.duration.is_nan() || o.duration <= 0.0 || o.duration > 86_400.0 {
+                    return Err("--duration must be > 0 and at most 86400 (seconds)".into());
                 }
             }
             "--transport" => {
@@ -377,7 +377,7 @@ fn client(name: &str, url: &str, ca: &Path, xdp: Option<&str>, o: &Opts, ctl: &S
     };
     println!("connected: layout {layout}, wait {wait}");
     let mut rx = p.receiver().ok_or("no receiver")?;
-    let deadline = mono_ns() + (o.duration * 1e9) as u64;
+    let deadline = mono_ns().saturating_add((o.duration * 1e9) as u64);
     println!("  flat out: {} messages of {} B", o.count, o.size);
     let flat = run(&p, &mut rx, o.size, o.count, 0, deadline, ctl);
     let paced = match &flat {

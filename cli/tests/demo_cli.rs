@@ -292,6 +292,7 @@ fn demo_refuses_bad_options() {
         (&["--rate", "0"][..], "--rate must be > 0"),
         (&["--latency-count", "0"][..], "must be > 0"),
         (&["--plot"][..], "--plot needs a value"),
+        (&["--duration", "inf"][..], "at most 86400"),
     ] {
         let (ok, out, _) = run(command(args));
         assert!(!ok && out.contains(says), "{args:?}: {out}");

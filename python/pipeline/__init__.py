@@ -298,16 +298,19 @@ def _make_config(url, options, keep):
         elif c in (True, 1, "permessage-deflate", "deflate") or isinstance(c, dict):
             cfg.compression = 1
             params = dict(c) if isinstance(c, dict) else {}
-            for k in ("client_max_window_bits", "server_max_window_bits", "threshold"):
+            for k, lo, hi in (("client_max_window_bits", 0, 15), ("server_max_window_bits", 0, 15), ("threshold", 0, 1 << 62)):
                 if k in params:
-                    setattr(cfg, "deflate_" + k, int(params.pop(k)))
+                    v = int(params.pop(k))
+                    if not lo <= v <= hi:
+                        raise ConfigError(2, "compression: %s=%d is out of range %d..%d" % (k, v, lo, hi), "config")
+                    setattr(cfg, "deflate_" + k, v)
             for k in ("client_no_context_takeover", "server_no_context_takeover"):
                 if k in params:
                     setattr(cfg, "deflate_" + k, bool(params.pop(k)))
             if params:
-                raise PipelineError(2, "compression: unknown parameter(s) %s" % ", ".join(sorted(params)), "config")
+                raise ConfigError(2, "compression: unknown parameter(s) %s" % ", ".join(sorted(params)), "config")
         else:
-            raise PipelineError(2, "compression=%r: expected False, True, \"permessage-deflate\" or a dict" % (c,), "config")
+            raise ConfigError(2, "compression=%r: expected False, True, \"permessage-deflate\" or a dict" % (c,), "config")
     if options:
         raise ConfigError(2, "unknown option(s): %s" % ", ".join(sorted(options)), "config")
     return cfg
@@ -489,7 +492,7 @@ class Pipeline:
     def stats(self):
         """Every counter (the names of `pipeline stat`) as a dict."""
         s = PlStats()
-        _check(_l().pl_get_stats(self._h(), ctypes.byref(s)), "stats")
+        _check(_l().pl_get_stats_size(self._h(), ctypes.byref(s), ctypes.sizeof(s)), "stats")
         return {n: getattr(s, n) for n in _ffi.STAT_NAMES}
 
     @property
@@ -701,7 +704,8 @@ class Feed:
         feed counters summed), or leg `leg`'s (its pipeline counters and feed_won,
         feed_dups, the lag histogram feed_lag_b00..b23)."""
         s = PlStats()
-        _check(_l().pl_feed_get_stats(self._h(), -1 if leg is None else int(leg), ctypes.byref(s)), "stats")
+        _check(_l().pl_feed_get_stats_size(self._h(), -1 if leg is None else int(leg), ctypes.byref(s), ctypes.sizeof(s)),
+               "stats")
         return {n: getattr(s, n) for n in _ffi.STAT_NAMES}
 
     def close(self, code=1000, reason=""):

@@ -208,10 +208,10 @@ class Live(unittest.TestCase):
             sim.kill()
 
     def test_compression_option_errors(self):
-        with self.assertRaises(pipeline.PipelineError):
-            pipeline.Pipeline("ws://127.0.0.1:1/", compression={"bogus": 1}, quiet=True)
-        with self.assertRaises(pipeline.PipelineError):
-            pipeline.Pipeline("ws://127.0.0.1:1/", compression={"server_max_window_bits": 16}, quiet=True)
+        # ConfigError (a ValueError) like every other bad option, before any connect.
+        for bad in ({"bogus": 1}, {"server_max_window_bits": 16}, {"threshold": -1}, "gzip"):
+            with self.assertRaises(pipeline.ConfigError, msg=repr(bad)):
+                pipeline.Pipeline("ws://127.0.0.1:1/", compression=bad, quiet=True)
 
     def test_send_echo_text(self):
         sim = Sim(self.certs, "--count", "0")

@@ -1226,28 +1226,32 @@ pub unsafe extern "C" fn pl_get_disconnect(
     })
 }
 
-/// A snapshot of every counter. Thread-safe.
+/// A snapshot of every counter. Thread-safe. `size` is the caller's `sizeof(PlStats)`
+/// (the header's `pl_get_stats(p, out)` macro passes it): only that many bytes are
+/// written, so a program built against an older header gets the counters it knows.
 ///
 /// # Safety
-/// `p` from `pl_start`; `out` writable.
+/// `p` from `pl_start`; `out` has `size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn pl_get_stats(p: *mut pl_pipeline, out: *mut PlStats) -> super::PlResult {
+pub unsafe extern "C" fn pl_get_stats_size(p: *mut pl_pipeline, out: *mut PlStats, size: usize) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, out);
         let s = pipe_ref(p).p.stats();
-        let mut o = PlStats::default();
-        // SAFETY: PlStats is COUNTERS u64 fields in Counter order (asserted size, repr(C)).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                s.values.as_ptr(),
-                &mut o as *mut PlStats as *mut u64,
-                COUNTERS,
-            )
-        };
-        // SAFETY: out is non-null and writable.
-        unsafe { *out = o };
-        Ok(())
+        // SAFETY: the caller promises `size` writable bytes at out (checked range).
+        unsafe { super::abi::write_stats(&s.values, out, size) }
     })
+}
+
+/// The 0.1 layout's counters only (`PL_STATS_MIN_SIZE` bytes): the symbol programs
+/// built before the sized call use. The header's `pl_get_stats` macro calls
+/// `pl_get_stats_size` instead.
+///
+/// # Safety
+/// `p` from `pl_start`; `out` writable for the 0.1 `PlStats`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_get_stats(p: *mut pl_pipeline, out: *mut PlStats) -> super::PlResult {
+    // SAFETY: as above, with the frozen size.
+    unsafe { pl_get_stats_size(p, out, super::abi::PL_STATS_MIN_SIZE) }
 }
 
 /// Copy the pipeline's shared-memory name into `buf` (NUL-terminated, truncated);

@@ -254,14 +254,17 @@ impl ClientHandshake {
         }
         let old = self.buf.len();
         // A TLS record (alert 0x15 or handshake 0x16, version 3.x) where the HTTP
-        // status line should be: the server speaks TLS on this port.
-        if self.plain && old == 0 && bytes.len() >= 2 && matches!(bytes[0], 0x15 | 0x16) && bytes[1] == 0x03 {
-            self.finished = true;
-            return Err(ws_err(format!(
-                "the server answered our plain-HTTP upgrade with a TLS record (0x{:02x} 0x03 ..., a TLS {}): this port speaks TLS, try wss://",
-                bytes[0],
-                if bytes[0] == 0x15 { "alert" } else { "handshake" }
-            )));
+        // status line should be: the server speaks TLS on this port. The first two
+        // bytes may come in separate reads.
+        if self.plain && old < 2 {
+            let first = |i: usize| if i < old { self.buf.get(i).copied() } else { bytes.get(i - old).copied() };
+            if let (Some(b0 @ (0x15 | 0x16)), Some(0x03)) = (first(0), first(1)) {
+                self.finished = true;
+                return Err(ws_err(format!(
+                    "the server answered our plain-HTTP upgrade with a TLS record (0x{b0:02x} 0x03 ..., a TLS {}): this port speaks TLS, try wss://",
+                    if b0 == 0x15 { "alert" } else { "handshake" }
+                )));
+            }
         }
         let take = bytes.len().min(self.max - old);
         self.buf.extend_from_slice(&bytes[..take]);

@@ -14,6 +14,7 @@ mod msg_inbox;
 mod msg_outbox;
 mod spsc;
 mod types;
+pub(crate) mod wakeup;
 
 pub use bytes::ByteRing;
 pub use msg_inbox::{InboxWriter, MsgInbox, OverrunPolicy};

@@ -79,7 +79,7 @@ fi
 echo "== python/tests against the installed package"
 # (The tests run the simulator and the example with PL_PYTHON: this venv, so it needs
 # the simulator's websockets too.)
-"$TMP/v/bin/pip" install --quiet 'websockets>=12'
+"$TMP/v/bin/pip" install --quiet 'websockets>=12' numpy
 if (cd "$TMP" && env -u PIPELINE_LIB PL_PYTHON="$TMP/v/bin/python" "$TMP/v/bin/python" -m unittest discover -s "$REPO/python/tests") \
     >"$TMP/unit.log" 2>&1; then
   result python-unittest ok "$(tail -1 "$TMP/unit.log")"

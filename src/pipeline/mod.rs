@@ -562,6 +562,11 @@ impl Pipeline {
         let (pongs_tx, pongs_rx) = ElemRing::<PongFrame>::create(&dir, names::PONGS, 256)?.split();
         let (frames_tx, frames_rx) =
             ElemRing::<WsFrameInfo>::create(&dir, names::WS_FRAME_INFO, cfg.frame_ring)?.split();
+        if !cfg.external_consumer {
+            // The reader is in this process: an outside plc_open is refused, naming it.
+            #[cfg(not(pipeline_loom))]
+            frames_rx.ring().claim_reader(std::process::id());
+        }
 
         // permessage-deflate offered: the transport writes WIRE_INBOX, and the WebSocket
         // stage inflates (or copies) each message into MSG_INBOX (docs/architecture.md).

@@ -10,7 +10,7 @@ use pipeline::ffi::*;
 use pipeline::pipeline::{Config, DisconnectKind, Pipeline, PipelineState};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline_testkit::feed_server::{Ending, FeedServer};
-use pipeline_testkit::ffi::last_error;
+use pipeline_testkit::ffi::{last_error, synthetic_config};
 use pipeline_testkit::synthetic::*;
 
 /// poll(2) on `fd` for up to `ms`: is it readable?
@@ -134,16 +134,8 @@ fn pl_event_fd_in_a_c_style_wait_loop() {
     let cname = CString::new(name.clone()).unwrap();
     unsafe {
         let mut cfg = std::mem::zeroed::<PlConfig>();
-        assert_eq!(pl_config_init(&mut cfg), PlResult::PL_OK);
-        cfg.url = url.as_ptr();
-        cfg.name = cname.as_ptr();
-        cfg.transport = PlTransport::PL_TRANSPORT_SYNTHETIC as u32;
+        synthetic_config(&mut cfg, &url, &cname, &data);
         cfg.layout = PlLayout::PL_LAYOUT_PROCESSES as u32;
-        cfg.wait = PlWait::PL_WAIT_BACKOFF as u32;
-        cfg.synthetic_data = data.as_ptr();
-        cfg.synthetic_len = data.len();
-        cfg.synthetic_chunk = 333;
-        cfg.quiet = true;
         let mut p: *mut pl_pipeline = std::ptr::null_mut();
         assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());
         assert_eq!(pl_event_fd(std::ptr::null_mut(), std::ptr::null_mut()), PlResult::PL_ERR_NULL_ARG);
@@ -187,15 +179,7 @@ fn pl_event_fd_is_refused_with_callback_delivery() {
     unsafe extern "C" fn on_msg(_: *mut std::ffi::c_void, _: *const u8, _: usize, _: u32) {}
     unsafe {
         let mut cfg = std::mem::zeroed::<PlConfig>();
-        assert_eq!(pl_config_init(&mut cfg), PlResult::PL_OK);
-        cfg.url = url.as_ptr();
-        cfg.name = cname.as_ptr();
-        cfg.transport = PlTransport::PL_TRANSPORT_SYNTHETIC as u32;
-        cfg.layout = PlLayout::PL_LAYOUT_INLINE as u32;
-        cfg.wait = PlWait::PL_WAIT_BACKOFF as u32;
-        cfg.synthetic_data = data.as_ptr();
-        cfg.synthetic_len = data.len();
-        cfg.quiet = true;
+        synthetic_config(&mut cfg, &url, &cname, &data);
         cfg.on_message = Some(on_msg);
         let mut p: *mut pl_pipeline = std::ptr::null_mut();
         assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());

@@ -3,15 +3,12 @@ callback delivery (`on_message`), and payload views (numpy) that outlive their s
 import asyncio
 import gc
 import os
-import pathlib
-import subprocess
-import tempfile
 import time
 import unittest
 import weakref
 
 import pipeline
-from test_pipeline import REPO, Sim
+from test_pipeline import Sim, WithCerts
 
 try:
     import numpy
@@ -125,16 +122,7 @@ class Async(unittest.TestCase):
         self.assertLess(cpu, 0.15, "recv(timeout=1) burned %.3f s of CPU" % cpu)
 
 
-class Callback(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.certs = pathlib.Path(cls.tmp.name)
-        subprocess.run(["sh", str(REPO / "tools/testcerts.sh"), cls.tmp.name], check=True, capture_output=True)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
+class Callback(WithCerts):
 
     def test_callback_receives_and_replies_through_its_sender(self):
         for layout in ("inline", "processes"):

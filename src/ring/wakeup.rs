@@ -32,9 +32,23 @@
 //! one per batch). A pipeline nobody waits on never arms.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
+// Under `--cfg pipeline_loom` the same protocol runs on loom's atomics
+// (tests/loom_ring.rs models it).
+#[cfg(pipeline_loom)]
+use loom::sync::atomic::{fence, AtomicU32};
+#[cfg(not(pipeline_loom))]
+use std::sync::atomic::{fence, AtomicU32};
 
 use crate::error::{Error, Result};
+
+/// What wakes the consumer: the eventfd (a counter in the model checker).
+pub trait Signal {
+    /// Make it readable.
+    fn signal(&self);
+    /// Make it not readable until the next `signal`.
+    fn drain(&self);
+}
 
 /// A non-blocking eventfd (counter semantics: readable while the counter is non-zero).
 #[derive(Debug)]
@@ -54,17 +68,18 @@ impl EventFd {
     pub fn raw(&self) -> RawFd {
         self.0.as_raw_fd()
     }
+}
 
-    /// Make it readable. Async-signal-safe (a forked stage process may call it).
-    pub fn signal(&self) {
+impl Signal for EventFd {
+    /// Async-signal-safe (a forked stage process may call it).
+    fn signal(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live local. EAGAIN (counter at its maximum)
         // means it is readable already, which is all a signal is for.
         unsafe { libc::write(self.raw(), &one as *const u64 as *const libc::c_void, 8) };
     }
 
-    /// Reset the counter (not readable afterwards unless signalled again).
-    pub fn drain(&self) {
+    fn drain(&self) {
         let mut v: u64 = 0;
         // SAFETY: reads 8 bytes into a live local; EAGAIN (already zero) is fine.
         unsafe { libc::read(self.raw(), &mut v as *mut u64 as *mut libc::c_void, 8) };
@@ -74,7 +89,7 @@ impl EventFd {
 /// The producer's side, after every publish and every state change: wake the consumer
 /// if (and only if) it armed.
 #[inline]
-pub fn notify(armed: &AtomicU32, fd: &EventFd) {
+pub fn notify(armed: &AtomicU32, fd: &impl Signal) {
     fence(Ordering::SeqCst);
     if armed.load(Ordering::Relaxed) != 0 && armed.swap(0, Ordering::AcqRel) != 0 {
         fd.signal();
@@ -84,7 +99,7 @@ pub fn notify(armed: &AtomicU32, fd: &EventFd) {
 /// The consumer's side, having found nothing: reset the eventfd and arm. The caller
 /// must look at the ring and the state once more afterwards and [`disarm`] if it
 /// found something; only if not may it sleep on the eventfd.
-pub fn arm(armed: &AtomicU32, fd: &EventFd) {
+pub fn arm(armed: &AtomicU32, fd: &impl Signal) {
     fd.drain();
     armed.store(1, Ordering::Relaxed);
     fence(Ordering::SeqCst);

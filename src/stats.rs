@@ -260,6 +260,7 @@ const RUNNING_OFF: usize = 0;
 const CLAIM_OFF: usize = 4;
 // Written by the consumer when it goes to sleep, read by the producer per publish: away
 // from `running`, which every stage loads every loop.
+#[cfg(not(pipeline_loom))]
 const ARMED_OFF: usize = 64;
 
 /// How a stage process ended (the `processes` layout's supervisor saw it go).

@@ -411,7 +411,9 @@ class Pipeline:
         self._handle = None
         self._owner_handle = None
         self._current = None
-        self._pending = collections.deque()
+        self._pending = collections.deque()  # (frame, weakref to its exporter), in order
+        self._releasable = None  # the last frame whose bytes may go back (batched)
+        self._unreleased = 0
         self._fd = None
         self._keep = []
         cfg = _make_config(url, options, self._keep)
@@ -508,19 +510,30 @@ class Pipeline:
             self._current = None
             m._owner = None
             ref = m._ref
-            gone = m._drop_view()
-            self._pending.append((m._frame, None if gone else ref))
-        self._flush()
+            if m._drop_view() and not self._pending:
+                self._releasable = m._frame
+                self._unreleased += 1
+            else:
+                self._pending.append((m._frame, ref))
+        if self._pending:
+            self._flush()
+        if self._unreleased >= 32:
+            self._give_back()
 
     def _flush(self):
-        """Give back every message whose views are all gone, up to the first one that
-        still has one (pl_release frees everything before a frame too, so a frame whose
-        bytes are still viewed holds back the ones after it)."""
-        last = None
+        """Mark every message whose views are all gone as releasable, up to the first one
+        that still has one (pl_release frees everything before a frame too, so a frame
+        whose bytes are still viewed holds back the ones after it)."""
         while self._pending and (self._pending[0][1] is None or self._pending[0][1]() is None):
-            last = self._pending.popleft()[0]
-        if last is not None and self._handle is not None:
-            _l().pl_release(self._handle, ctypes.byref(last))
+            self._releasable = self._pending.popleft()[0]
+            self._unreleased += 1
+
+    def _give_back(self):
+        """pl_release up to the last releasable message: once per 32 messages, and
+        whenever nothing new is there (so an idle reader holds nothing back)."""
+        f, self._releasable, self._unreleased = self._releasable, None, 0
+        if f is not None and self._handle is not None:
+            _l().pl_release(self._handle, ctypes.byref(f))
 
     def _release(self, m):
         if m is self._current:
@@ -543,8 +556,10 @@ class Pipeline:
         f = PlFrame()
         r = _l().pl_poll(self._h(), ctypes.byref(f))
         if r == _ffi.PL_ERR_WOULD_BLOCK:
+            self._give_back()  # before the caller sleeps: the transport may need the room
             return None
         if r == _ffi.PL_ERR_CLOSED:
+            self._give_back()
             raise EndOfStream(r, "the stream ended and every message was read", "poll")
         _check(r, "poll")
         self._current = Message(self, f, self._owner_handle)

@@ -538,6 +538,7 @@ class Pipeline:
     def _release(self, m):
         if m is self._current:
             self._release_current()
+            self._give_back()  # msg.release() means now, not with the next batch
 
     def event_fd(self):
         """The pipeline's event fd (pl_event_fd): readable when messages are ready or the

@@ -354,7 +354,9 @@ static inline int plc__claim_reader(plc_consumer *c, const char *name) {
     for (;;) {
         uint32_t cur = __atomic_load_n(w, __ATOMIC_ACQUIRE);
         if (cur != 0) {
-            int alive = cur == me || kill((pid_t)cur, 0) == 0 || errno == EPERM;
+            /* Not a pid (above any pid_max; as a pid_t it would name a process group):
+             * a corrupt word, not a reader. */
+            int alive = cur <= 0x3fffffffu && (cur == me || kill((pid_t)cur, 0) == 0 || errno == EPERM);
             if (alive) {
                 snprintf(c->error, sizeof c->error,
                          "pipeline \"%s\" already has a reader: process %u%s (one reader per pipeline: plc_close "

@@ -616,6 +616,20 @@ enum PlResult pl_start(const struct PlConfig *cfg, struct pl_pipeline **out);
 // `p` from `pl_start`, `out` writable.
 enum PlResult pl_poll(struct pl_pipeline *p, struct PlFrame *out);
 
+// A file descriptor to wait on instead of spinning on `pl_poll`: an eventfd (owned by
+// the pipeline; do not close or read it, it is valid until `pl_free`) that becomes
+// readable when frames are ready or the state changed (the end of the stream among
+// them). From this call on, a `pl_poll` that returns `PL_ERR_WOULD_BLOCK` has armed it:
+// the producing stage writes it once when it next publishes, and not at all while you
+// keep up. So: poll until `PL_ERR_WOULD_BLOCK`, then `poll(2)`/`epoll`/your event loop
+// on the fd, then poll again. Wakeups may be spurious; after `PL_ERR_CLOSED` it stays
+// readable. Every layout (a `processes` stage inherited it at the fork). Polling
+// delivery only: `PL_ERR_CONFIG` with a callback or an external consumer.
+//
+// # Safety
+// `p` from `pl_start`, `fd` writable.
+enum PlResult pl_event_fd(struct pl_pipeline *p, int *fd);
+
 // Done with `frame` (and every frame before it): its bytes go back to the transport.
 // Release frames in the order `pl_poll` returned them. A frame `pl_poll` did not
 // return (its end lies beyond every frame handed out) is `PL_ERR_CONFIG`.

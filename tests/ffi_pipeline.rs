@@ -5,22 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pipeline::ffi::*;
-use pipeline_testkit::ffi::{last_error, numbered_frames, ShmGuard};
-
-unsafe fn base_config(cfg: &mut PlConfig, url: &CString, name: &CString, data: &[u8]) {
-    assert_eq!(pl_config_init(cfg), PlResult::PL_OK);
-    cfg.url = url.as_ptr();
-    cfg.name = name.as_ptr();
-    cfg.transport = PlTransport::PL_TRANSPORT_SYNTHETIC as u32;
-    cfg.layout = PlLayout::PL_LAYOUT_INLINE as u32;
-    cfg.wait = PlWait::PL_WAIT_BACKOFF as u32;
-    cfg.synthetic_data = data.as_ptr();
-    cfg.synthetic_len = data.len();
-    cfg.synthetic_chunk = 333;
-    cfg.inbox_size = 1 << 20;
-    cfg.max_message = 1 << 16;
-    cfg.quiet = true;
-}
+use pipeline_testkit::ffi::{last_error, numbered_frames, synthetic_config as base_config, ShmGuard};
 
 #[test]
 fn null_arguments_are_refused_and_out_params_untouched() {

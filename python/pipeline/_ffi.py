@@ -232,6 +232,8 @@ def load():
     lib.pl_start.restype = c_int
     lib.pl_start.argtypes = [POINTER(PlConfig), POINTER(c_void_p)]
     lib.pl_poll.restype = c_int
+    lib.pl_event_fd.restype = c_int
+    lib.pl_event_fd.argtypes = [c_void_p, POINTER(c_int)]
     lib.pl_get_reconnect.argtypes = [c_void_p, POINTER(c_uint32), POINTER(c_uint32), POINTER(c_uint64),
                                      POINTER(c_uint64)]
     lib.pl_get_reconnect.restype = c_int

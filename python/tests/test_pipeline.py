@@ -124,7 +124,9 @@ class Sim:
                 f.close()
 
 
-class Live(unittest.TestCase):
+class WithCerts(unittest.TestCase):
+    """A test CA and server certificate (tools/testcerts.sh) in `cls.certs` for the class."""
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
@@ -134,6 +136,9 @@ class Live(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.tmp.cleanup()
+
+
+class Live(WithCerts):
 
     def opts(self):
         return dict(ca_file=str(self.certs / "ca.pem"), layout="inline", wait="backoff", quiet=True)

@@ -412,7 +412,7 @@ impl WebSocketStage {
         if self.frames.stage(g).is_err() {
             self.stats.add(Counter::FrameRingFull, 1);
         }
-        self.frames.publish();
+        self.publish_frames();
         if self.inflow.is_none() {
             self.inbox.set_parsed_pos(self.pos);
         }
@@ -600,6 +600,14 @@ fn single_frame(slice: &[u8], off: usize, len: usize) -> bool {
 }
 
 impl WebSocketStage {
+    /// Publish the staged WS_FRAME_INFO entries and wake a polling consumer asleep on
+    /// its event fd (a fence and a load unless it is asleep: `ring::wakeup`).
+    #[inline]
+    fn publish_frames(&mut self) {
+        self.frames.publish();
+        self.stats.wake_consumer();
+    }
+
     /// Finish what `write` left: publish a frame (Frames delivery) or the message.
     fn piece_done(&mut self, p: &Piece, now: u64) {
         let Some(f) = self.inflow.as_mut() else { return };
@@ -668,7 +676,7 @@ impl WebSocketStage {
                     return Ok(Progress::from_bool(moved || progressed));
                 }
                 PieceOutcome::Fail(code, why) => {
-                    self.frames.publish();
+                    self.publish_frames();
                     self.defer_fail(code, why, now);
                     self.fail_when_taken(now);
                     return Ok(Progress::Busy);
@@ -695,7 +703,7 @@ impl WebSocketStage {
                 self.old_tail_done = true;
             }
             if n > 0 {
-                self.frames.publish();
+                self.publish_frames();
             }
             return Ok(Progress::from_bool(moved || n > 0));
         }
@@ -776,7 +784,7 @@ impl WebSocketStage {
         f.wire.set_parsed_pos(self.pos);
         moved |= released > 0;
         if n > 0 {
-            self.frames.publish();
+            self.publish_frames();
             let ring = self.frames.ring();
             self.stats.max(Counter::FrameRingHighWater, self.frames.position() - ring.tail());
         }
@@ -901,7 +909,7 @@ impl Stage for WebSocketStage {
             n += 1;
         }
         if n > 0 {
-            self.frames.publish();
+            self.publish_frames();
             self.inbox.set_parsed_pos(self.pos);
             let ring = self.frames.ring();
             self.stats.max(

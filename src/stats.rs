@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::latency::{bucket_of, HistogramSnapshot, Timestamps, BUCKETS};
 use crate::shm::{names, Region, RegionKind, RegionSpec, ShmDir};
 
 macro_rules! counters {
@@ -244,7 +245,54 @@ pub const AUX_BYTES: usize = 128;
 const TEXT_OFF: usize = COUNTERS * SLOT;
 const AUX_OFF: usize = TEXT_OFF + 64 + REASON_BYTES;
 const TEXT_END: usize = AUX_OFF + AUX_BYTES;
-const PAYLOAD: usize = (TEXT_END + 4095) & !4095;
+// The latency area (a region written before it existed ends at TEXT_END's page; readers
+// check the length): a 64-byte header, then one histogram per [`Latency`], each a
+// 64-byte line (count, sum_ns, max_ns) and BUCKETS u64 buckets.
+const LAT_OFF: usize = (TEXT_END + 4095) & !4095;
+const LAT_MAGIC: u32 = 0x3154_414c; // "LAT1"
+const L_MAGIC: usize = 0;
+const L_BUCKETS: usize = 4;
+const L_HISTS: usize = 8;
+const L_OWNER: usize = 12;
+const L_HEARTBEAT: usize = 16;
+const L_STARTED_UNIX: usize = 24;
+const L_STARTED_MONO: usize = 32;
+const HIST_BYTES: usize = 64 + BUCKETS * 8;
+const LAT_END: usize = LAT_OFF + 64 + Latency::ALL.len() * HIST_BYTES;
+const PAYLOAD: usize = (LAT_END + 4095) & !4095;
+/// How often (at most) a stage loop refreshes the heartbeat.
+pub const HEARTBEAT_NS: u64 = 100_000_000;
+
+/// The latency histograms of the stats region (see [`crate::latency`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Latency {
+    /// Packet arrival to plaintext in MSG_INBOX (TCP, TLS).
+    ArrivalToDecrypted,
+    /// Plaintext to a published frame (the WebSocket stage, and the ring hop to it).
+    DecryptedToParsed,
+    /// Published frame to the AppClient taking it (the ring hop, a busy consumer).
+    ParsedToDelivered,
+    /// Packet arrival to the AppClient taking it: the sum of the three.
+    ArrivalToDelivered,
+}
+
+impl Latency {
+    pub const ALL: [Latency; 4] = [
+        Latency::ArrivalToDecrypted,
+        Latency::DecryptedToParsed,
+        Latency::ParsedToDelivered,
+        Latency::ArrivalToDelivered,
+    ];
+    /// Stable name (`pipeline stat`, JSON, Prometheus label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Latency::ArrivalToDecrypted => "arrival_to_decrypted",
+            Latency::DecryptedToParsed => "decrypted_to_parsed",
+            Latency::ParsedToDelivered => "parsed_to_delivered",
+            Latency::ArrivalToDelivered => "arrival_to_delivered",
+        }
+    }
+}
 // Offsets inside the 64-byte text header at TEXT_OFF.
 const R_LEN: usize = 0;
 const R_KIND: usize = 4;
@@ -584,6 +632,15 @@ impl StatsRegion {
                 std::ptr::copy_nonoverlapping(name.as_ptr(), p, name.len().min(NAME_BYTES - 1));
             }
         }
+        s.lat32(L_BUCKETS).store(BUCKETS as u32, Ordering::Relaxed);
+        s.lat32(L_HISTS).store(Latency::ALL.len() as u32, Ordering::Relaxed);
+        // SAFETY: getpid has no preconditions.
+        s.lat32(L_OWNER).store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
+        let mono = crate::stage::now_ns();
+        s.lat64(L_STARTED_UNIX).store(crate::latency::realtime_ns(), Ordering::Relaxed);
+        s.lat64(L_STARTED_MONO).store(mono, Ordering::Relaxed);
+        s.lat64(L_HEARTBEAT).store(mono, Ordering::Relaxed);
+        s.lat32(L_MAGIC).store(LAT_MAGIC, Ordering::Release);
         s.ctl32(RUNNING_OFF).store(1, Ordering::Release);
         Ok(s)
     }
@@ -863,5 +920,116 @@ impl StatsRegion {
     /// The creator's pid (from the region header).
     pub fn creator_pid(&self) -> u32 {
         self.region.header().creator_pid
+    }
+
+    // ------------------------------------------------- latency area, liveness
+
+    /// Does the region have the latency area (a writer older than it does not)?
+    pub fn has_latency(&self) -> bool {
+        self.region.payload_len() >= LAT_END && self.lat32(L_MAGIC).load(Ordering::Acquire) == LAT_MAGIC
+    }
+
+    fn lat32(&self, off: usize) -> &AtomicU32 {
+        debug_assert!(self.region.payload_len() >= LAT_END);
+        // SAFETY: LAT_OFF + off (< 64, 4-aligned) lies in the latency header; callers
+        // on an attached region check `has_latency` (the payload is long enough) first.
+        unsafe { &*(self.region.payload_ptr().add(LAT_OFF + off) as *const AtomicU32) }
+    }
+
+    fn lat64(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(self.region.payload_len() >= LAT_END);
+        // SAFETY: as lat32, 8-aligned (LAT_OFF is page-aligned, off a multiple of 8).
+        unsafe { &*(self.region.payload_ptr().add(LAT_OFF + off) as *const AtomicU64) }
+    }
+
+    #[inline]
+    fn hist_word(&self, h: Latency, i: usize) -> &AtomicU64 {
+        // SAFETY: word i (< 8 + BUCKETS) of histogram h lies before LAT_END, 8-aligned;
+        // the writer made the region (PAYLOAD >= LAT_END) and readers check
+        // `has_latency` first.
+        unsafe {
+            &*(self.region.payload_ptr().add(LAT_OFF + 64 + h as usize * HIST_BYTES + i * 8) as *const AtomicU64)
+        }
+    }
+
+    /// The process that owns the pipeline (0 if the region has no latency area).
+    pub fn owner_pid(&self) -> u32 {
+        if self.has_latency() {
+            self.lat32(L_OWNER).load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Refresh the heartbeat (CLOCK_MONOTONIC ns). Every stage loop calls it, at most
+    /// every [`HEARTBEAT_NS`]: one shared load per loop otherwise.
+    #[inline]
+    pub fn heartbeat(&self, now: u64) {
+        let h = self.lat64(L_HEARTBEAT);
+        if now.wrapping_sub(h.load(Ordering::Relaxed)) >= HEARTBEAT_NS {
+            h.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The last heartbeat (CLOCK_MONOTONIC ns; 0 without a latency area).
+    pub fn last_heartbeat(&self) -> u64 {
+        if self.has_latency() {
+            self.lat64(L_HEARTBEAT).load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// When the pipeline was created, ns since the Unix epoch (0 without a latency area).
+    pub fn started_unix_ns(&self) -> u64 {
+        if self.has_latency() {
+            self.lat64(L_STARTED_UNIX).load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Record one message's stage latencies (the WS_FRAME_INFO reader only: one writer).
+    /// Stamps that are unknown (0) or out of order (a clock read in another process a
+    /// few ns apart) record nothing for that stage, never a wrapped huge value.
+    #[inline]
+    pub fn record_latency(&self, t: &Timestamps) {
+        let pairs = [
+            (Latency::ArrivalToDecrypted, t.arrival_ns, t.decrypted_ns),
+            (Latency::DecryptedToParsed, t.decrypted_ns, t.parsed_ns),
+            (Latency::ParsedToDelivered, t.parsed_ns, t.delivered_ns),
+            (Latency::ArrivalToDelivered, t.arrival_ns, t.delivered_ns),
+        ];
+        for (h, from, to) in pairs {
+            if from != 0 && to >= from {
+                self.record(h, to - from);
+            }
+        }
+    }
+
+    #[inline]
+    fn record(&self, h: Latency, v: u64) {
+        let bump = |w: &AtomicU64, n: u64| w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        bump(self.hist_word(h, 8 + bucket_of(v)), 1);
+        bump(self.hist_word(h, 0), 1);
+        bump(self.hist_word(h, 1), v);
+        let m = self.hist_word(h, 2);
+        if v > m.load(Ordering::Relaxed) {
+            m.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// A histogram as it is now (None without a latency area). Not atomic: `count` may
+    /// be a message ahead of or behind the buckets' sum while the writer runs.
+    pub fn histogram(&self, h: Latency) -> Option<HistogramSnapshot> {
+        if !self.has_latency() || self.lat32(L_BUCKETS).load(Ordering::Relaxed) as usize != BUCKETS {
+            return None;
+        }
+        Some(HistogramSnapshot {
+            count: self.hist_word(h, 0).load(Ordering::Relaxed),
+            sum_ns: self.hist_word(h, 1).load(Ordering::Relaxed),
+            max_ns: self.hist_word(h, 2).load(Ordering::Relaxed),
+            buckets: (0..BUCKETS).map(|b| self.hist_word(h, 8 + b).load(Ordering::Relaxed)).collect(),
+        })
     }
 }

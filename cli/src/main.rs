@@ -50,7 +50,7 @@ usage:
       --external-consumer          leave the frames to another process (pipeline_consumer.h)
       --synthetic N                use the built-in synthetic server sending N messages
                                    (no network; for trying layouts and the stat tool)
-  pipeline stat NAME [--once] [--json]
+  pipeline stat [NAME] [--once] [--json | --prometheus] [--plot FILE] [--window MS]
                                    a running pipeline's counters, refreshed every second
   pipeline demo [options]          a local exchange simulator streamed to the pipeline (AF_XDP
                                    over a veth pair as root; else kernel TCP on loopback)

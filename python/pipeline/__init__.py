@@ -18,7 +18,7 @@ import time
 from . import _ffi
 from ._ffi import PlConfig, PlDisconnect, PlFrame, PlStats
 
-__all__ = ["Pipeline", "Message", "Feed", "FeedMessage", "FeedEvent", "PipelineError", "ConfigError",
+__all__ = ["Pipeline", "Message", "Timestamps", "Feed", "FeedMessage", "FeedEvent", "PipelineError", "ConfigError",
            "PipelineConnectionError", "ClosedError", "EndOfStream", "PipelineTimeoutError", "State", "Disconnect",
            "DisconnectKind", "version",
            "library_path"]
@@ -150,6 +150,10 @@ server's for SERVER_CLOSED / CLOSE_COMPLETED, ours for PROTOCOL_ERROR, else 0); 
 STAGE_PANICKED)."""
 
 
+Timestamps = collections.namedtuple("Timestamps", "arrival_ns decrypted_ns parsed_ns delivered_ns")
+Timestamps.__doc__ = """Per-message stage timestamps, CLOCK_MONOTONIC ns (see Message.timestamps)."""
+
+
 class Message:
     """One received message (or frame with delivery="frames").
 
@@ -180,6 +184,18 @@ class Message:
     @property
     def is_text(self):
         return self.opcode == 1
+
+    @property
+    def timestamps(self):
+        """When the message arrived, was decrypted, parsed and delivered: a
+        `Timestamps` of CLOCK_MONOTONIC ns (0: not known; `time.monotonic_ns()` is the
+        same clock). Read it on the thread that received the message, before the next
+        `recv()`/`poll()` (it is looked up then, not copied for every message)."""
+        if self._owner is None:
+            raise ValueError("the message was released: read timestamps before the next recv()")
+        t = _ffi.PlTimestamps(struct_size=ctypes.sizeof(_ffi.PlTimestamps))
+        _check(_l().pl_message_timestamps(ctypes.byref(t)), "message_timestamps")
+        return Timestamps(t.arrival_ns, t.decrypted_ns, t.parsed_ns, t.delivered_ns)
 
     def bytes(self):
         """A copy of the payload."""

@@ -96,6 +96,16 @@ class PlFrame(ctypes.Structure):
     ]
 
 
+class PlTimestamps(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("arrival_ns", c_uint64),
+        ("decrypted_ns", c_uint64),
+        ("parsed_ns", c_uint64),
+        ("delivered_ns", c_uint64),
+    ]
+
+
 class PlDisconnect(ctypes.Structure):
     _fields_ = [
         ("kind", c_uint32),  # a PlDisconnectKind value
@@ -236,6 +246,10 @@ def load():
                                      POINTER(c_uint64)]
     lib.pl_get_reconnect.restype = c_int
     lib.pl_poll.argtypes = [c_void_p, POINTER(PlFrame)]
+    lib.pl_message_timestamps.restype = c_int
+    lib.pl_message_timestamps.argtypes = [POINTER(PlTimestamps)]
+    lib.pl_monotonic_to_unix_ns.restype = c_uint64
+    lib.pl_monotonic_to_unix_ns.argtypes = [c_uint64]
     lib.pl_release.restype = c_int
     lib.pl_release.argtypes = [c_void_p, POINTER(PlFrame)]
     lib.pl_send_text.restype = c_int

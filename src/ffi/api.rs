@@ -741,6 +741,75 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
     })
 }
 
+/// When a message passed each stage, CLOCK_MONOTONIC nanoseconds (0: not known).
+/// Filled by `pl_message_timestamps`. Set `struct_size` to `sizeof(PlTimestamps)`
+/// first: the struct may grow at the end, and the library writes only the fields that
+/// fit in the caller's size (and sets `struct_size` to what it wrote).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PlTimestamps {
+    pub struct_size: usize,
+    /// The packet completing the message arrived (XDP: our poll took it off the RX
+    /// ring; kernel: the socket's receive timestamp, SO_TIMESTAMPNS).
+    pub arrival_ns: u64,
+    /// Its plaintext was in MSG_INBOX.
+    pub decrypted_ns: u64,
+    /// The WebSocket stage published it.
+    pub parsed_ns: u64,
+    /// The callback was about to run / `pl_poll` returned it.
+    pub delivered_ns: u64,
+}
+
+/// The timestamps of the message most recently handed to the calling thread: inside a
+/// message callback, that call's message; after `pl_poll`, the frame it returned.
+/// `out->struct_size` must be at least `offsetof(PlTimestamps, arrival_ns) + 8`;
+/// `PL_ERR_WOULD_BLOCK` before any message reached this thread. Convert to Unix time
+/// with `pl_monotonic_to_unix_ns`.
+///
+/// # Safety
+/// `out` NULL or writable for `out->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pl_message_timestamps(out: *mut PlTimestamps) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(out);
+        // SAFETY: non-null; struct_size is the first field and the caller's struct
+        // has at least that.
+        let size = unsafe { std::ptr::addr_of!((*out).struct_size).read() };
+        let min = std::mem::offset_of!(PlTimestamps, arrival_ns) + 8;
+        if size < min {
+            return Err(Error::Config(format!(
+                "PlTimestamps.struct_size is {size}: set it to sizeof(PlTimestamps) (at least {min})"
+            )));
+        }
+        let t = crate::latency::Timestamps::current()
+            .ok_or_else(|| Error::WouldBlock)?;
+        let full = PlTimestamps {
+            struct_size: size.min(std::mem::size_of::<PlTimestamps>()),
+            arrival_ns: t.arrival_ns,
+            decrypted_ns: t.decrypted_ns,
+            parsed_ns: t.parsed_ns,
+            delivered_ns: t.delivered_ns,
+        };
+        // SAFETY: out is writable for `size` bytes and we copy at most that many (and
+        // at most our own struct's size) from a live local.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                &full as *const PlTimestamps as *const u8,
+                out as *mut u8,
+                full.struct_size,
+            )
+        };
+        Ok(())
+    })
+}
+
+/// A CLOCK_MONOTONIC ns stamp (`PlTimestamps`) as ns since the Unix epoch (reads both
+/// clocks now: exact unless the wall clock steps in between).
+#[no_mangle]
+pub extern "C" fn pl_monotonic_to_unix_ns(mono_ns: u64) -> u64 {
+    crate::latency::Timestamps::to_unix_ns(mono_ns)
+}
+
 /// Done with `frame` (and every frame before it): its bytes go back to the transport.
 /// Release frames in the order `pl_poll` returned them. A frame `pl_poll` did not
 /// return (its end lies beyond every frame handed out) is `PL_ERR_CONFIG`.
@@ -780,6 +849,7 @@ pub unsafe extern "C" fn pl_release(p: *mut pl_pipeline, frame: *const PlFrame) 
             fin: true,
             after_overrun: false,
             after_reconnect: false,
+            ts: Default::default(),
         };
         poll.rx.reader().release(&raw);
         poll.rx.reader().publish();

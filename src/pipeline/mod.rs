@@ -18,6 +18,7 @@ pub(crate) mod feed;
 pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind, XdpOptions};
 pub use crate::stage::Subscription;
+pub use crate::latency::Timestamps;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -150,6 +151,11 @@ impl Frame<'_> {
     pub fn is_final(&self) -> bool {
         self.raw.fin
     }
+    /// When the frame arrived, was decrypted, parsed and taken (CLOCK_MONOTONIC ns;
+    /// see [`Timestamps`]).
+    pub fn timestamps(&self) -> Timestamps {
+        self.raw.ts
+    }
     /// MSG_INBOX was overrun before this frame (overwrite policy): data was lost.
     pub fn after_overrun(&self) -> bool {
         self.raw.after_overrun
@@ -226,7 +232,8 @@ impl Receiver {
     /// The next frame as positions (also the C API's `pl_poll`).
     pub(crate) fn next_raw(&mut self) -> Option<RawFrame> {
         let r = self.reader.take();
-        if r.is_some() {
+        if let Some(f) = &r {
+            crate::latency::Timestamps::set_current(f.ts);
             self.taken += 1;
             if self.taken & 63 == 0 {
                 self.stats.set(Counter::PolledFrames, self.taken);
@@ -588,15 +595,18 @@ impl Pipeline {
         let sender = Sender { out: outbox.sender(), stats: stats.clone(), max: outbox_max };
         let mut receiver = None;
         if let Some(cb) = cb {
-            let reader = FrameReader::new(frames_rx, inbox.clone());
+            let mut reader = FrameReader::new(frames_rx, inbox.clone());
+            reader.record_latency(stats.clone());
             let handler = match cb {
                 Callback::Plain(f) => crate::stage::Handler::Plain(f),
                 Callback::WithSender(make) => crate::stage::Handler::Fallible(make(sender.clone())),
             };
             stages.push(Box::new(AppClientStage::new(reader, handler, stats.clone())));
         } else if !cfg.external_consumer {
+            let mut reader = FrameReader::new(frames_rx, inbox.clone());
+            reader.record_latency(stats.clone());
             receiver = Some(Receiver {
-                reader: FrameReader::new(frames_rx, inbox.clone()),
+                reader,
                 stats: stats.clone(),
                 taken: 0,
             });

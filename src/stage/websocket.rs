@@ -20,7 +20,7 @@
 
 use super::{Progress, Stage};
 use crate::error::{Error, Result};
-use crate::ring::{InboxWriter, MsgInbox, PongFrame, Producer, WsFrameInfo};
+use crate::ring::{InboxWriter, MsgInbox, PongFrame, Producer, StampCursor, WsFrameInfo};
 use crate::stats::{Counter, DisconnectKind, DisconnectReason, State, StatsRegion};
 use crate::ws::deflate::{Inflater, Negotiated, TAIL};
 use crate::ws::utf8::Utf8Validator;
@@ -100,6 +100,11 @@ pub struct WebSocketStage {
     /// permessage-deflate offered: the transport writes WIRE_INBOX, this stage writes
     /// MSG_INBOX (see [`Inflow`]).
     inflow: Option<Box<Inflow>>,
+    /// The transport's arrival/decrypt stamps of the ring this stage parses.
+    stamps: StampCursor,
+    /// The parse stamp of this poll's entries (0: the clock not read yet this poll; it
+    /// is read once, at the first entry, after the bytes were seen committed).
+    parse_now: u64,
 }
 
 /// The permessage-deflate path. The transport's decrypted bytes go to WIRE_INBOX (this
@@ -323,7 +328,10 @@ impl WebSocketStage {
             max_message: wire_max,
         };
         let generation = stats.get_acquire(Counter::Generation);
+        let stamps = StampCursor::new(inflow.as_ref().map_or(&inbox, |f| &f.wire));
         WebSocketStage {
+            stamps,
+            parse_now: 0,
             inbox,
             frames,
             pongs,
@@ -478,7 +486,20 @@ impl WebSocketStage {
             flags |= WsFrameInfo::FLAG_RECONNECT;
             self.reconnected = false;
         }
-        let i = WsFrameInfo::new(pos, len as u32, now, opcode, fin, flags);
+        let _ = now;
+        if self.parse_now == 0 {
+            self.parse_now = super::now_ns();
+        }
+        // The stamps of the bytes that completed the frame: its end in MSG_INBOX, or
+        // with permessage-deflate the wire position parsed so far (the stamps of the
+        // read that held the frame's start: an earlier arrival, never a later one).
+        let end = if self.inflow.is_some() { self.pos } else { pos + len };
+        let (arrival, decrypted) = self.stamps.stamps_for(end);
+        if decrypted > self.parse_now {
+            // Bytes committed after this poll's clock read (the parse ran on into them).
+            self.parse_now = super::now_ns();
+        }
+        let i = WsFrameInfo::new(pos, len as u32, self.parse_now, opcode, fin, flags).with_stamps(arrival, decrypted);
         // Space was checked before the event was taken (or, overwriting, we drop).
         if self.frames.stage(i).is_err() {
             self.lost = true;
@@ -793,6 +814,7 @@ impl Stage for WebSocketStage {
     }
 
     fn poll(&mut self, now: u64) -> Result<Progress> {
+        self.parse_now = 0;
         // (Acquire of the write position first: a byte of a new connection seen there
         // implies its generation is visible below. With permessage-deflate offered the
         // transport writes WIRE_INBOX.)

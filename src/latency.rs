@@ -1,0 +1,182 @@
+//! Per-message timestamps and the latency histograms of the stats region.
+//!
+//! Every message carries four CLOCK_MONOTONIC nanosecond stamps ([`Timestamps`]):
+//! - `arrival`: the packet that completed it reached us. XDP: the NIC's time is not
+//!   offered on veth (no XDP RX metadata), so the time our poll took the batch off the
+//!   RX ring; kernel sockets: the socket's receive timestamp (`SO_TIMESTAMPNS`, the
+//!   kernel's time of the skb); synthetic: when the bytes were generated.
+//! - `decrypted`: the transport wrote the plaintext into MSG_INBOX.
+//! - `parsed`: the WebSocket stage published the frame.
+//! - `delivered`: the AppClient (callback or poll) took it.
+//!
+//! Clocks are read once per batch, never per message: the transport once per read
+//! batch, the WebSocket stage once per poll that publishes, the reader once per run of
+//! frames found waiting. CLOCK_MONOTONIC is read through the vDSO (the TSC and a
+//! multiply, the kernel's own calibration, no syscall), so the stamps of stages in
+//! different processes compare directly.
+//!
+//! The histograms are HdrHistogram-style log-linear: values below 2^(SUB_BITS+1) ns
+//! are exact, above that every power of two is split into 2^SUB_BITS buckets (a bucket
+//! spans at most 1/32 of its value: 3 % resolution), up to 2^40 ns (18 minutes); larger
+//! values land in the last bucket. Fixed memory in the stats region, one writer each
+//! (the reader of WS_FRAME_INFO), Relaxed load + store like every counter.
+
+use std::cell::Cell;
+
+/// When a message passed each stage (CLOCK_MONOTONIC ns; 0: not known).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timestamps {
+    /// The packet that completed the message arrived (see the module docs for the source).
+    pub arrival_ns: u64,
+    /// Its plaintext was in MSG_INBOX.
+    pub decrypted_ns: u64,
+    /// The WebSocket stage published it.
+    pub parsed_ns: u64,
+    /// The AppClient took it (callback about to run, or `next_frame`/`pl_poll`).
+    pub delivered_ns: u64,
+}
+
+impl Timestamps {
+    /// The stamps of the message being delivered on this thread: inside a message
+    /// callback, the message of that call; after `Receiver::next_frame` (or `pl_poll`),
+    /// the frame it returned. `None` before any message on this thread.
+    pub fn current() -> Option<Timestamps> {
+        CURRENT.with(|c| c.get())
+    }
+
+    pub(crate) fn set_current(t: Timestamps) {
+        CURRENT.with(|c| c.set(Some(t)));
+    }
+
+    /// CLOCK_MONOTONIC ns to ns since the Unix epoch (CLOCK_REALTIME now minus
+    /// CLOCK_MONOTONIC now: exact unless the wall clock steps in between).
+    pub fn to_unix_ns(mono_ns: u64) -> u64 {
+        let off = realtime_ns().wrapping_sub(crate::stage::now_ns());
+        mono_ns.wrapping_add(off)
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<Timestamps>> = const { Cell::new(None) };
+}
+
+/// CLOCK_REALTIME in nanoseconds since the Unix epoch (vDSO).
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sub-bucket bits: 2^SUB_BITS buckets per power of two.
+pub const SUB_BITS: u32 = 5;
+const LINEAR: u64 = 1 << (SUB_BITS + 1);
+/// The largest power of two with its own buckets (2^40 ns, about 18 minutes).
+const TOP_EXP: u32 = 40;
+/// Buckets per histogram.
+pub const BUCKETS: usize = LINEAR as usize + ((TOP_EXP - SUB_BITS) as usize) * (1 << SUB_BITS);
+
+/// The bucket of a value (ns).
+#[inline]
+pub fn bucket_of(v: u64) -> usize {
+    if v < LINEAR {
+        return v as usize;
+    }
+    let e = 63 - v.leading_zeros();
+    if e > TOP_EXP {
+        return BUCKETS - 1;
+    }
+    let sub = (v >> (e - SUB_BITS)) - (1 << SUB_BITS);
+    LINEAR as usize + ((e - SUB_BITS - 1) as usize) * (1 << SUB_BITS) + sub as usize
+}
+
+/// The smallest value of bucket `b` (inclusive) and the next bucket's (exclusive).
+pub fn bucket_range(b: usize) -> (u64, u64) {
+    if b < LINEAR as usize {
+        return (b as u64, b as u64 + 1);
+    }
+    let g = (b - LINEAR as usize) >> SUB_BITS;
+    let sub = ((b - LINEAR as usize) & ((1 << SUB_BITS) - 1)) as u64;
+    let e = g as u32 + SUB_BITS + 1;
+    let width = 1u64 << (e - SUB_BITS);
+    let lo = (1u64 << e) + sub * width;
+    (lo, lo + width)
+}
+
+/// One histogram read out of the stats region (the `pipeline stat` side).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    pub count: u64,
+    pub sum_ns: u64,
+    pub max_ns: u64,
+    pub buckets: Vec<u64>,
+}
+
+impl HistogramSnapshot {
+    /// The value at quantile `q` (0..=1): the upper edge of the bucket holding it,
+    /// capped at the recorded maximum (so p100 is the exact max). 0 when empty.
+    pub fn quantile(&self, q: f64) -> u64 {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (b, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let (lo, hi) = bucket_range(b);
+                let v = if hi - lo == 1 { lo } else { hi - 1 };
+                return v.min(self.max_ns);
+            }
+        }
+        self.max_ns
+    }
+
+    pub fn mean_ns(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum_ns as f64 / self.count as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_contiguous_and_cover_their_values() {
+        let mut prev_hi = 0;
+        for b in 0..BUCKETS {
+            let (lo, hi) = bucket_range(b);
+            assert_eq!(lo, prev_hi, "bucket {b} starts where {} ended", b.saturating_sub(1));
+            assert!(hi > lo);
+            assert_eq!(bucket_of(lo), b);
+            assert_eq!(bucket_of(hi - 1), b);
+            // Resolution: a bucket spans at most 1/32 of its lower edge (above the linear part).
+            if lo >= LINEAR {
+                assert!((hi - lo) * 32 <= lo, "bucket {b} [{lo}, {hi}) too wide");
+            }
+            prev_hi = hi;
+        }
+        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn quantiles_within_a_bucket_of_the_truth() {
+        let mut h = HistogramSnapshot { count: 0, sum_ns: 0, max_ns: 0, buckets: vec![0; BUCKETS] };
+        for v in 1..=10_000u64 {
+            h.buckets[bucket_of(v * 100)] += 1;
+            h.count += 1;
+            h.sum_ns += v * 100;
+            h.max_ns = h.max_ns.max(v * 100);
+        }
+        for (q, want) in [(0.5, 500_000u64), (0.99, 990_000), (0.999, 999_000), (1.0, 1_000_000)] {
+            let got = h.quantile(q);
+            assert!(got >= want && got <= want + want / 32, "q{q}: {got} vs {want}");
+        }
+        assert_eq!(h.quantile(1.0), 1_000_000);
+    }
+}

@@ -133,6 +133,33 @@ impl HistogramSnapshot {
         self.max_ns
     }
 
+    /// What was recorded after `earlier` (a snapshot of the same histogram): a
+    /// measured run without its warm-up. `max_ns` stays the all-time maximum (a maximum
+    /// cannot be subtracted), capped by the run's top bucket.
+    pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
+        let buckets: Vec<u64> = self.buckets.iter().zip(&earlier.buckets).map(|(a, b)| a.saturating_sub(*b)).collect();
+        let top = buckets.iter().rposition(|&n| n > 0).map_or(0, |b| bucket_range(b).1 - 1);
+        HistogramSnapshot {
+            count: self.count.saturating_sub(earlier.count),
+            sum_ns: self.sum_ns.saturating_sub(earlier.sum_ns),
+            max_ns: self.max_ns.min(top),
+            buckets,
+        }
+    }
+
+    /// Add `other`'s recordings (several runs as one distribution).
+    pub fn merge(&mut self, other: &HistogramSnapshot) {
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_ns += other.sum_ns;
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
     pub fn mean_ns(&self) -> f64 {
         if self.count == 0 {
             0.0
@@ -178,5 +205,20 @@ mod tests {
             assert!(got >= want && got <= want + want / 32, "q{q}: {got} vs {want}");
         }
         assert_eq!(h.quantile(1.0), 1_000_000);
+        // A run after a warm-up: the difference holds only the run's values.
+        let mut later = h.clone();
+        for v in [5_000_000u64, 6_000_000] {
+            later.buckets[bucket_of(v)] += 1;
+            later.count += 1;
+            later.sum_ns += v;
+            later.max_ns = later.max_ns.max(v);
+        }
+        let run = later.since(&h);
+        assert_eq!((run.count, run.sum_ns), (2, 11_000_000));
+        assert!(run.quantile(0.5) >= 5_000_000 && run.quantile(0.5) < 5_200_000, "{}", run.quantile(0.5));
+        assert_eq!(run.quantile(1.0), 6_000_000);
+        let mut both = run.clone();
+        both.merge(&run);
+        assert_eq!((both.count, both.buckets.iter().sum::<u64>()), (4, 4));
     }
 }

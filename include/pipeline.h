@@ -360,6 +360,23 @@ typedef struct PlFrame {
   uint32_t flags;
 } PlFrame;
 
+// When a message passed each stage, CLOCK_MONOTONIC nanoseconds (0: not known).
+// Filled by `pl_message_timestamps`. Set `struct_size` to `sizeof(PlTimestamps)`
+// first: the struct may grow at the end, and the library writes only the fields that
+// fit in the caller's size (and sets `struct_size` to what it wrote).
+typedef struct PlTimestamps {
+  size_t struct_size;
+  // The packet completing the message arrived (XDP: our poll took it off the RX
+  // ring; kernel: the socket's receive timestamp, SO_TIMESTAMPNS).
+  uint64_t arrival_ns;
+  // Its plaintext was in MSG_INBOX.
+  uint64_t decrypted_ns;
+  // The WebSocket stage published it.
+  uint64_t parsed_ns;
+  // The callback was about to run / `pl_poll` returned it.
+  uint64_t delivered_ns;
+} PlTimestamps;
+
 // Called on each connection state change after `pl_start` returned (which is the
 // CONNECTED event): CLOSING, then DISCONNECTED with the reason's message ("closed by
 // server: code 1001 going away", "stopped by the application", ...; for its kind call
@@ -615,6 +632,20 @@ enum PlResult pl_start(const struct PlConfig *cfg, struct pl_pipeline **out);
 // # Safety
 // `p` from `pl_start`, `out` writable.
 enum PlResult pl_poll(struct pl_pipeline *p, struct PlFrame *out);
+
+// The timestamps of the message most recently handed to the calling thread: inside a
+// message callback, that call's message; after `pl_poll`, the frame it returned.
+// `out->struct_size` must be at least `offsetof(PlTimestamps, arrival_ns) + 8`;
+// `PL_ERR_WOULD_BLOCK` before any message reached this thread. Convert to Unix time
+// with `pl_monotonic_to_unix_ns`.
+//
+// # Safety
+// `out` NULL or writable for `out->struct_size` bytes.
+enum PlResult pl_message_timestamps(struct PlTimestamps *out);
+
+// A CLOCK_MONOTONIC ns stamp (`PlTimestamps`) as ns since the Unix epoch (reads both
+// clocks now: exact unless the wall clock steps in between).
+uint64_t pl_monotonic_to_unix_ns(uint64_t mono_ns);
 
 // Done with `frame` (and every frame before it): its bytes go back to the transport.
 // Release frames in the order `pl_poll` returned them. A frame `pl_poll` did not

@@ -51,8 +51,7 @@ impl Timestamps {
     /// CLOCK_MONOTONIC ns to ns since the Unix epoch (CLOCK_REALTIME now minus
     /// CLOCK_MONOTONIC now: exact unless the wall clock steps in between).
     pub fn to_unix_ns(mono_ns: u64) -> u64 {
-        let off = realtime_ns().wrapping_sub(crate::stage::now_ns());
-        mono_ns.wrapping_add(off)
+        mono_ns.wrapping_add(realtime_offset_ns())
     }
 }
 
@@ -66,6 +65,12 @@ pub fn realtime_ns() -> u64 {
     // SAFETY: clock_gettime writes the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC now (ns, wrapping): add it to a monotonic
+/// stamp for Unix time, subtract it from a kernel's realtime stamp for a monotonic one.
+pub fn realtime_offset_ns() -> u64 {
+    realtime_ns().wrapping_sub(crate::stage::now_ns())
 }
 
 /// Sub-bucket bits: 2^SUB_BITS buckets per power of two.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use pipeline::pipeline::{Config, Pipeline, Timestamps, TransportKind};
 use pipeline::runner::{Layout, WaitKind};
-use pipeline::stage::now_ns;
+use pipeline::stage::{now_ns, SyntheticScript};
+use pipeline::ws::DeflateConfig;
 use pipeline::stats::{Counter, Latency, StatsRegion};
 use pipeline_testkit::certs::certs;
 use pipeline_testkit::feed_server::{Ending, FeedServer};
@@ -68,6 +69,33 @@ fn synthetic_stamps_are_ordered_in_every_layout_and_histograms_count_every_messa
         check_histograms(p.stats_region(), n as u64, ctx);
         p.stop();
     }
+}
+
+#[test]
+fn stamps_stay_ordered_through_the_permessage_deflate_path() {
+    // permessage-deflate agreed: the transport writes WIRE_INBOX and the WebSocket stage
+    // copies (these frames are not compressed) into MSG_INBOX; the stamps follow.
+    let n = 2000usize;
+    let (name, _g) = unique("ts_defl");
+    let s = SyntheticScript { extensions: Some("permessage-deflate; server_max_window_bits=15".into()), ..script(text_frames(n), 333) };
+    let mut c = config(&name, s, Layout::Threads);
+    c.deflate = Some(DeflateConfig::default());
+    let t0 = now_ns();
+    let mut p = Pipeline::start(c).unwrap();
+    assert_ne!(p.stats().get(Counter::Deflate), 0, "deflate negotiated");
+    let mut rx = p.receiver().unwrap();
+    let mut stamps = Vec::with_capacity(n);
+    for i in 0..n {
+        let f = rx.next_frame_timeout(Duration::from_secs(10)).unwrap_or_else(|| panic!("message {i}"));
+        assert_eq!(f.text().unwrap(), msg(i));
+        stamps.push(f.timestamps());
+    }
+    let t1 = now_ns();
+    for (i, t) in stamps.iter().enumerate() {
+        check_order(i, t, t0, t1);
+    }
+    check_histograms(p.stats_region(), n as u64, "deflate");
+    p.stop();
 }
 
 #[test]

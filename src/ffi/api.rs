@@ -781,8 +781,7 @@ pub unsafe extern "C" fn pl_message_timestamps(out: *mut PlTimestamps) -> super:
                 "PlTimestamps.struct_size is {size}: set it to sizeof(PlTimestamps) (at least {min})"
             )));
         }
-        let t = crate::latency::Timestamps::current()
-            .ok_or_else(|| Error::WouldBlock)?;
+        let t = crate::latency::Timestamps::current().ok_or(Error::WouldBlock)?;
         let full = PlTimestamps {
             struct_size: size.min(std::mem::size_of::<PlTimestamps>()),
             arrival_ns: t.arrival_ns,

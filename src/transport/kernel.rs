@@ -106,8 +106,7 @@ fn rx_timestamp(msg: &libc::msghdr) -> Option<u64> {
                 }
                 // The offset between the two clocks now (two vDSO reads per recv, not
                 // per message): exact unless the wall clock steps in between.
-                let off = crate::latency::realtime_ns().wrapping_sub(crate::stage::now_ns());
-                return Some(real.wrapping_sub(off));
+                return Some(real.wrapping_sub(crate::latency::realtime_offset_ns()));
             }
             c = libc::CMSG_NXTHDR(msg, c);
         }

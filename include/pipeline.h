@@ -341,6 +341,19 @@ typedef struct PlConfig {
   bool deflate_server_no_context_takeover;
   // Our messages shorter than this go uncompressed (default 64).
   size_t deflate_threshold;
+  // One-way latency from the server's own stamp (the stats region's
+  // `server_to_delivered`): the name of a JSON member holding it (`"E"`: the first
+  // `"E": <integer>` of each message, the integer may be quoted). NULL: see
+  // `server_stamp_width`.
+  const char *server_stamp_field;
+  // Or a binary stamp: an unsigned integer of `server_stamp_width` bytes (4 or 8; 0:
+  // no server stamp) at `server_stamp_offset` in each message.
+  size_t server_stamp_offset;
+  uint32_t server_stamp_width;
+  // The binary stamp is big-endian (default: little-endian).
+  bool server_stamp_big_endian;
+  // The stamp's unit in ns since the Unix epoch: 1 (default) ns, 1000 us, 1000000 ms.
+  uint64_t server_stamp_unit_ns;
 } PlConfig;
 
 // A received frame, read in place. Give it back with `pl_release`.

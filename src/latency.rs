@@ -73,6 +73,95 @@ pub fn realtime_offset_ns() -> u64 {
     realtime_ns().wrapping_sub(crate::stage::now_ns())
 }
 
+/// Where the server stamps its messages, for the one-way server -> client histogram
+/// (`server_to_delivered`: the server's stamp to our delivery, both as Unix time, so
+/// only as good as the two clocks' agreement).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerStamp {
+    /// The first JSON member `"name": <integer>` (the integer may be quoted) in the
+    /// payload, in units of `unit_ns` since the Unix epoch (1: ns, 1_000_000: ms, as
+    /// many exchanges' `"E"` / `"T"` fields are).
+    JsonField { name: String, unit_ns: u64 },
+    /// An unsigned integer of `width` bytes (4 or 8) at `offset` in the payload.
+    Binary { offset: usize, width: u8, big_endian: bool, unit_ns: u64 },
+}
+
+impl ServerStamp {
+    /// Refuse what could never match (an empty or quoted name, a width other than 4
+    /// or 8, a zero unit) with a message naming the field.
+    pub fn check(&self) -> crate::error::Result<()> {
+        let bad = |m: String| Err(crate::error::Error::Config(m));
+        match self {
+            ServerStamp::JsonField { name, .. } if name.is_empty() || name.contains(['"', '\\']) => {
+                bad(format!("server stamp JSON field {name:?}: must be non-empty, without quotes or backslashes"))
+            }
+            ServerStamp::Binary { width, .. } if *width != 4 && *width != 8 => {
+                bad(format!("server stamp width {width}: expected 4 or 8 bytes"))
+            }
+            ServerStamp::JsonField { unit_ns: 0, .. } | ServerStamp::Binary { unit_ns: 0, .. } => {
+                bad("server stamp unit_ns 0: expected 1 (ns), 1000 (us), 1000000 (ms) ...".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The matcher: the quoted name is built once, not per message.
+    pub(crate) fn reader(&self) -> StampReader {
+        match self {
+            ServerStamp::JsonField { name, unit_ns } => StampReader { pat: format!("\"{name}\"").into_bytes(), src: self.clone(), unit_ns: *unit_ns },
+            ServerStamp::Binary { unit_ns, .. } => StampReader { pat: Vec::new(), src: self.clone(), unit_ns: *unit_ns },
+        }
+    }
+}
+
+/// A compiled [`ServerStamp`].
+pub(crate) struct StampReader {
+    pat: Vec<u8>,
+    src: ServerStamp,
+    unit_ns: u64,
+}
+
+impl StampReader {
+    /// The server's stamp in `payload`, ns since the Unix epoch (None: not there, not a
+    /// number, or overflowing).
+    pub(crate) fn read(&self, payload: &[u8]) -> Option<u64> {
+        let v = match &self.src {
+            ServerStamp::Binary { offset, width, big_endian, .. } => {
+                let b = payload.get(*offset..offset.checked_add(*width as usize)?)?;
+                let mut x = [0u8; 8];
+                if *big_endian {
+                    x[8 - b.len()..].copy_from_slice(b);
+                    u64::from_be_bytes(x)
+                } else {
+                    x[..b.len()].copy_from_slice(b);
+                    u64::from_le_bytes(x)
+                }
+            }
+            ServerStamp::JsonField { .. } => {
+                let at = payload.windows(self.pat.len()).position(|w| w == self.pat.as_slice())?;
+                let mut rest = &payload[at + self.pat.len()..];
+                let skip_ws = |r: &mut &[u8]| {
+                    while let [b' ' | b'\t' | b'\n' | b'\r', tail @ ..] = *r {
+                        *r = tail;
+                    }
+                };
+                skip_ws(&mut rest);
+                rest = rest.strip_prefix(b":")?;
+                skip_ws(&mut rest);
+                if let Some(r) = rest.strip_prefix(b"\"") {
+                    rest = r;
+                }
+                let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                if digits == 0 || digits > 20 {
+                    return None;
+                }
+                rest[..digits].iter().try_fold(0u64, |a, &d| a.checked_mul(10)?.checked_add((d - b'0') as u64))?
+            }
+        };
+        v.checked_mul(self.unit_ns)
+    }
+}
+
 /// Sub-bucket bits: 2^SUB_BITS buckets per power of two.
 pub const SUB_BITS: u32 = 5;
 const LINEAR: u64 = 1 << (SUB_BITS + 1);
@@ -194,6 +283,31 @@ mod tests {
             prev_hi = hi;
         }
         assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn server_stamps_are_found_in_json_and_binary_payloads() {
+        let ms = ServerStamp::JsonField { name: "E".into(), unit_ns: 1_000_000 }.reader();
+        assert_eq!(ms.read(br#"{"e":"trade","E": 1700000000123,"p":"1"}"#), Some(1_700_000_000_123_000_000));
+        assert_eq!(ms.read(br#"{"E":"1700000000123"}"#), Some(1_700_000_000_123_000_000));
+        assert_eq!(ms.read(br#"{"e":"trade"}"#), None);
+        assert_eq!(ms.read(br#"{"E":null}"#), None);
+        assert_eq!(ms.read(br#"{"E":99999999999999999999}"#), None, "overflow");
+        let le = ServerStamp::Binary { offset: 2, width: 8, big_endian: false, unit_ns: 1 }.reader();
+        let mut p = vec![0u8; 2];
+        p.extend_from_slice(&1_700_000_000_000_000_123u64.to_le_bytes());
+        assert_eq!(le.read(&p), Some(1_700_000_000_000_000_123));
+        assert_eq!(le.read(&p[..9]), None, "short payload");
+        let be = ServerStamp::Binary { offset: 0, width: 4, big_endian: true, unit_ns: 1_000_000_000 }.reader();
+        assert_eq!(be.read(&1_700_000_000u32.to_be_bytes()), Some(1_700_000_000_000_000_000));
+        for bad in [
+            ServerStamp::JsonField { name: "".into(), unit_ns: 1 },
+            ServerStamp::JsonField { name: "a\"b".into(), unit_ns: 1 },
+            ServerStamp::Binary { offset: 0, width: 2, big_endian: false, unit_ns: 1 },
+            ServerStamp::Binary { offset: 0, width: 8, big_endian: false, unit_ns: 0 },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -274,10 +274,22 @@ pub enum Latency {
     ParsedToDelivered,
     /// Packet arrival to the AppClient taking it: the sum of the three.
     ArrivalToDelivered,
+    /// The server's own stamp in the message (`Config::server_stamp`) to the AppClient
+    /// taking it, both as Unix time: one-way, as good as the clocks' agreement. A stamp
+    /// ahead of our clock records nothing.
+    ServerToDelivered,
 }
 
 impl Latency {
-    pub const ALL: [Latency; 4] = [
+    pub const ALL: [Latency; 5] = [
+        Latency::ArrivalToDecrypted,
+        Latency::DecryptedToParsed,
+        Latency::ParsedToDelivered,
+        Latency::ArrivalToDelivered,
+        Latency::ServerToDelivered,
+    ];
+    /// The four stages every message goes through (not the optional server stamp).
+    pub const STAGES: [Latency; 4] = [
         Latency::ArrivalToDecrypted,
         Latency::DecryptedToParsed,
         Latency::ParsedToDelivered,
@@ -290,6 +302,7 @@ impl Latency {
             Latency::DecryptedToParsed => "decrypted_to_parsed",
             Latency::ParsedToDelivered => "parsed_to_delivered",
             Latency::ArrivalToDelivered => "arrival_to_delivered",
+            Latency::ServerToDelivered => "server_to_delivered",
         }
     }
 }
@@ -1007,8 +1020,9 @@ impl StatsRegion {
         }
     }
 
+    /// Record one value (ns) in histogram `h` (its one writer only).
     #[inline]
-    fn record(&self, h: Latency, v: u64) {
+    pub fn record(&self, h: Latency, v: u64) {
         let bump = |w: &AtomicU64, n: u64| w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
         bump(self.hist_word(h, 8 + bucket_of(v)), 1);
         bump(self.hist_word(h, 0), 1);

@@ -2,6 +2,7 @@
 //! four stamps are in stage order and inside the run; before any message it is
 //! `PL_ERR_WOULD_BLOCK`; a too-small `struct_size` is `PL_ERR_CONFIG`; a caller's larger
 //! (newer) struct gets the library's fields and `struct_size` set to what was written.
+//! The `server_stamp_*` fields of `PlConfig` are checked at `pl_start`.
 
 use pipeline_testkit::c_program::{assert_success, CProgram};
 
@@ -66,8 +67,21 @@ int main(int argc, char **argv) {
     cfg.max_message = 1 << 16;
     cfg.quiet = true;
 
-    t0 = mono();
+    /* Server stamp settings are checked at pl_start: a JSON field and a binary width
+     * at once, or a width other than 4/8, is PL_ERR_CONFIG. */
     pl_pipeline *p = NULL;
+    cfg.server_stamp_field = "E";
+    cfg.server_stamp_width = 8;
+    if ((r = pl_start(&cfg, &p)) != PL_ERR_CONFIG) return fail("field and width", r);
+    cfg.server_stamp_field = NULL;
+    cfg.server_stamp_width = 3;
+    if ((r = pl_start(&cfg, &p)) != PL_ERR_CONFIG) return fail("width 3", r);
+    cfg.server_stamp_width = 0;
+    if (cfg.server_stamp_unit_ns != 1) return 8; /* the default: ns */
+    cfg.server_stamp_field = "E"; /* not in these messages: nothing recorded, nothing breaks */
+    cfg.server_stamp_unit_ns = 1000000;
+
+    t0 = mono();
     if ((r = pl_start(&cfg, &p)) != PL_OK) return fail("pl_start", r);
     size_t got = 0;
     long spins = 0;

@@ -31,7 +31,7 @@ fn check_order(i: usize, t: &Timestamps, t0: u64, t1: u64) {
 
 /// Every stage histogram counted `n` messages, and its buckets add up to that.
 fn check_histograms(stats: &StatsRegion, n: u64, ctx: &str) {
-    for h in Latency::ALL {
+    for h in Latency::STAGES {
         let s = stats.histogram(h).expect("latency area");
         assert_eq!(s.count, n, "{ctx}: {} count", h.name());
         assert_eq!(s.buckets.iter().sum::<u64>(), n, "{ctx}: {} buckets", h.name());
@@ -199,4 +199,73 @@ fn xdp_stamps_are_ordered_and_histograms_count_every_message() {
         p.stop();
     });
     let _ = srv.finish();
+}
+
+/// Unix time now, ns.
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+#[test]
+fn server_stamps_give_the_one_way_histogram_json_and_binary() {
+    use pipeline::pipeline::ServerStamp;
+    use pipeline::stage::encode_server_frame;
+    let n = 1000usize;
+    // JSON, milliseconds (an exchange's "E"); stamped a little before the start, so
+    // every one-way value is positive and below the test's own duration + 2 ms.
+    let (name, _g) = unique("ts_srv_json");
+    let sent_ms = unix_ns() / 1_000_000 - 2;
+    let mut data = Vec::new();
+    for i in 0..n {
+        let m = format!("{{\"e\":\"trade\",\"E\": {sent_ms},\"i\":{i}}}");
+        encode_server_frame(&mut data, 0x1, true, m.as_bytes());
+    }
+    // One message without the field and one with a stamp from the future (server
+    // clock ahead): neither is recorded.
+    encode_server_frame(&mut data, 0x1, true, b"{\"e\":\"hello\"}");
+    encode_server_frame(&mut data, 0x1, true, format!("{{\"E\":{}}}", sent_ms + 3_600_000).as_bytes());
+    let mut c = config(&name, script(data, 500), Layout::Threads);
+    c.server_stamp = Some(ServerStamp::JsonField { name: "E".into(), unit_ns: 1_000_000 });
+    let t0 = Instant::now();
+    let mut p = Pipeline::start(c).unwrap();
+    let mut rx = p.receiver().unwrap();
+    for i in 0..n + 2 {
+        rx.next_frame_timeout(Duration::from_secs(10)).unwrap_or_else(|| panic!("message {i}"));
+    }
+    let bound = t0.elapsed().as_nanos() as u64 + 3_000_000;
+    let h = p.stats_region().histogram(Latency::ServerToDelivered).unwrap();
+    assert_eq!(h.count, n as u64, "every stamped message once; not the unstamped, not the future one");
+    assert!(h.max_ns <= bound && h.quantile(0.5) >= 1_000_000, "one-way {} .. {} ns (bound {bound})", h.quantile(0.5), h.max_ns);
+    p.stop();
+
+    // Binary: u64 little-endian ns at offset 8.
+    let (name, _g) = unique("ts_srv_bin");
+    let sent = unix_ns() - 1_000_000;
+    let mut data = Vec::new();
+    for i in 0..n as u64 {
+        let mut m = i.to_le_bytes().to_vec();
+        m.extend_from_slice(&sent.to_le_bytes());
+        m.extend_from_slice(&[0xAB; 40]);
+        encode_server_frame(&mut data, 0x2, true, &m);
+    }
+    let mut c = config(&name, script(data, 0), Layout::Inline);
+    c.server_stamp = Some(ServerStamp::Binary { offset: 8, width: 8, big_endian: false, unit_ns: 1 });
+    let t0 = Instant::now();
+    let mut p = Pipeline::start(c).unwrap();
+    let mut rx = p.receiver().unwrap();
+    for i in 0..n {
+        rx.next_frame_timeout(Duration::from_secs(10)).unwrap_or_else(|| panic!("message {i}"));
+    }
+    let bound = t0.elapsed().as_nanos() as u64 + 2_000_000;
+    let h = p.stats_region().histogram(Latency::ServerToDelivered).unwrap();
+    assert_eq!(h.count, n as u64);
+    assert!(h.max_ns <= bound && h.quantile(0.01) >= 1_000_000, "one-way {} .. {} ns", h.quantile(0.01), h.max_ns);
+    p.stop();
+
+    // Without a server stamp the histogram stays empty; a bad one is refused at start.
+    let (name, _g) = unique("ts_srv_bad");
+    let mut c = config(&name, script(text_frames(3), 0), Layout::Inline);
+    c.server_stamp = Some(ServerStamp::Binary { offset: 0, width: 3, big_endian: false, unit_ns: 1 });
+    let e = Pipeline::start(c).err().expect("width 3 refused");
+    assert!(matches!(e, pipeline::Error::Config(_)) && e.to_string().contains("width 3"), "{e}");
 }

@@ -209,7 +209,8 @@ fn report_table(r: &Report) -> String {
             s.push_str(&format!(" {l:>9}"));
         }
         s.push_str(&format!(" {:>9}\n", "max"));
-        for (h, snap) in &r.hists {
+        // The server's one-way row only where a server stamp is configured (counted).
+        for (h, snap) in r.hists.iter().filter(|(h, snap)| Latency::STAGES.contains(h) || snap.count > 0) {
             s.push_str(&format!("  {:<22} {:>10}", h.name(), snap.count));
             for (_, q) in QUANTILES {
                 s.push_str(&format!(" {:>9}", us(snap.quantile(q))));

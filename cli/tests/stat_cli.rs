@@ -60,7 +60,9 @@ assert d["alive"] is True, d
 assert d["state"] == "connected", d
 assert set(d["rates"]) >= {"messages", "rx_packets"}, d["rates"]
 lat = d["latency_ns"]
-assert set(lat) == {"arrival_to_decrypted", "decrypted_to_parsed", "parsed_to_delivered", "arrival_to_delivered"}, lat
+assert set(lat) == {"arrival_to_decrypted", "decrypted_to_parsed", "parsed_to_delivered", "arrival_to_delivered",
+                    "server_to_delivered"}, lat
+assert lat["server_to_delivered"]["count"] == 0, lat  # no server stamp configured
 for k, h in lat.items():
     assert h["p50"] <= h["p90"] <= h["p99"] <= h["p999"] <= h["max"], (k, h)
 print(lat["arrival_to_delivered"]["count"], d["counters"]["messages"], d["owner_pid"])
@@ -79,8 +81,8 @@ from prometheus_client.parser import text_string_to_metric_families
 fams = {f.name: f for f in text_string_to_metric_families(sys.stdin.read())}
 lat = fams["pipeline_latency_seconds"]
 assert lat.type == "summary", lat.type
-stages = {s.labels["stage"] for s in lat.samples}
-counts = {s.labels["stage"]: s.value for s in lat.samples if s.name.endswith("_count")}
+stages = {s.labels["stage"] for s in lat.samples} - {"server_to_delivered"}
+counts = {s.labels["stage"]: s.value for s in lat.samples if s.name.endswith("_count") and s.labels["stage"] in stages}
 up = [s.value for s in fams["pipeline_up"].samples]
 msgs = [s.value for s in fams["pipeline_messages"].samples]
 print(len(stages), int(min(counts.values())), int(up[0]), int(msgs[0]))

@@ -324,6 +324,25 @@ def _make_config(url, options, keep):
                 raise PipelineError(2, "compression: unknown parameter(s) %s" % ", ".join(sorted(params)), "config")
         else:
             raise PipelineError(2, "compression=%r: expected False, True, \"permessage-deflate\" or a dict" % (c,), "config")
+    if "server_stamp" in options:
+        # One-way server -> client latency (the stats region's server_to_delivered):
+        # a JSON member name, or {"offset": N, "width": 4|8, "big_endian": bool}.
+        st = options.pop("server_stamp")
+        if isinstance(st, str):
+            f = _cstr(st)
+            keep.append(f)
+            cfg.server_stamp_field = f
+        elif isinstance(st, dict):
+            st = dict(st)
+            cfg.server_stamp_offset = int(st.pop("offset", 0))
+            cfg.server_stamp_width = int(st.pop("width", 8))
+            cfg.server_stamp_big_endian = bool(st.pop("big_endian", False))
+            if st:
+                raise ConfigError(2, "server_stamp: unknown key(s) %s" % ", ".join(sorted(st)), "config")
+        elif st is not None:
+            raise ConfigError(2, "server_stamp=%r: expected a JSON field name or a dict" % (st,), "config")
+    if "server_stamp_unit_ns" in options:
+        cfg.server_stamp_unit_ns = int(options.pop("server_stamp_unit_ns"))
     if options:
         raise ConfigError(2, "unknown option(s): %s" % ", ".join(sorted(options)), "config")
     return cfg
@@ -342,7 +361,9 @@ class Pipeline:
     compression (False/None, True or "permessage-deflate", or a dict of
     client_max_window_bits, server_max_window_bits, client_no_context_takeover,
     server_no_context_takeover, threshold: RFC 7692 offered with those parameters;
-    compressed messages arrive inflated, read as usual).
+    compressed messages arrive inflated, read as usual); server_stamp (a JSON member
+    name such as "E", or a dict offset/width/big_endian for a binary stamp) and
+    server_stamp_unit_ns (1 ns, 1_000_000 ms): the one-way server_to_delivered histogram.
     """
 
     def __init__(self, url, **options):

@@ -112,6 +112,8 @@ class Pipeline:
         liveness_timeout: float = ...,
         synthetic: bytes = ...,
         synthetic_chunk: int = ...,
+        server_stamp: Union[str, Dict[str, Any], None] = ...,
+        server_stamp_unit_ns: int = ...,
         **options: Any,
     ) -> None: ...
     def __enter__(self) -> "Pipeline": ...

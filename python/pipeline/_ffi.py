@@ -82,6 +82,11 @@ class PlConfig(ctypes.Structure):
         ("deflate_client_no_context_takeover", c_bool),
         ("deflate_server_no_context_takeover", c_bool),
         ("deflate_threshold", c_size_t),
+        ("server_stamp_field", c_char_p),
+        ("server_stamp_offset", c_size_t),
+        ("server_stamp_width", c_uint32),
+        ("server_stamp_big_endian", c_bool),
+        ("server_stamp_unit_ns", c_uint64),
     ]
 
 

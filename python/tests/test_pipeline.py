@@ -76,6 +76,17 @@ class Errors(unittest.TestCase):
             pipeline.Pipeline("wss://127.0.0.1:1/", bogus=1)
         self.assertEqual(e.exception.code_name, "PL_ERR_CONFIG")
 
+    def test_server_stamp_options(self):
+        cfg = pipeline._make_config("wss://x/", {"server_stamp": "E", "server_stamp_unit_ns": 1000000}, [])
+        self.assertEqual((cfg.server_stamp_field, cfg.server_stamp_width, cfg.server_stamp_unit_ns), (b"E", 0, 1000000))
+        cfg = pipeline._make_config("wss://x/", {"server_stamp": {"offset": 8, "width": 4, "big_endian": True}}, [])
+        self.assertEqual((cfg.server_stamp_offset, cfg.server_stamp_width, cfg.server_stamp_big_endian), (8, 4, True))
+        with self.assertRaises(pipeline.ConfigError):
+            pipeline._make_config("wss://x/", {"server_stamp": {"offset": 8, "bits": 64}}, [])
+        with self.assertRaises(pipeline.ConfigError) as e:  # checked by the library at start
+            pipeline.Pipeline("wss://127.0.0.1:1/", server_stamp={"width": 3}, quiet=True)
+        self.assertIn("width 3", str(e.exception))
+
     def test_bad_url_carries_library_message(self):
         with self.assertRaises(pipeline.PipelineError) as e:
             pipeline.Pipeline("http://nope", quiet=True)

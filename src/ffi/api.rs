@@ -248,6 +248,19 @@ pub struct PlConfig {
     pub deflate_server_no_context_takeover: bool,
     /// Our messages shorter than this go uncompressed (default 64).
     pub deflate_threshold: usize,
+    /// One-way latency from the server's own stamp (the stats region's
+    /// `server_to_delivered`): the name of a JSON member holding it (`"E"`: the first
+    /// `"E": <integer>` of each message, the integer may be quoted). NULL: see
+    /// `server_stamp_width`.
+    pub server_stamp_field: *const c_char,
+    /// Or a binary stamp: an unsigned integer of `server_stamp_width` bytes (4 or 8; 0:
+    /// no server stamp) at `server_stamp_offset` in each message.
+    pub server_stamp_offset: usize,
+    pub server_stamp_width: u32,
+    /// The binary stamp is big-endian (default: little-endian).
+    pub server_stamp_big_endian: bool,
+    /// The stamp's unit in ns since the Unix epoch: 1 (default) ns, 1000 us, 1000000 ms.
+    pub server_stamp_unit_ns: u64,
 }
 
 /// A received frame, read in place. Give it back with `pl_release`.
@@ -483,6 +496,11 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
             deflate_client_no_context_takeover: false,
             deflate_server_no_context_takeover: false,
             deflate_threshold: crate::ws::DeflateConfig::default().threshold,
+            server_stamp_field: std::ptr::null(),
+            server_stamp_offset: 0,
+            server_stamp_width: 0,
+            server_stamp_big_endian: false,
+            server_stamp_unit_ns: 1,
         };
         // SAFETY: cfg is non-null and writable per the contract.
         unsafe { cfg.write(c) };
@@ -614,6 +632,27 @@ pub(super) unsafe fn to_config(c: &PlConfig) -> Result<Config> {
             )))
         }
     };
+    // SAFETY: NULL or a NUL-terminated string per the contract.
+    let field = unsafe { opt_str(c.server_stamp_field, "server_stamp_field")? };
+    let unit_ns = c.server_stamp_unit_ns;
+    cfg.server_stamp = match (field, c.server_stamp_width) {
+        (Some(name), 0) => Some(crate::latency::ServerStamp::JsonField { name, unit_ns }),
+        (Some(_), w) => {
+            return Err(Error::Config(format!(
+                "PlConfig.server_stamp_field and server_stamp_width = {w}: a JSON field or a binary stamp, not both"
+            )))
+        }
+        (None, 0) => None,
+        (None, w) => Some(crate::latency::ServerStamp::Binary {
+            offset: c.server_stamp_offset,
+            width: u8::try_from(w).unwrap_or(0),
+            big_endian: c.server_stamp_big_endian,
+            unit_ns,
+        }),
+    };
+    if let Some(s) = &cfg.server_stamp {
+        s.check().map_err(|e| Error::Config(format!("PlConfig.server_stamp_*: {e}")))?;
+    }
     Ok(cfg)
 }
 

@@ -18,7 +18,7 @@ pub(crate) mod feed;
 pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind, XdpOptions};
 pub use crate::stage::Subscription;
-pub use crate::latency::Timestamps;
+pub use crate::latency::{ServerStamp, Timestamps};
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -453,6 +453,9 @@ impl Pipeline {
                 crate::ws::frame::MAX_HEADER_LEN
             )));
         }
+        if let Some(s) = &cfg.server_stamp {
+            s.check()?;
+        }
         // Every core must fit a cpu_set_t: checked here, before anything connects or
         // forks (a child must not find out after the fork).
         for &c in &cfg.cores {
@@ -597,6 +600,9 @@ impl Pipeline {
         if let Some(cb) = cb {
             let mut reader = FrameReader::new(frames_rx, inbox.clone());
             reader.record_latency(stats.clone());
+            if let Some(s) = &cfg.server_stamp {
+                reader.record_server_stamp(s);
+            }
             let handler = match cb {
                 Callback::Plain(f) => crate::stage::Handler::Plain(f),
                 Callback::WithSender(make) => crate::stage::Handler::Fallible(make(sender.clone())),
@@ -605,6 +611,9 @@ impl Pipeline {
         } else if !cfg.external_consumer {
             let mut reader = FrameReader::new(frames_rx, inbox.clone());
             reader.record_latency(stats.clone());
+            if let Some(s) = &cfg.server_stamp {
+                reader.record_server_stamp(s);
+            }
             receiver = Some(Receiver {
                 reader,
                 stats: stats.clone(),

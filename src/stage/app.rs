@@ -5,7 +5,7 @@
 use super::websocket::op;
 use super::{Progress, Stage};
 use crate::error::Result;
-use crate::latency::Timestamps;
+use crate::latency::{realtime_offset_ns, ServerStamp, StampReader, Timestamps};
 use crate::ring::{Consumer, MsgInbox, WsFrameInfo};
 use crate::stats::{Counter, StatsRegion};
 
@@ -73,6 +73,10 @@ pub struct FrameReader {
     deliver_now: u64,
     /// Where the stage latencies are recorded (the pipeline's stats region).
     latency: Option<StatsRegion>,
+    /// The server's stamp in each message, for `server_to_delivered`.
+    server: Option<StampReader>,
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, read with `deliver_now` (server stamps only).
+    realtime_off: u64,
 }
 
 impl FrameReader {
@@ -93,6 +97,8 @@ impl FrameReader {
             scanned: r,
             deliver_now: 0,
             latency: None,
+            server: None,
+            realtime_off: 0,
         }
     }
 
@@ -100,6 +106,12 @@ impl FrameReader {
     /// histograms' one writer).
     pub fn record_latency(&mut self, stats: StatsRegion) {
         self.latency = Some(stats);
+    }
+
+    /// Also record the one-way `server_to_delivered` latency from the server's stamp in
+    /// each data message (needs [`FrameReader::record_latency`]).
+    pub fn record_server_stamp(&mut self, s: &ServerStamp) {
+        self.server = Some(s.reader());
     }
 
     /// Switch to deferred release: the caller decides, with
@@ -180,9 +192,21 @@ impl FrameReader {
                     if ts.delivered_ns < ts.parsed_ns {
                         self.deliver_now = crate::stage::now_ns();
                         ts.delivered_ns = self.deliver_now;
+                        if self.server.is_some() {
+                            self.realtime_off = realtime_offset_ns();
+                        }
                     }
                     if let Some(st) = &self.latency {
                         st.record_latency(&ts);
+                        if let Some(sv) = &self.server {
+                            // SAFETY: the frame is taken, not released: its bytes are
+                            // intact until this reader releases them.
+                            let payload = unsafe { self.inbox.slice(pos, info.payload_len as usize) };
+                            let delivered = ts.delivered_ns.wrapping_add(self.realtime_off);
+                            if let Some(sent) = sv.read(payload).filter(|&t| t <= delivered) {
+                                st.record(crate::stats::Latency::ServerToDelivered, delivered - sent);
+                            }
+                        }
                     }
                     let f = RawFrame {
                         ts,

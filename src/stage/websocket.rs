@@ -478,7 +478,7 @@ impl WebSocketStage {
         self.flush_control();
     }
 
-    fn info(&mut self, pos: u64, len: u64, opcode: u8, fin: bool, mut flags: u8, now: u64) {
+    fn info(&mut self, pos: u64, len: u64, opcode: u8, fin: bool, mut flags: u8) {
         if self.lost {
             flags |= WsFrameInfo::FLAG_OVERRUN;
         }
@@ -486,7 +486,6 @@ impl WebSocketStage {
             flags |= WsFrameInfo::FLAG_RECONNECT;
             self.reconnected = false;
         }
-        let _ = now;
         if self.parse_now == 0 {
             self.parse_now = super::now_ns();
         }
@@ -513,17 +512,17 @@ impl WebSocketStage {
     /// needs may go back to the transport once the AppClient gets here (in order, so
     /// after every data frame before it). While a message is being reassembled the
     /// parser keeps its start, so this never releases a message's first fragments.
-    fn marker(&mut self, opcode: u8, now: u64) {
+    fn marker(&mut self, opcode: u8) {
         if self.inflow.is_some() {
             // Control frames have no bytes in MSG_INBOX on the inflow path (this stage
             // releases WIRE_INBOX itself): nothing to release.
             return;
         }
         let p = self.pos + self.parser.releasable() as u64;
-        self.info(p, 0, opcode, true, 0, now);
+        self.info(p, 0, opcode, true, 0);
     }
 
-    fn event(&mut self, ev: Event, slice: &[u8], now: u64) {
+    fn event(&mut self, ev: Event, slice: &[u8]) {
         match ev {
             Event::Data(d) => {
                 let p = self.pos + d.offset as u64;
@@ -532,10 +531,10 @@ impl WebSocketStage {
                 match self.delivery {
                     Delivery::Frames => {
                         let opcode = if d.first { kind } else { op::CONT };
-                        self.info(p, d.len as u64, opcode, d.last, 0, now);
+                        self.info(p, d.len as u64, opcode, d.last, 0);
                     }
                     Delivery::Messages => {
-                        self.info(p, d.len as u64, kind, true, WsFrameInfo::FLAG_MESSAGE, now);
+                        self.info(p, d.len as u64, kind, true, WsFrameInfo::FLAG_MESSAGE);
                         if !single_frame(slice, d.offset, d.len) {
                             self.stats.add(Counter::Reassembled, 1);
                         }
@@ -550,11 +549,11 @@ impl WebSocketStage {
                 // Replaces an older unsent answer: only the latest PING needs one.
                 self.pong = self.control(op::PONG, pl.as_bytes());
                 self.flush_control();
-                self.marker(op::PING, now);
+                self.marker(op::PING);
             }
             Event::Pong(_) => {
                 self.stats.add(Counter::PongsReceived, 1);
-                self.marker(op::PONG, now);
+                self.marker(op::PONG);
             }
             Event::Close(c) => {
                 let why = c.reason_str().to_string();
@@ -583,7 +582,7 @@ impl WebSocketStage {
                 self.close = self.control(op::CLOSE, reply);
                 self.stats.advance_state(&State::Closing);
                 self.flush_control();
-                self.marker(op::CLOSE, now);
+                self.marker(op::CLOSE);
                 self.closed = true;
             }
         }
@@ -614,7 +613,7 @@ fn single_frame(slice: &[u8], off: usize, len: usize) -> bool {
 
 impl WebSocketStage {
     /// Finish what `write` left: publish a frame (Frames delivery) or the message.
-    fn piece_done(&mut self, p: &Piece, now: u64) {
+    fn piece_done(&mut self, p: &Piece) {
         let Some(f) = self.inflow.as_mut() else { return };
         let Some(m) = f.msg.as_mut() else { return };
         let end = f.out.position();
@@ -653,7 +652,7 @@ impl WebSocketStage {
                 self.stats.add(Counter::Overruns, 1);
                 self.lost = true;
             }
-            self.info(pos, len, opcode, fin, flags, now);
+            self.info(pos, len, opcode, fin, flags);
         }
     }
 
@@ -670,7 +669,7 @@ impl WebSocketStage {
             let before = f.out.position();
             match f.write(&mut p, max_message, &self.stats) {
                 PieceOutcome::Done => {
-                    self.piece_done(&p, now);
+                    self.piece_done(&p);
                     n += 1;
                 }
                 PieceOutcome::Stalled => {
@@ -744,7 +743,7 @@ impl WebSocketStage {
                     }
                     let mut p = Piece { pos: base + d.offset as u64, len: d.len, d, tail: None };
                     match f.write(&mut p, max_message, &self.stats) {
-                        PieceOutcome::Done => self.piece_done(&p, now),
+                        PieceOutcome::Done => self.piece_done(&p),
                         PieceOutcome::Stalled => {
                             f.pending = Some(p);
                             break;
@@ -757,7 +756,7 @@ impl WebSocketStage {
                 }
                 Ok(Some(ev)) => {
                     n += 1;
-                    self.event(ev, &[], now);
+                    self.event(ev, &[]);
                     self.stats.add(Counter::Frames, 1);
                     if self.closed {
                         break;
@@ -876,7 +875,7 @@ impl Stage for WebSocketStage {
             }
             match self.parser.next_in_place(slice) {
                 Ok(Some(ev)) => {
-                    self.event(ev, slice, now);
+                    self.event(ev, slice);
                     self.stats.add(Counter::Frames, 1);
                     n += 1;
                     if self.closed {

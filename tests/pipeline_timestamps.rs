@@ -214,6 +214,8 @@ fn server_stamps_give_the_one_way_histogram_json_and_binary() {
     // JSON, milliseconds (an exchange's "E"); stamped a little before the start, so
     // every one-way value is positive and below the test's own duration + 2 ms.
     let (name, _g) = unique("ts_srv_json");
+    // The bound below counts from here: before the stamp is read.
+    let t0 = Instant::now();
     let sent_ms = unix_ns() / 1_000_000 - 2;
     let mut data = Vec::new();
     for i in 0..n {
@@ -226,7 +228,6 @@ fn server_stamps_give_the_one_way_histogram_json_and_binary() {
     encode_server_frame(&mut data, 0x1, true, format!("{{\"E\":{}}}", sent_ms + 3_600_000).as_bytes());
     let mut c = config(&name, script(data, 500), Layout::Threads);
     c.server_stamp = Some(ServerStamp::JsonField { name: "E".into(), unit_ns: 1_000_000 });
-    let t0 = Instant::now();
     let mut p = Pipeline::start(c).unwrap();
     let mut rx = p.receiver().unwrap();
     for i in 0..n + 2 {
@@ -240,6 +241,7 @@ fn server_stamps_give_the_one_way_histogram_json_and_binary() {
 
     // Binary: u64 little-endian ns at offset 8.
     let (name, _g) = unique("ts_srv_bin");
+    let t0 = Instant::now();
     let sent = unix_ns() - 1_000_000;
     let mut data = Vec::new();
     for i in 0..n as u64 {
@@ -250,7 +252,6 @@ fn server_stamps_give_the_one_way_histogram_json_and_binary() {
     }
     let mut c = config(&name, script(data, 0), Layout::Inline);
     c.server_stamp = Some(ServerStamp::Binary { offset: 8, width: 8, big_endian: false, unit_ns: 1 });
-    let t0 = Instant::now();
     let mut p = Pipeline::start(c).unwrap();
     let mut rx = p.receiver().unwrap();
     for i in 0..n {
@@ -266,6 +267,6 @@ fn server_stamps_give_the_one_way_histogram_json_and_binary() {
     let (name, _g) = unique("ts_srv_bad");
     let mut c = config(&name, script(text_frames(3), 0), Layout::Inline);
     c.server_stamp = Some(ServerStamp::Binary { offset: 0, width: 3, big_endian: false, unit_ns: 1 });
-    let e = Pipeline::start(c).err().expect("width 3 refused");
+    let Err(e) = Pipeline::start(c) else { panic!("width 3 accepted") };
     assert!(matches!(e, pipeline::Error::Config(_)) && e.to_string().contains("width 3"), "{e}");
 }

@@ -617,6 +617,9 @@ impl State {
 #[derive(Clone)]
 pub struct StatsRegion {
     region: Arc<Region>,
+    /// The payload is long enough for the latency area (a region this version made; an
+    /// attached older one is shorter): every latency accessor checks this first.
+    lat: bool,
 }
 
 fn spec() -> RegionSpec {
@@ -634,6 +637,7 @@ impl StatsRegion {
     pub fn create(dir: &ShmDir) -> Result<StatsRegion> {
         let region = dir.create_region(names::STATS, spec())?;
         let s = StatsRegion {
+            lat: region.payload_len() >= LAT_END,
             region: Arc::new(region),
         };
         for c in Counter::ALL {
@@ -671,6 +675,7 @@ impl StatsRegion {
             )));
         }
         Ok(StatsRegion {
+            lat: region.payload_len() >= LAT_END,
             region: Arc::new(region),
         })
     }
@@ -939,27 +944,30 @@ impl StatsRegion {
 
     /// Does the region have the latency area (a writer older than it does not)?
     pub fn has_latency(&self) -> bool {
-        self.region.payload_len() >= LAT_END && self.lat32(L_MAGIC).load(Ordering::Acquire) == LAT_MAGIC
+        self.lat && self.lat32(L_MAGIC).load(Ordering::Acquire) == LAT_MAGIC
     }
 
+    /// Callers check `self.lat` first.
     fn lat32(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(self.region.payload_len() >= LAT_END);
-        // SAFETY: LAT_OFF + off (< 64, 4-aligned) lies in the latency header; callers
-        // on an attached region check `has_latency` (the payload is long enough) first.
+        assert!(self.lat, "stats region without a latency area");
+        // SAFETY: LAT_OFF + off (< 64, 4-aligned) lies in the latency header, inside the
+        // payload (`lat`: it reaches LAT_END).
         unsafe { &*(self.region.payload_ptr().add(LAT_OFF + off) as *const AtomicU32) }
     }
 
+    /// Callers check `self.lat` first.
     fn lat64(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(self.region.payload_len() >= LAT_END);
+        assert!(self.lat, "stats region without a latency area");
         // SAFETY: as lat32, 8-aligned (LAT_OFF is page-aligned, off a multiple of 8).
         unsafe { &*(self.region.payload_ptr().add(LAT_OFF + off) as *const AtomicU64) }
     }
 
+    /// Callers check `self.lat` first.
     #[inline]
     fn hist_word(&self, h: Latency, i: usize) -> &AtomicU64 {
-        // SAFETY: word i (< 8 + BUCKETS) of histogram h lies before LAT_END, 8-aligned;
-        // the writer made the region (PAYLOAD >= LAT_END) and readers check
-        // `has_latency` first.
+        debug_assert!(self.lat && i < 8 + BUCKETS);
+        // SAFETY: word i (< 8 + BUCKETS) of histogram h lies before LAT_END, 8-aligned,
+        // and the payload reaches LAT_END (`lat`, checked by every caller).
         unsafe {
             &*(self.region.payload_ptr().add(LAT_OFF + 64 + h as usize * HIST_BYTES + i * 8) as *const AtomicU64)
         }
@@ -978,6 +986,9 @@ impl StatsRegion {
     /// every [`HEARTBEAT_NS`]: one shared load per loop otherwise.
     #[inline]
     pub fn heartbeat(&self, now: u64) {
+        if !self.lat {
+            return;
+        }
         let h = self.lat64(L_HEARTBEAT);
         if now.wrapping_sub(h.load(Ordering::Relaxed)) >= HEARTBEAT_NS {
             h.store(now, Ordering::Relaxed);
@@ -1007,6 +1018,9 @@ impl StatsRegion {
     /// few ns apart) record nothing for that stage, never a wrapped huge value.
     #[inline]
     pub fn record_latency(&self, t: &Timestamps) {
+        if !self.lat {
+            return;
+        }
         let pairs = [
             (Latency::ArrivalToDecrypted, t.arrival_ns, t.decrypted_ns),
             (Latency::DecryptedToParsed, t.decrypted_ns, t.parsed_ns),
@@ -1023,6 +1037,9 @@ impl StatsRegion {
     /// Record one value (ns) in histogram `h` (its one writer only).
     #[inline]
     pub fn record(&self, h: Latency, v: u64) {
+        if !self.lat {
+            return;
+        }
         let bump = |w: &AtomicU64, n: u64| w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
         bump(self.hist_word(h, 8 + bucket_of(v)), 1);
         bump(self.hist_word(h, 0), 1);
@@ -1045,5 +1062,52 @@ impl StatsRegion {
             max_ns: self.hist_word(h, 2).load(Ordering::Relaxed),
             buckets: (0..BUCKETS).map(|b| self.hist_word(h, 8 + b).load(Ordering::Relaxed)).collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_from_before_the_latency_area_reads_without_it() {
+        let name = format!("t{}_stats_old", std::process::id());
+        let dir = ShmDir::create(&name).unwrap();
+        // The layout an older writer made: counters and text, no latency area.
+        let mut sp = spec();
+        sp.payload_bytes = LAT_OFF;
+        drop(dir.create_region(names::STATS, sp).unwrap());
+        let old = StatsRegion::attach(&ShmDir::open(&name).unwrap()).unwrap();
+        assert!(!old.has_latency());
+        assert_eq!((old.owner_pid(), old.last_heartbeat(), old.started_unix_ns()), (0, 0, 0));
+        assert!(old.histogram(Latency::ArrivalToDelivered).is_none());
+        // Writers are no-ops, never a write past the file.
+        old.heartbeat(u64::MAX);
+        old.record_latency(&Timestamps { arrival_ns: 1, decrypted_ns: 2, parsed_ns: 3, delivered_ns: 4 });
+        old.record(Latency::ServerToDelivered, 5);
+        drop(old);
+        drop(dir);
+        let _ = std::fs::remove_dir_all(ShmDir::path_for(&name));
+
+        // A current region: the owner is this process, the heartbeat moves, records count.
+        let name = format!("t{}_stats_new", std::process::id());
+        let dir = ShmDir::create(&name).unwrap();
+        let s = StatsRegion::create(&dir).unwrap();
+        assert!(s.has_latency());
+        assert_eq!(s.owner_pid(), std::process::id());
+        let hb = s.last_heartbeat();
+        s.heartbeat(hb + HEARTBEAT_NS / 2);
+        assert_eq!(s.last_heartbeat(), hb, "at most every HEARTBEAT_NS");
+        s.heartbeat(hb + HEARTBEAT_NS);
+        assert_eq!(s.last_heartbeat(), hb + HEARTBEAT_NS);
+        s.record_latency(&Timestamps { arrival_ns: 100, decrypted_ns: 150, parsed_ns: 140, delivered_ns: 400 });
+        let get = |h| s.histogram(h).unwrap();
+        assert_eq!(get(Latency::ArrivalToDecrypted).sum_ns, 50);
+        assert_eq!(get(Latency::DecryptedToParsed).count, 0, "out of order: not recorded");
+        assert_eq!(get(Latency::ParsedToDelivered).sum_ns, 260);
+        assert_eq!((get(Latency::ArrivalToDelivered).count, get(Latency::ArrivalToDelivered).max_ns), (1, 300));
+        drop(s);
+        drop(dir);
+        let _ = std::fs::remove_dir_all(ShmDir::path_for(&name));
     }
 }

@@ -656,6 +656,20 @@ enum PlResult pl_poll(struct pl_pipeline *p, struct PlFrame *out);
 // `out` NULL or writable for `out->struct_size` bytes.
 enum PlResult pl_message_timestamps(struct PlTimestamps *out);
 
+// A file descriptor to wait on instead of spinning on `pl_poll`: an eventfd (owned by
+// the pipeline; do not close or read it, it is valid until `pl_free`) that becomes
+// readable when frames are ready or the state changed (the end of the stream among
+// them). From this call on, a `pl_poll` that returns `PL_ERR_WOULD_BLOCK` has armed it:
+// the producing stage writes it once when it next publishes, and not at all while you
+// keep up. So: poll until `PL_ERR_WOULD_BLOCK`, then `poll(2)`/`epoll`/your event loop
+// on the fd, then poll again. Wakeups may be spurious; after `PL_ERR_CLOSED` it stays
+// readable. Every layout (a `processes` stage inherited it at the fork). Polling
+// delivery only: `PL_ERR_CONFIG` with a callback or an external consumer.
+//
+// # Safety
+// `p` from `pl_start`, `fd` writable.
+enum PlResult pl_event_fd(struct pl_pipeline *p, int *fd);
+
 // A CLOCK_MONOTONIC ns stamp (`PlTimestamps`) as ns since the Unix epoch (reads both
 // clocks now: exact unless the wall clock steps in between).
 uint64_t pl_monotonic_to_unix_ns(uint64_t mono_ns);
@@ -741,10 +755,20 @@ enum PlResult pl_get_disconnect(struct pl_pipeline *p,
                                 char *message,
                                 size_t len);
 
-// A snapshot of every counter. Thread-safe.
+// A snapshot of every counter. Thread-safe. `size` is the caller's `sizeof(PlStats)`
+// (the header's `pl_get_stats(p, out)` macro passes it): only that many bytes are
+// written, so a program built against an older header gets the counters it knows.
 //
 // # Safety
-// `p` from `pl_start`; `out` writable.
+// `p` from `pl_start`; `out` has `size` writable bytes.
+enum PlResult pl_get_stats_size(struct pl_pipeline *p, struct PlStats *out, size_t size);
+
+// The 0.1 layout's counters only (`PL_STATS_MIN_SIZE` bytes): the symbol programs
+// built before the sized call use. The header's `pl_get_stats` macro calls
+// `pl_get_stats_size` instead.
+//
+// # Safety
+// `p` from `pl_start`; `out` writable for the 0.1 `PlStats`.
 enum PlResult pl_get_stats(struct pl_pipeline *p, struct PlStats *out);
 
 // Copy the pipeline's shared-memory name into `buf` (NUL-terminated, truncated);
@@ -811,9 +835,17 @@ enum PlResult pl_feed_rotate(struct pl_feed *f, bool forced);
 // Counters: `leg` < 0 gives the feed's own (`feed_delivered`, `feed_gaps`, ..., and
 // the legs' feed counters summed); otherwise that leg's pipeline counters with its
 // `feed_*` counters (won, dups, lag histogram). `PL_ERR_CONFIG` for an empty slot.
+// `size` is the caller's `sizeof(PlStats)` (the header's `pl_feed_get_stats` macro).
 //
 // # Safety
-// `f` from `pl_feed_start`; `out` writable.
+// `f` from `pl_feed_start`; `out` has `size` writable bytes.
+enum PlResult pl_feed_get_stats_size(struct pl_feed *f, int leg, struct PlStats *out, size_t size);
+
+// The 0.1 layout's counters only: the symbol programs built before the sized call
+// use (the header's `pl_feed_get_stats` macro calls `pl_feed_get_stats_size`).
+//
+// # Safety
+// `f` from `pl_feed_start`; `out` writable for the 0.1 `PlStats`.
 enum PlResult pl_feed_get_stats(struct pl_feed *f, int leg, struct PlStats *out);
 
 // Close every leg (the close handshake; they do not reconnect). Poll until
@@ -865,4 +897,12 @@ enum PlResult pl_sender_set_error(struct pl_sender *s, const char *reason);
  * so a program built against this header keeps working with a newer library. */
 #ifndef pl_config_init
 #define pl_config_init(cfg) pl_config_init_size((cfg), sizeof(*(cfg)))
+#endif
+/* Likewise pl_get_stats / pl_feed_get_stats fill as many counters as the caller's
+ * PlStats has. */
+#ifndef pl_get_stats
+#define pl_get_stats(p, out) pl_get_stats_size((p), (out), sizeof(*(out)))
+#endif
+#ifndef pl_feed_get_stats
+#define pl_feed_get_stats(f, leg, out) pl_feed_get_stats_size((f), (leg), (out), sizeof(*(out)))
 #endif

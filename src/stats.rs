@@ -16,7 +16,9 @@
 //! error) or the stage's signal / exit status; `pid` and `exit` ([`StageExit`]) for a
 //! dead stage; `aux` the server's close reason or the stage's name.
 //! Control area (header page): `running` (u32: 1 run, 0 drain and stop, 2 stop now) at
-//! 0, `reason_claimed` (u32: 0 free, 1 being written, 2 published) at 4.
+//! 0, `reason_claimed` (u32: 0 free, 1 being written, 2 published) at 4, and on its own
+//! line at 64 the polling consumer's `armed` word (u32: 1 = asleep on the event fd, see
+//! `ring::wakeup`).
 //!
 //! Writers: every counter has exactly one owner stage, which updates it with a Relaxed
 //! load + Relaxed store ([`StatsRegion::add`]): no read-modify-write instruction on the
@@ -26,10 +28,11 @@
 //! an echo of the shutdown it triggered.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::latency::{bucket_of, HistogramSnapshot, Timestamps, BUCKETS};
+use crate::ring::wakeup::{self, EventFd, Signal};
 use crate::shm::{names, Region, RegionKind, RegionSpec, ShmDir};
 
 macro_rules! counters {
@@ -316,6 +319,10 @@ const R_AUX_LEN: usize = 20;
 
 const RUNNING_OFF: usize = 0;
 const CLAIM_OFF: usize = 4;
+// Written by the consumer when it goes to sleep, read by the producer per publish: away
+// from `running`, which every stage loads every loop.
+#[cfg(not(pipeline_loom))]
+const ARMED_OFF: usize = 64;
 
 /// How a stage process ended (the `processes` layout's supervisor saw it go).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -620,6 +627,9 @@ pub struct StatsRegion {
     /// The payload is long enough for the latency area (a region this version made; an
     /// attached older one is shorter): every latency accessor checks this first.
     lat: bool,
+    /// The polling consumer's eventfd, set once before the stages are placed (so
+    /// threads share it and forked stage processes inherit it); unset without one.
+    wake: Arc<OnceLock<EventFd>>,
 }
 
 fn spec() -> RegionSpec {
@@ -639,6 +649,7 @@ impl StatsRegion {
         let s = StatsRegion {
             lat: region.payload_len() >= LAT_END,
             region: Arc::new(region),
+            wake: Arc::new(OnceLock::new()),
         };
         for c in Counter::ALL {
             let name = c.name().as_bytes();
@@ -677,6 +688,7 @@ impl StatsRegion {
         Ok(StatsRegion {
             lat: region.payload_len() >= LAT_END,
             region: Arc::new(region),
+            wake: Arc::new(OnceLock::new()),
         })
     }
 
@@ -686,7 +698,7 @@ impl StatsRegion {
     }
 
     fn ctl32(&self, off: usize) -> &AtomicU32 {
-        // SAFETY: offsets 0 and 4 are inside the header page's control area, 4-aligned.
+        // SAFETY: offsets 0, 4 and 64 are inside the header page's control area, 4-aligned.
         unsafe { &*(self.region.ctl_ptr().add(off) as *const AtomicU32) }
     }
 
@@ -816,6 +828,7 @@ impl StatsRegion {
         }
         self.slot(Counter::State as usize)
             .fetch_max(s.code(), Ordering::AcqRel);
+        self.wake_consumer();
     }
 
     /// The kind of the last loss that reconnected.
@@ -846,7 +859,64 @@ impl StatsRegion {
         let _ = self
             .ctl32(CLAIM_OFF)
             .compare_exchange(2, 0, Ordering::AcqRel, Ordering::Acquire);
+        self.wake_consumer();
         true
+    }
+
+    // ------------------------------------------------- the polling consumer's wakeup
+
+    /// Give the pipeline its consumer eventfd (once, before the stages are placed).
+    pub(crate) fn set_wakeup(&self, fd: EventFd) {
+        let _ = self.wake.set(fd);
+    }
+
+    /// The consumer eventfd, if the pipeline has one.
+    pub(crate) fn wakeup_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.wake.get().map(|f| f.raw())
+    }
+
+    /// Producer side: frames were published or the state moved; wake the consumer if it
+    /// is asleep (see `ring::wakeup` for the protocol).
+    #[inline]
+    pub(crate) fn wake_consumer(&self) {
+        if let Some(fd) = self.wake.get() {
+            wakeup::notify(self.armed(), fd);
+        }
+    }
+
+    /// The armed word, in the model checker's atomics when it runs (only the ring and
+    /// wakeup models run under loom; this keeps the rest compiling).
+    #[cfg(not(pipeline_loom))]
+    fn armed(&self) -> &AtomicU32 {
+        self.ctl32(ARMED_OFF)
+    }
+    #[cfg(pipeline_loom)]
+    fn armed(&self) -> &'static loom::sync::atomic::AtomicU32 {
+        unreachable!("the stats region has no wakeup under loom")
+    }
+
+    /// Consumer side: arm before the second look (false without an eventfd).
+    pub(crate) fn arm_consumer(&self) -> bool {
+        match self.wake.get() {
+            Some(fd) => {
+                wakeup::arm(self.armed(), fd);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Consumer side: the second look found something.
+    pub(crate) fn disarm_consumer(&self) {
+        wakeup::disarm(self.armed());
+    }
+
+    /// Consumer side: the stream is over; keep the eventfd readable from now on, so a
+    /// waiter that looks again returns at once instead of sleeping forever.
+    pub(crate) fn wakeup_forever(&self) {
+        if let Some(fd) = self.wake.get() {
+            fd.signal();
+        }
     }
 
     /// Disconnect with `reason` (the first reason wins) and stop every stage.

@@ -49,4 +49,10 @@ if ! "$VENV/bin/python" -c 'import websockets' 2>/dev/null; then
   log "installing websockets into $VENV"
   "$VENV/bin/pip" install --quiet 'websockets>=12'
 fi
+# numpy: python/tests checks that numpy views of released payloads never read reused
+# shared memory.
+if ! "$VENV/bin/python" -c 'import numpy' 2>/dev/null; then
+  log "installing numpy into $VENV"
+  "$VENV/bin/pip" install --quiet numpy
+fi
 log "ok"

@@ -13,7 +13,7 @@ use pipeline::stats::{DisconnectReason, Latency, State, StatsRegion};
 
 use crate::usage_error;
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     for c in s.chars() {
         match c {

@@ -247,6 +247,8 @@ def load():
     lib.pl_start.restype = c_int
     lib.pl_start.argtypes = [POINTER(PlConfig), POINTER(c_void_p)]
     lib.pl_poll.restype = c_int
+    lib.pl_event_fd.restype = c_int
+    lib.pl_event_fd.argtypes = [c_void_p, POINTER(c_int)]
     lib.pl_get_reconnect.argtypes = [c_void_p, POINTER(c_uint32), POINTER(c_uint32), POINTER(c_uint64),
                                      POINTER(c_uint64)]
     lib.pl_get_reconnect.restype = c_int
@@ -271,8 +273,8 @@ def load():
     lib.pl_get_disconnect.argtypes = [c_void_p, POINTER(PlDisconnect), c_void_p, c_size_t]
     lib.pl_disconnect_kind_name.restype = c_char_p
     lib.pl_disconnect_kind_name.argtypes = [c_uint32]
-    lib.pl_get_stats.restype = c_int
-    lib.pl_get_stats.argtypes = [c_void_p, POINTER(PlStats)]
+    lib.pl_get_stats_size.restype = c_int
+    lib.pl_get_stats_size.argtypes = [c_void_p, POINTER(PlStats), c_size_t]
     lib.pl_get_name.restype = c_size_t
     lib.pl_get_name.argtypes = [c_void_p, c_void_p, c_size_t]
     lib.pl_stop.restype = c_int
@@ -289,8 +291,8 @@ def load():
     lib.pl_feed_release.argtypes = [c_void_p, POINTER(PlFeedItem)]
     lib.pl_feed_rotate.restype = c_int
     lib.pl_feed_rotate.argtypes = [c_void_p, c_bool]
-    lib.pl_feed_get_stats.restype = c_int
-    lib.pl_feed_get_stats.argtypes = [c_void_p, c_int, POINTER(PlStats)]
+    lib.pl_feed_get_stats_size.restype = c_int
+    lib.pl_feed_get_stats_size.argtypes = [c_void_p, c_int, POINTER(PlStats), c_size_t]
     lib.pl_feed_close.restype = c_int
     lib.pl_feed_close.argtypes = [c_void_p, c_uint16, c_char_p]
     lib.pl_feed_free.restype = None

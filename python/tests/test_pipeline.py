@@ -137,7 +137,9 @@ class Sim:
                 f.close()
 
 
-class Live(unittest.TestCase):
+class WithCerts(unittest.TestCase):
+    """A test CA and server certificate (tools/testcerts.sh) in `cls.certs` for the class."""
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
@@ -147,6 +149,9 @@ class Live(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.tmp.cleanup()
+
+
+class Live(WithCerts):
 
     def opts(self):
         return dict(ca_file=str(self.certs / "ca.pem"), layout="inline", wait="backoff", quiet=True)
@@ -245,10 +250,10 @@ class Live(unittest.TestCase):
             sim.kill()
 
     def test_compression_option_errors(self):
-        with self.assertRaises(pipeline.PipelineError):
-            pipeline.Pipeline("ws://127.0.0.1:1/", compression={"bogus": 1}, quiet=True)
-        with self.assertRaises(pipeline.PipelineError):
-            pipeline.Pipeline("ws://127.0.0.1:1/", compression={"server_max_window_bits": 16}, quiet=True)
+        # ConfigError (a ValueError) like every other bad option, before any connect.
+        for bad in ({"bogus": 1}, {"server_max_window_bits": 16}, {"threshold": -1}, "gzip"):
+            with self.assertRaises(pipeline.ConfigError, msg=repr(bad)):
+                pipeline.Pipeline("ws://127.0.0.1:1/", compression=bad, quiet=True)
 
     def test_send_echo_text(self):
         sim = Sim(self.certs, "--count", "0")

@@ -1,7 +1,7 @@
 //! The pipeline's C API: config, start, send, receive (callback or polling), state,
 //! stats, close, stop, free. Thin wrappers over [`crate::pipeline::Pipeline`].
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::boundary;
 use crate::error::{Error, Result};
 use crate::ffi_nonnull;
-use crate::pipeline::{Config, Pipeline, Receiver, TransportKind};
+use crate::pipeline::{Config, Pipeline, Polled, Receiver, TransportKind};
 use crate::ring::OverrunPolicy;
 use crate::runner::{Layout, WaitKind};
 use crate::stage::{Delivery, SyntheticScript};
@@ -749,10 +749,8 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
         let pp = pipe_ref(p);
         let mut guard = pp.polling()?;
         let poll = guard.as_mut().map_err(|why| Error::Config((*why).into()))?;
-        // Read before taking: "disconnected and nothing taken" then means drained.
-        let disconnected = matches!(pp.p.state(), State::Disconnected { .. });
-        match poll.rx.next_raw() {
-            Some(f) => {
+        match poll.rx.poll_raw() {
+            Polled::Frame(f) => {
                 // SAFETY: the frame is not yet released; the pointer stays valid until
                 // pl_release per the documented contract.
                 let payload = unsafe { poll.rx.reader().payload(&f) }.as_ptr();
@@ -771,11 +769,11 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
                 };
                 Ok(())
             }
-            None if disconnected => Err(Error::Closed(match pp.p.state() {
+            Polled::Ended => Err(Error::Closed(match pp.p.state() {
                 State::Disconnected { reason } => reason.message,
                 _ => String::new(),
             })),
-            None => Err(Error::WouldBlock),
+            Polled::Empty => Err(Error::WouldBlock),
         }
     })
 }
@@ -837,6 +835,35 @@ pub unsafe extern "C" fn pl_message_timestamps(out: *mut PlTimestamps) -> super:
                 full.struct_size,
             )
         };
+        Ok(())
+    })
+}
+
+/// A file descriptor to wait on instead of spinning on `pl_poll`: an eventfd (owned by
+/// the pipeline; do not close or read it, it is valid until `pl_free`) that becomes
+/// readable when frames are ready or the state changed (the end of the stream among
+/// them). From this call on, a `pl_poll` that returns `PL_ERR_WOULD_BLOCK` has armed it:
+/// the producing stage writes it once when it next publishes, and not at all while you
+/// keep up. So: poll until `PL_ERR_WOULD_BLOCK`, then `poll(2)`/`epoll`/your event loop
+/// on the fd, then poll again. Wakeups may be spurious; after `PL_ERR_CLOSED` it stays
+/// readable. Every layout (a `processes` stage inherited it at the fork). Polling
+/// delivery only: `PL_ERR_CONFIG` with a callback or an external consumer.
+///
+/// # Safety
+/// `p` from `pl_start`, `fd` writable.
+#[no_mangle]
+pub unsafe extern "C" fn pl_event_fd(p: *mut pl_pipeline, fd: *mut c_int) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p, fd);
+        let pp = pipe_ref(p);
+        let mut guard = pp.polling()?;
+        let poll = guard.as_mut().map_err(|why| Error::Config((*why).into()))?;
+        let v = poll
+            .rx
+            .event_fd()
+            .ok_or_else(|| Error::Config("this pipeline has no event fd".into()))?;
+        // SAFETY: fd is non-null and writable.
+        unsafe { *fd = v };
         Ok(())
     })
 }
@@ -1334,28 +1361,32 @@ pub unsafe extern "C" fn pl_get_disconnect(
     })
 }
 
-/// A snapshot of every counter. Thread-safe.
+/// A snapshot of every counter. Thread-safe. `size` is the caller's `sizeof(PlStats)`
+/// (the header's `pl_get_stats(p, out)` macro passes it): only that many bytes are
+/// written, so a program built against an older header gets the counters it knows.
 ///
 /// # Safety
-/// `p` from `pl_start`; `out` writable.
+/// `p` from `pl_start`; `out` has `size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn pl_get_stats(p: *mut pl_pipeline, out: *mut PlStats) -> super::PlResult {
+pub unsafe extern "C" fn pl_get_stats_size(p: *mut pl_pipeline, out: *mut PlStats, size: usize) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, out);
         let s = pipe_ref(p).p.stats();
-        let mut o = PlStats::default();
-        // SAFETY: PlStats is COUNTERS u64 fields in Counter order (asserted size, repr(C)).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                s.values.as_ptr(),
-                &mut o as *mut PlStats as *mut u64,
-                COUNTERS,
-            )
-        };
-        // SAFETY: out is non-null and writable.
-        unsafe { *out = o };
-        Ok(())
+        // SAFETY: the caller promises `size` writable bytes at out (checked range).
+        unsafe { super::abi::write_stats(&s.values, out, size) }
     })
+}
+
+/// The 0.1 layout's counters only (`PL_STATS_MIN_SIZE` bytes): the symbol programs
+/// built before the sized call use. The header's `pl_get_stats` macro calls
+/// `pl_get_stats_size` instead.
+///
+/// # Safety
+/// `p` from `pl_start`; `out` writable for the 0.1 `PlStats`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_get_stats(p: *mut pl_pipeline, out: *mut PlStats) -> super::PlResult {
+    // SAFETY: as above, with the frozen size.
+    unsafe { pl_get_stats_size(p, out, super::abi::PL_STATS_MIN_SIZE) }
 }
 
 /// Copy the pipeline's shared-memory name into `buf` (NUL-terminated, truncated);

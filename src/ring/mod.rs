@@ -14,6 +14,11 @@ mod msg_inbox;
 mod msg_outbox;
 mod spsc;
 mod types;
+#[cfg(not(pipeline_loom))]
+pub(crate) mod wakeup;
+// Public under loom only, for its model in tests/loom_ring.rs.
+#[cfg(pipeline_loom)]
+pub mod wakeup;
 
 pub use bytes::ByteRing;
 pub use msg_inbox::{InboxWriter, MsgInbox, OverrunPolicy, StampCursor};

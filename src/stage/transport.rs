@@ -8,13 +8,15 @@
 //! MSG_OUTBOX records, PONG and CLOSE replies from the PONGS ring, the close
 //! handshake's end.
 
+use std::sync::{Arc, Mutex};
+
 use super::websocket::op;
 use super::{Progress, Stage};
 use crate::error::{Error, Result};
 use crate::ring::{Consumer, InboxWriter, OutboxKind, OutboxReader, PongFrame, FLAG_MORE};
 use crate::stats::{Counter, DisconnectKind, DisconnectReason, State, StatsRegion};
 use crate::ws::deflate::Deflater;
-use crate::ws::{ClientHandshake, FrameBuilder, HandshakeStatus, OpCode};
+use crate::ws::{ClientHandshake, FrameBuilder, HandshakeStatus, OpCode, Upgrade};
 
 /// Counters a transport keeps (copied into the stats region by the stage).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -211,6 +213,9 @@ pub struct TransportStage<T: Transport> {
     deflater: Option<Deflater>,
     /// The message being sent in fragments is compressed.
     compressing: bool,
+    /// Where a completed upgrade is recorded for `Pipeline::upgrade` (set-up runs in
+    /// the caller's process, so the first one always lands there).
+    upgrade_record: Option<Arc<Mutex<Option<Upgrade>>>>,
 }
 
 impl<T: Transport> TransportStage<T> {
@@ -260,7 +265,14 @@ impl<T: Transport> TransportStage<T> {
             user_close_sent: false,
             deflater: None,
             compressing: false,
+            upgrade_record: None,
         })
+    }
+
+    /// Record every completed upgrade (request, response, subprotocol) in `record`.
+    pub fn with_upgrade_record(mut self, record: Arc<Mutex<Option<Upgrade>>>) -> Self {
+        self.upgrade_record = Some(record);
+        self
     }
 
     /// Reconnect on the losses `opts.reconnect` allows, send `opts.subscriptions` after
@@ -545,7 +557,7 @@ impl<T: Transport> TransportStage<T> {
             Err(Error::Closed(why) | Error::Reset(why)) => {
                 return Err(Error::WebSocket {
                     close_code: 0,
-                    reason: format!("connection closed during the upgrade: {why}"),
+                    reason: format!("connection closed during the upgrade: {why}{}", hs.closed_hint()),
                 })
             }
             Err(e) => return Err(e),
@@ -554,6 +566,9 @@ impl<T: Transport> TransportStage<T> {
             return Ok(moved);
         }
         if let HandshakeStatus::Done { consumed, .. } = hs.feed(&buf[..n])? {
+            if let Some(r) = &self.upgrade_record {
+                *r.lock().unwrap_or_else(|e| e.into_inner()) = hs.upgrade();
+            }
             // The agreed permessage-deflate parameters, for the WebSocket stage (stored
             // with the generation, before the first byte after the upgrade is
             // committed) and a fresh compressor: every connection negotiates anew and

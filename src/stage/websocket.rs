@@ -180,6 +180,14 @@ impl Inflow {
             return PieceOutcome::Fail(ws::close_code::INTERNAL_ERROR, "websocket stage: piece without a message".into());
         };
         if !p.d.compressed {
+            // The parser's limit has slack for compressed wire bytes when deflate is
+            // offered; an uncompressed message gets the exact one here.
+            if m.written + p.len > max_message {
+                return PieceOutcome::Fail(
+                    ws::close_code::MESSAGE_TOO_BIG,
+                    format!("message too big: more than the configured limit of {max_message} bytes"),
+                );
+            }
             while p.len > 0 {
                 let b = self.out.buf(p.len);
                 if b.is_empty() {
@@ -412,7 +420,7 @@ impl WebSocketStage {
         if self.frames.stage(g).is_err() {
             self.stats.add(Counter::FrameRingFull, 1);
         }
-        self.frames.publish();
+        self.publish_frames();
         if self.inflow.is_none() {
             self.inbox.set_parsed_pos(self.pos);
         }
@@ -612,6 +620,14 @@ fn single_frame(slice: &[u8], off: usize, len: usize) -> bool {
 }
 
 impl WebSocketStage {
+    /// Publish the staged WS_FRAME_INFO entries and wake a polling consumer asleep on
+    /// its event fd (a fence and a load unless it is asleep: `ring::wakeup`).
+    #[inline]
+    fn publish_frames(&mut self) {
+        self.frames.publish();
+        self.stats.wake_consumer();
+    }
+
     /// Finish what `write` left: publish a frame (Frames delivery) or the message.
     fn piece_done(&mut self, p: &Piece) {
         let Some(f) = self.inflow.as_mut() else { return };
@@ -680,7 +696,7 @@ impl WebSocketStage {
                     return Ok(Progress::from_bool(moved || progressed));
                 }
                 PieceOutcome::Fail(code, why) => {
-                    self.frames.publish();
+                    self.publish_frames();
                     self.defer_fail(code, why, now);
                     self.fail_when_taken(now);
                     return Ok(Progress::Busy);
@@ -707,7 +723,7 @@ impl WebSocketStage {
                 self.old_tail_done = true;
             }
             if n > 0 {
-                self.frames.publish();
+                self.publish_frames();
             }
             return Ok(Progress::from_bool(moved || n > 0));
         }
@@ -766,10 +782,8 @@ impl WebSocketStage {
                     need_more = true;
                     break;
                 }
-                Err(Error::WebSocket { close_code, mut reason }) => {
-                    if close_code == ws::close_code::MESSAGE_TOO_BIG {
-                        reason = format!("{reason} (max_message {} bytes)", self.max_message);
-                    }
+                Err(Error::WebSocket { close_code, reason }) => {
+                    let reason = with_limit(close_code, reason, self.max_message);
                     self.defer_fail(close_code, reason, now);
                     n += 1;
                     break;
@@ -790,7 +804,7 @@ impl WebSocketStage {
         f.wire.set_parsed_pos(self.pos);
         moved |= released > 0;
         if n > 0 {
-            self.frames.publish();
+            self.publish_frames();
             let ring = self.frames.ring();
             self.stats.max(Counter::FrameRingHighWater, self.frames.position() - ring.tail());
         }
@@ -886,13 +900,10 @@ impl Stage for WebSocketStage {
                     need_more = true;
                     break;
                 }
-                Err(Error::WebSocket { close_code, mut reason }) => {
-                    if close_code == ws::close_code::MESSAGE_TOO_BIG {
-                        reason = format!("{reason} (max_message {} bytes)", self.max_message);
-                    }
+                Err(Error::WebSocket { close_code, reason }) => {
+                    let reason = with_limit(close_code, reason, self.max_message);
                     // Stop parsing now; fail once the messages before it are taken.
-                    self.closed = true;
-                    self.failing = Some((close_code, reason, now));
+                    self.defer_fail(close_code, reason, now);
                     n += 1;
                     break;
                 }
@@ -919,7 +930,7 @@ impl Stage for WebSocketStage {
             n += 1;
         }
         if n > 0 {
-            self.frames.publish();
+            self.publish_frames();
             self.inbox.set_parsed_pos(self.pos);
             let ring = self.frames.ring();
             self.stats.max(
@@ -932,3 +943,14 @@ impl Stage for WebSocketStage {
         Ok(Progress::from_bool(n > 0 || sent))
     }
 }
+
+/// A parser's 1009 reason with the configured limit, which the parser (seeing the
+/// wire limit) does not know.
+fn with_limit(close_code: u16, reason: String, max_message: usize) -> String {
+    if close_code == ws::close_code::MESSAGE_TOO_BIG {
+        format!("{reason} (max_message {max_message} bytes)")
+    } else {
+        reason
+    }
+}
+

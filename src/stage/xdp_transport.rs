@@ -264,21 +264,32 @@ impl XdpTransport {
             moved = true;
         }
         while let Some(t) = self.conn.poll_transmit(self.now_us) {
-            moved = true;
             match t {
                 Transmit::Control(seg) => {
                     let Some(addr) = self.free_ack.pop() else {
-                        self.ack_drops += 1; // TCP repeats what matters (SYN, FIN, ACK on the next segment)
+                        if seg.flags == crate::wire::tcp::flags::ACK {
+                            // Out of ACK frames (a burst of duplicate ACKs during loss
+                            // recovery, completions not back yet): keep the ACK owed
+                            // and stop until frames return; TCP sends one up-to-date
+                            // ACK then. Dropping them cost the sender its fast
+                            // retransmits (3 % loss: 40,952 ACKs lost in 100,000 msgs).
+                            self.conn.defer_ack(&seg);
+                            break;
+                        }
+                        self.ack_drops += 1; // TCP repeats SYN, FIN and RST by its timers
+                        moved = true;
                         continue;
                     };
+                    moved = true;
                     let n = {
                         // SAFETY: `addr` is a TX frame this transport holds (see `tx_frame`).
-                let f = unsafe { tx_frame(self.umem, addr) };
+                        let f = unsafe { tx_frame(self.umem, addr) };
                         self.conn.emit_control(&seg, f)?
                     };
                     Self::push(&mut self.ack_outbox, addr, n, FrameType::Ack);
                 }
                 Transmit::Retransmit { handle, seq, len } => {
+                    moved = true;
                     if !self.retransmit(handle, seq, len)? {
                         self.blocked_rtx = Some((handle, seq, len));
                         break;

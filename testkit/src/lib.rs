@@ -4,7 +4,7 @@
 //!
 //! | module | holds |
 //! | --- | --- |
-//! | [`netns`], [`exsim`], [`feed`] | re-exported from `pipeline-netbed` (the one copy, shared with `pipeline demo`): the veth pair between two namespaces, the exchange simulator, its feed format |
+//! | [`netns`], [`exchange`], [`exsim`], [`feed`] | re-exported from `pipeline-netbed` (the one copy, shared with `pipeline demo`): the veth pair between two namespaces, the Rust feed server, the exchange simulator, its feed format |
 //! | [`alloc`] | a counting global allocator for the no-allocation tests |
 //! | [`certs`] | the test CA and leaves, generated once per target directory |
 //! | [`python`] | the venv interpreter that has `websockets` |
@@ -20,8 +20,8 @@
 //! the library, because users reach it — `pipeline connect --synthetic N`, the C API's
 //! `PL_TRANSPORT_SYNTHETIC` — to try layouts and the stats tool without a network.
 
-pub use pipeline_netbed::process::ChildGuard;
-pub use pipeline_netbed::{exsim, feed, netns, plot};
+pub use pipeline_netbed::process::{gettid, ChildGuard};
+pub use pipeline_netbed::{exchange, exsim, feed, netns, plot};
 
 pub mod alloc;
 pub mod c_program;

@@ -139,6 +139,8 @@ struct OutMsg {
     frame_first: bool,
     kind: MessageKind,
     compressed: bool,
+    /// A frame of it ended before its last one (joined: `reassembled` in Messages).
+    fragmented: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -655,7 +657,13 @@ impl WebSocketStage {
             _ => None,
         };
         let compressed = m.compressed;
+        if p.d.frame_end && !p.d.last {
+            m.fragmented = true;
+        }
         if p.d.last {
+            if m.fragmented && self.delivery == Delivery::Messages {
+                self.stats.add(Counter::Reassembled, 1);
+            }
             f.msg = None;
             self.stats.add(Counter::Messages, 1);
             if compressed {
@@ -752,6 +760,7 @@ impl WebSocketStage {
                             frame_first: true,
                             kind: d.kind,
                             compressed: d.compressed,
+                            fragmented: false,
                         });
                     }
                     if d.frame_end {

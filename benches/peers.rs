@@ -77,7 +77,9 @@ use pipeline_testkit::feed::mono_ns;
 use pipeline_testkit::netns::{self, Side, TestBed};
 use pipeline_testkit::plot::{latency_svg, Curve};
 use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
+use pipeline::latency::HistogramSnapshot;
 use pipeline::runner::{Layout, WaitKind};
+use pipeline::stats::Latency;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -228,11 +230,22 @@ struct Recorder {
     first_ns: u64,
     end_ns: u64,
     lat: Vec<u64>,
+    /// Our Pipelines: the stats region's stage histograms over this run (not the warm-up).
+    stages: Vec<(Latency, HistogramSnapshot)>,
 }
 
 impl Recorder {
     fn new(size: usize, count: u64, latency: bool) -> Recorder {
-        Recorder { size, latency, got: 0, bad: 0, first_ns: 0, end_ns: 0, lat: Vec::with_capacity(if latency { count as usize } else { 0 }) }
+        Recorder {
+            size,
+            latency,
+            got: 0,
+            bad: 0,
+            first_ns: 0,
+            end_ns: 0,
+            lat: Vec::with_capacity(if latency { count as usize } else { 0 }),
+            stages: Vec::new(),
+        }
     }
     #[inline]
     fn on_binary(&mut self, p: &[u8]) {
@@ -316,6 +329,11 @@ struct PipelinePeer {
     what: &'static str,
 }
 
+/// The stats region's stage histograms of `p` as they are now.
+fn stage_histograms(p: &Pipeline) -> Vec<(Latency, HistogramSnapshot)> {
+    Latency::ALL.iter().filter_map(|&h| Some((h, p.stats_region().histogram(h)?))).collect()
+}
+
 fn wait_kind() -> WaitKind {
     match std::env::var("PL_BENCH_WAIT").as_deref() {
         Ok("backoff") => WaitKind::Backoff,
@@ -383,6 +401,7 @@ impl Peer for PipelinePeer {
         s.latency.store(latency, Ordering::SeqCst);
         *s.lat.lock().unwrap() = Vec::with_capacity(if latency { count as usize } else { 0 });
         *s.waiter.lock().unwrap() = Some(std::thread::current());
+        let before = stage_histograms(&self.p);
         self.p.send_text(&command(size, count, rate)).unwrap_or_else(|e| panic!("{}: send: {e}", self.what));
         let deadline = Instant::now() + T + Duration::from_nanos(count * 1_000_000_000 / rate.max(1));
         while !s.done.load(Ordering::Acquire) {
@@ -401,6 +420,11 @@ impl Peer for PipelinePeer {
         r.first_ns = s.first_ns.load(Ordering::SeqCst);
         r.end_ns = s.end_ns.load(Ordering::SeqCst);
         r.lat = std::mem::take(&mut *s.lat.lock().unwrap());
+        r.stages = stage_histograms(&self.p)
+            .into_iter()
+            .zip(before)
+            .map(|((h, after), (_, before))| (h, after.since(&before)))
+            .collect();
         r
     }
     fn tid(&self) -> i32 {
@@ -676,6 +700,7 @@ struct Run {
     /// Hypervisor steal on CPU 0 + CPU 1 during the run (ms, tick-sampled).
     steal_ms: u64,
     lat_ns: Vec<u64>,
+    stages: Vec<(Latency, HistogramSnapshot)>,
 }
 
 impl Run {
@@ -750,6 +775,7 @@ impl Env<'_> {
             preempted,
             steal_ms,
             lat_ns: r.lat,
+            stages: r.stages,
         }
     }
 }
@@ -966,6 +992,17 @@ fn main() {
                 r.preempted,
                 r.steal_ms
             );
+            for (h, snap) in &r.stages {
+                eprintln!(
+                    "      {:<22} {:>7} msgs  p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs  max {:>8.1} µs",
+                    h.name(),
+                    snap.count,
+                    snap.quantile(0.5) as f64 / 1e3,
+                    snap.quantile(0.99) as f64 / 1e3,
+                    snap.quantile(0.999) as f64 / 1e3,
+                    snap.max_ns as f64 / 1e3
+                );
+            }
             lat.entry(k).or_default().push(r);
         }
     }
@@ -975,9 +1012,57 @@ fn main() {
     let loadavg_end = if ok { la.trim().to_string() } else { String::new() };
     drop(bed);
 
+    stage_report(&kinds, &lat, smoke || kinds.len() < 4 || sizes.len() < 4, smoke, lat_runs);
     let t: HashMap<(Kind, usize), Tput> = tput.iter().map(|(k, v)| (*k, summarize_tput(v))).collect();
     let l: HashMap<Kind, Lat> = lat.iter_mut().map(|(k, v)| (*k, summarize_lat(v))).collect();
     report(&kinds, &sizes, &t, &l, smoke, rounds, lat_runs, &loadavg, &loadavg_end);
+}
+
+/// Our Pipelines' per-stage latency in the paced runs, from the stats region's
+/// histograms (the runs pooled): a table on stderr and one curve per stage in
+/// `bench-results/peers-stages.svg` (`peers-stages-partial.svg.tmp` for smoke and
+/// subset runs).
+fn stage_report(kinds: &[Kind], lat: &HashMap<Kind, Vec<Run>>, partial: bool, smoke: bool, lat_runs: usize) {
+    let mut series: Vec<(String, Curve)> = Vec::new();
+    eprintln!("\nper-stage latency, 256 B at 20,000 msg/s (stats region histograms, {lat_runs} run(s) pooled):");
+    for k in kinds {
+        let Some(runs) = lat.get(k) else { continue };
+        let mut pooled: Vec<(Latency, HistogramSnapshot)> = Vec::new();
+        for r in runs {
+            for (h, snap) in &r.stages {
+                match pooled.iter_mut().find(|(p, _)| p == h) {
+                    Some((_, acc)) => acc.merge(snap),
+                    None => pooled.push((*h, snap.clone())),
+                }
+            }
+        }
+        for (h, snap) in &pooled {
+            eprintln!(
+                "  {:<36} {:<22} {:>7} msgs  p50 {:>7.1}  p90 {:>7.1}  p99 {:>7.1}  p99.9 {:>8.1}  max {:>8.1} µs",
+                k.name(),
+                h.name(),
+                snap.count,
+                snap.quantile(0.5) as f64 / 1e3,
+                snap.quantile(0.9) as f64 / 1e3,
+                snap.quantile(0.99) as f64 / 1e3,
+                snap.quantile(0.999) as f64 / 1e3,
+                snap.max_ns as f64 / 1e3
+            );
+            if snap.count > 0 {
+                let top = (snap.count as f64).log10().max(1.0);
+                series.push((format!("{} {}", k.key(), h.name()), Curve::from_quantiles(top, |q| snap.quantile(q) as f64)));
+            }
+        }
+    }
+    if series.is_empty() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    let _ = std::fs::create_dir_all(&dir);
+    let f = if partial { "peers-stages-partial.svg.tmp" } else { "peers-stages.svg" };
+    let title = format!("our Pipelines, per stage: 256 B at 20,000 msg/s over veth{}", if smoke { " (SMOKE)" } else { "" });
+    std::fs::write(dir.join(f), latency_svg(&series, &title, "percentile")).expect("write stage svg");
+    eprintln!("  wrote bench-results/{f}");
 }
 
 #[allow(clippy::too_many_arguments)]

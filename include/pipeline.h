@@ -341,6 +341,19 @@ typedef struct PlConfig {
   bool deflate_server_no_context_takeover;
   // Our messages shorter than this go uncompressed (default 64).
   size_t deflate_threshold;
+  // One-way latency from the server's own stamp (the stats region's
+  // `server_to_delivered`): the name of a JSON member holding it (`"E"`: the first
+  // `"E": <integer>` of each message, the integer may be quoted). NULL: see
+  // `server_stamp_width`.
+  const char *server_stamp_field;
+  // Or a binary stamp: an unsigned integer of `server_stamp_width` bytes (4 or 8; 0:
+  // no server stamp) at `server_stamp_offset` in each message.
+  size_t server_stamp_offset;
+  uint32_t server_stamp_width;
+  // The binary stamp is big-endian (default: little-endian).
+  bool server_stamp_big_endian;
+  // The stamp's unit in ns since the Unix epoch: 1 (default) ns, 1000 us, 1000000 ms.
+  uint64_t server_stamp_unit_ns;
 } PlConfig;
 
 // A received frame, read in place. Give it back with `pl_release`.
@@ -359,6 +372,23 @@ typedef struct PlFrame {
   // connection (a message cut by the disconnect was not delivered).
   uint32_t flags;
 } PlFrame;
+
+// When a message passed each stage, CLOCK_MONOTONIC nanoseconds (0: not known).
+// Filled by `pl_message_timestamps`. Set `struct_size` to `sizeof(PlTimestamps)`
+// first: the struct may grow at the end, and the library writes only the fields that
+// fit in the caller's size (and sets `struct_size` to what it wrote).
+typedef struct PlTimestamps {
+  size_t struct_size;
+  // The packet completing the message arrived (XDP: our poll took it off the RX
+  // ring; kernel: the socket's receive timestamp, SO_TIMESTAMPNS).
+  uint64_t arrival_ns;
+  // Its plaintext was in MSG_INBOX.
+  uint64_t decrypted_ns;
+  // The WebSocket stage published it.
+  uint64_t parsed_ns;
+  // The callback was about to run / `pl_poll` returned it.
+  uint64_t delivered_ns;
+} PlTimestamps;
 
 // Called on each connection state change after `pl_start` returned (which is the
 // CONNECTED event): CLOSING, then DISCONNECTED with the reason's message ("closed by
@@ -616,6 +646,16 @@ enum PlResult pl_start(const struct PlConfig *cfg, struct pl_pipeline **out);
 // `p` from `pl_start`, `out` writable.
 enum PlResult pl_poll(struct pl_pipeline *p, struct PlFrame *out);
 
+// The timestamps of the message most recently handed to the calling thread: inside a
+// message callback, that call's message; after `pl_poll`, the frame it returned.
+// `out->struct_size` must be at least `offsetof(PlTimestamps, arrival_ns) + 8`;
+// `PL_ERR_WOULD_BLOCK` before any message reached this thread. Convert to Unix time
+// with `pl_monotonic_to_unix_ns`.
+//
+// # Safety
+// `out` NULL or writable for `out->struct_size` bytes.
+enum PlResult pl_message_timestamps(struct PlTimestamps *out);
+
 // A file descriptor to wait on instead of spinning on `pl_poll`: an eventfd (owned by
 // the pipeline; do not close or read it, it is valid until `pl_free`) that becomes
 // readable when frames are ready or the state changed (the end of the stream among
@@ -629,6 +669,10 @@ enum PlResult pl_poll(struct pl_pipeline *p, struct PlFrame *out);
 // # Safety
 // `p` from `pl_start`, `fd` writable.
 enum PlResult pl_event_fd(struct pl_pipeline *p, int *fd);
+
+// A CLOCK_MONOTONIC ns stamp (`PlTimestamps`) as ns since the Unix epoch (reads both
+// clocks now: exact unless the wall clock steps in between).
+uint64_t pl_monotonic_to_unix_ns(uint64_t mono_ns);
 
 // Done with `frame` (and every frame before it): its bytes go back to the transport.
 // Release frames in the order `pl_poll` returned them. A frame `pl_poll` did not

@@ -35,7 +35,7 @@
  *   - every region file: a 4096-byte header page starting with plc_region_header, the
  *     ring indices at byte 256 of that page (each on its own 128-byte block), then the
  *     payload;
- *   - ws_frame_info.shm: an SPSC ring of 16-byte frame infos; head (producer) at
+ *   - ws_frame_info.shm: an SPSC ring of 32-byte frame infos; head (producer) at
  *     ctl+0, tail (consumer) at ctl+128; positions are 64-bit and only grow;
  *   - msg_inbox.shm: a byte ring mapped twice back to back here too, so any payload is
  *     one contiguous range; write_pos at ctl+0, release (read) position at ctl+128,
@@ -127,11 +127,14 @@ typedef struct plc_region_header {
     uint32_t reserved;
 } plc_region_header;
 
-/* One entry of WS_FRAME_INFO_RING (16 bytes). */
+/* One entry of WS_FRAME_INFO_RING (32 bytes; a pipeline with the older 16-byte entries
+ * is refused at plc_open: the element size is checked). Stamps are CLOCK_MONOTONIC ns. */
 typedef struct plc_frame_info {
     uint32_t msg_inbox_offset; /* low 32 bits of the payload's stream position */
     uint32_t payload_len;
-    uint64_t meta; /* 0..48 parse stamp, 48..56 opcode, 56 is_final, 57.. flags */
+    uint64_t meta; /* 0..48 parse stamp (low bits), 48..56 opcode, 56 is_final, 57.. flags */
+    uint64_t arrival_ns;   /* the packet completing the frame arrived (0: unknown) */
+    uint64_t decrypted_ns; /* its plaintext was committed to MSG_INBOX (0: unknown) */
 } plc_frame_info;
 
 #define PLC_FLAG_MESSAGE 1u
@@ -149,7 +152,9 @@ typedef struct plc_frame {
     uint8_t is_final;
     uint8_t flags;
     uint64_t stream_pos; /* 64-bit MSG_INBOX position of the payload */
-    uint64_t parse_stamp;
+    uint64_t parse_stamp;  /* CLOCK_MONOTONIC ns the WebSocket stage published it (full 64 bits) */
+    uint64_t arrival_ns;   /* CLOCK_MONOTONIC ns the packet completing it arrived (0: unknown) */
+    uint64_t decrypted_ns; /* CLOCK_MONOTONIC ns its plaintext was in MSG_INBOX (0: unknown) */
 } plc_frame;
 
 typedef struct plc_consumer {
@@ -493,6 +498,8 @@ static inline int plc__next_entry(plc_consumer *c, plc_frame *out) {
     uint32_t off32 = __atomic_load_n(&slot->msg_inbox_offset, __ATOMIC_RELAXED);
     uint32_t len = __atomic_load_n(&slot->payload_len, __ATOMIC_RELAXED);
     uint64_t meta = __atomic_load_n(&slot->meta, __ATOMIC_RELAXED);
+    uint64_t arrival = __atomic_load_n(&slot->arrival_ns, __ATOMIC_RELAXED);
+    uint64_t decrypted = __atomic_load_n(&slot->decrypted_ns, __ATOMIC_RELAXED);
     /* 32-bit offset back to a 64-bit position near the last one we released. */
     uint64_t pos = c->inbox_pos + (uint64_t)(int64_t)(int32_t)(off32 - (uint32_t)c->inbox_pos);
     uint8_t flags = (uint8_t)(meta >> 57);
@@ -516,7 +523,15 @@ static inline int plc__next_entry(plc_consumer *c, plc_frame *out) {
     out->is_final = (uint8_t)((meta >> 56) & 1u);
     out->flags = flags;
     out->stream_pos = pos;
-    out->parse_stamp = meta & ((1ULL << 48) - 1);
+    /* The parse stamp's 48 bits placed at or after the arrival (never 2^48 ns later). */
+    {
+        uint64_t low = meta & ((1ULL << 48) - 1), base = arrival ? arrival : decrypted;
+        uint64_t t = (base & ~((1ULL << 48) - 1)) | low;
+        if (t < base) t += 1ULL << 48;
+        out->parse_stamp = (low == 0 && base == 0) ? 0 : t;
+    }
+    out->arrival_ns = arrival;
+    out->decrypted_ns = decrypted;
     return PLC_OK;
 }
 

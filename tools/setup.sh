@@ -15,7 +15,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 PKGS=(build-essential pkg-config libssl-dev clang llvm m4 libelf-dev zlib1g-dev libpcap-dev
       iproute2 nftables ethtool iputils-ping procps python3-venv python3-pip openssl libcap2-bin
-      libclang-rt-14-dev)
+      libclang-rt-14-dev python3-prometheus-client)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

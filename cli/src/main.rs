@@ -73,7 +73,7 @@ usage:
       without a close); 4 TLS; 5 protocol (upgrade refused, or the server broke the
       protocol: we closed 1002/1007/1009); 6 the server closed with a code other than 1000,
       before --count, or did not finish our close; 130 SIGINT, 143 SIGTERM (128 + signal)
-  pipeline stat NAME [--once] [--json]
+  pipeline stat [NAME] [--once] [--json | --prometheus] [--plot FILE] [--window MS]
                                    a running pipeline's counters, refreshed every second
   pipeline demo [options]          the Rust feed server streamed to the pipeline: as root AF_XDP,
                                    then the kernel transport, over a veth pair, side by side with

@@ -24,7 +24,7 @@ import weakref
 from . import _ffi
 from ._ffi import PlConfig, PlDisconnect, PlFrame, PlStats
 
-__all__ = ["Pipeline", "Message", "Sender", "Feed", "FeedMessage", "FeedEvent", "PipelineError", "ConfigError",
+__all__ = ["Pipeline", "Message", "Sender", "Timestamps", "Feed", "FeedMessage", "FeedEvent", "PipelineError", "ConfigError",
            "PipelineConnectionError", "ClosedError", "EndOfStream", "PipelineTimeoutError", "State", "Disconnect",
            "DisconnectKind", "version",
            "library_path"]
@@ -156,6 +156,10 @@ server's for SERVER_CLOSED / CLOSE_COMPLETED, ours for PROTOCOL_ERROR, else 0); 
 STAGE_PANICKED)."""
 
 
+Timestamps = collections.namedtuple("Timestamps", "arrival_ns decrypted_ns parsed_ns delivered_ns")
+Timestamps.__doc__ = """Per-message stage timestamps, CLOCK_MONOTONIC ns (see Message.timestamps)."""
+
+
 # A released view: what Message.payload becomes when something else (numpy, a slice)
 # still exports the original, so that the Message itself no longer keeps it alive.
 _RELEASED = memoryview(b"")
@@ -188,7 +192,7 @@ class Message:
     waits until the last such view is gone (see python/README.md). `bytes()` and
     `text()` copy."""
 
-    __slots__ = ("payload", "opcode", "more", "after_overrun", "after_reconnect", "_owner", "_frame", "_ref")
+    __slots__ = ("payload", "opcode", "more", "after_overrun", "after_reconnect", "_owner", "_frame", "_ref", "_in_call")
 
     def __init__(self, owner, frame, keeper=None):
         self.payload, self._ref = _view(frame.payload, frame.len, keeper)
@@ -200,6 +204,8 @@ class Message:
         self.after_reconnect = bool(frame.flags & _ffi.PL_FRAME_AFTER_RECONNECT)
         self._owner = owner
         self._frame = frame
+        # Callback delivery: the message is current only during on_message.
+        self._in_call = False
 
     def _drop_view(self):
         """Release `payload`; True if no view of the bytes is left anywhere."""
@@ -213,6 +219,19 @@ class Message:
     @property
     def is_text(self):
         return self.opcode == 1
+
+    @property
+    def timestamps(self):
+        """When the message arrived, was decrypted, parsed and delivered: a
+        `Timestamps` of CLOCK_MONOTONIC ns (0: not known; `time.monotonic_ns()` is the
+        same clock). Read it on the thread that received the message, before the next
+        `recv()`/`poll()`, or inside `on_message` (it is looked up then, not copied for
+        every message)."""
+        if self._owner is None and not self._in_call:
+            raise ValueError("the message was released: read timestamps before the next recv()")
+        t = _ffi.PlTimestamps(struct_size=ctypes.sizeof(_ffi.PlTimestamps))
+        _check(_l().pl_message_timestamps(ctypes.byref(t)), "message_timestamps")
+        return Timestamps(t.arrival_ns, t.decrypted_ns, t.parsed_ns, t.delivered_ns)
 
     def bytes(self):
         """A copy of the payload."""
@@ -388,6 +407,25 @@ def _make_config(url, options, keep):
                 raise ConfigError(2, "compression: unknown parameter(s) %s" % ", ".join(sorted(params)), "config")
         else:
             raise ConfigError(2, "compression=%r: expected False, True, \"permessage-deflate\" or a dict" % (c,), "config")
+    if "server_stamp" in options:
+        # One-way server -> client latency (the stats region's server_to_delivered):
+        # a JSON member name, or {"offset": N, "width": 4|8, "big_endian": bool}.
+        st = options.pop("server_stamp")
+        if isinstance(st, str):
+            f = _cstr(st)
+            keep.append(f)
+            cfg.server_stamp_field = f
+        elif isinstance(st, dict):
+            st = dict(st)
+            cfg.server_stamp_offset = int(st.pop("offset", 0))
+            cfg.server_stamp_width = int(st.pop("width", 8))
+            cfg.server_stamp_big_endian = bool(st.pop("big_endian", False))
+            if st:
+                raise ConfigError(2, "server_stamp: unknown key(s) %s" % ", ".join(sorted(st)), "config")
+        elif st is not None:
+            raise ConfigError(2, "server_stamp=%r: expected a JSON field name or a dict" % (st,), "config")
+    if "server_stamp_unit_ns" in options:
+        cfg.server_stamp_unit_ns = int(options.pop("server_stamp_unit_ns"))
     if options:
         raise ConfigError(2, "unknown option(s): %s" % ", ".join(sorted(options)), "config")
     return cfg
@@ -406,7 +444,9 @@ class Pipeline:
     compression (False/None, True or "permessage-deflate", or a dict of
     client_max_window_bits, server_max_window_bits, client_no_context_takeover,
     server_no_context_takeover, threshold: RFC 7692 offered with those parameters;
-    compressed messages arrive inflated, read as usual).
+    compressed messages arrive inflated, read as usual); server_stamp (a JSON member
+    name such as "E", or a dict offset/width/big_endian for a binary stamp) and
+    server_stamp_unit_ns (1 ns, 1_000_000 ms): the one-way server_to_delivered histogram.
     """
 
     def __init__(self, url, on_message=None, **options):
@@ -448,11 +488,14 @@ class Pipeline:
             try:
                 f = PlFrame(payload=ctypes.cast(payload, ctypes.c_void_p).value, len=n, opcode=opcode)
                 m = Message(None, f, keeper())
+                m._in_call = True
                 on_message(m, s)
             except BaseException as e:  # nothing may unwind into the stage
                 why = "on_message raised %s: %s" % (type(e).__name__, e)
             finally:
                 s._s = None
+                if m is not None:
+                    m._in_call = False
             if m is not None and not m._drop_view() and why is None:
                 # The bytes go back to the pipeline as this returns: a view of them kept
                 # now (numpy.frombuffer, a slice) would read reused memory.
@@ -717,6 +760,12 @@ class FeedMessage(Message):
 
     __slots__ = ("leg", "stream", "seq")
 
+    @property
+    def timestamps(self):
+        """Not for feeds yet: a merged message's stamps are not carried through the
+        arbiter (each leg's stage histograms are: `pipeline stat NAME-<leg>`)."""
+        raise NotImplementedError("feeds do not expose per-message timestamps; see pipeline stat NAME-<leg>")
+
     def __init__(self, owner, item):
         n = item.len
         if n:
@@ -731,6 +780,7 @@ class FeedMessage(Message):
         self.after_reconnect = bool(item.flags & _ffi.FEED_AFTER_RECONNECT)
         self._owner = owner
         self._frame = item
+        self._in_call = False
         self.leg = item.leg
         has = bool(item.flags & _ffi.FEED_HAS_KEY)
         self.stream = item.stream if has else None

@@ -58,6 +58,12 @@ class Disconnect(NamedTuple):
     exit_status: int
     stage: str
 
+class Timestamps(NamedTuple):
+    arrival_ns: int
+    decrypted_ns: int
+    parsed_ns: int
+    delivered_ns: int
+
 class Message:
     payload: memoryview
     opcode: int
@@ -66,6 +72,8 @@ class Message:
     after_reconnect: bool
     @property
     def is_text(self) -> bool: ...
+    @property
+    def timestamps(self) -> Timestamps: ...
     def bytes(self) -> bytes: ...
     def text(self) -> str: ...
     def __len__(self) -> int: ...
@@ -108,6 +116,8 @@ class Pipeline:
         liveness_timeout: float = ...,
         synthetic: bytes = ...,
         synthetic_chunk: int = ...,
+        server_stamp: Union[str, Dict[str, Any], None] = ...,
+        server_stamp_unit_ns: int = ...,
         **options: Any,
     ) -> None: ...
     def __enter__(self) -> "Pipeline": ...

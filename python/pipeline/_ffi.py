@@ -82,6 +82,11 @@ class PlConfig(ctypes.Structure):
         ("deflate_client_no_context_takeover", c_bool),
         ("deflate_server_no_context_takeover", c_bool),
         ("deflate_threshold", c_size_t),
+        ("server_stamp_field", c_char_p),
+        ("server_stamp_offset", c_size_t),
+        ("server_stamp_width", c_uint32),
+        ("server_stamp_big_endian", c_bool),
+        ("server_stamp_unit_ns", c_uint64),
     ]
 
 
@@ -93,6 +98,16 @@ class PlFrame(ctypes.Structure):
         ("after_overrun", c_bool),
         ("pos", c_uint64),
         ("flags", c_uint32),
+    ]
+
+
+class PlTimestamps(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("arrival_ns", c_uint64),
+        ("decrypted_ns", c_uint64),
+        ("parsed_ns", c_uint64),
+        ("delivered_ns", c_uint64),
     ]
 
 
@@ -238,6 +253,10 @@ def load():
                                      POINTER(c_uint64)]
     lib.pl_get_reconnect.restype = c_int
     lib.pl_poll.argtypes = [c_void_p, POINTER(PlFrame)]
+    lib.pl_message_timestamps.restype = c_int
+    lib.pl_message_timestamps.argtypes = [POINTER(PlTimestamps)]
+    lib.pl_monotonic_to_unix_ns.restype = c_uint64
+    lib.pl_monotonic_to_unix_ns.argtypes = [c_uint64]
     lib.pl_release.restype = c_int
     lib.pl_release.argtypes = [c_void_p, POINTER(PlFrame)]
     lib.pl_send_text.restype = c_int

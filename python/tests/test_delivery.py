@@ -180,6 +180,25 @@ class Callback(WithCerts):
                     kept[0].send("after its call")  # a Sender is valid during its call only
                 self.assertFalse(os.path.exists("/dev/shm/pipeline_" + name))
 
+    def test_the_callback_reads_its_messages_timestamps(self):
+        stamps, held = [], []
+        t0 = time.monotonic_ns()
+
+        def on_message(msg, sender):
+            stamps.append(msg.timestamps)
+            held.append(msg)
+
+        with synthetic(text_frames(200, close=False), on_message=on_message) as p:
+            deadline = time.monotonic() + 10
+            while len(stamps) < 200 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self.assertEqual(len(stamps), 200)
+        for t in stamps:
+            self.assertTrue(t0 <= t.arrival_ns <= t.decrypted_ns <= t.parsed_ns <= t.delivered_ns
+                            <= time.monotonic_ns(), t)
+        with self.assertRaises(ValueError):
+            held[0].timestamps  # after its call: gone with the message
+
     def test_a_view_kept_past_the_callback_ends_the_connection(self):
         kept = []
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import pipeline
@@ -33,6 +34,7 @@ class Layout(unittest.TestCase):
             "PlDisconnect": [f[0] for f in _ffi.PlDisconnect._fields_],
             "PlFeedConfig": [f[0] for f in _ffi.PlFeedConfig._fields_],
             "PlFeedItem": [f[0] for f in _ffi.PlFeedItem._fields_],
+            "PlTimestamps": [f[0] for f in _ffi.PlTimestamps._fields_],
         }
         src = ['#include "pipeline.h"', "#include <stdio.h>", "#include <stddef.h>", "int main(void){"]
         for st, names in fields.items():
@@ -73,6 +75,17 @@ class Errors(unittest.TestCase):
         with self.assertRaises(pipeline.PipelineError) as e:
             pipeline.Pipeline("wss://127.0.0.1:1/", bogus=1)
         self.assertEqual(e.exception.code_name, "PL_ERR_CONFIG")
+
+    def test_server_stamp_options(self):
+        cfg = pipeline._make_config("wss://x/", {"server_stamp": "E", "server_stamp_unit_ns": 1000000}, [])
+        self.assertEqual((cfg.server_stamp_field, cfg.server_stamp_width, cfg.server_stamp_unit_ns), (b"E", 0, 1000000))
+        cfg = pipeline._make_config("wss://x/", {"server_stamp": {"offset": 8, "width": 4, "big_endian": True}}, [])
+        self.assertEqual((cfg.server_stamp_offset, cfg.server_stamp_width, cfg.server_stamp_big_endian), (8, 4, True))
+        with self.assertRaises(pipeline.ConfigError):
+            pipeline._make_config("wss://x/", {"server_stamp": {"offset": 8, "bits": 64}}, [])
+        with self.assertRaises(pipeline.ConfigError) as e:  # checked by the library at start
+            pipeline.Pipeline("wss://127.0.0.1:1/", server_stamp={"width": 3}, quiet=True)
+        self.assertIn("width 3", str(e.exception))
 
     def test_bad_url_carries_library_message(self):
         with self.assertRaises(pipeline.PipelineError) as e:
@@ -180,6 +193,30 @@ class Live(WithCerts):
                 self.assertEqual(s["overruns"], 0)
             self.assertEqual(want, n)
             self.assertEqual(sim.finish()["sent"], n)
+        finally:
+            sim.kill()
+
+    def test_message_timestamps_in_stage_order(self):
+        n = 500
+        sim = Sim(self.certs, "--count", str(n))
+        try:
+            t0 = time.monotonic_ns()
+            with pipeline.Pipeline(sim.url, **self.opts()) as p:
+                got, held = 0, None
+                for msg in p:
+                    t = msg.timestamps
+                    self.assertIsInstance(t, pipeline.Timestamps)
+                    self.assertTrue(t0 <= t.arrival_ns <= t.decrypted_ns <= t.parsed_ns <= t.delivered_ns
+                                    <= time.monotonic_ns(), t)
+                    if got == 0:
+                        held = msg
+                    if got == 1:
+                        with self.assertRaises(ValueError):
+                            held.timestamps  # released by the step: its stamps are gone too
+                    got += 1
+                    if got == n:
+                        break
+                self.assertEqual(got, n)
         finally:
             sim.kill()
 

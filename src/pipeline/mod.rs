@@ -18,6 +18,7 @@ pub(crate) mod feed;
 pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind, XdpOptions};
 pub use crate::stage::Subscription;
+pub use crate::latency::{ServerStamp, Timestamps};
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -149,6 +150,11 @@ impl Frame<'_> {
     }
     pub fn is_final(&self) -> bool {
         self.raw.fin
+    }
+    /// When the frame arrived, was decrypted, parsed and taken (CLOCK_MONOTONIC ns;
+    /// see [`Timestamps`]).
+    pub fn timestamps(&self) -> Timestamps {
+        self.raw.ts
     }
     /// MSG_INBOX was overrun before this frame (overwrite policy): data was lost.
     pub fn after_overrun(&self) -> bool {
@@ -303,7 +309,8 @@ impl Receiver {
     /// The next frame as positions (also the C API's `pl_poll`).
     pub(crate) fn next_raw(&mut self) -> Option<RawFrame> {
         let r = self.reader.take();
-        if r.is_some() {
+        if let Some(f) = &r {
+            crate::latency::Timestamps::set_current(f.ts);
             self.taken += 1;
             if self.taken & 63 == 0 {
                 self.stats.set(Counter::PolledFrames, self.taken);
@@ -525,6 +532,9 @@ impl Pipeline {
                 crate::ws::frame::MAX_HEADER_LEN
             )));
         }
+        if let Some(s) = &cfg.server_stamp {
+            s.check()?;
+        }
         // Every core must fit a cpu_set_t: checked here, before anything connects or
         // forks (a child must not find out after the fork).
         for &c in &cfg.cores {
@@ -674,17 +684,26 @@ impl Pipeline {
         let sender = Sender { out: outbox.sender(), stats: stats.clone(), max: outbox_max };
         let mut receiver = None;
         if let Some(cb) = cb {
-            let reader = FrameReader::new(frames_rx, inbox.clone());
+            let mut reader = FrameReader::new(frames_rx, inbox.clone());
+            reader.record_latency(stats.clone());
+            if let Some(s) = &cfg.server_stamp {
+                reader.record_server_stamp(s);
+            }
             let handler = match cb {
                 Callback::Plain(f) => crate::stage::Handler::Plain(f),
                 Callback::WithSender(make) => crate::stage::Handler::Fallible(make(sender.clone())),
             };
             stages.push(Box::new(AppClientStage::new(reader, handler, stats.clone())));
         } else if !cfg.external_consumer {
+            let mut reader = FrameReader::new(frames_rx, inbox.clone());
+            reader.record_latency(stats.clone());
+            if let Some(s) = &cfg.server_stamp {
+                reader.record_server_stamp(s);
+            }
             // Before the stages are placed: forked stage processes inherit it.
             stats.set_wakeup(crate::ring::wakeup::EventFd::new()?);
             receiver = Some(Receiver {
-                reader: FrameReader::new(frames_rx, inbox.clone()),
+                reader,
                 stats: stats.clone(),
                 taken: 0,
                 wake: false,

@@ -21,7 +21,7 @@ pub(crate) mod wakeup;
 pub mod wakeup;
 
 pub use bytes::ByteRing;
-pub use msg_inbox::{InboxWriter, MsgInbox, OverrunPolicy};
+pub use msg_inbox::{InboxWriter, MsgInbox, OverrunPolicy, StampCursor};
 pub use msg_outbox::{MsgOutbox, OutboxKind, OutboxReader, OutboxRecord, OutboxSender, Piece, FLAG_MORE};
 pub use spsc::{Consumer, ElemRing, Producer};
 pub use types::{FrameType, PongFrame, RingElement, UmemFrameDescriptor, WsFrameInfo};

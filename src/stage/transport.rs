@@ -74,6 +74,12 @@ pub trait Transport: Send {
     fn resumed(&self) -> bool {
         false
     }
+    /// CLOCK_MONOTONIC ns when the newest bytes the last `read` returned arrived (the
+    /// receive timestamp of the packet or `recv` that completed them). `None`: the
+    /// transport does not know; the stage then uses the time of the read.
+    fn arrival_ns(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -106,6 +112,9 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
     fn resumed(&self) -> bool {
         (**self).resumed()
+    }
+    fn arrival_ns(&self) -> Option<u64> {
+        (**self).arrival_ns()
     }
 }
 
@@ -577,7 +586,9 @@ impl<T: Transport> TransportStage<T> {
             }
             self.new_generation(word);
             let rest = &buf[consumed..n];
-            if !rest.is_empty() && self.inbox.write(rest) < rest.len() {
+            let decrypted = super::now_ns();
+            let arrival = self.t.arrival_ns().filter(|&a| a <= decrypted).unwrap_or(decrypted);
+            if !rest.is_empty() && self.inbox.write_stamped(rest, arrival, decrypted) < rest.len() {
                 return Err(Error::Overrun(
                     "MSG_INBOX too small for the bytes that followed the upgrade".into(),
                 ));
@@ -769,7 +780,11 @@ impl<T: Transport> TransportStage<T> {
             match self.t.read(buf, now) {
                 Ok(0) => break,
                 Ok(n) => {
-                    self.inbox.commit(n);
+                    // One clock read per read (a recv, a burst of segments: a batch of
+                    // messages), none per message.
+                    let decrypted = super::now_ns();
+                    let arrival = self.t.arrival_ns().filter(|&a| a <= decrypted).unwrap_or(decrypted);
+                    self.inbox.commit_stamped(n, arrival, decrypted);
                     self.stats.add(Counter::InboxBytes, n as u64);
                     moved = true;
                 }
@@ -892,6 +907,14 @@ impl<T: Transport> TransportStage<T> {
         if self.polls & 1023 == 0 || !moved {
             let c = self.t.counters();
             if c != TransportCounters::default() {
+                // The XDP stage counts the link itself (it owns those counters there);
+                // a kernel socket's transport is the only one that knows its recvs.
+                if self.t.name() != "xdp" {
+                    self.stats.set(Counter::RxPackets, c.rx_packets);
+                    self.stats.set(Counter::RxBytes, c.rx_bytes);
+                    self.stats.set(Counter::TxPackets, c.tx_packets);
+                    self.stats.set(Counter::TxBytes, c.tx_bytes);
+                }
                 self.stats.set(Counter::Retransmits, c.retransmits);
                 self.stats.set(Counter::DupAcks, c.dup_acks);
                 self.stats.set(Counter::Drops, c.drops);

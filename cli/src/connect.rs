@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipeline::pipeline::{
-    Config, DisconnectKind, DisconnectReason, Pipeline, PipelineState, Sender, TransportKind,
+    Config, DisconnectKind, DisconnectReason, Pipeline, PipelineState, Sender, Timestamps, TransportKind,
 };
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stage::{encode_server_frame, Delivery, SyntheticScript};
@@ -115,8 +115,9 @@ pub(crate) struct Printer {
 }
 
 impl Printer {
-    /// Append `payload`'s rendering to `line` (cleared first).
-    pub(crate) fn render(&self, line: &mut Vec<u8>, opcode: u8, fin: bool, payload: &[u8]) {
+    /// Append `payload`'s rendering to `line` (cleared first). `ts`: the library's
+    /// per-stage stamps of the message, where it has them (`--jsonl` prints them).
+    pub(crate) fn render(&self, line: &mut Vec<u8>, opcode: u8, fin: bool, payload: &[u8], ts: Option<Timestamps>) {
         line.clear();
         // A continuation (`--frames`) that is valid UTF-8 prints as text, as before.
         let text = (opcode == 1 || opcode == 0).then(|| std::str::from_utf8(payload).ok()).flatten();
@@ -124,15 +125,27 @@ impl Printer {
             let ns = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
+            // Wall clock minus CLOCK_MONOTONIC, read together (before the payload's
+            // encoding, which takes a while for a large message).
+            let off = ns.wrapping_sub(pipeline::stage::now_ns());
             let body = match (opcode, text) {
                 (1, Some(t)) => format!("\"text\":\"{}\"", esc(t)),
                 _ => format!("\"base64\":\"{}\"", base64(payload)),
             };
-            // "ts": what is known when the CLI takes the message; per-stage times
-            // from the library join it here.
+            // "ts": the library's stamps along the stages (Unix ns; see docs/cli.md),
+            // then when the CLI took it.
+            let stages = ts.map_or(String::new(), |t| {
+                format!(
+                    "\"arrival_unix_ns\":{},\"decrypted_unix_ns\":{},\"parsed_unix_ns\":{},\"delivered_unix_ns\":{},",
+                    t.arrival_ns.wrapping_add(off),
+                    t.decrypted_ns.wrapping_add(off),
+                    t.parsed_ns.wrapping_add(off),
+                    t.delivered_ns.wrapping_add(off)
+                )
+            });
             let _ = writeln!(
                 line,
-                "{{\"opcode\":{opcode},\"fin\":{fin},\"length\":{},{body},\"ts\":{{\"cli_recv_unix_ns\":{ns}}}}}",
+                "{{\"opcode\":{opcode},\"fin\":{fin},\"length\":{},{body},\"ts\":{{{stages}\"cli_recv_unix_ns\":{ns}}}}}",
                 payload.len()
             );
             return;
@@ -616,7 +629,7 @@ pub fn main(args: &[String]) -> ExitCode {
                     }
                 );
             }
-            o.printer.render(&mut line, f.opcode(), f.is_final(), f.payload());
+            o.printer.render(&mut line, f.opcode(), f.is_final(), f.payload(), Some(f.timestamps()));
             drop(f);
             if out.write_all(&line).is_err() {
                 break status::OTHER; // stdout closed

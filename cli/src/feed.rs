@@ -86,7 +86,8 @@ pub(crate) fn main(o: Opts) -> ExitCode {
         }
         let got = match feed.next_timeout(Duration::from_millis(50)) {
             Some(FeedItem::Frame(f)) => {
-                o.printer.render(&mut line, f.opcode(), true, f.payload());
+                // A merged feed's messages carry no per-stage stamps (yet).
+                o.printer.render(&mut line, f.opcode(), true, f.payload(), None);
                 Got::Line
             }
             Some(FeedItem::Event(e)) => Got::Event(e),

@@ -23,7 +23,7 @@ usage:
       --binary raw|hex|base64      binary messages: raw bytes with nothing added, or hex /
                                    base64 and a newline (default hex); text is always a line
       --jsonl                      one JSON object per message: opcode, fin, length, text (a
-                                   string) or base64, ts {cli_recv_unix_ns}
+                                   string) or base64, ts {arrival,decrypted,parsed,delivered,cli_recv}_unix_ns
       --max-message BYTES          largest message accepted (default 1048576; larger closes
                                    1009); MSG_INBOX grows to 2 x BYTES
       --no-stdin                   do not read stdin (also not read: a terminal we are in the

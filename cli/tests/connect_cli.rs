@@ -435,8 +435,15 @@ fn jsonl_one_object_per_message() {
     let big = pattern(0, 1 << 20);
     let binary: [&[u8]; 2] = [&[0, 1, 2], &big];
     for (i, m) in msgs.iter().enumerate() {
-        let ts = m.get("ts").get("cli_recv_unix_ns").u64();
-        assert!(before <= ts && ts <= after, "{i}: ts {ts} outside the run");
+        // The library's stamps along the stages, then the CLI's, in order and in the run.
+        let t = m.get("ts");
+        let stamps: Vec<u64> = ["arrival_unix_ns", "decrypted_unix_ns", "parsed_unix_ns", "delivered_unix_ns", "cli_recv_unix_ns"]
+            .iter()
+            .map(|k| t.get(k).u64())
+            .collect();
+        // (Converted from CLOCK_MONOTONIC with one offset: allow 1 ms of clock step.)
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1] + 1_000_000), "{i}: stamps out of order {stamps:?}");
+        assert!(before <= stamps[0] + 1_000_000 && stamps[4] <= after, "{i}: stamps {stamps:?} outside the run");
         assert_eq!(m.get("fin"), &Json::Bool(true));
         match i {
             0 | 3 => {

@@ -173,12 +173,12 @@ fn attach_refuses_wrong_element_size_and_layout_version() {
     let _ring = ElemRing::<WsFrameInfo>::create(&dir, "ws_frame_info.shm", 16).unwrap();
     let d2 = ShmDir::open(&name).unwrap();
     let err = ElemRing::<PongFrame>::attach(&d2, "ws_frame_info.shm").err().expect("must refuse").to_string();
-    assert!(err.contains("element size 16") && err.contains("128"), "{err}");
+    assert!(err.contains("element size 32") && err.contains("128"), "{err}");
 
     // Bump the layout version in the file: an attacher must refuse it by name.
     let path = dir.path().join("ws_frame_info.shm");
     let mut bytes = std::fs::read(&path).unwrap();
-    assert_eq!(bytes.len(), HEADER_BYTES + 16 * 16);
+    assert_eq!(bytes.len(), HEADER_BYTES + 16 * 32);
     bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     let err = ElemRing::<WsFrameInfo>::attach(&d2, "ws_frame_info.shm").err().expect("must refuse").to_string();
@@ -195,7 +195,8 @@ fn attach_refuses_wrong_element_size_and_layout_version() {
 fn element_layouts_match_the_design() {
     assert_eq!(std::mem::size_of::<UmemFrameDescriptor>(), 32);
     assert_eq!(std::mem::align_of::<UmemFrameDescriptor>(), 32);
-    assert_eq!(std::mem::size_of::<WsFrameInfo>(), 16);
+    // 16 B of position, length and packed meta, then the arrival and decrypt stamps.
+    assert_eq!(std::mem::size_of::<WsFrameInfo>(), 32);
     assert_eq!(std::mem::size_of::<PongFrame>(), 128);
     let w = WsFrameInfo::new(0x1_2345_6789, 77, (1 << 48) + 5, 0x2, true, WsFrameInfo::FLAG_MESSAGE);
     assert_eq!(w.msg_inbox_offset, 0x2345_6789);

@@ -351,8 +351,11 @@ impl Leg {
 }
 
 impl Feed {
-    /// Start every leg (in turn; the first failure is the error and stops the others)
-    /// and the feed's stats region.
+    /// Start every leg (all at once; the first failure by leg is the error and stops
+    /// the others) and the feed's stats region. With reconnect on, a leg's failed first
+    /// connect is retried until its set-up timeout (see [`Pipeline::start`]); each failed
+    /// attempt is a [`FeedEvent::LegDown`] with `Reconnecting { attempt, cause }` ahead
+    /// of the leg's first [`FeedEvent::LegUp`].
     pub fn start(cfg: FeedConfig) -> Result<Feed> {
         let k = cfg.legs.len();
         if k == 0 {
@@ -386,10 +389,32 @@ impl Feed {
         configs.push(None);
         let dir = ShmDir::create(&name)?;
         let stats = StatsRegion::create(&dir)?;
+        // Every leg at once: with reconnect on, a leg whose first connect fails retries
+        // until its set-up timeout, and the others need not wait behind it. Each failed
+        // attempt becomes a LegDown(Reconnecting) event at the head of the stream.
+        let (tx, attempts) = std::sync::mpsc::channel::<(usize, State)>();
+        let starting: Vec<_> = configs
+            .iter()
+            .flatten()
+            .cloned()
+            .enumerate()
+            .map(|(leg, c)| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    Pipeline::start_reporting(c, &mut |s, _| {
+                        let _ = tx.send((leg, s.clone()));
+                    })
+                })
+            })
+            .collect();
+        drop(tx);
+        let started: Vec<Result<Pipeline>> = starting
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| Err(Error::Closed("the thread starting a feed leg panicked".into()))))
+            .collect();
         let mut slots: Vec<Option<Leg>> = Vec::with_capacity(k + 1);
-        for c in configs.iter().flatten() {
-            let p = Pipeline::start(c.clone())?; // earlier legs stop as `slots` drops
-            slots.push(Some(Leg::new(p)?));
+        for p in started {
+            slots.push(Some(Leg::new(p?)?)); // the first failure (by leg); the rest stop as they drop
         }
         slots.push(None);
         let now = now_ns();
@@ -431,6 +456,9 @@ impl Feed {
             stoppers: Vec::new(),
             _dir: dir,
         };
+        for (leg, state) in attempts.try_iter() {
+            f.out.push_back(Out::Event(FeedEvent::LegDown { leg, state }));
+        }
         f.check_legs(now);
         Ok(f)
     }

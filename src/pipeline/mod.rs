@@ -14,6 +14,7 @@
 
 mod config;
 pub(crate) mod feed;
+mod feed_callback;
 mod first_connect;
 
 pub use crate::ws::WsUrl as Url;
@@ -50,6 +51,7 @@ pub use crate::feed::{
     RotationConfig, LAG_BUCKETS,
 };
 pub use feed::{Feed, FeedConfig, FeedEvent, FeedFrame, FeedItem};
+pub use feed_callback::{CallbackFeed, OnFeedItem};
 pub use crate::ring::OverrunPolicy;
 pub use crate::runner::{Layout, WaitKind};
 pub use crate::stage::{

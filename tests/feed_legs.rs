@@ -16,22 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pipeline::pipeline::{
-    ArbiterMode, Config, Feed, FeedConfig, FeedEvent, FeedItem, KeyExtractor, Layout, RotationConfig, WaitKind,
+    ArbiterMode, Feed, FeedConfig, FeedEvent, FeedItem, KeyExtractor, RotationConfig,
 };
-use pipeline_testkit::ab;
+use pipeline_testkit::ab::{self, leg};
 use pipeline_testkit::feed_server::{SeqServer, SeqSpec};
-use pipeline_testkit::reconnect::{quick_reconnect, MS};
+use pipeline_testkit::reconnect::MS;
 use pipeline_testkit::synthetic::unique;
-
-fn leg(url: &str) -> Config {
-    let mut c = Config::new(url);
-    c.layout = Some(Layout::Inline);
-    c.wait = Some(WaitKind::Backoff);
-    c.timeout = Duration::from_secs(2);
-    c.quiet = true;
-    c.reconnect = quick_reconnect(150);
-    c
-}
 
 fn seq_of(text: &str) -> Option<u64> {
     let t = text.strip_prefix("{\"seq\":")?;
@@ -46,12 +36,7 @@ fn ab_kernel(tag: &str, callback: bool) {
     let mut sb = SeqServer::start(b);
     let (name, _g) = unique(tag);
     let _legs = [unique(&format!("{tag}-0")).1, unique(&format!("{tag}-1")).1, unique(&format!("{tag}-2")).1];
-    let mut cfg = FeedConfig::new(vec![leg(&sa.url()), leg(&sb.url())], KeyExtractor::json("seq").unwrap());
-    cfg.name = Some(name.clone());
-    cfg.mode = ArbiterMode::Contiguous;
-    // Generous: a vCPU steal of ~100 ms must not turn a late copy into a gap.
-    cfg.hold_window = Duration::from_millis(250);
-    cfg.quiet = true;
+    let cfg = ab::feed_config(&name, vec![leg(&sa.url()), leg(&sb.url())]);
     let limit = Duration::from_secs(15);
     if !callback {
         let mut feed = Feed::start(cfg).unwrap();
@@ -149,5 +134,66 @@ fn rotation_every_2s_over_10s() {
     assert!(seqs == want, "no gap, no duplicate: {} delivered of {}", seqs.len(), want.len());
     assert!(legs_seen.len() >= 5, "the feed moved between legs: {legs_seen:?}");
     assert!(server.accepted() >= 5);
+    feed.stop();
+}
+
+#[test]
+fn feed_start_waits_for_a_leg_whose_server_comes_up_later() {
+    // Leg 1's gateway is not up yet when the feed starts: its first connect is retried
+    // (reconnect on) while leg 0 is up, each attempt an event ahead of its first LegUp;
+    // the feed starts once both are connected and the stream is whole.
+    let origin = Instant::now();
+    let spec = move |tag| {
+        let mut s = SeqSpec::new(tag, origin, Duration::from_millis(1), 1_000_000);
+        s.max_delay = Duration::from_micros(300);
+        s
+    };
+    let sa = SeqServer::start(spec("A"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        SeqServer::start_at("127.0.0.1", port, None, spec("B"))
+    });
+    let (name, _g) = unique("feed_late");
+    let _legs = [unique("feed_late-0").1, unique("feed_late-1").1, unique("feed_late-2").1];
+    let mut b = leg(&format!("ws://127.0.0.1:{port}/feed"));
+    b.timeout = Duration::from_secs(10);
+    let mut cfg = FeedConfig::new(vec![leg(&sa.url()), b], KeyExtractor::json("seq").unwrap());
+    cfg.name = Some(name);
+    cfg.mode = ArbiterMode::Contiguous;
+    cfg.hold_window = Duration::from_millis(250);
+    cfg.quiet = true;
+    let t0 = Instant::now();
+    let mut feed = Feed::start(cfg).unwrap();
+    let waited = t0.elapsed();
+    let _sb = late.join().unwrap();
+    assert!(waited >= Duration::from_millis(900), "started before leg 1's server was up: {waited:?}");
+    let mut events = Vec::new();
+    let mut seqs = Vec::new();
+    while seqs.len() < 500 && t0.elapsed() < Duration::from_secs(15) {
+        match feed.next_timeout(Duration::from_millis(20)) {
+            Some(FeedItem::Frame(f)) => seqs.push(f.key().unwrap().seq),
+            Some(FeedItem::Event(e)) => events.push(e),
+            None => {}
+        }
+    }
+    let attempts: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            FeedEvent::LegDown { leg: 1, state: pipeline::pipeline::State::Reconnecting { attempt, cause } } => {
+                assert_eq!(*cause, pipeline::pipeline::DisconnectKind::Network, "{e}");
+                Some(*attempt)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(attempts.len() >= 3, "refused attempts reported: {events:?}");
+    assert_eq!(attempts, (1..=attempts.len() as u32).collect::<Vec<_>>(), "numbered 1, 2, ...");
+    let up = events.iter().position(|e| matches!(e, FeedEvent::LegUp { leg: 1, generation: 0 }));
+    let last_attempt = events.iter().rposition(|e| matches!(e, FeedEvent::LegDown { leg: 1, .. }));
+    assert!(up.is_some() && last_attempt < up, "attempts come before leg 1's first LegUp: {events:?}");
+    assert_eq!(seqs.len(), 500);
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "contiguous once and in order");
+    assert!(!events.iter().any(|e| matches!(e, FeedEvent::Gap { .. })), "{events:?}");
     feed.stop();
 }

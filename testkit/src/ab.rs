@@ -13,9 +13,35 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pipeline::pipeline::{Counter, Feed, FeedEvent, FeedItem, State};
+use pipeline::pipeline::{
+    ArbiterMode, Config, Counter, Feed, FeedConfig, FeedEvent, FeedItem, KeyExtractor, Layout, State, WaitKind,
+};
 
 use crate::feed_server::SeqSpec;
+use crate::reconnect::quick_reconnect;
+
+/// A leg of the run: inline, backoff (2 cores), quiet, reconnecting within 150 ms.
+pub fn leg(url: &str) -> Config {
+    let mut c = Config::new(url);
+    c.layout = Some(Layout::Inline);
+    c.wait = Some(WaitKind::Backoff);
+    c.timeout = Duration::from_secs(2);
+    c.quiet = true;
+    c.reconnect = quick_reconnect(150);
+    c
+}
+
+/// The run's feed over `legs` (A first: the primary): JSON key `seq`, contiguous, a
+/// 250 ms hold window (generous: a vCPU steal of ~100 ms must not turn a late copy
+/// into a gap; the default 1 ms is covered deterministically elsewhere).
+pub fn feed_config(name: &str, legs: Vec<Config>) -> FeedConfig {
+    let mut cfg = FeedConfig::new(legs, KeyExtractor::json("seq").unwrap());
+    cfg.name = Some(name.to_string());
+    cfg.mode = ArbiterMode::Contiguous;
+    cfg.hold_window = Duration::from_millis(250);
+    cfg.quiet = true;
+    cfg
+}
 
 /// The last sequence of the run (3 s at 2000 msgs/s).
 pub const END: u64 = 6000;

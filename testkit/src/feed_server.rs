@@ -391,21 +391,21 @@ pub struct SeqServer {
 
 impl SeqServer {
     pub fn start(spec: SeqSpec) -> SeqServer {
-        Self::start_at("127.0.0.1", None, spec)
+        Self::start_at("127.0.0.1", 0, None, spec)
     }
 
-    /// On `host` (any port), wss:// with the test CA's leaf `leaf` if given (e.g.
+    /// On `host:port` (0: any), wss:// with the test CA's leaf `leaf` if given (e.g.
     /// `"veth"` for the namespace test bed's 10.200.1.1). Call it, and
     /// [`SeqServer::restart`], on a thread inside the server's namespace: the listener
     /// and every connection's thread stay there.
-    pub fn start_at(host: &str, leaf: Option<&str>, spec: SeqSpec) -> SeqServer {
+    pub fn start_at(host: &str, port: u16, leaf: Option<&str>, spec: SeqSpec) -> SeqServer {
         let tls = leaf.map(|leaf| {
             let (c, k) = certs().leaf(leaf);
             TlsContext::new_server(&c, &k, TlsVersion::Tls12, TlsVersion::Tls13).unwrap()
         });
         let mut s = SeqServer {
             host: host.to_string(),
-            port: 0,
+            port,
             spec,
             tls,
             run: Arc::new(AtomicBool::new(false)),

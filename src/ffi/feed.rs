@@ -18,9 +18,9 @@ use super::boundary;
 use crate::error::{Error, Result};
 use crate::feed::{ArbiterMode, BinaryField, Endian, JsonField, Key, KeyExtractor, RotationConfig};
 use crate::ffi_nonnull;
-use crate::pipeline::feed::Out;
+use crate::pipeline::feed::{EventFields, Out};
 use crate::pipeline::{CallbackFeed, Feed, FeedConfig, FeedEvent, FeedItem};
-use crate::stats::{Counter, State, StatsRegion, COUNTERS};
+use crate::stats::{Counter, StatsRegion, COUNTERS};
 
 /// `PlFeedConfig.key`: how a message's key (stream, sequence) is read.
 #[repr(C)]
@@ -474,33 +474,29 @@ fn frame_item(leg: usize, payload: &[u8], opcode: u8, after_reconnect: bool, pos
 }
 
 fn event_item(e: &FeedEvent) -> PlFeedItem {
-    let mut it = match e {
-        FeedEvent::Gap { stream, from, to } => PlFeedItem { stream: *stream, seq: *from, to: *to, ..empty_item(PL_FEED_GAP) },
-        FeedEvent::LegUp { leg, generation } => PlFeedItem { leg: *leg as u32, generation: *generation, ..empty_item(PL_FEED_LEG_UP) },
-        FeedEvent::LegDown { leg, state } => {
-            let (cause, attempt) = match state {
-                State::Reconnecting { attempt, cause } => (cause.code(), *attempt as u64),
-                State::Disconnected { reason } => (reason.kind.code(), 0),
-                _ => (0, 0),
-            };
-            PlFeedItem { leg: *leg as u32, cause, generation: attempt, ..empty_item(PL_FEED_LEG_DOWN) }
-        }
-        FeedEvent::RotationStarted { old, new } => {
-            PlFeedItem { leg: *new as u32, old_leg: *old as u32, ..empty_item(PL_FEED_ROTATION_STARTED) }
-        }
-        FeedEvent::RotationDone { old, new, in_step } => PlFeedItem {
-            leg: *new as u32,
-            old_leg: *old as u32,
-            flags: if *in_step { PL_FEED_IN_STEP } else { 0 },
-            ..empty_item(PL_FEED_ROTATION_DONE)
-        },
-        FeedEvent::RotationAborted { old, new, .. } => {
-            PlFeedItem { leg: *new as u32, old_leg: *old as u32, ..empty_item(PL_FEED_ROTATION_ABORTED) }
-        }
+    let f = EventFields::of(e);
+    let mut it = PlFeedItem {
+        leg: f.leg,
+        old_leg: f.old_leg,
+        stream: f.stream,
+        seq: f.seq,
+        to: f.to,
+        generation: f.generation,
+        cause: f.cause,
+        flags: f.flags,
+        ..empty_item(f.kind)
     };
     fill_cstr(&mut it.text, &e.to_string());
     it
 }
+
+// The event kinds and flags are numbered once, in `EventFields`: the C enums must agree.
+const _: () = {
+    assert!(PL_FEED_GAP == EventFields::GAP && PL_FEED_LEG_UP == EventFields::LEG_UP);
+    assert!(PL_FEED_LEG_DOWN == EventFields::LEG_DOWN && PL_FEED_ROTATION_STARTED == EventFields::ROTATION_STARTED);
+    assert!(PL_FEED_ROTATION_DONE == EventFields::ROTATION_DONE && PL_FEED_ROTATION_ABORTED == EventFields::ROTATION_ABORTED);
+    assert!(PL_FEED_IN_STEP == EventFields::IN_STEP);
+};
 
 /// The next item without blocking: `PL_OK` and `*out` filled (a frame or an event), or
 /// `PL_ERR_WOULD_BLOCK` (nothing yet), or `PL_ERR_CLOSED` (every leg gone and drained).

@@ -140,6 +140,69 @@ impl std::fmt::Display for FeedEvent {
     }
 }
 
+/// A [`FeedEvent`] as the integers the C API (`PlFeedItem`) and the published stream's
+/// event records (`plc_feed_event`) carry: one mapping for both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EventFields {
+    /// `PL_FEED_GAP` (2) .. `PL_FEED_ROTATION_ABORTED` (7).
+    pub kind: u32,
+    /// The leg of a LEG_* event; the new leg of a ROTATION_* event.
+    pub leg: u32,
+    pub old_leg: u32,
+    pub stream: u32,
+    /// Gaps: the first missing sequence.
+    pub seq: u64,
+    /// Gaps: the last missing sequence.
+    pub to: u64,
+    /// LEG_UP: the generation; LEG_DOWN: the reconnect attempt (0: not coming back).
+    pub generation: u64,
+    /// LEG_DOWN: the `PL_DISCONNECT_*` kind.
+    pub cause: u32,
+    /// `PL_FEED_IN_STEP` (4) for a rotation done in step.
+    pub flags: u32,
+}
+
+impl EventFields {
+    pub(crate) const GAP: u32 = 2;
+    pub(crate) const LEG_UP: u32 = 3;
+    pub(crate) const LEG_DOWN: u32 = 4;
+    pub(crate) const ROTATION_STARTED: u32 = 5;
+    pub(crate) const ROTATION_DONE: u32 = 6;
+    pub(crate) const ROTATION_ABORTED: u32 = 7;
+    pub(crate) const IN_STEP: u32 = 4;
+
+    pub(crate) fn of(e: &FeedEvent) -> EventFields {
+        let d = EventFields::default();
+        match e {
+            FeedEvent::Gap { stream, from, to } => EventFields { kind: Self::GAP, stream: *stream, seq: *from, to: *to, ..d },
+            FeedEvent::LegUp { leg, generation } => {
+                EventFields { kind: Self::LEG_UP, leg: *leg as u32, generation: *generation, ..d }
+            }
+            FeedEvent::LegDown { leg, state } => {
+                let (cause, attempt) = match state {
+                    State::Reconnecting { attempt, cause } => (cause.code(), *attempt as u64),
+                    State::Disconnected { reason } => (reason.kind.code(), 0),
+                    _ => (0, 0),
+                };
+                EventFields { kind: Self::LEG_DOWN, leg: *leg as u32, cause, generation: attempt, ..d }
+            }
+            FeedEvent::RotationStarted { old, new } => {
+                EventFields { kind: Self::ROTATION_STARTED, leg: *new as u32, old_leg: *old as u32, ..d }
+            }
+            FeedEvent::RotationDone { old, new, in_step } => EventFields {
+                kind: Self::ROTATION_DONE,
+                leg: *new as u32,
+                old_leg: *old as u32,
+                flags: if *in_step { Self::IN_STEP } else { 0 },
+                ..d
+            },
+            FeedEvent::RotationAborted { old, new, .. } => {
+                EventFields { kind: Self::ROTATION_ABORTED, leg: *new as u32, old_leg: *old as u32, ..d }
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fate {
     /// With the arbiter (held, or just handed in).
@@ -212,7 +275,7 @@ pub struct Feed {
     /// Threads stopping retired legs.
     stoppers: Vec<std::thread::JoinHandle<()>>,
     // Last: removed when the feed goes.
-    _dir: ShmDir,
+    dir: ShmDir,
 }
 
 impl std::fmt::Debug for Feed {
@@ -454,7 +517,7 @@ impl Feed {
             stats,
             stats_at: now,
             stoppers: Vec::new(),
-            _dir: dir,
+            dir,
         };
         for (leg, state) in attempts.try_iter() {
             f.out.push_back(Out::Event(FeedEvent::LegDown { leg, state }));
@@ -514,6 +577,11 @@ impl Feed {
     /// The feed's own stats region (feed-wide counters).
     pub fn stats_region(&self) -> &StatsRegion {
         &self.stats
+    }
+
+    /// The feed's shared-memory directory (the published stream's rings go there).
+    pub(crate) fn dir(&self) -> &ShmDir {
+        &self.dir
     }
 
     /// Ask for a rotation now (make before break): a new leg is opened like the oldest

@@ -44,7 +44,9 @@ const BATCH: usize = 64;
 
 struct Shared {
     feed: Mutex<Feed>,
-    stop: AtomicBool,
+    /// Raised by `stop`; shared with a callback that may wait (the publisher waiting
+    /// for room in its output ring must give up when the feed stops).
+    stop: Arc<AtomicBool>,
     finished: AtomicBool,
     error: Mutex<Option<String>>,
     merge_thread: OnceLock<ThreadId>,
@@ -120,12 +122,19 @@ impl Feed {
     /// hands every item to `cb` (see the module `feed_callback` documentation). Returns
     /// once every leg is connected (or failed, as `start`).
     pub fn start_with_callback(cfg: FeedConfig, cb: OnFeedItem) -> Result<CallbackFeed> {
-        let feed = Feed::start(cfg)?;
+        CallbackFeed::run(Feed::start(cfg)?, cb, Arc::new(AtomicBool::new(false)))
+    }
+}
+
+impl CallbackFeed {
+    /// Run the merge of a started `feed` on its own thread; `stop` is raised when the
+    /// handle stops.
+    pub(crate) fn run(feed: Feed, cb: OnFeedItem, stop: Arc<AtomicBool>) -> Result<CallbackFeed> {
         let name = feed.name().to_string();
         let stats = feed.stats_region().clone();
         let shared = Arc::new(Shared {
             feed: Mutex::new(feed),
-            stop: AtomicBool::new(false),
+            stop,
             finished: AtomicBool::new(false),
             error: Mutex::new(None),
             merge_thread: OnceLock::new(),
@@ -138,9 +147,7 @@ impl Feed {
         let _ = shared.merge_thread.set(thread.thread().id());
         Ok(CallbackFeed { shared, thread: Some(thread), name, stats })
     }
-}
 
-impl CallbackFeed {
     /// The feed's name (its stats region: `pipeline stat NAME`; legs `NAME-<i>`).
     pub fn name(&self) -> &str {
         &self.name

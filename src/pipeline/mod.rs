@@ -15,6 +15,7 @@
 mod config;
 pub(crate) mod feed;
 mod feed_callback;
+mod feed_publish;
 mod first_connect;
 
 pub use crate::ws::WsUrl as Url;
@@ -52,6 +53,7 @@ pub use crate::feed::{
 };
 pub use feed::{Feed, FeedConfig, FeedEvent, FeedFrame, FeedItem};
 pub use feed_callback::{CallbackFeed, OnFeedItem};
+pub use feed_publish::{PublishConfig, EVENT_RECORD_BYTES};
 pub use crate::ring::OverrunPolicy;
 pub use crate::runner::{Layout, WaitKind};
 pub use crate::stage::{

@@ -7,7 +7,6 @@
 //! add up and a too-small published inbox is refused at the first message that does not
 //! fit.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,29 +14,10 @@ use pipeline::pipeline::{
     ArbiterMode, Config, Feed, FeedConfig, KeyExtractor, Layout, PublishConfig, EVENT_RECORD_BYTES,
 };
 use pipeline::stage::encode_server_frame;
+use pipeline_testkit::c_program::feed_reader;
 use pipeline_testkit::synthetic::{config, script, unique, ShmGuard};
 
 const END: u64 = 3000;
-
-fn reader() -> PathBuf {
-    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plc_feed_reader");
-        let o = Command::new("cc")
-            .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror"])
-            .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"])
-            .arg("-o")
-            .arg(&out)
-            .arg(root.join("tests/c/feed_reader.c"))
-            .arg(format!("-I{}", root.join("include").display()))
-            .output()
-            .expect("cc");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        out
-    })
-    .clone()
-}
 
 fn leg(drop: impl Fn(u64) -> bool) -> Config {
     let mut v = Vec::new();
@@ -65,7 +45,7 @@ fn published(tag: &str, publish: PublishConfig) -> (pipeline::pipeline::Callback
 }
 
 fn read(name: &str, mode: &str) -> Vec<u64> {
-    let o = Command::new(reader()).args([name, mode, &END.to_string()]).output().unwrap();
+    let o = Command::new(feed_reader()).args([name, mode, &END.to_string()]).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "reader ({mode}): {out} {}", String::from_utf8_lossy(&o.stderr));
     out.trim().strip_prefix("ok ").unwrap_or_else(|| panic!("{out}")).split(' ').map(|x| x.parse().unwrap()).collect()

@@ -15,10 +15,11 @@ int main(int argc, char **argv) {
     unsigned long long end = strtoull(argv[3], NULL, 10);
     plc_consumer c;
     if (plc_open(&c, argv[1]) != PLC_OK) { fprintf(stderr, "open: %s\n", c.error); return 1; }
-    unsigned long long next = 1, frames = 0, gaps = 0, gap_first = 0, downs = 0;
+    /* 0: not known yet (the stream starts where the legs joined it). */
+    unsigned long long next = 0, frames = 0, gaps = 0, gap_first = 0, downs = 0;
     long idle = 0;
     /* Done after the last sequence, and (reading events) once both legs are gone. */
-    while (next <= end || (events && downs < 2)) {
+    while (next == 0 || next <= end || (events && downs < 2)) {
         plc_frame f;
         plc_feed_event ev;
         int r = events ? plc_next_feed(&c, &f, &ev) : plc_next(&c, &f);
@@ -30,7 +31,7 @@ int main(int argc, char **argv) {
         idle = 0;
         if (r == PLC_FEED_EVENT) {
             if (ev.kind == PLC_FEED_GAP) {
-                if (ev.stream != 0 || ev.seq != next || ev.to < ev.seq) { fprintf(stderr, "gap %llu..%llu at %llu\n", (unsigned long long)ev.seq, (unsigned long long)ev.to, next); return 1; }
+                if (ev.stream != 0 || (next != 0 && ev.seq != next) || ev.to < ev.seq) { fprintf(stderr, "gap %llu..%llu at %llu\n", (unsigned long long)ev.seq, (unsigned long long)ev.to, next); return 1; }
                 gaps++;
                 gap_first = ev.seq;
                 next = ev.to + 1;
@@ -51,7 +52,7 @@ int main(int argc, char **argv) {
         buf[n] = 0;
         unsigned long long s = strtoull(buf, NULL, 10);
         /* Without events a gap shows as a jump; with them every frame is the next. */
-        if (events ? s != next : s < next) { fprintf(stderr, "frame %llu, wanted %llu\n", s, next); return 1; }
+        if (next != 0 && (events ? s != next : s < next)) { fprintf(stderr, "frame %llu, wanted %llu\n", s, next); return 1; }
         next = s + 1;
         frames++;
         plc_release(&c, &f);

@@ -19,7 +19,9 @@
 //! # Ok::<(), pipeline::Error>(())
 //! ```
 //!
-//! The merge step runs in the caller's thread, inside `next*()` (polling delivery): for
+//! The merge step runs in the caller's thread, inside `next*()` (polling delivery; with
+//! [`Feed::start_with_callback`] or [`Feed::start_published`] on a thread of its own,
+//! which calls the same `next()`): for
 //! each leg it takes the leg's new frames from its [`FrameReader`] (deferred release),
 //! reads the key from the payload in place, and hands `(leg, key, position)` to the
 //! [`Arbiter`]. `Deliver` decisions become the merged stream's frames, each borrowed

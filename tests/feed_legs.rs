@@ -40,14 +40,7 @@ fn ab_kernel(tag: &str, callback: bool) {
     let limit = Duration::from_secs(15);
     if !callback {
         let mut feed = Feed::start(cfg).unwrap();
-        let mut o = ab::Outcome::default();
-        let both = ab::drive(origin, limit, &mut |up| if up { sb.restart() } else { sb.kill() }, &mut || {
-            if let Some(item) = feed.next_timeout(Duration::from_millis(20)) {
-                o.take(item);
-            }
-            o.done()
-        });
-        assert!(both, "B killed and restarted");
+        let o = ab::run_polled(&mut feed, origin, limit, &mut |up| if up { sb.restart() } else { sb.kill() });
         ab::check(&feed, &o, tag);
         feed.stop();
         return;

@@ -9,8 +9,37 @@ use std::time::{Duration, Instant};
 use pipeline_testkit::c_program::{assert_success, CProgram};
 use pipeline_testkit::feed_server::{SeqServer, SeqSpec};
 
+/// Both programs' feed: legs argv[2] and argv[3] (inline, backoff, quiet), named
+/// argv[1], JSON key "seq", contiguous with a 250 ms hold.
+macro_rules! ab_config {
+    () => {
+        r#"
+static int ab_config(PlConfig legs[2], PlFeedConfig *fc, char **argv) {
+    for (int i = 0; i < 2; i++) {
+        if (pl_config_init(&legs[i]) != PL_OK) return 1;
+        legs[i].url = argv[2 + i];
+        legs[i].layout = PL_LAYOUT_INLINE;
+        legs[i].wait = PL_WAIT_BACKOFF;
+        legs[i].quiet = true;
+    }
+    if (pl_feed_config_init(fc) != PL_OK) return 1;
+    fc->legs = legs;
+    fc->legs_len = 2;
+    fc->name = argv[1];
+    fc->key = PL_KEY_JSON;
+    fc->json_field = "seq";
+    fc->mode = PL_FEED_CONTIGUOUS;
+    fc->hold_us = 250000;
+    fc->quiet = true;
+    return 0;
+}
+"#
+    };
+}
+
 const PROGRAM: &str = concat!(
     pipeline_testkit::c_prelude!(),
+    ab_config!(),
     r#"
 /* {"seq":N,...} -> N */
 static int seq_key(void *user, const uint8_t *p, size_t len, uint32_t *stream, uint64_t *seq) {
@@ -26,23 +55,8 @@ int main(int argc, char **argv) {
     const char *name = argv[1];
     unsigned long long end = strtoull(argv[4], NULL, 10);
     PlConfig legs[2];
-    for (int i = 0; i < 2; i++) {
-        if (pl_config_init(&legs[i]) != PL_OK) return 3;
-        legs[i].url = argv[2 + i];
-        legs[i].layout = PL_LAYOUT_INLINE;
-        legs[i].wait = PL_WAIT_BACKOFF;
-        legs[i].quiet = true;
-    }
     PlFeedConfig fc;
-    if (pl_feed_config_init(&fc) != PL_OK) return 3;
-    fc.legs = legs;
-    fc.legs_len = 2;
-    fc.name = name;
-    fc.key = PL_KEY_JSON;
-    fc.json_field = "seq";
-    fc.mode = PL_FEED_CONTIGUOUS;
-    fc.hold_us = 250000;
-    fc.quiet = true;
+    if (ab_config(legs, &fc, argv) != 0) return 3;
     pl_feed *f = NULL;
     enum PlResult r = pl_feed_start(&fc, &f);
     if (r != PL_OK) return fail("pl_feed_start", r);
@@ -151,6 +165,7 @@ fn a_c_program_runs_a_feed() {
 
 const CALLBACK_PROGRAM: &str = concat!(
     pipeline_testkit::c_prelude!(),
+    ab_config!(),
     r#"
 #include <stdatomic.h>
 
@@ -195,23 +210,8 @@ int main(int argc, char **argv) {
     if (argc < 5) return 2;
     const char *name = argv[1];
     PlConfig legs[2];
-    for (int i = 0; i < 2; i++) {
-        if (pl_config_init(&legs[i]) != PL_OK) return 3;
-        legs[i].url = argv[2 + i];
-        legs[i].layout = PL_LAYOUT_INLINE;
-        legs[i].wait = PL_WAIT_BACKOFF;
-        legs[i].quiet = true;
-    }
     PlFeedConfig fc;
-    if (pl_feed_config_init(&fc) != PL_OK) return 3;
-    fc.legs = legs;
-    fc.legs_len = 2;
-    fc.name = name;
-    fc.key = PL_KEY_JSON;
-    fc.json_field = "seq";
-    fc.mode = PL_FEED_CONTIGUOUS;
-    fc.hold_us = 250000;
-    fc.quiet = true;
+    if (ab_config(legs, &fc, argv) != 0) return 3;
     static struct seen s;
     s.end = strtoull(argv[4], NULL, 10);
     atomic_store(&s.inside_rc, -1);

@@ -57,7 +57,6 @@ fn ab_in_bed(tag: &str, b_over_xdp: bool) {
         for (i, xdp) in [(0, true), (1, b_over_xdp)] {
             assert_eq!(feed.leg(i).unwrap().local_addr().is_some(), xdp, "leg {i} over AF_XDP: {xdp}");
         }
-        let mut o = ab::Outcome::default();
         let mut server_b = |up: bool| {
             if up {
                 bed.in_ns(Side::Server, || sb.restart());
@@ -65,13 +64,7 @@ fn ab_in_bed(tag: &str, b_over_xdp: bool) {
                 sb.kill();
             }
         };
-        let both = ab::drive(origin, Duration::from_secs(20), &mut server_b, &mut || {
-            if let Some(item) = feed.next_timeout(Duration::from_millis(20)) {
-                o.take(item);
-            }
-            o.done()
-        });
-        assert!(both, "B killed and restarted");
+        let o = ab::run_polled(&mut feed, origin, Duration::from_secs(20), &mut server_b);
         ab::check(&feed, &o, tag);
         feed.stop();
     });

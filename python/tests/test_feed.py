@@ -62,14 +62,20 @@ def serve(drop, delay, n, ready):
     return ls
 
 
+def two_legs(n):
+    """Two servers of `n` sequences with disjoint drops (and 1000 on neither), B 3 ms
+    late: their listeners and the two URLs."""
+    pa, pb = [], []
+    la = serve(lambda i: i % 10 == 3 or i == 1000, 0.0, n, pa)
+    lb = serve(lambda i: i % 10 == 7 or i == 1000, 0.003, n, pb)
+    return la, lb, ["ws://127.0.0.1:%d/feed" % pa[0], "ws://127.0.0.1:%d/feed" % pb[0]]
+
+
 class FeedAB(unittest.TestCase):
     def test_two_legs_merged(self):
         n = 2000
-        pa, pb = [], []
-        la = serve(lambda i: i % 10 == 3 or i == 1000, 0.0, n, pa)
-        lb = serve(lambda i: i % 10 == 7 or i == 1000, 0.003, n, pb)
+        la, lb, urls = two_legs(n)
         try:
-            urls = ["ws://127.0.0.1:%d/feed" % pa[0], "ws://127.0.0.1:%d/feed" % pb[0]]
             seqs, events = [], []
             with pipeline.Feed(urls, key="seq", contiguous=True, hold_ms=250, layout="inline", wait="backoff",
                                quiet=True) as f:
@@ -105,11 +111,8 @@ class FeedAB(unittest.TestCase):
 class FeedCallback(unittest.TestCase):
     def test_two_legs_merged_by_callback(self):
         n = 2000
-        pa, pb = [], []
-        la = serve(lambda i: i % 10 == 3 or i == 1000, 0.0, n, pa)
-        lb = serve(lambda i: i % 10 == 7 or i == 1000, 0.003, n, pb)
+        la, lb, urls = two_legs(n)
         try:
-            urls = ["ws://127.0.0.1:%d/feed" % pa[0], "ws://127.0.0.1:%d/feed" % pb[0]]
             seqs, events, threads = [], [], set()
             done = threading.Event()
 

@@ -822,7 +822,8 @@ impl Feed {
     /// One round: leg states, rotation, each leg's new frames through the arbiter, the
     /// hold window, releases.
     fn pump(&mut self) {
-        let now = now_ns();
+        let real = now_ns();
+        let now = self.seen_until(real);
         self.check_legs(now);
         self.drive_rotation(now);
         let mut ds = std::mem::take(&mut self.decisions);
@@ -857,10 +858,27 @@ impl Feed {
             l.release();
         }
         self.finish_retired();
-        if now.saturating_sub(self.stats_at) >= STATS_EVERY_NS {
-            self.stats_at = now;
+        if real.saturating_sub(self.stats_at) >= STATS_EVERY_NS {
+            self.stats_at = real;
             self.publish_stats();
         }
+    }
+
+    /// The arbiter's clock for this round: now, or, if a leg still has frames the merge
+    /// has not taken, when the oldest of them arrived. A hold window must not expire
+    /// while the fill may be waiting unread in another leg's ring: after a stall of the
+    /// merge (a descheduled consumer) every leg has a backlog, and the first batch of one
+    /// leg would otherwise declare gaps that the next leg's batch fills.
+    fn seen_until(&mut self, real: u64) -> u64 {
+        const MASK: u64 = (1 << 48) - 1; // WS_FRAME_INFO keeps 48 bits of the stamp
+        let mut t = real;
+        for l in self.slots.iter_mut().flatten().filter(|l| !l.retiring) {
+            if let Some(stamp) = l.rx.reader.next_stamp() {
+                let age = real.wrapping_sub(stamp) & MASK;
+                t = t.min(real - age.min(real));
+            }
+        }
+        t
     }
 
     /// Decisions → output queue and pending fates.

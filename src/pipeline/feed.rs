@@ -52,6 +52,8 @@ use crate::stats::{Counter, DisconnectKind, DisconnectReason, State, StatsRegion
 
 /// Frames taken from one leg per turn (so legs interleave close to their arrival).
 const BATCH: usize = 16;
+/// WS_FRAME_INFO keeps the low 48 bits of a frame's parse time (`now_ns()`).
+const STAMP_MASK: u64 = (1 << 48) - 1;
 /// How often the per-leg counters are copied into the stats regions.
 const STATS_EVERY_NS: u64 = 10_000_000;
 /// Events kept for [`Feed::next_event`] when frames are taken with [`Feed::next_frame`]
@@ -829,11 +831,12 @@ impl Feed {
         let mut ds = std::mem::take(&mut self.decisions);
         for slot in 0..self.slots.len() {
             for _ in 0..BATCH {
-                let (raw, key) = {
+                let (raw, key, stamp) = {
                     let Some(leg) = self.slots[slot].as_mut() else { break };
                     if leg.retiring {
                         break;
                     }
+                    let Some(stamp) = leg.rx.reader.next_stamp() else { break };
                     let Some(raw) = leg.rx.next_raw() else { break };
                     if self.bypass {
                         leg.pending.push_back(Pending { raw, key: None, fate: Fate::Delivered });
@@ -844,10 +847,13 @@ impl Feed {
                     // finished (it is pending from here).
                     let key = self.key.key(unsafe { leg.rx.reader.payload(&raw) });
                     leg.pending.push_back(Pending { raw, key, fate: Fate::Given });
-                    (raw, key)
+                    (raw, key, stamp)
                 };
                 self.rotation.observe(slot, key);
-                self.arbiter.on_message(slot, key, raw.pos, now, &mut |d| ds.push(d));
+                // Its hold runs from its own arrival; expiry goes by what every leg was
+                // read up to (`now`, see `seen_until`).
+                let arrival = real - (real.wrapping_sub(stamp) & STAMP_MASK).min(real);
+                self.arbiter.on_message_at(slot, key, raw.pos, arrival, now, &mut |d| ds.push(d));
                 self.apply(&mut ds);
             }
         }
@@ -870,11 +876,10 @@ impl Feed {
     /// merge (a descheduled consumer) every leg has a backlog, and the first batch of one
     /// leg would otherwise declare gaps that the next leg's batch fills.
     fn seen_until(&mut self, real: u64) -> u64 {
-        const MASK: u64 = (1 << 48) - 1; // WS_FRAME_INFO keeps 48 bits of the stamp
         let mut t = real;
         for l in self.slots.iter_mut().flatten().filter(|l| !l.retiring) {
             if let Some(stamp) = l.rx.reader.next_stamp() {
-                let age = real.wrapping_sub(stamp) & MASK;
+                let age = real.wrapping_sub(stamp) & STAMP_MASK;
                 t = t.min(real - age.min(real));
             }
         }

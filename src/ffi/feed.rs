@@ -193,7 +193,8 @@ pub struct pl_feed {
 }
 
 enum Delivery {
-    Polling(Mutex<Feed>),
+    // Boxed: a Feed is large, the callback handle is a pointer and a thread.
+    Polling(Box<Mutex<Feed>>),
     Callback(CallbackFeed),
 }
 
@@ -297,7 +298,7 @@ pub unsafe extern "C" fn pl_feed_start(cfg: *const PlFeedConfig, out: *mut *mut 
         // SAFETY: non-null, initialised per the contract.
         let f = Feed::start(unsafe { feed_config(&*cfg)? })?;
         // SAFETY: out is non-null and writable.
-        unsafe { *out = Box::into_raw(Box::new(pl_feed { f: Delivery::Polling(Mutex::new(f)) })) };
+        unsafe { *out = Box::into_raw(Box::new(pl_feed { f: Delivery::Polling(Box::new(Mutex::new(f))) })) };
         Ok(())
     })
 }

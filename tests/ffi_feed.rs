@@ -138,11 +138,10 @@ int main(int argc, char **argv) {
 "#
 );
 
-#[test]
-fn a_c_program_runs_a_feed() {
-    let origin = Instant::now() + Duration::from_millis(1500); // after the compile
-    let end = 3000u64;
-    // The servers go on past `end` (the second, one-leg feed reads 200 more).
+/// Both programs' servers: disjoint drops, 1500 on neither, starting 1.5 s from now
+/// (after the compile) and going on past 3000 (the one-leg feeds read more).
+fn two_servers() -> (SeqServer, SeqServer) {
+    let origin = Instant::now() + Duration::from_millis(1500);
     let mut a = SeqSpec::new("A", origin, Duration::from_millis(1), 1_000_000);
     a.drop = Arc::new(|n| n % 10 == 3 || n == 1500);
     a.max_delay = Duration::from_millis(1);
@@ -150,7 +149,13 @@ fn a_c_program_runs_a_feed() {
     b.drop = Arc::new(|n| n % 10 == 7 || n == 1500);
     b.max_delay = Duration::from_millis(2);
     b.seed = 9;
-    let (sa, sb) = (SeqServer::start(a), SeqServer::start(b));
+    (SeqServer::start(a), SeqServer::start(b))
+}
+
+#[test]
+fn a_c_program_runs_a_feed() {
+    let end = 3000u64;
+    let (sa, sb) = two_servers();
 
     let prog = CProgram::build("plcfeed", PROGRAM, &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"]);
     let name = format!("cf{}", std::process::id());
@@ -266,16 +271,8 @@ int main(int argc, char **argv) {
 
 #[test]
 fn a_c_program_runs_a_feed_by_callback() {
-    let origin = Instant::now() + Duration::from_millis(1500); // after the compile
     let end = 3000u64;
-    let mut a = SeqSpec::new("A", origin, Duration::from_millis(1), 1_000_000);
-    a.drop = Arc::new(|n| n % 10 == 3 || n == 1500);
-    a.max_delay = Duration::from_millis(1);
-    let mut b = SeqSpec::new("B", origin, Duration::from_millis(1), 1_000_000);
-    b.drop = Arc::new(|n| n % 10 == 7 || n == 1500);
-    b.max_delay = Duration::from_millis(2);
-    b.seed = 9;
-    let (sa, sb) = (SeqServer::start(a), SeqServer::start(b));
+    let (sa, sb) = two_servers();
 
     let prog = CProgram::build("plcfeedcb", CALLBACK_PROGRAM, &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-pthread"]);
     let name = format!("cfcb{}", std::process::id());

@@ -153,3 +153,48 @@ fn first_connect_gives_up_at_the_setup_timeout_naming_the_last_error() {
     assert_eq!(attempts, 0);
     assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn first_connect_retries_a_server_that_cuts_the_upgrade() {
+    // The first two connections are accepted and closed before the upgrade response
+    // (a gateway still starting): the transport stage's own retries, reported the same
+    // way; then a real server on the same port streams.
+    let cutter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = cutter.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (s, _) = cutter.accept().unwrap();
+            drop(s);
+        }
+        drop(cutter);
+        FeedServer::start_on(false, port, vec![], Duration::from_millis(2))
+    });
+    let (name, _g) = unique("rck_first_cut");
+    let mut c = feed_config_at(&name, &format!("ws://127.0.0.1:{port}/feed"));
+    c.liveness = None;
+    c.timeout = Duration::from_secs(10);
+    let mut attempts = Vec::new();
+    let mut p = Pipeline::start_reporting(c, &mut |s, why| attempts.push((s.clone(), why.to_string()))).unwrap();
+    let server = server.join().unwrap();
+    assert!(attempts.len() >= 2, "{attempts:?}");
+    let numbers: Vec<u32> = attempts
+        .iter()
+        .map(|(s, _)| match s {
+            PipelineState::Reconnecting { attempt, .. } => *attempt,
+            s => panic!("{s:?}"),
+        })
+        .collect();
+    assert_eq!(numbers, (1..=attempts.len() as u32).collect::<Vec<_>>(), "{attempts:?}");
+    assert_eq!(p.state(), PipelineState::Connected);
+    let mut rx = p.receiver().unwrap();
+    let got = take_messages(&mut rx, 3, Duration::from_secs(5));
+    assert_eq!(got.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["0-0", "0-1", "0-2"]);
+    // Retried inside the stages: the connection that works is counted as a reconnect
+    // (documented in docs/pipeline.md): generation >= 1, FLAG_RECONNECT on its first frame.
+    assert!(p.stats().get(Counter::Generation) >= 1);
+    assert!(got[0].1, "{got:?}");
+    assert!(attempts.iter().all(|(s, _)| matches!(s, PipelineState::Reconnecting { cause: DisconnectKind::UpgradeFailed, .. })
+        || matches!(s, PipelineState::Reconnecting { cause: DisconnectKind::Network, .. })), "{attempts:?}");
+    assert_eq!(server.connections()[0].received.first(), Some(&(0x1, SUB.as_bytes().to_vec())));
+    p.stop();
+}

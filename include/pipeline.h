@@ -765,7 +765,24 @@ enum PlResult pl_feed_start_callback(const struct PlFeedConfig *cfg,
                                      void *user,
                                      struct pl_feed **out);
 
-// Wait up to `timeout_ms` for a callback feed's delivery to end: `PL_OK` once every
+// `pl_feed_start`, publishing the merged stream for header-only readers in other
+// processes instead of handing it to this one: frames and events go into a MSG_INBOX
+// of `inbox_size` bytes and a WS_FRAME_INFO of `frame_ring` entries (powers of two;
+// 0: 4 MiB and 16384) in `/dev/shm/pipeline_<name>/`, read with
+// `include/pipeline_consumer.h`'s `plc_open(c, name)` and `plc_next_feed`. The merge
+// runs on the feed's own thread; `pl_feed_poll` is refused, `pl_feed_wait`,
+// `pl_feed_get_stats`, `pl_feed_close` and `pl_feed_free` work as for
+// `pl_feed_start_callback`. With the rings full (a reader behind, or none yet) the
+// merge waits and the legs back up.
+//
+// # Safety
+// As `pl_feed_start`.
+enum PlResult pl_feed_start_published(const struct PlFeedConfig *cfg,
+                                      size_t inbox_size,
+                                      size_t frame_ring,
+                                      struct pl_feed **out);
+
+// Wait up to `timeout_ms` for a callback (or published) feed's delivery to end: `PL_OK` once every
 // leg is gone for good and everything was delivered; `PL_ERR_CLOSED` if the callback
 // ended it (non-zero return; `pl_last_error` says which); `PL_ERR_TIMEOUT` if it is
 // still running; `PL_ERR_CONFIG` for a polling feed (poll until `PL_ERR_CLOSED`).

@@ -287,3 +287,80 @@ fn a_c_program_runs_a_feed_by_callback() {
     assert_eq!(&f[1..3], &[1, 2], "one gap, two legs up: {out}");
     assert!(f[0] >= 2000, "most of the stream delivered by callback: {out}");
 }
+
+const PUBLISHED_PROGRAM: &str = concat!(
+    "#define _GNU_SOURCE\n",
+    pipeline_testkit::c_prelude!(),
+    "#include \"pipeline_consumer.h\"\n",
+    ab_config!(),
+    r#"
+int main(int argc, char **argv) {
+    if (argc < 5) return 2;
+    unsigned long long end = strtoull(argv[4], NULL, 10);
+    PlConfig legs[2];
+    PlFeedConfig fc;
+    if (ab_config(legs, &fc, argv) != 0) return 3;
+    pl_feed *f = NULL;
+    enum PlResult r;
+    if (pl_feed_start_published(&fc, 3000, 0, &f) != PL_ERR_CONFIG) { fprintf(stderr, "3000-byte inbox accepted\n"); return 4; }
+    if ((r = pl_feed_start_published(&fc, 0, 0, &f)) != PL_OK) return fail("pl_feed_start_published", r);
+    PlFeedItem it;
+    if (pl_feed_poll(f, &it) != PL_ERR_CONFIG) { fprintf(stderr, "pl_feed_poll on a published feed\n"); return 5; }
+    /* The reader: header only, as another process would (here a part of this one). */
+    plc_consumer c;
+    if (plc_open(&c, argv[1]) != PLC_OK) { fprintf(stderr, "plc_open: %s\n", c.error); return 6; }
+    unsigned long long next = 0, got = 0, gaps = 0, downs = 0;
+    int closed = 0;
+    for (long idle = 0; downs < 2;) {
+        plc_frame fr;
+        plc_feed_event ev;
+        int k = plc_next_feed(&c, &fr, &ev);
+        if (k == PLC_EMPTY) { if (++idle > 200000) { fprintf(stderr, "timeout at %llu\n", next); return 7; } nap(); continue; }
+        idle = 0;
+        if (k == PLC_FEED_EVENT) {
+            if (ev.kind == PLC_FEED_GAP) {
+                if (ev.seq != 1500 || ev.to != 1500 || next != 1500) { fprintf(stderr, "gap %llu at %llu\n", (unsigned long long)ev.seq, next); return 8; }
+                gaps++;
+                next = ev.to + 1;
+            }
+            if (ev.kind == PLC_FEED_LEG_DOWN && ev.generation == 0) downs++;
+            continue;
+        }
+        if (k != PLC_OK) { fprintf(stderr, "plc_next_feed %d: %s\n", k, c.error); return 9; }
+        unsigned long long v = strtoull((const char *)fr.payload + 7, NULL, 10);
+        if (next != 0 && v != next) { fprintf(stderr, "frame %llu, wanted %llu\n", v, next); return 10; }
+        next = v + 1;
+        got++;
+        plc_release(&c, &fr);
+        if (v >= end && !closed) {
+            closed = 1; /* the legs' ends come through as events */
+            if ((r = pl_feed_close(f, 1000, "done")) != PL_OK) return fail("pl_feed_close", r);
+        }
+    }
+    plc_close(&c);
+    if ((r = pl_feed_wait(f, 10000)) != PL_OK) return fail("pl_feed_wait", r);
+    PlStats all;
+    if ((r = pl_feed_get_stats(f, -1, &all)) != PL_OK) return fail("stats", r);
+    pl_feed_free(f);
+    printf("ok %llu %llu %llu %llu\n", got, gaps, downs, (unsigned long long)all.feed_delivered);
+    return 0;
+}
+"#
+);
+
+#[test]
+fn a_c_program_publishes_a_feed_and_reads_it_header_only() {
+    let end = 3000u64;
+    let (sa, sb) = two_servers();
+    let prog = CProgram::build("plcfeedpub", PUBLISHED_PROGRAM, &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"]);
+    let name = format!("cfpub{}", std::process::id());
+    let run = prog.run(&[&name, &sa.url(), &sb.url(), &end.to_string()]);
+    for n in [name.clone(), format!("{name}-0"), format!("{name}-1"), format!("{name}-2")] {
+        let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&n));
+    }
+    let out = assert_success(&run);
+    let f: Vec<u64> = out.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
+    assert_eq!(&f[1..3], &[1, 2], "one gap, both legs' ends: {out}");
+    assert!(f[0] >= 2000, "{out}");
+    assert!(f[3] >= f[0], "the feed delivered at least what the reader read: {out}");
+}

@@ -589,6 +589,10 @@ class Feed:
                 else:
                     handle(item.seq, item.payload)
 
+    `publish=True`: the merged stream (frames and events) goes to header-only readers
+    in other processes (`include/pipeline_consumer.h`: `plc_open(c, name)`,
+    `plc_next_feed`) instead of this one; use `wait()`, `stats()`, `close()`.
+
     `on_message`: callback delivery instead of polling. The merge runs on a thread the
     library owns and calls `on_message(item)` for every FeedMessage (its payload valid
     during the call only: copy with `bytes()` to keep it) and FeedEvent, in stream
@@ -605,7 +609,8 @@ class Feed:
     """
 
     def __init__(self, urls, key="seq", stream_key=None, contiguous=False, hold_ms=1.0, hold_capacity=4096,
-                 primary=0, rotate_every=None, name=None, quiet=False, on_message=None, **leg_options):
+                 primary=0, rotate_every=None, name=None, quiet=False, on_message=None, publish=False,
+                 **leg_options):
         lib = _l()
         self._handle = None
         self._current = None
@@ -667,7 +672,11 @@ class Feed:
         fc.rotate_every_ms = int(float(rotate_every) * 1000) if rotate_every else 0
         fc.quiet = bool(quiet)
         h = ctypes.c_void_p()
-        if on_message is None:
+        if publish and on_message is not None:
+            raise ConfigError(2, "publish=True hands the stream to other processes: no on_message", "config")
+        if publish:
+            _check(lib.pl_feed_start_published(ctypes.byref(fc), 0, 0, ctypes.byref(h)), "feed start")
+        elif on_message is None:
             _check(lib.pl_feed_start(ctypes.byref(fc), ctypes.byref(h)), "feed start")
         else:
             fn = _ffi.FEED_ON_ITEM(_trampoline(on_message, self._callback_error))

@@ -270,6 +270,8 @@ def load():
     lib.pl_feed_start.argtypes = [POINTER(PlFeedConfig), POINTER(c_void_p)]
     lib.pl_feed_start_callback.restype = c_int
     lib.pl_feed_start_callback.argtypes = [POINTER(PlFeedConfig), FEED_ON_ITEM, c_void_p, POINTER(c_void_p)]
+    lib.pl_feed_start_published.restype = c_int
+    lib.pl_feed_start_published.argtypes = [POINTER(PlFeedConfig), c_size_t, c_size_t, POINTER(c_void_p)]
     lib.pl_feed_wait.restype = c_int
     lib.pl_feed_wait.argtypes = [c_void_p, c_uint32]
     lib.pl_feed_poll.restype = c_int

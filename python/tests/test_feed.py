@@ -7,6 +7,7 @@ raises it)."""
 import base64
 import hashlib
 import json
+import os
 import socket
 import struct
 import threading
@@ -168,6 +169,29 @@ class FeedCallback(unittest.TestCase):
                 self.assertEqual(got, list(range(100)), "nothing after the exception")
         finally:
             ls.close()
+
+
+class FeedPublished(unittest.TestCase):
+    def test_publish_for_other_processes(self):
+        n = 2000
+        la, lb, urls = two_legs(n)
+        name = "pyfpub%d" % os.getpid()
+        try:
+            with pipeline.Feed(urls, key="seq", contiguous=True, hold_ms=250, layout="inline", wait="backoff",
+                               quiet=True, name=name, publish=True) as f:
+                self.assertTrue(os.path.exists("/dev/shm/pipeline_%s/ws_frame_info.shm" % name))
+                with self.assertRaises(pipeline.ConfigError):
+                    f.poll()
+                deadline = time.monotonic() + 20
+                while f.stats()["feed_delivered"] < n - 1 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.assertEqual(f.stats()["feed_delivered"], n - 1, "every sequence but 1000, published")
+                self.assertEqual(f.stats()["feed_gaps"], 1)
+                f.close()
+                self.assertTrue(f.wait(timeout=10))
+        finally:
+            la.close()
+            lb.close()
 
 
 if __name__ == "__main__":

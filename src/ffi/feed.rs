@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::feed::{ArbiterMode, BinaryField, Endian, JsonField, Key, KeyExtractor, RotationConfig};
 use crate::ffi_nonnull;
 use crate::pipeline::feed::{EventFields, Out};
-use crate::pipeline::{CallbackFeed, Feed, FeedConfig, FeedEvent, FeedItem};
+use crate::pipeline::{CallbackFeed, Feed, FeedConfig, FeedEvent, FeedItem, PublishConfig};
 use crate::stats::{Counter, StatsRegion, COUNTERS};
 
 /// `PlFeedConfig.key`: how a message's key (stream, sequence) is read.
@@ -349,7 +349,41 @@ pub unsafe extern "C" fn pl_feed_start_callback(
     })
 }
 
-/// Wait up to `timeout_ms` for a callback feed's delivery to end: `PL_OK` once every
+/// `pl_feed_start`, publishing the merged stream for header-only readers in other
+/// processes instead of handing it to this one: frames and events go into a MSG_INBOX
+/// of `inbox_size` bytes and a WS_FRAME_INFO of `frame_ring` entries (powers of two;
+/// 0: 4 MiB and 16384) in `/dev/shm/pipeline_<name>/`, read with
+/// `include/pipeline_consumer.h`'s `plc_open(c, name)` and `plc_next_feed`. The merge
+/// runs on the feed's own thread; `pl_feed_poll` is refused, `pl_feed_wait`,
+/// `pl_feed_get_stats`, `pl_feed_close` and `pl_feed_free` work as for
+/// `pl_feed_start_callback`. With the rings full (a reader behind, or none yet) the
+/// merge waits and the legs back up.
+///
+/// # Safety
+/// As `pl_feed_start`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_start_published(
+    cfg: *const PlFeedConfig,
+    inbox_size: usize,
+    frame_ring: usize,
+    out: *mut *mut pl_feed,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(cfg, out);
+        let d = PublishConfig::default();
+        let p = PublishConfig {
+            inbox_size: if inbox_size == 0 { d.inbox_size } else { inbox_size },
+            frame_ring: if frame_ring == 0 { d.frame_ring } else { frame_ring },
+        };
+        // SAFETY: non-null, initialised per the contract.
+        let feed = Feed::start_published(unsafe { feed_config(&*cfg)? }, p)?;
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = Box::into_raw(Box::new(pl_feed { f: Delivery::Callback(feed) })) };
+        Ok(())
+    })
+}
+
+/// Wait up to `timeout_ms` for a callback (or published) feed's delivery to end: `PL_OK` once every
 /// leg is gone for good and everything was delivered; `PL_ERR_CLOSED` if the callback
 /// ended it (non-zero return; `pl_last_error` says which); `PL_ERR_TIMEOUT` if it is
 /// still running; `PL_ERR_CONFIG` for a polling feed (poll until `PL_ERR_CLOSED`).
@@ -429,7 +463,7 @@ impl pl_feed {
         match &self.f {
             Delivery::Polling(_) => self.lock(),
             Delivery::Callback(_) => Err(Error::Config(format!(
-                "{call}: this feed delivers by callback (pl_feed_start_callback); its frames are released when the callback returns"
+                "{call}: this feed delivers by callback (pl_feed_start_callback) or publishes for other processes (pl_feed_start_published)"
             ))),
         }
     }

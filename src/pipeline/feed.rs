@@ -831,12 +831,11 @@ impl Feed {
         let mut ds = std::mem::take(&mut self.decisions);
         for slot in 0..self.slots.len() {
             for _ in 0..BATCH {
-                let (raw, key, stamp) = {
+                let (raw, key) = {
                     let Some(leg) = self.slots[slot].as_mut() else { break };
                     if leg.retiring {
                         break;
                     }
-                    let Some(stamp) = leg.rx.reader.next_stamp() else { break };
                     let Some(raw) = leg.rx.next_raw() else { break };
                     if self.bypass {
                         leg.pending.push_back(Pending { raw, key: None, fate: Fate::Delivered });
@@ -847,13 +846,13 @@ impl Feed {
                     // finished (it is pending from here).
                     let key = self.key.key(unsafe { leg.rx.reader.payload(&raw) });
                     leg.pending.push_back(Pending { raw, key, fate: Fate::Given });
-                    (raw, key, stamp)
+                    (raw, key)
                 };
                 self.rotation.observe(slot, key);
-                // Its hold runs from its own arrival; expiry goes by what every leg was
-                // read up to (`now`, see `seen_until`).
-                let arrival = real - (real.wrapping_sub(stamp) & STAMP_MASK).min(real);
-                self.arbiter.on_message_at(slot, key, raw.pos, arrival, now, &mut |d| ds.push(d));
+                // Its hold runs from now (when the merge takes it: never shorter than the
+                // window after it reached us); expiry goes by what every leg was read up to
+                // (`now`, see `seen_until`), so a fill still unread in another leg counts.
+                self.arbiter.on_message_at(slot, key, raw.pos, real, now, &mut |d| ds.push(d));
                 self.apply(&mut ds);
             }
         }

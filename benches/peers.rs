@@ -10,7 +10,8 @@
 //! test bed does that); the client veth's receive work is steered to CPU 1 with RPS;
 //! every client runs on CPU 1.
 //!
-//! The feed server: Rust + OpenSSL (the library's `TlsTransport` over a kernel socket),
+//! The feed server (`pipeline_netbed::exchange`, shared with `pipeline demo`): Rust +
+//! OpenSSL (the library's `TlsTransport` over a kernel socket),
 //! TLS 1.3 with only TLS_AES_128_GCM_SHA256, a WebSocket upgrade, then commands from the
 //! client ("run SIZE COUNT RATE", a masked text frame). A message is a binary frame
 //! `[seq u64 LE][CLOCK_MONOTONIC send ns u64 LE][pattern]`; a text frame "done" ends a
@@ -70,15 +71,15 @@
 //!   `perf report`'s top symbols.
 
 use pipeline_testkit::certs;
+use pipeline_testkit::exchange::{command, server_main, Pacing, ServerCtl};
+use pipeline_testkit::gettid;
 use pipeline_testkit::feed::mono_ns;
 use pipeline_testkit::netns::{self, Side, TestBed};
 use pipeline_testkit::plot::{latency_svg, Curve};
 use pipeline::pipeline::{Config, Pipeline, PipelineState, TransportKind};
+use pipeline::latency::HistogramSnapshot;
 use pipeline::runner::{Layout, WaitKind};
-use pipeline::stage::TlsTransport;
-use pipeline::tls::{TlsContext, TlsVersion};
-use pipeline::transport::kernel::KernelSocket;
-use pipeline::{Error, Result};
+use pipeline::stats::Latency;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -91,8 +92,6 @@ use std::time::{Duration, Instant};
 const T: Duration = Duration::from_secs(20);
 const SERVER_CPU: usize = 0;
 const CLIENT_CPU: usize = 1;
-/// The TLS record the batched mode fills (many frames per record).
-const RECORD: usize = 16384;
 
 // ---------------------------------------------------------------- CPU accounting
 
@@ -100,11 +99,6 @@ const RECORD: usize = 16384;
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no preconditions.
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64
-}
-
-fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
 }
 
 fn pin_to(cpu: usize) {
@@ -225,132 +219,6 @@ fn cpu_delta(a: &Snap, b: &Snap, server: i32, exclude: &[i32]) -> (u64, u64, u64
     (client, srv, b.ksoft.saturating_sub(a.ksoft), pct(0), pct(1))
 }
 
-// ---------------------------------------------------------------- server
-
-struct ServerCtl {
-    tid: AtomicI32,
-    stop: AtomicBool,
-}
-
-/// Accept connections one after the other (one client at a time) on CPU 0.
-fn server_main(l: TcpListener, cert: PathBuf, key: PathBuf, ctl: Arc<ServerCtl>) {
-    pin_to(SERVER_CPU);
-    ctl.tid.store(gettid(), Ordering::SeqCst);
-    let ctx = TlsContext::new_server(&cert, &key, TlsVersion::Tls13, TlsVersion::Tls13).expect("server TLS context");
-    l.set_nonblocking(true).expect("nonblocking listener");
-    while !ctl.stop.load(Ordering::SeqCst) {
-        match l.accept() {
-            Ok((s, _)) => {
-                if let Err(e) = serve(s, &ctx) {
-                    if !matches!(e, Error::Closed(_)) {
-                        eprintln!("  peers server: connection ended: {e}");
-                    }
-                }
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(2)),
-        }
-    }
-}
-
-fn serve(s: TcpStream, ctx: &TlsContext) -> Result<()> {
-    s.set_nodelay(true).map_err(|e| Error::io("nodelay", e))?;
-    let session = ctx.server_session()?;
-    // The feed's cipher: TLS 1.3 AES-128-GCM only.
-    // SAFETY: a live SSL* and a NUL-terminated string.
-    let ok = unsafe { openssl_sys::SSL_set_ciphersuites(session.as_ptr(), c"TLS_AES_128_GCM_SHA256".as_ptr()) };
-    assert_eq!(ok, 1, "SSL_set_ciphersuites");
-    // The pipeline's own TLS glue, serving the server's side of an accepted socket.
-    let mut tls = TlsTransport::new(KernelSocket::from_std(s)?, session);
-    tls.handshake(T)?;
-    assert_eq!(tls.session().cipher(), "TLS_AES_128_GCM_SHA256");
-    let mut inb: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    let end = loop {
-        if let Some(p) = inb.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        let n = tls.read_timeout(&mut buf, T)?;
-        inb.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&inb[..end]).to_string();
-    inb.drain(..end);
-    let key_hdr = head
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-key")).map(|(_, v)| v.trim().to_string()))
-        .ok_or_else(|| Error::Closed("no Sec-WebSocket-Key".into()))?;
-    let accept = pipeline::ws::handshake::accept_key(&key_hdr);
-    let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
-    tls.write_all(resp.as_bytes(), T)?;
-    let pattern: Vec<u8> = (0..65536u32).map(|i| i as u8).collect();
-    let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
-    loop {
-        // One masked frame (< 126 bytes) from the client.
-        let (op, cmd) = loop {
-            if inb.len() >= 6 {
-                let len = (inb[1] & 0x7f) as usize;
-                if len < 126 && inb.len() >= 6 + len {
-                    let mask = [inb[2], inb[3], inb[4], inb[5]];
-                    let p: Vec<u8> = inb[6..6 + len].iter().enumerate().map(|(i, b)| b ^ mask[i & 3]).collect();
-                    let op = inb[0] & 0xf;
-                    inb.drain(..6 + len);
-                    break (op, String::from_utf8_lossy(&p).to_string());
-                }
-            }
-            let n = tls.read_timeout(&mut buf, Duration::from_secs(300))?;
-            inb.extend_from_slice(&buf[..n]);
-        };
-        if op == 0x8 {
-            let _ = tls.write_all(&[0x88, 2, 0x03, 0xe8], Duration::from_secs(1));
-            let _ = tls.close_graceful(Duration::from_secs(1));
-            return Ok(());
-        }
-        if op != 0x1 {
-            continue;
-        }
-        let v: Vec<u64> = cmd.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-        let (size, count, rate) = (v[0] as usize, v[1], v[2]);
-        assert!((16..=65535).contains(&size), "size {size}");
-        let frame = |out: &mut Vec<u8>, seq: u64, ts: u64| {
-            if size < 126 {
-                out.extend_from_slice(&[0x82, size as u8]);
-            } else {
-                out.extend_from_slice(&[0x82, 126]);
-                out.extend_from_slice(&(size as u16).to_be_bytes());
-            }
-            out.extend_from_slice(&seq.to_le_bytes());
-            out.extend_from_slice(&ts.to_le_bytes());
-            out.extend_from_slice(&pattern[..size - 16]);
-        };
-        if rate == 0 {
-            // Batched: frames packed into 16 KiB records (a larger frame: alone, and
-            // OpenSSL splits it into 16 KiB records).
-            let mut seq = 0;
-            while seq < count {
-                out.clear();
-                let ts = mono_ns();
-                while seq < count && (out.is_empty() || out.len() + size + 4 <= RECORD) {
-                    frame(&mut out, seq, ts);
-                    seq += 1;
-                }
-                tls.write_all(&out, T)?;
-            }
-        } else {
-            // Paced: one record per message, stamped when sent; spin until due.
-            let t0 = Instant::now();
-            for seq in 0..count {
-                let due = t0 + Duration::from_nanos(seq * 1_000_000_000 / rate);
-                while Instant::now() < due {
-                    std::hint::spin_loop();
-                }
-                out.clear();
-                frame(&mut out, seq, mono_ns());
-                tls.write_all(&out, T)?;
-            }
-        }
-        tls.write_all(&[0x81, 4, b'd', b'o', b'n', b'e'], T)?;
-    }
-}
-
 // ---------------------------------------------------------------- what every client does per message
 
 /// One run's receipts, on the client's own thread.
@@ -362,11 +230,22 @@ struct Recorder {
     first_ns: u64,
     end_ns: u64,
     lat: Vec<u64>,
+    /// Our Pipelines: the stats region's stage histograms over this run (not the warm-up).
+    stages: Vec<(Latency, HistogramSnapshot)>,
 }
 
 impl Recorder {
     fn new(size: usize, count: u64, latency: bool) -> Recorder {
-        Recorder { size, latency, got: 0, bad: 0, first_ns: 0, end_ns: 0, lat: Vec::with_capacity(if latency { count as usize } else { 0 }) }
+        Recorder {
+            size,
+            latency,
+            got: 0,
+            bad: 0,
+            first_ns: 0,
+            end_ns: 0,
+            lat: Vec::with_capacity(if latency { count as usize } else { 0 }),
+            stages: Vec::new(),
+        }
     }
     #[inline]
     fn on_binary(&mut self, p: &[u8]) {
@@ -386,10 +265,6 @@ impl Recorder {
     fn done(&mut self) {
         self.end_ns = mono_ns();
     }
-}
-
-fn command(size: usize, count: u64, rate: u64) -> String {
-    format!("run {size} {count} {rate}")
 }
 
 /// The clients.
@@ -452,6 +327,11 @@ struct PipelinePeer {
     p: Pipeline,
     sink: Arc<Sink>,
     what: &'static str,
+}
+
+/// The stats region's stage histograms of `p` as they are now.
+fn stage_histograms(p: &Pipeline) -> Vec<(Latency, HistogramSnapshot)> {
+    Latency::ALL.iter().filter_map(|&h| Some((h, p.stats_region().histogram(h)?))).collect()
 }
 
 fn wait_kind() -> WaitKind {
@@ -521,6 +401,7 @@ impl Peer for PipelinePeer {
         s.latency.store(latency, Ordering::SeqCst);
         *s.lat.lock().unwrap() = Vec::with_capacity(if latency { count as usize } else { 0 });
         *s.waiter.lock().unwrap() = Some(std::thread::current());
+        let before = stage_histograms(&self.p);
         self.p.send_text(&command(size, count, rate)).unwrap_or_else(|e| panic!("{}: send: {e}", self.what));
         let deadline = Instant::now() + T + Duration::from_nanos(count * 1_000_000_000 / rate.max(1));
         while !s.done.load(Ordering::Acquire) {
@@ -539,6 +420,11 @@ impl Peer for PipelinePeer {
         r.first_ns = s.first_ns.load(Ordering::SeqCst);
         r.end_ns = s.end_ns.load(Ordering::SeqCst);
         r.lat = std::mem::take(&mut *s.lat.lock().unwrap());
+        r.stages = stage_histograms(&self.p)
+            .into_iter()
+            .zip(before)
+            .map(|((h, after), (_, before))| (h, after.since(&before)))
+            .collect();
         r
     }
     fn tid(&self) -> i32 {
@@ -814,6 +700,7 @@ struct Run {
     /// Hypervisor steal on CPU 0 + CPU 1 during the run (ms, tick-sampled).
     steal_ms: u64,
     lat_ns: Vec<u64>,
+    stages: Vec<(Latency, HistogramSnapshot)>,
 }
 
 impl Run {
@@ -888,6 +775,7 @@ impl Env<'_> {
             preempted,
             steal_ms,
             lat_ns: r.lat,
+            stages: r.stages,
         }
     }
 }
@@ -1039,7 +927,7 @@ fn main() {
     let ip = bed.server_ip;
     let l = bed.in_server(move || TcpListener::bind((ip, 0)).expect("bind"));
     let port = l.local_addr().unwrap().port();
-    let ctl = Arc::new(ServerCtl { tid: AtomicI32::new(0), stop: AtomicBool::new(false) });
+    let ctl = ServerCtl::new(Some(SERVER_CPU), Pacing::Spin);
     let c2 = ctl.clone();
     let server = bed.spawn_in(Side::Server, move || server_main(l, cert, key, c2));
     while ctl.tid.load(Ordering::SeqCst) == 0 {
@@ -1104,6 +992,17 @@ fn main() {
                 r.preempted,
                 r.steal_ms
             );
+            for (h, snap) in &r.stages {
+                eprintln!(
+                    "      {:<22} {:>7} msgs  p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs  max {:>8.1} µs",
+                    h.name(),
+                    snap.count,
+                    snap.quantile(0.5) as f64 / 1e3,
+                    snap.quantile(0.99) as f64 / 1e3,
+                    snap.quantile(0.999) as f64 / 1e3,
+                    snap.max_ns as f64 / 1e3
+                );
+            }
             lat.entry(k).or_default().push(r);
         }
     }
@@ -1113,9 +1012,57 @@ fn main() {
     let loadavg_end = if ok { la.trim().to_string() } else { String::new() };
     drop(bed);
 
+    stage_report(&kinds, &lat, smoke || kinds.len() < 4 || sizes.len() < 4, smoke, lat_runs);
     let t: HashMap<(Kind, usize), Tput> = tput.iter().map(|(k, v)| (*k, summarize_tput(v))).collect();
     let l: HashMap<Kind, Lat> = lat.iter_mut().map(|(k, v)| (*k, summarize_lat(v))).collect();
     report(&kinds, &sizes, &t, &l, smoke, rounds, lat_runs, &loadavg, &loadavg_end);
+}
+
+/// Our Pipelines' per-stage latency in the paced runs, from the stats region's
+/// histograms (the runs pooled): a table on stderr and one curve per stage in
+/// `bench-results/peers-stages.svg` (`peers-stages-partial.svg.tmp` for smoke and
+/// subset runs).
+fn stage_report(kinds: &[Kind], lat: &HashMap<Kind, Vec<Run>>, partial: bool, smoke: bool, lat_runs: usize) {
+    let mut series: Vec<(String, Curve)> = Vec::new();
+    eprintln!("\nper-stage latency, 256 B at 20,000 msg/s (stats region histograms, {lat_runs} run(s) pooled):");
+    for k in kinds {
+        let Some(runs) = lat.get(k) else { continue };
+        let mut pooled: Vec<(Latency, HistogramSnapshot)> = Vec::new();
+        for r in runs {
+            for (h, snap) in &r.stages {
+                match pooled.iter_mut().find(|(p, _)| p == h) {
+                    Some((_, acc)) => acc.merge(snap),
+                    None => pooled.push((*h, snap.clone())),
+                }
+            }
+        }
+        for (h, snap) in &pooled {
+            eprintln!(
+                "  {:<36} {:<22} {:>7} msgs  p50 {:>7.1}  p90 {:>7.1}  p99 {:>7.1}  p99.9 {:>8.1}  max {:>8.1} µs",
+                k.name(),
+                h.name(),
+                snap.count,
+                snap.quantile(0.5) as f64 / 1e3,
+                snap.quantile(0.9) as f64 / 1e3,
+                snap.quantile(0.99) as f64 / 1e3,
+                snap.quantile(0.999) as f64 / 1e3,
+                snap.max_ns as f64 / 1e3
+            );
+            if snap.count > 0 {
+                let top = (snap.count as f64).log10().max(1.0);
+                series.push((format!("{} {}", k.key(), h.name()), Curve::from_quantiles(top, |q| snap.quantile(q) as f64)));
+            }
+        }
+    }
+    if series.is_empty() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    let _ = std::fs::create_dir_all(&dir);
+    let f = if partial { "peers-stages-partial.svg.tmp" } else { "peers-stages.svg" };
+    let title = format!("our Pipelines, per stage: 256 B at 20,000 msg/s over veth{}", if smoke { " (SMOKE)" } else { "" });
+    std::fs::write(dir.join(f), latency_svg(&series, &title, "percentile")).expect("write stage svg");
+    eprintln!("  wrote bench-results/{f}");
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -9,7 +9,8 @@
 // a text reply through the Sender it is given. --throw-at K: the callback throws a
 // std::runtime_error at message K; the wrapper catches it, and the connection ends with
 // PL_DISCONNECT_CALLBACK_ERROR and the exception's text. At the end one line:
-//   summary: messages=N gaps=G bad=B replies=R kind=PL_DISCONNECT_... reason=...
+//   summary: messages=N gaps=G bad=B replies=R text=T stamps_bad=S kind=PL_DISCONNECT_... reason=...
+// (stamps_bad: messages whose wspipe::message_timestamps() were missing or out of stage order)
 // Exit status 0 if the count was reached (or, with --throw-at, if the disconnect is the
 // callback error with the exception's text and exactly K messages were seen).
 #include <wspipe/pipeline.hpp>
@@ -52,10 +53,15 @@ int main(int argc, char **argv) {
         return 1;
     }
     // The strategy's state: plain variables of this process.
-    unsigned long long want = 0, gaps = 0, bad = 0, replies = 0, text = 0;
+    unsigned long long want = 0, gaps = 0, bad = 0, replies = 0, text = 0, stamps_bad = 0;
     bool closing = false;
     try {
         wspipe::Pipeline p(cfg, [&](wspipe::Sender &s, const wspipe::Message &m) {
+            // The library's per-message stamps: in stage order for every message.
+            auto t = wspipe::message_timestamps();
+            if (!t || t->arrival_ns == 0 || t->arrival_ns > t->decrypted_ns || t->decrypted_ns > t->parsed_ns ||
+                t->parsed_ns > t->delivered_ns)
+                stamps_bad++;
             if (m.is_text()) { text++; return; }
             if (closing) return;
             uint64_t seq = 0, sent = 0;
@@ -76,8 +82,9 @@ int main(int argc, char **argv) {
         });
         p.wait_disconnected(std::chrono::seconds(120));
         wspipe::Disconnect d = p.disconnect();
-        std::printf("summary: messages=%llu gaps=%llu bad=%llu replies=%llu text=%llu kind=%s reason=%s\n", want, gaps,
-                    bad, replies, text, d.kind_name(), d.message.c_str());
+        std::printf("summary: messages=%llu gaps=%llu bad=%llu replies=%llu text=%llu stamps_bad=%llu kind=%s reason=%s\n",
+                    want, gaps, bad, replies, text, stamps_bad, d.kind_name(), d.message.c_str());
+        if (stamps_bad) return 1;
         if (throw_at >= 0)
             return d.kind == PL_DISCONNECT_CALLBACK_ERROR && d.message.find("position limit") != std::string::npos &&
                            want == static_cast<unsigned long long>(throw_at)

@@ -10,8 +10,10 @@
  * tools/exchange_sim.py (order, size, crc32, pattern; latency from the embedded send
  * time), prints one line per message unless --quiet, and a summary line:
  *   summary: messages=N gaps=0 bad=0 text=T seconds=S rate=R/s latency_us p50=.. p99=.. max=..
- * Exit status: 0 all N read in order, 1 gap/corruption/overrun, 2 usage or open failure,
- * 3 timeout. Control frames never reach it: plc_next skips them. */
+ * Without --count it reads until the stream ends (PLC_END: the pipeline disconnected and
+ * every message was read). Exit status: 0 all N read in order, 1 gap/corruption/overrun
+ * or the stream ended before N, 2 usage or open failure (PLC_ERR_BUSY, another reader,
+ * at once), 3 timeout. Control frames never reach it: plc_next skips them. */
 #include <wspipe/pipeline_consumer.h>
 #include "feed_check.h"
 
@@ -52,7 +54,7 @@ int main(int argc, char **argv) {
     int r;
     while ((r = plc_open(&c, name)) != PLC_OK) {
         /* Not there yet (or still being created): retry until the deadline. */
-        if (feed_now_ns() > deadline || interrupted) {
+        if (r == PLC_ERR_BUSY || feed_now_ns() > deadline || interrupted) {
             fprintf(stderr, "consumer_reader: %s\n", c.error);
             return 2;
         }
@@ -78,6 +80,12 @@ int main(int argc, char **argv) {
                 }
             }
             continue;
+        }
+        if (r == PLC_END) {
+            fprintf(stderr, "consumer_reader: the stream ended (state %d) after %llu messages\n", plc_state(&c),
+                    (unsigned long long)want);
+            if (count > 0) status = 1;
+            break;
         }
         if (r != PLC_OK) {
             fprintf(stderr, "consumer_reader: %s\n", c.error);

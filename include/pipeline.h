@@ -341,6 +341,19 @@ typedef struct PlConfig {
   bool deflate_server_no_context_takeover;
   // Our messages shorter than this go uncompressed (default 64).
   size_t deflate_threshold;
+  // One-way latency from the server's own stamp (the stats region's
+  // `server_to_delivered`): the name of a JSON member holding it (`"E"`: the first
+  // `"E": <integer>` of each message, the integer may be quoted). NULL: see
+  // `server_stamp_width`.
+  const char *server_stamp_field;
+  // Or a binary stamp: an unsigned integer of `server_stamp_width` bytes (4 or 8; 0:
+  // no server stamp) at `server_stamp_offset` in each message.
+  size_t server_stamp_offset;
+  uint32_t server_stamp_width;
+  // The binary stamp is big-endian (default: little-endian).
+  bool server_stamp_big_endian;
+  // The stamp's unit in ns since the Unix epoch: 1 (default) ns, 1000 us, 1000000 ms.
+  uint64_t server_stamp_unit_ns;
 } PlConfig;
 
 // A received frame, read in place. Give it back with `pl_release`.
@@ -359,6 +372,23 @@ typedef struct PlFrame {
   // connection (a message cut by the disconnect was not delivered).
   uint32_t flags;
 } PlFrame;
+
+// When a message passed each stage, CLOCK_MONOTONIC nanoseconds (0: not known).
+// Filled by `pl_message_timestamps`. Set `struct_size` to `sizeof(PlTimestamps)`
+// first: the struct may grow at the end, and the library writes only the fields that
+// fit in the caller's size (and sets `struct_size` to what it wrote).
+typedef struct PlTimestamps {
+  size_t struct_size;
+  // The packet completing the message arrived (XDP: our poll took it off the RX
+  // ring; kernel: the socket's receive timestamp, SO_TIMESTAMPNS).
+  uint64_t arrival_ns;
+  // Its plaintext was in MSG_INBOX.
+  uint64_t decrypted_ns;
+  // The WebSocket stage published it.
+  uint64_t parsed_ns;
+  // The callback was about to run / `pl_poll` returned it.
+  uint64_t delivered_ns;
+} PlTimestamps;
 
 // Called on each connection state change after `pl_start` returned (which is the
 // CONNECTED event): CLOSING, then DISCONNECTED with the reason's message ("closed by
@@ -626,6 +656,34 @@ enum PlResult pl_start(const struct PlConfig *cfg, struct pl_pipeline **out);
 // `p` from `pl_start`, `out` writable.
 enum PlResult pl_poll(struct pl_pipeline *p, struct PlFrame *out);
 
+// The timestamps of the message most recently handed to the calling thread: inside a
+// message callback, that call's message; after `pl_poll`, the frame it returned.
+// `out->struct_size` must be at least `offsetof(PlTimestamps, arrival_ns) + 8`;
+// `PL_ERR_WOULD_BLOCK` before any message reached this thread. Convert to Unix time
+// with `pl_monotonic_to_unix_ns`.
+//
+// # Safety
+// `out` NULL or writable for `out->struct_size` bytes.
+enum PlResult pl_message_timestamps(struct PlTimestamps *out);
+
+// A file descriptor to wait on instead of spinning on `pl_poll`: an eventfd (owned by
+// the pipeline; do not close or read it, it is valid until `pl_free`) that becomes
+// readable when frames are ready or the state changed (the end of the stream among
+// them). From this call on, a `pl_poll` that returns `PL_ERR_WOULD_BLOCK` has armed it:
+// the producing stage writes it once when it next publishes, and not at all while you
+// keep up. So: poll until `PL_ERR_WOULD_BLOCK`, then `poll(2)`/`epoll`/your event loop
+// on the fd, then poll again. Wakeups may be spurious; after `PL_ERR_CLOSED` it stays
+// readable. Every layout (a `processes` stage inherited it at the fork). Polling
+// delivery only: `PL_ERR_CONFIG` with a callback or an external consumer.
+//
+// # Safety
+// `p` from `pl_start`, `fd` writable.
+enum PlResult pl_event_fd(struct pl_pipeline *p, int *fd);
+
+// A CLOCK_MONOTONIC ns stamp (`PlTimestamps`) as ns since the Unix epoch (reads both
+// clocks now: exact unless the wall clock steps in between).
+uint64_t pl_monotonic_to_unix_ns(uint64_t mono_ns);
+
 // Done with `frame` (and every frame before it): its bytes go back to the transport.
 // Release frames in the order `pl_poll` returned them. A frame `pl_poll` did not
 // return (its end lies beyond every frame handed out) is `PL_ERR_CONFIG`.
@@ -707,10 +765,20 @@ enum PlResult pl_get_disconnect(struct pl_pipeline *p,
                                 char *message,
                                 size_t len);
 
-// A snapshot of every counter. Thread-safe.
+// A snapshot of every counter. Thread-safe. `size` is the caller's `sizeof(PlStats)`
+// (the header's `pl_get_stats(p, out)` macro passes it): only that many bytes are
+// written, so a program built against an older header gets the counters it knows.
 //
 // # Safety
-// `p` from `pl_start`; `out` writable.
+// `p` from `pl_start`; `out` has `size` writable bytes.
+enum PlResult pl_get_stats_size(struct pl_pipeline *p, struct PlStats *out, size_t size);
+
+// The 0.1 layout's counters only (`PL_STATS_MIN_SIZE` bytes): the symbol programs
+// built before the sized call use. The header's `pl_get_stats` macro calls
+// `pl_get_stats_size` instead.
+//
+// # Safety
+// `p` from `pl_start`; `out` writable for the 0.1 `PlStats`.
 enum PlResult pl_get_stats(struct pl_pipeline *p, struct PlStats *out);
 
 // Copy the pipeline's shared-memory name into `buf` (NUL-terminated, truncated);
@@ -817,9 +885,17 @@ enum PlResult pl_feed_rotate(struct pl_feed *f, bool forced);
 // Counters: `leg` < 0 gives the feed's own (`feed_delivered`, `feed_gaps`, ..., and
 // the legs' feed counters summed); otherwise that leg's pipeline counters with its
 // `feed_*` counters (won, dups, lag histogram). `PL_ERR_CONFIG` for an empty slot.
+// `size` is the caller's `sizeof(PlStats)` (the header's `pl_feed_get_stats` macro).
 //
 // # Safety
-// `f` from `pl_feed_start`; `out` writable.
+// `f` from `pl_feed_start`; `out` has `size` writable bytes.
+enum PlResult pl_feed_get_stats_size(struct pl_feed *f, int leg, struct PlStats *out, size_t size);
+
+// The 0.1 layout's counters only: the symbol programs built before the sized call
+// use (the header's `pl_feed_get_stats` macro calls `pl_feed_get_stats_size`).
+//
+// # Safety
+// `f` from `pl_feed_start`; `out` writable for the 0.1 `PlStats`.
 enum PlResult pl_feed_get_stats(struct pl_feed *f, int leg, struct PlStats *out);
 
 // Close every leg (the close handshake; they do not reconnect). Poll until
@@ -871,4 +947,12 @@ enum PlResult pl_sender_set_error(struct pl_sender *s, const char *reason);
  * so a program built against this header keeps working with a newer library. */
 #ifndef pl_config_init
 #define pl_config_init(cfg) pl_config_init_size((cfg), sizeof(*(cfg)))
+#endif
+/* Likewise pl_get_stats / pl_feed_get_stats fill as many counters as the caller's
+ * PlStats has. */
+#ifndef pl_get_stats
+#define pl_get_stats(p, out) pl_get_stats_size((p), (out), sizeof(*(out)))
+#endif
+#ifndef pl_feed_get_stats
+#define pl_feed_get_stats(f, leg, out) pl_feed_get_stats_size((f), (leg), (out), sizeof(*(out)))
 #endif

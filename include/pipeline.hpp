@@ -282,6 +282,16 @@ class Pipeline {
 /// The loaded library's ABI matches this header's?
 inline bool abi_matches() noexcept { return pl_abi_version() == PL_ABI_VERSION; }
 
+/// When the message just handed to this thread (the callback's, or the last poll()'s)
+/// arrived, was decrypted, parsed and delivered: CLOCK_MONOTONIC ns (std::chrono::
+/// steady_clock's clock on Linux). nullopt before any message reached the thread.
+inline std::optional<PlTimestamps> message_timestamps() noexcept {
+    PlTimestamps t{};
+    t.struct_size = sizeof t;
+    if (pl_message_timestamps(&t) != PL_OK) return std::nullopt;
+    return t;
+}
+
 }  // namespace wspipe
 
 #endif  // WSPIPE_PIPELINE_HPP

@@ -13,6 +13,7 @@
  *   for (;;) {
  *       int r = plc_next(&c, &f);
  *       if (r == PLC_EMPTY) continue;          // or back off
+ *       if (r == PLC_END) break;               // disconnected and every frame read
  *       if (r < 0) { fprintf(stderr, "%s\n", c.error); break; }   // e.g. PLC_ERR_OVERRUN
  *       handle(f.payload, f.len, f.opcode);    // payload points into shared memory
  *                                              // (opcode 1 text, 2 binary, 0 continuation:
@@ -21,16 +22,28 @@
  *   }
  *   plc_close(&c);
  *
+ * One reader per pipeline: plc_open claims the ring for this process (its pid in the
+ * ring's control area) and refuses a second reader with PLC_ERR_BUSY, naming the
+ * process that reads it (another plc reader, or the pipeline's own in-process consumer
+ * when it was not started with an external consumer). A claim whose process is gone
+ * (it exited or was killed without plc_close) is taken over: the new reader continues
+ * from the last released frame, so frames the dead one took but did not release come
+ * again. Readers must share a PID namespace with each other and the pipeline.
+ *
  * Layout contract (must match src/shm/region.rs and the files in src/ring/; the layout version
  * below is checked on open and a mismatch is refused):
  *   - every region file: a 4096-byte header page starting with plc_region_header, the
  *     ring indices at byte 256 of that page (each on its own 128-byte block), then the
  *     payload;
- *   - ws_frame_info.shm: an SPSC ring of 16-byte frame infos; head (producer) at
+ *   - ws_frame_info.shm: an SPSC ring of 32-byte frame infos; head (producer) at
  *     ctl+0, tail (consumer) at ctl+128; positions are 64-bit and only grow;
  *   - msg_inbox.shm: a byte ring mapped twice back to back here too, so any payload is
  *     one contiguous range; write_pos at ctl+0, release (read) position at ctl+128,
  *     dirty flag (u32) at ctl+384, overrun byte count at ctl+392.
+ *   - ws_frame_info.shm's ctl+256: the reader claim (u32 pid, 0 free).
+ *   - stats.shm (optional here: without it plc_state is PLC_STATE_UNKNOWN and plc_next
+ *     never says PLC_END): slots of 64 bytes, a NUL-padded name in the first 56 and the
+ *     u64 value in the last 8; the slots named "state" and "reconnects" give the state.
  *
  * Trust (see docs/architecture.md, "Shared memory"): the directory and both files are
  * opened O_NOFOLLOW (the files relative to the directory's descriptor) and must be a
@@ -55,6 +68,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -74,15 +88,28 @@ extern "C" {
 #define PLC_CTL_OFFSET 256u
 #define PLC_KIND_ELEM_RING 2u
 #define PLC_KIND_BYTE_RING 3u
+#define PLC_KIND_STATS 5u
+#define PLC_STATS_SLOT 64u
+#define PLC_CLAIM_OFF 256u
 
 /* plc_next() results */
 #define PLC_OK 0
 #define PLC_EMPTY 1
+#define PLC_END 2            /* the pipeline is disconnected and every frame was read */
 #define PLC_ERR_OPEN (-1)    /* a file is missing or cannot be mapped (see error) */
 #define PLC_ERR_LAYOUT (-2)  /* not a pipeline region, or another layout version */
 #define PLC_ERR_OVERRUN (-3) /* the pipeline overwrote data this consumer had not read */
 #define PLC_ERR_OWNER (-4)   /* directory or file is a symlink, another user's, or writable by others */
 #define PLC_ERR_CORRUPT (-5) /* a ring entry points outside what the pipeline wrote: corrupt memory */
+#define PLC_ERR_BUSY (-6)    /* plc_open: another live process reads this pipeline (see error) */
+
+/* plc_state() results: PlState's values (pipeline.h), and UNKNOWN without stats.shm */
+#define PLC_STATE_UNKNOWN (-1)
+#define PLC_STATE_CONNECTING 0
+#define PLC_STATE_CONNECTED 1
+#define PLC_STATE_CLOSING 2
+#define PLC_STATE_DISCONNECTED 3
+#define PLC_STATE_RECONNECTING 4
 
 /* WebSocket opcodes as delivered */
 #define PLC_OPCODE_TEXT 0x1u
@@ -100,11 +127,14 @@ typedef struct plc_region_header {
     uint32_t reserved;
 } plc_region_header;
 
-/* One entry of WS_FRAME_INFO_RING (16 bytes). */
+/* One entry of WS_FRAME_INFO_RING (32 bytes; a pipeline with the older 16-byte entries
+ * is refused at plc_open: the element size is checked). Stamps are CLOCK_MONOTONIC ns. */
 typedef struct plc_frame_info {
     uint32_t msg_inbox_offset; /* low 32 bits of the payload's stream position */
     uint32_t payload_len;
-    uint64_t meta; /* 0..48 parse stamp, 48..56 opcode, 56 is_final, 57.. flags */
+    uint64_t meta; /* 0..48 parse stamp (low bits), 48..56 opcode, 56 is_final, 57.. flags */
+    uint64_t arrival_ns;   /* the packet completing the frame arrived (0: unknown) */
+    uint64_t decrypted_ns; /* its plaintext was committed to MSG_INBOX (0: unknown) */
 } plc_frame_info;
 
 #define PLC_FLAG_MESSAGE 1u
@@ -122,7 +152,9 @@ typedef struct plc_frame {
     uint8_t is_final;
     uint8_t flags;
     uint64_t stream_pos; /* 64-bit MSG_INBOX position of the payload */
-    uint64_t parse_stamp;
+    uint64_t parse_stamp;  /* CLOCK_MONOTONIC ns the WebSocket stage published it (full 64 bits) */
+    uint64_t arrival_ns;   /* CLOCK_MONOTONIC ns the packet completing it arrived (0: unknown) */
+    uint64_t decrypted_ns; /* CLOCK_MONOTONIC ns its plaintext was in MSG_INBOX (0: unknown) */
 } plc_frame;
 
 typedef struct plc_consumer {
@@ -136,6 +168,11 @@ typedef struct plc_consumer {
     uint64_t cached_head;
     uint64_t inbox_pos;   /* our idea of the released MSG_INBOX position */
     char error[1024];
+    uint8_t *stats_map;   /* stats.shm, or NULL */
+    size_t stats_len;
+    const uint64_t *state_word;      /* the "state" slot's value */
+    const uint64_t *reconnects_word; /* the "reconnects" slot's value */
+    uint32_t claimed;     /* our pid while we hold the reader claim, else 0 */
 } plc_consumer;
 
 static inline uint64_t *plc__ctl64(uint8_t *map, size_t off) {
@@ -260,6 +297,8 @@ static inline int plc__map(plc_consumer *c, int dfd, const char *dir, const char
     int cap_ok = h.capacity != 0 && (h.capacity & (h.capacity - 1)) == 0 && h.capacity <= payload / elem_size &&
                  h.capacity * elem_size == payload;
     if (cap_ok && kind == PLC_KIND_BYTE_RING) cap_ok = page > 0 && payload % (uint64_t)page == 0;
+    /* The stats region: `capacity` counter slots, then its text area, in the payload. */
+    if (kind == PLC_KIND_STATS) cap_ok = h.capacity != 0 && h.capacity <= payload / elem_size;
     if (!cap_ok) {
         snprintf(c->error, sizeof c->error,
                  "%s: capacity %llu of %u-byte entries does not fit the %llu-byte payload (or is not a power of two)",
@@ -291,15 +330,83 @@ static inline int plc__map(plc_consumer *c, int dfd, const char *dir, const char
     return PLC_OK;
 }
 
-static inline void plc_close(plc_consumer *c) {
-    if (c->ring_map) munmap(c->ring_map, c->ring_len);
-    if (c->inbox_map) munmap(c->inbox_map, c->inbox_len);
-    c->ring_map = NULL;
-    c->inbox_map = NULL;
+static inline uint32_t *plc__claim(plc_consumer *c) {
+    return (uint32_t *)(void *)(c->ring_map + PLC_CTL_OFFSET + PLC_CLAIM_OFF);
 }
 
-/* Attach to pipeline `name`. Continues from where the previous consumer stopped (the
- * stored positions), never replaying old frames. On failure c->error says why. */
+static inline void plc_close(plc_consumer *c) {
+    if (c->claimed) {
+        uint32_t me = c->claimed;
+        __atomic_compare_exchange_n(plc__claim(c), &me, 0u, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+        c->claimed = 0;
+    }
+    if (c->ring_map) munmap(c->ring_map, c->ring_len);
+    if (c->inbox_map) munmap(c->inbox_map, c->inbox_len);
+    if (c->stats_map) munmap(c->stats_map, c->stats_len);
+    c->ring_map = NULL;
+    c->inbox_map = NULL;
+    c->stats_map = NULL;
+    c->state_word = NULL;
+    c->reconnects_word = NULL;
+}
+
+/* Claim the ring for this process, or say who reads it (PLC_ERR_BUSY). A claim whose
+ * process no longer exists is taken over. Before the positions are read: the previous
+ * reader's last releases are then visible (its release stores precede its exit). */
+static inline int plc__claim_reader(plc_consumer *c, const char *name) {
+    uint32_t me = (uint32_t)getpid();
+    uint32_t *w = plc__claim(c);
+    for (;;) {
+        uint32_t cur = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+        if (cur != 0) {
+            /* Not a pid (above any pid_max; as a pid_t it would name a process group):
+             * a corrupt word, not a reader. */
+            int alive = cur <= 0x3fffffffu && (cur == me || kill((pid_t)cur, 0) == 0 || errno == EPERM);
+            if (alive) {
+                snprintf(c->error, sizeof c->error,
+                         "pipeline \"%s\" already has a reader: process %u%s (one reader per pipeline: plc_close "
+                         "the other one, or start the pipeline with an external consumer if it is its own)",
+                         name, (unsigned)cur, cur == me ? " (this one)" : "");
+                return PLC_ERR_BUSY;
+            }
+        }
+        if (__atomic_compare_exchange_n(w, &cur, me, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+    }
+    c->claimed = me;
+    return PLC_OK;
+}
+
+/* Map stats.shm if there is one and find the state words by name (the slot order is
+ * the library's business). Missing: PLC_OK with no state; present but bad: refused. */
+static inline int plc__map_stats(plc_consumer *c, int dfd, const char *dir, const char *name) {
+    uint64_t cap = 0;
+    if (faccessat(dfd, "stats.shm", F_OK, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT) return PLC_OK;
+    int r = plc__map(c, dfd, dir, name, "stats.shm", PLC_KIND_STATS, PLC_STATS_SLOT, &c->stats_map, &c->stats_len,
+                     &cap);
+    if (r != PLC_OK) return r;
+    for (uint64_t i = 0; i < cap; i++) {
+        const uint8_t *slot = c->stats_map + PLC_HEADER_BYTES + i * PLC_STATS_SLOT;
+        const uint64_t *value = (const uint64_t *)(const void *)(slot + PLC_STATS_SLOT - 8);
+        if (memcmp(slot, "state\0", 6) == 0) c->state_word = value;
+        if (memcmp(slot, "reconnects\0", 11) == 0) c->reconnects_word = value;
+    }
+    return PLC_OK;
+}
+
+/* The pipeline's state: PLC_STATE_CONNECTING, _CONNECTED, _CLOSING, _DISCONNECTED (the
+ * stream is over; plc_next says PLC_END once the rest is read), _RECONNECTING (a lost
+ * connection being made again), or PLC_STATE_UNKNOWN without a stats region. */
+static inline int plc_state(const plc_consumer *c) {
+    if (!c->state_word) return PLC_STATE_UNKNOWN;
+    uint64_t s = __atomic_load_n(c->state_word, __ATOMIC_ACQUIRE);
+    if (s == 0 && c->reconnects_word && __atomic_load_n(c->reconnects_word, __ATOMIC_RELAXED) != 0)
+        return PLC_STATE_RECONNECTING;
+    return s <= 3 ? (int)s : PLC_STATE_DISCONNECTED;
+}
+
+/* Attach to pipeline `name` and claim it (PLC_ERR_BUSY if another live process reads
+ * it). Continues from where the previous consumer stopped (the stored positions), never
+ * replaying old frames. On failure c->error says why. */
 static inline int plc_open(plc_consumer *c, const char *name) {
     char dir[512];
     struct stat st;
@@ -323,7 +430,9 @@ static inline int plc_open(plc_consumer *c, const char *name) {
     if (r == PLC_OK)
         r = plc__map(c, dfd, dir, name, "msg_inbox.shm", PLC_KIND_BYTE_RING, 1, &c->inbox_map, &c->inbox_len,
                      &c->inbox_cap);
+    if (r == PLC_OK) r = plc__map_stats(c, dfd, dir, name);
     close(dfd);
+    if (r == PLC_OK) r = plc__claim_reader(c, name);
     if (r != PLC_OK) {
         char keep[sizeof c->error];
         memcpy(keep, c->error, sizeof keep);
@@ -347,14 +456,20 @@ static inline int plc__overrun_since(const plc_consumer *c, uint64_t pos) {
     return w > pos && w - pos > c->inbox_cap;
 }
 
-/* The next data frame: PLC_OK (filled *out), PLC_EMPTY, PLC_ERR_OVERRUN, or
- * PLC_ERR_CORRUPT (the rings hold something the pipeline cannot have written: stop).
+/* The next data frame: PLC_OK (filled *out), PLC_EMPTY, PLC_END (the pipeline is
+ * disconnected and every frame was read: nothing more will come; the same rule as
+ * pl_poll's PL_ERR_CLOSED), PLC_ERR_OVERRUN, or PLC_ERR_CORRUPT (the rings hold
+ * something the pipeline cannot have written: stop).
  * WS_FRAME_INFO also carries release-only entries for control frames (opcode >= 0x8:
  * close, ping, pong; the pipeline answers them itself): plc_next skips them, releasing
  * their bytes, so a reader only ever sees text (1), binary (2) or continuation (0). */
 static inline int plc_next(plc_consumer *c, plc_frame *out) {
     for (;;) {
+        /* The state before the look at the ring: Disconnected then, and nothing in the
+         * ring now, means drained (what was published before the state moved is seen). */
+        int ended = plc_state(c) == PLC_STATE_DISCONNECTED;
         int r = plc__next_entry(c, out);
+        if (r == PLC_EMPTY && ended) return PLC_END;
         if (r != PLC_OK || out->opcode < 0x8u) return r;
         plc_release(c, out);
     }
@@ -383,6 +498,8 @@ static inline int plc__next_entry(plc_consumer *c, plc_frame *out) {
     uint32_t off32 = __atomic_load_n(&slot->msg_inbox_offset, __ATOMIC_RELAXED);
     uint32_t len = __atomic_load_n(&slot->payload_len, __ATOMIC_RELAXED);
     uint64_t meta = __atomic_load_n(&slot->meta, __ATOMIC_RELAXED);
+    uint64_t arrival = __atomic_load_n(&slot->arrival_ns, __ATOMIC_RELAXED);
+    uint64_t decrypted = __atomic_load_n(&slot->decrypted_ns, __ATOMIC_RELAXED);
     /* 32-bit offset back to a 64-bit position near the last one we released. */
     uint64_t pos = c->inbox_pos + (uint64_t)(int64_t)(int32_t)(off32 - (uint32_t)c->inbox_pos);
     uint8_t flags = (uint8_t)(meta >> 57);
@@ -406,7 +523,15 @@ static inline int plc__next_entry(plc_consumer *c, plc_frame *out) {
     out->is_final = (uint8_t)((meta >> 56) & 1u);
     out->flags = flags;
     out->stream_pos = pos;
-    out->parse_stamp = meta & ((1ULL << 48) - 1);
+    /* The parse stamp's 48 bits placed at or after the arrival (never 2^48 ns later). */
+    {
+        uint64_t low = meta & ((1ULL << 48) - 1), base = arrival ? arrival : decrypted;
+        uint64_t t = (base & ~((1ULL << 48) - 1)) | low;
+        if (t < base) t += 1ULL << 48;
+        out->parse_stamp = (low == 0 && base == 0) ? 0 : t;
+    }
+    out->arrival_ns = arrival;
+    out->decrypted_ns = decrypted;
     return PLC_OK;
 }
 

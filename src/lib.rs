@@ -34,7 +34,7 @@ macro_rules! layer {
     };
 }
 
-layer!(config, feed, ring, runner, shm, stage, stats, tcp, tls, transport, wire, ws, xdp);
+layer!(config, feed, latency, ring, runner, shm, stage, stats, tcp, tls, transport, wire, ws, xdp);
 
 // Written out (not through `layer!`): it defines `#[macro_export]` macros, which may not
 // come from a macro-expanded module. Its `extern "C"` functions are exported either way.

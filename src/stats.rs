@@ -16,7 +16,9 @@
 //! error) or the stage's signal / exit status; `pid` and `exit` ([`StageExit`]) for a
 //! dead stage; `aux` the server's close reason or the stage's name.
 //! Control area (header page): `running` (u32: 1 run, 0 drain and stop, 2 stop now) at
-//! 0, `reason_claimed` (u32: 0 free, 1 being written, 2 published) at 4.
+//! 0, `reason_claimed` (u32: 0 free, 1 being written, 2 published) at 4, and on its own
+//! line at 64 the polling consumer's `armed` word (u32: 1 = asleep on the event fd, see
+//! `ring::wakeup`).
 //!
 //! Writers: every counter has exactly one owner stage, which updates it with a Relaxed
 //! load + Relaxed store ([`StatsRegion::add`]): no read-modify-write instruction on the
@@ -26,9 +28,11 @@
 //! an echo of the shutdown it triggered.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
+use crate::latency::{bucket_of, HistogramSnapshot, Timestamps, BUCKETS};
+use crate::ring::wakeup::{self, EventFd, Signal};
 use crate::shm::{names, Region, RegionKind, RegionSpec, ShmDir};
 
 macro_rules! counters {
@@ -244,7 +248,67 @@ pub const AUX_BYTES: usize = 128;
 const TEXT_OFF: usize = COUNTERS * SLOT;
 const AUX_OFF: usize = TEXT_OFF + 64 + REASON_BYTES;
 const TEXT_END: usize = AUX_OFF + AUX_BYTES;
-const PAYLOAD: usize = (TEXT_END + 4095) & !4095;
+// The latency area (a region written before it existed ends at TEXT_END's page; readers
+// check the length): a 64-byte header, then one histogram per [`Latency`], each a
+// 64-byte line (count, sum_ns, max_ns) and BUCKETS u64 buckets.
+const LAT_OFF: usize = (TEXT_END + 4095) & !4095;
+const LAT_MAGIC: u32 = 0x3154_414c; // "LAT1"
+const L_MAGIC: usize = 0;
+const L_BUCKETS: usize = 4;
+const L_HISTS: usize = 8;
+const L_OWNER: usize = 12;
+const L_HEARTBEAT: usize = 16;
+const L_STARTED_UNIX: usize = 24;
+const L_STARTED_MONO: usize = 32;
+const HIST_BYTES: usize = 64 + BUCKETS * 8;
+const LAT_END: usize = LAT_OFF + 64 + Latency::ALL.len() * HIST_BYTES;
+const PAYLOAD: usize = (LAT_END + 4095) & !4095;
+/// How often (at most) a stage loop refreshes the heartbeat.
+pub const HEARTBEAT_NS: u64 = 100_000_000;
+
+/// The latency histograms of the stats region (see [`crate::latency`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Latency {
+    /// Packet arrival to plaintext in MSG_INBOX (TCP, TLS).
+    ArrivalToDecrypted,
+    /// Plaintext to a published frame (the WebSocket stage, and the ring hop to it).
+    DecryptedToParsed,
+    /// Published frame to the AppClient taking it (the ring hop, a busy consumer).
+    ParsedToDelivered,
+    /// Packet arrival to the AppClient taking it: the sum of the three.
+    ArrivalToDelivered,
+    /// The server's own stamp in the message (`Config::server_stamp`) to the AppClient
+    /// taking it, both as Unix time: one-way, as good as the clocks' agreement. A stamp
+    /// ahead of our clock records nothing.
+    ServerToDelivered,
+}
+
+impl Latency {
+    pub const ALL: [Latency; 5] = [
+        Latency::ArrivalToDecrypted,
+        Latency::DecryptedToParsed,
+        Latency::ParsedToDelivered,
+        Latency::ArrivalToDelivered,
+        Latency::ServerToDelivered,
+    ];
+    /// The four stages every message goes through (not the optional server stamp).
+    pub const STAGES: [Latency; 4] = [
+        Latency::ArrivalToDecrypted,
+        Latency::DecryptedToParsed,
+        Latency::ParsedToDelivered,
+        Latency::ArrivalToDelivered,
+    ];
+    /// Stable name (`pipeline stat`, JSON, Prometheus label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Latency::ArrivalToDecrypted => "arrival_to_decrypted",
+            Latency::DecryptedToParsed => "decrypted_to_parsed",
+            Latency::ParsedToDelivered => "parsed_to_delivered",
+            Latency::ArrivalToDelivered => "arrival_to_delivered",
+            Latency::ServerToDelivered => "server_to_delivered",
+        }
+    }
+}
 // Offsets inside the 64-byte text header at TEXT_OFF.
 const R_LEN: usize = 0;
 const R_KIND: usize = 4;
@@ -255,6 +319,10 @@ const R_AUX_LEN: usize = 20;
 
 const RUNNING_OFF: usize = 0;
 const CLAIM_OFF: usize = 4;
+// Written by the consumer when it goes to sleep, read by the producer per publish: away
+// from `running`, which every stage loads every loop.
+#[cfg(not(pipeline_loom))]
+const ARMED_OFF: usize = 64;
 
 /// How a stage process ended (the `processes` layout's supervisor saw it go).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -556,6 +624,12 @@ impl State {
 #[derive(Clone)]
 pub struct StatsRegion {
     region: Arc<Region>,
+    /// The payload is long enough for the latency area (a region this version made; an
+    /// attached older one is shorter): every latency accessor checks this first.
+    lat: bool,
+    /// The polling consumer's eventfd, set once before the stages are placed (so
+    /// threads share it and forked stage processes inherit it); unset without one.
+    wake: Arc<OnceLock<EventFd>>,
 }
 
 fn spec() -> RegionSpec {
@@ -573,7 +647,9 @@ impl StatsRegion {
     pub fn create(dir: &ShmDir) -> Result<StatsRegion> {
         let region = dir.create_region(names::STATS, spec())?;
         let s = StatsRegion {
+            lat: region.payload_len() >= LAT_END,
             region: Arc::new(region),
+            wake: Arc::new(OnceLock::new()),
         };
         for c in Counter::ALL {
             let name = c.name().as_bytes();
@@ -584,6 +660,15 @@ impl StatsRegion {
                 std::ptr::copy_nonoverlapping(name.as_ptr(), p, name.len().min(NAME_BYTES - 1));
             }
         }
+        s.lat32(L_BUCKETS).store(BUCKETS as u32, Ordering::Relaxed);
+        s.lat32(L_HISTS).store(Latency::ALL.len() as u32, Ordering::Relaxed);
+        // SAFETY: getpid has no preconditions.
+        s.lat32(L_OWNER).store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
+        let mono = crate::stage::now_ns();
+        s.lat64(L_STARTED_UNIX).store(crate::latency::realtime_ns(), Ordering::Relaxed);
+        s.lat64(L_STARTED_MONO).store(mono, Ordering::Relaxed);
+        s.lat64(L_HEARTBEAT).store(mono, Ordering::Relaxed);
+        s.lat32(L_MAGIC).store(LAT_MAGIC, Ordering::Release);
         s.ctl32(RUNNING_OFF).store(1, Ordering::Release);
         Ok(s)
     }
@@ -601,7 +686,9 @@ impl StatsRegion {
             )));
         }
         Ok(StatsRegion {
+            lat: region.payload_len() >= LAT_END,
             region: Arc::new(region),
+            wake: Arc::new(OnceLock::new()),
         })
     }
 
@@ -611,7 +698,7 @@ impl StatsRegion {
     }
 
     fn ctl32(&self, off: usize) -> &AtomicU32 {
-        // SAFETY: offsets 0 and 4 are inside the header page's control area, 4-aligned.
+        // SAFETY: offsets 0, 4 and 64 are inside the header page's control area, 4-aligned.
         unsafe { &*(self.region.ctl_ptr().add(off) as *const AtomicU32) }
     }
 
@@ -741,6 +828,7 @@ impl StatsRegion {
         }
         self.slot(Counter::State as usize)
             .fetch_max(s.code(), Ordering::AcqRel);
+        self.wake_consumer();
     }
 
     /// The kind of the last loss that reconnected.
@@ -771,7 +859,64 @@ impl StatsRegion {
         let _ = self
             .ctl32(CLAIM_OFF)
             .compare_exchange(2, 0, Ordering::AcqRel, Ordering::Acquire);
+        self.wake_consumer();
         true
+    }
+
+    // ------------------------------------------------- the polling consumer's wakeup
+
+    /// Give the pipeline its consumer eventfd (once, before the stages are placed).
+    pub(crate) fn set_wakeup(&self, fd: EventFd) {
+        let _ = self.wake.set(fd);
+    }
+
+    /// The consumer eventfd, if the pipeline has one.
+    pub(crate) fn wakeup_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.wake.get().map(|f| f.raw())
+    }
+
+    /// Producer side: frames were published or the state moved; wake the consumer if it
+    /// is asleep (see `ring::wakeup` for the protocol).
+    #[inline]
+    pub(crate) fn wake_consumer(&self) {
+        if let Some(fd) = self.wake.get() {
+            wakeup::notify(self.armed(), fd);
+        }
+    }
+
+    /// The armed word, in the model checker's atomics when it runs (only the ring and
+    /// wakeup models run under loom; this keeps the rest compiling).
+    #[cfg(not(pipeline_loom))]
+    fn armed(&self) -> &AtomicU32 {
+        self.ctl32(ARMED_OFF)
+    }
+    #[cfg(pipeline_loom)]
+    fn armed(&self) -> &'static loom::sync::atomic::AtomicU32 {
+        unreachable!("the stats region has no wakeup under loom")
+    }
+
+    /// Consumer side: arm before the second look (false without an eventfd).
+    pub(crate) fn arm_consumer(&self) -> bool {
+        match self.wake.get() {
+            Some(fd) => {
+                wakeup::arm(self.armed(), fd);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Consumer side: the second look found something.
+    pub(crate) fn disarm_consumer(&self) {
+        wakeup::disarm(self.armed());
+    }
+
+    /// Consumer side: the stream is over; keep the eventfd readable from now on, so a
+    /// waiter that looks again returns at once instead of sleeping forever.
+    pub(crate) fn wakeup_forever(&self) {
+        if let Some(fd) = self.wake.get() {
+            fd.signal();
+        }
     }
 
     /// Disconnect with `reason` (the first reason wins) and stop every stage.
@@ -863,5 +1008,176 @@ impl StatsRegion {
     /// The creator's pid (from the region header).
     pub fn creator_pid(&self) -> u32 {
         self.region.header().creator_pid
+    }
+
+    // ------------------------------------------------- latency area, liveness
+
+    /// Does the region have the latency area (a writer older than it does not)?
+    pub fn has_latency(&self) -> bool {
+        self.lat && self.lat32(L_MAGIC).load(Ordering::Acquire) == LAT_MAGIC
+    }
+
+    /// Callers check `self.lat` first.
+    fn lat32(&self, off: usize) -> &AtomicU32 {
+        assert!(self.lat, "stats region without a latency area");
+        // SAFETY: LAT_OFF + off (< 64, 4-aligned) lies in the latency header, inside the
+        // payload (`lat`: it reaches LAT_END).
+        unsafe { &*(self.region.payload_ptr().add(LAT_OFF + off) as *const AtomicU32) }
+    }
+
+    /// Callers check `self.lat` first.
+    fn lat64(&self, off: usize) -> &AtomicU64 {
+        assert!(self.lat, "stats region without a latency area");
+        // SAFETY: as lat32, 8-aligned (LAT_OFF is page-aligned, off a multiple of 8).
+        unsafe { &*(self.region.payload_ptr().add(LAT_OFF + off) as *const AtomicU64) }
+    }
+
+    /// Callers check `self.lat` first.
+    #[inline]
+    fn hist_word(&self, h: Latency, i: usize) -> &AtomicU64 {
+        debug_assert!(self.lat && i < 8 + BUCKETS);
+        // SAFETY: word i (< 8 + BUCKETS) of histogram h lies before LAT_END, 8-aligned,
+        // and the payload reaches LAT_END (`lat`, checked by every caller).
+        unsafe {
+            &*(self.region.payload_ptr().add(LAT_OFF + 64 + h as usize * HIST_BYTES + i * 8) as *const AtomicU64)
+        }
+    }
+
+    /// The process that owns the pipeline (0 if the region has no latency area).
+    pub fn owner_pid(&self) -> u32 {
+        if self.has_latency() {
+            self.lat32(L_OWNER).load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Refresh the heartbeat (CLOCK_MONOTONIC ns). Every stage loop calls it, at most
+    /// every [`HEARTBEAT_NS`]: one shared load per loop otherwise.
+    #[inline]
+    pub fn heartbeat(&self, now: u64) {
+        if !self.lat {
+            return;
+        }
+        let h = self.lat64(L_HEARTBEAT);
+        if now.wrapping_sub(h.load(Ordering::Relaxed)) >= HEARTBEAT_NS {
+            h.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The last heartbeat (CLOCK_MONOTONIC ns; 0 without a latency area).
+    pub fn last_heartbeat(&self) -> u64 {
+        if self.has_latency() {
+            self.lat64(L_HEARTBEAT).load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// When the pipeline was created, ns since the Unix epoch (0 without a latency area).
+    pub fn started_unix_ns(&self) -> u64 {
+        if self.has_latency() {
+            self.lat64(L_STARTED_UNIX).load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Record one message's stage latencies (the WS_FRAME_INFO reader only: one writer).
+    /// Stamps that are unknown (0) or out of order (a clock read in another process a
+    /// few ns apart) record nothing for that stage, never a wrapped huge value.
+    #[inline]
+    pub fn record_latency(&self, t: &Timestamps) {
+        if !self.lat {
+            return;
+        }
+        let pairs = [
+            (Latency::ArrivalToDecrypted, t.arrival_ns, t.decrypted_ns),
+            (Latency::DecryptedToParsed, t.decrypted_ns, t.parsed_ns),
+            (Latency::ParsedToDelivered, t.parsed_ns, t.delivered_ns),
+            (Latency::ArrivalToDelivered, t.arrival_ns, t.delivered_ns),
+        ];
+        for (h, from, to) in pairs {
+            if from != 0 && to >= from {
+                self.record(h, to - from);
+            }
+        }
+    }
+
+    /// Record one value (ns) in histogram `h` (its one writer only).
+    #[inline]
+    pub fn record(&self, h: Latency, v: u64) {
+        if !self.lat {
+            return;
+        }
+        let bump = |w: &AtomicU64, n: u64| w.store(w.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        bump(self.hist_word(h, 8 + bucket_of(v)), 1);
+        bump(self.hist_word(h, 0), 1);
+        bump(self.hist_word(h, 1), v);
+        let m = self.hist_word(h, 2);
+        if v > m.load(Ordering::Relaxed) {
+            m.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// A histogram as it is now (None without a latency area). Not atomic: `count` may
+    /// be a message ahead of or behind the buckets' sum while the writer runs.
+    pub fn histogram(&self, h: Latency) -> Option<HistogramSnapshot> {
+        if !self.has_latency() || self.lat32(L_BUCKETS).load(Ordering::Relaxed) as usize != BUCKETS {
+            return None;
+        }
+        Some(HistogramSnapshot {
+            count: self.hist_word(h, 0).load(Ordering::Relaxed),
+            sum_ns: self.hist_word(h, 1).load(Ordering::Relaxed),
+            max_ns: self.hist_word(h, 2).load(Ordering::Relaxed),
+            buckets: (0..BUCKETS).map(|b| self.hist_word(h, 8 + b).load(Ordering::Relaxed)).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_from_before_the_latency_area_reads_without_it() {
+        let name = format!("t{}_stats_old", std::process::id());
+        let dir = ShmDir::create(&name).unwrap();
+        // The layout an older writer made: counters and text, no latency area.
+        let mut sp = spec();
+        sp.payload_bytes = LAT_OFF;
+        drop(dir.create_region(names::STATS, sp).unwrap());
+        let old = StatsRegion::attach(&ShmDir::open(&name).unwrap()).unwrap();
+        assert!(!old.has_latency());
+        assert_eq!((old.owner_pid(), old.last_heartbeat(), old.started_unix_ns()), (0, 0, 0));
+        assert!(old.histogram(Latency::ArrivalToDelivered).is_none());
+        // Writers are no-ops, never a write past the file.
+        old.heartbeat(u64::MAX);
+        old.record_latency(&Timestamps { arrival_ns: 1, decrypted_ns: 2, parsed_ns: 3, delivered_ns: 4 });
+        old.record(Latency::ServerToDelivered, 5);
+        drop(old);
+        drop(dir);
+        let _ = std::fs::remove_dir_all(ShmDir::path_for(&name));
+
+        // A current region: the owner is this process, the heartbeat moves, records count.
+        let name = format!("t{}_stats_new", std::process::id());
+        let dir = ShmDir::create(&name).unwrap();
+        let s = StatsRegion::create(&dir).unwrap();
+        assert!(s.has_latency());
+        assert_eq!(s.owner_pid(), std::process::id());
+        let hb = s.last_heartbeat();
+        s.heartbeat(hb + HEARTBEAT_NS / 2);
+        assert_eq!(s.last_heartbeat(), hb, "at most every HEARTBEAT_NS");
+        s.heartbeat(hb + HEARTBEAT_NS);
+        assert_eq!(s.last_heartbeat(), hb + HEARTBEAT_NS);
+        s.record_latency(&Timestamps { arrival_ns: 100, decrypted_ns: 150, parsed_ns: 140, delivered_ns: 400 });
+        let get = |h| s.histogram(h).unwrap();
+        assert_eq!(get(Latency::ArrivalToDecrypted).sum_ns, 50);
+        assert_eq!(get(Latency::DecryptedToParsed).count, 0, "out of order: not recorded");
+        assert_eq!(get(Latency::ParsedToDelivered).sum_ns, 260);
+        assert_eq!((get(Latency::ArrivalToDelivered).count, get(Latency::ArrivalToDelivered).max_ns), (1, 300));
+        drop(s);
+        drop(dir);
+        let _ = std::fs::remove_dir_all(ShmDir::path_for(&name));
     }
 }

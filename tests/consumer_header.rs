@@ -43,6 +43,9 @@ fn compile_probe() -> PathBuf {
     out
 }
 
+/// Frame i's arrival stamp is STAMP_BASE + i * 1000 (as in tests/c/consumer_probe.c).
+const STAMP_BASE: u64 = (1 << 48) - 150_000_000;
+
 /// Write frame `i` ("msg i") into the inbox and publish its info.
 fn put(w: &mut pipeline::ring::InboxWriter, p: &mut pipeline::ring::Producer<WsFrameInfo>, i: u64) -> bool {
     let payload = format!("msg {i}");
@@ -56,7 +59,11 @@ fn put(w: &mut pipeline::ring::InboxWriter, p: &mut pipeline::ring::Producer<WsF
     b[2..].copy_from_slice(payload.as_bytes());
     let pos = w.position() + 2;
     w.commit(2 + payload.len());
-    let info = WsFrameInfo::new(pos, payload.len() as u32, 0, 1, true, 0);
+    // Stamps the probe checks (tests/c/consumer_probe.c, STAMP_BASE): frames around
+    // i = 150,000 have an arrival below a 2^48 ns boundary and a parse stamp above it,
+    // so the probe sees the 48-bit parse stamp rebuilt across the boundary.
+    let arrival = STAMP_BASE + i * 1000;
+    let info = WsFrameInfo::new(pos, payload.len() as u32, arrival + 250_000, 1, true, 0).with_stamps(arrival, arrival + 100);
     while p.push(info).is_err() {
         std::thread::yield_now();
     }

@@ -5,22 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pipeline::ffi::*;
-use pipeline_testkit::ffi::{last_error, numbered_frames, ShmGuard};
-
-unsafe fn base_config(cfg: &mut PlConfig, url: &CString, name: &CString, data: &[u8]) {
-    assert_eq!(pl_config_init(cfg), PlResult::PL_OK);
-    cfg.url = url.as_ptr();
-    cfg.name = name.as_ptr();
-    cfg.transport = PlTransport::PL_TRANSPORT_SYNTHETIC as u32;
-    cfg.layout = PlLayout::PL_LAYOUT_INLINE as u32;
-    cfg.wait = PlWait::PL_WAIT_BACKOFF as u32;
-    cfg.synthetic_data = data.as_ptr();
-    cfg.synthetic_len = data.len();
-    cfg.synthetic_chunk = 333;
-    cfg.inbox_size = 1 << 20;
-    cfg.max_message = 1 << 16;
-    cfg.quiet = true;
-}
+use pipeline_testkit::ffi::{last_error, numbered_frames, synthetic_config as base_config, ShmGuard};
 
 #[test]
 fn null_arguments_are_refused_and_out_params_untouched() {
@@ -489,6 +474,43 @@ fn send_text_checks_the_size_limit_before_scanning_the_bytes() {
         assert!(last_error().contains("UTF-8"), "{}", last_error());
         libc::munmap(m, 2 * page);
         assert_eq!(pl_stop(p), PlResult::PL_OK);
+        pl_free(p);
+    }
+}
+
+/// `PlStats` grows like `PlConfig`: the plain `pl_get_stats` symbol (what a program
+/// built before the sized call links) writes the 0.1 layout and not a byte past it;
+/// `pl_get_stats_size` writes exactly the caller's size; sizes outside the 0.1 layout
+/// to this library's, or not whole counters, are `PL_ERR_CONFIG`.
+#[test]
+fn stats_fill_only_the_callers_size() {
+    let data = numbered_frames(10);
+    let url = CString::new("wss://synthetic.test/x").unwrap();
+    let name = CString::new(format!("f{}_statsz", std::process::id())).unwrap();
+    let _g = ShmGuard(name.to_str().unwrap().into());
+    let full = std::mem::size_of::<PlStats>();
+    let v01 = std::mem::offset_of!(PlStats, deflate);
+    const CANARY: u64 = 0xa5a5_a5a5_a5a5_a5a5;
+    // SAFETY: valid pointers throughout; the buffer outlives every call; freed once.
+    unsafe {
+        let mut cfg = std::mem::zeroed::<PlConfig>();
+        base_config(&mut cfg, &url, &name, &data);
+        let mut p: *mut pl_pipeline = std::ptr::null_mut();
+        assert_eq!(pl_start(&cfg, &mut p), PlResult::PL_OK, "{}", last_error());
+        let mut buf = vec![CANARY; full / 8 + 4];
+        let out = buf.as_mut_ptr() as *mut PlStats;
+        assert_eq!(pl_get_stats(p, out), PlResult::PL_OK);
+        assert_eq!(buf[0], 1, "state: connected");
+        assert!(buf[v01 / 8..].iter().all(|&w| w == CANARY), "pl_get_stats wrote past the 0.1 layout");
+        buf.fill(CANARY);
+        assert_eq!(pl_get_stats_size(p, out, full), PlResult::PL_OK);
+        assert_eq!(buf[0], 1);
+        assert_ne!(buf[v01 / 8], CANARY, "the counter after the 0.1 layout is written");
+        assert!(buf[full / 8..].iter().all(|&w| w == CANARY), "wrote past the caller's size");
+        for bad in [0, v01 - 8, full + 8, v01 + 4] {
+            assert_eq!(pl_get_stats_size(p, out, bad), PlResult::PL_ERR_CONFIG, "size {bad}");
+            assert!(last_error().contains("PlStats size"), "{}", last_error());
+        }
         pl_free(p);
     }
 }

@@ -252,6 +252,27 @@ fn inflated_size_is_bounded_by_max_message() {
     assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).unwrap().payload().len(), 1 << 16);
 }
 
+/// With deflate negotiated the parser allows compressed wire bytes some slack past
+/// `max_message`; an uncompressed message still gets the exact limit (one byte over:
+/// 1009), and one of exactly the limit is delivered.
+#[test]
+fn uncompressed_message_over_the_limit_closes_with_1009_when_deflate_is_on() {
+    let mut v = Vec::new();
+    pipeline::pipeline::encode_server_frame(&mut v, 2, true, &vec![1u8; (1 << 16) + 1]);
+    let r = closes_with(v, 1 << 16, 1009, "deflplainbig");
+    assert!(r.message.contains("65536"), "{r}");
+    let (name, _g) = unique("deflplainok");
+    let mut v = Vec::new();
+    pipeline::pipeline::encode_server_frame(&mut v, 2, true, &vec![1u8; 1 << 16]);
+    let s = SyntheticScript { extensions: Some("permessage-deflate".into()), ..script(v, 0) };
+    let mut c = config(&name, s, Layout::Inline);
+    c.deflate = Some(DeflateConfig::default());
+    c.max_message = 1 << 16;
+    let mut p = Pipeline::start(c).unwrap();
+    let mut rx = p.receiver().unwrap();
+    assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).unwrap().payload().len(), 1 << 16);
+}
+
 #[test]
 fn slow_reader_stalls_inflation_without_loss() {
     // MSG_INBOX of 1 MiB, 40 messages of 100 KiB inflated: the reader holds each frame a

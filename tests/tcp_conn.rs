@@ -443,6 +443,44 @@ fn ooo_buffered_stitched_with_dup_ack_each() {
     assert_eq!(h.client.ooo_bytes(), 0);
 }
 
+/// A caller out of ACK frames hands the pure ACK back (`defer_ack`): it is owed again
+/// as what it was (here two duplicate ACKs), sent later with the newest ack number and
+/// SACK blocks. Nothing is lost, and the counters do not count an ACK that never left.
+#[test]
+fn a_deferred_ack_is_sent_later_up_to_date() {
+    let mut h = established(PeerConfig::default(), |_| {});
+    drain(&mut h);
+    let base = h.client.rcv_nxt();
+    let ack = h.client.snd_nxt();
+    let data = vec![7u8; 3000];
+    let sent_before = h.client.stats().acks_sent;
+    // Two out-of-order segments: two dup ACKs owed. The caller has no frame for either.
+    inject(&mut h, base.wrapping_add(1000), ack, flags::ACK, &data[1000..2000]);
+    inject(&mut h, base.wrapping_add(2000), ack, flags::ACK, &data[2000..3000]);
+    for _ in 0..2 {
+        let Some(Transmit::Control(seg)) = h.client.poll_transmit(h.now) else {
+            panic!("a dup ACK owed")
+        };
+        assert_eq!(seg.flags, flags::ACK);
+        h.client.defer_ack(&seg);
+    }
+    let s = h.client.stats();
+    assert_eq!(s.acks_deferred, 2);
+    assert_eq!(s.acks_sent, sent_before, "deferred ACKs are not counted as sent");
+    let dups_before = s.dup_acks_sent;
+    // Frames are back: both dup ACKs go (a sender without SACK counts them), each
+    // with the newest SACK blocks.
+    let out = drain(&mut h);
+    assert_eq!(acks(&out), vec![base, base]);
+    for o in &out {
+        let Transmit::Control(seg) = o.0 else { panic!() };
+        assert_eq!(seg.options.sack.as_slice(), &[(base.wrapping_add(1000), base.wrapping_add(3000))]);
+    }
+    let s = h.client.stats();
+    assert_eq!(s.acks_sent, sent_before + 2);
+    assert_eq!(s.dup_acks_sent, dups_before + 2);
+}
+
 #[test]
 fn ooo_store_is_bounded() {
     let mut h = established(PeerConfig::default(), |c| {

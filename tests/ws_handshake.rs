@@ -295,3 +295,44 @@ fn size_limit() {
     };
     assert!(hs(&cfg).feed(resp.as_bytes()).is_ok());
 }
+
+/// A TLS record where the status line should be, on a ws:// URL: the error says the
+/// port speaks TLS (try wss://); on wss:// the same bytes are just not HTTP. A ws://
+/// upgrade closed before any byte gets the hint too.
+#[test]
+fn a_tls_answer_to_a_plain_upgrade_says_try_wss() {
+    let plain = |secure: bool| {
+        let u = WsUrl::parse(if secure { "wss://h:8443/" } else { "ws://h:8443/" }).unwrap();
+        ClientHandshake::with_key(&u, &HandshakeConfig::default(), NONCE).unwrap()
+    };
+    for (rec, what) in [([0x15u8, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46], "alert"), ([0x16, 0x03, 0x01, 0x00, 0x05, 0x02, 0x00], "handshake")] {
+        let e = plain(false).feed(&rec).unwrap_err().to_string();
+        assert!(e.contains("try wss://") && e.contains(what), "{e}");
+        assert!(plain(true).feed(&rec).map_or_else(|e| !e.to_string().contains("wss://"), |_| true));
+        // The record's first byte alone in one read, the rest in the next.
+        let mut h = plain(false);
+        assert!(h.feed(&rec[..1]).is_ok());
+        let e = h.feed(&rec[1..]).unwrap_err().to_string();
+        assert!(e.contains("try wss://") && e.contains(what), "split read: {e}");
+    }
+    assert!(plain(false).closed_hint().contains("try wss://"));
+    assert_eq!(plain(true).closed_hint(), "");
+    let mut h = plain(false);
+    let _ = h.feed(b"HTTP/1.1 ");
+    assert_eq!(h.closed_hint(), "", "an HTTP answer began: not a TLS port");
+}
+
+/// After `Done`, `upgrade()` gives the request and response header as they went (no
+/// blank line) and the agreed subprotocol; before, nothing.
+#[test]
+fn the_upgrade_is_kept_for_people() {
+    let cfg = HandshakeConfig { protocols: vec!["chat".into(), "v2".into()], ..Default::default() };
+    let mut h = hs(&cfg);
+    assert!(h.upgrade().is_none());
+    let resp = ok_response("Sec-WebSocket-Protocol: chat\r\n");
+    assert!(matches!(h.feed(resp.as_bytes()).unwrap(), HandshakeStatus::Done { .. }));
+    let u = h.upgrade().unwrap();
+    assert!(u.request.starts_with("GET /ws?x=1 HTTP/1.1\r\n") && u.request.ends_with("Sec-WebSocket-Protocol: chat, v2"), "{:?}", u.request);
+    assert_eq!(u.response, resp.trim_end_matches("\r\n"));
+    assert_eq!(u.protocol.as_deref(), Some("chat"));
+}

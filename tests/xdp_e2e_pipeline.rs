@@ -129,10 +129,23 @@ fn upload_and_check_echoes(p: &Pipeline, rx: &mut Receiver, n: usize, size: usiz
 /// joined by the WebSocket stage), then 1 MiB uploaded and echoed, then `cmd:close`:
 /// the server closes with 1000 "closing on request". Returns the final counters.
 fn feed_test(what: &str, bed_setup: impl FnOnce(&TestBed), tweak: impl FnOnce(&mut Config) + Send) -> Option<pipeline::pipeline::Stats> {
+    feed_test_with(what, FEED_COUNT, &[], bed_setup, tweak)
+}
+
+/// [`feed_test`] with `count` messages and more simulator arguments.
+fn feed_test_with(
+    what: &str,
+    count: u64,
+    server_args: &[&str],
+    bed_setup: impl FnOnce(&TestBed),
+    tweak: impl FnOnce(&mut Config) + Send,
+) -> Option<pipeline::pipeline::Stats> {
     let bed = TestBed::new_or_skip(what)?;
-    let n = FEED_COUNT.to_string();
+    let n = count.to_string();
     let te = TEXT_EVERY.to_string();
-    let srv = server(&bed, &["--count", &n, "--fragment-every", "13", "--text-every", &te, "--once"]);
+    let mut args = vec!["--count", &n, "--fragment-every", "13", "--text-every", &te, "--once"];
+    args.extend_from_slice(server_args);
+    let srv = server(&bed, &args);
     bed_setup(&bed);
     // One name per test: the feed tests run in parallel in one process.
     let tag: String = what.trim_start_matches("xdp pipeline feed").chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect();
@@ -144,31 +157,31 @@ fn feed_test(what: &str, bed_setup: impl FnOnce(&TestBed), tweak: impl FnOnce(&m
         let mut p = Pipeline::start(cfg).expect("pipeline over XDP");
         let mut rx = p.receiver().unwrap();
         let t0 = Instant::now();
-        let bytes = read_feed(&p, &mut rx, 0, FEED_COUNT, t0 + FEED_DEADLINE);
+        let bytes = read_feed(&p, &mut rx, 0, count, t0 + FEED_DEADLINE);
         let secs = t0.elapsed().as_secs_f64();
         upload_and_check_echoes(&p, &mut rx, 4, 256 << 10);
         p.send_text("cmd:close").unwrap();
         let reason = disconnected(&p, T);
         let s = p.stats();
         eprintln!(
-            "{what}: {FEED_COUNT} messages, {:.1} MB in {secs:.1} s ({:.0} msg/s); 1 MiB echoed; {reason}\n  counters: {}",
+            "{what}: {count} messages, {:.1} MB in {secs:.1} s ({:.0} msg/s); 1 MiB echoed; {reason}\n  counters: {}",
             bytes as f64 / 1e6,
-            FEED_COUNT as f64 / secs,
+            count as f64 / secs,
             nonzero(&p)
         );
         assert_eq!(reason.kind, server_closed(1000, "closing on request"), "{reason}");
-        assert_eq!(s.get(Counter::Messages), FEED_COUNT + 4, "websocket stage message count");
+        assert_eq!(s.get(Counter::Messages), count + 4, "websocket stage message count");
         assert_eq!(s.get(Counter::Overruns), 0);
         p.stop();
         s
     });
     let sum = srv.finish();
     eprintln!("server: {sum}");
-    assert_eq!(json_num(&sum, "sent"), Some(FEED_COUNT as f64), "{sum}");
+    assert_eq!(json_num(&sum, "sent"), Some(count as f64), "{sum}");
     assert_eq!(json_num(&sum, "echoed"), Some(4.0), "{sum}");
     // Every message the server fragmented was joined by the WebSocket stage.
     assert_eq!(json_num(&sum, "fragmented"), Some(stats.get(Counter::Reassembled) as f64), "{sum}");
-    assert_eq!(json_num(&sum, "text"), Some(FEED_COUNT.div_ceil(TEXT_EVERY) as f64), "{sum}");
+    assert_eq!(json_num(&sum, "text"), Some(count.div_ceil(TEXT_EVERY) as f64), "{sum}");
     assert!(!bed.has_xdp(Side::Client), "XDP program left attached after stop");
     Some(stats)
 }
@@ -204,38 +217,13 @@ fn feed_100k_mixed_messages() {
 /// the WebSocket stage inflates every message into MSG_INBOX; uploads are compressed.
 #[test]
 fn feed_compressed_over_xdp() {
-    let Some(bed) = TestBed::new_or_skip("xdp pipeline feed, permessage-deflate") else { return };
-    const N: u64 = 20_000;
-    let n = N.to_string();
-    let te = TEXT_EVERY.to_string();
-    let srv = server(&bed, &["--count", &n, "--fragment-every", "13", "--text-every", &te, "--once", "--compression"]);
-    let (name, _g) = unique("feeddeflate");
-    let (ip, port) = (bed.server_ip, srv.port);
-    bed.in_client(|| {
-        let mut cfg = xdp_config(ip, port, &name);
-        cfg.deflate = Some(pipeline::pipeline::DeflateConfig::default());
-        let mut p = Pipeline::start(cfg).expect("pipeline over XDP");
-        let mut rx = p.receiver().unwrap();
-        let t0 = Instant::now();
-        let bytes = read_feed(&p, &mut rx, 0, N, t0 + FEED_DEADLINE);
-        let secs = t0.elapsed().as_secs_f64();
-        upload_and_check_echoes(&p, &mut rx, 4, 256 << 10);
-        p.send_text("cmd:close").unwrap();
-        let reason = disconnected(&p, T);
-        let s = p.stats();
-        eprintln!(
-            "xdp deflate: {N} messages, {:.1} MB inflated in {secs:.1} s ({:.0} msg/s); {reason}\n  counters: {}",
-            bytes as f64 / 1e6,
-            N as f64 / secs,
-            nonzero(&p)
-        );
-        assert_eq!(reason.kind, server_closed(1000, "closing on request"), "{reason}");
-        assert!(s.get(Counter::InflatedMessages) > N / 2, "{}", nonzero(&p));
-        assert!(s.get(Counter::CompressedSent) >= 4);
-        p.stop();
-    });
-    let sum = srv.finish();
-    assert_eq!(json_num(&sum, "sent"), Some(N as f64), "{sum}");
+    let Some(s) = feed_test_with("xdp pipeline feed, permessage-deflate", 20_000, &["--compression"], |_| {}, |c| {
+        c.deflate = Some(pipeline::pipeline::DeflateConfig::default());
+    }) else {
+        return;
+    };
+    assert!(s.get(Counter::InflatedMessages) > 20_000 / 2, "inflated {}", s.get(Counter::InflatedMessages));
+    assert!(s.get(Counter::CompressedSent) >= 4, "compressed sent {}", s.get(Counter::CompressedSent));
 }
 
 #[test]

@@ -15,7 +15,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 PKGS=(build-essential pkg-config libssl-dev clang llvm m4 libelf-dev zlib1g-dev libpcap-dev
       iproute2 nftables ethtool iputils-ping procps python3-venv python3-pip openssl libcap2-bin
-      libclang-rt-14-dev)
+      libclang-rt-14-dev python3-prometheus-client)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,5 +48,11 @@ fi
 if ! "$VENV/bin/python" -c 'import websockets' 2>/dev/null; then
   log "installing websockets into $VENV"
   "$VENV/bin/pip" install --quiet 'websockets>=12'
+fi
+# numpy: python/tests checks that numpy views of released payloads never read reused
+# shared memory.
+if ! "$VENV/bin/python" -c 'import numpy' 2>/dev/null; then
+  log "installing numpy into $VENV"
+  "$VENV/bin/pip" install --quiet numpy
 fi
 log "ok"

@@ -36,6 +36,9 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
+# The plain test server's echo and text pattern (same directory): one copy of each.
+from ws_interop_server import echo, text_pattern
+
 BASE = bytes(range(251))
 
 
@@ -54,26 +57,11 @@ def pattern(i, size):
     return (BASE * reps)[start:start + size]
 
 
-def text_pattern(i, size):
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    start = i % 26
-    reps = (start + size) // 26 + 1
-    return (letters * reps)[start:start + size]
-
-
 def json_pattern(i, size):
     s = '{"e":"trade","E":%d,"s":"BTCUSDT","t":%d,"p":"%d.%02d","q":"0.%03d","m":%s}' % (
         1700000000000 + i, 4000000 + i, 60000 + i % 977, i % 100, i % 1000,
         "true" if i % 2 else "false")
     return (s + " " * max(0, size - len(s)))[:max(size, len(s))]
-
-
-async def echo(ws):
-    try:
-        async for msg in ws:
-            await ws.send(msg)
-    except ConnectionClosed:
-        pass
 
 
 async def handler(ws):

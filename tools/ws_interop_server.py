@@ -19,13 +19,18 @@ Behaviour by request path:
                              text "pong received: srv-ping-1", then echo
   /close?code=C&reason=R     close right away with code C (default 1000) and reason R
   /big?size=S                send one binary message of S bytes (pattern(0, S)), then echo
+  /headers                   send one text message, JSON {"headers": [[name, value], ...],
+                             "subprotocol": the one chosen or null}, then echo
   /forbidden                 refuse the upgrade: HTTP 403
   anything else              HTTP 404
+
+The server chooses the first subprotocol a client offers (none if none is offered).
 
 pattern(i, S): byte j is (i + j) % 251 (binary); for text, chr(97 + (i + j) % 26).
 """
 import asyncio
 import http
+import json
 import os
 import ssl
 import sys
@@ -88,6 +93,12 @@ async def handler(ws):
         elif path == "/big":
             await ws.send(pattern(0, int(q.get("size", "1048576"))))
             await echo(ws)
+        elif path == "/headers":
+            await ws.send(json.dumps({
+                "headers": [[k, v] for k, v in ws.request.headers.raw_items()],
+                "subprotocol": ws.subprotocol,
+            }))
+            await echo(ws)
     except ConnectionClosed:
         pass
 
@@ -96,7 +107,7 @@ def process_request(connection, request):
     path = urlsplit(request.path).path
     if path == "/forbidden":
         return connection.respond(http.HTTPStatus.FORBIDDEN, "forbidden\n")
-    if path not in ("/echo", "/stream", "/fragmented", "/ping", "/close", "/big"):
+    if path not in ("/echo", "/stream", "/fragmented", "/ping", "/close", "/big", "/headers"):
         return connection.respond(http.HTTPStatus.NOT_FOUND, "no such behaviour\n")
     return None
 
@@ -129,6 +140,7 @@ async def main():
         compression=None,      # we never negotiate permessage-deflate
         ping_interval=None,    # no keepalive pings in the middle of the scripts
         write_limit=1 << 20,
+        select_subprotocol=lambda connection, offered: offered[0] if offered else None,
     ) as server:
         sock = next(iter(server.sockets))
         print(f"PORT {sock.getsockname()[1]}", flush=True)

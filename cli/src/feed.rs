@@ -12,7 +12,7 @@ use pipeline::pipeline::{
     ArbiterMode, Feed, FeedConfig, FeedEvent, FeedItem, KeyExtractor, PublishConfig, RotationConfig, State,
 };
 
-use crate::connect::{hex, Opts};
+use crate::connect::Opts;
 use crate::signals::interrupted;
 use crate::stat::json;
 
@@ -83,6 +83,7 @@ pub(crate) fn main(o: Opts) -> ExitCode {
     }
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out.lock());
+    let mut line = Vec::new();
     let mut n = 0u64;
     let mut closing = false;
     let mut clean = true;
@@ -92,23 +93,23 @@ pub(crate) fn main(o: Opts) -> ExitCode {
             let _ = feed.close(1001, "interrupted");
         }
         enum Got {
-            Line(String),
+            Line,
             Event(FeedEvent),
             Nothing,
         }
         let got = match feed.next_timeout(Duration::from_millis(50)) {
-            Some(FeedItem::Frame(f)) => Got::Line(if f.opcode() == 1 {
-                f.text().unwrap_or("").replace('\n', "\\n")
-            } else {
-                hex(f.payload())
-            }),
+            Some(FeedItem::Frame(f)) => {
+                // A merged feed's messages carry no per-stage stamps (yet).
+                o.printer.render(&mut line, f.opcode(), true, f.payload(), None);
+                Got::Line
+            }
             Some(FeedItem::Event(e)) => Got::Event(e),
             None => Got::Nothing,
         };
         match got {
-            Got::Line(_) if o.count.is_some_and(|c| n >= c) => {} // closing
-            Got::Line(line) => {
-                if writeln!(out, "{line}").is_err() {
+            Got::Line if o.count.is_some_and(|c| n >= c) => {} // closing
+            Got::Line => {
+                if out.write_all(&line).is_err() {
                     break 1;
                 }
                 n += 1;
@@ -133,7 +134,7 @@ pub(crate) fn main(o: Opts) -> ExitCode {
                 let _ = out.flush();
                 if feed.finished() {
                     break if interrupted() {
-                        130
+                        crate::signals::exit_status()
                     } else if clean && (o.count.is_none() || o.count <= Some(n)) {
                         0
                     } else {
@@ -144,12 +145,11 @@ pub(crate) fn main(o: Opts) -> ExitCode {
         }
     };
     let _ = out.flush();
+    drop(out);
     feed.publish_stats();
     if let Some(path) = &o.stats_json {
         let counters = feed.stats_region().snapshot();
-        if let Err(e) = std::fs::write(path, json(feed.name(), &counters, None) + "\n") {
-            eprintln!("pipeline: cannot write {path}: {e}");
-        }
+        crate::connect::emit_stats(path, json(feed.name(), &counters, None));
     }
     let (r, a) = feed.rotations();
     let (g, gs) = feed.gaps();

@@ -13,7 +13,23 @@ const USAGE: &str = "\
 usage:
   pipeline connect URL [URL ...] [options]
                                    print each received message (text as a line, binary as hex);
+                                   send each line of stdin as a text message;
                                    several URLs are the legs of one feed (A/B), merged by key
+      -H, --header 'Name: value'   extra upgrade request header (repeatable)
+      --protocol NAME              offer subprotocol NAME (repeatable; -v says which one the
+                                   server chose)
+      -v, --verbose                the upgrade (> sent, < received) and events (closing, gaps,
+                                   the disconnect and its kind) on stderr
+      --binary raw|hex|base64      binary messages: raw bytes with nothing added, or hex /
+                                   base64 and a newline (default hex); text is always a line
+      --jsonl                      one JSON object per message: opcode, fin, length, text (a
+                                   string) or base64, ts {arrival,decrypted,parsed,delivered,cli_recv}_unix_ns
+      --max-message BYTES          largest message accepted (default 1048576; larger closes
+                                   1009); MSG_INBOX grows to 2 x BYTES
+      --no-stdin                   do not read stdin (also not read: a terminal we are in the
+                                   background of)
+      -E, --exit-on-eof            the end of stdin closes the connection (1000) once the
+                                   lines are sent (default: it stays open)
       --transport xdp|kernel       byte transport (default kernel)
       --iface IF                   interface for --transport xdp
       --layout processes|threads|inline
@@ -38,7 +54,8 @@ usage:
       --count N                    stop after N messages with a normal close
       --timeout SECS               handshake deadline (default 10)
       --close-timeout SECS         how long to wait for the server's close (default 5)
-      --stats-json PATH            write the final counters as JSON at exit
+      --stats-json PATH|-          write the final counters as JSON at exit (- : one line on
+                                   stdout after the last message)
       --name NAME                  shared-memory name (/dev/shm/pipeline_NAME)
       --frames                     print frames as they arrive (no reassembly)
       --deflate                    offer permessage-deflate (RFC 7692; off by default)
@@ -50,16 +67,24 @@ usage:
       --external-consumer          leave the frames to another process (pipeline_consumer.h)
       --synthetic N                use the built-in synthetic server sending N messages
                                    (no network; for trying layouts and the stat tool)
-  pipeline stat NAME [--once] [--json]
+    exit status of connect: 0 our close completed or the server closed 1000; 1 other
+      (shared memory, capability, a stage died, stdout closed); 2 usage (bad option, URL,
+      header); 3 connect failure (refused, unreachable, timed out, reset, stream ended
+      without a close); 4 TLS; 5 protocol (upgrade refused, or the server broke the
+      protocol: we closed 1002/1007/1009); 6 the server closed with a code other than 1000,
+      before --count, or did not finish our close; 130 SIGINT, 143 SIGTERM (128 + signal)
+  pipeline stat [NAME] [--once] [--json | --prometheus] [--plot FILE] [--window MS]
                                    a running pipeline's counters, refreshed every second
-  pipeline demo [options]          a local exchange simulator streamed to the pipeline (AF_XDP
-                                   over a veth pair as root; else kernel TCP on loopback)
-      --count N                    messages (default 100000)
-      --rate R                     messages per second (default 6000: what the Python
-                                   simulator sustains here; 0 = flat out)
-      --duration SECS              stop after SECS (default 30)
-      --transport auto|xdp|kernel  (default auto: xdp when root)
-      --sizes mixed|N|N,M,...      message sizes (default mixed, as tools/exchange_sim.py)
+  pipeline demo [options]          the Rust feed server streamed to the pipeline: as root AF_XDP,
+                                   then the kernel transport, over a veth pair, side by side with
+                                   the ratios and a latency picture; else kernel TCP on loopback
+      --count N                    messages of the flat-out run, msgs/s (default 500000)
+      --latency-count N            messages of the paced run, latency (default 40000)
+      --rate R                     messages per second of the paced run (default 20000)
+      --size B                     message size, 16..65535 bytes (default 256)
+      --duration SECS              per transport: stop after SECS (default 30)
+      --transport auto|xdp|kernel  (default auto: both when root)
+      --plot FILE                  the latency picture (default ./pipeline-demo-latency.svg)
       --layout L, --wait W         as for connect
   pipeline --help | --version";
 

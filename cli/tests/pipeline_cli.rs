@@ -72,7 +72,7 @@ fn failures_exit_non_zero_with_one_line() {
         .args(["connect", "wss://127.0.0.1:9/", "--transport", "kernel"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3), "a connect failure");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
         err.trim_end()
@@ -83,7 +83,7 @@ fn failures_exit_non_zero_with_one_line() {
         "{err}"
     );
     let o = bin().args(["connect", "http://x"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "a URL the library refuses is a usage error");
     assert!(String::from_utf8_lossy(&o.stderr).contains("not ws or wss"));
     let o = bin()
         .args(["connect", "wss://x/", "--layout", "sideways"])
@@ -119,8 +119,11 @@ fn help_and_demo() {
     ] {
         assert!(h.contains(w), "help lacks {w}");
     }
-    let o = bin().arg("demo").output().unwrap();
-    assert!(o.status.success());
+    // The default demo; its latency picture goes to the temporary directory, not the tree.
+    let plot = std::env::temp_dir().join(format!("pipeline-cli-demo-{}.svg", std::process::id()));
+    let o = bin().arg("demo").arg("--plot").arg(&plot).output().unwrap();
+    let _ = std::fs::remove_file(&plot);
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
@@ -346,7 +349,7 @@ fn connect_count_exits_when_the_server_ignores_the_close() {
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\n");
-    assert_eq!(st.code(), Some(1), "{err}");
+    assert_eq!(st.code(), Some(6), "the server did not finish our close: {err}");
     let j = std::fs::read_to_string(&json).unwrap();
     let _ = std::fs::remove_file(&json);
     assert!(j.contains("\"reason_kind\":\"close_timeout\""), "{j}");
@@ -357,7 +360,7 @@ fn connect_count_exits_when_the_server_ignores_the_close() {
 }
 
 /// SIGTERM (and SIGINT, same handler) during a close the server never answers: the CLI
-/// exits within the close timeout.
+/// exits within the close timeout, with 143 (128 + SIGTERM) as a shell would say.
 #[test]
 fn connect_exits_on_sigterm_when_the_server_ignores_the_close() {
     use std::io::BufRead;
@@ -378,7 +381,7 @@ fn connect_exits_on_sigterm_when_the_server_ignores_the_close() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = exits_within(&mut child, Duration::from_secs(30), "connect after SIGTERM");
-    assert_eq!(st.code(), Some(130));
+    assert_eq!(st.code(), Some(143));
     h.join().unwrap();
     assert!(!pipeline::shm::ShmDir::path_for(&name).exists());
 }

@@ -1,4 +1,5 @@
-//! `pipeline connect` failures each exit non-zero with a one-line reason on stderr:
+//! `pipeline connect` failures each exit with their class's status (4 TLS, 5 protocol,
+//! 1 other) and a one-line reason on stderr:
 //! a refused certificate (unknown CA, expired), a non-101 upgrade, a missing capability.
 //! (A refused connection and bad arguments are in pipeline_cli.rs.)
 
@@ -17,10 +18,10 @@ fn connect(args: &[&str]) -> Output {
         .expect("run pipeline")
 }
 
-/// Exit status 1 and exactly one `pipeline: ` reason line (the layout notice aside).
-fn one_line_failure(o: &Output) -> String {
+/// Exit status `code` and exactly one `pipeline: ` reason line (the layout notice aside).
+fn one_line_failure(o: &Output, code: i32) -> String {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
     let lines: Vec<&str> = err
         .lines()
         .filter(|l| l.starts_with("pipeline: ") && !l.contains("layout") && !l.contains("AF_XDP on"))
@@ -33,7 +34,7 @@ fn one_line_failure(o: &Output) -> String {
 fn certificate_from_an_unknown_ca_is_refused() {
     let srv = Server::tls();
     let o = connect(&[&srv.url("localhost", "/echo"), "--transport", "kernel"]);
-    let why = one_line_failure(&o);
+    let why = one_line_failure(&o, 4);
     assert!(why.contains("certificate verify failed") && why.contains("local issuer"), "{why}");
 }
 
@@ -42,7 +43,7 @@ fn expired_certificate_is_refused_even_with_the_right_ca() {
     let srv = Server::start(Some("expired"));
     let ca = certs().ca();
     let o = connect(&[&srv.url("localhost", "/echo"), "--transport", "kernel", "--ca-file", ca.to_str().unwrap()]);
-    let why = one_line_failure(&o);
+    let why = one_line_failure(&o, 4);
     assert!(why.contains("expired"), "{why}");
 }
 
@@ -51,7 +52,7 @@ fn non_101_upgrade_is_reported_with_its_status_line() {
     let srv = Server::tls();
     let ca = certs().ca();
     let o = connect(&[&srv.url("localhost", "/forbidden"), "--transport", "kernel", "--ca-file", ca.to_str().unwrap()]);
-    let why = one_line_failure(&o);
+    let why = one_line_failure(&o, 5);
     assert!(why.contains("403"), "{why}");
 }
 
@@ -70,7 +71,7 @@ fn missing_capability_is_named_with_how_to_grant_it() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let why = one_line_failure(&o);
+    let why = one_line_failure(&o, 1);
     assert!(why.contains("missing capability: CAP_BPF") && why.contains("setcap"), "{why}");
 }
 

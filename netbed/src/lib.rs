@@ -2,19 +2,23 @@
 //!
 //! - [`netns`]: two network namespaces joined by a veth pair ([`netns::TestBed`]), and
 //!   the privilege check for it;
-//! - [`exsim`]: `tools/exchange_sim.py`, the TLS WebSocket feed server, started inside
-//!   a namespace; [`feed`]: its message format and the checks a client makes;
+//! - [`exchange`]: the Rust TLS WebSocket feed server (the demo's and the peer
+//!   benchmark's), run as a thread inside a namespace; its message check;
+//! - [`exsim`]: `tools/exchange_sim.py`, the Python feed server the tests use, started
+//!   inside a namespace; [`feed`]: its message format and the checks a client makes;
 //! - [`plot`]: latency distributions as an SVG picture;
 //! - [`certs`]: a CA and leaf certificates from `tools/testcerts.sh`;
 //! - [`python`]: the interpreter that has `websockets`; [`process`]: running commands
 //!   and helper servers; [`repo`]: where `tools/` is.
 //!
-//! It depends on nothing but `libc`: not on the library, so the CLI's demo can use it
-//! without pulling in test code, and the test kit (`pipeline-testkit`) re-exports it.
+//! It depends on `libc` and the library (for the feed server's TLS): not on the test kit,
+//! so the CLI's demo can use it without pulling in test code, and the test kit
+//! (`pipeline-testkit`) re-exports it.
 
 use std::path::{Path, PathBuf};
 
 pub mod certs;
+pub mod exchange;
 pub mod exsim;
 pub mod feed;
 pub mod netns;

@@ -43,7 +43,7 @@ impl Curve {
         Curve { points }
     }
 
-    /// The latency (µs) at `nines` (0.30103 = p50, 2 = p99), interpolated between the
+    /// The latency (µs) at `nines` (log10 2 = p50, 2 = p99), interpolated between the
     /// points around it; the top point beyond the curve, 0 for an empty curve.
     pub fn us_at(&self, nines: f64) -> f64 {
         let i = self.points.partition_point(|p| p.0 < nines);
@@ -94,7 +94,7 @@ pub fn latency_svg(series: &[(String, Curve)], title: &str, xlabel: &str) -> Str
         o += &format!("<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{lab}</text>\n", t + ph + 18.0);
         d += 1.0;
     }
-    for (n, lab) in [(0.30103, "p50"), (1.0, "p90"), (2.0, "p99"), (3.0, "p99.9"), (4.0, "p99.99"), (5.0, "p99.999")] {
+    for (n, lab) in [(std::f64::consts::LOG10_2, "p50"), (1.0, "p90"), (2.0, "p99"), (3.0, "p99.9"), (4.0, "p99.99"), (5.0, "p99.999")] {
         let y = y_of(n);
         o += &format!("<line x1=\"{l}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\n", l + pw);
         o += &format!("<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{lab}</text>\n", l - 6.0, y + 4.0);
@@ -115,7 +115,7 @@ pub fn latency_svg(series: &[(String, Curve)], title: &str, xlabel: &str) -> Str
             "<text x=\"{}\" y=\"{}\" fill=\"#555\">p50 {:.1} µs, p99 {:.1} µs</text>\n",
             w - r + 46.0,
             ly + 17.0,
-            c.us_at(0.30103),
+            c.us_at(std::f64::consts::LOG10_2),
             c.us_at(2.0)
         );
     }
@@ -136,7 +136,7 @@ mod tests {
     fn curve_from_samples_reads_back_its_percentiles() {
         let s: Vec<u64> = (1..=10_000).map(|i| i * 1000).collect(); // 1..10,000 µs
         let c = Curve::from_sorted_ns(&s);
-        assert!((c.us_at(0.30103) - 5000.0).abs() < 20.0, "{}", c.us_at(0.30103));
+        assert!((c.us_at(std::f64::consts::LOG10_2) - 5000.0).abs() < 20.0, "{}", c.us_at(std::f64::consts::LOG10_2));
         assert!((c.us_at(2.0) - 9900.0).abs() < 20.0, "{}", c.us_at(2.0));
         let svg = latency_svg(&[("a&b".into(), c)], "t<1>", "x");
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));

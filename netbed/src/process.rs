@@ -84,3 +84,9 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// The calling thread's id (for /proc/self/task/<tid>/...).
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}

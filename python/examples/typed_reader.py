@@ -1,24 +1,22 @@
 """A typed use of the package (CI runs `mypy --strict` on it) that also runs: it reads
-a feed, counting messages, while an asyncio task ticks alongside (the reads happen on a
-worker thread so the event loop stays free).
+a feed with `async for` (the task awaits the pipeline's event fd between messages, so
+nothing spins and the event loop stays free) while an asyncio task ticks alongside.
 
     python typed_reader.py URL --ca-file CA --count N
 """
 import argparse
 import asyncio
-from typing import Optional
 
 import pipeline
 
 
-def read(p: pipeline.Pipeline, count: int) -> int:
+async def read(p: pipeline.Pipeline, count: int) -> int:
     n = 0
-    while n < count:
-        m: Optional[pipeline.Message] = p.recv(timeout=10.0)
-        if m is None:
-            raise TimeoutError("no message for 10 s")
+    async for m in p:  # ends at the end of the stream
         if not m.is_text:
             n += 1
+            if n == count:
+                p.close(1000, "done")  # iteration goes on until the server answered
     return n
 
 
@@ -33,13 +31,7 @@ async def main(url: str, ca: str, count: int) -> int:
 
     t = asyncio.create_task(ticker())
     with pipeline.Pipeline(url, ca_file=ca, layout="inline", wait="backoff", quiet=True) as p:
-        n = await asyncio.get_running_loop().run_in_executor(None, read, p, count)
-        p.close(1000, "done")
-        try:
-            while p.recv(timeout=5.0) is not None:
-                pass
-        except pipeline.EndOfStream:
-            pass
+        n = await asyncio.wait_for(read(p, count), 60.0)
         d: pipeline.Disconnect = p.disconnect()
     t.cancel()
     print("summary: messages=%d ticks=%d kind=%s" % (n, ticks, pipeline.DisconnectKind(d.kind).name))

@@ -1,9 +1,9 @@
 # Type hints of the `pipeline` package (PEP 561: py.typed is shipped beside this file).
 import enum
 from types import TracebackType
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Type, Union
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
-__all__ = ["Pipeline", "Message", "PipelineError", "ConfigError", "PipelineConnectionError", "ClosedError",
+__all__ = ["Pipeline", "Message", "Sender", "PipelineError", "ConfigError", "PipelineConnectionError", "ClosedError",
            "EndOfStream", "PipelineTimeoutError", "State", "Disconnect", "DisconnectKind", "version",
            "library_path"]
 
@@ -23,25 +23,25 @@ class EndOfStream(ClosedError, EOFError): ...
 class PipelineTimeoutError(PipelineError, TimeoutError): ...
 
 class DisconnectKind(enum.IntEnum):
-    NONE: int
-    SERVER_CLOSED: int
-    CLOSE_COMPLETED: int
-    CLOSE_TIMEOUT: int
-    CLOSED_AFTER_OUR_CLOSE: int
-    PROTOCOL_ERROR: int
-    UPGRADE_FAILED: int
-    TCP_RESET: int
-    TCP_CLOSED: int
-    TLS: int
-    NETWORK: int
-    TIMEOUT: int
-    STAGE_DIED: int
-    STAGE_PANICKED: int
-    STOPPED: int
-    OVERRUN: int
-    IO: int
-    INTERNAL: int
-    CALLBACK_ERROR: int
+    NONE = 0
+    SERVER_CLOSED = 1
+    CLOSE_COMPLETED = 2
+    CLOSE_TIMEOUT = 3
+    CLOSED_AFTER_OUR_CLOSE = 4
+    PROTOCOL_ERROR = 5
+    UPGRADE_FAILED = 6
+    TCP_RESET = 7
+    TCP_CLOSED = 8
+    TLS = 9
+    NETWORK = 10
+    TIMEOUT = 11
+    STAGE_DIED = 12
+    STAGE_PANICKED = 13
+    STOPPED = 14
+    OVERRUN = 15
+    IO = 16
+    INTERNAL = 17
+    CALLBACK_ERROR = 18
 
 class State(NamedTuple):
     name: str
@@ -58,6 +58,12 @@ class Disconnect(NamedTuple):
     exit_status: int
     stage: str
 
+class Timestamps(NamedTuple):
+    arrival_ns: int
+    decrypted_ns: int
+    parsed_ns: int
+    delivered_ns: int
+
 class Message:
     payload: memoryview
     opcode: int
@@ -66,16 +72,22 @@ class Message:
     after_reconnect: bool
     @property
     def is_text(self) -> bool: ...
+    @property
+    def timestamps(self) -> Timestamps: ...
     def bytes(self) -> bytes: ...
     def text(self) -> str: ...
     def __len__(self) -> int: ...
     def release(self) -> None: ...
+
+class Sender:
+    def send(self, data: Union[str, bytes, bytearray, memoryview]) -> None: ...
 
 class Pipeline:
     external_consumer: bool
     def __init__(
         self,
         url: str,
+        on_message: Optional[Callable[[Message, Sender], None]] = ...,
         *,
         name: Optional[str] = ...,
         transport: str = ...,
@@ -104,6 +116,8 @@ class Pipeline:
         liveness_timeout: float = ...,
         synthetic: bytes = ...,
         synthetic_chunk: int = ...,
+        server_stamp: Union[str, Dict[str, Any], None] = ...,
+        server_stamp_unit_ns: int = ...,
         **options: Any,
     ) -> None: ...
     def __enter__(self) -> "Pipeline": ...
@@ -114,6 +128,8 @@ class Pipeline:
     def poll(self) -> Optional[Message]: ...
     def recv(self, timeout: Optional[float] = ...) -> Optional[Message]: ...
     def __iter__(self) -> Iterator[Message]: ...
+    def __aiter__(self) -> AsyncIterator[Message]: ...
+    def event_fd(self) -> int: ...
     def send(self, data: Union[str, bytes, bytearray, memoryview], timeout: float = ...) -> None: ...
     def close(self, code: int = ..., reason: str = ...) -> None: ...
     def wait_closed(self, timeout: float = ...) -> bool: ...

@@ -82,6 +82,11 @@ class PlConfig(ctypes.Structure):
         ("deflate_client_no_context_takeover", c_bool),
         ("deflate_server_no_context_takeover", c_bool),
         ("deflate_threshold", c_size_t),
+        ("server_stamp_field", c_char_p),
+        ("server_stamp_offset", c_size_t),
+        ("server_stamp_width", c_uint32),
+        ("server_stamp_big_endian", c_bool),
+        ("server_stamp_unit_ns", c_uint64),
     ]
 
 
@@ -93,6 +98,16 @@ class PlFrame(ctypes.Structure):
         ("after_overrun", c_bool),
         ("pos", c_uint64),
         ("flags", c_uint32),
+    ]
+
+
+class PlTimestamps(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("arrival_ns", c_uint64),
+        ("decrypted_ns", c_uint64),
+        ("parsed_ns", c_uint64),
+        ("delivered_ns", c_uint64),
     ]
 
 
@@ -236,10 +251,16 @@ def load():
     lib.pl_start.restype = c_int
     lib.pl_start.argtypes = [POINTER(PlConfig), POINTER(c_void_p)]
     lib.pl_poll.restype = c_int
+    lib.pl_event_fd.restype = c_int
+    lib.pl_event_fd.argtypes = [c_void_p, POINTER(c_int)]
     lib.pl_get_reconnect.argtypes = [c_void_p, POINTER(c_uint32), POINTER(c_uint32), POINTER(c_uint64),
                                      POINTER(c_uint64)]
     lib.pl_get_reconnect.restype = c_int
     lib.pl_poll.argtypes = [c_void_p, POINTER(PlFrame)]
+    lib.pl_message_timestamps.restype = c_int
+    lib.pl_message_timestamps.argtypes = [POINTER(PlTimestamps)]
+    lib.pl_monotonic_to_unix_ns.restype = c_uint64
+    lib.pl_monotonic_to_unix_ns.argtypes = [c_uint64]
     lib.pl_release.restype = c_int
     lib.pl_release.argtypes = [c_void_p, POINTER(PlFrame)]
     lib.pl_send_text.restype = c_int
@@ -256,8 +277,8 @@ def load():
     lib.pl_get_disconnect.argtypes = [c_void_p, POINTER(PlDisconnect), c_void_p, c_size_t]
     lib.pl_disconnect_kind_name.restype = c_char_p
     lib.pl_disconnect_kind_name.argtypes = [c_uint32]
-    lib.pl_get_stats.restype = c_int
-    lib.pl_get_stats.argtypes = [c_void_p, POINTER(PlStats)]
+    lib.pl_get_stats_size.restype = c_int
+    lib.pl_get_stats_size.argtypes = [c_void_p, POINTER(PlStats), c_size_t]
     lib.pl_get_name.restype = c_size_t
     lib.pl_get_name.argtypes = [c_void_p, c_void_p, c_size_t]
     lib.pl_stop.restype = c_int
@@ -280,8 +301,8 @@ def load():
     lib.pl_feed_release.argtypes = [c_void_p, POINTER(PlFeedItem)]
     lib.pl_feed_rotate.restype = c_int
     lib.pl_feed_rotate.argtypes = [c_void_p, c_bool]
-    lib.pl_feed_get_stats.restype = c_int
-    lib.pl_feed_get_stats.argtypes = [c_void_p, c_int, POINTER(PlStats)]
+    lib.pl_feed_get_stats_size.restype = c_int
+    lib.pl_feed_get_stats_size.argtypes = [c_void_p, c_int, POINTER(PlStats), c_size_t]
     lib.pl_feed_close.restype = c_int
     lib.pl_feed_close.argtypes = [c_void_p, c_uint16, c_char_p]
     lib.pl_feed_free.restype = None

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import pipeline
@@ -33,6 +34,7 @@ class Layout(unittest.TestCase):
             "PlDisconnect": [f[0] for f in _ffi.PlDisconnect._fields_],
             "PlFeedConfig": [f[0] for f in _ffi.PlFeedConfig._fields_],
             "PlFeedItem": [f[0] for f in _ffi.PlFeedItem._fields_],
+            "PlTimestamps": [f[0] for f in _ffi.PlTimestamps._fields_],
         }
         src = ['#include "pipeline.h"', "#include <stdio.h>", "#include <stddef.h>", "int main(void){"]
         for st, names in fields.items():
@@ -73,6 +75,17 @@ class Errors(unittest.TestCase):
         with self.assertRaises(pipeline.PipelineError) as e:
             pipeline.Pipeline("wss://127.0.0.1:1/", bogus=1)
         self.assertEqual(e.exception.code_name, "PL_ERR_CONFIG")
+
+    def test_server_stamp_options(self):
+        cfg = pipeline._make_config("wss://x/", {"server_stamp": "E", "server_stamp_unit_ns": 1000000}, [])
+        self.assertEqual((cfg.server_stamp_field, cfg.server_stamp_width, cfg.server_stamp_unit_ns), (b"E", 0, 1000000))
+        cfg = pipeline._make_config("wss://x/", {"server_stamp": {"offset": 8, "width": 4, "big_endian": True}}, [])
+        self.assertEqual((cfg.server_stamp_offset, cfg.server_stamp_width, cfg.server_stamp_big_endian), (8, 4, True))
+        with self.assertRaises(pipeline.ConfigError):
+            pipeline._make_config("wss://x/", {"server_stamp": {"offset": 8, "bits": 64}}, [])
+        with self.assertRaises(pipeline.ConfigError) as e:  # checked by the library at start
+            pipeline.Pipeline("wss://127.0.0.1:1/", server_stamp={"width": 3}, quiet=True)
+        self.assertIn("width 3", str(e.exception))
 
     def test_bad_url_carries_library_message(self):
         with self.assertRaises(pipeline.PipelineError) as e:
@@ -124,7 +137,9 @@ class Sim:
                 f.close()
 
 
-class Live(unittest.TestCase):
+class WithCerts(unittest.TestCase):
+    """A test CA and server certificate (tools/testcerts.sh) in `cls.certs` for the class."""
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
@@ -134,6 +149,9 @@ class Live(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.tmp.cleanup()
+
+
+class Live(WithCerts):
 
     def opts(self):
         return dict(ca_file=str(self.certs / "ca.pem"), layout="inline", wait="backoff", quiet=True)
@@ -178,6 +196,30 @@ class Live(unittest.TestCase):
         finally:
             sim.kill()
 
+    def test_message_timestamps_in_stage_order(self):
+        n = 500
+        sim = Sim(self.certs, "--count", str(n))
+        try:
+            t0 = time.monotonic_ns()
+            with pipeline.Pipeline(sim.url, **self.opts()) as p:
+                got, held = 0, None
+                for msg in p:
+                    t = msg.timestamps
+                    self.assertIsInstance(t, pipeline.Timestamps)
+                    self.assertTrue(t0 <= t.arrival_ns <= t.decrypted_ns <= t.parsed_ns <= t.delivered_ns
+                                    <= time.monotonic_ns(), t)
+                    if got == 0:
+                        held = msg
+                    if got == 1:
+                        with self.assertRaises(ValueError):
+                            held.timestamps  # released by the step: its stamps are gone too
+                    got += 1
+                    if got == n:
+                        break
+                self.assertEqual(got, n)
+        finally:
+            sim.kill()
+
     def test_compressed_feed_and_echo(self):
         # permessage-deflate (compression=True): the simulator compresses with
         # websockets' defaults; messages arrive inflated and read as usual.
@@ -208,10 +250,10 @@ class Live(unittest.TestCase):
             sim.kill()
 
     def test_compression_option_errors(self):
-        with self.assertRaises(pipeline.PipelineError):
-            pipeline.Pipeline("ws://127.0.0.1:1/", compression={"bogus": 1}, quiet=True)
-        with self.assertRaises(pipeline.PipelineError):
-            pipeline.Pipeline("ws://127.0.0.1:1/", compression={"server_max_window_bits": 16}, quiet=True)
+        # ConfigError (a ValueError) like every other bad option, before any connect.
+        for bad in ({"bogus": 1}, {"server_max_window_bits": 16}, {"threshold": -1}, "gzip"):
+            with self.assertRaises(pipeline.ConfigError, msg=repr(bad)):
+                pipeline.Pipeline("ws://127.0.0.1:1/", compression=bad, quiet=True)
 
     def test_send_echo_text(self):
         sim = Sim(self.certs, "--count", "0")

@@ -1,5 +1,5 @@
-//! The ABI policy's moving parts: the version macros, `pl_abi_version`, and the sized
-//! `PlConfig` (docs/c-api.md, "ABI policy").
+//! The ABI policy's moving parts: the version macros, `pl_abi_version`, the sized
+//! `PlConfig` and the sized `PlStats` (docs/c-api.md, "ABI policy").
 //!
 //! - The shared library's SONAME is `libwspipe.so.<PL_ABI_VERSION>` (build.rs). The
 //!   number changes when a symbol goes away or changes meaning, a struct other than
@@ -10,10 +10,14 @@
 //!   program built against an older header runs on a newer library unchanged. A size
 //!   larger than the library's own (a newer header, an older library) is refused
 //!   with `PL_ERR_CONFIG` instead of ignoring options the caller asked for.
+//! - `PlStats` only grows, at the end, too: `pl_get_stats(p, out)` in the header is a
+//!   macro passing `sizeof *out` to `pl_get_stats_size`, which writes only that many
+//!   bytes. The plain symbols `pl_get_stats` / `pl_feed_get_stats` (what a program
+//!   built before the macro calls) write the frozen 0.1 layout only.
 
 use std::mem::{offset_of, size_of};
 
-use super::api::PlConfig;
+use super::api::{PlConfig, PlStats};
 use super::boundary::boundary;
 use super::PlResult;
 use crate::error::{Error, Result};
@@ -33,6 +37,30 @@ pub const PL_ABI_VERSION: u32 = 0;
 /// Frozen: fields added later lie beyond it and get their defaults when a caller's
 /// `struct_size` ends before them.
 pub(crate) const PL_CONFIG_MIN_SIZE: usize = offset_of!(PlConfig, on_message_ex) + size_of::<usize>();
+
+/// The smallest `PlStats` this ABI fills: the 0.1 layout, up to `feed_held_now`.
+/// Frozen: counters added later lie beyond it; `pl_get_stats_size` with a smaller
+/// caller's size writes only the counters that caller knows.
+pub(crate) const PL_STATS_MIN_SIZE: usize = offset_of!(PlStats, deflate);
+
+/// Write the first `size` bytes of `values` (every counter, in `PlStats` order) to
+/// `out`: the caller's `sizeof(PlStats)`, from the 0.1 layout to this library's.
+///
+/// # Safety
+/// `out` points to `size` writable bytes.
+pub(crate) unsafe fn write_stats(values: &[u64], out: *mut PlStats, size: usize) -> Result<()> {
+    if size < PL_STATS_MIN_SIZE || size > size_of::<PlStats>() || size % 8 != 0 {
+        return Err(Error::Config(format!(
+            "PlStats size {size}: this library (ABI {PL_ABI_VERSION}, version {}) fills {PL_STATS_MIN_SIZE} to {} bytes              (a multiple of 8); call pl_get_stats(p, &stats), the header's macro passing sizeof(stats)",
+            env!("CARGO_PKG_VERSION"),
+            size_of::<PlStats>()
+        )));
+    }
+    debug_assert!(values.len() * 8 >= size);
+    // SAFETY: the caller promises `size` writable bytes; `values` has at least size / 8.
+    unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out as *mut u64, size / 8) };
+    Ok(())
+}
 
 /// The ABI of the loaded library (`PL_ABI_VERSION` it was built with).
 #[no_mangle]

@@ -1,7 +1,7 @@
 //! The pipeline's C API: config, start, send, receive (callback or polling), state,
 //! stats, close, stop, free. Thin wrappers over [`crate::pipeline::Pipeline`].
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::boundary;
 use crate::error::{Error, Result};
 use crate::ffi_nonnull;
-use crate::pipeline::{Config, Pipeline, Receiver, TransportKind};
+use crate::pipeline::{Config, Pipeline, Polled, Receiver, TransportKind};
 use crate::ring::OverrunPolicy;
 use crate::runner::{Layout, WaitKind};
 use crate::stage::{Delivery, SyntheticScript};
@@ -248,6 +248,19 @@ pub struct PlConfig {
     pub deflate_server_no_context_takeover: bool,
     /// Our messages shorter than this go uncompressed (default 64).
     pub deflate_threshold: usize,
+    /// One-way latency from the server's own stamp (the stats region's
+    /// `server_to_delivered`): the name of a JSON member holding it (`"E"`: the first
+    /// `"E": <integer>` of each message, the integer may be quoted). NULL: see
+    /// `server_stamp_width`.
+    pub server_stamp_field: *const c_char,
+    /// Or a binary stamp: an unsigned integer of `server_stamp_width` bytes (4 or 8; 0:
+    /// no server stamp) at `server_stamp_offset` in each message.
+    pub server_stamp_offset: usize,
+    pub server_stamp_width: u32,
+    /// The binary stamp is big-endian (default: little-endian).
+    pub server_stamp_big_endian: bool,
+    /// The stamp's unit in ns since the Unix epoch: 1 (default) ns, 1000 us, 1000000 ms.
+    pub server_stamp_unit_ns: u64,
 }
 
 /// A received frame, read in place. Give it back with `pl_release`.
@@ -483,6 +496,11 @@ pub unsafe extern "C" fn pl_config_init(cfg: *mut PlConfig) -> super::PlResult {
             deflate_client_no_context_takeover: false,
             deflate_server_no_context_takeover: false,
             deflate_threshold: crate::ws::DeflateConfig::default().threshold,
+            server_stamp_field: std::ptr::null(),
+            server_stamp_offset: 0,
+            server_stamp_width: 0,
+            server_stamp_big_endian: false,
+            server_stamp_unit_ns: 1,
         };
         // SAFETY: cfg is non-null and writable per the contract.
         unsafe { cfg.write(c) };
@@ -614,6 +632,27 @@ pub(super) unsafe fn to_config(c: &PlConfig) -> Result<Config> {
             )))
         }
     };
+    // SAFETY: NULL or a NUL-terminated string per the contract.
+    let field = unsafe { opt_str(c.server_stamp_field, "server_stamp_field")? };
+    let unit_ns = c.server_stamp_unit_ns;
+    cfg.server_stamp = match (field, c.server_stamp_width) {
+        (Some(name), 0) => Some(crate::latency::ServerStamp::JsonField { name, unit_ns }),
+        (Some(_), w) => {
+            return Err(Error::Config(format!(
+                "PlConfig.server_stamp_field and server_stamp_width = {w}: a JSON field or a binary stamp, not both"
+            )))
+        }
+        (None, 0) => None,
+        (None, w) => Some(crate::latency::ServerStamp::Binary {
+            offset: c.server_stamp_offset,
+            width: u8::try_from(w).unwrap_or(0),
+            big_endian: c.server_stamp_big_endian,
+            unit_ns,
+        }),
+    };
+    if let Some(s) = &cfg.server_stamp {
+        s.check().map_err(|e| Error::Config(format!("PlConfig.server_stamp_*: {e}")))?;
+    }
     Ok(cfg)
 }
 
@@ -710,10 +749,8 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
         let pp = pipe_ref(p);
         let mut guard = pp.polling()?;
         let poll = guard.as_mut().map_err(|why| Error::Config((*why).into()))?;
-        // Read before taking: "disconnected and nothing taken" then means drained.
-        let disconnected = matches!(pp.p.state(), State::Disconnected { .. });
-        match poll.rx.next_raw() {
-            Some(f) => {
+        match poll.rx.poll_raw() {
+            Polled::Frame(f) => {
                 // SAFETY: the frame is not yet released; the pointer stays valid until
                 // pl_release per the documented contract.
                 let payload = unsafe { poll.rx.reader().payload(&f) }.as_ptr();
@@ -732,13 +769,110 @@ pub unsafe extern "C" fn pl_poll(p: *mut pl_pipeline, out: *mut PlFrame) -> supe
                 };
                 Ok(())
             }
-            None if disconnected => Err(Error::Closed(match pp.p.state() {
+            Polled::Ended => Err(Error::Closed(match pp.p.state() {
                 State::Disconnected { reason } => reason.message,
                 _ => String::new(),
             })),
-            None => Err(Error::WouldBlock),
+            Polled::Empty => Err(Error::WouldBlock),
         }
     })
+}
+
+/// When a message passed each stage, CLOCK_MONOTONIC nanoseconds (0: not known).
+/// Filled by `pl_message_timestamps`. Set `struct_size` to `sizeof(PlTimestamps)`
+/// first: the struct may grow at the end, and the library writes only the fields that
+/// fit in the caller's size (and sets `struct_size` to what it wrote).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PlTimestamps {
+    pub struct_size: usize,
+    /// The packet completing the message arrived (XDP: our poll took it off the RX
+    /// ring; kernel: the socket's receive timestamp, SO_TIMESTAMPNS).
+    pub arrival_ns: u64,
+    /// Its plaintext was in MSG_INBOX.
+    pub decrypted_ns: u64,
+    /// The WebSocket stage published it.
+    pub parsed_ns: u64,
+    /// The callback was about to run / `pl_poll` returned it.
+    pub delivered_ns: u64,
+}
+
+/// The timestamps of the message most recently handed to the calling thread: inside a
+/// message callback, that call's message; after `pl_poll`, the frame it returned.
+/// `out->struct_size` must be at least `offsetof(PlTimestamps, arrival_ns) + 8`;
+/// `PL_ERR_WOULD_BLOCK` before any message reached this thread. Convert to Unix time
+/// with `pl_monotonic_to_unix_ns`.
+///
+/// # Safety
+/// `out` NULL or writable for `out->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pl_message_timestamps(out: *mut PlTimestamps) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(out);
+        // SAFETY: non-null; struct_size is the first field and the caller's struct
+        // has at least that.
+        let size = unsafe { std::ptr::addr_of!((*out).struct_size).read() };
+        let min = std::mem::offset_of!(PlTimestamps, arrival_ns) + 8;
+        if size < min {
+            return Err(Error::Config(format!(
+                "PlTimestamps.struct_size is {size}: set it to sizeof(PlTimestamps) (at least {min})"
+            )));
+        }
+        let t = crate::latency::Timestamps::current().ok_or(Error::WouldBlock)?;
+        let full = PlTimestamps {
+            struct_size: size.min(std::mem::size_of::<PlTimestamps>()),
+            arrival_ns: t.arrival_ns,
+            decrypted_ns: t.decrypted_ns,
+            parsed_ns: t.parsed_ns,
+            delivered_ns: t.delivered_ns,
+        };
+        // SAFETY: out is writable for `size` bytes and we copy at most that many (and
+        // at most our own struct's size) from a live local.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                &full as *const PlTimestamps as *const u8,
+                out as *mut u8,
+                full.struct_size,
+            )
+        };
+        Ok(())
+    })
+}
+
+/// A file descriptor to wait on instead of spinning on `pl_poll`: an eventfd (owned by
+/// the pipeline; do not close or read it, it is valid until `pl_free`) that becomes
+/// readable when frames are ready or the state changed (the end of the stream among
+/// them). From this call on, a `pl_poll` that returns `PL_ERR_WOULD_BLOCK` has armed it:
+/// the producing stage writes it once when it next publishes, and not at all while you
+/// keep up. So: poll until `PL_ERR_WOULD_BLOCK`, then `poll(2)`/`epoll`/your event loop
+/// on the fd, then poll again. Wakeups may be spurious; after `PL_ERR_CLOSED` it stays
+/// readable. Every layout (a `processes` stage inherited it at the fork). Polling
+/// delivery only: `PL_ERR_CONFIG` with a callback or an external consumer.
+///
+/// # Safety
+/// `p` from `pl_start`, `fd` writable.
+#[no_mangle]
+pub unsafe extern "C" fn pl_event_fd(p: *mut pl_pipeline, fd: *mut c_int) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(p, fd);
+        let pp = pipe_ref(p);
+        let mut guard = pp.polling()?;
+        let poll = guard.as_mut().map_err(|why| Error::Config((*why).into()))?;
+        let v = poll
+            .rx
+            .event_fd()
+            .ok_or_else(|| Error::Config("this pipeline has no event fd".into()))?;
+        // SAFETY: fd is non-null and writable.
+        unsafe { *fd = v };
+        Ok(())
+    })
+}
+
+/// A CLOCK_MONOTONIC ns stamp (`PlTimestamps`) as ns since the Unix epoch (reads both
+/// clocks now: exact unless the wall clock steps in between).
+#[no_mangle]
+pub extern "C" fn pl_monotonic_to_unix_ns(mono_ns: u64) -> u64 {
+    crate::latency::Timestamps::to_unix_ns(mono_ns)
 }
 
 /// Done with `frame` (and every frame before it): its bytes go back to the transport.
@@ -780,6 +914,7 @@ pub unsafe extern "C" fn pl_release(p: *mut pl_pipeline, frame: *const PlFrame) 
             fin: true,
             after_overrun: false,
             after_reconnect: false,
+            ts: Default::default(),
         };
         poll.rx.reader().release(&raw);
         poll.rx.reader().publish();
@@ -1226,28 +1361,32 @@ pub unsafe extern "C" fn pl_get_disconnect(
     })
 }
 
-/// A snapshot of every counter. Thread-safe.
+/// A snapshot of every counter. Thread-safe. `size` is the caller's `sizeof(PlStats)`
+/// (the header's `pl_get_stats(p, out)` macro passes it): only that many bytes are
+/// written, so a program built against an older header gets the counters it knows.
 ///
 /// # Safety
-/// `p` from `pl_start`; `out` writable.
+/// `p` from `pl_start`; `out` has `size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn pl_get_stats(p: *mut pl_pipeline, out: *mut PlStats) -> super::PlResult {
+pub unsafe extern "C" fn pl_get_stats_size(p: *mut pl_pipeline, out: *mut PlStats, size: usize) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(p, out);
         let s = pipe_ref(p).p.stats();
-        let mut o = PlStats::default();
-        // SAFETY: PlStats is COUNTERS u64 fields in Counter order (asserted size, repr(C)).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                s.values.as_ptr(),
-                &mut o as *mut PlStats as *mut u64,
-                COUNTERS,
-            )
-        };
-        // SAFETY: out is non-null and writable.
-        unsafe { *out = o };
-        Ok(())
+        // SAFETY: the caller promises `size` writable bytes at out (checked range).
+        unsafe { super::abi::write_stats(&s.values, out, size) }
     })
+}
+
+/// The 0.1 layout's counters only (`PL_STATS_MIN_SIZE` bytes): the symbol programs
+/// built before the sized call use. The header's `pl_get_stats` macro calls
+/// `pl_get_stats_size` instead.
+///
+/// # Safety
+/// `p` from `pl_start`; `out` writable for the 0.1 `PlStats`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_get_stats(p: *mut pl_pipeline, out: *mut PlStats) -> super::PlResult {
+    // SAFETY: as above, with the frozen size.
+    unsafe { pl_get_stats_size(p, out, super::abi::PL_STATS_MIN_SIZE) }
 }
 
 /// Copy the pipeline's shared-memory name into `buf` (NUL-terminated, truncated);

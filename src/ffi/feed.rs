@@ -610,38 +610,49 @@ pub unsafe extern "C" fn pl_feed_rotate(f: *mut pl_feed, forced: bool) -> super:
     })
 }
 
-fn copy_stats(s: &StatsRegion, out: *mut PlStats) {
+/// # Safety
+/// `out` has `size` writable bytes.
+unsafe fn copy_stats(s: &StatsRegion, out: *mut PlStats, size: usize) -> crate::error::Result<()> {
     let mut values = [0u64; COUNTERS];
     for c in Counter::ALL {
         values[*c as usize] = s.get(*c);
     }
-    let mut o = PlStats::default();
-    // SAFETY: PlStats is COUNTERS u64 fields in Counter order (asserted in api.rs).
-    unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), &mut o as *mut PlStats as *mut u64, COUNTERS) };
-    // SAFETY: out non-null (checked by the caller) and writable.
-    unsafe { *out = o };
+    // SAFETY: forwarded from the caller.
+    unsafe { super::abi::write_stats(&values, out, size) }
 }
 
 /// Counters: `leg` < 0 gives the feed's own (`feed_delivered`, `feed_gaps`, ..., and
 /// the legs' feed counters summed); otherwise that leg's pipeline counters with its
 /// `feed_*` counters (won, dups, lag histogram). `PL_ERR_CONFIG` for an empty slot.
+/// `size` is the caller's `sizeof(PlStats)` (the header's `pl_feed_get_stats` macro).
 ///
 /// # Safety
-/// `f` from `pl_feed_start`; `out` writable.
+/// `f` from `pl_feed_start`; `out` has `size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn pl_feed_get_stats(f: *mut pl_feed, leg: c_int, out: *mut PlStats) -> super::PlResult {
+pub unsafe extern "C" fn pl_feed_get_stats_size(f: *mut pl_feed, leg: c_int, out: *mut PlStats, size: usize) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(f, out);
         let feed = feed_ref(f).lock()?;
         feed.publish_stats();
-        if leg < 0 {
-            copy_stats(feed.stats_region(), out);
-            return Ok(());
-        }
-        let p = feed.leg(leg as usize).ok_or_else(|| Error::Config(format!("feed slot {leg} holds no leg")))?;
-        copy_stats(p.stats_region(), out);
-        Ok(())
+        let region = if leg < 0 {
+            feed.stats_region()
+        } else {
+            feed.leg(leg as usize).ok_or_else(|| Error::Config(format!("feed slot {leg} holds no leg")))?.stats_region()
+        };
+        // SAFETY: the caller promises `size` writable bytes at out.
+        unsafe { copy_stats(region, out, size) }
     })
+}
+
+/// The 0.1 layout's counters only: the symbol programs built before the sized call
+/// use (the header's `pl_feed_get_stats` macro calls `pl_feed_get_stats_size`).
+///
+/// # Safety
+/// `f` from `pl_feed_start`; `out` writable for the 0.1 `PlStats`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_get_stats(f: *mut pl_feed, leg: c_int, out: *mut PlStats) -> super::PlResult {
+    // SAFETY: as above, with the frozen size.
+    unsafe { pl_feed_get_stats_size(f, leg, out, super::abi::PL_STATS_MIN_SIZE) }
 }
 
 /// Close every leg (the close handshake; they do not reconnect). Poll until

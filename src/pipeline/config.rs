@@ -119,6 +119,9 @@ pub struct Config {
     /// feeds whose bandwidth matters or servers that expect it.
     /// `Some(DeflateConfig::default())` offers `permessage-deflate; client_max_window_bits`.
     pub deflate: Option<DeflateConfig>,
+    /// Where the server stamps its messages (Unix time): the one-way
+    /// `server_to_delivered` histogram of the stats region (`pipeline stat`). None: off.
+    pub server_stamp: Option<crate::latency::ServerStamp>,
 }
 
 impl Config {
@@ -150,6 +153,7 @@ impl Config {
             subscriptions: Vec::new(),
             liveness: None,
             deflate: None,
+            server_stamp: None,
         }
     }
 }

@@ -22,6 +22,7 @@ pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind, XdpOptions};
 pub use first_connect::OnAttempt;
 pub use crate::stage::Subscription;
+pub use crate::latency::{ServerStamp, Timestamps};
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,7 +60,7 @@ pub use crate::runner::{Layout, WaitKind};
 pub use crate::stage::{
     encode_server_frame, encode_server_frame_rsv1, Delivery, OnMessage, OnMessageFallible, SyntheticScript,
 };
-pub use crate::ws::{DeflateConfig, DeflateParams};
+pub use crate::ws::{DeflateConfig, DeflateParams, Upgrade};
 pub use crate::stats::{Counter, State};
 pub use crate::tcp::TcpConfig;
 pub use crate::xdp::{AttachRequest, FaultConfig, ZeroCopy};
@@ -156,6 +157,11 @@ impl Frame<'_> {
     pub fn is_final(&self) -> bool {
         self.raw.fin
     }
+    /// When the frame arrived, was decrypted, parsed and taken (CLOCK_MONOTONIC ns;
+    /// see [`Timestamps`]).
+    pub fn timestamps(&self) -> Timestamps {
+        self.raw.ts
+    }
     /// MSG_INBOX was overrun before this frame (overwrite policy): data was lost.
     pub fn after_overrun(&self) -> bool {
         self.raw.after_overrun
@@ -191,16 +197,89 @@ pub struct Receiver {
     reader: FrameReader,
     stats: StatsRegion,
     taken: u64,
+    /// [`Receiver::event_fd`] was asked for: an empty poll arms the wakeup.
+    wake: bool,
+    /// The end of the stream was reported and the event fd left readable.
+    ended: bool,
+}
+
+/// One look at the ring for a polling consumer.
+pub(crate) enum Polled {
+    Frame(RawFrame),
+    /// Nothing yet (with the event fd in use: armed, so sleeping on it is safe).
+    Empty,
+    /// Disconnected and every frame taken.
+    Ended,
 }
 
 impl Receiver {
-    /// The next frame, if one is ready (never blocks).
+    /// The next frame, if one is ready (never blocks). With [`Receiver::event_fd`] in
+    /// use, `None` has armed the event fd: sleep on it, then call this again.
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
-        let raw = self.next_raw()?;
-        Some(Frame {
-            rx: &mut self.reader,
-            raw,
-        })
+        match self.poll_raw() {
+            Polled::Frame(raw) => Some(Frame { rx: &mut self.reader, raw }),
+            Polled::Empty | Polled::Ended => None,
+        }
+    }
+
+    /// A file descriptor (an eventfd, owned by the pipeline: do not close or read it)
+    /// that becomes readable when frames are ready or the state changed (the end of
+    /// the stream among them), for `poll`/`epoll`/an event loop instead of spinning.
+    /// From the first call on, every [`Receiver::next_frame`] that finds nothing arms
+    /// it (one `write` by the producing stage per sleep, none while you keep up): wait
+    /// only after a `None`, and after waking poll until `None` again. Wakeups may be
+    /// spurious. Once the stream has ended and been drained it stays readable. Works in
+    /// every layout (a forked stage process inherited it).
+    pub fn event_fd(&mut self) -> Option<std::os::fd::RawFd> {
+        let fd = self.stats.wakeup_fd()?;
+        self.wake = true;
+        Some(fd)
+    }
+
+    /// Wait until the event fd is readable or `timeout` passes (poll(2)).
+    fn sleep_on_event_fd(&self, timeout: Duration) {
+        let Some(fd) = self.stats.wakeup_fd() else { return };
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd on the stack; EINTR just means look again.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+    }
+
+    /// One look: a frame, nothing yet (armed, with the event fd in use), or the end.
+    pub(crate) fn poll_raw(&mut self) -> Polled {
+        // Read before taking: "disconnected and nothing taken" then means drained.
+        let ended = self.stats.state_code() == 3;
+        if let Some(f) = self.next_raw() {
+            return Polled::Frame(f);
+        }
+        if ended {
+            return self.end();
+        }
+        if !self.wake || !self.stats.arm_consumer() {
+            return Polled::Empty;
+        }
+        // The second look, after arming (ring::wakeup: this is what makes a frame
+        // published meanwhile either seen here or signalled on the fd).
+        let ended = self.stats.state_code() == 3;
+        match self.next_raw() {
+            Some(f) => {
+                self.stats.disarm_consumer();
+                Polled::Frame(f)
+            }
+            None if ended => {
+                self.stats.disarm_consumer();
+                self.end()
+            }
+            None => Polled::Empty,
+        }
+    }
+
+    fn end(&mut self) -> Polled {
+        if self.wake && !self.ended {
+            self.ended = true;
+            self.stats.wakeup_forever();
+        }
+        Polled::Ended
     }
 
     /// The next frame, waiting up to `timeout` (backoff: spin, yield, 50 µs sleeps).
@@ -209,18 +288,22 @@ impl Receiver {
         let deadline = Instant::now() + timeout;
         let mut w = runner::Wait::new(WaitKind::Backoff);
         loop {
-            if let Some(raw) = self.next_raw() {
+            if let Polled::Frame(raw) = self.poll_raw() {
                 return Some(Frame {
                     rx: &mut self.reader,
                     raw,
                 });
             }
-            if Instant::now() >= deadline
-                || (self.stats.state_code() == 3 && self.reader.backlog() == 0)
-            {
+            let now = Instant::now();
+            if now >= deadline || (self.stats.state_code() == 3 && self.reader.backlog() == 0) {
                 return None;
             }
-            w.idle();
+            if self.wake {
+                // Armed by the empty poll above: sleep instead of backing off.
+                self.sleep_on_event_fd(deadline - now);
+            } else {
+                w.idle();
+            }
         }
     }
 
@@ -232,7 +315,8 @@ impl Receiver {
     /// The next frame as positions (also the C API's `pl_poll`).
     pub(crate) fn next_raw(&mut self) -> Option<RawFrame> {
         let r = self.reader.take();
-        if r.is_some() {
+        if let Some(f) = &r {
+            crate::latency::Timestamps::set_current(f.ts);
             self.taken += 1;
             if self.taken & 63 == 0 {
                 self.stats.set(Counter::PolledFrames, self.taken);
@@ -374,6 +458,8 @@ pub struct Pipeline {
     local: Option<std::net::SocketAddrV4>,
     /// The state-change watcher: its stop flag and thread.
     watcher: Mutex<Option<Watcher>>,
+    /// The last completed upgrade (see [`Pipeline::upgrade`]).
+    upgrade: Arc<Mutex<Option<Upgrade>>>,
     /// Until the first `on_state_change`: the moment `start` returned (Connected, no
     /// reconnect yet), so the first callback also hears what happened in between.
     watch_from_start: AtomicBool,
@@ -467,6 +553,9 @@ impl Pipeline {
                 crate::ws::frame::MAX_HEADER_LEN
             )));
         }
+        if let Some(s) = &cfg.server_stamp {
+            s.check()?;
+        }
         // Every core must fit a cpu_set_t: checked here, before anything connects or
         // forks (a child must not find out after the fork).
         for &c in &cfg.cores {
@@ -518,6 +607,11 @@ impl Pipeline {
         let (pongs_tx, pongs_rx) = ElemRing::<PongFrame>::create(&dir, names::PONGS, 256)?.split();
         let (frames_tx, frames_rx) =
             ElemRing::<WsFrameInfo>::create(&dir, names::WS_FRAME_INFO, cfg.frame_ring)?.split();
+        if !cfg.external_consumer {
+            // The reader is in this process: an outside plc_open is refused, naming it.
+            #[cfg(not(pipeline_loom))]
+            frames_rx.ring().claim_reader(std::process::id());
+        }
 
         // permessage-deflate offered: the transport writes WIRE_INBOX, and the WebSocket
         // stage inflates (or copies) each message into MSG_INBOX (docs/architecture.md).
@@ -545,6 +639,7 @@ impl Pipeline {
         )?;
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
         let mut local = None;
+        let upgrade = Arc::new(Mutex::new(None));
         // Monomorphised per transport: no dynamic dispatch on the hot path.
         let ts = |t: &mut Vec<Box<dyn Stage>>, stage: Box<dyn Stage>| t.push(stage);
         let feed = (cfg.reconnect.enabled || !cfg.subscriptions.is_empty() || cfg.liveness.is_some())
@@ -574,7 +669,8 @@ impl Pipeline {
                     stats.clone(),
                     outbox.max_payload(),
                     cfg.close_timeout,
-                )?;
+                )?
+                .with_upgrade_record(upgrade.clone());
                 Box::new(match feed.clone() {
                     Some(f) => t.with_feed(f)?,
                     None => t,
@@ -625,17 +721,30 @@ impl Pipeline {
         let sender = Sender { out: outbox.sender(), stats: stats.clone(), max: outbox_max };
         let mut receiver = None;
         if let Some(cb) = cb {
-            let reader = FrameReader::new(frames_rx, inbox.clone());
+            let mut reader = FrameReader::new(frames_rx, inbox.clone());
+            reader.record_latency(stats.clone());
+            if let Some(s) = &cfg.server_stamp {
+                reader.record_server_stamp(s);
+            }
             let handler = match cb {
                 Callback::Plain(f) => crate::stage::Handler::Plain(f),
                 Callback::WithSender(make) => crate::stage::Handler::Fallible(make(sender.clone())),
             };
             stages.push(Box::new(AppClientStage::new(reader, handler, stats.clone())));
         } else if !cfg.external_consumer {
+            let mut reader = FrameReader::new(frames_rx, inbox.clone());
+            reader.record_latency(stats.clone());
+            if let Some(s) = &cfg.server_stamp {
+                reader.record_server_stamp(s);
+            }
+            // Before the stages are placed: forked stage processes inherit it.
+            stats.set_wakeup(crate::ring::wakeup::EventFd::new()?);
             receiver = Some(Receiver {
-                reader: FrameReader::new(frames_rx, inbox.clone()),
+                reader,
                 stats: stats.clone(),
                 taken: 0,
+                wake: false,
+                ended: false,
             });
         }
         debug_assert_eq!(stages.len(), stage_names.len(), "the placement check counted other stages");
@@ -688,6 +797,7 @@ impl Pipeline {
             callback,
             running: Mutex::new(Some(running)),
             watcher: Mutex::new(None),
+            upgrade,
             watch_from_start: AtomicBool::new(true),
             start_counts,
             layout,
@@ -695,6 +805,14 @@ impl Pipeline {
             local,
             dir: Mutex::new(Some(dir)),
         })
+    }
+
+    /// The WebSocket upgrade as it went over the wire: the request sent, the server's
+    /// response header, the subprotocol it chose (`pipeline connect -v` prints them).
+    /// The first connection's always (set-up runs in this process); a reconnect's too
+    /// where the transport stage runs in this process (`inline`, `threads`).
+    pub fn upgrade(&self) -> Option<Upgrade> {
+        locked(&self.upgrade).clone()
     }
 
     /// The shared-memory name (`/dev/shm/pipeline_<name>/`).
@@ -920,6 +1038,12 @@ impl Pipeline {
     /// Polling delivery on the pipeline itself: the next frame, if ready.
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         self.receiver.as_mut()?.next_frame()
+    }
+
+    /// The polling receiver's event fd ([`Receiver::event_fd`]); `None` with callback
+    /// delivery, an external consumer, or the receiver taken (ask it instead).
+    pub fn event_fd(&mut self) -> Option<std::os::fd::RawFd> {
+        self.receiver.as_mut()?.event_fd()
     }
 
     /// Why there is no polling receiver to take (callback delivery, an external

@@ -23,6 +23,10 @@
 //!               1 = none) of connection generation g in slot g % 2, stored before the
 //!               first byte after that connection's upgrade (and before the generation
 //!               is published), so a reader still parsing generation g - 1 keeps its word
+//!   ctl + 512   stamps (u64) MSG_INBOX: stamp entries ever written by the transport
+//!   ctl + 520   stamp[16]    {end_pos, arrival_ns, decrypted_ns} (u64 each): entry n % 16
+//!               says the bytes before end_pos arrived and were decrypted then; written
+//!               before the commit that publishes those bytes (see `msg_inbox::StampCursor`)
 //! ```
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -38,6 +42,11 @@ pub(crate) const DIRTY_OFF: usize = 384;
 pub(crate) const MODE_OFF: usize = 388;
 pub(crate) const OVERRUN_OFF: usize = 392;
 pub(crate) const EXT_OFF: usize = 400;
+pub(crate) const STAMPS_OFF: usize = 512;
+pub(crate) const STAMP_OFF: usize = 520;
+/// Stamp entries kept (a power of two).
+pub(crate) const STAMPS: u64 = 16;
+static_assertions::const_assert!(STAMP_OFF + STAMPS as usize * 24 <= crate::shm::CTL_BYTES);
 
 /// A mapped byte ring. Cloning shares the mapping.
 #[derive(Clone)]

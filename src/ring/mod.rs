@@ -14,9 +14,14 @@ mod msg_inbox;
 mod msg_outbox;
 mod spsc;
 mod types;
+#[cfg(not(pipeline_loom))]
+pub(crate) mod wakeup;
+// Public under loom only, for its model in tests/loom_ring.rs.
+#[cfg(pipeline_loom)]
+pub mod wakeup;
 
 pub use bytes::ByteRing;
-pub use msg_inbox::{InboxWriter, MsgInbox, OverrunPolicy};
+pub use msg_inbox::{InboxWriter, MsgInbox, OverrunPolicy, StampCursor};
 pub use msg_outbox::{MsgOutbox, OutboxKind, OutboxReader, OutboxRecord, OutboxSender, Piece, FLAG_MORE};
 pub use spsc::{Consumer, ElemRing, Producer};
 pub use types::{FrameType, PongFrame, RingElement, UmemFrameDescriptor, WsFrameInfo};

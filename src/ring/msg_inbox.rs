@@ -15,7 +15,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::bytes::{ByteRing, AUX_OFF, DIRTY_OFF, EXT_OFF, MODE_OFF, OVERRUN_OFF, READ_OFF};
+use super::bytes::{ByteRing, AUX_OFF, DIRTY_OFF, EXT_OFF, MODE_OFF, OVERRUN_OFF, READ_OFF, STAMPS, STAMPS_OFF, STAMP_OFF};
 use crate::error::Result;
 use crate::shm::{names, ShmDir};
 
@@ -200,12 +200,36 @@ impl InboxWriter {
         self.ring.set_write_pos(self.write);
     }
 
+    /// Publish `n` bytes written into the last `buf`, stamped: they (and any earlier
+    /// unstamped bytes) arrived at `arrival_ns` and were decrypted at `decrypted_ns`.
+    /// The stamp is stored before the bytes are published, so a reader that sees the
+    /// bytes finds their stamp ([`StampCursor`]).
+    #[inline]
+    pub fn commit_stamped(&mut self, n: usize, arrival_ns: u64, decrypted_ns: u64) {
+        let k = self.ring.ctl64(STAMPS_OFF).load(Ordering::Relaxed);
+        let e = STAMP_OFF + ((k & (STAMPS - 1)) as usize) * 24;
+        self.ring.ctl64(e).store(self.write + n as u64, Ordering::Relaxed);
+        self.ring.ctl64(e + 8).store(arrival_ns, Ordering::Relaxed);
+        self.ring.ctl64(e + 16).store(decrypted_ns, Ordering::Relaxed);
+        self.ring.ctl64(STAMPS_OFF).store(k + 1, Ordering::Release);
+        self.commit(n);
+    }
+
     /// Copy `data` in (tests and the kernel path's plain `ws://`); returns bytes taken.
     pub fn write(&mut self, data: &[u8]) -> usize {
         let b = self.buf(data.len());
         let n = b.len();
         b.copy_from_slice(&data[..n]);
         self.commit(n);
+        n
+    }
+
+    /// [`InboxWriter::write`], stamped like [`InboxWriter::commit_stamped`].
+    pub fn write_stamped(&mut self, data: &[u8], arrival_ns: u64, decrypted_ns: u64) -> usize {
+        let b = self.buf(data.len());
+        let n = b.len();
+        b.copy_from_slice(&data[..n]);
+        self.commit_stamped(n, arrival_ns, decrypted_ns);
         n
     }
 
@@ -222,5 +246,57 @@ impl InboxWriter {
 
     pub fn inbox(&self) -> MsgInbox {
         MsgInbox { ring: self.ring.clone() }
+    }
+}
+
+/// The WebSocket stage's reader of the transport's stamp entries: which arrival and
+/// decrypt stamps belong to the bytes up to a position.
+///
+/// Entries are looked up in stream order, so the cursor only moves forward. A reader
+/// more than 16 entries behind (the transport committed many small reads while the
+/// WebSocket stage was busy) takes the oldest entry still kept: its stamps are later
+/// than the bytes' true ones, never earlier, so the stages stay in order.
+pub struct StampCursor {
+    ring: ByteRing,
+    next: u64,
+    cur: (u64, u64, u64),
+}
+
+impl StampCursor {
+    pub fn new(inbox: &MsgInbox) -> StampCursor {
+        StampCursor { ring: inbox.ring.clone(), next: 0, cur: (0, 0, 0) }
+    }
+
+    /// (arrival_ns, decrypted_ns) of the bytes ending at `end` (0, 0 if no entry covers
+    /// them: a writer that does not stamp).
+    #[inline]
+    pub fn stamps_for(&mut self, end: u64) -> (u64, u64) {
+        if self.cur.0 >= end && self.cur.2 != 0 {
+            return (self.cur.1, self.cur.2);
+        }
+        let count = self.ring.ctl64(STAMPS_OFF).load(Ordering::Acquire);
+        if count.saturating_sub(self.next) > STAMPS {
+            self.next = count - STAMPS;
+        }
+        while self.next < count {
+            let e = STAMP_OFF + ((self.next & (STAMPS - 1)) as usize) * 24;
+            let entry = (
+                self.ring.ctl64(e).load(Ordering::Relaxed),
+                self.ring.ctl64(e + 8).load(Ordering::Relaxed),
+                self.ring.ctl64(e + 16).load(Ordering::Relaxed),
+            );
+            // The entry was intact if the writer had not yet come round to reuse it.
+            let now = self.ring.ctl64(STAMPS_OFF).load(Ordering::Acquire);
+            if now.saturating_sub(self.next) > STAMPS {
+                self.next = now - STAMPS;
+                continue;
+            }
+            self.next += 1;
+            self.cur = entry;
+            if entry.0 >= end {
+                return (entry.1, entry.2);
+            }
+        }
+        (0, 0)
     }
 }

@@ -6,6 +6,8 @@
 //! ```text
 //!   ctl + 0     head: next position the producer writes (u64, producer-owned)
 //!   ctl + 128   tail: next position the consumer reads  (u64, consumer-owned)
+//!   ctl + 256   reader claim: pid of the process that reads the ring (u32, 0 free;
+//!               WS_FRAME_INFO only, see `include/pipeline_consumer.h`)
 //! ```
 //! and in the page-aligned payload `capacity` slots of T; position p lives in slot
 //! `p & (capacity - 1)`.
@@ -35,6 +37,9 @@ use crate::shm::{Region, RegionKind, RegionSpec, ShmDir};
 
 const HEAD_OFF: usize = 0;
 const TAIL_OFF: usize = 128;
+/// The header-only reader's claim (u32 pid, 0 free): `include/pipeline_consumer.h`.
+#[cfg(not(pipeline_loom))]
+const CLAIM_OFF: usize = 256;
 
 /// A mapped element ring; hand out one [`Producer`] and one [`Consumer`].
 pub struct ElemRing<T: RingElement> {
@@ -188,6 +193,15 @@ impl<T: RingElement> ElemRing<T> {
         // SAFETY: i < capacity and the payload holds exactly capacity slots; the payload
         // is page aligned so every T (align <= 4096, size a multiple of align) is aligned.
         unsafe { (self.backing.region.payload_ptr() as *mut T).add(i) }
+    }
+
+    /// Mark the ring as read by process `pid`: the claim word of the header-only reader
+    /// (`plc_open`), so that an outside reader is refused while an in-process consumer
+    /// reads this ring.
+    pub fn claim_reader(&self, pid: u32) {
+        // SAFETY: CLAIM_OFF (256) is inside the header page's control area, 4-aligned.
+        let w = unsafe { &*(self.backing.region.ctl_ptr().add(CLAIM_OFF) as *const std::sync::atomic::AtomicU32) };
+        w.store(pid, Ordering::Release);
     }
 
     /// # Safety

@@ -61,6 +61,10 @@ impl UmemFrameDescriptor {
 unsafe impl RingElement for UmemFrameDescriptor {}
 
 /// One parsed WebSocket frame (or reassembled message) for the AppClient (design §4.2).
+///
+/// 32 bytes: the seed's 16 plus the message's arrival and decrypt stamps (issue 14).
+/// The parse stamp stays in `meta`'s 48 bits; it is never earlier than the arrival and
+/// never 2^48 ns (78 hours) later, so [`WsFrameInfo::parsed_ns`] rebuilds it in full.
 #[repr(C, align(16))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WsFrameInfo {
@@ -68,11 +72,15 @@ pub struct WsFrameInfo {
     /// contiguous (the inbox is mirror-mapped) at `data + (offset & (capacity - 1))`.
     pub msg_inbox_offset: u32,
     pub payload_len: u32,
-    /// bits 0..48 parse timestamp (TSC or ns), 48..56 opcode, bit 56 is_final,
-    /// bits 57..64 flags ([`WsFrameInfo::FLAG_MESSAGE`] ...).
+    /// bits 0..48 parse timestamp (CLOCK_MONOTONIC ns, low bits), 48..56 opcode, bit 56
+    /// is_final, bits 57..64 flags ([`WsFrameInfo::FLAG_MESSAGE`] ...).
     pub meta: u64,
+    /// CLOCK_MONOTONIC ns: the packet completing the frame arrived (0: unknown).
+    pub arrival_ns: u64,
+    /// CLOCK_MONOTONIC ns: its plaintext was committed to MSG_INBOX (0: unknown).
+    pub decrypted_ns: u64,
 }
-const_assert_eq!(std::mem::size_of::<WsFrameInfo>(), 16);
+const_assert_eq!(std::mem::size_of::<WsFrameInfo>(), 32);
 
 impl WsFrameInfo {
     /// The entry is a whole reassembled message rather than one frame.
@@ -95,7 +103,29 @@ impl WsFrameInfo {
             msg_inbox_offset: pos as u32,
             payload_len: len,
             meta: (stamp & TS_MASK) | (opcode as u64) << 48 | (is_final as u64) << 56 | ((flags as u64) & 0x7f) << 57,
+            arrival_ns: 0,
+            decrypted_ns: 0,
         }
+    }
+    /// With the arrival and decrypt stamps of the bytes that completed the frame.
+    pub fn with_stamps(mut self, arrival_ns: u64, decrypted_ns: u64) -> Self {
+        self.arrival_ns = arrival_ns;
+        self.decrypted_ns = decrypted_ns;
+        self
+    }
+    /// The full parse stamp: `meta`'s low 48 bits placed at or after the arrival (or
+    /// after the decrypt stamp when the arrival is unknown). 0 when no stamp was set.
+    pub fn parsed_ns(&self) -> u64 {
+        let low = self.parse_stamp();
+        let base = if self.arrival_ns != 0 { self.arrival_ns } else { self.decrypted_ns };
+        if low == 0 && base == 0 {
+            return 0;
+        }
+        let mut t = (base & !TS_MASK) | low;
+        if t < base {
+            t += 1 << 48;
+        }
+        t
     }
     pub fn parse_stamp(&self) -> u64 {
         self.meta & TS_MASK

@@ -248,6 +248,7 @@ fn poll_all(
     stats: &StatsRegion,
 ) -> std::result::Result<bool, Error> {
     let now = now_ns();
+    stats.heartbeat(now);
     let mut moved = false;
     for s in stages.iter_mut() {
         match s.poll(now) {

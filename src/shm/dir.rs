@@ -126,6 +126,20 @@ impl ShmDir {
         root().join(format!("pipeline_{name}"))
     }
 
+    /// Names of the pipelines that have a directory (running, or left behind by a
+    /// process that died), sorted; `pipeline stat` with no name lists them.
+    pub fn list() -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(root())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix("pipeline_").map(str::to_string))
+            .filter(|n| validate_name(n).is_ok())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Create (or reclaim) the directory for pipeline `name` and take ownership.
     /// Fails if a live process owns it, or if the directory is not safely ours: another
     /// user's, accessible to group/others, a symlink (see [`super::check_trusted`]).

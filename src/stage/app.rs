@@ -5,6 +5,7 @@
 use super::websocket::op;
 use super::{Progress, Stage};
 use crate::error::Result;
+use crate::latency::{realtime_offset_ns, ServerStamp, StampReader, Timestamps};
 use crate::ring::{Consumer, MsgInbox, WsFrameInfo};
 use crate::stats::{Counter, StatsRegion};
 
@@ -37,6 +38,8 @@ pub struct RawFrame {
     /// The first frame of a new connection after a reconnect (a message the disconnect
     /// cut was not delivered).
     pub after_reconnect: bool,
+    /// When it arrived, was decrypted, parsed and taken.
+    pub ts: Timestamps,
 }
 
 /// Reads WS_FRAME_INFO and hands out deliverable frames in order; control-frame
@@ -64,6 +67,16 @@ pub struct FrameReader {
     deferred: bool,
     /// End of everything taken so far (data and control entries).
     scanned: u64,
+    /// The delivery stamp of the frames being taken (0: read the clock at the next
+    /// frame). Reset whenever the reader publishes (the ring ran dry, or 64 frames), so
+    /// the clock is read once per run of waiting frames and at least every 64 frames.
+    deliver_now: u64,
+    /// Where the stage latencies are recorded (the pipeline's stats region).
+    latency: Option<StatsRegion>,
+    /// The server's stamp in each message, for `server_to_delivered`.
+    server: Option<StampReader>,
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, read with `deliver_now` (server stamps only).
+    realtime_off: u64,
 }
 
 impl FrameReader {
@@ -82,7 +95,23 @@ impl FrameReader {
             skipped: 0,
             deferred: false,
             scanned: r,
+            deliver_now: 0,
+            latency: None,
+            server: None,
+            realtime_off: 0,
         }
+    }
+
+    /// Record every data frame's stage latencies in `stats` (this reader is then the
+    /// histograms' one writer).
+    pub fn record_latency(&mut self, stats: StatsRegion) {
+        self.latency = Some(stats);
+    }
+
+    /// Also record the one-way `server_to_delivered` latency from the server's stamp in
+    /// each data message (needs [`FrameReader::record_latency`]).
+    pub fn record_server_stamp(&mut self, s: &ServerStamp) {
+        self.server = Some(s.reader());
     }
 
     /// Switch to deferred release: the caller decides, with
@@ -154,7 +183,33 @@ impl FrameReader {
                     self.skip_to(pos + info.payload_len as u64);
                 }
                 op::TEXT | op::BINARY | op::CONT => {
+                    let mut ts = Timestamps {
+                        arrival_ns: info.arrival_ns,
+                        decrypted_ns: info.decrypted_ns,
+                        parsed_ns: info.parsed_ns(),
+                        delivered_ns: self.deliver_now,
+                    };
+                    if ts.delivered_ns < ts.parsed_ns {
+                        self.deliver_now = crate::stage::now_ns();
+                        ts.delivered_ns = self.deliver_now;
+                        if self.server.is_some() {
+                            self.realtime_off = realtime_offset_ns();
+                        }
+                    }
+                    if let Some(st) = &self.latency {
+                        st.record_latency(&ts);
+                        if let Some(sv) = &self.server {
+                            // SAFETY: the frame is taken, not released: its bytes are
+                            // intact until this reader releases them.
+                            let payload = unsafe { self.inbox.slice(pos, info.payload_len as usize) };
+                            let delivered = ts.delivered_ns.wrapping_add(self.realtime_off);
+                            if let Some(sent) = sv.read(payload).filter(|&t| t <= delivered) {
+                                st.record(crate::stats::Latency::ServerToDelivered, delivered - sent);
+                            }
+                        }
+                    }
                     let f = RawFrame {
+                        ts,
                         pos,
                         len: info.payload_len,
                         opcode: info.opcode(),
@@ -210,6 +265,7 @@ impl FrameReader {
     /// Publish the ring's consumer position and MSG_INBOX's release position.
     #[inline]
     pub fn publish(&mut self) {
+        self.deliver_now = 0;
         if self.unreleased > 0 {
             self.frames.release();
             self.unreleased = 0;
@@ -277,6 +333,7 @@ impl Stage for AppClientStage {
             let Some(f) = self.reader.take() else { break };
             // SAFETY: `f` was just handed out and is released only below.
             let payload = unsafe { self.reader.payload(&f) };
+            Timestamps::set_current(f.ts);
             let r = match &mut self.cb {
                 Handler::Plain(cb) => {
                     cb(payload, f.opcode, f.fin);

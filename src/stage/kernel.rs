@@ -73,6 +73,7 @@ impl Transport for StreamTransport {
     fn read(&mut self, buf: &mut [u8], _now_ns: u64) -> Result<usize> {
         match self.io.recv_into(buf) {
             Ok(n) => {
+                self.counters.rx_packets += 1;
                 self.counters.rx_bytes += n as u64;
                 Ok(n)
             }
@@ -96,6 +97,9 @@ impl Transport for StreamTransport {
     }
     fn counters(&self) -> TransportCounters {
         self.counters
+    }
+    fn arrival_ns(&self) -> Option<u64> {
+        Some(self.io.rx_stamp_ns()).filter(|&t| t != 0)
     }
     /// Resolve again and connect a new socket (blocks up to the connect timeout).
     fn reconnect(&mut self, _now_ns: u64) -> Result<()> {
@@ -451,6 +455,11 @@ impl Transport for TlsTransport {
     }
     fn resumed(&self) -> bool {
         self.tls.session_reused()
+    }
+    /// The receive timestamp of the last `recv` (the plaintext just decrypted came from
+    /// it or from ciphertext received before it).
+    fn arrival_ns(&self) -> Option<u64> {
+        Some(self.io.rx_stamp_ns()).filter(|&t| t != 0)
     }
     fn counters(&self) -> TransportCounters {
         let st = self.stats;

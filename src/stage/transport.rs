@@ -8,13 +8,15 @@
 //! MSG_OUTBOX records, PONG and CLOSE replies from the PONGS ring, the close
 //! handshake's end.
 
+use std::sync::{Arc, Mutex};
+
 use super::websocket::op;
 use super::{Progress, Stage};
 use crate::error::{Error, Result};
 use crate::ring::{Consumer, InboxWriter, OutboxKind, OutboxReader, PongFrame, FLAG_MORE};
 use crate::stats::{Counter, DisconnectKind, DisconnectReason, State, StatsRegion};
 use crate::ws::deflate::Deflater;
-use crate::ws::{ClientHandshake, FrameBuilder, HandshakeStatus, OpCode};
+use crate::ws::{ClientHandshake, FrameBuilder, HandshakeStatus, OpCode, Upgrade};
 
 /// Counters a transport keeps (copied into the stats region by the stage).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,6 +74,12 @@ pub trait Transport: Send {
     fn resumed(&self) -> bool {
         false
     }
+    /// CLOCK_MONOTONIC ns when the newest bytes the last `read` returned arrived (the
+    /// receive timestamp of the packet or `recv` that completed them). `None`: the
+    /// transport does not know; the stage then uses the time of the read.
+    fn arrival_ns(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -104,6 +112,9 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
     fn resumed(&self) -> bool {
         (**self).resumed()
+    }
+    fn arrival_ns(&self) -> Option<u64> {
+        (**self).arrival_ns()
     }
 }
 
@@ -202,6 +213,9 @@ pub struct TransportStage<T: Transport> {
     deflater: Option<Deflater>,
     /// The message being sent in fragments is compressed.
     compressing: bool,
+    /// Where a completed upgrade is recorded for `Pipeline::upgrade` (set-up runs in
+    /// the caller's process, so the first one always lands there).
+    upgrade_record: Option<Arc<Mutex<Option<Upgrade>>>>,
 }
 
 impl<T: Transport> TransportStage<T> {
@@ -251,7 +265,14 @@ impl<T: Transport> TransportStage<T> {
             user_close_sent: false,
             deflater: None,
             compressing: false,
+            upgrade_record: None,
         })
+    }
+
+    /// Record every completed upgrade (request, response, subprotocol) in `record`.
+    pub fn with_upgrade_record(mut self, record: Arc<Mutex<Option<Upgrade>>>) -> Self {
+        self.upgrade_record = Some(record);
+        self
     }
 
     /// Reconnect on the losses `opts.reconnect` allows, send `opts.subscriptions` after
@@ -536,7 +557,7 @@ impl<T: Transport> TransportStage<T> {
             Err(Error::Closed(why) | Error::Reset(why)) => {
                 return Err(Error::WebSocket {
                     close_code: 0,
-                    reason: format!("connection closed during the upgrade: {why}"),
+                    reason: format!("connection closed during the upgrade: {why}{}", hs.closed_hint()),
                 })
             }
             Err(e) => return Err(e),
@@ -545,6 +566,9 @@ impl<T: Transport> TransportStage<T> {
             return Ok(moved);
         }
         if let HandshakeStatus::Done { consumed, .. } = hs.feed(&buf[..n])? {
+            if let Some(r) = &self.upgrade_record {
+                *r.lock().unwrap_or_else(|e| e.into_inner()) = hs.upgrade();
+            }
             // The agreed permessage-deflate parameters, for the WebSocket stage (stored
             // with the generation, before the first byte after the upgrade is
             // committed) and a fresh compressor: every connection negotiates anew and
@@ -562,7 +586,9 @@ impl<T: Transport> TransportStage<T> {
             }
             self.new_generation(word);
             let rest = &buf[consumed..n];
-            if !rest.is_empty() && self.inbox.write(rest) < rest.len() {
+            let decrypted = super::now_ns();
+            let arrival = self.t.arrival_ns().filter(|&a| a <= decrypted).unwrap_or(decrypted);
+            if !rest.is_empty() && self.inbox.write_stamped(rest, arrival, decrypted) < rest.len() {
                 return Err(Error::Overrun(
                     "MSG_INBOX too small for the bytes that followed the upgrade".into(),
                 ));
@@ -754,7 +780,11 @@ impl<T: Transport> TransportStage<T> {
             match self.t.read(buf, now) {
                 Ok(0) => break,
                 Ok(n) => {
-                    self.inbox.commit(n);
+                    // One clock read per read (a recv, a burst of segments: a batch of
+                    // messages), none per message.
+                    let decrypted = super::now_ns();
+                    let arrival = self.t.arrival_ns().filter(|&a| a <= decrypted).unwrap_or(decrypted);
+                    self.inbox.commit_stamped(n, arrival, decrypted);
                     self.stats.add(Counter::InboxBytes, n as u64);
                     moved = true;
                 }
@@ -877,6 +907,14 @@ impl<T: Transport> TransportStage<T> {
         if self.polls & 1023 == 0 || !moved {
             let c = self.t.counters();
             if c != TransportCounters::default() {
+                // The XDP stage counts the link itself (it owns those counters there);
+                // a kernel socket's transport is the only one that knows its recvs.
+                if self.t.name() != "xdp" {
+                    self.stats.set(Counter::RxPackets, c.rx_packets);
+                    self.stats.set(Counter::RxBytes, c.rx_bytes);
+                    self.stats.set(Counter::TxPackets, c.tx_packets);
+                    self.stats.set(Counter::TxBytes, c.tx_bytes);
+                }
                 self.stats.set(Counter::Retransmits, c.retransmits);
                 self.stats.set(Counter::DupAcks, c.dup_acks);
                 self.stats.set(Counter::Drops, c.drops);

@@ -20,7 +20,7 @@
 
 use super::{Progress, Stage};
 use crate::error::{Error, Result};
-use crate::ring::{InboxWriter, MsgInbox, PongFrame, Producer, WsFrameInfo};
+use crate::ring::{InboxWriter, MsgInbox, PongFrame, Producer, StampCursor, WsFrameInfo};
 use crate::stats::{Counter, DisconnectKind, DisconnectReason, State, StatsRegion};
 use crate::ws::deflate::{Inflater, Negotiated, TAIL};
 use crate::ws::utf8::Utf8Validator;
@@ -100,6 +100,11 @@ pub struct WebSocketStage {
     /// permessage-deflate offered: the transport writes WIRE_INBOX, this stage writes
     /// MSG_INBOX (see [`Inflow`]).
     inflow: Option<Box<Inflow>>,
+    /// The transport's arrival/decrypt stamps of the ring this stage parses.
+    stamps: StampCursor,
+    /// The parse stamp of this poll's entries (0: the clock not read yet this poll; it
+    /// is read once, at the first entry, after the bytes were seen committed).
+    parse_now: u64,
 }
 
 /// The permessage-deflate path. The transport's decrypted bytes go to WIRE_INBOX (this
@@ -134,6 +139,8 @@ struct OutMsg {
     frame_first: bool,
     kind: MessageKind,
     compressed: bool,
+    /// A frame of it ended before its last one (joined: `reassembled` in Messages).
+    fragmented: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -175,6 +182,14 @@ impl Inflow {
             return PieceOutcome::Fail(ws::close_code::INTERNAL_ERROR, "websocket stage: piece without a message".into());
         };
         if !p.d.compressed {
+            // The parser's limit has slack for compressed wire bytes when deflate is
+            // offered; an uncompressed message gets the exact one here.
+            if m.written + p.len > max_message {
+                return PieceOutcome::Fail(
+                    ws::close_code::MESSAGE_TOO_BIG,
+                    format!("message too big: more than the configured limit of {max_message} bytes"),
+                );
+            }
             while p.len > 0 {
                 let b = self.out.buf(p.len);
                 if b.is_empty() {
@@ -323,7 +338,10 @@ impl WebSocketStage {
             max_message: wire_max,
         };
         let generation = stats.get_acquire(Counter::Generation);
+        let stamps = StampCursor::new(inflow.as_ref().map_or(&inbox, |f| &f.wire));
         WebSocketStage {
+            stamps,
+            parse_now: 0,
             inbox,
             frames,
             pongs,
@@ -404,7 +422,7 @@ impl WebSocketStage {
         if self.frames.stage(g).is_err() {
             self.stats.add(Counter::FrameRingFull, 1);
         }
-        self.frames.publish();
+        self.publish_frames();
         if self.inflow.is_none() {
             self.inbox.set_parsed_pos(self.pos);
         }
@@ -470,7 +488,7 @@ impl WebSocketStage {
         self.flush_control();
     }
 
-    fn info(&mut self, pos: u64, len: u64, opcode: u8, fin: bool, mut flags: u8, now: u64) {
+    fn info(&mut self, pos: u64, len: u64, opcode: u8, fin: bool, mut flags: u8) {
         if self.lost {
             flags |= WsFrameInfo::FLAG_OVERRUN;
         }
@@ -478,7 +496,19 @@ impl WebSocketStage {
             flags |= WsFrameInfo::FLAG_RECONNECT;
             self.reconnected = false;
         }
-        let i = WsFrameInfo::new(pos, len as u32, now, opcode, fin, flags);
+        if self.parse_now == 0 {
+            self.parse_now = super::now_ns();
+        }
+        // The stamps of the bytes that completed the frame: its end in MSG_INBOX, or
+        // with permessage-deflate the wire position parsed so far (the stamps of the
+        // read that held the frame's start: an earlier arrival, never a later one).
+        let end = if self.inflow.is_some() { self.pos } else { pos + len };
+        let (arrival, decrypted) = self.stamps.stamps_for(end);
+        if decrypted > self.parse_now {
+            // Bytes committed after this poll's clock read (the parse ran on into them).
+            self.parse_now = super::now_ns();
+        }
+        let i = WsFrameInfo::new(pos, len as u32, self.parse_now, opcode, fin, flags).with_stamps(arrival, decrypted);
         // Space was checked before the event was taken (or, overwriting, we drop).
         if self.frames.stage(i).is_err() {
             self.lost = true;
@@ -492,17 +522,17 @@ impl WebSocketStage {
     /// needs may go back to the transport once the AppClient gets here (in order, so
     /// after every data frame before it). While a message is being reassembled the
     /// parser keeps its start, so this never releases a message's first fragments.
-    fn marker(&mut self, opcode: u8, now: u64) {
+    fn marker(&mut self, opcode: u8) {
         if self.inflow.is_some() {
             // Control frames have no bytes in MSG_INBOX on the inflow path (this stage
             // releases WIRE_INBOX itself): nothing to release.
             return;
         }
         let p = self.pos + self.parser.releasable() as u64;
-        self.info(p, 0, opcode, true, 0, now);
+        self.info(p, 0, opcode, true, 0);
     }
 
-    fn event(&mut self, ev: Event, slice: &[u8], now: u64) {
+    fn event(&mut self, ev: Event, slice: &[u8]) {
         match ev {
             Event::Data(d) => {
                 let p = self.pos + d.offset as u64;
@@ -511,10 +541,10 @@ impl WebSocketStage {
                 match self.delivery {
                     Delivery::Frames => {
                         let opcode = if d.first { kind } else { op::CONT };
-                        self.info(p, d.len as u64, opcode, d.last, 0, now);
+                        self.info(p, d.len as u64, opcode, d.last, 0);
                     }
                     Delivery::Messages => {
-                        self.info(p, d.len as u64, kind, true, WsFrameInfo::FLAG_MESSAGE, now);
+                        self.info(p, d.len as u64, kind, true, WsFrameInfo::FLAG_MESSAGE);
                         if !single_frame(slice, d.offset, d.len) {
                             self.stats.add(Counter::Reassembled, 1);
                         }
@@ -529,11 +559,11 @@ impl WebSocketStage {
                 // Replaces an older unsent answer: only the latest PING needs one.
                 self.pong = self.control(op::PONG, pl.as_bytes());
                 self.flush_control();
-                self.marker(op::PING, now);
+                self.marker(op::PING);
             }
             Event::Pong(_) => {
                 self.stats.add(Counter::PongsReceived, 1);
-                self.marker(op::PONG, now);
+                self.marker(op::PONG);
             }
             Event::Close(c) => {
                 let why = c.reason_str().to_string();
@@ -562,7 +592,7 @@ impl WebSocketStage {
                 self.close = self.control(op::CLOSE, reply);
                 self.stats.advance_state(&State::Closing);
                 self.flush_control();
-                self.marker(op::CLOSE, now);
+                self.marker(op::CLOSE);
                 self.closed = true;
             }
         }
@@ -592,8 +622,16 @@ fn single_frame(slice: &[u8], off: usize, len: usize) -> bool {
 }
 
 impl WebSocketStage {
+    /// Publish the staged WS_FRAME_INFO entries and wake a polling consumer asleep on
+    /// its event fd (a fence and a load unless it is asleep: `ring::wakeup`).
+    #[inline]
+    fn publish_frames(&mut self) {
+        self.frames.publish();
+        self.stats.wake_consumer();
+    }
+
     /// Finish what `write` left: publish a frame (Frames delivery) or the message.
-    fn piece_done(&mut self, p: &Piece, now: u64) {
+    fn piece_done(&mut self, p: &Piece) {
         let Some(f) = self.inflow.as_mut() else { return };
         let Some(m) = f.msg.as_mut() else { return };
         let end = f.out.position();
@@ -619,7 +657,13 @@ impl WebSocketStage {
             _ => None,
         };
         let compressed = m.compressed;
+        if p.d.frame_end && !p.d.last {
+            m.fragmented = true;
+        }
         if p.d.last {
+            if m.fragmented && self.delivery == Delivery::Messages {
+                self.stats.add(Counter::Reassembled, 1);
+            }
             f.msg = None;
             self.stats.add(Counter::Messages, 1);
             if compressed {
@@ -632,7 +676,7 @@ impl WebSocketStage {
                 self.stats.add(Counter::Overruns, 1);
                 self.lost = true;
             }
-            self.info(pos, len, opcode, fin, flags, now);
+            self.info(pos, len, opcode, fin, flags);
         }
     }
 
@@ -649,7 +693,7 @@ impl WebSocketStage {
             let before = f.out.position();
             match f.write(&mut p, max_message, &self.stats) {
                 PieceOutcome::Done => {
-                    self.piece_done(&p, now);
+                    self.piece_done(&p);
                     n += 1;
                 }
                 PieceOutcome::Stalled => {
@@ -660,7 +704,7 @@ impl WebSocketStage {
                     return Ok(Progress::from_bool(moved || progressed));
                 }
                 PieceOutcome::Fail(code, why) => {
-                    self.frames.publish();
+                    self.publish_frames();
                     self.defer_fail(code, why, now);
                     self.fail_when_taken(now);
                     return Ok(Progress::Busy);
@@ -687,7 +731,7 @@ impl WebSocketStage {
                 self.old_tail_done = true;
             }
             if n > 0 {
-                self.frames.publish();
+                self.publish_frames();
             }
             return Ok(Progress::from_bool(moved || n > 0));
         }
@@ -716,6 +760,7 @@ impl WebSocketStage {
                             frame_first: true,
                             kind: d.kind,
                             compressed: d.compressed,
+                            fragmented: false,
                         });
                     }
                     if d.frame_end {
@@ -723,7 +768,7 @@ impl WebSocketStage {
                     }
                     let mut p = Piece { pos: base + d.offset as u64, len: d.len, d, tail: None };
                     match f.write(&mut p, max_message, &self.stats) {
-                        PieceOutcome::Done => self.piece_done(&p, now),
+                        PieceOutcome::Done => self.piece_done(&p),
                         PieceOutcome::Stalled => {
                             f.pending = Some(p);
                             break;
@@ -736,7 +781,7 @@ impl WebSocketStage {
                 }
                 Ok(Some(ev)) => {
                     n += 1;
-                    self.event(ev, &[], now);
+                    self.event(ev, &[]);
                     self.stats.add(Counter::Frames, 1);
                     if self.closed {
                         break;
@@ -746,10 +791,8 @@ impl WebSocketStage {
                     need_more = true;
                     break;
                 }
-                Err(Error::WebSocket { close_code, mut reason }) => {
-                    if close_code == ws::close_code::MESSAGE_TOO_BIG {
-                        reason = format!("{reason} (max_message {} bytes)", self.max_message);
-                    }
+                Err(Error::WebSocket { close_code, reason }) => {
+                    let reason = with_limit(close_code, reason, self.max_message);
                     self.defer_fail(close_code, reason, now);
                     n += 1;
                     break;
@@ -770,7 +813,7 @@ impl WebSocketStage {
         f.wire.set_parsed_pos(self.pos);
         moved |= released > 0;
         if n > 0 {
-            self.frames.publish();
+            self.publish_frames();
             let ring = self.frames.ring();
             self.stats.max(Counter::FrameRingHighWater, self.frames.position() - ring.tail());
         }
@@ -793,6 +836,7 @@ impl Stage for WebSocketStage {
     }
 
     fn poll(&mut self, now: u64) -> Result<Progress> {
+        self.parse_now = 0;
         // (Acquire of the write position first: a byte of a new connection seen there
         // implies its generation is visible below. With permessage-deflate offered the
         // transport writes WIRE_INBOX.)
@@ -854,7 +898,7 @@ impl Stage for WebSocketStage {
             }
             match self.parser.next_in_place(slice) {
                 Ok(Some(ev)) => {
-                    self.event(ev, slice, now);
+                    self.event(ev, slice);
                     self.stats.add(Counter::Frames, 1);
                     n += 1;
                     if self.closed {
@@ -865,13 +909,10 @@ impl Stage for WebSocketStage {
                     need_more = true;
                     break;
                 }
-                Err(Error::WebSocket { close_code, mut reason }) => {
-                    if close_code == ws::close_code::MESSAGE_TOO_BIG {
-                        reason = format!("{reason} (max_message {} bytes)", self.max_message);
-                    }
+                Err(Error::WebSocket { close_code, reason }) => {
+                    let reason = with_limit(close_code, reason, self.max_message);
                     // Stop parsing now; fail once the messages before it are taken.
-                    self.closed = true;
-                    self.failing = Some((close_code, reason, now));
+                    self.defer_fail(close_code, reason, now);
                     n += 1;
                     break;
                 }
@@ -898,7 +939,7 @@ impl Stage for WebSocketStage {
             n += 1;
         }
         if n > 0 {
-            self.frames.publish();
+            self.publish_frames();
             self.inbox.set_parsed_pos(self.pos);
             let ring = self.frames.ring();
             self.stats.max(
@@ -911,3 +952,14 @@ impl Stage for WebSocketStage {
         Ok(Progress::from_bool(n > 0 || sent))
     }
 }
+
+/// A parser's 1009 reason with the configured limit, which the parser (seeing the
+/// wire limit) does not know.
+fn with_limit(close_code: u16, reason: String, max_message: usize) -> String {
+    if close_code == ws::close_code::MESSAGE_TOO_BIG {
+        format!("{reason} (max_message {max_message} bytes)")
+    } else {
+        reason
+    }
+}
+

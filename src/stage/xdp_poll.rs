@@ -308,6 +308,10 @@ impl Core {
     fn rx(&mut self, now: u64) -> usize {
         let k = self.xsk.rx_burst(&mut self.rx[..]);
         let now_us = now / 1000;
+        // The arrival stamp of this burst: veth offers no hardware RX timestamp (XDP RX
+        // metadata), so the time we took it off the RX ring, one clock read per burst
+        // (the loop's `now` may be a whole loop older).
+        let now = if k > 0 { super::now_ns() } else { now };
         for i in 0..k {
             let d = self.rx[i];
             let flow = flow_of(self.xsk.rx_frame(&d));

@@ -204,6 +204,15 @@ pub enum Transmit {
     Retransmit { handle: u32, seq: u32, len: u32 },
 }
 
+/// The kinds of pure ACK `poll_transmit` hands out (a deferred one is owed again as
+/// the same kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PureAck {
+    Plain,
+    Duplicate,
+    Probe,
+}
+
 /// What `on_frame` made of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RxVerdict {
@@ -244,6 +253,8 @@ pub struct TcpStats {
     pub ooo_segments_dropped: u64,
     pub ooo_bytes_stitched: u64,
     pub acks_sent: u64,
+    /// Pure ACKs the caller had no frame for and handed back ([`Connection::defer_ack`]).
+    pub acks_deferred: u64,
     pub window_updates_sent: u64,
     pub zero_windows_advertised: u64,
     pub zero_window_probes: u64,
@@ -316,6 +327,8 @@ pub struct Connection {
     ack_deadline: Option<u64>,
     ack_now: bool,
     dup_acks_owed: u32,
+    /// What the last pure ACK from `poll_transmit` was, for [`Connection::defer_ack`].
+    last_pure_ack: PureAck,
     /// Challenge-ACK rate limit: start of the current window and ACKs sent in it.
     challenge_window_start: u64,
     challenge_window_sent: u32,
@@ -408,6 +421,7 @@ impl Connection {
             ack_deadline: None,
             ack_now: false,
             dup_acks_owed: 0,
+            last_pure_ack: PureAck::Plain,
             challenge_window_start: 0,
             challenge_window_sent: 0,
             srtt: None,
@@ -1381,6 +1395,7 @@ impl Connection {
         if self.probe_pending {
             self.probe_pending = false;
             self.stats.zero_window_probes += 1;
+            self.last_pure_ack = PureAck::Probe;
             // An already-acknowledged sequence number: the peer must answer with an ACK
             // carrying its current window.
             return Some(self.control(self.snd_una.wrapping_sub(1), flags::ACK));
@@ -1388,10 +1403,12 @@ impl Connection {
         if self.dup_acks_owed > 0 {
             self.dup_acks_owed -= 1;
             self.stats.dup_acks_sent += 1;
+            self.last_pure_ack = PureAck::Duplicate;
             let t = self.control(self.snd_nxt, flags::ACK);
             return Some(t);
         }
         if self.ack_now {
+            self.last_pure_ack = PureAck::Plain;
             return Some(self.control(self.snd_nxt, flags::ACK));
         }
         if self.state == State::TimeWait {
@@ -1419,6 +1436,32 @@ impl Connection {
             self.note_ack_sent();
         }
         Transmit::Control(r)
+    }
+
+    /// The caller had no frame for the pure ACK `poll_transmit` just returned (`seg`):
+    /// owe it again instead of losing it, and uncount it. A duplicate ACK stays owed as
+    /// one (without SACK the sender counts them to fast-retransmit), a zero-window probe
+    /// as a probe (the peer answers only an old sequence number); either way it goes
+    /// with the newest ack number, window and SACK blocks once frames are back. A lost
+    /// ACK would leave the sender to find the hole by its RTO.
+    pub fn defer_ack(&mut self, seg: &TcpRepr) {
+        debug_assert_eq!(seg.flags, flags::ACK, "only pure ACKs are deferred");
+        self.stats.acks_sent = self.stats.acks_sent.saturating_sub(1);
+        self.stats.segs_out = self.stats.segs_out.saturating_sub(1);
+        self.stats.acks_deferred += 1;
+        match self.last_pure_ack {
+            PureAck::Probe if seg.seq == self.snd_una.wrapping_sub(1) => {
+                self.stats.zero_window_probes = self.stats.zero_window_probes.saturating_sub(1);
+                self.probe_pending = true;
+            }
+            PureAck::Duplicate => {
+                self.stats.dup_acks_sent = self.stats.dup_acks_sent.saturating_sub(1);
+                self.dup_acks_owed += 1;
+            }
+            _ => {}
+        }
+        // note_ack_sent cleared it; whichever ACK goes next satisfies it again.
+        self.ack_now = true;
     }
 
     /// Any segment carrying our ACK satisfies the delayed-ACK policy. Owed duplicate

@@ -42,6 +42,16 @@ pub struct KernelSocket {
     fd: RawFd,
     peer: SocketAddr,
     open: bool,
+    /// CLOCK_MONOTONIC ns of the newest segment the last `recv_into` read (the kernel's
+    /// receive timestamp, `SO_TIMESTAMPNS`); 0 when the kernel gave none.
+    rx_stamp_ns: u64,
+}
+
+/// Ask for the kernel's receive timestamp with every read (`SO_TIMESTAMPNS`): the time
+/// the segment's skb was stamped, before it waited in the socket buffer. Best effort: a
+/// socket without it still works, its messages are stamped at the read instead.
+fn enable_rx_timestamps(fd: RawFd) {
+    let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS");
 }
 
 fn setsockopt_int(fd: RawFd, level: c_int, name: c_int, val: c_int, what: &str) -> Result<()> {
@@ -79,6 +89,29 @@ fn sockaddr_of(addr: &SocketAddr) -> (libc::sockaddr_storage, socklen_t) {
         }
     };
     (ss, len as socklen_t)
+}
+
+/// The SCM_TIMESTAMPNS of a received message (CLOCK_REALTIME) as CLOCK_MONOTONIC ns.
+fn rx_timestamp(msg: &libc::msghdr) -> Option<u64> {
+    // SAFETY: msg was filled by recvmsg; the CMSG_* macros walk its control buffer
+    // within msg_controllen, and a SCM_TIMESTAMPNS payload is one timespec.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                let real = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                if real == 0 {
+                    return None;
+                }
+                // The offset between the two clocks now (two vDSO reads per recv, not
+                // per message): exact unless the wall clock steps in between.
+                return Some(real.wrapping_sub(crate::latency::realtime_offset_ns()));
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
 }
 
 fn poll_fd(fd: RawFd, events: i16, timeout: Duration) -> io::Result<bool> {
@@ -150,7 +183,8 @@ impl KernelSocket {
             return Err(Error::last_os("socket(SOCK_STREAM)"));
         }
         // Owns fd from here; closes it on every error path.
-        let mut s = KernelSocket { fd, peer: *addr, open: true };
+        let mut s = KernelSocket { fd, peer: *addr, open: true, rx_stamp_ns: 0 };
+        enable_rx_timestamps(fd);
         if let Some(n) = opts.rcvbuf {
             setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, n.min(i32::MAX as usize) as c_int, "SO_RCVBUF")?;
         }
@@ -206,7 +240,9 @@ impl KernelSocket {
         use std::os::fd::IntoRawFd;
         let peer = s.peer_addr().map_err(|e| Error::io("peer_addr", e))?;
         s.set_nonblocking(true).map_err(|e| Error::io("set_nonblocking", e))?;
-        Ok(KernelSocket { fd: s.into_raw_fd(), peer, open: true })
+        let fd = s.into_raw_fd();
+        enable_rx_timestamps(fd);
+        Ok(KernelSocket { fd, peer, open: true, rx_stamp_ns: 0 })
     }
 
     /// Read up to `buf.len()` bytes: `Ok(n > 0)`, `Err(WouldBlock)` nothing now,
@@ -219,10 +255,21 @@ impl KernelSocket {
         if buf.is_empty() {
             return Ok(0);
         }
+        // Room for one SCM_TIMESTAMPNS control message (a timespec), 8-aligned.
+        let mut cbuf = [0u64; 8];
         loop {
-            // SAFETY: fd valid; buf.len() writable bytes.
-            let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr() as *mut c_void, buf.len(), 0) };
+            let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut c_void, iov_len: buf.len() };
+            // SAFETY: msghdr is plain old data; all-zero is a valid value.
+            let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cbuf.as_mut_ptr() as *mut c_void;
+            msg.msg_controllen = mem::size_of_val(&cbuf) as _;
+            // SAFETY: fd valid; msg points at one iovec over buf.len() writable bytes and
+            // a control buffer of msg_controllen bytes, all live for the call.
+            let n = unsafe { libc::recvmsg(self.fd, &mut msg, 0) };
             if n > 0 {
+                self.rx_stamp_ns = rx_timestamp(&msg).unwrap_or(0);
                 return Ok(n as usize);
             }
             if n == 0 {
@@ -237,6 +284,12 @@ impl KernelSocket {
                 _ => Err(Error::io(format!("recv from {}", self.peer), e)),
             };
         }
+    }
+
+    /// CLOCK_MONOTONIC ns when the newest bytes of the last successful `recv_into`
+    /// reached the kernel (`SO_TIMESTAMPNS`), 0 if it gave no timestamp.
+    pub fn rx_stamp_ns(&self) -> u64 {
+        self.rx_stamp_ns
     }
 
     /// Write up to `data.len()` bytes (may be partial); `Err(WouldBlock)` when the

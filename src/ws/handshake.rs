@@ -93,9 +93,25 @@ fn ws_err(reason: String) -> Error {
     }
 }
 
+/// A completed upgrade as it went over the wire, for people (`pipeline connect -v`):
+/// the request we sent, the server's response header and the subprotocol agreed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    /// The request, CRLF line ends, up to (without) the blank line.
+    pub request: String,
+    /// The response header (status line and headers), up to (without) the blank line.
+    pub response: String,
+    /// The subprotocol the server chose among those offered, if any.
+    pub protocol: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ClientHandshake {
     request: Vec<u8>,
+    /// A `ws://` URL: a TLS answer means the user meant `wss://`.
+    plain: bool,
+    /// After `Done`: the response header and the agreed subprotocol.
+    done: Option<(String, Option<String>)>,
     key: String,
     accept: String,
     offered: Vec<String>,
@@ -173,6 +189,8 @@ impl ClientHandshake {
         r.push_str("\r\n");
         Ok(ClientHandshake {
             request: r.into_bytes(),
+            plain: !url.secure,
+            done: None,
             accept: accept_key(&key),
             key,
             offered: cfg.protocols.clone(),
@@ -200,6 +218,28 @@ impl ClientHandshake {
         self.deflate_offer
     }
 
+    /// The upgrade as it went (after `Done`; `None` before).
+    pub fn upgrade(&self) -> Option<Upgrade> {
+        let (response, protocol) = self.done.clone()?;
+        let request = String::from_utf8_lossy(&self.request);
+        Some(Upgrade {
+            request: request.trim_end_matches("\r\n").to_string(),
+            response,
+            protocol,
+        })
+    }
+
+    /// What to add to "connection closed during the upgrade": a TLS server (OpenSSL's
+    /// among them) closes without a byte when it gets plain HTTP, so a `ws://` URL that
+    /// got nothing back may well be pointing at a TLS port.
+    pub fn closed_hint(&self) -> &'static str {
+        if self.plain && self.buf.is_empty() && self.done.is_none() {
+            " (nothing was received: if this port speaks TLS, try wss://)"
+        } else {
+            ""
+        }
+    }
+
     /// The `Sec-WebSocket-Key` sent.
     pub fn key(&self) -> &str {
         &self.key
@@ -213,6 +253,19 @@ impl ClientHandshake {
             ));
         }
         let old = self.buf.len();
+        // A TLS record (alert 0x15 or handshake 0x16, version 3.x) where the HTTP
+        // status line should be: the server speaks TLS on this port. The first two
+        // bytes may come in separate reads.
+        if self.plain && old < 2 {
+            let first = |i: usize| if i < old { self.buf.get(i).copied() } else { bytes.get(i - old).copied() };
+            if let (Some(b0 @ (0x15 | 0x16)), Some(0x03)) = (first(0), first(1)) {
+                self.finished = true;
+                return Err(ws_err(format!(
+                    "the server answered our plain-HTTP upgrade with a TLS record (0x{b0:02x} 0x03 ..., a TLS {}): this port speaks TLS, try wss://",
+                    if b0 == 0x15 { "alert" } else { "handshake" }
+                )));
+            }
+        }
         let take = bytes.len().min(self.max - old);
         self.buf.extend_from_slice(&bytes[..take]);
         // The terminator may straddle the previous call: look back 3 bytes.
@@ -232,6 +285,8 @@ impl ClientHandshake {
         self.finished = true;
         let (protocol, deflate) = self.validate()?;
         self.deflate = deflate;
+        let response = String::from_utf8_lossy(&self.buf[..end - 4]).into_owned();
+        self.done = Some((response, protocol.clone()));
         self.buf = Vec::new();
         Ok(HandshakeStatus::Done {
             consumed: end - old,

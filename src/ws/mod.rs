@@ -27,6 +27,6 @@ pub use builder::{FrameBuilder, MaskMode};
 pub use close::parse_close_payload;
 pub use deflate::{DeflateConfig, Negotiated as DeflateParams};
 pub use frame::{close_code, CloseFrame, ControlPayload, Data, Event, MessageKind, OpCode};
-pub use handshake::{ClientHandshake, HandshakeConfig, HandshakeStatus};
+pub use handshake::{ClientHandshake, HandshakeConfig, HandshakeStatus, Upgrade};
 pub use parser::{Delivery, Parser, ParserConfig};
 pub use url::WsUrl;

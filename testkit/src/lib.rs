@@ -4,7 +4,7 @@
 //!
 //! | module | holds |
 //! | --- | --- |
-//! | [`netns`], [`exsim`], [`feed`] | re-exported from `pipeline-netbed` (the one copy, shared with `pipeline demo`): the veth pair between two namespaces, the exchange simulator, its feed format |
+//! | [`netns`], [`exchange`], [`exsim`], [`feed`] | re-exported from `pipeline-netbed` (the one copy, shared with `pipeline demo`): the veth pair between two namespaces, the Rust feed server, the exchange simulator, its feed format |
 //! | [`ab`] | the A/B feed run (two sequence servers, disjoint drops, one killed and back) and its checks, for any leg transport and either delivery |
 //! | [`alloc`] | a counting global allocator for the no-allocation tests |
 //! | [`certs`] | the test CA and leaves, generated once per target directory |
@@ -21,8 +21,8 @@
 //! the library, because users reach it — `pipeline connect --synthetic N`, the C API's
 //! `PL_TRANSPORT_SYNTHETIC` — to try layouts and the stats tool without a network.
 
-pub use pipeline_netbed::process::ChildGuard;
-pub use pipeline_netbed::{exsim, feed, netns, plot};
+pub use pipeline_netbed::process::{gettid, ChildGuard};
+pub use pipeline_netbed::{exchange, exsim, feed, netns, plot};
 
 pub mod ab;
 pub mod alloc;

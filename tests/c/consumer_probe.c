@@ -1,5 +1,5 @@
 /* Test driver for include/pipeline_consumer.h: attach to pipeline argv[1], read
- * argv[2] frames whose payloads are "msg <i>" and check them, printing one result
+ * argv[2] frames whose payloads are "msg <i>" and check them (and their stamps), printing one result
  * line. Exit codes: 0 ok, 2 open failed (message on stdout), 3 content mismatch,
  * 4 overrun noticed, 5 timeout, 6 plc_next failed otherwise (e.g. PLC_ERR_CORRUPT).
  *
@@ -8,6 +8,9 @@
  * pointing outside the mapping then crashes it (under ASan: a report and abort). */
 #include "pipeline_consumer.h"
 #include <time.h>
+
+/* Frame i's arrival stamp (tests/consumer_header.rs, STAMP_BASE). */
+#define STAMP_BASE ((1ULL << 48) - 150000000ULL)
 
 int main(int argc, char **argv) {
     if (argc < 3) return 64;
@@ -49,6 +52,14 @@ int main(int argc, char **argv) {
             plc_release(&c, &f);
             got++;
             continue;
+        }
+        /* The stamps tests/consumer_header.rs wrote: arrival, +100 decrypted, +250 us
+         * parsed (the parse stamp crosses a 2^48 ns boundary around frame 150,000). */
+        uint64_t arrival = STAMP_BASE + (uint64_t)got * 1000u;
+        if (f.arrival_ns != arrival || f.decrypted_ns != arrival + 100 || f.parse_stamp != arrival + 250000) {
+            printf("stamps of frame %ld: %llu %llu %llu, want %llu +100 +250000\n", got, (unsigned long long)f.arrival_ns,
+                   (unsigned long long)f.decrypted_ns, (unsigned long long)f.parse_stamp, (unsigned long long)arrival);
+            return 3;
         }
         char want[32];
         int wl = snprintf(want, sizeof want, "msg %ld", got);

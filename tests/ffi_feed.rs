@@ -160,7 +160,7 @@ fn a_c_program_runs_a_feed() {
     let prog = CProgram::build("plcfeed", PROGRAM, &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"]);
     let name = format!("cf{}", std::process::id());
     let run = prog.run(&[&name, &sa.url(), &sb.url(), &end.to_string()]);
-    for n in [format!("{name}"), format!("{name}-0"), format!("{name}-1"), format!("{name}-2"), format!("{name}_cb"), format!("{name}_cb-0"), format!("{name}_cb-1")] {
+    for n in [name.clone(), format!("{name}-0"), format!("{name}-1"), format!("{name}-2"), format!("{name}_cb"), format!("{name}_cb-0"), format!("{name}_cb-1")] {
         let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&n));
     }
     eprintln!("{}", String::from_utf8_lossy(&run.stdout));

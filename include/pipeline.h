@@ -514,7 +514,8 @@ typedef struct PlStats {
 } PlStats;
 
 // Reads one message's key: return 1 and set `*stream` and `*seq`, or 0 (no key).
-// Called from the thread calling `pl_feed_poll`; `payload` is valid during the call.
+// Called from the thread calling `pl_feed_poll` (with `pl_feed_start_callback`: the
+// feed's own thread); `payload` is valid during the call.
 typedef int (*pl_key_fn)(void *user,
                          const uint8_t *payload,
                          size_t len,
@@ -583,6 +584,15 @@ typedef struct PlFeedItem {
   // Events: one line for people, NUL-terminated ("" for frames).
   char text[160];
 } PlFeedItem;
+
+// The item callback of `pl_feed_start_callback`: every frame and event of the merged
+// stream, in order, on the feed's own thread (one the library owns). `item` and the
+// payload it points to are valid during the call only (the frame is given back when
+// the callback returns; do not `pl_feed_release` it). Return `PL_CALLBACK_CONTINUE`
+// (0), or non-zero to close every leg (code 1011) and end delivery (`pl_feed_wait`
+// then reports it). Must not unwind (catch C++ exceptions). `pl_feed_*` calls on the
+// same feed from inside it are refused with `PL_ERR_CONFIG` (the thread holds the feed).
+typedef int (*pl_feed_on_item)(void *user, const struct PlFeedItem *item);
 
 #ifdef __cplusplus
 extern "C" {
@@ -808,6 +818,46 @@ enum PlResult pl_feed_config_init(struct PlFeedConfig *cfg);
 // `cfg` initialised (`pl_feed_config_init`), `legs` pointing to `legs_len` PlConfigs;
 // `out` writable.
 enum PlResult pl_feed_start(const struct PlFeedConfig *cfg, struct pl_feed **out);
+
+// `pl_feed_start`, with callback delivery: the merge runs on a thread the library owns
+// and calls `on_item(user, item)` for every frame and event (see `pl_feed_on_item`);
+// `pl_feed_poll` and `pl_feed_release` are then refused. `pl_feed_wait` waits for the
+// end of delivery; `pl_feed_free` stops the thread, then every leg. `*out` is written
+// only on success.
+//
+// # Safety
+// As `pl_feed_start`; `on_item` and `user` usable from another thread until
+// `pl_feed_free` returns.
+enum PlResult pl_feed_start_callback(const struct PlFeedConfig *cfg,
+                                     pl_feed_on_item on_item,
+                                     void *user,
+                                     struct pl_feed **out);
+
+// `pl_feed_start`, publishing the merged stream for header-only readers in other
+// processes instead of handing it to this one: frames and events go into a MSG_INBOX
+// of `inbox_size` bytes and a WS_FRAME_INFO of `frame_ring` entries (powers of two;
+// 0: 4 MiB and 16384) in `/dev/shm/pipeline_<name>/`, read with
+// `include/pipeline_consumer.h`'s `plc_open(c, name)` and `plc_next_feed`. The merge
+// runs on the feed's own thread; `pl_feed_poll` is refused, `pl_feed_wait`,
+// `pl_feed_get_stats`, `pl_feed_close` and `pl_feed_free` work as for
+// `pl_feed_start_callback`. With the rings full (a reader behind, or none yet) the
+// merge waits and the legs back up.
+//
+// # Safety
+// As `pl_feed_start`.
+enum PlResult pl_feed_start_published(const struct PlFeedConfig *cfg,
+                                      size_t inbox_size,
+                                      size_t frame_ring,
+                                      struct pl_feed **out);
+
+// Wait up to `timeout_ms` for a callback (or published) feed's delivery to end: `PL_OK` once every
+// leg is gone for good and everything was delivered; `PL_ERR_CLOSED` if the callback
+// ended it (non-zero return; `pl_last_error` says which); `PL_ERR_TIMEOUT` if it is
+// still running; `PL_ERR_CONFIG` for a polling feed (poll until `PL_ERR_CLOSED`).
+//
+// # Safety
+// `f` from `pl_feed_start_callback`.
+enum PlResult pl_feed_wait(struct pl_feed *f, uint32_t timeout_ms);
 
 // The next item without blocking: `PL_OK` and `*out` filled (a frame or an event), or
 // `PL_ERR_WOULD_BLOCK` (nothing yet), or `PL_ERR_CLOSED` (every leg gone and drained).

@@ -548,6 +548,62 @@ static inline void plc_release(plc_consumer *c, const plc_frame *f) {
     __atomic_store_n(plc__ctl64(c->ring_map, 128), c->tail, __ATOMIC_RELEASE);
 }
 
+/* ---- Merged feeds (docs/consumers.md, "A merged feed") ----------------------------
+ * A feed started with Feed::start_published / `pipeline feed --external-consumer`
+ * publishes its merged stream under its own name: plc_open(c, "<feed>") as for a
+ * pipeline. Besides the frames, its WS_FRAME_INFO carries event entries (opcode 0xE,
+ * payload one plc_feed_event). plc_next passes over them like control frames;
+ * plc_next_feed returns them. */
+
+#define PLC_OPCODE_FEED_EVENT 0xEu
+/* plc_next_feed: *ev holds an event (the entry is already released). */
+#define PLC_FEED_EVENT 2
+
+/* plc_feed_event.kind (the values of PlFeedItemKind in pipeline.h). */
+#define PLC_FEED_GAP 2u              /* sequences seq..=to of `stream` came from no leg */
+#define PLC_FEED_LEG_UP 3u           /* leg `leg` connected; generation 0 is its first */
+#define PLC_FEED_LEG_DOWN 4u         /* leg `leg` lost: cause (a PL_DISCONNECT_* kind), generation = attempt (0: gone) */
+#define PLC_FEED_ROTATION_STARTED 5u /* leg `leg` is being opened to replace `old_leg` */
+#define PLC_FEED_ROTATION_DONE 6u    /* leg `leg` replaced `old_leg` (flags & PLC_FEED_IN_STEP unless forced) */
+#define PLC_FEED_ROTATION_ABORTED 7u /* the new leg `leg` failed; `old_leg` carries on */
+#define PLC_FEED_IN_STEP 4u
+
+/* One event of a merged feed: 48 bytes, little-endian, as the feed writes it. */
+typedef struct plc_feed_event {
+    uint32_t kind;
+    uint32_t leg;
+    uint32_t old_leg;
+    uint32_t stream;
+    uint64_t seq; /* gaps: the first missing sequence */
+    uint64_t to;  /* gaps: the last missing sequence */
+    uint64_t generation;
+    uint32_t cause;
+    uint32_t flags;
+} plc_feed_event;
+typedef char plc__feed_event_is_48_bytes[sizeof(plc_feed_event) == 48 ? 1 : -1];
+
+/* The next frame (PLC_OK: *out, release it with plc_release) or event (PLC_FEED_EVENT:
+ * *ev, nothing to release) of a merged feed; otherwise as plc_next. An event entry of
+ * the wrong size is PLC_ERR_CORRUPT. */
+static inline int plc_next_feed(plc_consumer *c, plc_frame *out, plc_feed_event *ev) {
+    for (;;) {
+        int r = plc__next_entry(c, out);
+        if (r != PLC_OK) return r;
+        if (out->opcode == PLC_OPCODE_FEED_EVENT) {
+            if (out->len != sizeof *ev) {
+                snprintf(c->error, sizeof c->error, "corrupt shared memory: a feed event entry of %u bytes (not %u)",
+                         out->len, (unsigned)sizeof *ev);
+                return PLC_ERR_CORRUPT;
+            }
+            memcpy(ev, out->payload, sizeof *ev);
+            plc_release(c, out);
+            return PLC_FEED_EVENT;
+        }
+        if (out->opcode < 0x8u) return PLC_OK;
+        plc_release(c, out);
+    }
+}
+
 #ifdef __cplusplus
 }
 #endif

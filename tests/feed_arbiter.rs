@@ -499,3 +499,73 @@ fn rotation_every_two_seconds_no_gap_no_duplicate() {
         "every key once, in order",
     );
 }
+
+/// Leg 0 brings 1, 2 and 4 at t = 0 (3 is missing on it); leg 1 brings 3 at `late_ns`.
+/// Returns every decision in order, polling just before 3 arrives.
+fn fill_after(late_ns: u64) -> Vec<Decision> {
+    let cfg = ArbiterConfig::new(2, ArbiterMode::Contiguous);
+    let mut a = Arbiter::new(cfg).unwrap();
+    a.leg_up(0);
+    a.leg_up(1);
+    let mut out = Vec::new();
+    // Where the stream starts (a snapshot said so): 1 is not held for earlier keys.
+    assert!(a.expect(0, 1, &mut |d| out.push(d)));
+    for s in [1, 2, 4] {
+        a.on_message(0, Some(Key::new(0, s)), handle(0, s), 0, &mut |d| out.push(d));
+    }
+    a.poll(late_ns, &mut |d| out.push(d));
+    a.on_message(1, Some(Key::new(0, 3)), handle(1, 3), late_ns, &mut |d| out.push(d));
+    out
+}
+
+#[test]
+fn contiguous_default_hold_window_is_1ms_filled_inside_gap_at_the_edge() {
+    // The default every FeedConfig / PlFeedConfig / Python Feed starts from.
+    assert_eq!(ArbiterConfig::new(2, ArbiterMode::Contiguous).hold_window_ns, MS);
+    let deliver = |leg, s| Decision::Deliver { leg, handle: handle(leg, s) };
+    // Filled 1 ns before the window ends: 4 waited and goes out after 3, no gap.
+    assert_eq!(
+        fill_after(MS - 1),
+        vec![deliver(0, 1), deliver(0, 2), Decision::Hold { leg: 0, handle: handle(0, 4) }, deliver(1, 3), deliver(0, 4)]
+    );
+    // At the window's end: the gap is declared, 4 goes out, the late 3 is dropped.
+    assert_eq!(
+        fill_after(MS),
+        vec![
+            deliver(0, 1),
+            deliver(0, 2),
+            Decision::Hold { leg: 0, handle: handle(0, 4) },
+            Decision::Gap { stream: 0, from: 3, to: 3 },
+            deliver(0, 4),
+            Decision::Drop { leg: 1, handle: handle(1, 3), reason: DropReason::Duplicate },
+        ]
+    );
+}
+
+#[test]
+fn on_message_at_holds_from_the_arrival_and_expires_by_the_caller_clock() {
+    // A merge that read its legs late (a stall): leg 0's 4 arrived at 0 and was held;
+    // leg 1's 3 arrived at 0.9 ms but is judged at 5 ms: it fills the hole (no gap).
+    // Then leg 0's 6 arrived at 5 ms, judged at 5 ms: held from 5 ms, so still held at
+    // 5.9 ms and a gap only at 6 ms, 1 ms after its own arrival.
+    let mut a = Arbiter::new(ArbiterConfig::new(2, ArbiterMode::Contiguous)).unwrap();
+    a.leg_up(0);
+    a.leg_up(1);
+    let mut out = Vec::new();
+    assert!(a.expect(0, 1, &mut |d| out.push(d)));
+    for s in [1, 2, 4] {
+        a.on_message_at(0, Some(Key::new(0, s)), handle(0, s), 0, 0, &mut |d| out.push(d));
+    }
+    a.on_message_at(1, Some(Key::new(0, 3)), handle(1, 3), 900 * US, 5 * MS, &mut |d| out.push(d));
+    assert!(!out.iter().any(|d| matches!(d, Decision::Gap { .. })), "{out:?}");
+    assert_eq!(out.last(), Some(&Decision::Deliver { leg: 0, handle: handle(0, 4) }));
+    out.clear();
+    a.on_message_at(0, Some(Key::new(0, 6)), handle(0, 6), 5 * MS, 5 * MS, &mut |d| out.push(d));
+    a.poll(5 * MS + 900 * US, &mut |d| out.push(d));
+    assert_eq!(out, vec![Decision::Hold { leg: 0, handle: handle(0, 6) }]);
+    a.poll(6 * MS, &mut |d| out.push(d));
+    assert_eq!(
+        &out[1..],
+        &[Decision::Gap { stream: 0, from: 5, to: 5 }, Decision::Deliver { leg: 0, handle: handle(0, 6) }]
+    );
+}

@@ -1,13 +1,15 @@
 //! `pipeline connect URL [URL ...] --dedup-json-field NAME [--contiguous] [--hold-ms MS]
 //! [--rotate-every SECS]`: the URLs are the legs of one feed, merged by key. Stdout: one
 //! line per delivered message; stderr: one line per event (gap, leg up/down, rotation).
+//! With `--external-consumer` the merged stream (frames and events) is published in
+//! `/dev/shm/pipeline_<name>/` for header-only readers (`plc_next_feed`) instead.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use pipeline::pipeline::{
-    ArbiterMode, Feed, FeedConfig, FeedEvent, FeedItem, KeyExtractor, RotationConfig, State,
+    ArbiterMode, Feed, FeedConfig, FeedEvent, FeedItem, KeyExtractor, PublishConfig, RotationConfig, State,
 };
 
 use crate::connect::Opts;
@@ -36,9 +38,14 @@ pub(crate) fn main(o: Opts) -> ExitCode {
         },
         None => KeyExtractor::None,
     };
-    let mut legs = vec![o.cfg.clone()];
+    // --external-consumer is the feed's, not its legs': the feed reads the legs and
+    // publishes the merged stream.
+    let publish = o.cfg.external_consumer;
+    let mut leg = o.cfg.clone();
+    leg.external_consumer = false;
+    let mut legs = vec![leg.clone()];
     for u in &o.more_urls {
-        let mut c = o.cfg.clone();
+        let mut c = leg.clone();
         c.url = u.clone();
         legs.push(c);
     }
@@ -55,6 +62,12 @@ pub(crate) fn main(o: Opts) -> ExitCode {
         every_ns: o.feed.rotate_every.map(|s| (s * 1e9) as u64),
         ..Default::default()
     };
+    if publish {
+        if o.count.is_some() {
+            return crate::usage_error("--count counts the lines printed; with --external-consumer another process reads them");
+        }
+        return published(&o, cfg);
+    }
     let mut feed = match Feed::start(cfg) {
         Ok(f) => f,
         Err(e) => {
@@ -148,4 +161,59 @@ pub(crate) fn main(o: Opts) -> ExitCode {
     );
     feed.stop();
     ExitCode::from(code)
+}
+
+/// `--external-consumer`: publish the merged stream and wait until every leg is gone
+/// (Ctrl-C closes them with 1001).
+fn published(o: &Opts, cfg: FeedConfig) -> ExitCode {
+    let quiet = cfg.quiet;
+    let mut feed = match Feed::start_published(cfg, PublishConfig::default()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("pipeline: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if !quiet {
+        eprintln!(
+            "pipeline: feed {0}: the merged stream is published for external readers (pipeline_consumer.h: plc_open(\"{0}\"), plc_next_feed)",
+            feed.name()
+        );
+    }
+    for s in &o.sends {
+        if let Err(e) = feed.with(|f| f.send_text_all(s)).and_then(|r| r) {
+            eprintln!("pipeline: send: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let mut closing = false;
+    while !feed.wait_finished(Duration::from_millis(50)) {
+        if interrupted() && !closing {
+            closing = true;
+            let _ = feed.close(1001, "interrupted");
+        }
+    }
+    let failed = feed.error();
+    let summary = feed.with(|f| {
+        f.publish_stats();
+        let (g, gs) = f.gaps();
+        if let Some(path) = &o.stats_json {
+            if let Err(e) = std::fs::write(path, json(f.name(), &f.stats_region().snapshot(), None) + "\n") {
+                eprintln!("pipeline: cannot write {path}: {e}");
+            }
+        }
+        format!("pipeline: feed {}: {} published, {g} gap(s) ({gs} sequences)", f.name(), f.delivered())
+    });
+    if let Ok(line) = summary {
+        eprintln!("{line}");
+    }
+    let _ = feed.stop();
+    match failed {
+        Some(e) => {
+            eprintln!("pipeline: {e}");
+            ExitCode::from(1)
+        }
+        None if interrupted() => ExitCode::from(130),
+        None => ExitCode::SUCCESS,
+    }
 }

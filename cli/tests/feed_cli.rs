@@ -79,3 +79,46 @@ fn rotate_every_2_over_a_10s_feed() {
     assert!(!err.contains("gap:"), "{err}");
     eprintln!("{err}");
 }
+
+#[test]
+fn external_consumer_publishes_the_merged_stream_for_a_header_only_reader() {
+    let origin = Instant::now() + Duration::from_millis(800);
+    let mut a = SeqSpec::new("A", origin, Duration::from_millis(1), 2000);
+    a.drop = Arc::new(|n| n % 10 == 3 || n == 1500);
+    let mut b = SeqSpec::new("B", origin, Duration::from_millis(1), 2000);
+    b.drop = Arc::new(|n| n % 10 == 7 || n == 1500);
+    b.seed = 5;
+    let (sa, sb) = (SeqServer::start(a), SeqServer::start(b));
+    let (name, _g) = unique("cli_pub");
+    let (_g0, _g1, _g2) = (unique("cli_pub-0").1, unique("cli_pub-1").1, unique("cli_pub-2").1);
+    let reader = pipeline_testkit::c_program::feed_reader();
+    let mut cli = pipeline_testkit::ChildGuard(
+        bin()
+            .args(["connect", &sa.url(), &sb.url(), "--dedup-json-field", "seq", "--contiguous", "--hold-ms", "250"])
+            .args(["--layout", "inline", "--wait", "backoff", "--name", &name, "--external-consumer"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The directory appears once the feed has started.
+    let dir = pipeline::shm::ShmDir::path_for(&name);
+    let t0 = Instant::now();
+    while !dir.join("ws_frame_info.shm").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the feed never published {}", dir.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = Command::new(&reader).args([name.as_str(), "plain", "2000"]).output().unwrap();
+    let out = String::from_utf8_lossy(&r.stdout).to_string();
+    assert!(r.status.success(), "{out} {}", String::from_utf8_lossy(&r.stderr));
+    let f: Vec<u64> = out.trim().strip_prefix("ok ").unwrap().split(' ').map(|x| x.parse().unwrap()).collect();
+    assert_eq!(f[0], 2000, "0..=2000 but 1500, in order: {out}");
+    // Ctrl-C: the legs close with 1001, the feed says what it published.
+    let pid = cli.0.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let status = cli.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(cli.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains(&format!("plc_open(\"{name}\")")), "{err}");
+    assert!(err.lines().any(|l| l.starts_with(&format!("pipeline: feed {name}: ")) && l.contains("1 gap(s)")), "{err}");
+}

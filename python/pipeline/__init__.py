@@ -753,6 +753,33 @@ back), "rotation_started", "rotation_done" (`in_step`), "rotation_aborted" (`leg
 new leg, `old_leg` the one it replaces). `text`: one line for people."""
 
 
+def _feed_event(it):
+    return FeedEvent(_ffi.FEED_ITEM_KINDS.get(it.kind, "unknown"), it.leg, it.old_leg, it.stream, it.seq, it.to,
+                     it.generation, _kind(it.cause), bool(it.flags & _ffi.FEED_IN_STEP),
+                     it.text.decode("utf-8", "replace"))
+
+
+def _trampoline(on_message, error):
+    """The pl_feed_on_item callback around `on_message`: an exception is kept in
+    `error[0]` and ends delivery (non-zero return), never unwinding into the library."""
+    def cb(_user, p):
+        it = p.contents
+        m = FeedMessage(None, it) if _ffi.FEED_ITEM_KINDS.get(it.kind) == "frame" else _feed_event(it)
+        try:
+            on_message(m)
+            return 0
+        except BaseException as e:
+            error[0] = e
+            return 1
+        finally:
+            if isinstance(m, FeedMessage):
+                try:
+                    m.payload.release()  # the bytes go back when we return
+                except BufferError:
+                    pass
+    return cb
+
+
 class FeedMessage(Message):
     """A message of a feed's merged stream: a `Message` (payload in place in its leg's
     shared memory, valid until the next step) plus `leg`, `stream` and `seq` (None
@@ -808,14 +835,36 @@ class Feed:
                     print(item.text, file=sys.stderr)
                 else:
                     handle(item.seq, item.payload)
+
+    `publish=True`: the merged stream (frames and events) goes to header-only readers
+    in other processes (`include/pipeline_consumer.h`: `plc_open(c, name)`,
+    `plc_next_feed`) instead of this one; use `wait()`, `stats()`, `close()`.
+
+    `on_message`: callback delivery instead of polling. The merge runs on a thread the
+    library owns and calls `on_message(item)` for every FeedMessage (its payload valid
+    during the call only: copy with `bytes()` to keep it) and FeedEvent, in stream
+    order; `poll`/`recv`/iteration are then refused. An exception from it closes every
+    leg and ends delivery; `wait()` raises it.
+
+        def on_message(item):
+            if isinstance(item, pipeline.FeedEvent):
+                print(item.text, file=sys.stderr)
+            else:
+                handle(item.seq, item.bytes())
+        with pipeline.Feed(urls, key="seq", on_message=on_message) as f:
+            f.wait()  # until every leg is gone (or f.close() from another thread)
     """
 
     def __init__(self, urls, key="seq", stream_key=None, contiguous=False, hold_ms=1.0, hold_capacity=4096,
-                 primary=0, rotate_every=None, name=None, quiet=False, **leg_options):
+                 primary=0, rotate_every=None, name=None, quiet=False, on_message=None, publish=False,
+                 **leg_options):
         lib = _l()
         self._handle = None
         self._current = None
         self._keep = []
+        # The callback's exception, in a list: the trampoline holds the list, not the
+        # Feed (no cycle keeping a dropped Feed alive).
+        self._callback_error = [None]
         legs = []
         for u in urls:
             url, opts = (u, {}) if isinstance(u, str) else u
@@ -870,8 +919,34 @@ class Feed:
         fc.rotate_every_ms = int(float(rotate_every) * 1000) if rotate_every else 0
         fc.quiet = bool(quiet)
         h = ctypes.c_void_p()
-        _check(lib.pl_feed_start(ctypes.byref(fc), ctypes.byref(h)), "feed start")
+        if publish and on_message is not None:
+            raise ConfigError(2, "publish=True hands the stream to other processes: no on_message", "config")
+        if publish:
+            _check(lib.pl_feed_start_published(ctypes.byref(fc), 0, 0, ctypes.byref(h)), "feed start")
+        elif on_message is None:
+            _check(lib.pl_feed_start(ctypes.byref(fc), ctypes.byref(h)), "feed start")
+        else:
+            fn = _ffi.FEED_ON_ITEM(_trampoline(on_message, self._callback_error))
+            self._keep.append(fn)  # the library calls it until pl_feed_free returns
+            _check(lib.pl_feed_start_callback(ctypes.byref(fc), fn, None, ctypes.byref(h)), "feed start")
         self._handle = h
+
+    def wait(self, timeout=None):
+        """Callback delivery: wait until every leg is gone and everything was delivered
+        (True), or `timeout` seconds pass (False). Raises what the callback raised if it
+        ended delivery."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
+            r = _l().pl_feed_wait(self._h(), int(left * 1000))
+            if r == _ffi.PL_OK:
+                return True
+            if r == _ffi.PL_ERR_CLOSED and self._callback_error[0] is not None:
+                raise self._callback_error[0]
+            if r != _ffi.PL_ERR_TIMEOUT:
+                _check(r, "feed wait")
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
     def __enter__(self):
         return self
@@ -918,12 +993,10 @@ class Feed:
         if r == _ffi.PL_ERR_CLOSED:
             raise StopIteration
         _check(r, "feed poll")
-        kind = _ffi.FEED_ITEM_KINDS.get(it.kind, "unknown")
-        if kind == "frame":
+        if _ffi.FEED_ITEM_KINDS.get(it.kind) == "frame":
             self._current = FeedMessage(self, it)
             return self._current
-        return FeedEvent(kind, it.leg, it.old_leg, it.stream, it.seq, it.to, it.generation,
-                         _kind(it.cause), bool(it.flags & _ffi.FEED_IN_STEP), it.text.decode("utf-8", "replace"))
+        return _feed_event(it)
 
     def recv(self, timeout=None):
         """The next item, waiting up to `timeout` seconds (None: until every leg is gone)."""

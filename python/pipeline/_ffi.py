@@ -196,6 +196,10 @@ class PlFeedItem(ctypes.Structure):
     ]
 
 
+# pl_feed_on_item: (user, item) -> 0 to continue (the feed's own thread).
+FEED_ON_ITEM = CFUNCTYPE(c_int, c_void_p, POINTER(PlFeedItem))
+
+
 def _candidates():
     env = os.environ.get("PIPELINE_LIB")
     if env:
@@ -285,6 +289,12 @@ def load():
     lib.pl_feed_config_init.argtypes = [POINTER(PlFeedConfig)]
     lib.pl_feed_start.restype = c_int
     lib.pl_feed_start.argtypes = [POINTER(PlFeedConfig), POINTER(c_void_p)]
+    lib.pl_feed_start_callback.restype = c_int
+    lib.pl_feed_start_callback.argtypes = [POINTER(PlFeedConfig), FEED_ON_ITEM, c_void_p, POINTER(c_void_p)]
+    lib.pl_feed_start_published.restype = c_int
+    lib.pl_feed_start_published.argtypes = [POINTER(PlFeedConfig), c_size_t, c_size_t, POINTER(c_void_p)]
+    lib.pl_feed_wait.restype = c_int
+    lib.pl_feed_wait.argtypes = [c_void_p, c_uint32]
     lib.pl_feed_poll.restype = c_int
     lib.pl_feed_poll.argtypes = [c_void_p, POINTER(PlFeedItem)]
     lib.pl_feed_release.restype = c_int

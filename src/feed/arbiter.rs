@@ -316,6 +316,9 @@ pub struct Arbiter {
     held_now: usize,
     seen: Box<[Seen]>,
     clock: u64,
+    /// When the message being judged arrived (`on_message_at`; else the clock): its
+    /// hold's start and its lag sample.
+    arrival: u64,
     gaps: u64,
     gap_seqs: u64,
     stream_overflow: u64,
@@ -360,6 +363,7 @@ impl Arbiter {
             ]
             .into_boxed_slice(),
             clock: 0,
+            arrival: 0,
             gaps: 0,
             gap_seqs: 0,
             stream_overflow: 0,
@@ -553,7 +557,7 @@ impl Arbiter {
 
     #[inline]
     fn lag_of_dup(&mut self, leg: usize, key: Key, first_at: Option<u64>) {
-        let now = self.clock;
+        let now = self.arrival;
         let at = first_at.or_else(|| {
             if self.seen.is_empty() {
                 return None;
@@ -625,12 +629,31 @@ impl Arbiter {
         now_ns: u64,
         out: &mut impl FnMut(Decision),
     ) {
+        let arrival = self.clock.max(now_ns);
+        self.on_message_at(leg, key, handle, arrival, now_ns, out)
+    }
+
+    /// [`on_message`](Self::on_message) for a message that arrived at `arrival_ns`,
+    /// judged at `now_ns`: its hold window runs from its arrival, while expiry (of it
+    /// and of the others) goes by `now_ns`. A caller merging queued streams passes each
+    /// message's own arrival stamp and, as `now_ns`, the time up to which it has read
+    /// every leg, so a fill still queued in another leg is never declared missing.
+    pub fn on_message_at(
+        &mut self,
+        leg: usize,
+        key: Option<Key>,
+        handle: u64,
+        arrival_ns: u64,
+        now_ns: u64,
+        out: &mut impl FnMut(Decision),
+    ) {
         assert!(
             leg < self.cfg.legs,
             "arbiter: leg {leg} of {}",
             self.cfg.legs
         );
         self.clock = self.clock.max(now_ns);
+        self.arrival = arrival_ns;
         self.legs[leg].received += 1;
         let Some(key) = key else {
             self.keyless(leg, handle, out);
@@ -649,7 +672,7 @@ impl Arbiter {
                 if !s.started || key.seq >= s.next {
                     s.started = true;
                     s.next = key.seq.saturating_add(1);
-                    let now = self.clock;
+                    let now = self.arrival;
                     self.deliver(leg, handle, key, now, out);
                 } else {
                     self.drop_dup(leg, handle, key, None, out);
@@ -670,7 +693,7 @@ impl Arbiter {
         handle: u64,
         out: &mut impl FnMut(Decision),
     ) {
-        let now = self.clock;
+        let now = self.arrival;
         let s = self.streams[si as usize];
         // A stream that has not started holds its first messages too (the start hold):
         // another leg may bring a lower sequence within the window; the stream starts at

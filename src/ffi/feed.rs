@@ -1,7 +1,13 @@
 //! The feed's C API (K legs, one merged stream): `pl_feed_config_init`,
-//! `pl_feed_start`, `pl_feed_poll` / `pl_feed_release`, `pl_feed_rotate`,
-//! `pl_feed_get_stats`, `pl_feed_close`, `pl_feed_free`. Thin wrappers over
-//! [`crate::pipeline::Feed`].
+//! `pl_feed_start` + `pl_feed_poll` / `pl_feed_release` (polling) or
+//! `pl_feed_start_callback` + `pl_feed_wait` (the library's thread calls you),
+//! `pl_feed_rotate`, `pl_feed_get_stats`, `pl_feed_close`, `pl_feed_free`. Thin wrappers
+//! over [`crate::pipeline::Feed`] and [`crate::pipeline::CallbackFeed`].
+//!
+//! The callback is an argument of `pl_feed_start_callback`, not a `PlFeedConfig`
+//! field: `PlFeedConfig` has no `struct_size` (unlike `PlConfig`), so growing it would
+//! change its layout under programs built against today's header (an ABI break,
+//! docs/c-api.md "ABI policy"); a new function leaves every existing caller as it is.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::Mutex;
@@ -12,9 +18,9 @@ use super::boundary;
 use crate::error::{Error, Result};
 use crate::feed::{ArbiterMode, BinaryField, Endian, JsonField, Key, KeyExtractor, RotationConfig};
 use crate::ffi_nonnull;
-use crate::pipeline::feed::Out;
-use crate::pipeline::{Feed, FeedConfig, FeedEvent};
-use crate::stats::{Counter, State, StatsRegion, COUNTERS};
+use crate::pipeline::feed::{EventFields, Out};
+use crate::pipeline::{CallbackFeed, Feed, FeedConfig, FeedEvent, FeedItem, PublishConfig};
+use crate::stats::{Counter, StatsRegion, COUNTERS};
 
 /// `PlFeedConfig.key`: how a message's key (stream, sequence) is read.
 #[repr(C)]
@@ -98,7 +104,8 @@ const PL_FEED_HAS_KEY: u32 = PlFeedItemFlags::PL_FEED_HAS_KEY as u32;
 const PL_FEED_IN_STEP: u32 = PlFeedItemFlags::PL_FEED_IN_STEP as u32;
 
 /// Reads one message's key: return 1 and set `*stream` and `*seq`, or 0 (no key).
-/// Called from the thread calling `pl_feed_poll`; `payload` is valid during the call.
+/// Called from the thread calling `pl_feed_poll` (with `pl_feed_start_callback`: the
+/// feed's own thread); `payload` is valid during the call.
 #[allow(non_camel_case_types)]
 pub type pl_key_fn =
     Option<unsafe extern "C" fn(user: *mut c_void, payload: *const u8, len: usize, stream: *mut u32, seq: *mut u64) -> c_int>;
@@ -169,11 +176,35 @@ pub struct PlFeedItem {
     pub text: [c_char; 160],
 }
 
+/// The item callback of `pl_feed_start_callback`: every frame and event of the merged
+/// stream, in order, on the feed's own thread (one the library owns). `item` and the
+/// payload it points to are valid during the call only (the frame is given back when
+/// the callback returns; do not `pl_feed_release` it). Return `PL_CALLBACK_CONTINUE`
+/// (0), or non-zero to close every leg (code 1011) and end delivery (`pl_feed_wait`
+/// then reports it). Must not unwind (catch C++ exceptions). `pl_feed_*` calls on the
+/// same feed from inside it are refused with `PL_ERR_CONFIG` (the thread holds the feed).
+#[allow(non_camel_case_types)]
+pub type pl_feed_on_item = Option<unsafe extern "C" fn(user: *mut c_void, item: *const PlFeedItem) -> c_int>;
+
 /// A running feed (opaque). Calls are serialised on a lock inside.
 #[allow(non_camel_case_types)]
 pub struct pl_feed {
-    f: Mutex<Feed>,
+    f: Delivery,
 }
+
+enum Delivery {
+    // Boxed: a Feed is large, the callback handle is a pointer and a thread.
+    Polling(Box<Mutex<Feed>>),
+    Callback(CallbackFeed),
+}
+
+struct CItem {
+    f: unsafe extern "C" fn(*mut c_void, *const PlFeedItem) -> c_int,
+    user: *mut c_void,
+}
+// SAFETY: the C caller promises the callback and its user data may be used from the
+// feed's own thread (documented on `pl_feed_on_item`).
+unsafe impl Send for CItem {}
 
 struct CKey {
     f: unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut u32, *mut u64) -> c_int,
@@ -265,7 +296,123 @@ pub unsafe extern "C" fn pl_feed_start(cfg: *const PlFeedConfig, out: *mut *mut 
     boundary(|| {
         ffi_nonnull!(cfg, out);
         // SAFETY: non-null, initialised per the contract.
-        let c = unsafe { &*cfg };
+        let f = Feed::start(unsafe { feed_config(&*cfg)? })?;
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = Box::into_raw(Box::new(pl_feed { f: Delivery::Polling(Box::new(Mutex::new(f))) })) };
+        Ok(())
+    })
+}
+
+/// `pl_feed_start`, with callback delivery: the merge runs on a thread the library owns
+/// and calls `on_item(user, item)` for every frame and event (see `pl_feed_on_item`);
+/// `pl_feed_poll` and `pl_feed_release` are then refused. `pl_feed_wait` waits for the
+/// end of delivery; `pl_feed_free` stops the thread, then every leg. `*out` is written
+/// only on success.
+///
+/// # Safety
+/// As `pl_feed_start`; `on_item` and `user` usable from another thread until
+/// `pl_feed_free` returns.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_start_callback(
+    cfg: *const PlFeedConfig,
+    on_item: pl_feed_on_item,
+    user: *mut c_void,
+    out: *mut *mut pl_feed,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(cfg, out);
+        let f = on_item.ok_or(Error::NullArg("on_item"))?;
+        // SAFETY: non-null, initialised per the contract.
+        let fc = unsafe { feed_config(&*cfg)? };
+        let cb = CItem { f, user };
+        let feed = Feed::start_with_callback(
+            fc,
+            Box::new(move |item: FeedItem<'_>| {
+                let it = match &item {
+                    FeedItem::Frame(fr) => frame_item(fr.leg(), fr.payload(), fr.opcode(), fr.after_reconnect(), fr.pos(), fr.key()),
+                    FeedItem::Event(e) => event_item(e),
+                };
+                let cb = &cb;
+                // SAFETY: the callback's contract (pl_feed_on_item); `it` and the payload
+                // it points to (borrowed by `item`) live through the call.
+                let r = unsafe { (cb.f)(cb.user, &it) };
+                drop(item);
+                match r {
+                    0 => Ok(()),
+                    r => Err(format!("the callback returned {r}")),
+                }
+            }),
+        )?;
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = Box::into_raw(Box::new(pl_feed { f: Delivery::Callback(feed) })) };
+        Ok(())
+    })
+}
+
+/// `pl_feed_start`, publishing the merged stream for header-only readers in other
+/// processes instead of handing it to this one: frames and events go into a MSG_INBOX
+/// of `inbox_size` bytes and a WS_FRAME_INFO of `frame_ring` entries (powers of two;
+/// 0: 4 MiB and 16384) in `/dev/shm/pipeline_<name>/`, read with
+/// `include/pipeline_consumer.h`'s `plc_open(c, name)` and `plc_next_feed`. The merge
+/// runs on the feed's own thread; `pl_feed_poll` is refused, `pl_feed_wait`,
+/// `pl_feed_get_stats`, `pl_feed_close` and `pl_feed_free` work as for
+/// `pl_feed_start_callback`. With the rings full (a reader behind, or none yet) the
+/// merge waits and the legs back up.
+///
+/// # Safety
+/// As `pl_feed_start`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_start_published(
+    cfg: *const PlFeedConfig,
+    inbox_size: usize,
+    frame_ring: usize,
+    out: *mut *mut pl_feed,
+) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(cfg, out);
+        let d = PublishConfig::default();
+        let p = PublishConfig {
+            inbox_size: if inbox_size == 0 { d.inbox_size } else { inbox_size },
+            frame_ring: if frame_ring == 0 { d.frame_ring } else { frame_ring },
+        };
+        // SAFETY: non-null, initialised per the contract.
+        let feed = Feed::start_published(unsafe { feed_config(&*cfg)? }, p)?;
+        // SAFETY: out is non-null and writable.
+        unsafe { *out = Box::into_raw(Box::new(pl_feed { f: Delivery::Callback(feed) })) };
+        Ok(())
+    })
+}
+
+/// Wait up to `timeout_ms` for a callback (or published) feed's delivery to end: `PL_OK` once every
+/// leg is gone for good and everything was delivered; `PL_ERR_CLOSED` if the callback
+/// ended it (non-zero return; `pl_last_error` says which); `PL_ERR_TIMEOUT` if it is
+/// still running; `PL_ERR_CONFIG` for a polling feed (poll until `PL_ERR_CLOSED`).
+///
+/// # Safety
+/// `f` from `pl_feed_start_callback`.
+#[no_mangle]
+pub unsafe extern "C" fn pl_feed_wait(f: *mut pl_feed, timeout_ms: u32) -> super::PlResult {
+    boundary(|| {
+        ffi_nonnull!(f);
+        let Delivery::Callback(cf) = &feed_ref(f).f else {
+            return Err(Error::Config("pl_feed_wait: this feed polls (pl_feed_start): poll until PL_ERR_CLOSED".into()));
+        };
+        if !cf.wait_finished(Duration::from_millis(timeout_ms as u64)) {
+            return Err(Error::Timeout(format!("the feed is still delivering after {timeout_ms} ms")));
+        }
+        match cf.error() {
+            Some(e) => Err(Error::Closed(e)),
+            None => Ok(()),
+        }
+    })
+}
+
+/// The feed a `PlFeedConfig` describes (legs converted, key, mode, hold, rotation).
+///
+/// # Safety
+/// `c` initialised, `legs` pointing to `legs_len` PlConfigs, strings NUL-terminated.
+unsafe fn feed_config(c: &PlFeedConfig) -> Result<FeedConfig> {
+    {
         if c.legs.is_null() || c.legs_len == 0 {
             return Err(Error::Config("PlFeedConfig.legs: at least one leg".into()));
         }
@@ -293,11 +440,8 @@ pub unsafe extern "C" fn pl_feed_start(cfg: *const PlFeedConfig, out: *mut *mut 
             ..Default::default()
         };
         fc.quiet = c.quiet;
-        let f = Feed::start(fc)?;
-        // SAFETY: out is non-null and writable.
-        unsafe { *out = Box::into_raw(Box::new(pl_feed { f: Mutex::new(f) })) };
-        Ok(())
-    })
+        Ok(fc)
+    }
 }
 
 fn feed_ref<'a>(f: *mut pl_feed) -> &'a pl_feed {
@@ -308,7 +452,20 @@ fn feed_ref<'a>(f: *mut pl_feed) -> &'a pl_feed {
 
 impl pl_feed {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Feed>> {
-        self.f.lock().map_err(|_| Error::Closed("the feed was poisoned by a panic".into()))
+        match &self.f {
+            Delivery::Polling(m) => m.lock().map_err(|_| Error::Closed("the feed was poisoned by a panic".into())),
+            Delivery::Callback(cf) => cf.lock(),
+        }
+    }
+
+    /// The feed, for the polling calls only.
+    fn polling(&self, call: &str) -> Result<std::sync::MutexGuard<'_, Feed>> {
+        match &self.f {
+            Delivery::Polling(_) => self.lock(),
+            Delivery::Callback(_) => Err(Error::Config(format!(
+                "{call}: this feed delivers by callback (pl_feed_start_callback) or publishes for other processes (pl_feed_start_published)"
+            ))),
+        }
     }
 }
 
@@ -337,34 +494,44 @@ fn empty_item(kind: u32) -> PlFeedItem {
     }
 }
 
+fn frame_item(leg: usize, payload: &[u8], opcode: u8, after_reconnect: bool, pos: u64, key: Option<Key>) -> PlFeedItem {
+    PlFeedItem {
+        leg: leg as u32,
+        payload: payload.as_ptr(),
+        len: payload.len(),
+        opcode: opcode as u32,
+        flags: if after_reconnect { PL_FEED_AFTER_RECONNECT } else { 0 } | if key.is_some() { PL_FEED_HAS_KEY } else { 0 },
+        pos,
+        stream: key.map_or(0, |k| k.stream),
+        seq: key.map_or(0, |k| k.seq),
+        ..empty_item(PL_FEED_FRAME)
+    }
+}
+
 fn event_item(e: &FeedEvent) -> PlFeedItem {
-    let mut it = match e {
-        FeedEvent::Gap { stream, from, to } => PlFeedItem { stream: *stream, seq: *from, to: *to, ..empty_item(PL_FEED_GAP) },
-        FeedEvent::LegUp { leg, generation } => PlFeedItem { leg: *leg as u32, generation: *generation, ..empty_item(PL_FEED_LEG_UP) },
-        FeedEvent::LegDown { leg, state } => {
-            let (cause, attempt) = match state {
-                State::Reconnecting { attempt, cause } => (cause.code(), *attempt as u64),
-                State::Disconnected { reason } => (reason.kind.code(), 0),
-                _ => (0, 0),
-            };
-            PlFeedItem { leg: *leg as u32, cause, generation: attempt, ..empty_item(PL_FEED_LEG_DOWN) }
-        }
-        FeedEvent::RotationStarted { old, new } => {
-            PlFeedItem { leg: *new as u32, old_leg: *old as u32, ..empty_item(PL_FEED_ROTATION_STARTED) }
-        }
-        FeedEvent::RotationDone { old, new, in_step } => PlFeedItem {
-            leg: *new as u32,
-            old_leg: *old as u32,
-            flags: if *in_step { PL_FEED_IN_STEP } else { 0 },
-            ..empty_item(PL_FEED_ROTATION_DONE)
-        },
-        FeedEvent::RotationAborted { old, new, .. } => {
-            PlFeedItem { leg: *new as u32, old_leg: *old as u32, ..empty_item(PL_FEED_ROTATION_ABORTED) }
-        }
+    let f = EventFields::of(e);
+    let mut it = PlFeedItem {
+        leg: f.leg,
+        old_leg: f.old_leg,
+        stream: f.stream,
+        seq: f.seq,
+        to: f.to,
+        generation: f.generation,
+        cause: f.cause,
+        flags: f.flags,
+        ..empty_item(f.kind)
     };
     fill_cstr(&mut it.text, &e.to_string());
     it
 }
+
+// The event kinds and flags are numbered once, in `EventFields`: the C enums must agree.
+const _: () = {
+    assert!(PL_FEED_GAP == EventFields::GAP && PL_FEED_LEG_UP == EventFields::LEG_UP);
+    assert!(PL_FEED_LEG_DOWN == EventFields::LEG_DOWN && PL_FEED_ROTATION_STARTED == EventFields::ROTATION_STARTED);
+    assert!(PL_FEED_ROTATION_DONE == EventFields::ROTATION_DONE && PL_FEED_ROTATION_ABORTED == EventFields::ROTATION_ABORTED);
+    assert!(PL_FEED_IN_STEP == EventFields::IN_STEP);
+};
 
 /// The next item without blocking: `PL_OK` and `*out` filled (a frame or an event), or
 /// `PL_ERR_WOULD_BLOCK` (nothing yet), or `PL_ERR_CLOSED` (every leg gone and drained).
@@ -377,23 +544,12 @@ fn event_item(e: &FeedEvent) -> PlFeedItem {
 pub unsafe extern "C" fn pl_feed_poll(f: *mut pl_feed, out: *mut PlFeedItem) -> super::PlResult {
     boundary(|| {
         ffi_nonnull!(f, out);
-        let mut feed = feed_ref(f).lock()?;
+        let mut feed = feed_ref(f).polling("pl_feed_poll")?;
         let item = match feed.next_raw() {
             Some(Out::Frame { leg, raw, key }) => {
                 // SAFETY: just handed out, released only by pl_feed_release.
-                let payload = unsafe { feed.payload_raw(leg, &raw) }.map_or(std::ptr::null(), |p| p.as_ptr());
-                PlFeedItem {
-                    leg: leg as u32,
-                    payload,
-                    len: raw.len as usize,
-                    opcode: raw.opcode as u32,
-                    flags: if raw.after_reconnect { PL_FEED_AFTER_RECONNECT } else { 0 }
-                        | if key.is_some() { PL_FEED_HAS_KEY } else { 0 },
-                    pos: raw.pos,
-                    stream: key.map_or(0, |k| k.stream),
-                    seq: key.map_or(0, |k| k.seq),
-                    ..empty_item(PL_FEED_FRAME)
-                }
+                let payload = unsafe { feed.payload_raw(leg, &raw) }.unwrap_or(&[]);
+                frame_item(leg, payload, raw.opcode, raw.after_reconnect, raw.pos, key)
             }
             Some(Out::Event(e)) => event_item(&e),
             None if feed.finished() => return Err(Error::Closed("every leg of the feed is gone".into())),
@@ -425,7 +581,7 @@ pub unsafe extern "C" fn pl_feed_release(f: *mut pl_feed, item: *const PlFeedIte
         if kind != PL_FEED_FRAME {
             return Ok(());
         }
-        let mut feed = feed_ref(f).lock()?;
+        let mut feed = feed_ref(f).polling("pl_feed_release")?;
         if !feed.release_raw(leg as usize, pos) {
             return Err(Error::Config(format!(
                 "pl_feed_release: leg {leg} pos {pos} is not a frame pl_feed_poll handed out (or it was released already)"

@@ -19,7 +19,9 @@
 //! # Ok::<(), pipeline::Error>(())
 //! ```
 //!
-//! The merge step runs in the caller's thread, inside `next*()` (polling delivery): for
+//! The merge step runs in the caller's thread, inside `next*()` (polling delivery; with
+//! [`Feed::start_with_callback`] or [`Feed::start_published`] on a thread of its own,
+//! which calls the same `next()`): for
 //! each leg it takes the leg's new frames from its [`FrameReader`] (deferred release),
 //! reads the key from the payload in place, and hands `(leg, key, position)` to the
 //! [`Arbiter`]. `Deliver` decisions become the merged stream's frames, each borrowed
@@ -50,6 +52,8 @@ use crate::stats::{Counter, DisconnectKind, DisconnectReason, State, StatsRegion
 
 /// Frames taken from one leg per turn (so legs interleave close to their arrival).
 const BATCH: usize = 16;
+/// WS_FRAME_INFO keeps the low 48 bits of a frame's parse time (`now_ns()`).
+const STAMP_MASK: u64 = (1 << 48) - 1;
 /// How often the per-leg counters are copied into the stats regions.
 const STATS_EVERY_NS: u64 = 10_000_000;
 /// Events kept for [`Feed::next_event`] when frames are taken with [`Feed::next_frame`]
@@ -140,6 +144,69 @@ impl std::fmt::Display for FeedEvent {
     }
 }
 
+/// A [`FeedEvent`] as the integers the C API (`PlFeedItem`) and the published stream's
+/// event records (`plc_feed_event`) carry: one mapping for both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EventFields {
+    /// `PL_FEED_GAP` (2) .. `PL_FEED_ROTATION_ABORTED` (7).
+    pub kind: u32,
+    /// The leg of a LEG_* event; the new leg of a ROTATION_* event.
+    pub leg: u32,
+    pub old_leg: u32,
+    pub stream: u32,
+    /// Gaps: the first missing sequence.
+    pub seq: u64,
+    /// Gaps: the last missing sequence.
+    pub to: u64,
+    /// LEG_UP: the generation; LEG_DOWN: the reconnect attempt (0: not coming back).
+    pub generation: u64,
+    /// LEG_DOWN: the `PL_DISCONNECT_*` kind.
+    pub cause: u32,
+    /// `PL_FEED_IN_STEP` (4) for a rotation done in step.
+    pub flags: u32,
+}
+
+impl EventFields {
+    pub(crate) const GAP: u32 = 2;
+    pub(crate) const LEG_UP: u32 = 3;
+    pub(crate) const LEG_DOWN: u32 = 4;
+    pub(crate) const ROTATION_STARTED: u32 = 5;
+    pub(crate) const ROTATION_DONE: u32 = 6;
+    pub(crate) const ROTATION_ABORTED: u32 = 7;
+    pub(crate) const IN_STEP: u32 = 4;
+
+    pub(crate) fn of(e: &FeedEvent) -> EventFields {
+        let d = EventFields::default();
+        match e {
+            FeedEvent::Gap { stream, from, to } => EventFields { kind: Self::GAP, stream: *stream, seq: *from, to: *to, ..d },
+            FeedEvent::LegUp { leg, generation } => {
+                EventFields { kind: Self::LEG_UP, leg: *leg as u32, generation: *generation, ..d }
+            }
+            FeedEvent::LegDown { leg, state } => {
+                let (cause, attempt) = match state {
+                    State::Reconnecting { attempt, cause } => (cause.code(), *attempt as u64),
+                    State::Disconnected { reason } => (reason.kind.code(), 0),
+                    _ => (0, 0),
+                };
+                EventFields { kind: Self::LEG_DOWN, leg: *leg as u32, cause, generation: attempt, ..d }
+            }
+            FeedEvent::RotationStarted { old, new } => {
+                EventFields { kind: Self::ROTATION_STARTED, leg: *new as u32, old_leg: *old as u32, ..d }
+            }
+            FeedEvent::RotationDone { old, new, in_step } => EventFields {
+                kind: Self::ROTATION_DONE,
+                leg: *new as u32,
+                old_leg: *old as u32,
+                flags: if *in_step { Self::IN_STEP } else { 0 },
+                ..d
+            },
+            FeedEvent::RotationAborted { old, new, .. } => {
+                EventFields { kind: Self::ROTATION_ABORTED, leg: *new as u32, old_leg: *old as u32, ..d }
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fate {
     /// With the arbiter (held, or just handed in).
@@ -212,7 +279,7 @@ pub struct Feed {
     /// Threads stopping retired legs.
     stoppers: Vec<std::thread::JoinHandle<()>>,
     // Last: removed when the feed goes.
-    _dir: ShmDir,
+    dir: ShmDir,
 }
 
 impl std::fmt::Debug for Feed {
@@ -351,8 +418,11 @@ impl Leg {
 }
 
 impl Feed {
-    /// Start every leg (in turn; the first failure is the error and stops the others)
-    /// and the feed's stats region.
+    /// Start every leg (all at once; the first failure by leg is the error and stops
+    /// the others) and the feed's stats region. With reconnect on, a leg's failed first
+    /// connect is retried until its set-up timeout (see [`Pipeline::start`]); each failed
+    /// attempt is a [`FeedEvent::LegDown`] with `Reconnecting { attempt, cause }` ahead
+    /// of the leg's first [`FeedEvent::LegUp`].
     pub fn start(cfg: FeedConfig) -> Result<Feed> {
         let k = cfg.legs.len();
         if k == 0 {
@@ -386,10 +456,32 @@ impl Feed {
         configs.push(None);
         let dir = ShmDir::create(&name)?;
         let stats = StatsRegion::create(&dir)?;
+        // Every leg at once: with reconnect on, a leg whose first connect fails retries
+        // until its set-up timeout, and the others need not wait behind it. Each failed
+        // attempt becomes a LegDown(Reconnecting) event at the head of the stream.
+        let (tx, attempts) = std::sync::mpsc::channel::<(usize, State)>();
+        let starting: Vec<_> = configs
+            .iter()
+            .flatten()
+            .cloned()
+            .enumerate()
+            .map(|(leg, c)| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    Pipeline::start_reporting(c, &mut |s, _| {
+                        let _ = tx.send((leg, s.clone()));
+                    })
+                })
+            })
+            .collect();
+        drop(tx);
+        let started: Vec<Result<Pipeline>> = starting
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| Err(Error::Closed("the thread starting a feed leg panicked".into()))))
+            .collect();
         let mut slots: Vec<Option<Leg>> = Vec::with_capacity(k + 1);
-        for c in configs.iter().flatten() {
-            let p = Pipeline::start(c.clone())?; // earlier legs stop as `slots` drops
-            slots.push(Some(Leg::new(p)?));
+        for p in started {
+            slots.push(Some(Leg::new(p?)?)); // the first failure (by leg); the rest stop as they drop
         }
         slots.push(None);
         let now = now_ns();
@@ -429,8 +521,11 @@ impl Feed {
             stats,
             stats_at: now,
             stoppers: Vec::new(),
-            _dir: dir,
+            dir,
         };
+        for (leg, state) in attempts.try_iter() {
+            f.out.push_back(Out::Event(FeedEvent::LegDown { leg, state }));
+        }
         f.check_legs(now);
         Ok(f)
     }
@@ -486,6 +581,11 @@ impl Feed {
     /// The feed's own stats region (feed-wide counters).
     pub fn stats_region(&self) -> &StatsRegion {
         &self.stats
+    }
+
+    /// The feed's shared-memory directory (the published stream's rings go there).
+    pub(crate) fn dir(&self) -> &ShmDir {
+        &self.dir
     }
 
     /// Ask for a rotation now (make before break): a new leg is opened like the oldest
@@ -724,7 +824,8 @@ impl Feed {
     /// One round: leg states, rotation, each leg's new frames through the arbiter, the
     /// hold window, releases.
     fn pump(&mut self) {
-        let now = now_ns();
+        let real = now_ns();
+        let now = self.seen_until(real);
         self.check_legs(now);
         self.drive_rotation(now);
         let mut ds = std::mem::take(&mut self.decisions);
@@ -748,7 +849,10 @@ impl Feed {
                     (raw, key)
                 };
                 self.rotation.observe(slot, key);
-                self.arbiter.on_message(slot, key, raw.pos, now, &mut |d| ds.push(d));
+                // Its hold runs from now (when the merge takes it: never shorter than the
+                // window after it reached us); expiry goes by what every leg was read up to
+                // (`now`, see `seen_until`), so a fill still unread in another leg counts.
+                self.arbiter.on_message_at(slot, key, raw.pos, real, now, &mut |d| ds.push(d));
                 self.apply(&mut ds);
             }
         }
@@ -759,10 +863,26 @@ impl Feed {
             l.release();
         }
         self.finish_retired();
-        if now.saturating_sub(self.stats_at) >= STATS_EVERY_NS {
-            self.stats_at = now;
+        if real.saturating_sub(self.stats_at) >= STATS_EVERY_NS {
+            self.stats_at = real;
             self.publish_stats();
         }
+    }
+
+    /// The arbiter's clock for this round: now, or, if a leg still has frames the merge
+    /// has not taken, when the oldest of them arrived. A hold window must not expire
+    /// while the fill may be waiting unread in another leg's ring: after a stall of the
+    /// merge (a descheduled consumer) every leg has a backlog, and the first batch of one
+    /// leg would otherwise declare gaps that the next leg's batch fills.
+    fn seen_until(&mut self, real: u64) -> u64 {
+        let mut t = real;
+        for l in self.slots.iter_mut().flatten().filter(|l| !l.retiring) {
+            if let Some(stamp) = l.rx.reader.next_stamp() {
+                let age = real.wrapping_sub(stamp) & STAMP_MASK;
+                t = t.min(real - age.min(real));
+            }
+        }
+        t
     }
 
     /// Decisions → output queue and pending fates.

@@ -14,9 +14,13 @@
 
 mod config;
 pub(crate) mod feed;
+mod feed_callback;
+mod feed_publish;
+mod first_connect;
 
 pub use crate::ws::WsUrl as Url;
 pub use config::{Config, TransportKind, XdpOptions};
+pub use first_connect::OnAttempt;
 pub use crate::stage::Subscription;
 pub use crate::latency::{ServerStamp, Timestamps};
 
@@ -49,6 +53,8 @@ pub use crate::feed::{
     RotationConfig, LAG_BUCKETS,
 };
 pub use feed::{Feed, FeedConfig, FeedEvent, FeedFrame, FeedItem};
+pub use feed_callback::{CallbackFeed, OnFeedItem};
+pub use feed_publish::{PublishConfig, EVENT_RECORD_BYTES};
 pub use crate::ring::OverrunPolicy;
 pub use crate::runner::{Layout, WaitKind};
 pub use crate::stage::{
@@ -457,6 +463,9 @@ pub struct Pipeline {
     /// Until the first `on_state_change`: the moment `start` returned (Connected, no
     /// reconnect yet), so the first callback also hears what happened in between.
     watch_from_start: AtomicBool,
+    /// `reconnects` and `generation` when `start` returned: the first connect's retries
+    /// (reconnect on) were reported to `start`'s caller, the watcher starts after them.
+    start_counts: (u64, u64),
     // Last: removed when the pipeline goes.
     dir: Mutex<Option<ShmDir>>,
 }
@@ -488,14 +497,26 @@ enum Callback {
 impl Pipeline {
     /// Start with polling delivery ([`Pipeline::receiver`] / [`Pipeline::next_frame`]).
     /// Returns once the WebSocket is open, or fails with the reason.
+    ///
+    /// With reconnect on (`cfg.reconnect`), a first connect that fails (refused, name
+    /// not resolved, TLS, upgrade) is retried with the policy's backoff until
+    /// `cfg.timeout`; each failed attempt is a line on stderr (unless `quiet`). Without
+    /// reconnect the first failure is the error.
     pub fn start(cfg: Config) -> Result<Pipeline> {
-        Self::start_inner(cfg, None)
+        Self::start_inner(cfg, None, &mut |_, _| {})
+    }
+
+    /// [`Pipeline::start`], and `on_attempt` hears every failed first-connect attempt
+    /// (reconnect on) as `State::Reconnecting { attempt, cause }` with the attempt's
+    /// error, on this thread, before `start` returns.
+    pub fn start_reporting(cfg: Config, on_attempt: OnAttempt<'_>) -> Result<Pipeline> {
+        Self::start_inner(cfg, None, on_attempt)
     }
 
     /// Start with callback delivery: `cb(payload, opcode, fin)` runs on the AppClient
     /// stage (its thread, its process, or the inline loop) with the payload in place.
     pub fn start_with_callback(cfg: Config, cb: OnMessage) -> Result<Pipeline> {
-        Self::start_inner(cfg, Some(Callback::Plain(cb)))
+        Self::start_inner(cfg, Some(Callback::Plain(cb)), &mut |_, _| {})
     }
 
     /// Start with a callback that can send and fail: `make` gets this pipeline's
@@ -507,10 +528,10 @@ impl Pipeline {
         cfg: Config,
         make: Box<dyn FnOnce(Sender) -> OnMessageFallible + Send>,
     ) -> Result<Pipeline> {
-        Self::start_inner(cfg, Some(Callback::WithSender(make)))
+        Self::start_inner(cfg, Some(Callback::WithSender(make)), &mut |_, _| {})
     }
 
-    fn start_inner(cfg: Config, cb: Option<Callback>) -> Result<Pipeline> {
+    fn start_inner(cfg: Config, cb: Option<Callback>, on_attempt: OnAttempt<'_>) -> Result<Pipeline> {
         let url = Url::parse(&cfg.url)?;
         let name = match &cfg.name {
             Some(n) => n.clone(),
@@ -567,6 +588,18 @@ impl Pipeline {
         if cfg.insecure {
             eprintln!("pipeline {name}: WARNING: certificate and host name verification are OFF (--insecure)");
         }
+        let seed = crate::stage::now_ns() ^ (std::process::id() as u64) << 32;
+        let quiet = cfg.quiet;
+        let said = name.clone();
+        let mut report = |s: &State, why: &str| {
+            if !quiet {
+                if let State::Reconnecting { attempt, .. } = s {
+                    eprintln!("pipeline {said}: first connect, attempt {attempt} failed ({why}); retrying with the reconnect backoff");
+                }
+            }
+            on_attempt(s, why);
+        };
+        let mut first = first_connect::FirstConnect::new(&cfg, seed, &mut report)?;
         let dir = ShmDir::create(&name)?;
         let stats = StatsRegion::create(&dir)?;
         let inbox = MsgInbox::create(&dir, cfg.inbox_size, cfg.overrun)?;
@@ -614,7 +647,7 @@ impl Pipeline {
                 reconnect: cfg.reconnect,
                 subscriptions: cfg.subscriptions.clone(),
                 liveness: cfg.liveness,
-                seed: crate::stage::now_ns() ^ (std::process::id() as u64) << 32,
+                seed,
                 url: url.clone(),
                 // Every reconnect offers permessage-deflate again (and may get other
                 // parameters, or a decline: the stages take each connection's own).
@@ -651,17 +684,21 @@ impl Pipeline {
             ),
             TransportKind::Kernel if url.secure => ts(
                 &mut stages,
-                transport_stage!(TlsTransport::connect(
+                transport_stage!(first.run(|left| TlsTransport::connect(
                     &url.host,
                     url.port,
                     cfg.ca_file.clone(),
                     cfg.insecure,
-                    cfg.timeout
-                )?),
+                    left.max(Duration::from_millis(1))
+                ))?),
             ),
             TransportKind::Kernel => ts(
                 &mut stages,
-                transport_stage!(StreamTransport::connect(&url.host, url.port, cfg.timeout)?),
+                transport_stage!(first.run(|left| StreamTransport::connect(
+                    &url.host,
+                    url.port,
+                    left.max(Duration::from_millis(1))
+                ))?),
             ),
             TransportKind::Xdp => {
                 let (xdp, t) = xdp_setup(&cfg, &url, &name, &dir, &stats)?;
@@ -737,7 +774,10 @@ impl Pipeline {
         }
 
         // Set-up: the same stages, inline on this thread, until the WebSocket is open.
-        runner::run_setup(&mut stages, &stats, cfg.timeout)?;
+        let left = first.remaining();
+        let setup = runner::run_setup(&mut stages, &stats, left, &mut |st| first.watch(st));
+        setup.map_err(|e| first.setup_error(e))?;
+        drop(first);
 
         let placement = Placement {
             layout,
@@ -745,6 +785,8 @@ impl Pipeline {
             cores: cfg.cores.clone(),
             name: name.clone(),
         };
+        // Before the stages run on their own: a loss after this is the watcher's to report.
+        let start_counts = (stats.get(Counter::Reconnects), stats.get(Counter::Generation));
         let running = runner::place(stages, &placement, &stats)?;
         Ok(Pipeline {
             name,
@@ -757,6 +799,7 @@ impl Pipeline {
             watcher: Mutex::new(None),
             upgrade,
             watch_from_start: AtomicBool::new(true),
+            start_counts,
             layout,
             wait,
             local,
@@ -884,7 +927,7 @@ impl Pipeline {
         // reconnect right after start is then not lost to the race with installing it.
         let (mut last, mut last_reconnects, mut last_generation, mut last_was_reconnecting) =
             if self.watch_from_start.swap(false, Ordering::AcqRel) {
-                (State::Connected.code(), 0, 0, false)
+                (State::Connected.code(), self.start_counts.0, self.start_counts.1, false)
             } else {
                 (
                     stats.state_code(),

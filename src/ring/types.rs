@@ -94,6 +94,9 @@ impl WsFrameInfo {
     /// pass over it (like control-frame entries), releasing the old connection's
     /// unparsed tail up to the new connection's first byte.
     pub const OP_GENERATION: u8 = 0xF;
+    /// Opcode of an event record in a published feed's stream (`Feed::start_published`):
+    /// `plc_next` passes over it like a control frame, `plc_next_feed` returns it.
+    pub const OP_FEED_EVENT: u8 = 0xE;
 
     pub fn new(pos: u64, len: u32, stamp: u64, opcode: u8, is_final: bool, flags: u8) -> Self {
         WsFrameInfo {

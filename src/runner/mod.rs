@@ -263,11 +263,13 @@ fn poll_all(
 }
 
 /// Set-up: poll every stage in turn on the caller's thread until the WebSocket is open
-/// (state Connected), a stage fails, or `timeout` passes.
+/// (state Connected), a stage fails, or `timeout` passes. `retrying` hears every poll
+/// made while the transport stage retries a failed first connect (reconnect on).
 pub fn run_setup(
     stages: &mut [Box<dyn Stage>],
     stats: &StatsRegion,
     timeout: Duration,
+    retrying: &mut dyn FnMut(&StatsRegion),
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut wait = Wait::new(WaitKind::Backoff);
@@ -275,6 +277,10 @@ pub fn run_setup(
         let moved = poll_all(stages, stats)?;
         match stats.state() {
             State::Connecting => {}
+            // Reconnect is on and the first connect failed in a stage (the upgrade; TCP
+            // or TLS over XDP): the transport stage retries with its backoff, and set-up
+            // waits for it until the timeout.
+            State::Reconnecting { .. } => retrying(stats),
             State::Disconnected { reason } => return Err(Error::Closed(reason.message)),
             _ => return Ok(()),
         }

@@ -232,6 +232,17 @@ impl FrameReader {
         }
     }
 
+    /// When the WebSocket stage parsed the oldest entry not yet taken (its clock,
+    /// `now_ns()`, low 48 bits), if there is one: how far a reader merging several
+    /// streams has seen this one.
+    #[inline]
+    pub fn next_stamp(&mut self) -> Option<u64> {
+        if self.frames.available() == 0 {
+            return None;
+        }
+        self.frames.get(0).map(|i| i.parse_stamp())
+    }
+
     /// The payload of a frame from [`FrameReader::take`].
     ///
     /// # Safety

@@ -103,3 +103,27 @@ static int fail(const char *what, enum PlResult r) {
 "#
     };
 }
+
+/// `tests/c/feed_reader.c`, the header-only reader of a published merged feed, built
+/// once per test binary with `include/pipeline_consumer.h` only (no libpipeline) under
+/// AddressSanitizer and UBSan (a report aborts it, so the test sees it). Run it as
+/// `feed_reader NAME feed|plain END`: it prints `ok <frames> <gaps> <first gap> <legs gone>`.
+pub fn feed_reader() -> PathBuf {
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        let root = include_dir().parent().unwrap().to_path_buf();
+        let out = std::env::temp_dir().join(format!("plc_feed_reader{}", std::process::id()));
+        let o = Command::new("cc")
+            .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror"])
+            .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"])
+            .arg("-o")
+            .arg(&out)
+            .arg(root.join("tests/c/feed_reader.c"))
+            .arg(format!("-I{}", include_dir().display()))
+            .output()
+            .expect("cc");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    })
+    .clone()
+}

@@ -377,20 +377,37 @@ impl SeqSpec {
     }
 }
 
-/// A ws:// server on 127.0.0.1 streaming a [`SeqSpec`] to every connection; it can be
-/// killed (every connection reset, the port closed) and brought back on the same port.
+/// A ws:// server on 127.0.0.1 (or wss:// on any address) streaming a [`SeqSpec`] to
+/// every connection; it can be killed (every connection reset, the port closed) and
+/// brought back on the same port.
 pub struct SeqServer {
+    pub host: String,
     pub port: u16,
     spec: SeqSpec,
+    tls: Option<TlsContext>,
     run: Arc<AtomicBool>,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SeqServer {
     pub fn start(spec: SeqSpec) -> SeqServer {
+        Self::start_at("127.0.0.1", 0, None, spec)
+    }
+
+    /// On `host:port` (0: any), wss:// with the test CA's leaf `leaf` if given (e.g.
+    /// `"veth"` for the namespace test bed's 10.200.1.1). Call it, and
+    /// [`SeqServer::restart`], on a thread inside the server's namespace: the listener
+    /// and every connection's thread stay there.
+    pub fn start_at(host: &str, port: u16, leaf: Option<&str>, spec: SeqSpec) -> SeqServer {
+        let tls = leaf.map(|leaf| {
+            let (c, k) = certs().leaf(leaf);
+            TlsContext::new_server(&c, &k, TlsVersion::Tls12, TlsVersion::Tls13).unwrap()
+        });
         let mut s = SeqServer {
-            port: 0,
+            host: host.to_string(),
+            port,
             spec,
+            tls,
             run: Arc::new(AtomicBool::new(false)),
             accepted: Arc::default(),
         };
@@ -399,7 +416,7 @@ impl SeqServer {
     }
 
     pub fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/feed", self.port)
+        format!("{}://{}:{}/feed", if self.tls.is_some() { "wss" } else { "ws" }, self.host, self.port)
     }
 
     /// Connections accepted so far (over every life of the server).
@@ -408,21 +425,22 @@ impl SeqServer {
     }
 
     fn listen(&mut self) {
-        let l = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        let l = TcpListener::bind((self.host.as_str(), self.port)).unwrap();
         self.port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
         let run = Arc::new(AtomicBool::new(true));
         self.run = run.clone();
         let spec = self.spec.clone();
+        let tls = self.tls.clone();
         let accepted = self.accepted.clone();
         std::thread::spawn(move || {
             while run.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((s, _)) => {
                         accepted.fetch_add(1, Ordering::Relaxed);
-                        let (spec, run) = (spec.clone(), run.clone());
+                        let (spec, run, tls) = (spec.clone(), run.clone(), tls.clone());
                         std::thread::spawn(move || {
-                            let _ = serve_seq(s, &spec, &run);
+                            let _ = serve_seq(s, tls, &spec, &run);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(1)),
@@ -464,10 +482,18 @@ fn reset(s: &TcpStream) {
     };
 }
 
-fn serve_seq(s: TcpStream, spec: &SeqSpec, run: &AtomicBool) -> std::io::Result<()> {
+fn serve_seq(s: TcpStream, tls: Option<TlsContext>, spec: &SeqSpec, run: &AtomicBool) -> std::io::Result<()> {
     s.set_nodelay(true)?;
     s.set_nonblocking(true)?;
-    let mut io = Io::Plain(s.try_clone()?);
+    let mut io = match tls {
+        Some(ctx) => {
+            let ks = KernelSocket::from_std(s.try_clone()?).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let mut t = TlsTransport::new(ks, ctx.server_session().map_err(|e| std::io::Error::other(e.to_string()))?);
+            t.handshake(Duration::from_secs(5)).map_err(|e| std::io::Error::other(e.to_string()))?;
+            Io::Tls(Box::new(t))
+        }
+        None => Io::Plain(s.try_clone()?),
+    };
     let mut client = accept_upgrade(&mut io)?;
     let mut buf = vec![0u8; 65536];
     let now = Instant::now();

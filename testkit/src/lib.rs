@@ -5,6 +5,7 @@
 //! | module | holds |
 //! | --- | --- |
 //! | [`netns`], [`exchange`], [`exsim`], [`feed`] | re-exported from `pipeline-netbed` (the one copy, shared with `pipeline demo`): the veth pair between two namespaces, the Rust feed server, the exchange simulator, its feed format |
+//! | [`ab`] | the A/B feed run (two sequence servers, disjoint drops, one killed and back) and its checks, for any leg transport and either delivery |
 //! | [`alloc`] | a counting global allocator for the no-allocation tests |
 //! | [`certs`] | the test CA and leaves, generated once per target directory |
 //! | [`python`] | the venv interpreter that has `websockets` |
@@ -23,6 +24,7 @@
 pub use pipeline_netbed::process::{gettid, ChildGuard};
 pub use pipeline_netbed::{exchange, exsim, feed, netns, plot};
 
+pub mod ab;
 pub mod alloc;
 pub mod c_program;
 pub mod certs;

@@ -34,7 +34,12 @@ pub fn quick_reconnect(max_ms: u64) -> ReconnectPolicy {
 /// quickly (up to 200 ms), subscribes with [`SUB`] and pings after 100 ms of silence
 /// (dead after 400 ms).
 pub fn feed_config(name: &str, server: &FeedServer) -> Config {
-    let mut c = Config::new(&server.url());
+    feed_config_at(name, &server.url())
+}
+
+/// [`feed_config`] for a server at `url` that may not be up yet.
+pub fn feed_config_at(name: &str, url: &str) -> Config {
+    let mut c = Config::new(url);
     c.name = Some(name.to_string());
     c.ca_file = Some(certs().ca());
     c.layout = Some(Layout::Inline);

@@ -86,8 +86,7 @@ fn compressed_runs_arrive_whole_and_in_order() {
     let mut rx = p.receiver().unwrap();
     let n = Negotiated::from_word(p.stats().get(Counter::Deflate) as u32).expect("permessage-deflate agreed");
     assert_eq!((n.server_max_window_bits, n.server_no_context_takeover), (15, false));
-    // Batched (many compressed frames per record, one spilling into the next record)
-    // and paced, at the smallest size, around the 126-byte length boundary, 256 B and
+    // Batched (compressed ahead, records cutting frames anywhere) and paced, at the smallest size, around the 126-byte length boundary, 256 B and
     // the largest sizes (a 16 KiB message spans records).
     let mut total = 0;
     for (size, count, rate) in [(16, 3000, 0), (140, 3000, 0), (256, 20_000, 0), (16384, 300, 0), (65535, 40, 0), (256, 300, 20_000)] {

@@ -72,7 +72,7 @@
 
 use pipeline_testkit::certs;
 use pipeline_testkit::exchange::{command, server_main, Pacing, ServerCtl};
-use pipeline_testkit::gettid;
+use pipeline_testkit::{gettid, schedstat};
 use pipeline_testkit::feed::mono_ns;
 use pipeline_testkit::netns::{self, Side, TestBed};
 use pipeline_testkit::plot::{latency_svg, Curve};
@@ -108,14 +108,6 @@ fn pin_to(cpu: usize) {
         libc::CPU_SET(cpu, &mut set);
         let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
-}
-
-/// Run time in ns from a `schedstat` file (first field).
-fn schedstat(path: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
-        .unwrap_or(0)
 }
 
 /// The pids of ksoftirqd/0 and ksoftirqd/1.

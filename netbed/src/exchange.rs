@@ -2,11 +2,22 @@
 //! and `pipeline demo`. Rust + OpenSSL (the library's `TlsTransport` over a kernel
 //! socket), TLS 1.3 with only TLS_AES_128_GCM_SHA256, a WebSocket upgrade, then commands
 //! from the client ([`command`]: "run SIZE COUNT RATE", a masked text frame). A message
-//! is a binary frame `[seq u64 LE][CLOCK_MONOTONIC send ns u64 LE][pattern]` where
-//! pattern byte `i` is `i as u8` (see [`check`]); a text frame "done" ends a run.
+//! is a binary frame `[seq u64 LE][CLOCK_MONOTONIC send ns u64 LE][pattern]` where the
+//! pattern is JSON-like market-data text, a different stretch of it for every message
+//! (see [`check`]), so it compresses the way a real feed does; a text frame "done" ends
+//! a run.
+//!
+//! permessage-deflate (RFC 7692), off by default: a server made with
+//! [`ServerCtl::with_deflate`] accepts a client's `permessage-deflate` offer (see
+//! [`accept_deflate`]) and compresses every binary message with the library's
+//! [`Deflater`] (context takeover unless the client asks otherwise, RSV1 set, the
+//! `00 00 ff ff` tail removed). A client that does not offer it gets the plain feed.
 //!
 //! RATE 0 is the batched flat-out mode: frames packed into 16 KiB TLS records (many
-//! messages per record; a 16 KiB message spans two records), one clock read per record.
+//! messages per record; a 16 KiB message spans two records), one clock read per record;
+//! compressed, the run is deflated ahead ([`AHEAD`] bytes of frames at a time, one clock
+//! read per batch) and sent in 16 KiB records, so the server's deflate does not limit
+//! the client.
 //! RATE > 0 is the paced mode: one record per message, stamped when sent. How the
 //! server waits for a message's due time is its [`Pacing`]: the benchmark spins (so
 //! CPU 0 stays busy: this VM's hypervisor steals time from an idle vCPU), the demo
@@ -22,8 +33,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pipeline::stage::TlsTransport;
+use pipeline::stage::{encode_server_frame_rsv1, TlsTransport};
 use pipeline::tls::{TlsContext, TlsVersion};
+use pipeline::ws::deflate::{Deflater, Negotiated};
+use pipeline::ws::DeflateConfig;
 use pipeline::transport::kernel::KernelSocket;
 use pipeline::{Error, Result};
 
@@ -34,6 +47,8 @@ use crate::process::gettid;
 const T: Duration = Duration::from_secs(20);
 /// The TLS record the batched mode fills (many frames per record).
 pub const RECORD: usize = 16384;
+/// How much the compressed batched mode compresses ahead of sending (see [`serve`]).
+pub const AHEAD: usize = 64 << 20;
 /// Message sizes the server accepts: the header, up to a 16-bit WebSocket length.
 pub const SIZES: std::ops::RangeInclusive<usize> = 16..=65535;
 
@@ -62,6 +77,9 @@ pub struct ServerCtl {
     /// The core the server thread pins itself to (None: not pinned).
     pub cpu: Option<usize>,
     pub pacing: Pacing,
+    /// permessage-deflate: the zlib level (0..9) the server compresses with when a
+    /// client offers the extension; None: never accepted (the plain feed for everyone).
+    pub deflate_level: Option<u8>,
 }
 
 impl ServerCtl {
@@ -73,8 +91,90 @@ impl ServerCtl {
             sent: AtomicU64::new(0),
             cpu,
             pacing,
+            deflate_level: None,
         })
     }
+
+    /// A server that accepts permessage-deflate offers and compresses at zlib `level`
+    /// (6 is zlib's default, what most exchanges' servers use).
+    pub fn with_deflate(cpu: Option<usize>, pacing: Pacing, level: u8) -> Result<Arc<ServerCtl>> {
+        if level > 9 {
+            return Err(Error::Config(format!("feed server deflate level {level} must be 0..9")));
+        }
+        let mut ctl = ServerCtl::new(cpu, pacing);
+        Arc::get_mut(&mut ctl).expect("just made").deflate_level = Some(level);
+        Ok(ctl)
+    }
+}
+
+/// The server's answer to a client's `Sec-WebSocket-Extensions` offers (every such
+/// header's value joined with ", "): the first `permessage-deflate` offer whose
+/// parameters are valid, as (response value, parameters in the client's terms); None
+/// declines (no offer, or none we accept). RFC 7692 §7.1: `server_no_context_takeover`
+/// and `server_max_window_bits=N` offered are answered and kept to (N = 8 is declined:
+/// zlib cannot write raw deflate with a 256-byte window); `client_no_context_takeover`
+/// is echoed; `client_max_window_bits` (with a value 8..15 or none) is accepted and not
+/// answered, so the client keeps its window (§7.1.2.2: the server may omit it).
+pub fn accept_deflate(offers: &str) -> Option<(String, Negotiated)> {
+    'offer: for offer in offers.split(',') {
+        let mut parts = offer.split(';').map(str::trim);
+        if !parts.next().is_some_and(|n| n.eq_ignore_ascii_case("permessage-deflate")) {
+            continue;
+        }
+        let mut n = Negotiated {
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+        };
+        let mut resp = String::from("permessage-deflate");
+        let mut seen = Vec::new();
+        for p in parts {
+            let (k, v) = match p.split_once('=') {
+                Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim().trim_matches('"'))),
+                None => (p.to_ascii_lowercase(), None),
+            };
+            if seen.contains(&k) {
+                continue 'offer;
+            }
+            let bits = v.and_then(|v| v.parse::<u8>().ok()).filter(|b| (8..=15).contains(b));
+            match (k.as_str(), v) {
+                ("server_no_context_takeover", None) => {
+                    n.server_no_context_takeover = true;
+                    resp.push_str("; server_no_context_takeover");
+                }
+                ("client_no_context_takeover", None) => {
+                    n.client_no_context_takeover = true;
+                    resp.push_str("; client_no_context_takeover");
+                }
+                ("server_max_window_bits", Some(_)) => match bits {
+                    Some(b) if b >= 9 => {
+                        n.server_max_window_bits = b;
+                        resp.push_str(&format!("; server_max_window_bits={b}"));
+                    }
+                    _ => continue 'offer,
+                },
+                ("client_max_window_bits", None) => {}
+                ("client_max_window_bits", Some(_)) if bits.is_some() => {}
+                _ => continue 'offer,
+            }
+            seen.push(k);
+        }
+        return Some((resp, n));
+    }
+    None
+}
+
+/// The server's compressor for what [`accept_deflate`] agreed: the library's
+/// [`Deflater`] compresses with the "client" window and takeover, so the server's
+/// parameters go into those fields.
+fn server_deflater(n: &Negotiated, level: u8) -> Deflater {
+    let mine = Negotiated {
+        client_max_window_bits: n.server_max_window_bits,
+        client_no_context_takeover: n.server_no_context_takeover,
+        ..*n
+    };
+    Deflater::new(&mine, &DeflateConfig { threshold: 0, level, ..Default::default() })
 }
 
 /// The command a client sends for a run (RATE 0 = flat out).
@@ -92,16 +192,46 @@ pub fn check(seq: u64, size: usize, m: &[u8]) -> std::result::Result<u64, String
     if got != seq {
         return Err(format!("expected message {seq}, got {got}"));
     }
-    if m[16..] != pattern()[..size - 16] {
+    if m[16..] != *pattern(seq, size) {
         return Err(format!("message {seq}: payload differs from the pattern"));
     }
     Ok(u64::from_le_bytes(m[8..16].try_into().expect("8 bytes")))
 }
 
-/// The payload after the header: byte i is `i as u8`.
-fn pattern() -> &'static [u8] {
+/// The text [`pattern`] cuts messages from: 1 MiB, far more than deflate's 32 KiB
+/// window, so a message never repeats one the client's inflater still remembers.
+const TEXT: usize = 1 << 20;
+
+/// The payload after the header of message `seq` of `size` bytes: the next stretch of
+/// a JSON-like depth feed (keys repeat, prices and quantities vary), messages one
+/// after the other through the text: deflate at level 6 shrinks it about as much as a
+/// real exchange's feed (the ratio is in docs/websocket.md).
+fn pattern(seq: u64, size: usize) -> &'static [u8] {
     static P: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    P.get_or_init(|| (0..*SIZES.end() as u32).map(|i| i as u8).collect())
+    let text = P.get_or_init(|| {
+        let mut s = String::with_capacity(TEXT + 256);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut e = 1_700_000_000_000u64;
+        while s.len() < TEXT {
+            e += next() % 50;
+            s.push_str(&format!("{{\"e\":\"depthUpdate\",\"E\":{e},\"s\":\"BTCUSDT\",\"b\":["));
+            for _ in 0..(next() % 6 + 1) {
+                let r = next();
+                s.push_str(&format!("[\"{}.{:02}\",\"{}.{:05}\"],", 60_000 + r % 977, (r >> 10) % 100, (r >> 17) % 7, (r >> 20) % 100_000));
+            }
+            s.push_str("[\"0\",\"0\"]]}\n");
+        }
+        s.into_bytes()
+    });
+    let n = size - 16;
+    let at = (seq as usize).wrapping_mul(n) % (TEXT - n + 1);
+    &text[at..at + n]
 }
 
 /// Accept connections one after the other (one client at a time) until `ctl.stop`.
@@ -165,10 +295,21 @@ pub fn serve(s: TcpStream, ctx: &TlsContext, ctl: &ServerCtl) -> Result<()> {
         .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-key")).map(|(_, v)| v.trim().to_string()))
         .ok_or_else(|| Error::Closed("no Sec-WebSocket-Key".into()))?;
     let accept = pipeline::ws::handshake::accept_key(&key_hdr);
-    let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+    let offers: Vec<&str> = head
+        .lines()
+        .filter_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-extensions")).map(|(_, v)| v.trim()))
+        .collect();
+    let agreed = ctl.deflate_level.and_then(|level| accept_deflate(&offers.join(", ")).map(|(r, n)| (r, server_deflater(&n, level))));
+    let ext = agreed.as_ref().map(|(r, _)| format!("Sec-WebSocket-Extensions: {r}\r\n")).unwrap_or_default();
+    let mut deflater = agreed.map(|(_, d)| d);
+    let resp = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{ext}\r\n");
     tls.write_all(resp.as_bytes(), T)?;
-    let pattern = pattern();
     let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
+    // The compressed path's message before and after deflate.
+    let mut msg: Vec<u8> = Vec::with_capacity(*SIZES.end());
+    let mut zbuf = vec![0u8; Deflater::bound(*SIZES.end())];
+    // The compressed batched mode's frame ends in `out`.
+    let mut ends: Vec<usize> = Vec::new();
     let stopped = || ctl.stop.load(Ordering::Relaxed) || ctl.end_runs.load(Ordering::Relaxed);
     loop {
         // One masked frame (< 126 bytes) from the client.
@@ -200,16 +341,29 @@ pub fn serve(s: TcpStream, ctx: &TlsContext, ctl: &ServerCtl) -> Result<()> {
             _ => return Err(Error::Config(format!("bad command {cmd:?}: expected \"run SIZE COUNT RATE\", SIZE {}..={}", SIZES.start(), SIZES.end()))),
         };
         ctl.sent.store(0, Ordering::Relaxed);
-        let frame = |out: &mut Vec<u8>, seq: u64, ts: u64| {
-            if size < 126 {
-                out.extend_from_slice(&[0x82, size as u8]);
-            } else {
-                out.extend_from_slice(&[0x82, 126]);
-                out.extend_from_slice(&(size as u16).to_be_bytes());
-            }
-            out.extend_from_slice(&seq.to_le_bytes());
-            out.extend_from_slice(&ts.to_le_bytes());
-            out.extend_from_slice(&pattern[..size - 16]);
+        let plain = deflater.is_none();
+        // Append message `seq`'s frame to `out` (compressed: RSV1 and the deflated
+        // payload, whose length is known only afterwards).
+        let mut frame = |out: &mut Vec<u8>, seq: u64, ts: u64| -> Result<()> {
+            let Some(d) = deflater.as_mut() else {
+                if size < 126 {
+                    out.extend_from_slice(&[0x82, size as u8]);
+                } else {
+                    out.extend_from_slice(&[0x82, 126]);
+                    out.extend_from_slice(&(size as u16).to_be_bytes());
+                }
+                out.extend_from_slice(&seq.to_le_bytes());
+                out.extend_from_slice(&ts.to_le_bytes());
+                out.extend_from_slice(pattern(seq, size));
+                return Ok(());
+            };
+            msg.clear();
+            msg.extend_from_slice(&seq.to_le_bytes());
+            msg.extend_from_slice(&ts.to_le_bytes());
+            msg.extend_from_slice(pattern(seq, size));
+            let n = d.compress(&msg, &mut zbuf, true)?;
+            encode_server_frame_rsv1(out, 0x2, true, &zbuf[..n]);
+            Ok(())
         };
         if let Some(rate) = std::num::NonZeroU64::new(rate) {
             // Paced: one record per message, stamped when sent.
@@ -233,11 +387,11 @@ pub fn serve(s: TcpStream, ctx: &TlsContext, ctl: &ServerCtl) -> Result<()> {
                     }
                 }
                 out.clear();
-                frame(&mut out, seq, mono_ns());
+                frame(&mut out, seq, mono_ns())?;
                 tls.write_all(&out, T)?;
                 ctl.sent.store(seq + 1, Ordering::Relaxed);
             }
-        } else {
+        } else if plain {
             // Batched: frames packed into 16 KiB records (a larger frame: alone, and
             // OpenSSL splits it into 16 KiB records).
             let mut seq = 0;
@@ -245,11 +399,38 @@ pub fn serve(s: TcpStream, ctx: &TlsContext, ctl: &ServerCtl) -> Result<()> {
                 out.clear();
                 let ts = mono_ns();
                 while seq < count && (out.is_empty() || out.len() + size + 4 <= RECORD) {
-                    frame(&mut out, seq, ts);
+                    frame(&mut out, seq, ts)?;
                     seq += 1;
                 }
                 tls.write_all(&out, T)?;
                 ctl.sent.store(seq, Ordering::Relaxed);
+            }
+        } else {
+            // Batched and compressed: deflating as it sends (level 6 costs the server
+            // several times what inflating costs the client) would make the server, not
+            // the client, the limit; an exchange compresses once for many clients. So the run is compressed ahead, up to
+            // AHEAD bytes at a time (one stamp per batch: when it was compressed), then
+            // sent in 16 KiB records that frames cross.
+            let mut seq = 0;
+            while seq < count && !stopped() {
+                out.clear();
+                ends.clear();
+                let ts = mono_ns();
+                while seq < count && out.len() < AHEAD {
+                    frame(&mut out, seq, ts)?;
+                    ends.push(out.len());
+                    seq += 1;
+                }
+                let first = seq - ends.len() as u64;
+                let mut at = 0;
+                for rec in out.chunks(RECORD) {
+                    if stopped() {
+                        break;
+                    }
+                    tls.write_all(rec, T)?;
+                    at += rec.len();
+                    ctl.sent.store(first + ends.partition_point(|&e| e <= at) as u64, Ordering::Relaxed);
+                }
             }
         }
         tls.write_all(&[0x81, 4, b'd', b'o', b'n', b'e'], T)?;
@@ -264,11 +445,57 @@ mod tests {
     fn check_accepts_the_servers_message_and_names_what_is_wrong() {
         let mut m = 7u64.to_le_bytes().to_vec();
         m.extend_from_slice(&123u64.to_le_bytes());
-        m.extend_from_slice(&pattern()[..40]);
+        m.extend_from_slice(pattern(7, 56));
         assert_eq!(check(7, 56, &m), Ok(123));
         assert!(check(8, 56, &m).unwrap_err().contains("expected message 8, got 7"));
         assert!(check(7, 57, &m).unwrap_err().contains("56 bytes, expected 57"));
         m[30] ^= 1;
         assert!(check(7, 56, &m).unwrap_err().contains("differs from the pattern"));
+    }
+
+    #[test]
+    fn messages_differ_and_run_on_through_the_text() {
+        assert_ne!(pattern(0, 256), pattern(1, 256));
+        // Message 1 starts where message 0 ends: one continuous feed.
+        let both = [pattern(0, 256), pattern(1, 256)].concat();
+        assert_eq!(&both[..], &pattern(0, 256 + 240)[..480]);
+        assert_eq!(pattern(u64::MAX, 65535).len(), 65519);
+    }
+
+    #[test]
+    fn accept_deflate_answers_what_rfc7692_allows_and_declines_the_rest() {
+        let ok = |o: &str| accept_deflate(o).map(|(r, n)| (r, n.server_max_window_bits, n.server_no_context_takeover));
+        // What browsers and our client offer by default: context takeover, 32 KiB window.
+        assert_eq!(ok("permessage-deflate; client_max_window_bits"), Some(("permessage-deflate".into(), 15, false)));
+        assert_eq!(
+            ok("permessage-deflate; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits=12"),
+            Some(("permessage-deflate; server_no_context_takeover; server_max_window_bits=10".into(), 10, true))
+        );
+        assert_eq!(
+            ok("permessage-deflate; client_no_context_takeover").map(|t| t.0),
+            Some("permessage-deflate; client_no_context_takeover".into())
+        );
+        // An offer we cannot take is passed over for the next one.
+        assert_eq!(ok("permessage-deflate; server_max_window_bits=8, permessage-deflate").map(|t| t.1), Some(15));
+        for bad in [
+            "",
+            "x-webkit-deflate-frame",
+            "permessage-deflate; server_max_window_bits=8",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; mystery",
+        ] {
+            assert_eq!(ok(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn with_deflate_refuses_a_level_zlib_does_not_have() {
+        assert!(ServerCtl::with_deflate(None, Pacing::Sleep, 10).is_err_and(|e| e.to_string().contains("must be 0..9")));
+        assert_eq!(ServerCtl::with_deflate(None, Pacing::Sleep, 6).unwrap().deflate_level, Some(6));
+        assert_eq!(ServerCtl::new(None, Pacing::Sleep).deflate_level, None);
     }
 }

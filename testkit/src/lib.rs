@@ -21,7 +21,7 @@
 //! the library, because users reach it — `pipeline connect --synthetic N`, the C API's
 //! `PL_TRANSPORT_SYNTHETIC` — to try layouts and the stats tool without a network.
 
-pub use pipeline_netbed::process::{gettid, ChildGuard};
+pub use pipeline_netbed::process::{gettid, schedstat, ChildGuard};
 pub use pipeline_netbed::{exchange, exsim, feed, netns, plot};
 
 pub mod ab;

@@ -24,7 +24,6 @@
 //! messages packed into 16 KiB records instead of one record each.
 
 use std::hint::black_box;
-use std::net::{Ipv4Addr, SocketAddrV4};
 
 use pipeline::error::Result;
 use pipeline::ring::{ElemRing, MsgInbox, MsgOutbox, OverrunPolicy, PongFrame, WsFrameInfo};
@@ -34,13 +33,14 @@ use pipeline::stage::{
     WebSocketStage,
 };
 use pipeline::stats::StatsRegion;
-use pipeline::tcp::{Connection, TcpConfig, Transmit};
+use pipeline::tcp::{Connection, Transmit};
 use pipeline::tls::{TlsConfig, TlsContext, TlsSession, TlsVersion};
-use pipeline::wire::{flags, MacAddr, TcpOptionsRepr};
+use pipeline::wire::{flags, TcpOptionsRepr};
 use pipeline::ws::{ClientHandshake, HandshakeConfig, WsUrl};
 use pipeline_testkit::certs;
 use pipeline_testkit::synthetic::unique;
-use pipeline_testkit::tcp_sim::peer_frame;
+use pipeline_testkit::tcp_sim::{peer_frame, peer_pair_config};
+use pipeline_testkit::tls_memory::connected_pair;
 
 /// RX descriptors per drive, as `XdpTransport` takes them from RAW_INBOX.
 const RX_BATCH: usize = 64;
@@ -137,12 +137,6 @@ impl Transport for Rx {
     }
 }
 
-fn pump(a: &mut TlsSession, b: &mut TlsSession) {
-    let mut v = Vec::new();
-    a.drain_ciphertext_into(&mut v);
-    b.feed_ciphertext(&v).unwrap();
-}
-
 /// A client and a server session with the handshake done and the tickets swallowed.
 fn tls_pair() -> (TlsSession, TlsSession) {
     let c = certs::certs();
@@ -157,22 +151,7 @@ fn tls_pair() -> (TlsSession, TlsSession) {
         ..TlsConfig::default()
     })
     .unwrap();
-    let mut cl = cctx.client_session("localhost").unwrap();
-    let mut sv = sctx.server_session().unwrap();
-    for _ in 0..10 {
-        let _ = cl.handshake().unwrap();
-        pump(&mut cl, &mut sv);
-        let _ = sv.handshake().unwrap();
-        pump(&mut sv, &mut cl);
-        if cl.is_handshake_done() && sv.is_handshake_done() {
-            break;
-        }
-    }
-    assert!(cl.is_handshake_done() && sv.is_handshake_done());
-    sv.write_plaintext(b"x").unwrap();
-    pump(&mut sv, &mut cl);
-    let mut one = [0u8; 16];
-    assert_eq!(cl.read_plaintext(&mut one).unwrap(), 1);
+    let (cl, sv) = connected_pair(&cctx, &sctx);
     assert_eq!(cl.cipher(), "TLS_AES_128_GCM_SHA256");
     (cl, sv)
 }
@@ -184,13 +163,7 @@ fn seq_le(a: u32, b: u32) -> bool {
 /// Connected with an ISN of 1000; the peer's data starts at PEER_ISN + 1. Also our
 /// window scale and the right edge of the window our handshake ACK opened.
 fn tcp() -> (Connection, u8, u32) {
-    let cfg = TcpConfig::new(
-        MacAddr([2, 0, 0, 0, 0, 1]),
-        MacAddr([2, 0, 0, 0, 0, 2]),
-        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 40000),
-        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 443),
-    );
-    let mut c = Connection::new(cfg).unwrap();
+    let mut c = Connection::new(peer_pair_config()).unwrap();
     c.connect_with_isn(0, 1000, 0).unwrap();
     let mut scale = 0;
     while let Some(t) = c.poll_transmit(0) {

@@ -28,13 +28,13 @@ for s in $sizes; do
     ir=$(printf "%s\n" "$log" | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
     per=$((ir / msgs))
     printf '\n%s, %6s B: %d instructions per message (%d messages, %d instructions)\n' "$mode" "$s" "$per" "$msgs" "$ir"
-    # By layer (inclusive): TLS = TlsSession::read_plaintext (OpenSSL's record layer and
-    # AES-GCM), WebSocket = WebSocketStage::poll, the rest = TCP receive (parse,
+    # By layer (inclusive): TLS = SSL_read_ex (OpenSSL's record layer and AES-GCM; a
+    # library function, so never inlined away like our wrapper can be), WebSocket = WebSocketStage::poll, the rest = TCP receive (parse,
     # checksum, ACKs), the ciphertext hand-over to TLS, the rings and the consumer.
     incl=$(callgrind_annotate --inclusive=yes --threshold=100 "$f" 2>/dev/null)
     # A function's biggest entry is the whole of it (inlined code is listed per file too).
     layer() { printf "%s\n" "$incl" | grep -F ":$1" | grep -v "=>" | sed -n 's/^ *\([0-9,]*\) .*/\1/p' | tr -d , | sort -n | tail -n 1; }
-    tls=$(layer 'pipeline::tls::session::TlsSession::read_plaintext'); tls=${tls:-0}
+    tls=$(layer 'SSL_read_ex'); tls=${tls:-0}
     ws=$(layer '<pipeline::stage::websocket::WebSocketStage as pipeline::stage::Stage>::poll'); ws=${ws:-0}
     printf '  by layer: TLS %d, WebSocket %d, TCP + hand-over + rings + consumer %d\n' \
         $((tls / msgs)) $((ws / msgs)) $(((ir - tls - ws) / msgs))

@@ -5,11 +5,17 @@
 #                                    # and 16 KiB records; table + bench-results/hotpath.json
 #   tools/hotpath.sh 256             # one size; HOTPATH_TOP=N top functions (default 12)
 #   HOTPATH_OUT=/tmp/x tools/hotpath.sh   # keep the callgrind files there (default: a temp dir)
+#   tools/hotpath.sh --check         # fail (exit 1) if any figure is over 1.3x the committed
+#                                    # bench-results/hotpath.json (counts move with the compiler)
 # Only `hotpath::measured` is counted (set-up, handshakes and encryption are not).
 set -eu
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "hotpath: valgrind is not installed" >&2; exit 1; }
+check=0
+if [ "${1:-}" = --check ]; then check=1; shift; fi
 sizes=${*:-64 256 16384}
+budget_file=bench-results/hotpath.json
+over=0
 top=${HOTPATH_TOP:-12}
 out=${HOTPATH_OUT:-$(mktemp -d)}
 mkdir -p "$out"
@@ -44,10 +50,24 @@ for s in $sizes; do
         grep -v 'PROGRAM TOTALS' | head -n "$top" |
         awk -v m="$msgs" '{ n = $1; gsub(",", "", n); $1 = ""; sub(/^ /, ""); sub(/ \[.*\]$/, "");
             sub(/^.*\.rs:/, ""); sub(/^\?\?\?:/, ""); sub(/^\.\/.*\.S:/, ""); printf "  %8.0f  %s\n", n / m, $0 }'
+    if [ $check = 1 ]; then
+        was=$(sed -n "s/.*\"records\": \"$mode\", \"payload_bytes\": $s,.*\"instructions_per_message\": \([0-9]*\),.*/\1/p" "$budget_file")
+        if [ -z "$was" ]; then
+            echo "  budget: no committed figure for $mode $s B in $budget_file" >&2; over=1
+        elif [ $((per * 10)) -gt $((was * 13)) ]; then
+            echo "  budget: OVER: $per > 1.3 x $was (committed)" >&2; over=1
+        else
+            echo "  budget: ok ($per <= 1.3 x $was committed)"
+        fi
+    fi
     rows="$rows${rows:+,
 }    {\"records\": \"$mode\", \"payload_bytes\": $s, \"messages\": $msgs, \"instructions\": $ir, \"instructions_per_message\": $per, \"tls_per_message\": $((tls / msgs)), \"websocket_per_message\": $((ws / msgs)), \"rest_per_message\": $(((ir - tls - ws) / msgs))}"
 done
 done
+if [ $check = 1 ]; then
+    echo "callgrind files in $out"
+    exit $over
+fi
 if [ -z "${*:-}" ]; then
     cat > bench-results/hotpath.json <<EOF
 {

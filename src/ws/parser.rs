@@ -256,6 +256,9 @@ impl Parser {
                 "message delivery reassembles in place: use Parser::next_in_place".into(),
             ));
         }
+        if let Some(ev) = self.whole_message_at_start(buf) {
+            return Ok(Some(ev));
+        }
         match self.step(buf)? {
             None => Ok(None),
             Some(Step::Event(e)) => Ok(Some(e)),
@@ -269,6 +272,9 @@ impl Parser {
     /// because it moves fragment payloads within `buf`.
     #[inline]
     pub fn next_in_place(&mut self, buf: &mut [u8]) -> Result<Option<Event>> {
+        if let Some(ev) = self.whole_message_at_start(buf) {
+            return Ok(Some(ev));
+        }
         loop {
             match self.step(buf)? {
                 None => return Ok(None),
@@ -353,6 +359,17 @@ impl Parser {
             return self.fail(MESSAGE_TOO_BIG, "message larger than the configured limit");
         }
         Ok((opcode, fin, h.len as usize))
+    }
+
+    /// [`Self::whole_message`] before `step`'s state checks and its `Step` wrapping, for
+    /// the entry points: only when nothing is in progress and the parser is open.
+    #[inline(always)]
+    fn whole_message_at_start(&mut self, buf: &[u8]) -> Option<Event> {
+        if self.cur.is_some() || self.state != State::Open {
+            return None;
+        }
+        let h = decode_header(buf.get(self.pos..)?)?;
+        self.whole_message(&h, buf)
     }
 
     /// The common case, without the message bookkeeping: no message in progress and a

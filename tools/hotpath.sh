@@ -1,6 +1,6 @@
 #!/bin/sh
 # Instructions per message of the client's receive path (benches/hotpath.rs) under
-# callgrind: deterministic for a fixed binary, whatever else the machine does.
+# callgrind: repeatable for a fixed binary (to ~0.01 %), whatever else the machine does.
 #   tools/hotpath.sh                 # 64 B, 256 B, 16 KiB, one TLS record per message
 #                                    # and 16 KiB records; table + bench-results/hotpath.json
 #   tools/hotpath.sh 256             # one size; HOTPATH_TOP=N top functions (default 12)

@@ -11,6 +11,7 @@
 //! `cargo bench --bench tls_throughput` (harness = false).
 
 use pipeline_testkit::certs;
+use pipeline_testkit::tls_memory::connected_pair;
 
 use pipeline::tls::{ReadBio, TlsConfig, TlsContext, TlsSession, TlsVersion};
 use std::time::Instant;
@@ -44,31 +45,8 @@ fn thread_cpu() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-fn pump(a: &mut TlsSession, b: &mut TlsSession) {
-    let mut v = Vec::new();
-    a.drain_ciphertext_into(&mut v);
-    b.feed_ciphertext(&v).unwrap();
-}
-
 fn pair(cctx: &TlsContext, sctx: &TlsContext) -> (TlsSession, TlsSession) {
-    let mut c = cctx.client_session("localhost").unwrap();
-    let mut s = sctx.server_session().unwrap();
-    for _ in 0..10 {
-        let _ = c.handshake().unwrap();
-        pump(&mut c, &mut s);
-        let _ = s.handshake().unwrap();
-        pump(&mut s, &mut c);
-        if c.is_handshake_done() && s.is_handshake_done() {
-            break;
-        }
-    }
-    let _ = c.handshake().unwrap();
-    assert!(c.is_handshake_done() && s.is_handshake_done());
-    // Let the client swallow the post-handshake tickets before timing.
-    s.write_plaintext(b"x").unwrap();
-    pump(&mut s, &mut c);
-    let mut one = [0u8; 16];
-    assert_eq!(c.read_plaintext(&mut one).unwrap(), 1);
+    let (c, s) = connected_pair(cctx, sctx);
     assert_eq!(c.cipher(), "TLS_AES_128_GCM_SHA256");
     (c, s)
 }

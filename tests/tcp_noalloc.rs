@@ -1,10 +1,9 @@
 //! The hot path allocates nothing after construction: counted with a global allocator.
 
 use pipeline_testkit::tcp_sim::peer_frame as frame;
-use pipeline::tcp::{Connection, TcpConfig, Transmit};
-use pipeline::wire::{flags, MacAddr, TcpOptionsRepr};
+use pipeline::tcp::{Connection, Transmit};
+use pipeline::wire::{flags, TcpOptionsRepr};
 use pipeline_testkit::alloc::{self, CountingAlloc};
-use std::net::{Ipv4Addr, SocketAddrV4};
 
 #[global_allocator]
 static A: CountingAlloc = CountingAlloc;
@@ -12,13 +11,7 @@ static A: CountingAlloc = CountingAlloc;
 
 #[test]
 fn no_allocation_on_the_hot_path() {
-    let cfg = TcpConfig::new(
-        MacAddr([2, 0, 0, 0, 0, 1]),
-        MacAddr([2, 0, 0, 0, 0, 2]),
-        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 40000),
-        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 443),
-    );
-    let mut c = Connection::new(cfg).unwrap();
+    let mut c = Connection::new(pipeline_testkit::tcp_sim::peer_pair_config()).unwrap();
     c.connect_with_isn(0, 1000, 0).unwrap();
     while c.poll_transmit(0).is_some() {}
     let peer = 5000u32;

@@ -288,6 +288,10 @@ impl TcpOptionsRepr {
     /// lengths rejected.
     pub fn parse(opts: &[u8]) -> Result<Self, WireError> {
         let mut r = TcpOptionsRepr::default();
+        // Data segments usually carry none (no timestamps negotiated): skip the iterator.
+        if opts.is_empty() {
+            return Ok(r);
+        }
         for o in TcpOptionIter::new(opts) {
             match o? {
                 TcpOption::Mss(m) => r.mss = Some(m),

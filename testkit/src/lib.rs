@@ -9,6 +9,7 @@
 //! | [`alloc`] | a counting global allocator for the no-allocation tests |
 //! | [`certs`] | the test CA and leaves, generated once per target directory |
 //! | [`python`] | the venv interpreter that has `websockets` |
+//! | [`tls_memory`] | a client and a server `TlsSession` connected in memory (benchmarks) |
 //! | [`tls_server`], [`ws_server`] | a TLS echo server and a scripted third-party WebSocket server (Python) |
 //! | [`deflate_server`] | a permessage-deflate WebSocket server (Python `websockets`) with chosen parameters |
 //! | [`synthetic`] | `Pipeline` configs and scripts for the synthetic transport, shm clean-up guards |
@@ -34,6 +35,7 @@ pub mod reconnect;
 pub mod ffi;
 pub mod synthetic;
 pub mod tcp_sim;
+pub mod tls_memory;
 pub mod tls_server;
 pub mod ws_frames;
 pub mod ws_server;

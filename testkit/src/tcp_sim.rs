@@ -956,6 +956,17 @@ impl Harness {
     }
 }
 
+/// The client's config of the fixed pair [`peer_frame`] talks to: 10.0.0.2:40000 (MAC
+/// 02::01) -> 10.0.0.1:443 (MAC 02::02), defaults otherwise.
+pub fn peer_pair_config() -> TcpConfig {
+    TcpConfig::new(
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        MacAddr([2, 0, 0, 0, 0, 2]),
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, 2), 40000),
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, 1), 443),
+    )
+}
+
 /// A segment from the server 10.0.0.1:443 (MAC 02::02) to a client at 10.0.0.2:40000
 /// (MAC 02::01): the fixed pair the TCP unit tests and benchmarks use.
 pub fn peer_frame(seq: u32, ack: u32, fl: u8, payload: &[u8], opts: TcpOptionsRepr) -> Vec<u8> {

@@ -984,7 +984,9 @@ fn main() {
                 r.preempted,
                 r.steal_ms
             );
-            for (h, snap) in &r.stages {
+            // A histogram nobody fed (server_to_delivered without the server_stamp
+            // option) says nothing: leave it out rather than print a row of zeros.
+            for (h, snap) in r.stages.iter().filter(|(_, s)| s.count > 0) {
                 eprintln!(
                     "      {:<22} {:>7} msgs  p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs  max {:>8.1} µs",
                     h.name(),
@@ -1028,7 +1030,7 @@ fn stage_report(kinds: &[Kind], lat: &HashMap<Kind, Vec<Run>>, partial: bool, sm
                 }
             }
         }
-        for (h, snap) in &pooled {
+        for (h, snap) in pooled.iter().filter(|(_, s)| s.count > 0) {
             eprintln!(
                 "  {:<36} {:<22} {:>7} msgs  p50 {:>7.1}  p90 {:>7.1}  p99 {:>7.1}  p99.9 {:>8.1}  max {:>8.1} µs",
                 k.name(),
@@ -1040,10 +1042,8 @@ fn stage_report(kinds: &[Kind], lat: &HashMap<Kind, Vec<Run>>, partial: bool, sm
                 snap.quantile(0.999) as f64 / 1e3,
                 snap.max_ns as f64 / 1e3
             );
-            if snap.count > 0 {
-                let top = (snap.count as f64).log10().max(1.0);
-                series.push((format!("{} {}", k.key(), h.name()), Curve::from_quantiles(top, |q| snap.quantile(q) as f64)));
-            }
+            let top = (snap.count as f64).log10().max(1.0);
+            series.push((format!("{} {}", k.key(), h.name()), Curve::from_quantiles(top, |q| snap.quantile(q) as f64)));
         }
     }
     if series.is_empty() {

@@ -21,7 +21,8 @@ fn seqs(stdout: &[u8]) -> Vec<u64> {
 
 #[test]
 fn two_urls_one_merged_stream_with_a_gap_event() {
-    let origin = Instant::now() + Duration::from_millis(500);
+    // The servers stream live from `origin`: the lead covers the CLI's start on a loaded box.
+    let origin = Instant::now() + Duration::from_millis(1500);
     let interval = Duration::from_millis(1);
     let mut a = SeqSpec::new("A", origin, interval, 3000);
     a.drop = Arc::new(|n| n % 10 == 3 || n == 1500);
@@ -59,7 +60,7 @@ fn several_urls_need_a_key() {
 
 #[test]
 fn rotate_every_2_over_a_10s_feed() {
-    let origin = Instant::now() + Duration::from_millis(500);
+    let origin = Instant::now() + Duration::from_millis(1500);
     let mut spec = SeqSpec::new("R", origin, Duration::from_millis(1), 10_000);
     spec.max_delay = Duration::from_micros(500);
     let server = SeqServer::start(spec);
@@ -82,7 +83,11 @@ fn rotate_every_2_over_a_10s_feed() {
 
 #[test]
 fn external_consumer_publishes_the_merged_stream_for_a_header_only_reader() {
-    let origin = Instant::now() + Duration::from_millis(800);
+    // Built before the feed's clock starts: the servers stream live from `origin`, and
+    // the first build of this sanitized reader took longer than the 800 ms lead on a
+    // loaded CI box, so the legs joined at sequence ~755.
+    let reader = pipeline_testkit::c_program::feed_reader();
+    let origin = Instant::now() + Duration::from_millis(1500);
     let mut a = SeqSpec::new("A", origin, Duration::from_millis(1), 2000);
     a.drop = Arc::new(|n| n % 10 == 3 || n == 1500);
     let mut b = SeqSpec::new("B", origin, Duration::from_millis(1), 2000);
@@ -91,7 +96,6 @@ fn external_consumer_publishes_the_merged_stream_for_a_header_only_reader() {
     let (sa, sb) = (SeqServer::start(a), SeqServer::start(b));
     let (name, _g) = unique("cli_pub");
     let (_g0, _g1, _g2) = (unique("cli_pub-0").1, unique("cli_pub-1").1, unique("cli_pub-2").1);
-    let reader = pipeline_testkit::c_program::feed_reader();
     let mut cli = pipeline_testkit::ChildGuard(
         bin()
             .args(["connect", &sa.url(), &sb.url(), "--dedup-json-field", "seq", "--contiguous", "--hold-ms", "250"])

@@ -64,10 +64,14 @@ async def echo(ws):
         pass
 
 
-async def handler(ws):
+def request_target(ws):
+    """The upgrade request's path and its query (the first value of each parameter)."""
     url = urlsplit(ws.request.path)
-    q = {k: v[0] for k, v in parse_qs(url.query).items()}
-    path = url.path
+    return url.path, {k: v[0] for k, v in parse_qs(url.query).items()}
+
+
+async def handler(ws):
+    path, q = request_target(ws)
     try:
         if path == "/echo":
             await echo(ws)

@@ -35,9 +35,9 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
-# The plain test server's echo, patterns and request parsing (same directory): one copy
-# of each.
-from ws_interop_server import echo, request_target, text_pattern
+# The plain test server's echo, patterns, request parsing and /stream (same directory):
+# one copy of each.
+from ws_interop_server import echo, request_target, stream, text_pattern
 from ws_interop_server import pattern as plain_pattern
 
 
@@ -67,16 +67,7 @@ async def handler(ws):
         if path == "/echo":
             await echo(ws)
         elif path == "/stream":
-            n, size = int(q.get("n", "10")), int(q.get("size", "100"))
-            kind = q.get("type", "binary")
-            for i in range(n):
-                if kind == "text":
-                    await ws.send(text_pattern(i, size))
-                elif kind == "json":
-                    await ws.send(json_pattern(i, size))
-                else:
-                    await ws.send(pattern(i, size))
-            await ws.close(1000, "stream done")
+            await stream(ws, q, {"binary": pattern, "text": text_pattern, "json": json_pattern})
         elif path == "/fragmented":
             j = "".join(json_pattern(i, 0) for i in range(200))
             await ws.send([j[k:k + len(j) // 5 + 1] for k in range(0, len(j), len(j) // 5 + 1)])

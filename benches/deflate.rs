@@ -97,6 +97,13 @@ struct Row {
     extra: String,
 }
 
+impl Row {
+    /// A time per message: the median and the fastest of `times`.
+    fn ns_per_msg(name: String, times: &[f64], extra: String) -> Row {
+        Row { name, unit: "ns/msg", median: median(times.to_vec()), best: best(times), extra }
+    }
+}
+
 /// Compress `msgs` as a server with context takeover would (level 6, zlib's default).
 fn compress_all(msgs: &[Vec<u8>], level: u8) -> Vec<Vec<u8>> {
     let mut d = Deflater::new(&neg(), &DeflateConfig { threshold: 0, level, ..Default::default() });
@@ -136,13 +143,8 @@ fn inflate_rows(size: usize, count: usize, rows: &mut Vec<Row>) {
         assert_eq!(&out[..r.produced + r2.produced], &m[..]);
         inf.end_message();
     }
-    rows.push(Row {
-        name: format!("inflate {size} B message (context takeover)"),
-        unit: "ns/msg",
-        median: median(times.clone()),
-        best: best(&times),
-        extra: format!("ratio {:.2} ({} -> {} B/msg)", plain as f64 / wire as f64, size, wire / count),
-    });
+    let ratio = format!("ratio {:.2} ({} -> {} B/msg)", plain as f64 / wire as f64, size, wire / count);
+    rows.push(Row::ns_per_msg(format!("inflate {size} B message (context takeover)"), &times, ratio));
     // The copy the uncompressed path pays at least: memcpy of the message.
     let mut times = Vec::new();
     for _ in 0..RUNS {
@@ -153,13 +155,7 @@ fn inflate_rows(size: usize, count: usize, rows: &mut Vec<Row>) {
         }
         times.push(t.elapsed().as_nanos() as f64 / count as f64);
     }
-    rows.push(Row {
-        name: format!("memcpy {size} B (for scale)"),
-        unit: "ns/msg",
-        median: median(times.clone()),
-        best: best(&times),
-        extra: String::new(),
-    });
+    rows.push(Row::ns_per_msg(format!("memcpy {size} B (for scale)"), &times, String::new()));
     // Our send side: deflate level 1 (the default) with context takeover.
     let mut times = Vec::new();
     let mut buf = vec![0u8; Deflater::bound(size)];
@@ -171,13 +167,7 @@ fn inflate_rows(size: usize, count: usize, rows: &mut Vec<Row>) {
         }
         times.push(t.elapsed().as_nanos() as f64 / count as f64);
     }
-    rows.push(Row {
-        name: format!("deflate {size} B message (level 1, send side)"),
-        unit: "ns/msg",
-        median: median(times.clone()),
-        best: best(&times),
-        extra: String::new(),
-    });
+    rows.push(Row::ns_per_msg(format!("deflate {size} B message (level 1, send side)"), &times, String::new()));
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -391,13 +381,11 @@ fn xdp_rows(rows: &mut Vec<Row>) {
             let cpu = col(v, |r| r.cpu_ns_per_msg);
             let note = format!("{count} msgs/run, {wire:.1} B/msg received by the transport ({:.1} MB/run)", wire * count as f64 / 1e6);
             rows.push(Row { name: format!("xdp pipeline {size} B feed, {label}"), unit: "msgs/s", median: median(rate.clone()), best: max(&rate), extra: note });
-            rows.push(Row {
-                name: format!("xdp pipeline {size} B feed, {label}: client CPU"),
-                unit: "ns/msg",
-                median: median(cpu.clone()),
-                best: best(&cpu),
-                extra: "the stage thread's schedstat run time, first message to \"done\", / messages".into(),
-            });
+            rows.push(Row::ns_per_msg(
+                format!("xdp pipeline {size} B feed, {label}: client CPU"),
+                &cpu,
+                "the stage thread's schedstat run time, first message to \"done\", / messages".into(),
+            ));
         }
         // Per round: the two runs side by side.
         let ratios: Vec<f64> = plain.iter().zip(&comp).map(|(p, c)| c.msgs_per_s / p.msgs_per_s).collect();

@@ -18,7 +18,6 @@ use std::time::Instant;
 
 use pipeline::pipeline::{Config, Pipeline, PipelineState};
 use pipeline::runner::{Layout, WaitKind};
-use pipeline::ws::handshake::accept_key;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -36,24 +35,7 @@ fn main() {
     let port = l.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        let mut req = Vec::new();
-        let mut b = [0u8; 1];
-        while !req.ends_with(b"\r\n\r\n") {
-            s.read_exact(&mut b).unwrap();
-            req.push(b[0]);
-        }
-        let req = String::from_utf8(req).unwrap();
-        let key = req
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap()
-            .trim()
-            .to_string();
-        let resp = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            accept_key(&key)
-        );
-        s.write_all(resp.as_bytes()).unwrap();
+        pipeline_testkit::upgrade::accept(&mut s, "");
         let mut frame = vec![0x82u8];
         if size < 126 {
             frame.push(size as u8);
@@ -71,7 +53,7 @@ fn main() {
             left -= k;
         }
         s.write_all(&[0x88, 2, 0x03, 0xe8]).unwrap();
-        let _ = s.read(&mut b);
+        let _ = s.read(&mut [0u8; 1]);
     });
     let mut c = Config::new(&format!("ws://127.0.0.1:{port}/"));
     c.layout = Some(layout);

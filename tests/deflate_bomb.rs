@@ -13,6 +13,7 @@ use pipeline::pipeline::{Config, DisconnectKind, Pipeline, PipelineState};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::ws::deflate::{Deflater, Negotiated};
 use pipeline::ws::DeflateConfig;
+use pipeline_testkit::upgrade;
 
 fn status_kib(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -59,25 +60,9 @@ fn one_gib_bomb_is_closed_with_1009_within_a_second() {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let server = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        let mut req = Vec::new();
-        let mut b = [0u8; 1024];
-        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut b).unwrap();
-            assert!(n > 0);
-            req.extend_from_slice(&b[..n]);
-        }
-        let text = String::from_utf8_lossy(&req).into_owned();
-        assert!(text.contains("permessage-deflate"), "{text}");
-        let key = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap()
-            .trim()
-            .to_string();
-        let resp = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
-            pipeline::ws::handshake::accept_key(&key)
-        );
+        let req = upgrade::read_request(&mut s);
+        assert!(req.contains("permessage-deflate"), "{req}");
+        let resp = upgrade::response(upgrade::request_key(&req), "Sec-WebSocket-Extensions: permessage-deflate\r\n");
         s.write_all(resp.as_bytes()).unwrap();
         // Read the client's frames on another thread while the bomb goes out.
         let mut r = s.try_clone().unwrap();

@@ -1,24 +1,17 @@
 //! A C program uses the pipeline through include/pipeline.h and libpipeline.so:
 //! synthetic server, polling and callback delivery, send, close, state, stats.
 
-use pipeline_testkit::c_program::{assert_success, CProgram};
+use pipeline_testkit::c_program::run_named_program;
 
 const PROGRAM: &str = concat!(
     pipeline_testkit::c_prelude!(),
+    pipeline_testkit::c_synthetic!(),
     r#"
 #define N 20000
 static unsigned char data[N * 40];
 static size_t data_len;
 static volatile size_t seen;
 static volatile int bad;
-
-static void add_frame(const char *s) {
-    size_t n = strlen(s);
-    data[data_len++] = 0x81;             /* FIN | text */
-    data[data_len++] = (unsigned char)n; /* < 126, unmasked */
-    memcpy(data + data_len, s, n);
-    data_len += n;
-}
 
 static void on_message(void *user, const uint8_t *payload, size_t len, uint32_t opcode) {
     char want[32];
@@ -32,21 +25,11 @@ int main(int argc, char **argv) {
     if (argc < 2) return 2;
     snprintf(name, sizeof name, "%s_poll", argv[1]);
     snprintf(name2, sizeof name2, "%s_cb", argv[1]);
-    for (size_t i = 0; i < N; i++) { snprintf(buf, sizeof buf, "tick %zu", i); add_frame(buf); }
+    data_len = tick_frames(data, N);
 
     PlConfig cfg;
-    if (pl_config_init(&cfg) != PL_OK) return 3;
-    cfg.url = "wss://synthetic.test/feed";
-    cfg.name = name;
-    cfg.transport = PL_TRANSPORT_SYNTHETIC;
+    if (synthetic_config(&cfg, name, data, data_len, 1000) != 0) return 3;
     cfg.layout = PL_LAYOUT_INLINE;
-    cfg.wait = PL_WAIT_BACKOFF;
-    cfg.synthetic_data = data;
-    cfg.synthetic_len = data_len;
-    cfg.synthetic_chunk = 1000;
-    cfg.inbox_size = 1 << 20;
-    cfg.max_message = 1 << 16;
-    cfg.quiet = true;
 
     pl_pipeline *p = NULL;
     enum PlResult r = pl_start(&cfg, &p);
@@ -55,9 +38,7 @@ int main(int argc, char **argv) {
     long spins = 0;
     while (got < N) {
         PlFrame f;
-        r = pl_poll(p, &f);
-        if (r == PL_ERR_WOULD_BLOCK) { if (++spins > 200000) return fail("timeout", r); nap(); continue; }
-        if (r != PL_OK) return fail("pl_poll", r);
+        if ((r = poll_wait(p, &f, &spins)) != PL_OK) return fail("pl_poll", r);
         snprintf(buf, sizeof buf, "tick %zu", got);
         if (f.len != strlen(buf) || memcmp(f.payload, buf, f.len) != 0 || f.opcode != 1) {
             fprintf(stderr, "message %zu wrong\n", got);
@@ -94,8 +75,7 @@ int main(int argc, char **argv) {
     cfg.on_message = on_message;
     cfg.on_message_user = (void *)&seen;
     if ((r = pl_start(&cfg, &p)) != PL_OK) return fail("pl_start cb", r);
-    spins = 0;
-    while (seen < N) { if (++spins > 200000) return fail("callback timeout", PL_ERR_TIMEOUT); nap(); }
+    if (wait_seen(&seen, N) != 0) return 1;
     if (bad) { fprintf(stderr, "%d bad callbacks\n", bad); return 7; }
     pl_free(p);
     printf("ok %zu %zu\n", got, (size_t)seen);
@@ -106,11 +86,5 @@ int main(int argc, char **argv) {
 
 #[test]
 fn a_c_program_drives_a_pipeline() {
-    let prog = CProgram::build("plcprog", PROGRAM, &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"]);
-    let name = format!("c{}", std::process::id());
-    let run = prog.run(&[&name]);
-    for suffix in ["_poll", "_cb"] {
-        let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&format!("{name}{suffix}")));
-    }
-    assert!(assert_success(&run).starts_with("ok 20000 20000"));
+    assert!(run_named_program("plcprog", PROGRAM, &["_poll", "_cb"]).starts_with("ok 20000 20000"));
 }

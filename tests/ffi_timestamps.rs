@@ -4,10 +4,11 @@
 //! (newer) struct gets the library's fields and `struct_size` set to what was written.
 //! The `server_stamp_*` fields of `PlConfig` are checked at `pl_start`.
 
-use pipeline_testkit::c_program::{assert_success, CProgram};
+use pipeline_testkit::c_program::run_named_program;
 
 const PROGRAM: &str = concat!(
     pipeline_testkit::c_prelude!(),
+    pipeline_testkit::c_synthetic!(),
     r#"
 #include <time.h>
 #include <stddef.h>
@@ -37,35 +38,18 @@ static void on_message(void *user, const uint8_t *payload, size_t len, uint32_t 
 }
 
 int main(int argc, char **argv) {
-    char name[64], name2[64], buf[32];
+    char name[64], name2[64];
     if (argc < 2) return 2;
     snprintf(name, sizeof name, "%s_tpoll", argv[1]);
     snprintf(name2, sizeof name2, "%s_tcb", argv[1]);
-    for (size_t i = 0; i < N; i++) {
-        snprintf(buf, sizeof buf, "tick %zu", i);
-        size_t n = strlen(buf);
-        data[data_len++] = 0x81;
-        data[data_len++] = (unsigned char)n;
-        memcpy(data + data_len, buf, n);
-        data_len += n;
-    }
+    data_len = tick_frames(data, N);
     PlTimestamps t = { .struct_size = sizeof t };
     enum PlResult r = pl_message_timestamps(&t);
     if (r != PL_ERR_WOULD_BLOCK) return fail("timestamps before any message", r);
 
     PlConfig cfg;
-    if (pl_config_init(&cfg) != PL_OK) return 3;
-    cfg.url = "wss://synthetic.test/feed";
-    cfg.name = name;
-    cfg.transport = PL_TRANSPORT_SYNTHETIC;
+    if (synthetic_config(&cfg, name, data, data_len, 900) != 0) return 3;
     cfg.layout = PL_LAYOUT_THREADS;
-    cfg.wait = PL_WAIT_BACKOFF;
-    cfg.synthetic_data = data;
-    cfg.synthetic_len = data_len;
-    cfg.synthetic_chunk = 900;
-    cfg.inbox_size = 1 << 20;
-    cfg.max_message = 1 << 16;
-    cfg.quiet = true;
 
     /* Server stamp settings are checked at pl_start: a JSON field and a binary width
      * at once, or a width other than 4/8, is PL_ERR_CONFIG. */
@@ -87,9 +71,7 @@ int main(int argc, char **argv) {
     long spins = 0;
     while (got < N) {
         PlFrame f;
-        r = pl_poll(p, &f);
-        if (r == PL_ERR_WOULD_BLOCK) { if (++spins > 200000) return fail("timeout", r); nap(); continue; }
-        if (r != PL_OK) return fail("pl_poll", r);
+        if ((r = poll_wait(p, &f, &spins)) != PL_OK) return fail("pl_poll", r);
         PlTimestamps ts = { .struct_size = sizeof ts };
         if ((r = pl_message_timestamps(&ts)) != PL_OK) return fail("pl_message_timestamps", r);
         if (!ordered(&ts, t0, mono()) || ts.struct_size != sizeof ts) {
@@ -120,8 +102,7 @@ int main(int argc, char **argv) {
     cfg.on_message = on_message;
     t0 = mono();
     if ((r = pl_start(&cfg, &p)) != PL_OK) return fail("pl_start cb", r);
-    spins = 0;
-    while (seen < N) { if (++spins > 200000) return fail("callback timeout", PL_ERR_TIMEOUT); nap(); }
+    if (wait_seen(&seen, N) != 0) return 1;
     pl_free(p);
     if (bad) { fprintf(stderr, "%d callbacks saw stamps out of order\n", bad); return 7; }
     printf("ok %zu %zu\n", got, (size_t)seen);
@@ -132,11 +113,5 @@ int main(int argc, char **argv) {
 
 #[test]
 fn c_reads_message_timestamps_after_poll_and_in_the_callback() {
-    let prog = CProgram::build("plcts", PROGRAM, &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"]);
-    let name = format!("c{}", std::process::id());
-    let run = prog.run(&[&name]);
-    for suffix in ["_tpoll", "_tcb"] {
-        let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&format!("{name}{suffix}")));
-    }
-    assert!(assert_success(&run).starts_with("ok 5000 5000"));
+    assert!(run_named_program("plcts", PROGRAM, &["_tpoll", "_tcb"]).starts_with("ok 5000 5000"));
 }

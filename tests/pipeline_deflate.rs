@@ -189,13 +189,25 @@ fn declined_offer_and_plain_server_still_work() {
     assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).unwrap().text(), Some("Hello"));
 }
 
-fn closes_with(data: Vec<u8>, max_message: usize, code: u16, tag: &str) -> DisconnectReason {
-    let (name, _g) = unique(tag);
+/// An inline pipeline named after `tag` on `data` (one chunk), deflate negotiated.
+fn start_deflate(data: Vec<u8>, max_message: usize, tag: &str) -> (ShmGuard, Pipeline) {
+    let (name, g) = unique(tag);
     let s = SyntheticScript { extensions: Some("permessage-deflate".into()), ..script(data, 0) };
     let mut c = config(&name, s, Layout::Inline);
     c.deflate = Some(DeflateConfig::default());
     c.max_message = max_message;
-    let p = Pipeline::start(c).unwrap();
+    (g, Pipeline::start(c).unwrap())
+}
+
+/// The first message of `data` is delivered with a 64 KiB `max_message`, and is 64 KiB.
+fn delivers_64k(data: Vec<u8>, tag: &str) {
+    let (_g, mut p) = start_deflate(data, 1 << 16, tag);
+    let mut rx = p.receiver().unwrap();
+    assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).unwrap().payload().len(), 1 << 16);
+}
+
+fn closes_with(data: Vec<u8>, max_message: usize, code: u16, tag: &str) -> DisconnectReason {
+    let (_g, p) = start_deflate(data, max_message, tag);
     p.wait_disconnected(Duration::from_secs(10));
     let r = reason(&p);
     assert_eq!(r.kind, DisconnectKind::ProtocolError { close_code: code }, "{tag}: {r}");
@@ -239,17 +251,10 @@ fn inflated_size_is_bounded_by_max_message() {
     let r = closes_with(v, 1 << 16, 1009, "deflbomb");
     assert!(r.message.contains("inflates to more than"), "{r}");
     // Exactly the limit is fine.
-    let (name, _g) = unique("defllimit");
     let mut d = server_deflater(15, false);
     let mut v = Vec::new();
     encode_server_frame_rsv1(&mut v, 2, true, &compress(&mut d, &vec![7u8; 1 << 16]));
-    let s = SyntheticScript { extensions: Some("permessage-deflate".into()), ..script(v, 0) };
-    let mut c = config(&name, s, Layout::Inline);
-    c.deflate = Some(DeflateConfig::default());
-    c.max_message = 1 << 16;
-    let mut p = Pipeline::start(c).unwrap();
-    let mut rx = p.receiver().unwrap();
-    assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).unwrap().payload().len(), 1 << 16);
+    delivers_64k(v, "defllimit");
 }
 
 /// With deflate negotiated the parser allows compressed wire bytes some slack past
@@ -261,16 +266,9 @@ fn uncompressed_message_over_the_limit_closes_with_1009_when_deflate_is_on() {
     pipeline::pipeline::encode_server_frame(&mut v, 2, true, &vec![1u8; (1 << 16) + 1]);
     let r = closes_with(v, 1 << 16, 1009, "deflplainbig");
     assert!(r.message.contains("65536"), "{r}");
-    let (name, _g) = unique("deflplainok");
     let mut v = Vec::new();
     pipeline::pipeline::encode_server_frame(&mut v, 2, true, &vec![1u8; 1 << 16]);
-    let s = SyntheticScript { extensions: Some("permessage-deflate".into()), ..script(v, 0) };
-    let mut c = config(&name, s, Layout::Inline);
-    c.deflate = Some(DeflateConfig::default());
-    c.max_message = 1 << 16;
-    let mut p = Pipeline::start(c).unwrap();
-    let mut rx = p.receiver().unwrap();
-    assert_eq!(rx.next_frame_timeout(Duration::from_secs(10)).unwrap().payload().len(), 1 << 16);
+    delivers_64k(v, "deflplainok");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use pipeline::pipeline::{Config, Pipeline, PipelineState, Receiver};
 use pipeline::runner::{Layout, WaitKind};
 use pipeline::stage::Delivery;
 use pipeline::stats::Counter;
-use pipeline::ws::handshake::accept_key;
+use pipeline_testkit::upgrade;
 use pipeline_testkit::ws_frames::frame;
 
 const T: Duration = Duration::from_secs(10);
@@ -38,33 +38,15 @@ where
 
 /// Read the request header; return the Sec-WebSocket-Key.
 fn read_request(s: &mut TcpStream) -> String {
-    let mut req = Vec::new();
-    let mut b = [0u8; 1];
-    while !req.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "request cut short");
-        req.push(b[0]);
-    }
-    let req = String::from_utf8(req).unwrap();
+    let req = upgrade::read_request(s);
     assert!(req.starts_with("GET /"), "{req}");
-    req.lines()
-        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-        .expect("key")
-        .trim()
-        .to_string()
-}
-
-fn response(key: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-        accept_key(key)
-    )
-    .into_bytes()
+    upgrade::request_key(&req).to_string()
 }
 
 /// Accept the upgrade; `extra` goes out in the same write as the 101.
 fn upgrade(s: &mut TcpStream, extra: &[u8]) {
     let key = read_request(s);
-    let mut r = response(&key);
+    let mut r = upgrade::response(&key, "").into_bytes();
     r.extend_from_slice(extra);
     s.write_all(&r).unwrap();
 }

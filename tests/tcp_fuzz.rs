@@ -1,10 +1,9 @@
 //! Robustness: random and mutated segments from a hostile peer never panic the
 //! connection, in any state, and never make it deliver bytes out of order.
 
-use pipeline_testkit::tcp_sim::{Faults, Harness, PeerConfig, Rng};
+use pipeline_testkit::tcp_sim::{emit_frame, peer_repr, Faults, Harness, PeerConfig, Rng};
 use pipeline::tcp::{Connection, State, Transmit};
-use pipeline::wire::{emit_tcp_frame, flags, MacAddr, TcpFrameRepr, TcpOptionsRepr, TcpRepr};
-use std::net::Ipv4Addr;
+use pipeline::wire::{flags, TcpOptionsRepr};
 
 fn random_frame(rng: &mut Rng, near_seq: u32, near_ack: u32) -> Vec<u8> {
     let pick = |rng: &mut Rng, near: u32| match rng.below(4) {
@@ -46,26 +45,8 @@ fn random_frame(rng: &mut Rng, near_seq: u32, near_ack: u32) -> Vec<u8> {
         _ => rng.below(1461) as usize,
     };
     let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
-    let r = TcpFrameRepr {
-        src_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-        dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        src_ip: Ipv4Addr::new(10, 0, 0, 1),
-        dst_ip: Ipv4Addr::new(10, 0, 0, 2),
-        ip_ident: 0,
-        ttl: 64,
-        tcp: TcpRepr {
-            src_port: 443,
-            dst_port: 40000,
-            seq: pick(rng, near_seq),
-            ack: pick(rng, near_ack),
-            flags: fl,
-            window: rng.next_u64() as u16,
-            options,
-        },
-    };
-    let mut b = vec![0u8; 2048];
-    let n = emit_tcp_frame(&mut b, &r, &payload).unwrap();
-    b.truncate(n);
+    let r = peer_repr(pick(rng, near_seq), pick(rng, near_ack), fl, rng.next_u64() as u16, options);
+    let mut b = emit_frame(&r, &payload);
     // Sometimes corrupt raw bytes too (header fields, option bytes, lengths).
     if rng.chance(0.2) {
         for _ in 0..1 + rng.below(4) {

@@ -30,16 +30,15 @@ import os
 import ssl
 import sys
 import threading
-from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
-# The plain test server's echo and text pattern (same directory): one copy of each.
-from ws_interop_server import echo, text_pattern
-
-BASE = bytes(range(251))
+# The plain test server's echo, patterns, request parsing and /stream (same directory):
+# one copy of each.
+from ws_interop_server import echo, request_target, stream, text_pattern
+from ws_interop_server import pattern as plain_pattern
 
 
 def pattern(i, size):
@@ -52,9 +51,7 @@ def pattern(i, size):
             x ^= (x << 5) & 0xFFFFFFFF
             out[j] = x & 0xFF
         return bytes(out)
-    start = i % 251
-    reps = (start + size) // 251 + 1
-    return (BASE * reps)[start:start + size]
+    return plain_pattern(i, size)
 
 
 def json_pattern(i, size):
@@ -65,23 +62,12 @@ def json_pattern(i, size):
 
 
 async def handler(ws):
-    url = urlsplit(ws.request.path)
-    q = {k: v[0] for k, v in parse_qs(url.query).items()}
-    path = url.path
+    path, q = request_target(ws)
     try:
         if path == "/echo":
             await echo(ws)
         elif path == "/stream":
-            n, size = int(q.get("n", "10")), int(q.get("size", "100"))
-            kind = q.get("type", "binary")
-            for i in range(n):
-                if kind == "text":
-                    await ws.send(text_pattern(i, size))
-                elif kind == "json":
-                    await ws.send(json_pattern(i, size))
-                else:
-                    await ws.send(pattern(i, size))
-            await ws.close(1000, "stream done")
+            await stream(ws, q, {"binary": pattern, "text": text_pattern, "json": json_pattern})
         elif path == "/fragmented":
             j = "".join(json_pattern(i, 0) for i in range(200))
             await ws.send([j[k:k + len(j) // 5 + 1] for k in range(0, len(j), len(j) // 5 + 1)])

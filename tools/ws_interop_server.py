@@ -64,19 +64,29 @@ async def echo(ws):
         pass
 
 
-async def handler(ws):
+def request_target(ws):
+    """The upgrade request's path and its query (the first value of each parameter)."""
     url = urlsplit(ws.request.path)
-    q = {k: v[0] for k, v in parse_qs(url.query).items()}
-    path = url.path
+    return url.path, {k: v[0] for k, v in parse_qs(url.query).items()}
+
+
+async def stream(ws, q, patterns):
+    """/stream: n messages of size bytes, message i made by patterns[type] (binary for a
+    type it does not name), then close 1000 "stream done"."""
+    n, size = int(q.get("n", "10")), int(q.get("size", "100"))
+    make = patterns.get(q.get("type", "binary"), patterns["binary"])
+    for i in range(n):
+        await ws.send(make(i, size))
+    await ws.close(1000, "stream done")
+
+
+async def handler(ws):
+    path, q = request_target(ws)
     try:
         if path == "/echo":
             await echo(ws)
         elif path == "/stream":
-            n, size = int(q.get("n", "10")), int(q.get("size", "100"))
-            text = q.get("type", "binary") == "text"
-            for i in range(n):
-                await ws.send(text_pattern(i, size) if text else pattern(i, size))
-            await ws.close(1000, "stream done")
+            await stream(ws, q, {"binary": pattern, "text": text_pattern})
         elif path == "/fragmented":
             await ws.send(["frag", "mented ", "tëxt"])
             await ws.send([b"\x00", b"", b"\x01\x02"])

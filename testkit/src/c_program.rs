@@ -104,6 +104,79 @@ static int fail(const char *what, enum PlResult r) {
     };
 }
 
+/// C helpers for the programs that run a pipeline on the synthetic transport, as a literal
+/// for `concat!` after [`c_prelude!`]: `tick_frames(data, n)` (unmasked final text frames
+/// "tick 0" … "tick n-1" back to back; returns their length), `synthetic_config(cfg, name,
+/// data, len, chunk)` (backoff wait, 1 MiB inbox, quiet; the caller picks the layout;
+/// non-zero if `pl_config_init` fails), `poll_wait(p, f, spins)` (`pl_poll`, napping while
+/// it would block; `PL_ERR_TIMEOUT` once the naps counted in `*spins` pass 200000) and
+/// `wait_seen(seen, n)` (naps until the callback count `*seen` reaches `n`; 0, else it
+/// fails with "callback timeout").
+#[macro_export]
+macro_rules! c_synthetic {
+    () => {
+        r#"
+static size_t tick_frames(unsigned char *data, size_t n) {
+    size_t len = 0;
+    char buf[32];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(buf, sizeof buf, "tick %zu", i);
+        size_t k = strlen(buf);
+        data[len++] = 0x81;             /* FIN | text */
+        data[len++] = (unsigned char)k; /* < 126, unmasked */
+        memcpy(data + len, buf, k);
+        len += k;
+    }
+    return len;
+}
+
+static int synthetic_config(PlConfig *cfg, const char *name, const unsigned char *data, size_t len, size_t chunk) {
+    if (pl_config_init(cfg) != PL_OK) return -1;
+    cfg->url = "wss://synthetic.test/feed";
+    cfg->name = name;
+    cfg->transport = PL_TRANSPORT_SYNTHETIC;
+    cfg->wait = PL_WAIT_BACKOFF;
+    cfg->synthetic_data = data;
+    cfg->synthetic_len = len;
+    cfg->synthetic_chunk = chunk;
+    cfg->inbox_size = 1 << 20;
+    cfg->max_message = 1 << 16;
+    cfg->quiet = true;
+    return 0;
+}
+
+static enum PlResult poll_wait(pl_pipeline *p, PlFrame *f, long *spins) {
+    for (;;) {
+        enum PlResult r = pl_poll(p, f);
+        if (r != PL_ERR_WOULD_BLOCK) return r;
+        if (++*spins > 200000) return PL_ERR_TIMEOUT;
+        nap();
+    }
+}
+
+static int wait_seen(volatile size_t *seen, size_t n) {
+    long spins = 0;
+    while (*seen < n) { if (++spins > 200000) return fail("callback timeout", PL_ERR_TIMEOUT); nap(); }
+    return 0;
+}
+"#
+    };
+}
+
+/// Builds `source` with `cc -std=c11 -Wall -Wextra -Werror -O1` (see [`CProgram::build`]),
+/// runs it with one argument, a name unique to this process, and removes the shared-memory
+/// directories of the pipelines it started as that name followed by each of `suffixes`;
+/// its stdout (see [`assert_success`]).
+pub fn run_named_program(tag: &str, source: &str, suffixes: &[&str]) -> String {
+    let prog = CProgram::build(tag, source, &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"]);
+    let name = format!("c{}", std::process::id());
+    let run = prog.run(&[&name]);
+    for suffix in suffixes {
+        let _ = std::fs::remove_dir_all(pipeline::shm::ShmDir::path_for(&format!("{name}{suffix}")));
+    }
+    assert_success(&run)
+}
+
 /// `tests/c/feed_reader.c`, the header-only reader of a published merged feed, built
 /// once per test binary with `include/pipeline_consumer.h` only (no libpipeline) under
 /// AddressSanitizer and UBSan (a report aborts it, so the test sees it). Run it as

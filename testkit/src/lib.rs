@@ -37,6 +37,7 @@ pub mod synthetic;
 pub mod tcp_sim;
 pub mod tls_memory;
 pub mod tls_server;
+pub mod upgrade;
 pub mod ws_frames;
 pub mod ws_server;
 pub mod xdp_frames;

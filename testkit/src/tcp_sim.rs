@@ -970,17 +970,26 @@ pub fn peer_pair_config() -> TcpConfig {
 /// A segment from the server 10.0.0.1:443 (MAC 02::02) to a client at 10.0.0.2:40000
 /// (MAC 02::01): the fixed pair the TCP unit tests and benchmarks use.
 pub fn peer_frame(seq: u32, ack: u32, fl: u8, payload: &[u8], opts: TcpOptionsRepr) -> Vec<u8> {
-    let r = TcpFrameRepr {
+    emit_frame(&TcpFrameRepr { ip_ident: 1, ..peer_repr(seq, ack, fl, 65535, opts) }, payload)
+}
+
+/// The headers of a [`peer_frame`] segment, IP ident 0.
+pub fn peer_repr(seq: u32, ack: u32, fl: u8, window: u16, options: TcpOptionsRepr) -> TcpFrameRepr {
+    TcpFrameRepr {
         src_mac: MacAddr([2, 0, 0, 0, 0, 2]),
         dst_mac: MacAddr([2, 0, 0, 0, 0, 1]),
         src_ip: std::net::Ipv4Addr::new(10, 0, 0, 1),
         dst_ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
-        ip_ident: 1,
+        ip_ident: 0,
         ttl: 64,
-        tcp: TcpRepr { src_port: 443, dst_port: 40000, seq, ack, flags: fl, window: 65535, options: opts },
-    };
+        tcp: TcpRepr { src_port: 443, dst_port: 40000, seq, ack, flags: fl, window, options },
+    }
+}
+
+/// `r` and `payload` as an Ethernet frame (up to 2048 bytes).
+pub fn emit_frame(r: &TcpFrameRepr, payload: &[u8]) -> Vec<u8> {
     let mut b = vec![0u8; 2048];
-    let n = emit_tcp_frame(&mut b, &r, payload).expect("peer frame fits 2048 bytes");
+    let n = emit_tcp_frame(&mut b, r, payload).expect("frame fits 2048 bytes");
     b.truncate(n);
     b
 }

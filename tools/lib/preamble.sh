@@ -15,3 +15,7 @@ result() {
   if [ "$2" = ok ]; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
   echo "--- $1: $2${3:+ ($3)}"
 }
+# kill_pids: signal every process in PIDS (for the scripts' EXIT traps).
+kill_pids() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+}

@@ -10,25 +10,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tools/lib/sim.sh
-REPO=$PWD
-export PATH="$HOME/.cargo/bin:$PATH"
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}
-export CARGO_TARGET_DIR=$TARGET
-PY=${PL_PYTHON:-/opt/libpipeline-venv/bin/python}
+. tools/lib/preamble.sh
+TARGET=$CARGO_TARGET_DIR
 N=${N:-20000}
 PIPELINE=$TARGET/release/pipeline
-FAILED=0
-PASSED=0
-declare -a RESULTS=()
 
 TMP=$(mktemp -d /tmp/plcons.XXXXXX)
 NS_C=plt$$c
 NS_S=plt$$s
 SERVER_IP=10.202.1.1
 CLIENT_IP=10.202.1.2
-PIDS=()
 cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  kill_pids
   ip netns del "$NS_C" 2>/dev/null || true
   ip netns del "$NS_S" 2>/dev/null || true
   rm -rf "$TMP"
@@ -36,12 +29,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-result() { # name ok|FAIL [detail]
-  RESULTS+=("$1: $2${3:+ ($3)}")
-  if [ "$2" = ok ]; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
-  echo "--- $1: $2${3:+ ($3)}"
-}
 
 echo "== build: libpipeline (release), cpp_examples (make + pkg-config), pip install ./python"
 cargo build --release -j2 --lib --bin pipeline
@@ -67,22 +54,11 @@ else
   result python-unittest FAIL
 fi
 
-# start_sim MODE ARGS... -> sets SIM_PID, URL (MODE kernel|xdp). --once: exits after the connection.
-start_sim() {
+# sim_for MODE ARGS... -> sets SIM_PID, URL (MODE kernel|xdp: loopback, or the server
+# namespace behind the veth pair).
+sim_for() {
   local mode=$1; shift
-  local out=$TMP/sim.$RANDOM.out
-  if [ "$mode" = xdp ]; then
-    ip netns exec "$NS_S" "$PY" tools/exchange_sim.py --host "$SERVER_IP" --port 0 --once \
-      --cert "$TMP/certs/veth.pem" --key "$TMP/certs/veth.key" "$@" >"$out" 2>&1 </dev/null &
-  else
-    "$PY" tools/exchange_sim.py --host 127.0.0.1 --port 0 --once \
-      --cert "$TMP/certs/server.pem" --key "$TMP/certs/server.key" "$@" >"$out" 2>&1 </dev/null &
-  fi
-  SIM_PID=$!
-  PIDS+=("$SIM_PID")
-  local port
-  port=$(sim_port "$out") || { cat "$out"; return 1; }
-  if [ "$mode" = xdp ]; then URL="wss://$SERVER_IP:$port/"; else URL="wss://127.0.0.1:$port/"; fi
+  if [ "$mode" = xdp ]; then start_sim_in "$NS_S" "$SERVER_IP" veth "$@"; else start_sim "$@"; fi
 }
 
 # in_client MODE CMD...: run in the client namespace for xdp.
@@ -107,7 +83,7 @@ run_consumers() { # MODE
 
   echo "== [$mode] C++ strategy (libpipeline.so via pkg-config)"
   log=$TMP/strategy-$mode.log
-  start_sim "$mode" --count "$N" --fragment-every 50
+  sim_for "$mode" --count "$N" --fragment-every 50
   if in_client "$mode" timeout 120 cpp_examples/build/strategy "$URL" "${xargs[@]}" --ca-file "$ca" --count "$N" \
       --quiet --layout inline --wait backoff --send "hello strategy" >"$log" 2>&1; then :; fi
   stop_sim
@@ -116,7 +92,7 @@ run_consumers() { # MODE
 
   echo "== [$mode] Python package (examples/market_data_reader.py)"
   log=$TMP/python-$mode.log
-  start_sim "$mode" --count "$N" --fragment-every 50
+  sim_for "$mode" --count "$N" --fragment-every 50
   if (cd "$TMP" && in_client "$mode" timeout 180 "$PY" "$REPO/python/examples/market_data_reader.py" "$URL" \
       "${xargs[@]}" --ca-file "$ca" --count "$N" --quiet --layout inline --wait backoff) >"$log" 2>&1; then :; fi
   stop_sim
@@ -126,7 +102,7 @@ run_consumers() { # MODE
   log=$TMP/reader-$mode.log
   local name=plt$$$mode
   # Paced, so that the ping round trip (queued behind the stream in the server) ends mid-stream.
-  start_sim "$mode" --count "$N" --close-after "$N" --fragment-every 50 --rate 8000
+  sim_for "$mode" --count "$N" --close-after "$N" --fragment-every 50 --rate 8000
   in_client "$mode" timeout 120 "$PIPELINE" connect "$URL" "${xargs[@]}" --ca-file "$ca" --name "$name" \
     --external-consumer --layout inline --wait backoff --send cmd:ping >"$TMP/connect-$mode.log" 2>&1 &
   local cpid=$!

@@ -20,7 +20,7 @@ cd "$(dirname "$0")/../.."
 N=${N:-3000}
 TMP=$(mktemp -d /tmp/plinst.XXXXXX)
 cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  kill_pids
   rm -rf "$TMP" /dev/shm/pipeline_pli$$* 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -111,16 +111,6 @@ if [ "$build_ok" = 1 ]; then result out-of-tree-builds ok; else result out-of-tr
 
 echo "== certificates + feeds"
 sh tools/testcerts.sh "$TMP/certs" >/dev/null
-start_sim() { # ARGS... -> URL
-  local out=$TMP/sim.$RANDOM.out
-  "$PY" tools/exchange_sim.py --host 127.0.0.1 --port 0 --once \
-    --cert "$TMP/certs/server.pem" --key "$TMP/certs/server.key" "$@" >"$out" 2>&1 </dev/null &
-  SIM_PID=$!
-  PIDS+=("$SIM_PID")
-  local port
-  port=$(sim_port "$out") || { cat "$out"; return 1; }
-  URL="wss://127.0.0.1:$port/"
-}
 feed() { # name expect-regex program args...
   local name=$1 want=$2 prog=$3; shift 3
   local log=$TMP/$name.log

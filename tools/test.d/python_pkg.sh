@@ -21,25 +21,15 @@ cd "$(dirname "$0")/../.."
 N=${N:-3000}
 TMP=$(mktemp -d /tmp/plpy.XXXXXX)
 cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  kill_pids
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 t0=$SECONDS
 sh tools/testcerts.sh "$TMP/certs" >/dev/null
-start_sim() {
-  local out=$TMP/sim.$RANDOM.out
-  "$PY" tools/exchange_sim.py --host 127.0.0.1 --port 0 --once \
-    --cert "$TMP/certs/server.pem" --key "$TMP/certs/server.key" --count "$N" >"$out" 2>&1 </dev/null &
-  SIM_PID=$!
-  PIDS+=("$SIM_PID")
-  local port
-  port=$(sim_port "$out") || { cat "$out"; return 1; }
-  URL="wss://127.0.0.1:$port/"
-}
 feed() { # name venv-python
   local log=$TMP/$1.log
-  start_sim
+  start_sim --count "$N"
   (cd "$TMP" && timeout 120 "$2" "$REPO/python/examples/typed_reader.py" "$URL" --ca-file "$TMP/certs/ca.pem" \
     --count "$N") >"$log" 2>&1 || true
   stop_sim

@@ -215,6 +215,17 @@ pub fn negotiate(answer: &str, offer: Option<&DeflateConfig>) -> Result<Option<N
                 ))),
             }
         };
+        // A window the server chose: a valid size, no larger than one we offered (0: we
+        // offered the parameter without a value, so any valid size).
+        let chosen_bits = |name: &str, v: Option<&str>, offered: u8| -> Result<u8> {
+            let b = bits(v)?;
+            if offered != 0 && b > offered {
+                return Err(ext_err(format!(
+                    "permessage-deflate response parameter {name}={b} is larger than the {offered} we offered"
+                )));
+            }
+            Ok(b)
+        };
         let no_value = |v: Option<&str>| -> Result<()> {
             match v {
                 None => Ok(()),
@@ -236,25 +247,11 @@ pub fn negotiate(answer: &str, offer: Option<&DeflateConfig>) -> Result<Option<N
             }
             "server_max_window_bits" => {
                 dup(&mut seen_s)?;
-                let b = bits(v)?;
-                if offer.server_max_window_bits != 0 && b > offer.server_max_window_bits {
-                    return Err(ext_err(format!(
-                        "permessage-deflate response parameter server_max_window_bits={b} is larger than the {} we offered",
-                        offer.server_max_window_bits
-                    )));
-                }
-                n.server_max_window_bits = b;
+                n.server_max_window_bits = chosen_bits("server_max_window_bits", v, offer.server_max_window_bits)?;
             }
             "client_max_window_bits" => {
                 dup(&mut seen_c)?;
-                let b = bits(v)?;
-                if offer.client_max_window_bits != 0 && b > offer.client_max_window_bits {
-                    return Err(ext_err(format!(
-                        "permessage-deflate response parameter client_max_window_bits={b} is larger than the {} we offered",
-                        offer.client_max_window_bits
-                    )));
-                }
-                n.client_max_window_bits = b;
+                n.client_max_window_bits = chosen_bits("client_max_window_bits", v, offer.client_max_window_bits)?;
             }
             _ => {
                 return Err(ext_err(format!(

@@ -630,6 +630,21 @@ impl WebSocketStage {
         self.stats.wake_consumer();
     }
 
+    /// The end of a poll that produced entries: publish them and note how full the
+    /// frame ring got.
+    fn publish_batch(&mut self) {
+        self.publish_frames();
+        let ring = self.frames.ring();
+        self.stats.max(Counter::FrameRingHighWater, self.frames.position() - ring.tail());
+    }
+
+    /// A protocol error from the parser: stop parsing now, with the configured limit in
+    /// a 1009's reason.
+    fn parse_error(&mut self, close_code: u16, reason: String, now: u64) {
+        let reason = with_limit(close_code, reason, self.max_message);
+        self.defer_fail(close_code, reason, now);
+    }
+
     /// Finish what `write` left: publish a frame (Frames delivery) or the message.
     fn piece_done(&mut self, p: &Piece) {
         let Some(f) = self.inflow.as_mut() else { return };
@@ -792,8 +807,7 @@ impl WebSocketStage {
                     break;
                 }
                 Err(Error::WebSocket { close_code, reason }) => {
-                    let reason = with_limit(close_code, reason, self.max_message);
-                    self.defer_fail(close_code, reason, now);
+                    self.parse_error(close_code, reason, now);
                     n += 1;
                     break;
                 }
@@ -813,9 +827,7 @@ impl WebSocketStage {
         f.wire.set_parsed_pos(self.pos);
         moved |= released > 0;
         if n > 0 {
-            self.publish_frames();
-            let ring = self.frames.ring();
-            self.stats.max(Counter::FrameRingHighWater, self.frames.position() - ring.tail());
+            self.publish_batch();
         }
         // Nothing before the bad frame waits for the AppClient: fail at once.
         self.fail_when_taken(now);
@@ -910,9 +922,8 @@ impl Stage for WebSocketStage {
                     break;
                 }
                 Err(Error::WebSocket { close_code, reason }) => {
-                    let reason = with_limit(close_code, reason, self.max_message);
-                    // Stop parsing now; fail once the messages before it are taken.
-                    self.defer_fail(close_code, reason, now);
+                    // Fail once the messages before it are taken.
+                    self.parse_error(close_code, reason, now);
                     n += 1;
                     break;
                 }
@@ -939,13 +950,8 @@ impl Stage for WebSocketStage {
             n += 1;
         }
         if n > 0 {
-            self.publish_frames();
+            self.publish_batch();
             self.inbox.set_parsed_pos(self.pos);
-            let ring = self.frames.ring();
-            self.stats.max(
-                Counter::FrameRingHighWater,
-                self.frames.position() - ring.tail(),
-            );
         }
         // Nothing before the bad frame waits for the AppClient: fail at once.
         self.fail_when_taken(now);
